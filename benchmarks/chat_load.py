@@ -1,0 +1,845 @@
+"""Chat under load, against the running server with the offline provider, beside a bare ASGI floor.
+
+    .venv/bin/python benchmarks/chat_load.py [--clients 1,20,100] [--requests 300]
+        [--ws-conversations 500] [--ws-messages 5] [--max-seconds 600]
+
+On a scratch database: one organization with an API key and a ready offline orchestrator. Starts
+the real server (uvicorn cadence_site.asgi:application, lifespan on, one worker) and, on the same
+uvicorn and its own port, benchmarks/bare_stream_app.py: the offline provider streamed as OpenAI
+SSE with no authentication, tenancy or storage. Then:
+
+(a) POST /v1/chat/completions, non-stream and stream, at each client count (keep-alive HTTP/1.1
+    clients on raw asyncio streams, SSE parsed here): requests/s, p50/p99 latency, time to first
+    token (first non-empty content delta), and the server process's CPU per request;
+(b) WebSocket conversations, all open at once (connected in batches, a ticket each), each sending
+    its messages one after another: p50/p99 time to first `token` frame and to `done`, messages
+    lost (no `done`, or a stored reply that is not complete with the expected text, checked through
+    GET .../messages/ for every conversation afterwards).
+
+Targets: streaming req/s at 20 clients >= 50% of the bare app's; p99 time to first token <= 50 ms at
+100 clients (streaming); 0 messages lost.
+
+Reading the figures: the load generator is one Python process on the same machine, so when the
+"box cpu" column reads ~100% (the bare app's rows), the floor is the generator's limit and the real
+bare figure is higher. "srv ms/req" is the server process's own CPU (all its threads) per request;
+PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
+the end (message counts), so a failure under load shows up as a count rather than a flood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from _setup import ROOT, drop_scratch_database, percentile, use_scratch_database
+
+DB_NAME = "cadence_bench_chat"
+ORG_SLUG = "chatload"
+ORCHESTRATOR = "chatload"
+REPLY_PREFIX = "Offline model. You said: "
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(port: int, process: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"server on port {port} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    with open("/proc/stat") as handle:
+        values = [int(v) for v in handle.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def _log_summary(path: str, top: int = 8) -> list[str]:
+    """The server's log lines counted by level, logger and message (JSON logs), or first words."""
+    counts: Counter[str] = Counter()
+    with open(path, errors="replace") as handle:
+        for line in handle:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                if line.startswith(("ERROR", "WARNING", "CRITICAL")):
+                    counts[line[:100]] += 1
+                continue
+            if isinstance(entry, dict) and "message" in entry:
+                detail = entry.get("error") or ""
+                message = str(entry["message"]).split("\n")[0][:90]
+                counts[f"{entry.get('level')} {entry.get('logger')}: {message} {detail}"[:160]] += 1
+    return [f"{n:>8} x {text}" for text, n in counts.most_common(top)]
+
+
+def _start_server(
+    app: str, port: int, env: dict, log, app_dir: str | None = None
+) -> subprocess.Popen:
+    command = [sys.executable, "-m", "uvicorn", app]
+    if app_dir:
+        command += ["--app-dir", app_dir]
+    command += [
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--lifespan", "on",
+        "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(process: subprocess.Popen | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+# --- a keep-alive HTTP/1.1 client on raw asyncio streams ---------------------------------------
+
+
+class HttpClient:
+    """One connection, reopened after an error or a `Connection: close`."""
+
+    def __init__(self, port: int, key: str | None = None):
+        self.port = port
+        self.auth = f"Authorization: Bearer {key}\r\n" if key else ""
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        payload: dict | None = None,
+        accept: str = "application/json",
+        on_data=None,
+    ) -> tuple[int, bytes]:
+        """Status and body; `on_data(piece)` sees each piece of the body as it arrives."""
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        body = json.dumps(payload).encode() if payload is not None else b""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}Accept: {accept}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        try:
+            self.writer.write(head.encode() + body)
+            reader = self.reader
+            status_line = await reader.readline()
+            if not status_line:
+                raise ConnectionError("connection closed before a response")
+            status = int(status_line.split()[1])
+            length, chunked, close = None, False, False
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                name, _, value = line.partition(b":")
+                name, value = name.strip().lower(), value.strip().lower()
+                if name == b"content-length":
+                    length = int(value)
+                elif name == b"transfer-encoding" and b"chunked" in value:
+                    chunked = True
+                elif name == b"connection" and value == b"close":
+                    close = True
+            pieces: list[bytes] = []
+            if chunked:
+                while True:
+                    size = int((await reader.readline()).split(b";")[0], 16)
+                    if size == 0:
+                        while (await reader.readline()) not in (b"\r\n", b""):
+                            pass
+                        break
+                    piece = (await reader.readexactly(size + 2))[:-2]
+                    pieces.append(piece)
+                    if on_data is not None:
+                        on_data(piece)
+            else:
+                piece = await reader.readexactly(length) if length is not None else b""
+                pieces.append(piece)
+                if on_data is not None:
+                    on_data(piece)
+            if close:
+                self.close()
+            return status, b"".join(pieces)
+        except BaseException:
+            self.close()
+            raise
+
+
+class SseReader:
+    """Server-sent events from body pieces: OpenAI chunks, or the REST endpoint's token/done events."""
+
+    def __init__(self):
+        self.buffer = b""
+        self.text: list[str] = []
+        self.first_token: float | None = None
+        self.finished = False
+        self.final: dict | None = None
+
+    def feed(self, piece: bytes) -> None:
+        now = time.perf_counter()
+        self.buffer += piece
+        while b"\n\n" in self.buffer:
+            raw, self.buffer = self.buffer.split(b"\n\n", 1)
+            event, data = None, []
+            for line in raw.split(b"\n"):
+                if line.startswith(b"event:"):
+                    event = line[6:].strip().decode()
+                elif line.startswith(b"data:"):
+                    data.append(line[5:].strip())
+            if not data:
+                continue  # a comment (keepalive)
+            payload = b"\n".join(data)
+            if payload == b"[DONE]":
+                self.finished = True
+                continue
+            obj = json.loads(payload)
+            if event is None:  # OpenAI chunk
+                if "error" in obj:
+                    raise ValueError(f"error chunk: {obj['error']}")
+                for choice in obj.get("choices") or ():
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        self.first_token = self.first_token or now
+                        self.text.append(delta)
+            elif event == "token":
+                self.first_token = self.first_token or now
+                self.text.append(obj.get("delta", ""))
+            elif event == "done":
+                self.finished, self.final = True, obj
+
+
+# --- (a) HTTP load ------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    """What one request is: the OpenAI surface (Cadence or bare), or the REST messages endpoint."""
+
+    kind: str  # "v1" or "rest"
+    port: int
+    key: str | None
+    conversations: list[str] = field(default_factory=list)  # rest: one per client
+
+    async def call(self, client: HttpClient, index: int, content: str, stream: bool):
+        """(reply text, time of the first token or None)."""
+        if self.kind == "v1":
+            path = "/v1/chat/completions"
+            payload = {
+                "model": ORCHESTRATOR,
+                "messages": [{"role": "user", "content": content}],
+                "stream": stream,
+            }
+        else:
+            path = f"/api/v1/orgs/{ORG_SLUG}/conversations/{self.conversations[index]}/messages/"
+            payload = {"content": content}
+        if not stream:
+            status, body = await client.request("POST", path, payload)
+            if status not in (200, 201):
+                raise ValueError(f"HTTP {status}: {body[:200]!r}")
+            obj = json.loads(body)
+            if self.kind == "v1":
+                return obj["choices"][0]["message"]["content"], None
+            return obj["reply"]["content"], None
+        sse = SseReader()
+        status, body = await client.request(
+            "POST", path, payload, accept="text/event-stream", on_data=sse.feed
+        )
+        if status != 200:
+            raise ValueError(f"HTTP {status}: {body[:200]!r}")
+        if not sse.finished:
+            raise ValueError("stream ended without [DONE]/done")
+        if sse.final is not None and sse.final.get("status") != "complete":
+            raise ValueError(f"reply {sse.final.get('status')}: {sse.final.get('error')}")
+        return "".join(sse.text), sse.first_token
+
+
+async def _load(
+    target: Target, server_pid: int, clients: int, total: int, stream: bool, limit_s: float
+) -> dict:
+    per_client = max(1, math.ceil(total / clients))
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    errors: Counter[str] = Counter()
+    first_error: list[str] = []
+
+    async def one(index: int, count: int, record: bool) -> None:
+        client = HttpClient(target.port, target.key)
+        try:
+            for j in range(count):
+                content = f"load {clients} {index} {j} {'s' if stream else 'n'}"
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(limit_s):
+                        text, first = await target.call(client, index, content, stream)
+                    if text != REPLY_PREFIX + content:
+                        raise ValueError(f"unexpected reply {text[:120]!r}")
+                except (TimeoutError, OSError, EOFError, ValueError, KeyError) as exc:
+                    if record:
+                        errors[type(exc).__name__] += 1
+                        if not first_error:
+                            first_error.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                if record:
+                    latencies.append(time.perf_counter() - started)
+                    if first is not None:
+                        ttfts.append(first - started)
+        finally:
+            client.close()
+
+    await asyncio.gather(*(one(i, 2, False) for i in range(clients)))  # warm-up
+    cpu_before, machine_before = _cpu_seconds(server_pid), _machine_busy()
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i, per_client, True) for i in range(clients)))
+    elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    machine_after = _machine_busy()
+    busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
+    ok = len(latencies)
+    return {
+        "ok": ok,
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "first_error": first_error[0] if first_error else "",
+        "rps": ok / elapsed if elapsed else 0.0,
+        "p50": percentile(latencies, 50) * 1000 if latencies else math.nan,
+        "p99": percentile(latencies, 99) * 1000 if latencies else math.nan,
+        "ttft50": percentile(ttfts, 50) * 1000 if ttfts else math.nan,
+        "ttft99": percentile(ttfts, 99) * 1000 if ttfts else math.nan,
+        "cpu_ms": cpu * 1000 / max(1, ok + sum(errors.values())),
+        "cpu_util": cpu / elapsed if elapsed else 0.0,
+        "machine_busy": busy,
+    }
+
+
+async def _create_conversations(port: int, key: str, count: int, parallel: int = 20) -> list[str]:
+    ids: list[str | None] = [None] * count
+
+    async def worker(offset: int) -> None:
+        client = HttpClient(port, key)
+        try:
+            for i in range(offset, count, parallel):
+                for _attempt in range(3):
+                    try:
+                        async with asyncio.timeout(30):
+                            status, body = await client.request(
+                                "POST",
+                                f"/api/v1/orgs/{ORG_SLUG}/conversations/",
+                                {"orchestrator": ORCHESTRATOR},
+                            )
+                        if status == 201:
+                            ids[i] = json.loads(body)["id"]
+                            break
+                    except (TimeoutError, OSError, EOFError, ValueError):
+                        pass
+        finally:
+            client.close()
+
+    await asyncio.gather(*(worker(k) for k in range(min(parallel, count))))
+    missing = sum(1 for i in ids if i is None)
+    if missing:
+        raise RuntimeError(f"{missing} conversations could not be created")
+    return ids  # type: ignore[return-value]
+
+
+# --- (b) WebSocket conversations ----------------------------------------------------------------
+
+
+@dataclass
+class WsStats:
+    connected: int = 0
+    connect_failed: int = 0
+    connect_errors: Counter = field(default_factory=Counter)
+    sent: int = 0
+    done: int = 0
+    not_complete: int = 0
+    no_done: Counter = field(default_factory=Counter)
+    ttft: list[float] = field(default_factory=list)
+    to_done: list[float] = field(default_factory=list)
+    sent_contents: dict[str, list[str]] = field(default_factory=dict)
+    done_ok: set[str] = field(default_factory=set)
+
+
+async def _ws_connect_all(port: int, key: str, conversation_ids: list[str], batch: int, stats):
+    """Connections in batches: a ticket each (single use, 30 s), then the handshakes."""
+    from websockets.asyncio.client import connect
+
+    sockets: dict[str, object] = {}
+    tickets = [HttpClient(port, key) for _ in range(10)]
+
+    async def ticket_for(client: HttpClient) -> str:
+        async with asyncio.timeout(30):
+            status, body = await client.request("POST", f"/api/v1/orgs/{ORG_SLUG}/ws-tickets/")
+        if status != 201:
+            raise ValueError(f"ticket: HTTP {status}")
+        return json.loads(body)["ticket"]
+
+    async def open_one(conversation_id: str, client: HttpClient) -> None:
+        try:
+            ticket = await ticket_for(client)
+            sockets[conversation_id] = await connect(
+                f"ws://127.0.0.1:{port}/ws/orgs/{ORG_SLUG}/conversations/{conversation_id}/"
+                f"?ticket={ticket}",
+                origin="http://127.0.0.1",
+                compression=None,
+                proxy=None,
+                open_timeout=60,
+                ping_interval=None,
+                close_timeout=5,
+                max_queue=None,
+            )
+            stats.connected += 1
+        except Exception as exc:
+            stats.connect_failed += 1
+            stats.connect_errors[f"{type(exc).__name__}: {str(exc)[:80]}"] += 1
+
+    try:
+        for start in range(0, len(conversation_ids), batch):
+            chunk = conversation_ids[start : start + batch]
+            # At most one ticket request per HTTP connection at a time.
+            groups = [chunk[k :: len(tickets)] for k in range(len(tickets))]
+
+            async def run_group(ids: list[str], client: HttpClient) -> None:
+                for cid in ids:
+                    await open_one(cid, client)
+
+            await asyncio.gather(*(run_group(g, c) for g, c in zip(groups, tickets, strict=True)))
+    finally:
+        for client in tickets:
+            client.close()
+    return sockets
+
+
+async def _ws_conversation(ws, conversation_id: str, messages: int, limit_s: float, stats):
+    sent = stats.sent_contents.setdefault(conversation_id, [])
+    for m in range(messages):
+        content = f"ws {conversation_id} message {m}"
+        started = time.perf_counter()
+        first: float | None = None
+        reply_to: str | None = None
+        text: list[str] = []
+        try:
+            await ws.send(json.dumps({"type": "message", "content": content}))
+        except Exception as exc:
+            stats.no_done[f"send failed: {type(exc).__name__}"] += 1
+            stats.sent += 1
+            sent.append(content)
+            continue
+        stats.sent += 1
+        sent.append(content)
+        try:
+            async with asyncio.timeout(limit_s):
+                while True:
+                    frame = json.loads(await ws.recv())
+                    kind = frame.get("type")
+                    if kind == "message.created":
+                        reply_to = frame.get("reply_to")
+                    elif kind == "token":
+                        if reply_to is None or frame.get("message_id") == reply_to:
+                            first = first or time.perf_counter()
+                            text.append(frame.get("delta", ""))
+                    elif kind == "error" and not frame.get("message_id"):
+                        stats.no_done[f"error frame: {frame.get('code')}"] += 1
+                        break
+                    elif kind == "done" and (reply_to is None or frame["message_id"] == reply_to):
+                        now = time.perf_counter()
+                        stats.done += 1
+                        stats.to_done.append(now - started)
+                        stats.ttft.append((first or now) - started)
+                        if frame.get("status") == "complete" and (
+                            frame.get("content") == REPLY_PREFIX + content
+                        ):
+                            stats.done_ok.add(content)
+                        else:
+                            stats.not_complete += 1
+                        break
+        except TimeoutError:
+            stats.no_done["timeout"] += 1
+        except Exception as exc:
+            stats.no_done[f"{type(exc).__name__}"] += 1
+            return  # the socket is gone; the remaining messages are never sent
+
+
+async def _ws_verify(port: int, key: str, stats: WsStats, parallel: int = 10) -> set[str]:
+    """Sent messages whose stored reply is complete with the expected text."""
+    items = list(stats.sent_contents.items())
+    stored: set[str] = set()
+
+    async def worker(offset: int) -> None:
+        client = HttpClient(port, key)
+        try:
+            for conversation_id, contents in items[offset::parallel]:
+                replies: set[str] = set()
+                try:
+                    async with asyncio.timeout(60):
+                        status, body = await client.request(
+                            "GET",
+                            f"/api/v1/orgs/{ORG_SLUG}/conversations/{conversation_id}/messages/"
+                            "?limit=100",
+                        )
+                    if status == 200:
+                        replies = {
+                            m["content"]
+                            for m in json.loads(body)["results"]
+                            if m["role"] == "assistant" and m["status"] == "complete"
+                        }
+                except (TimeoutError, OSError, EOFError, ValueError):
+                    pass
+                stored.update(c for c in contents if REPLY_PREFIX + c in replies)
+        finally:
+            client.close()
+
+    await asyncio.gather(*(worker(k) for k in range(parallel)))
+    return stored
+
+
+async def _websockets(port: int, key: str, server_pid: int, args) -> dict:
+    stats = WsStats()
+    started = time.perf_counter()
+    ids = await _create_conversations(port, key, args.ws_conversations)
+    created = time.perf_counter()
+    sockets = await _ws_connect_all(port, key, ids, args.ws_batch, stats)
+    connected = time.perf_counter()
+    cpu_before, machine_before = _cpu_seconds(server_pid), _machine_busy()
+    tasks = [
+        asyncio.ensure_future(
+            _ws_conversation(ws, cid, args.ws_messages, args.ws_message_timeout, stats)
+        )
+        for cid, ws in sockets.items()
+    ]
+    if tasks:
+        finished, pending = await asyncio.wait(tasks, timeout=args.ws_phase_timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            stats.no_done["conversations cut by the phase timeout"] += len(pending)
+    chatted = time.perf_counter()
+    cpu = _cpu_seconds(server_pid) - cpu_before
+    machine_after = _machine_busy()
+    busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
+    await asyncio.gather(*(ws.close() for ws in sockets.values()), return_exceptions=True)
+    unsent = (len(ids) - len(sockets)) * args.ws_messages
+    stored = await _ws_verify(port, key, stats)
+    sent = [c for contents in stats.sent_contents.values() for c in contents]
+    stored_missing = sum(1 for c in sent if c not in stored)
+    # Lost: no `done` with the complete expected reply over the socket, or no such stored reply.
+    lost = sum(1 for c in sent if c not in stats.done_ok or c not in stored)
+    return {
+        "conversations": len(ids),
+        "connected": stats.connected,
+        "connect_failed": stats.connect_failed,
+        "connect_errors": dict(stats.connect_errors),
+        "sent": stats.sent,
+        "unsent": unsent,
+        "done": stats.done,
+        "no_done": dict(stats.no_done),
+        "not_complete": stats.not_complete,
+        "stored_missing": stored_missing,
+        "lost": lost,
+        "ttft50": percentile(stats.ttft, 50) * 1000 if stats.ttft else math.nan,
+        "ttft99": percentile(stats.ttft, 99) * 1000 if stats.ttft else math.nan,
+        "done50": percentile(stats.to_done, 50) * 1000 if stats.to_done else math.nan,
+        "done99": percentile(stats.to_done, 99) * 1000 if stats.to_done else math.nan,
+        "create_s": created - started,
+        "connect_s": connected - created,
+        "chat_s": chatted - connected,
+        "msgs_per_s": stats.done / (chatted - connected) if chatted > connected else 0.0,
+        "cpu_ms": cpu * 1000 / max(1, stats.sent),
+        "cpu_util": cpu / (chatted - connected) if chatted > connected else 0.0,
+        "machine_busy": busy,
+    }
+
+
+# --- setup and report ---------------------------------------------------------------------------
+
+
+def _setup_org() -> str:
+    """One organization on a generous plan, its owner's API key, a ready offline orchestrator."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django_tenants.utils import schema_context
+
+    from orchestrators.models import OrchestratorInstance
+    from orchestrators.services import llm_config_create, orchestrator_create
+    from orchestrators.tasks import instance_build
+    from tenants.models import Plan
+    from tenants.services import organization_create
+
+    call_command("migrate", interactive=False, verbosity=0)
+    get_user_model().objects.create_user(username="bench-owner", email="bench-owner@example.test")
+    plan = Plan.objects.create(
+        slug="chat-load", name="Chat load", requests_per_minute=10_000_000, max_api_keys=1000
+    )
+    org = organization_create(
+        name="Chat load", slug=ORG_SLUG, owner_email="bench-owner@example.test", plan=plan
+    )
+    with schema_context(org.organization.schema_name):
+        config = llm_config_create(name="offline", provider="offline", model="cadence-offline")
+        instance = orchestrator_create(
+            slug=ORCHESTRATOR, name="Chat load", llm_config=config, tier="hot"
+        )
+        instance.refresh_from_db()
+        if instance.status != OrchestratorInstance.Status.READY:
+            instance_build(
+                schema_name=org.organization.schema_name,
+                instance_id=str(instance.id),
+                expected_hash=instance.config_hash,
+            )
+            instance.refresh_from_db()
+        if instance.status != OrchestratorInstance.Status.READY:
+            raise RuntimeError(f"orchestrator is {instance.status}: {instance.status_message}")
+    return org.api_key_secret
+
+
+async def _probe_v1(port: int, key: str) -> bool:
+    client = HttpClient(port, key)
+    try:
+        async with asyncio.timeout(30):
+            status, _ = await client.request(
+                "POST",
+                "/v1/chat/completions",
+                {"model": ORCHESTRATOR, "messages": [{"role": "user", "content": "probe"}]},
+            )
+        return status == 200
+    finally:
+        client.close()
+
+
+def _fmt(value: float, width: int = 8, digits: int = 1) -> str:
+    return f"{'-':>{width}}" if math.isnan(value) else f"{value:{width}.{digits}f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="1,20,100", help="HTTP client counts")
+    parser.add_argument("--requests", type=int, default=300, help="HTTP requests per measurement")
+    parser.add_argument("--request-timeout", type=float, default=60)
+    parser.add_argument("--ws-conversations", type=int, default=500)
+    parser.add_argument("--ws-messages", type=int, default=5)
+    parser.add_argument("--ws-batch", type=int, default=50, help="WebSockets opened per batch")
+    parser.add_argument("--ws-message-timeout", type=float, default=120)
+    parser.add_argument("--ws-phase-timeout", type=float, default=300)
+    parser.add_argument("--max-seconds", type=float, default=540, help="skip HTTP levels after")
+    args = parser.parse_args()
+    client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
+    began = time.monotonic()
+
+    os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
+    os.environ.setdefault("CADENCE_CACHE_PREFIX", "cadence-bench-chat")
+    original = use_scratch_database(DB_NAME)
+    import logging
+
+    import django
+
+    django.setup()
+    logging.disable(logging.WARNING)
+
+    servers: list[subprocess.Popen] = []
+    logs = {
+        name: tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
+            "w+", prefix=f"chat_load_{name}_", suffix=".log", delete=False
+        )
+        for name in ("cadence", "bare")
+    }
+    try:
+        print("setting up: migrate, organization, orchestrator...", flush=True)
+        key = _setup_org()
+        env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING")
+        env.pop("CADENCE_CELERY_EAGER", None)
+        cadence_port, bare_port = _free_port(), _free_port()
+        cadence = _start_server("cadence_site.asgi:application", cadence_port, env, logs["cadence"])
+        servers.append(cadence)
+        bare = _start_server(
+            "bare_stream_app:app", bare_port, env, logs["bare"], app_dir="benchmarks"
+        )
+        servers.append(bare)
+        _wait_for(cadence_port, cadence)
+        _wait_for(bare_port, bare)
+
+        kind = "v1" if asyncio.run(_probe_v1(cadence_port, key)) else "rest"
+        if kind == "rest":
+            print(
+                "/v1/chat/completions is not served: measuring POST .../conversations/<id>/messages/"
+                " (JSON and Accept: text/event-stream) instead",
+                flush=True,
+            )
+        http: dict[tuple[str, str, int], dict] = {}
+        for stream in (False, True):
+            mode = "stream" if stream else "json"
+            for clients in client_counts:
+                if time.monotonic() - began > args.max_seconds:
+                    print(f"  time budget spent: skipping {mode} at {clients} clients", flush=True)
+                    continue
+                for name, port, pid in (
+                    ("bare", bare_port, bare.pid),
+                    ("cadence", cadence_port, cadence.pid),
+                ):
+                    target = Target(kind if name == "cadence" else "v1", port, key)
+                    if target.kind == "rest":
+                        target.conversations = asyncio.run(
+                            _create_conversations(port, key, clients)
+                        )
+                    r = asyncio.run(
+                        _load(target, pid, clients, args.requests, stream, args.request_timeout)
+                    )
+                    http[(name, mode, clients)] = r
+                    print(
+                        f"  {name:>7} {mode:>6} {clients:>3} clients: {r['rps']:7.1f} req/s"
+                        f"  p50 {_fmt(r['p50'], 0)} ms  p99 {_fmt(r['p99'], 0)} ms"
+                        f"  ttft p99 {_fmt(r['ttft99'], 0)} ms  errors {r['errors']}"
+                        + (f" ({r['first_error'][:160]})" if r["errors"] else ""),
+                        flush=True,
+                    )
+
+        ws = None
+        if args.ws_conversations > 0:
+            print(
+                f"  websockets: {args.ws_conversations} conversations x {args.ws_messages}"
+                " messages...",
+                flush=True,
+            )
+            ws = asyncio.run(_websockets(cadence_port, key, cadence.pid, args))
+
+        surface = "/v1/chat/completions" if kind == "v1" else "REST .../messages/ (no /v1 yet)"
+        print()
+        print(
+            f"(a) HTTP: {surface}; bare = benchmarks/bare_stream_app.py; {args.requests} requests"
+        )
+        print(
+            f"{'server':>8} {'mode':>6} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
+            f" {'ttft50':>8} {'ttft99':>8} {'srv ms/req':>10} {'srv cpu':>7} {'box cpu':>7}"
+            f" {'errors':>6}"
+        )
+        for (name, mode, clients), r in http.items():
+            print(
+                f"{name:>8} {mode:>6} {clients:>7} {_fmt(r['rps'])} {_fmt(r['p50'], 8, 2)}"
+                f" {_fmt(r['p99'], 8, 2)} {_fmt(r['ttft50'], 8, 2)} {_fmt(r['ttft99'], 8, 2)}"
+                f" {_fmt(r['cpu_ms'], 10, 2)} {r['cpu_util']:7.0%} {r['machine_busy']:7.0%}"
+                f" {r['errors']:>6}"
+            )
+        print(
+            "  srv ms/req: the server process's CPU per request; srv cpu: of one core; box cpu:"
+            f" all {os.cpu_count()} cores (load generator and PostgreSQL included)"
+        )
+        print()
+        if ws is not None:
+            _print_ws(ws, args)
+        print()
+        _print_targets(http, ws)
+        print()
+        for name, handle in logs.items():
+            handle.flush()
+            lines = _log_summary(handle.name)
+            print(f"{name} server log ({handle.name}): {'nothing' if not lines else ''}")
+            for line in lines:
+                print(line)
+        print(f"\ntotal {time.monotonic() - began:.0f} s")
+    finally:
+        for process in servers:
+            _stop(process)
+        for handle in logs.values():
+            handle.close()
+        drop_scratch_database(original, DB_NAME)
+
+
+def _print_ws(ws: dict, args) -> None:
+    print(
+        f"(b) WebSocket: {ws['conversations']} conversations x {args.ws_messages} messages"
+        f" (created in {ws['create_s']:.1f} s, connected in {ws['connect_s']:.1f} s in batches"
+        f" of {args.ws_batch}, chatted in {ws['chat_s']:.1f} s)"
+    )
+    print(
+        f"  connected {ws['connected']}  failed {ws['connect_failed']}"
+        + (f" {ws['connect_errors']}" if ws["connect_errors"] else "")
+    )
+    print(
+        f"  sent {ws['sent']}  done {ws['done']}  not sent (no socket) {ws['unsent']}"
+        f"  done but not complete {ws['not_complete']}  stored not complete {ws['stored_missing']}"
+        + (f"  no done: {ws['no_done']}" if ws["no_done"] else "")
+    )
+    print(
+        f"  time to first token p50 {_fmt(ws['ttft50'], 0)} ms  p99 {_fmt(ws['ttft99'], 0)} ms;"
+        f"  to done p50 {_fmt(ws['done50'], 0)} ms  p99 {_fmt(ws['done99'], 0)} ms;"
+        f"  {ws['msgs_per_s']:.1f} replies/s"
+    )
+    print(
+        f"  server CPU {ws['cpu_ms']:.2f} ms per message sent, {ws['cpu_util']:.0%} of one core;"
+        f" box cpu {ws['machine_busy']:.0%}"
+    )
+
+
+def _print_targets(http: dict, ws: dict | None) -> None:
+    stream20 = http.get(("cadence", "stream", 20)), http.get(("bare", "stream", 20))
+    if all(stream20):
+        ratio = stream20[0]["rps"] / stream20[1]["rps"] if stream20[1]["rps"] else 0.0
+        print(
+            f"streaming req/s at 20 clients: {stream20[0]['rps']:.1f} vs bare"
+            f" {stream20[1]['rps']:.1f} = {ratio:.0%}   target >= 50%"
+            f"   {'OK' if ratio >= 0.5 and not stream20[0]['errors'] else 'MISSED'}"
+        )
+    else:
+        print("streaming req/s at 20 clients: not measured (20 not in --clients)")
+    s100 = http.get(("cadence", "stream", 100))
+    if s100:
+        p99 = s100["ttft99"]
+        print(
+            f"p99 time to first token at 100 clients (stream): {_fmt(p99, 0)} ms"
+            f"   target <= 50 ms   {'OK' if p99 <= 50 and not s100['errors'] else 'MISSED'}"
+        )
+    else:
+        print("p99 time to first token at 100 clients: not measured (100 not in --clients)")
+    if ws is None:
+        print("WebSocket messages lost: not measured (--ws-conversations 0)")
+        return
+    lost = ws["lost"] + ws["unsent"]
+    print(
+        f"WebSocket messages lost: {lost} of {ws['sent'] + ws['unsent']}"
+        f"   target 0   {'OK' if lost == 0 and ws['sent'] else 'MISSED'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

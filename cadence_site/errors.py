@@ -1,0 +1,226 @@
+"""One error type and one JSON shape for every 4xx and 5xx: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """A domain error a caller can act on: a stable code, a human message, optional details."""
+
+    status_code = 400
+
+    def __init__(
+        self,
+        message: str,
+        code: str = "invalid",
+        extra: dict[str, Any] | None = None,
+        *,
+        status: int | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.extra = extra or {}
+        if status is not None:
+            self.status_code = status
+
+
+class NotFoundError(ApplicationError):
+    status_code = 404
+
+    def __init__(
+        self, message: str = "Not found.", code: str = "not_found", extra: dict | None = None
+    ):
+        super().__init__(message, code, extra)
+
+
+class ForbiddenError(ApplicationError):
+    status_code = 403
+
+    def __init__(
+        self,
+        message: str = "You do not have permission to perform this action.",
+        code: str = "permission_denied",
+        extra: dict | None = None,
+    ):
+        super().__init__(message, code, extra)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details if details is not None else {},
+        }
+    }
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict | None = None
+) -> JsonResponse:
+    response = JsonResponse(error_body(code, message, details), status=status)
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
+
+
+_DRF_CODES = {
+    drf.ParseError: "malformed_json",
+    drf.AuthenticationFailed: "authentication_failed",
+    drf.NotAuthenticated: "not_authenticated",
+    drf.PermissionDenied: "permission_denied",
+    drf.NotFound: "not_found",
+    drf.MethodNotAllowed: "method_not_allowed",
+    drf.NotAcceptable: "not_acceptable",
+    drf.UnsupportedMediaType: "unsupported_media_type",
+    drf.Throttled: "rate_limited",
+    drf.ValidationError: "invalid",
+}
+
+
+def _drf_code(exc: drf.APIException) -> str:
+    detail_code = exc.get_codes() if isinstance(exc.detail, str | drf.ErrorDetail) else None
+    if isinstance(detail_code, str) and detail_code not in (
+        "invalid",
+        "error",
+        "parse_error",
+        "not_found",
+        "permission_denied",
+        "not_authenticated",
+        "authentication_failed",
+    ):
+        return detail_code
+    for cls in type(exc).__mro__:
+        if cls in _DRF_CODES:
+            return _DRF_CODES[cls]
+    return "error"
+
+
+def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
+    """DRF's handler, then every exception mapped to the one shape; unknown ones are a logged 500."""
+    if isinstance(exc, ApplicationError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.extra)
+    if isinstance(exc, RequestDataTooBig):
+        return _too_large()
+    if isinstance(exc, ValidationError):
+        exc = drf.ValidationError(
+            detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages
+        )
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    if isinstance(exc, PermissionDenied):
+        exc = drf.PermissionDenied()
+    # Imported here: rest_framework.views imports the authentication classes, which import services.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        logger.exception("unhandled error in API view", exc_info=exc)
+        return error_response(500, "server_error", "An unexpected error occurred.")
+    assert isinstance(exc, drf.APIException)
+    if isinstance(exc, drf.ValidationError):
+        message, details = "The request is invalid.", exc.detail
+    elif isinstance(exc, drf.ParseError):
+        message, details = "The request body is not valid JSON.", {"reason": str(exc.detail)}
+    else:
+        message, details = str(exc.detail), {}
+    headers = {
+        k: v for k, v in response.items() if k in ("WWW-Authenticate", "Retry-After", "Allow")
+    }
+    return error_response(response.status_code, _drf_code(exc), message, details, headers)
+
+
+def _too_large() -> JsonResponse:
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return error_response(
+        413,
+        "payload_too_large",
+        f"The request body exceeds the limit of {limit} bytes.",
+        {"limit_bytes": limit},
+    )
+
+
+class BodySizeLimitMiddleware:
+    """413 from the declared length, before any parser reads the body."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        length = request.META.get("CONTENT_LENGTH")
+        if limit is not None and length:
+            try:
+                too_large = int(length) > limit
+            except ValueError:
+                return error_response(400, "bad_request", "Content-Length is not a number.")
+            if too_large and request.path.startswith("/v1/"):
+                # The OpenAI-compatible surface answers in OpenAI's error shape.
+                return JsonResponse(
+                    {
+                        "error": {
+                            "message": f"The request body exceeds the limit of {limit} bytes.",
+                            "type": "invalid_request_error",
+                            "param": None,
+                            "code": "payload_too_large",
+                        }
+                    },
+                    status=413,
+                )
+            if too_large and not request.path.startswith(("/admin/", "/orgs/")):
+                return _too_large()
+        return self.get_response(request)
+
+
+def _wants_json(request) -> bool:
+    return request.path.startswith(
+        ("/api/", "/v1/", "/healthz", "/readyz")
+    ) or "application/json" in request.headers.get("Accept", "")
+
+
+def handler404(request, exception=None):
+    if _wants_json(request):
+        return error_response(404, "not_found", "Not found.")
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def handler403(request, exception=None):
+    if _wants_json(request):
+        return error_response(
+            403, "permission_denied", "You do not have permission to perform this action."
+        )
+    from django.views.defaults import permission_denied
+
+    return permission_denied(request, exception)
+
+
+def handler400(request, exception=None):
+    if _wants_json(request):
+        return error_response(400, "bad_request", "Bad request.")
+    from django.views.defaults import bad_request
+
+    return bad_request(request, exception)
+
+
+def handler500(request):
+    if _wants_json(request):
+        return error_response(500, "server_error", "An unexpected error occurred.")
+    from django.views.defaults import server_error
+
+    return server_error(request)
+
+
+def csrf_failure(request, reason=""):
+    return error_response(403, "csrf_failed", "CSRF verification failed.", {"reason": reason})

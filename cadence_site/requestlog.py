@@ -1,0 +1,91 @@
+"""Request context for structured logs: request id, organization and principal on every line.
+
+Context variables (not thread locals) so that async code and the sync threads Django hands
+requests to both see the values of the request they serve.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+org_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("org", default=None)
+principal_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    """Assigns the request id (a sane client X-Request-ID is kept) and echoes it back."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        tokens = (request_id_var.set(request_id), org_var.set(None), principal_var.set(None))
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(tokens[0])
+            org_var.reset(tokens[1])
+            principal_var.reset(tokens[2])
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.org = org_var.get()
+        record.principal = principal_var.get()
+        return True
+
+
+# API keys, bearer tokens, LLM keys and password fields: masked whatever logger emits them.
+_SECRET_PATTERNS = [
+    (re.compile(r"\bck_[A-Za-z0-9_-]{6,}"), "ck_[redacted]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{6,}"), "sk-[redacted]"),
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{6,}"), r"\1[redacted]"),
+    (
+        re.compile(
+            r"""(?i)(["']?(?:password|passwd|secret|api_key|token|ticket)["']?\s*[:=]\s*["']?)[^\s"'&,}]+"""
+        ),
+        r"\1[redacted]",
+    ),
+]
+
+
+def redact(text: str) -> str:
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactSecretsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        for key, value in list(record.__dict__.items()):
+            if (
+                isinstance(value, str)
+                and key not in ("msg", "message")
+                and ("ck_" in value or "sk-" in value or "assword" in value)
+            ):
+                setattr(record, key, redact(value))
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are formatted later; keep their text from carrying a secret.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True

@@ -1,0 +1,8 @@
+"""Every app's WebSocket routes; each path names its organization (/ws/orgs/<slug>/…)."""
+
+from __future__ import annotations
+
+from chat.routing import websocket_urlpatterns as chat_routes
+from tenants.routing import websocket_urlpatterns as tenant_routes
+
+websocket_urlpatterns = [*tenant_routes, *chat_routes]

@@ -1,0 +1,327 @@
+"""Cadence settings: one module, read from the environment (see .env.example for every variable)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("CADENCE_VAR_DIR", BASE_DIR / "var"))
+
+env = environ.Env()
+if (BASE_DIR / ".env").exists():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _service_urls() -> dict[str, str]:
+    """URLs from the environment win; otherwise the embedded services a launcher owns, or our own."""
+    wanted = {"DATABASE_URL", "REDIS_URL"}
+    urls = {name: os.environ[name] for name in wanted if os.environ.get(name)}
+    if wanted - urls.keys():
+        from cadence_site import embedded
+
+        found = embedded.discover(VAR_DIR)
+        for name in wanted - urls.keys():
+            if found.get(name):
+                urls[name] = found[name]
+        if wanted - urls.keys():
+            started = embedded.ensure(VAR_DIR)
+            for name in wanted - urls.keys():
+                urls[name] = started[name]
+    return urls
+
+
+def _secret_key() -> str:
+    """No secret lives in the code: the environment's, or one generated once per checkout."""
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = VAR_DIR / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    VAR_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+SERVICE_URLS = _service_urls()
+DATABASE_URL = SERVICE_URLS["DATABASE_URL"]
+REDIS_URL = SERVICE_URLS["REDIS_URL"]
+
+SECRET_KEY = _secret_key()
+DEBUG = env.bool("DEBUG", default=False)
+TESTING = env.bool("CADENCE_TESTING", default="pytest" in sys.modules)
+# Hooks that add demo content for `make run` (called by tenants' bootstrap_demo).
+CADENCE_DEMO_EXTENSIONS: list[str] = ["orchestrators.demo.create_demo"]
+
+CADENCE_BASE_DOMAIN = env.str("CADENCE_BASE_DOMAIN", default="localhost").lower().strip(".")
+ALLOWED_HOSTS = env.list(
+    "ALLOWED_HOSTS",
+    default=["127.0.0.1", "localhost", "[::1]", CADENCE_BASE_DOMAIN, f".{CADENCE_BASE_DOMAIN}"],
+)
+
+# --- applications -------------------------------------------------------------------------
+# Public schema only. `tenants` precedes django_tenants so its `migrate` (which also keeps the
+# provisioning template current) wins over django-tenants' own.
+SHARED_APPS = [
+    "tenants",
+    "django_tenants",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.admin",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "plugins.system",
+]
+# One PostgreSQL schema per organization. Decided once: moving an app later means faked
+# migrations in every schema.
+TENANT_APPS = [
+    "tenants.audit",
+    "orchestrators",
+    "plugins",
+    "chat",
+    "engine",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "tenants.Organization"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_NAME = "public"
+# Migrated once, kept empty, copied for every new organization (tenants/provisioning.py).
+CADENCE_TEMPLATE_SCHEMA = "cadence_template"
+# Off on purpose: django-tenants #1262 leaks rows across tenants after a savepoint rollback.
+TENANT_LIMIT_SET_CALLS = False
+DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+
+MIDDLEWARE = [
+    "cadence_site.requestlog.RequestContextMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "cadence_site.errors.BodySizeLimitMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # After authentication: sessions and users live in public, found through the search_path.
+    "tenants.middleware.TenantResolutionMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "cadence_site.urls"
+# The tenant admin is mounted per organization under /orgs/<slug>/ (tenants/middleware.py).
+TENANT_ADMIN_URLCONF = "cadence_site.urls_tenant_admin"
+WSGI_APPLICATION = None
+ASGI_APPLICATION = "cadence_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- data -------------------------------------------------------------------------------------
+_db = environ.Env.db_url_config(DATABASE_URL)
+_db["ENGINE"] = "django_tenants.postgresql_backend"
+# Under ASGI, persistent connections leak across threads; connections come from a pool instead.
+_db["CONN_MAX_AGE"] = 0
+_db.setdefault("OPTIONS", {})
+# A pool per process (Django 5.1+ with psycopg 3): opening a connection per request costs more
+# than the request. The search_path is set per cursor by django-tenants, so pooled connections
+# carry no tenant from one request to the next.
+# Off under tests: a pool opened before pytest-django renames the database keeps pointing at
+# the original one.
+if env.bool("CADENCE_DB_POOL", default=not TESTING):
+    _db["OPTIONS"]["pool"] = {
+        "min_size": 0,
+        "max_size": env.int("CADENCE_DB_POOL_MAX", default=20),
+        "timeout": 10,
+    }
+_db["TEST"] = {
+    "NAME": env.str("CADENCE_TEST_DB_NAME", default=f"test_{_db.get('NAME') or 'cadence'}")
+}
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "cadence_site.cache.ResilientRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CADENCE_CACHE_PREFIX", default="cadence"),
+        "TIMEOUT": 300,
+    }
+}
+# Sessions live in the database and are cached in Redis: losing Redis degrades, loses nothing.
+SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = env.bool("CADENCE_SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+            "prefix": env.str("CADENCE_CHANNELS_PREFIX", default="cadence:ch"),
+            "capacity": 1000,
+            "expiry": 60,
+        },
+    }
+}
+
+CADENCE_RABBITMQ_URL = env.str("CADENCE_RABBITMQ_URL", default="")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=CADENCE_RABBITMQ_URL or REDIS_URL)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ACKS_LATE = True
+# A worker killed by SIGKILL/OOM would still ack its task without this.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_ALWAYS_EAGER = env.bool("CADENCE_CELERY_EAGER", default=False)
+
+# --- files ------------------------------------------------------------------------------------
+CADENCE_S3_ENABLED = env.bool("CADENCE_S3_ENABLED", default=False)
+MEDIA_ROOT = env.str("CADENCE_MEDIA_ROOT", default=str(VAR_DIR / "media"))
+STATIC_URL = "/static/"
+STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").exists() else []
+# Serve static files straight from the finders: no collectstatic step before `make run`.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+if CADENCE_S3_ENABLED:
+    AWS_ACCESS_KEY_ID = env.str("AWS_ACCESS_KEY_ID", default="")
+    AWS_SECRET_ACCESS_KEY = env.str("AWS_SECRET_ACCESS_KEY", default="")
+    AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="cadence")
+    AWS_S3_ENDPOINT_URL = env.str("AWS_S3_ENDPOINT_URL", default="") or None
+    AWS_S3_REGION_NAME = env.str("AWS_S3_REGION_NAME", default="us-east-1")
+    AWS_DEFAULT_ACL = None
+    AWS_S3_FILE_OVERWRITE = False
+    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage"}
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT},
+    }
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+# --- security ---------------------------------------------------------------------------------
+CADENCE_ENCRYPTION_KEY = env.str("CADENCE_ENCRYPTION_KEY", default="")
+CORS_ALLOWED_ORIGINS = env.list("CADENCE_CORS_ORIGINS", default=[])
+CORS_ALLOW_CREDENTIALS = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("CADENCE_BEHIND_PROXY", default=False) else None
+)
+if TESTING:
+    # Tests create many users; PBKDF2's 1M iterations would cost ~0.6 s each.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+# Request bodies above this size get 413 before anything parses them.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CADENCE_MAX_BODY_BYTES", default=1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+CADENCE_WS_TICKET_TTL = 30
+# Warm orchestrator runtimes kept per process (least recently used evicted first).
+CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
+# Outbound HTTP (LLM endpoints, http tools): private, loopback and link-local addresses are refused
+# unless allowed here; user-supplied URLs are an SSRF door.
+CADENCE_EGRESS_ALLOW_PRIVATE = env.bool("CADENCE_EGRESS_ALLOW_PRIVATE", default=False)
+CADENCE_EGRESS_ALLOWED_HOSTS = env.list("CADENCE_EGRESS_ALLOWED_HOSTS", default=[])
+CADENCE_OUTBOUND_TIMEOUT = env.float("CADENCE_OUTBOUND_TIMEOUT", default=30.0)
+CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
+    "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
+)
+CADENCE_API_KEY_TOUCH_INTERVAL = 60
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.ApiKeyAuthentication",
+        "tenants.authentication.CsrfSessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "cadence_site.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Cadence API",
+    "DESCRIPTION": "Multi-tenant AI orchestration backend.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+LOGIN_URL = "/accounts/login/"
+
+# --- logs -------------------------------------------------------------------------------------
+LOG_LEVEL = env.str("CADENCE_LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {
+        "context": {"()": "cadence_site.requestlog.ContextFilter"},
+        "redact": {"()": "cadence_site.requestlog.RedactSecretsFilter"},
+    },
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "ts", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["context", "redact"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,97 @@
+"""Test support: a real server process on the test database (used by tests that need a live
+server: the OpenAI client, the browser, a second process for lifecycle events)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def test_database_url() -> str:
+    """The test database as a URL for another process (pytest-django renamed the database)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    s = connection.settings_dict
+    auth = quote(s["USER"] or "") + (f":{quote(s['PASSWORD'])}" if s.get("PASSWORD") else "")
+    host = s["HOST"] or "127.0.0.1"
+    if host.startswith("/"):
+        # A unix-socket directory: django-environ reads `user@//dir/name` as HOST=/dir.
+        return f"postgres://{auth}@/{quote(host, safe='/')}/{s['NAME']}"
+    return f"postgres://{auth}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+test_database_url.__test__ = False  # a helper, not a test
+
+
+@dataclass
+class LiveServer:
+    """`uvicorn cadence_site.asgi:application`, as `make run` serves it, in its own process."""
+
+    port: int
+    process: object
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def start_live_server(database_url: str, **env: str) -> LiveServer:
+    """Starts the server on a free port and waits for /healthz; `env` adds or overrides variables
+    (CADENCE_RABBITMQ_URL is removed unless given: lifecycle events then use Redis)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from django.conf import settings
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    environment = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        REDIS_URL=settings.REDIS_URL,
+        CADENCE_LOG_LEVEL="WARNING",
+        CADENCE_TESTING="1",
+    )
+    environment.pop("CADENCE_RABBITMQ_URL", None)
+    environment.update(env)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "cadence_site.asgi:application",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--log-level",
+            "warning",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=environment,
+    )
+    server = LiveServer(port, process)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server process exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1):
+                return server
+        except OSError:
+            time.sleep(0.2)
+    server.stop()
+    raise AssertionError("the server did not start within 30 s")

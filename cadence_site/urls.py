@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from cadence_site import health
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/v1/", include("tenants.urls")),
+    path("api/v1/", include("orchestrators.urls")),
+    path("api/v1/", include("chat.urls")),
+    path("v1/", include("chat.openai_urls")),
+]
+
+handler400 = "cadence_site.errors.handler400"
+handler403 = "cadence_site.errors.handler403"
+handler404 = "cadence_site.errors.handler404"
+handler500 = "cadence_site.errors.handler500"
+
+from tenants.tenant_admin import login_page  # noqa: E402
+
+urlpatterns += [path("accounts/login/", login_page, name="login")]

@@ -1,0 +1,152 @@
+"""/ws/orgs/<slug>/conversations/<id>/: chat over a WebSocket.
+
+Client frames: {"type": "message", "content"}, {"type": "cancel"}.
+Server frames: message.created, token {"delta"}, tool_call, tool_result, step,
+done {"message_id", "usage"}, error {"code", "message"}.
+
+Every tab reads the conversation's Redis stream (chat/turns.py), so all tabs see every reply, from
+whichever process runs it, with no token dropped. A malformed frame gets an error frame and the
+connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat import services, streams, turns
+from tenants.context import in_tenant
+from tenants.roles import Role, role_at_least
+
+logger = logging.getLogger(__name__)
+MAX_FRAME = services.MAX_CONTENT + 1024
+CLOSE_NOT_FOUND = 4404
+
+
+def _load_conversation(*, principal, conversation_id):
+    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+    return conversation, conversation.orchestrator  # orchestrator fetched here, inside the schema
+
+
+def _begin(*, schema_name, org_slug, principal, conversation_id, content):
+    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+    return turns.turn_begin(
+        schema_name=schema_name,
+        org_slug=org_slug,
+        conversation=conversation,
+        content=content,
+        principal=str(principal),
+        trigger="chat",
+    )
+
+
+def _streaming_message_id(*, principal, conversation_id):
+    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+    found = conversation.messages.filter(status="streaming").values_list("id", flat=True).first()
+    return str(found) if found else None
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    async def connect(self):
+        from cadence_site.errors import ApplicationError
+
+        self.org = self.scope["org"]
+        self.principal = self.scope["user"]
+        self.conversation_id = str(self.scope["url_route"]["kwargs"]["conversation_id"])
+        try:
+            await in_tenant(
+                self.org.schema_name,
+                _load_conversation,
+                principal=self.principal,
+                conversation_id=self.conversation_id,
+            )
+        except ApplicationError:
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        # Read from the stream's current end, taken before accepting: nothing written after the
+        # handshake can slip between the accept and the first read.
+        key = turns.stream_key(self.org.schema_name, self.conversation_id)
+        try:
+            latest = await turns.redis_client().xrevrange(key, count=1)
+            start_id = latest[0][0] if latest else "0-0"
+        except Exception as exc:  # Redis away: the tab still works, it catches up over REST
+            logger.warning("chat stream position unavailable", extra={"error": str(exc)})
+            start_id = "$"
+        self.reader = None
+        await self.accept()
+        self.reader = asyncio.create_task(self._relay(start_id))
+
+    async def disconnect(self, code):
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+
+    async def send_json(self, payload: dict) -> None:
+        await self.send(text_data=json.dumps(payload, default=str))
+
+    async def _error(self, code: str, message: str) -> None:
+        await self.send_json({"type": "error", "code": code, "message": message})
+
+    async def _relay(self, start_id) -> None:
+        """Forward the conversation's events as they are written, from any process."""
+        key = turns.stream_key(self.org.schema_name, self.conversation_id)
+        queue = streams.hub().subscribe(key, start_id)
+        try:
+            while True:
+                await self.send(text_data=await queue.get())
+        finally:
+            streams.hub().unsubscribe(key, queue)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        from cadence_site.errors import ApplicationError
+
+        if text_data is None or len(text_data) > MAX_FRAME:
+            return await self._error(
+                "invalid_frame", f"Send JSON text frames of at most {MAX_FRAME} characters."
+            )
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            return await self._error("malformed_json", "The frame is not valid JSON.")
+        if not isinstance(frame, dict) or frame.get("type") not in ("message", "cancel"):
+            return await self._error(
+                "unknown_type",
+                'Expected {"type": "message", "content": ...} or {"type": "cancel"}.',
+            )
+        if not role_at_least(self.scope.get("role"), Role.MEMBER):
+            return await self._error(
+                "role_required", "Viewers can read conversations but not send messages."
+            )
+        try:
+            if frame["type"] == "cancel":
+                message_id = await in_tenant(
+                    self.org.schema_name,
+                    _streaming_message_id,
+                    principal=self.principal,
+                    conversation_id=self.conversation_id,
+                )
+                await turns.turn_cancel(
+                    schema_name=self.org.schema_name,
+                    conversation_id=self.conversation_id,
+                    message_id=message_id,
+                )
+                return
+            content = frame.get("content")
+            if not isinstance(content, str):
+                return await self._error("invalid_message", "content must be a string.")
+            start = await in_tenant(
+                self.org.schema_name,
+                _begin,
+                schema_name=self.org.schema_name,
+                org_slug=self.org.slug,
+                principal=self.principal,
+                conversation_id=self.conversation_id,
+                content=content,
+            )
+        except ApplicationError as exc:
+            return await self._error(exc.code, exc.message)
+        turns.turn_launch(start)

@@ -1,0 +1,120 @@
+"""Who is calling /v1/: the API key names the organization, its role and its rate limit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from rest_framework.exceptions import AuthenticationFailed
+
+from cadence_site.requestlog import org_var, principal_var
+from chat.openai import DEFAULT_REQUESTS_PER_MINUTE
+from chat.openai.errors import openai_error
+from tenants import ratelimit
+from tenants.context import in_public
+
+logger = logging.getLogger(__name__)
+
+# --- who is calling -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    org_id: int
+    org_public_id: str
+    org_slug: str
+    schema_name: str
+    org_active: bool
+    requests_per_minute: int
+    key_id: str
+    key_prefix: str
+    role: str
+
+    @property
+    def principal(self) -> str:
+        return f"key:{self.key_prefix}"  # the same string as ApiKeyPrincipal, never the secret
+
+
+def _caller_for_secret(*, secret: str) -> Caller:
+    """Synchronous, in the public schema: the key (AuthenticationFailed if unusable) and its organization."""
+    from tenants.authentication import api_key_authenticate
+    from tenants.models import Organization
+
+    key = api_key_authenticate(secret)
+    # Read per request (one primary-key query) so a plan or status change applies at once.
+    org = (
+        Organization.objects.select_related("plan")
+        .only("id", "public_id", "slug", "schema_name", "status", "plan__requests_per_minute")
+        .filter(pk=key.organization_id)
+        .first()
+    )
+    if org is None:  # deleted while the key's row was still cached
+        raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+    return Caller(
+        org_id=org.id,
+        org_public_id=str(org.public_id),
+        org_slug=org.slug,
+        schema_name=org.schema_name,
+        org_active=org.is_active,
+        requests_per_minute=(
+            org.plan.requests_per_minute
+            if org.plan is not None
+            else getattr(
+                settings, "CADENCE_DEFAULT_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE
+            )
+        ),
+        key_id=str(key.id),
+        key_prefix=key.prefix,
+        role=key.role,
+    )
+
+
+async def _authorize(request: HttpRequest) -> Caller | JsonResponse:
+    """The caller, or the 401/403/429 response to send instead. Counts the request in the budget."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return openai_error(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="cadence"'},
+        )
+    try:
+        caller: Caller = await in_public(_caller_for_secret, secret=token)
+    except AuthenticationFailed as exc:
+        return openai_error(
+            401,
+            str(exc.detail),
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": 'Bearer realm="cadence"'},
+        )
+    org_var.set(caller.org_slug)
+    principal_var.set(caller.principal)
+    if not caller.org_active:
+        return openai_error(
+            403,
+            "This organization is suspended.",
+            code="org_suspended",
+            type="permission_error",
+        )
+    decision = await ratelimit.ahit(
+        org_public_id=caller.org_public_id, limit=caller.requests_per_minute
+    )
+    if not decision.allowed:
+        return openai_error(
+            429,
+            f"Rate limit reached: this organization's plan allows {decision.limit} requests per "
+            f"minute. Try again in {decision.retry_after} s.",
+            code="rate_limit_exceeded",
+            type="rate_limit_exceeded",
+            headers={
+                "Retry-After": str(decision.retry_after),
+                "x-ratelimit-limit-requests": str(decision.limit),
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": f"{decision.retry_after}s",
+            },
+        )
+    return caller

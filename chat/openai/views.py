@@ -1,0 +1,273 @@
+"""The /v1/ views: models, model detail, chat completions (JSON or server-sent events)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from cadence_site.errors import ApplicationError
+from chat.openai import DEFAULT_KEEPALIVE_SECONDS
+from chat.openai.access import _authorize
+from chat.openai.errors import BadRequest, _error_type, openai_error
+from chat.openai.turn import Turn, TurnOutcome, _conversation_exists, _launch
+from chat.openai.validation import parse_completion_request
+from orchestrators.pool import pool
+from tenants.context import in_tenant
+from tenants.roles import Role, role_at_least
+
+logger = logging.getLogger(__name__)
+
+# --- models ---------------------------------------------------------------------------------
+
+
+def _ready_models(*, slug: str | None = None) -> list[dict[str, Any]]:
+    from orchestrators.models import OrchestratorInstance
+
+    qs = OrchestratorInstance.objects.filter(status=OrchestratorInstance.Status.READY)
+    if slug is not None:
+        qs = qs.filter(slug=slug)
+    return list(qs.order_by("slug").values("slug", "created_at"))
+
+
+def _model_output(row: dict[str, Any], org_slug: str) -> dict[str, Any]:
+    return {
+        "id": row["slug"],
+        "object": "model",
+        "created": int(row["created_at"].timestamp()),
+        "owned_by": org_slug,
+    }
+
+
+@csrf_exempt
+async def models_list(request: HttpRequest) -> HttpResponse:
+    if request.method != "GET":
+        return _method_not_allowed(request, "GET")
+    caller = await _authorize(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    rows = await in_tenant(caller.schema_name, _ready_models)
+    return JsonResponse(
+        {"object": "list", "data": [_model_output(row, caller.org_slug) for row in rows]}
+    )
+
+
+@csrf_exempt
+async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
+    if request.method != "GET":
+        return _method_not_allowed(request, "GET")
+    caller = await _authorize(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    rows = await in_tenant(caller.schema_name, _ready_models, slug=model)
+    if not rows:
+        return openai_error(
+            404,
+            f"The model {model!r} does not exist or is not ready in this organization.",
+            code="model_not_found",
+            param="model",
+        )
+    return JsonResponse(_model_output(rows[0], caller.org_slug))
+
+
+def _method_not_allowed(request: HttpRequest, allowed: str) -> JsonResponse:
+    return openai_error(
+        405,
+        f"Method {request.method} is not allowed here; use {allowed}.",
+        code="method_not_allowed",
+        headers={"Allow": allowed},
+    )
+
+
+# --- chat completions -----------------------------------------------------------------------
+
+
+def keepalive_seconds() -> float:
+    """Read on every stream so tests (and operators, through the environment) can change it."""
+    value = getattr(settings, "CADENCE_SSE_KEEPALIVE_SECONDS", None)
+    if value is None:
+        value = os.environ.get("CADENCE_SSE_KEEPALIVE_SECONDS") or DEFAULT_KEEPALIVE_SECONDS
+    try:
+        return max(0.01, float(value))
+    except (TypeError, ValueError):
+        return DEFAULT_KEEPALIVE_SECONDS
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        return _method_not_allowed(request, "POST")
+    caller = await _authorize(request)
+    if isinstance(caller, HttpResponse):
+        return caller
+    if not role_at_least(caller.role, Role.MEMBER):
+        return openai_error(
+            403,
+            "This API key's role (viewer) may read but not chat; use a member key or above.",
+            code="insufficient_role",
+            type="permission_error",
+        )
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raw = None
+    # Django checks only a declared Content-Length; a chunked body is measured here.
+    if raw is None or (limit is not None and len(raw) > limit):
+        return openai_error(
+            413,
+            f"The request body exceeds the limit of {limit} bytes.",
+            code="payload_too_large",
+        )
+    try:
+        parsed = parse_completion_request(json.loads(raw or b"null"))
+    except ValueError as exc:
+        return openai_error(400, f"The request body is not valid JSON: {exc}", code="invalid_json")
+    except BadRequest as exc:
+        return openai_error(400, exc.message, code="invalid_request_error", param=exc.param)
+
+    try:
+        acquired = await pool.acquire(
+            schema_name=caller.schema_name, org_slug=caller.org_slug, ref=parsed.model
+        )
+    except ApplicationError as exc:
+        if exc.code == "orchestrator_not_found":
+            message = f"The model {parsed.model!r} does not exist in this organization."
+        elif exc.code.startswith("orchestrator_"):
+            message = f"The model {parsed.model!r} is not available: {exc.message}"
+        else:  # building the runtime failed in some other way the orchestrator reported
+            return openai_error(
+                exc.status_code, exc.message, code=exc.code, type=_error_type(exc.status_code)
+            )
+        return openai_error(404, message, code="model_not_found", param="model")
+    if parsed.conversation_id is not None and not await in_tenant(
+        caller.schema_name,
+        _conversation_exists,
+        conversation_id=parsed.conversation_id,
+        key_id=caller.key_id,
+        instance_id=acquired.instance_id,
+    ):
+        return openai_error(
+            404,
+            f"No conversation {parsed.conversation_id} of this API key with the model "
+            f"{acquired.slug!r}.",
+            code="conversation_not_found",
+            param="cadence.conversation_id",
+        )
+
+    turn = Turn(
+        caller=caller,
+        request=parsed,
+        runtime=acquired.runtime,
+        instance_id=acquired.instance_id,
+        slug=acquired.slug,
+        config_hash=acquired.config_hash,
+        run_id=str(uuid.uuid4()),
+        created=int(time.time()),
+    )
+    _launch(turn)
+    if parsed.stream:
+        response = StreamingHttpResponse(_event_stream(turn), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+        return response
+
+    assert turn.outcome is not None
+    # Shielded: a client that leaves cancels this view, not the turn.
+    outcome: TurnOutcome = await asyncio.shield(turn.outcome)
+    if outcome.error is not None:
+        return JsonResponse({"error": _public_error(outcome.error)}, status=outcome.http_status)
+    body: dict[str, Any] = {
+        "id": turn.completion_id,
+        "object": "chat.completion",
+        "created": turn.created,
+        "model": turn.slug,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": outcome.content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": outcome.finish_reason,
+            }
+        ],
+        "usage": outcome.usage,
+        "system_fingerprint": None,
+    }
+    if parsed.conversation_id is not None:
+        body["cadence"] = {
+            "conversation_id": parsed.conversation_id,
+            "user_message_id": outcome.user_message_id,
+            "assistant_message_id": outcome.assistant_message_id,
+        }
+    return JsonResponse(body)
+
+
+def _public_error(error: dict[str, Any]) -> dict[str, Any]:
+    return {k: error.get(k) for k in ("message", "type", "param", "code")}
+
+
+def _sse(payload: dict[str, Any] | str) -> str:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n"
+
+
+async def _event_stream(turn: Turn) -> AsyncIterator[str]:
+    """Reads the turn's queue; closing this generator (the client left) leaves the turn running."""
+    base = {
+        "id": turn.completion_id,
+        "object": "chat.completion.chunk",
+        "created": turn.created,
+        "model": turn.slug,
+        "system_fingerprint": None,
+    }
+    with_usage = turn.request.include_usage
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+        payload = {
+            **base,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if with_usage:
+            payload["usage"] = None  # as OpenAI does: only the last chunk carries it
+        return _sse(payload)
+
+    yield chunk({"role": "assistant", "content": ""})
+    keepalive = keepalive_seconds()
+    while True:
+        items: list[tuple[str, Any]] = []
+        # Waiting (wait_for makes a task per call) only when the client is ahead of the turn.
+        if turn.queue.empty():
+            try:
+                items.append(await asyncio.wait_for(turn.queue.get(), timeout=keepalive))
+            except TimeoutError:
+                yield ": ping\n\n"
+                continue
+        # Deltas that queued up while the client was slow go out as one chunk.
+        while not turn.queue.empty():
+            items.append(turn.queue.get_nowait())
+        text = "".join(value for kind, value in items if kind == "token")
+        if text:
+            yield chunk({"content": text})
+        outcome = next((value for kind, value in items if kind == "done"), None)
+        if outcome is None:
+            continue
+        if outcome.error is not None:
+            yield _sse({"error": _public_error(outcome.error)})
+        else:
+            yield chunk({}, outcome.finish_reason)
+            if with_usage:
+                yield _sse({**base, "choices": [], "usage": outcome.usage})
+        yield _sse("[DONE]")
+        return

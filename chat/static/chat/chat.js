@@ -1,0 +1,440 @@
+// The chat page: plain JavaScript, no framework. It talks to the same REST API and WebSocket as any
+// client: REST for conversations and history, a WebSocket (single-use ?ticket=) for live frames.
+// Everything that comes from the server is inserted with textContent, never as HTML.
+(function () {
+  "use strict";
+
+  var cfg = JSON.parse(document.getElementById("chat-config").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var els = {
+    orchestrator: $("orchestrator"),
+    start: $("start"),
+    list: $("conversations"),
+    empty: $("no-conversations"),
+    title: $("conversation-title"),
+    connection: $("connection"),
+    banner: $("banner"),
+    messages: $("messages"),
+    composer: $("composer"),
+    input: $("input"),
+    send: $("send"),
+    cancel: $("cancel"),
+  };
+
+  var current = null;     // {id, orchestrator, title}
+  var socket = null;
+  var generation = 0;     // bumped whenever a socket is abandoned, so its late events are ignored
+  var retryDelay = 1000;
+  var retryTimer = null;
+  var lastSeq = 0;        // highest seq of a message in its final state
+  var busy = false;       // a turn is in flight (ours or another tab's)
+  var bubbles = {};       // message id -> bubble
+
+  // --- HTTP -------------------------------------------------------------------------------------
+
+  function cookie(name) {
+    var parts = document.cookie ? document.cookie.split("; ") : [];
+    for (var i = 0; i < parts.length; i++) {
+      var eq = parts[i].indexOf("=");
+      if (parts[i].slice(0, eq) === name) return decodeURIComponent(parts[i].slice(eq + 1));
+    }
+    return "";
+  }
+
+  function api(method, path, body) {
+    var headers = { "Accept": "application/json" };
+    if (method !== "GET") {
+      headers["Content-Type"] = "application/json";
+      headers["X-CSRFToken"] = cookie("csrftoken");
+    }
+    return fetch(cfg.api + path, {
+      method: method,
+      credentials: "same-origin",
+      headers: headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).then(function (response) {
+      if (response.status === 204) return null;
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        if (!response.ok) {
+          var err = (data && data.error) || {};
+          throw new Error((err.message || "Request failed") + " (HTTP " + response.status + ")");
+        }
+        return data;
+      });
+    });
+  }
+
+  // --- status and errors ------------------------------------------------------------------------
+
+  function showBanner(text) {
+    els.banner.textContent = text;
+    els.banner.hidden = false;
+  }
+
+  function clearBanner() {
+    els.banner.textContent = "";
+    els.banner.hidden = true;
+  }
+
+  function setConnection(state, text) {
+    els.connection.dataset.state = state;
+    els.connection.textContent = text;
+    refreshControls();
+  }
+
+  function refreshControls() {
+    var open = socket !== null && socket.readyState === WebSocket.OPEN;
+    var usable = cfg.canSend && current !== null;
+    els.input.disabled = !usable;
+    els.send.disabled = !usable || !open || busy;
+    els.cancel.disabled = !usable || !open || !busy;
+  }
+
+  function setBusy(value) {
+    busy = value;
+    refreshControls();
+  }
+
+  // --- rendering --------------------------------------------------------------------------------
+
+  function format(value) {
+    if (value === null || value === undefined) return "";
+    return typeof value === "string" ? value : JSON.stringify(value);
+  }
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function bubble(id, role, seq) {
+    var b = bubbles[id];
+    if (!b) {
+      var root = el("div", "msg msg-" + role);
+      root.dataset.id = id;
+      var who = el("div", "who", role === "user" ? "You" : (role === "assistant" ? (current && current.orchestrator) || "assistant" : role));
+      var tools = el("div", "tools");
+      var body = el("div", "body");
+      var note = el("div", "note");
+      var error = el("div", "error");
+      error.hidden = true;
+      note.hidden = true;
+      root.append(who, tools, body, note, error);
+      b = bubbles[id] = { root: root, tools: tools, body: body, note: note, error: error, seq: Infinity, status: "" };
+      els.messages.appendChild(root);
+    }
+    if (typeof seq === "number" && seq !== b.seq) {
+      b.seq = seq;
+      b.root.dataset.seq = String(seq);
+      // Keep seq order: a message fetched on catch-up may belong before one already shown.
+      var next = null;
+      var nodes = els.messages.children;
+      for (var i = 0; i < nodes.length; i++) {
+        var other = bubbles[nodes[i].dataset.id];
+        if (other && other !== b && other.seq > seq) { next = nodes[i]; break; }
+      }
+      if (next !== b.root.nextSibling || next === null) els.messages.insertBefore(b.root, next);
+    }
+    return b;
+  }
+
+  function setStatus(b, status) {
+    b.status = status;
+    b.root.dataset.status = status;
+    b.note.hidden = status !== "cancelled";
+    b.note.textContent = status === "cancelled" ? "Cancelled." : "";
+  }
+
+  function setError(b, text) {
+    b.error.textContent = text;
+    b.error.hidden = !text;
+  }
+
+  function toolLine(b, kind, callId, text) {
+    var key = kind + ":" + callId;
+    var line = null;
+    for (var i = 0; i < b.tools.children.length; i++) {
+      if (b.tools.children[i].dataset.key === key) { line = b.tools.children[i]; break; }
+    }
+    if (!line) {
+      line = el("div", "tool tool-" + kind);
+      line.dataset.key = key;
+      b.tools.appendChild(line);
+    }
+    line.textContent = text;
+  }
+
+  function callText(call) {
+    return "Tool call: " + call.name + " " + format(call.arguments);
+  }
+
+  function resultText(call) {
+    return call.error
+      ? "Tool error: " + call.name + " → " + format(call.error)
+      : "Tool result: " + call.name + " → " + format(call.result);
+  }
+
+  function scrollDown() {
+    els.messages.scrollTop = els.messages.scrollHeight;
+  }
+
+  function noteFinal(seq) {
+    if (typeof seq === "number" && seq > lastSeq) lastSeq = seq;
+  }
+
+  // A stored message (REST), shown or updated in place.
+  function renderStored(m) {
+    var b = bubble(m.id, m.role, m.seq);
+    b.body.textContent = m.content;
+    (m.tool_calls || []).forEach(function (call, i) {
+      var callId = call.id || String(i);
+      toolLine(b, "call", callId, callText(call));
+      if ("result" in call || call.error) toolLine(b, "result", callId, resultText(call));
+    });
+    setStatus(b, m.status);
+    setError(b, m.error || "");
+    if (m.status !== "streaming") noteFinal(m.seq);
+  }
+
+  function anyStreaming() {
+    return Object.keys(bubbles).some(function (id) { return bubbles[id].status === "streaming"; });
+  }
+
+  // --- frames -----------------------------------------------------------------------------------
+
+  function onFrame(frame) {
+    var b;
+    switch (frame.type) {
+      case "message.created":
+        renderStored(frame.message);
+        b = bubble(frame.reply_to, "assistant", frame.reply_seq);
+        setStatus(b, "streaming");
+        setBusy(true);
+        break;
+      case "token":
+        b = bubble(frame.message_id, "assistant");
+        if (!b.status) setStatus(b, "streaming");
+        b.body.textContent += frame.delta;
+        break;
+      case "tool_call":
+        toolLine(bubble(frame.message_id, "assistant"), "call", frame.id, callText(frame));
+        break;
+      case "tool_result":
+        toolLine(bubble(frame.message_id, "assistant"), "result", frame.id, resultText(frame));
+        break;
+      case "error":
+        var text = (frame.code ? frame.code + ": " : "") + (frame.message || "error");
+        if (frame.message_id) {
+          setError(bubble(frame.message_id, "assistant"), text);
+        } else {
+          // A refused frame (role, validation): no turn started.
+          showBanner(text);
+          setBusy(false);
+        }
+        break;
+      case "done":
+        b = bubble(frame.message_id, "assistant", frame.seq);
+        // The stored content, complete even if this tab joined the stream halfway.
+        b.body.textContent = frame.content || "";
+        setStatus(b, frame.status);
+        if (frame.error) setError(b, frame.error);
+        noteFinal(frame.seq);
+        setBusy(false);
+        break;
+      default:
+        return; // step and future frame types: nothing to show
+    }
+    scrollDown();
+  }
+
+  // --- connection -------------------------------------------------------------------------------
+
+  function catchUpFrom() {
+    // Anything still streaming is fetched again: its stored state is newer than what we showed.
+    var after = lastSeq;
+    Object.keys(bubbles).forEach(function (id) {
+      var b = bubbles[id];
+      if (b.status === "streaming" && b.seq !== Infinity && b.seq - 1 < after) after = b.seq - 1;
+    });
+    return Math.max(0, after);
+  }
+
+  function catchUp(conversationId, after) {
+    return api("GET", "conversations/" + conversationId + "/messages/?after=" + after).then(function (page) {
+      if (!current || current.id !== conversationId) return null;
+      page.results.forEach(renderStored);
+      scrollDown();
+      if (page.next_after !== null && page.next_after !== undefined) return catchUp(conversationId, page.next_after);
+      // A reply that ended while we were away is complete now; one still being written keeps
+      // Send disabled until its done frame.
+      setBusy(anyStreaming());
+      return null;
+    });
+  }
+
+  function disconnect() {
+    generation++;
+    clearTimeout(retryTimer);
+    if (socket !== null) {
+      var old = socket;
+      socket = null;
+      old.close();
+    }
+  }
+
+  function connect() {
+    var mine = ++generation;
+    var conversation = current;
+    setConnection("connecting", "connecting…");
+    api("POST", "ws-tickets/").then(function (data) {
+      if (mine !== generation) return;
+      var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+      var url = scheme + location.host + cfg.ws + conversation.id + "/?ticket=" + encodeURIComponent(data.ticket);
+      var ws = new WebSocket(url);
+      socket = ws;
+      ws.onopen = function () {
+        if (mine !== generation) return;
+        retryDelay = 1000;
+        clearBanner();
+        setConnection("open", "connected");
+        // Whatever was written before this socket started reading (or while it was away).
+        catchUp(conversation.id, catchUpFrom()).catch(function (err) { showBanner(err.message); });
+      };
+      ws.onmessage = function (event) {
+        if (mine !== generation) return;
+        var frame;
+        try { frame = JSON.parse(event.data); } catch (e) { return; }
+        onFrame(frame);
+      };
+      ws.onclose = function () {
+        if (mine !== generation) return;
+        socket = null;
+        reconnectLater("Connection lost; reconnecting…");
+      };
+    }).catch(function (err) {
+      if (mine !== generation) return;
+      reconnectLater("Could not connect (" + err.message + "); retrying…");
+    });
+  }
+
+  function reconnectLater(message) {
+    setConnection("closed", "disconnected");
+    showBanner(message);
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(function () {
+      if (current) connect();
+    }, retryDelay);
+    retryDelay = Math.min(retryDelay * 2, 15000);
+  }
+
+  // --- conversations ----------------------------------------------------------------------------
+
+  function listEntry(conversation) {
+    var buttons = els.list.querySelectorAll("button.conversation");
+    for (var i = 0; i < buttons.length; i++) {
+      if (buttons[i].dataset.id === conversation.id) return buttons[i];
+    }
+    var button = el("button", "conversation");
+    button.type = "button";
+    button.dataset.id = conversation.id;
+    button.dataset.orchestrator = conversation.orchestrator;
+    button.dataset.title = conversation.title || "";
+    button.append(el("span", "title", conversation.title || "Untitled"), el("span", "meta", conversation.orchestrator + " · just now"));
+    var item = el("li");
+    item.appendChild(button);
+    els.list.insertBefore(item, els.list.firstChild);
+    els.empty.hidden = true;
+    return button;
+  }
+
+  function openConversation(conversation) {
+    disconnect();
+    current = conversation;
+    bubbles = {};
+    lastSeq = 0;
+    busy = false;
+    els.messages.textContent = "";
+    clearBanner();
+    els.title.textContent = (conversation.title || "Untitled") + " — " + conversation.orchestrator;
+    var buttons = els.list.querySelectorAll("button.conversation");
+    for (var i = 0; i < buttons.length; i++) {
+      buttons[i].classList.toggle("active", buttons[i].dataset.id === conversation.id);
+    }
+    history.replaceState(null, "", "#" + conversation.id);
+    refreshControls();
+    catchUp(conversation.id, 0)
+      .catch(function (err) { showBanner("Could not load the messages: " + err.message); })
+      .then(function () { if (current === conversation) connect(); });
+  }
+
+  function fromButton(button) {
+    return { id: button.dataset.id, orchestrator: button.dataset.orchestrator, title: button.dataset.title };
+  }
+
+  function startConversation() {
+    els.start.disabled = true;
+    api("POST", "conversations/", { orchestrator: els.orchestrator.value })
+      .then(function (data) {
+        var conversation = { id: data.id, orchestrator: data.orchestrator_slug, title: data.title };
+        listEntry(conversation);
+        openConversation(conversation);
+        els.input.focus();
+      })
+      .catch(function (err) { showBanner("Could not start a conversation: " + err.message); })
+      .then(function () { els.start.disabled = !cfg.canSend; });
+  }
+
+  function nameAfterFirstMessage(conversation, content) {
+    if (conversation.title) return;
+    var title = content.trim().slice(0, 80);
+    conversation.title = title;
+    api("PATCH", "conversations/" + conversation.id + "/", { title: title }).then(function () {
+      var button = listEntry(conversation);
+      button.dataset.title = title;
+      button.querySelector(".title").textContent = title;
+      if (current === conversation) els.title.textContent = title + " — " + conversation.orchestrator;
+    }).catch(function () { conversation.title = ""; });
+  }
+
+  function send() {
+    var content = els.input.value;
+    if (!content.trim() || socket === null || socket.readyState !== WebSocket.OPEN || busy) return;
+    clearBanner();
+    socket.send(JSON.stringify({ type: "message", content: content }));
+    els.input.value = "";
+    setBusy(true);
+    nameAfterFirstMessage(current, content);
+  }
+
+  // --- wiring -----------------------------------------------------------------------------------
+
+  if (els.start) els.start.addEventListener("click", startConversation);
+  els.list.addEventListener("click", function (event) {
+    var button = event.target.closest("button.conversation");
+    if (button) openConversation(fromButton(button));
+  });
+  els.composer.addEventListener("submit", function (event) {
+    event.preventDefault();
+    send();
+  });
+  els.input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  els.cancel.addEventListener("click", function () {
+    if (socket !== null && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "cancel" }));
+  });
+
+  // A reload comes back to the conversation in the address (#<id>), if it is still in the list.
+  var wanted = location.hash.slice(1);
+  if (wanted) {
+    var buttons = els.list.querySelectorAll("button.conversation");
+    for (var i = 0; i < buttons.length; i++) {
+      if (buttons[i].dataset.id === wanted) { openConversation(fromButton(buttons[i])); break; }
+    }
+  }
+})();

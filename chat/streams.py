@@ -1,0 +1,91 @@
+"""One reader per process for every conversation stream its sockets follow.
+
+Each open chat socket used to hold a Redis connection in a blocking XREAD; past the client's
+connection limit (100) replies stopped reaching tabs. Here a single task per event loop reads all
+followed streams in one XREAD and hands entries to each subscriber's unbounded queue, so a process
+holds one blocking connection whatever its socket count, and no entry is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import lru_cache
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+BLOCK_MS = 1000  # how soon a new subscription joins the read
+
+
+def _id(entry_id: bytes | str) -> tuple[int, int]:
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class StreamHub:
+    def __init__(self) -> None:
+        self.subscribers: dict[str, dict[asyncio.Queue, tuple[int, int]]] = {}
+        self.positions: dict[str, str] = {}
+        self.task: asyncio.Task | None = None
+        self.changed = asyncio.Event()
+        # Its own connection, without a read timeout shorter than the block.
+        self.client = aioredis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
+        )
+
+    def subscribe(self, key: str, after: str) -> asyncio.Queue:
+        """Entries of `key` written after stream id `after` ("0-0" for all), in order."""
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.setdefault(key, {})[queue] = _id(after)
+        if key not in self.positions or _id(after) < _id(self.positions[key]):
+            self.positions[key] = after
+        self.changed.set()
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        return queue
+
+    def unsubscribe(self, key: str, queue: asyncio.Queue) -> None:
+        followers = self.subscribers.get(key)
+        if followers is not None:
+            followers.pop(queue, None)
+            if not followers:
+                del self.subscribers[key]
+                self.positions.pop(key, None)
+
+    async def _run(self) -> None:
+        while self.subscribers:
+            self.changed.clear()
+            streams = dict(self.positions)
+            try:
+                batches = await self.client.xread(streams, block=BLOCK_MS, count=500)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.warning(
+                    "chat stream reader interrupted; retrying", extra={"error": str(exc)}
+                )
+                await asyncio.sleep(0.5)
+                continue
+            for raw_key, entries in batches or []:
+                key = raw_key.decode()
+                followers = self.subscribers.get(key, {})
+                for entry_id, fields in entries:
+                    position = _id(entry_id)
+                    for queue, since in followers.items():
+                        if position > since:
+                            queue.put_nowait(fields[b"e"].decode())
+                    if key in self.positions:
+                        self.positions[key] = entry_id.decode()
+
+
+@lru_cache(maxsize=8)
+def _hub_for_loop(loop_id: int) -> StreamHub:
+    return StreamHub()
+
+
+def hub() -> StreamHub:
+    return _hub_for_loop(id(asyncio.get_running_loop()))

@@ -1,0 +1,406 @@
+"""One chat turn: the user's message stored first, the reply streamed, stored whatever the client does.
+
+A turn runs in its own asyncio task, not in the request or consumer that started it: a client that
+goes away does not stop the generation, and the reply is stored when it ends. Its events go to
+local subscribers (an unbounded queue: the SSE response of the request that started it) and to a
+Redis stream per conversation that every WebSocket tab reads (XREAD), so no token is dropped the
+way channels' capacity-limited group_send would drop it. Tokens are coalesced every ~40 ms.
+
+Cancelling: `turn_cancel` cancels a local task at once, and sets a Redis flag that a turn running
+in another process checks on every flush.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import redis.asyncio as aioredis
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django_tenants.utils import schema_context
+
+from cadence_site.requestlog import org_var, principal_var, request_id_var
+from chat import services
+from chat.models import Conversation, Message
+from engine.runs import RunRecorder
+from orchestrators.invoke import llm_error_to_application
+from orchestrators.pool import pool
+from orchestrators.runtime import (
+    FinalEvent,
+    LLMError,
+    RunContext,
+    StepEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+)
+
+logger = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.04
+STREAM_MAXLEN = 5000
+STREAM_TTL = 24 * 3600
+_background: set[asyncio.Task] = set()
+_active: dict[tuple[str, str], Turn] = {}
+
+
+def stream_key(schema_name: str, conversation_id: str) -> str:
+    return f"cadence:chat:{schema_name}:{conversation_id}"
+
+
+def cancel_key(schema_name: str, message_id: str) -> str:
+    return f"cadence:chat-cancel:{schema_name}:{message_id}"
+
+
+@lru_cache(maxsize=8)
+def _redis_for_loop(loop_id: int) -> aioredis.Redis:
+    # redis.asyncio connections belong to the event loop that opened them. Many turns publish at
+    # once: the pool is sized well past redis-py's default of 100 connections.
+    return aioredis.Redis.from_url(
+        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=10, max_connections=2000
+    )
+
+
+def redis_client() -> aioredis.Redis:
+    return _redis_for_loop(id(asyncio.get_running_loop()))
+
+
+@dataclass
+class TurnStart:
+    schema_name: str
+    org_slug: str
+    conversation_id: str
+    orchestrator_id: str
+    orchestrator_slug: str
+    user_message: dict
+    assistant_message_id: str
+    assistant_seq: int
+    history: list[dict]
+    content: str
+    principal: str
+    trigger: str
+
+
+def message_output(message: Message) -> dict[str, Any]:
+    return {
+        "id": str(message.id),
+        "conversation": str(message.conversation_id),
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "tool_calls": message.tool_calls,
+        "status": message.status,
+        "usage": message.usage,
+        "error": message.error,
+        "run": str(message.run_id) if message.run_id else None,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def turn_begin(
+    *,
+    schema_name: str,
+    org_slug: str,
+    conversation: Conversation,
+    content: str,
+    principal: str,
+    trigger: str,
+) -> TurnStart:
+    """Synchronous, in the tenant's schema: validate, then store the user's message before any model runs."""
+    from cadence_site.errors import ApplicationError
+    from orchestrators.models import OrchestratorInstance
+
+    if not isinstance(content, str) or not content.strip():
+        raise ApplicationError(
+            "A message needs non-empty content.", "invalid_message", {"field": "content"}
+        )
+    if len(content) > services.MAX_CONTENT:
+        raise ApplicationError(
+            f"A message is limited to {services.MAX_CONTENT} characters.",
+            "message_too_long",
+            {"field": "content", "limit": services.MAX_CONTENT},
+        )
+    instance = conversation.orchestrator
+    if instance.status != OrchestratorInstance.Status.READY:
+        raise ApplicationError(
+            f"The orchestrator {instance.slug!r} is {instance.status}.",
+            f"orchestrator_{instance.status}",
+            status=409,
+        )
+    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
+        raise ApplicationError(
+            "A reply is still being written in this conversation; wait for it or cancel it.",
+            "turn_in_progress",
+            status=409,
+        )
+    user = services.message_append(
+        conversation_id=conversation.id, role=Message.Role.USER, content=content
+    )
+    assistant = services.message_append(
+        conversation_id=conversation.id,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+    )
+    history = services.history_for_model(conversation_id=conversation.id, before_seq=user.seq)
+    if not conversation.title:
+        Conversation.objects.filter(pk=conversation.pk).update(title=content.strip()[:80])
+    return TurnStart(
+        schema_name,
+        org_slug,
+        str(conversation.id),
+        str(instance.id),
+        instance.slug,
+        message_output(user),
+        str(assistant.id),
+        assistant.seq,
+        history,
+        content,
+        principal,
+        trigger,
+    )
+
+
+@dataclass
+class Turn:
+    start: TurnStart
+    subscribers: list[asyncio.Queue] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+    tool_calls: list[dict] = field(default_factory=list)
+    task: asyncio.Task | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    result: dict | None = None
+
+    def subscribe(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self.subscribers.append(queue)
+        return queue
+
+    async def publish(self, event: dict) -> None:
+        for queue in self.subscribers:
+            queue.put_nowait(event)
+        try:
+            client = redis_client()
+            key = stream_key(self.start.schema_name, self.start.conversation_id)
+            await client.xadd(
+                key, {"e": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
+            )
+            await client.expire(key, STREAM_TTL)
+        except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
+            logger.warning("chat event not fanned out", extra={"error": str(exc)})
+
+
+def turn_launch(start: TurnStart) -> Turn:
+    """Start the turn's task on the running loop; it outlives the caller."""
+    turn = Turn(start)
+    # A fresh context: an inherited one would tie the turn's database calls to the request's
+    # thread executor (asgiref's ThreadSensitiveContext), which ends with the response. The log
+    # context (request, organization, principal) is carried over by hand.
+    context = contextvars.Context()
+    for var in (request_id_var, org_var, principal_var):
+        context.run(var.set, var.get())
+    turn.task = asyncio.get_running_loop().create_task(_run(turn), context=context)
+    _background.add(turn.task)
+    turn.task.add_done_callback(_background.discard)
+    _active[(start.schema_name, start.conversation_id)] = turn
+    return turn
+
+
+async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str | None) -> bool:
+    turn = _active.get((schema_name, conversation_id))
+    if turn is not None and turn.task is not None and not turn.task.done():
+        turn.task.cancel()
+        return True
+    if message_id:
+        await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)
+        return True
+    return False
+
+
+async def _run(turn: Turn) -> None:
+    s = turn.start
+    recorder = RunRecorder(
+        schema_name=s.schema_name,
+        orchestrator_id=s.orchestrator_id,
+        orchestrator_slug=s.orchestrator_slug,
+        config_hash="",
+        trigger=s.trigger,
+        principal=s.principal,
+        conversation_id=s.conversation_id,
+        input={"message": s.content},
+    )
+    status, error, usage, final = Message.Status.COMPLETE, "", {}, None
+    pending: list[str] = []
+    recording: asyncio.Future | None = None
+    last_flush = last_cancel_check = time.monotonic()
+    cancel_flag = cancel_key(s.schema_name, s.assistant_message_id)
+
+    async def flush() -> None:
+        nonlocal last_flush, last_cancel_check
+        if pending:
+            delta = "".join(pending)
+            pending.clear()
+            await turn.publish(
+                {"type": "token", "message_id": s.assistant_message_id, "delta": delta}
+            )
+        last_flush = time.monotonic()
+        # A cancel from another process is a Redis flag: checked a few times a second, not per flush.
+        if last_flush - last_cancel_check >= 0.25:
+            last_cancel_check = last_flush
+            if await redis_client().exists(cancel_flag):
+                raise asyncio.CancelledError("cancelled by the client")
+
+    await turn.publish(
+        {
+            "type": "message.created",
+            "message": s.user_message,
+            "reply_to": s.assistant_message_id,
+            "reply_seq": s.assistant_seq,
+        }
+    )
+    try:
+        # The run's row is written beside the model call, not before it: first tokens don't wait.
+        recording = asyncio.ensure_future(database_sync_to_async(recorder.start)())
+        acquired = await pool.acquire(
+            schema_name=s.schema_name, org_slug=s.org_slug, ref=s.orchestrator_id
+        )
+        recorder.fields["config_hash"] = acquired.config_hash
+        async for event in acquired.runtime.stream(
+            s.history,
+            s.content,
+            RunContext(org_slug=s.org_slug, run_id=recorder.run_id or "", user=s.principal),
+        ):
+            recorder.observe(event)
+            if isinstance(event, TokenEvent):
+                turn.text.append(event.delta)
+                pending.append(event.delta)
+                if time.monotonic() - last_flush >= COALESCE_SECONDS:
+                    await flush()
+                continue
+            await flush()
+            if isinstance(event, ToolCallEvent):
+                turn.tool_calls.append(
+                    {"id": event.id, "name": event.name, "arguments": event.arguments}
+                )
+                await turn.publish(
+                    {
+                        "type": "tool_call",
+                        "message_id": s.assistant_message_id,
+                        "id": event.id,
+                        "name": event.name,
+                        "arguments": event.arguments,
+                    }
+                )
+            elif isinstance(event, ToolResultEvent):
+                for call in turn.tool_calls:
+                    if call["id"] == event.id:
+                        call["result"], call["error"] = event.result, event.error
+                await turn.publish(
+                    {
+                        "type": "tool_result",
+                        "message_id": s.assistant_message_id,
+                        "id": event.id,
+                        "name": event.name,
+                        "result": event.result,
+                        "error": event.error,
+                    }
+                )
+            elif isinstance(event, StepEvent):
+                await turn.publish(
+                    {
+                        "type": "step",
+                        "message_id": s.assistant_message_id,
+                        "name": event.name,
+                        "status": event.status,
+                        "duration_ms": event.duration_ms,
+                    }
+                )
+            elif isinstance(event, FinalEvent):
+                final = event
+        await flush()
+        content = final.content if final is not None else "".join(turn.text)
+        usage = final.usage.as_dict() if final is not None else {}
+    except asyncio.CancelledError:
+        status, content = Message.Status.CANCELLED, "".join(turn.text)
+    except LLMError as exc:
+        app_error = llm_error_to_application(exc)
+        status, content, error = (
+            Message.Status.FAILED,
+            "".join(turn.text),
+            f"{app_error.code}: {app_error.message}",
+        )
+    except Exception as exc:
+        code = getattr(exc, "code", "turn_failed")
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        status, content, error = Message.Status.FAILED, "".join(turn.text), f"{code}: {message}"
+        if not hasattr(exc, "code"):
+            logger.exception("chat turn failed")
+    if recording is not None:
+        await asyncio.gather(recording, return_exceptions=True)
+    run_status = {
+        Message.Status.COMPLETE: "succeeded",
+        Message.Status.CANCELLED: "cancelled",
+        Message.Status.FAILED: "failed",
+    }[status]
+    # Shielded: a cancelled turn must still be stored.
+    await asyncio.shield(_store(turn, recorder, status, content, usage, error, run_status))
+
+
+async def _store(
+    turn: Turn,
+    recorder: RunRecorder,
+    status: str,
+    content: str,
+    usage: dict,
+    error: str,
+    run_status: str,
+) -> None:
+    s = turn.start
+
+    def write() -> None:
+        recorder.finish(status=run_status, output=content, usage=usage, error=error)
+        with schema_context(s.schema_name):
+            services.message_finish(
+                message_id=s.assistant_message_id,
+                status=status,
+                content=content,
+                usage=usage,
+                error=error,
+                tool_calls=turn.tool_calls,
+                run_id=recorder.run_id,
+            )
+
+    try:
+        await database_sync_to_async(write)()
+    finally:
+        _active.pop((s.schema_name, s.conversation_id), None)
+    if status == Message.Status.FAILED:
+        code, _, message = error.partition(": ")
+        await turn.publish(
+            {
+                "type": "error",
+                "message_id": s.assistant_message_id,
+                "code": code,
+                "message": message,
+            }
+        )
+    turn.result = {
+        "type": "done",
+        "message_id": s.assistant_message_id,
+        "seq": s.assistant_seq,
+        "status": status,
+        "content": content,
+        "usage": usage,
+        "run": recorder.run_id,
+        "tool_calls": turn.tool_calls,
+        "error": error,
+    }
+    await turn.publish(turn.result)
+    turn.done.set()

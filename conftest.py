@@ -1,0 +1,174 @@
+"""Shared fixtures: real PostgreSQL and Redis, and two organizations built once per session.
+
+Organizations are provisioned once (schema copies are cheap, but users, keys and memberships for
+every role add up) and rebuilt only if a transactional test flushed them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import pytest
+
+os.environ.setdefault("CADENCE_TESTING", "1")
+
+ROLES = ("owner", "admin", "member", "viewer")
+
+
+@dataclass
+class OrgFixture:
+    org: object
+    users: dict[str, object] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)
+    key_ids: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return self.org.slug
+
+
+@dataclass
+class World:
+    alpha: OrgFixture
+    bravo: OrgFixture
+    outsider: object
+    staff: object
+
+
+def _build_org(slug: str) -> OrgFixture:
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+    from tenants.services import api_key_create, organization_create
+
+    User = get_user_model()
+    created = organization_create(
+        name=slug.title(),
+        slug=slug,
+        owner_email=f"owner@{slug}.test",
+        owner_username=f"{slug}-owner",
+    )
+    created.owner.set_password("pw-owner")
+    created.owner.save()
+    fixture = OrgFixture(org=created.organization)
+    fixture.users["owner"] = created.owner
+    fixture.keys["owner"] = created.api_key_secret
+    fixture.key_ids["owner"] = str(created.api_key.id)
+    for role in ROLES[1:]:
+        user = User.objects.create_user(
+            username=f"{slug}-{role}", email=f"{role}@{slug}.test", password=f"pw-{role}"
+        )
+        Membership.objects.create(user=user, organization=created.organization, role=role)
+        fixture.users[role] = user
+        key, secret = api_key_create(
+            org=created.organization,
+            name=f"{role} key",
+            role=role,
+            creator_role="owner",
+            created_by=created.owner,
+        )
+        fixture.keys[role] = secret
+        fixture.key_ids[role] = str(key.id)
+    return fixture
+
+
+def _build_world() -> World:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from tenants.models import Organization
+    from tenants.resolution import org_cache_invalidate
+
+    for slug in ("alpha", "bravo"):
+        org_cache_invalidate(Organization(slug=slug))
+    with connection.cursor() as cursor:
+        for slug in ("alpha", "bravo"):
+            cursor.execute(f'DROP SCHEMA IF EXISTS "org_{slug}" CASCADE')
+    Organization.objects.filter(slug__in=["alpha", "bravo"]).delete()
+    User = get_user_model()
+    User.objects.filter(username__in=["outsider", "staffer"]).delete()
+    User.objects.filter(username__regex=r"^(alpha|bravo)-").delete()
+    outsider = User.objects.create_user(
+        username="outsider", email="outsider@nowhere.test", password="pw-outsider"
+    )
+    staff = User.objects.create_user(
+        username="staffer", email="staff@cadence.test", password="pw-staff", is_staff=True
+    )
+    return World(
+        alpha=_build_org("alpha"), bravo=_build_org("bravo"), outsider=outsider, staff=staff
+    )
+
+
+_world: World | None = None
+
+
+def _ensure_world() -> World:
+    global _world
+    from tenants.models import Organization
+
+    if _world is None or Organization.objects.filter(slug__in=["alpha", "bravo"]).count() != 2:
+        _world = _build_world()
+    return _world
+
+
+@pytest.fixture(scope="session")
+def _close_stray_connections(django_db_setup, django_db_blocker):
+    """Consumer threads keep connections open; end them so the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.fixture(scope="session")
+def _session_world(django_db_setup, django_db_blocker) -> World:
+    # Built outside any test transaction, so it is committed and shared by the whole session.
+    with django_db_blocker.unblock():
+        return _ensure_world()
+
+
+@pytest.fixture
+def world(_session_world, django_db_blocker) -> World:
+    """Two organizations with a user and an API key for every role, an outsider and a staff user."""
+    with django_db_blocker.unblock():
+        return _ensure_world()
+
+
+@pytest.fixture
+def committed_db(django_db_setup, django_db_blocker, _close_stray_connections):
+    """Database access without a wrapping transaction, for code on other threads (consumers, workers).
+
+    Unlike transactional_db it flushes nothing, so the shared organizations survive; a test using
+    it removes what it creates.
+    """
+    with django_db_blocker.unblock():
+        yield
+
+
+@pytest.fixture
+def api():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+@pytest.fixture
+def as_key(api):
+    def use(secret: str):
+        api.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        return api
+
+    return use
+
+
+@pytest.fixture
+def as_user(api):
+    def use(user):
+        api.force_login(user)
+        return api
+
+    return use

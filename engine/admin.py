@@ -1,0 +1,60 @@
+"""Runs in each organization's admin: read-only, with their steps."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from engine.models import Run, RunEvent
+from tenants.tenant_admin import TenantModelAdmin, tenant_admin_site
+
+
+class RunEventInline(admin.TabularInline):
+    model = RunEvent
+    extra = 0
+    can_delete = False
+    fields = ("seq", "kind", "name", "outcome", "duration_ms", "error", "data")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Run, site=tenant_admin_site)
+class RunAdmin(TenantModelAdmin):
+    list_display = (
+        "started_at",
+        "orchestrator_slug",
+        "trigger",
+        "status",
+        "duration_ms",
+        "principal",
+    )
+    list_filter = ("status", "trigger", "orchestrator_slug")
+    search_fields = ("orchestrator_slug", "principal", "id")
+    readonly_fields = (
+        "id",
+        "orchestrator",
+        "orchestrator_slug",
+        "config_hash",
+        "conversation_id",
+        "trigger",
+        "principal",
+        "status",
+        "input",
+        "output",
+        "usage",
+        "error",
+        "started_at",
+        "finished_at",
+        "duration_ms",
+    )
+    inlines = [RunEventInline]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

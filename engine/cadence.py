@@ -1,0 +1,231 @@
+"""``Cadence``: the fluent builder and its runner.
+
+Two run paths. With nothing attached (no hooks, reporters, error handler or checkpoint store)
+the runner is a tight loop that awaits async notes directly: no task, copy or hook dispatch per
+note. Anything attached selects the observed path, which adds hooks, reporting, error handling
+and checkpoints around each measure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, TypeVar
+
+from .checkpoint import CheckpointStore
+from .errors import CadenceError, Interrupt, NoteError, Skip
+from .hooks import HooksManager
+from .measures import (
+    KIND_ASYNC_NOTE,
+    KIND_SYNC_GROUP,
+    KIND_SYNC_NOTE,
+    ChildMeasure,
+    Measure,
+    SequenceMeasure,
+    SplitMeasure,
+    SyncMeasure,
+    ThenMeasure,
+)
+from .parallel import run_parallel
+from .runner import PASS_THROUGH, run_observed
+from .score import SCORE_TYPES
+
+S = TypeVar("S")
+
+Reporter = Callable[[str, float, Any], Any]
+ErrorHandler = Callable[[Any, BaseException], Any]
+
+
+class Cadence(Generic[S]):
+    """A named flow of measures over a score. Build it fluently, then ``await run()``."""
+
+    __slots__ = (
+        "name",
+        "score",
+        "_measures",
+        "_hooks",
+        "_reporters",
+        "_error_handler",
+        "_stop_on_error",
+        "_store",
+        "_run_id",
+    )
+
+    def __init__(self, name: str, score: S | None = None) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a cadence needs a non-empty name")
+        self.name = name
+        self.score = score
+        self._measures: list[Measure] = []
+        self._hooks: HooksManager | None = None
+        self._reporters: list[Reporter] = []
+        self._error_handler: ErrorHandler | None = None
+        self._stop_on_error = True
+        self._store: CheckpointStore | None = None
+        self._run_id: str | None = None
+
+    # -- building -------------------------------------------------------------------------
+
+    @property
+    def measures(self) -> tuple[Measure, ...]:
+        return tuple(self._measures)
+
+    def add_measure(self, measure: Measure) -> Cadence[S]:
+        self._measures.append(measure)
+        return self
+
+    def then(self, name: str, fn: Callable[..., Any], can_interrupt: bool = False) -> Cadence[S]:
+        return self.add_measure(ThenMeasure(name, fn, can_interrupt))
+
+    def sequence(self, name: str, fns: Iterable[Callable[..., Any]]) -> Cadence[S]:
+        return self.add_measure(SequenceMeasure(name, fns))
+
+    def sync(
+        self, name: str, fns: Iterable[Callable[..., Any]], merge_strategy: Any = "fail_on_conflict"
+    ) -> Cadence[S]:
+        return self.add_measure(SyncMeasure(name, fns, merge_strategy))
+
+    def split(
+        self,
+        name: str,
+        condition: Callable[[Any], Any],
+        if_true: Any,
+        if_false: Any = None,
+        parallel: bool = False,
+        merge_strategy: Any = "fail_on_conflict",
+    ) -> Cadence[S]:
+        return self.add_measure(
+            SplitMeasure(name, condition, if_true, if_false, parallel, merge_strategy)
+        )
+
+    def child(
+        self, name: str, cadence: Cadence[Any], merge: Callable[..., Any] | None = None
+    ) -> Cadence[S]:
+        if not isinstance(cadence, Cadence):
+            raise TypeError(f"child {name!r} needs a Cadence, not {type(cadence).__name__}")
+        if cadence is self or self in _descendants(cadence):
+            raise ValueError(f"child {name!r} would make cadence {self.name!r} contain itself")
+        return self.add_measure(ChildMeasure(name, cadence, merge))
+
+    def on_error(self, handler: ErrorHandler, stop: bool = True) -> Cadence[S]:
+        """Call ``handler(score, error)`` when a measure fails; ``stop=False`` carries on."""
+        self._error_handler = handler
+        self._stop_on_error = stop
+        return self
+
+    def with_hooks(self, hooks: Any) -> Cadence[S]:
+        items = list(hooks) if isinstance(hooks, (list, tuple)) else [hooks]
+        if self._hooks is None:
+            self._hooks = HooksManager()
+        for hook in items:
+            self._hooks.add(hook)
+        return self
+
+    def with_reporter(self, reporter: Reporter) -> Cadence[S]:
+        self._reporters.append(reporter)
+        return self
+
+    def with_checkpoint(self, store: CheckpointStore, run_id: str | None = None) -> Cadence[S]:
+        self._store = store
+        self._run_id = run_id
+        return self
+
+    # -- running --------------------------------------------------------------------------
+
+    async def run(self, score: S | None = None, *, run_id: str | None = None) -> S:
+        """Run every measure on ``score`` (default: the cadence's own) and return the score."""
+        if score is None:
+            score = self.score
+            if score is None:
+                raise CadenceError(f"cadence {self.name!r} has no score to run on", code="no_score")
+        if (
+            self._hooks is not None
+            or self._reporters
+            or self._error_handler is not None
+            or self._store is not None
+        ):
+            return await run_observed(self, score, run_id or self._run_id)
+        # The hot path, inlined here rather than in a helper so a run costs one frame less:
+        # nothing is attached, so each async note is one direct await.
+        measures = self._measures
+        i = 0
+        n = len(measures)
+        while True:
+            try:
+                while i < n:
+                    m = measures[i]
+                    kind = m.kind
+                    if kind == KIND_ASYNC_NOTE:
+                        result = await m.fn(score)  # type: ignore[attr-defined]
+                    elif kind == KIND_SYNC_NOTE:
+                        result = m.fn(score)  # type: ignore[attr-defined]
+                        if result is not None and inspect.isawaitable(result):
+                            result = await result
+                    elif kind == KIND_SYNC_GROUP:
+                        result = await run_parallel(m.name, m.steps, score, m.merge)  # type: ignore[attr-defined]
+                    else:
+                        result = await m.execute(score)
+                    if result is not None and isinstance(result, SCORE_TYPES):
+                        score = result
+                    i += 1
+                return score
+            except Skip:
+                i += 1
+            except Interrupt as exc:
+                if measures[i].can_interrupt:
+                    return score
+                raise NoteError(measures[i].name, exc) from exc
+            except PASS_THROUGH:
+                raise
+            except Exception as exc:
+                raise NoteError(measures[i].name, exc) from exc
+
+    def run_sync(self, score: S | None = None, *, run_id: str | None = None) -> S:
+        """Run from synchronous code; from inside a running loop it uses a private thread."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.run(score, run_id=run_id))
+        with concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="engine-run"
+        ) as pool:
+            return pool.submit(asyncio.run, self.run(score, run_id=run_id)).result()
+
+    # -- introspection --------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """This cadence in the JSON flow form (children under ``cadences``), for diagrams and checks."""
+        cadences: dict[str, Any] = {}
+        _collect_children(self, cadences, set())
+        out: dict[str, Any] = {"name": self.name, "steps": [m.describe() for m in self._measures]}
+        if cadences:
+            out["cadences"] = cadences
+        return out
+
+    def __repr__(self) -> str:
+        return f"Cadence({self.name!r}, measures={[m.name for m in self._measures]})"
+
+
+def _descendants(cadence: Cadence[Any]) -> list[Cadence[Any]]:
+    found: list[Cadence[Any]] = []
+    stack = [cadence]
+    seen: set[int] = set()
+    while stack:
+        current = stack.pop()
+        for m in current._measures:
+            if isinstance(m, ChildMeasure) and id(m.cadence) not in seen:
+                seen.add(id(m.cadence))
+                found.append(m.cadence)
+                stack.append(m.cadence)
+    return found
+
+
+def _collect_children(cadence: Cadence[Any], out: dict[str, Any], seen: set[int]) -> None:
+    for m in cadence._measures:
+        if isinstance(m, ChildMeasure) and id(m.cadence) not in seen:
+            seen.add(id(m.cadence))
+            child = m.cadence
+            out[child.name] = {"steps": [c.describe() for c in child._measures]}
+            _collect_children(child, out, seen)

@@ -1,0 +1,267 @@
+"""The native adapter: an orchestrator's flow runs on Cadence's engine.
+
+The default flow is `prepare_prompt → agent → finalize`; `agent` calls the model, runs the tool
+calls it asked for in parallel with the engine's `.sync`, and repeats until the model stops asking
+or the step limit is reached. Flows name notes from `agent_notes()`; plugins add more later.
+
+Events leave the engine through a context variable holding the running call's queue, so that the
+built cadence is shared by every concurrent call (built once per instance, ~µs per run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine import Cadence, CadenceHooks, Score
+from engine.flow import NoteRegistry, build_cadence
+from engine.recording import RecordingHooks, StepRecord
+from orchestrators.runtime import (
+    FinalEvent,
+    LLMDelta,
+    LLMError,
+    LLMResult,
+    RunContext,
+    RuntimeConfig,
+    RuntimeEvent,
+    StepEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolContext,
+    ToolResultEvent,
+    Usage,
+)
+
+DEFAULT_FLOW: dict[str, Any] = {
+    "name": "single-agent",
+    "description": "Prepare the prompt, loop model and tools until done, then finish.",
+    "steps": [{"then": "prepare_prompt"}, {"then": "agent"}, {"then": "finalize"}],
+}
+
+
+@dataclass
+class AgentScore(Score):
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    final: str = ""
+    finish_reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    turns: int = 0
+    tool_results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Call:
+    """What one stream() call shares with the notes it runs."""
+
+    runtime: NativeRuntime
+    queue: asyncio.Queue
+    context: RunContext
+    history: list[dict[str, Any]]
+    message: str
+
+
+_current: contextvars.ContextVar[_Call] = contextvars.ContextVar("cadence_native_call")
+
+
+def _emit(event: RuntimeEvent) -> None:
+    _current.get().queue.put_nowait(event)
+
+
+async def prepare_prompt(score: AgentScore) -> None:
+    call = _current.get()
+    system = call.runtime.config.system_prompt
+    score.messages = (
+        ([{"role": "system", "content": system}] if system else [])
+        + list(call.history)
+        + [{"role": "user", "content": call.message}]
+    )
+
+
+async def agent(score: AgentScore) -> None:
+    call = _current.get()
+    runtime = call.runtime
+    specs = [tool.spec() for tool in runtime.config.tools] or None
+    for _ in range(runtime.config.max_steps):
+        score.turns += 1
+        result: LLMResult | None = None
+        async for chunk in runtime.provider.stream(score.messages, specs):
+            if isinstance(chunk, LLMDelta):
+                if chunk.content:
+                    _emit(TokenEvent(chunk.content))
+            else:
+                result = chunk
+        if result is None:
+            raise LLMError("the model ended without a result", "llm_protocol_error")
+        score.prompt_tokens += result.usage.prompt_tokens
+        score.completion_tokens += result.usage.completion_tokens
+        if not result.tool_calls:
+            score.final, score.finish_reason = result.content, result.finish_reason or "stop"
+            return
+        score.messages.append(
+            {
+                "role": "assistant",
+                "content": result.content or None,
+                "tool_calls": [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                    }
+                    for c in result.tool_calls
+                ],
+            }
+        )
+        await _run_tools(score, result)
+    score.final, score.finish_reason = "I stopped after reaching the step limit.", "max_steps"
+
+
+async def _run_tools(score: AgentScore, result: LLMResult) -> None:
+    """The model's tool calls, in parallel, on the engine's `.sync` (one note per call)."""
+    call = _current.get()
+    tools = {tool.name: tool for tool in call.runtime.config.tools}
+    tool_context = ToolContext(org_slug=call.context.org_slug, run_id=call.context.run_id)
+
+    def note_for(index: int, tool_call):
+        async def run_tool(s: AgentScore) -> None:
+            _emit(ToolCallEvent(tool_call.id, tool_call.name, tool_call.arguments))
+            tool = tools.get(tool_call.name)
+            error = None
+            if tool is None:
+                output: Any = {"error": f"unknown tool {tool_call.name!r}"}
+                error = output["error"]
+            else:
+                try:
+                    output = await tool.fn(tool_call.arguments, tool_context)
+                except Exception as exc:  # a tool's failure is the model's to handle, not the run's
+                    output, error = {"error": f"{type(exc).__name__}: {exc}"}, str(exc)
+            s.tool_results[tool_call.id] = output
+            _emit(ToolResultEvent(tool_call.id, tool_call.name, output, error))
+
+        run_tool.__name__ = f"tool_{index}_{tool_call.name}"
+        return run_tool
+
+    # Each note writes its own key of tool_results: smart_merge unites the dicts.
+    group = Cadence("tools", AgentScore(tool_results={})).sync(
+        "tool_calls",
+        [note_for(i, c) for i, c in enumerate(result.tool_calls)],
+        merge_strategy="smart_merge",
+    )
+    done = await group.run(AgentScore(tool_results={}))
+    for tool_call in result.tool_calls:
+        output = done.tool_results.get(tool_call.id)
+        score.messages.append(
+            {
+                "role": "tool",
+                "tool_call_id": tool_call.id,
+                "content": output if isinstance(output, str) else json.dumps(output, default=str),
+            }
+        )
+
+
+async def finalize(score: AgentScore) -> None:
+    if not score.finish_reason:
+        score.finish_reason = "stop"
+
+
+def agent_notes() -> NoteRegistry:
+    return NoteRegistry({"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize})
+
+
+class _StepStarts(CadenceHooks):
+    """Engine hooks → "started" step events; stateless, so one instance serves every call."""
+
+    async def before_note(self, note_name: str, score: Any) -> None:
+        if _current.get(None) is not None:
+            _emit(StepEvent(note_name, "started"))
+
+
+def _step_recorded(record: StepRecord) -> None:
+    """The engine's record of a finished measure → a step event carrying what it changed in the
+    score (the run log stores it as the step's output)."""
+    if _current.get(None) is None:
+        return
+    detail: dict[str, Any] = {"changes": record.changes}
+    if record.error is not None:
+        detail["error"] = f"{type(record.error).__name__}: {record.error}"
+    _emit(
+        StepEvent(
+            record.note_name,
+            "failed" if record.error is not None else "completed",
+            round(record.duration * 1000, 3),
+            detail,
+        )
+    )
+
+
+_HOOKS = (_StepStarts(), RecordingHooks(_step_recorded))
+_DONE = object()
+
+
+class NativeRuntime:
+    def __init__(self, config: RuntimeConfig, provider: Any) -> None:
+        self.config = config
+        self.provider = provider
+        self.cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes()).with_hooks(_HOOKS)
+
+    async def stream(
+        self, history: list[dict[str, Any]], message: str, context: RunContext
+    ) -> AsyncIterator[RuntimeEvent]:
+        queue: asyncio.Queue = asyncio.Queue()
+        call = _Call(self, queue, context, history, message)
+        started = time.perf_counter()
+
+        async def run() -> AgentScore:
+            token = _current.set(call)
+            try:
+                return await self.cadence.run(AgentScore())
+            finally:
+                _current.reset(token)
+                queue.put_nowait(_DONE)
+
+        task = asyncio.create_task(run())
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    break
+                yield item
+            try:
+                score = await task
+            except Exception as exc:
+                # The engine wraps a note's failure; callers act on the model's error itself.
+                original = getattr(exc, "original_error", None)
+                raise (original if isinstance(original, LLMError) else exc) from exc
+        finally:
+            if not task.done():
+                # The consumer went away or was cancelled: stop the engine run (and its tools).
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        yield StepEvent(
+            "run",
+            "completed",
+            round((time.perf_counter() - started) * 1000, 3),
+            {"turns": score.turns},
+        )
+        yield FinalEvent(
+            score.final, Usage(score.prompt_tokens, score.completion_tokens), score.finish_reason
+        )
+
+
+class NativeAdapter:
+    name = "cadence"
+
+    def available(self) -> bool:
+        return True
+
+    def build(self, config: RuntimeConfig, provider: Any = None) -> NativeRuntime:
+        if provider is None:
+            from orchestrators.llm import provider_for
+
+            provider = provider_for(config.llm)
+        return NativeRuntime(config, provider)

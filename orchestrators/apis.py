@@ -1,0 +1,255 @@
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from cadence_site.api import OrgMemberApi, StrictSerializer
+from cadence_site.errors import ApplicationError, NotFoundError
+from orchestrators import services
+from orchestrators.models import LLMConfig, OrchestratorInstance
+from tenants.roles import Role
+
+MAX_MESSAGES = 200
+MAX_CONTENT = 32_000
+
+
+def llm_config_output(config: LLMConfig) -> dict[str, Any]:
+    return {
+        "id": str(config.id),
+        "name": config.name,
+        "provider": config.provider,
+        "base_url": config.base_url,
+        "model": config.model,
+        # Write-only: the key itself never leaves the server, only a hint to recognise it.
+        "api_key": config.api_key_hint or None,
+        "has_api_key": bool(config.api_key_encrypted),
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "timeout_seconds": config.timeout_seconds,
+        "max_retries": config.max_retries,
+        "created_at": config.created_at.isoformat(),
+        "updated_at": config.updated_at.isoformat(),
+    }
+
+
+def instance_output(instance: OrchestratorInstance) -> dict[str, Any]:
+    return {
+        "id": str(instance.id),
+        "slug": instance.slug,
+        "name": instance.name,
+        "description": instance.description,
+        "framework": instance.framework,
+        "flow": instance.flow,
+        "system_prompt": instance.system_prompt,
+        "llm_config": str(instance.llm_config_id) if instance.llm_config_id else None,
+        "tools": instance.tools,
+        "max_steps": instance.max_steps,
+        "tier": instance.tier,
+        "status": instance.status,
+        "status_message": instance.status_message,
+        "config_hash": instance.config_hash,
+        "version": instance.version,
+        "created_at": instance.created_at.isoformat(),
+        "updated_at": instance.updated_at.isoformat(),
+    }
+
+
+class LLMConfigInput(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    provider = serializers.ChoiceField(choices=LLMConfig.Provider.choices)
+    base_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+    model = serializers.CharField(max_length=200)
+    api_key = serializers.CharField(
+        max_length=4000, required=False, allow_blank=True, write_only=True, trim_whitespace=True
+    )
+    temperature = serializers.FloatField(min_value=0, max_value=2, required=False, allow_null=True)
+    max_tokens = serializers.IntegerField(
+        min_value=1, max_value=1_000_000, required=False, allow_null=True
+    )
+    timeout_seconds = serializers.FloatField(min_value=1, max_value=600, required=False)
+    max_retries = serializers.IntegerField(min_value=0, max_value=10, required=False)
+
+
+class LLMConfigListApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    def get(self, request, org_slug):
+        return Response({"results": [llm_config_output(c) for c in LLMConfig.objects.all()]})
+
+    @extend_schema(request=LLMConfigInput)
+    def post(self, request, org_slug):
+        data = self.validated(LLMConfigInput, request.data)
+        return Response(llm_config_output(services.llm_config_create(**data)), status=201)
+
+
+class LLMConfigDetailApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    def _get(self, config_id) -> LLMConfig:
+        config = LLMConfig.objects.filter(pk=config_id).first()
+        if config is None:
+            raise NotFoundError("No such LLM configuration.")
+        return config
+
+    def get(self, request, org_slug, config_id):
+        return Response(llm_config_output(self._get(config_id)))
+
+    @extend_schema(request=LLMConfigInput)
+    def patch(self, request, org_slug, config_id):
+        data = self.validated(LLMConfigInput, request.data, partial=True)
+        api_key = data.pop("api_key", None)
+        return Response(
+            llm_config_output(
+                services.llm_config_update(config=self._get(config_id), api_key=api_key, **data)
+            )
+        )
+
+    def delete(self, request, org_slug, config_id):
+        services.llm_config_delete(config=self._get(config_id))
+        return Response(status=204)
+
+
+class InstanceInput(StrictSerializer):
+    slug = serializers.RegexField(r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=5000)
+    framework = serializers.ChoiceField(
+        choices=OrchestratorInstance.Framework.choices, required=False
+    )
+    flow = serializers.JSONField(required=False)
+    system_prompt = serializers.CharField(required=False, allow_blank=True, max_length=20_000)
+    llm_config = serializers.UUIDField(required=False, allow_null=True)
+    tools = serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, max_length=64
+    )
+    max_steps = serializers.IntegerField(min_value=1, max_value=50, required=False)
+    tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices, required=False)
+
+
+def _resolve_llm(data: dict) -> dict:
+    if "llm_config" in data:
+        ref = data["llm_config"]
+        config = LLMConfig.objects.filter(pk=ref).first() if ref else None
+        if ref and config is None:
+            raise ApplicationError(
+                "No such LLM configuration in this organization.",
+                "unknown_llm_config",
+                {"field": "llm_config"},
+            )
+        data["llm_config"] = config
+    return data
+
+
+class InstanceListApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    def get(self, request, org_slug):
+        return Response(
+            {"results": [instance_output(i) for i in OrchestratorInstance.objects.all()]}
+        )
+
+    @extend_schema(request=InstanceInput)
+    def post(self, request, org_slug):
+        from tenants.models import Organization
+
+        data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
+        plan = Organization.objects.select_related("plan").get(pk=request.org.id).plan
+        instance = services.orchestrator_create(
+            plan_limit=plan.max_orchestrators if plan else None, **data
+        )
+        return Response(instance_output(instance), status=201)
+
+
+class InstanceMixin:
+    def _get(self, instance_id) -> OrchestratorInstance:
+        instance = (
+            OrchestratorInstance.objects.select_related("llm_config").filter(pk=instance_id).first()
+        )
+        if instance is None:
+            raise NotFoundError("No such orchestrator.")
+        return instance
+
+
+class InstanceDetailApi(InstanceMixin, OrgMemberApi):
+    required_role = Role.ADMIN
+
+    def get(self, request, org_slug, instance_id):
+        return Response(instance_output(self._get(instance_id)))
+
+    @extend_schema(request=InstanceInput)
+    def patch(self, request, org_slug, instance_id):
+        data = _resolve_llm(dict(self.validated(InstanceInput, request.data, partial=True)))
+        return Response(
+            instance_output(services.orchestrator_update(instance=self._get(instance_id), **data))
+        )
+
+    def delete(self, request, org_slug, instance_id):
+        services.orchestrator_delete(instance=self._get(instance_id))
+        return Response(status=204)
+
+
+class InstanceActionApi(InstanceMixin, OrgMemberApi):
+    required_role = Role.ADMIN
+    action = ""
+
+    @extend_schema(request=None)
+    def post(self, request, org_slug, instance_id):
+        instance = self._get(instance_id)
+        handler = {
+            "activate": services.orchestrator_activate,
+            "suspend": services.orchestrator_suspend,
+            "rebuild": services.orchestrator_rebuild,
+        }[self.action]
+        return Response(
+            instance_output(handler(instance=instance)),
+            status=202 if self.action != "suspend" else 200,
+        )
+
+
+class InstanceDiagramApi(InstanceMixin, OrgMemberApi):
+    def get(self, request, org_slug, instance_id):
+        from orchestrators.diagrams import instance_mermaid
+
+        return Response({"format": "mermaid", "diagram": instance_mermaid(self._get(instance_id))})
+
+
+class InvokeInput(StrictSerializer):
+    class MessageInput(StrictSerializer):
+        role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+        content = serializers.CharField(
+            max_length=MAX_CONTENT, allow_blank=True, trim_whitespace=False
+        )
+
+    messages = serializers.ListField(child=MessageInput(), min_length=1, max_length=MAX_MESSAGES)
+
+
+class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
+    """One turn for integrations: the conversation in, the final assistant message out."""
+
+    read_role = Role.MEMBER
+    required_role = Role.MEMBER
+
+    @extend_schema(request=InvokeInput)
+    def post(self, request, org_slug, instance_id):
+        from orchestrators.invoke import invoke
+
+        data = self.validated(InvokeInput, request.data)
+        messages = [dict(m) for m in data["messages"]]
+        if messages[-1]["role"] != "user":
+            raise ApplicationError(
+                "The last message must come from the user.",
+                "invalid_messages",
+                {"field": "messages"},
+            )
+        result = async_to_sync(invoke)(
+            org=request.org,
+            ref=str(instance_id),
+            history=messages[:-1],
+            message=messages[-1]["content"],
+            user=str(request.user),
+        )
+        return Response(result)

@@ -1,0 +1,273 @@
+"""Built runtimes per process: hot ones built at start-up, warm ones on first use (LRU), cold per call.
+
+Entries are keyed by schema and instance and carry the configuration hash they were built from.
+Every use compares that hash with the instance's version key in Redis (one GET), so a change made
+in another process is picked up even if its lifecycle event was missed. Concurrent first calls for
+one instance share a single build.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from cadence_site.errors import ApplicationError
+from orchestrators import lifecycle
+
+logger = logging.getLogger(__name__)
+
+
+class OrchestratorUnavailable(ApplicationError):
+    status_code = 409
+
+
+@dataclass(slots=True)
+class Entry:
+    runtime: Any
+    config_hash: str
+    tier: str
+    slug: str
+    version: int
+    built_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    runtime: Any
+    instance_id: str
+    slug: str
+    config_hash: str
+    version: int
+
+
+def _load(schema_name: str, org_slug: str, ref: str) -> tuple[Any, dict]:
+    """Load and build in one synchronous call inside the tenant's schema (see tenants/context.py)."""
+    from django_tenants.utils import schema_context
+
+    from orchestrators.adapters import adapter_for
+    from orchestrators.models import OrchestratorInstance
+    from orchestrators.services import runtime_config
+
+    with schema_context(schema_name):
+        qs = OrchestratorInstance.objects.select_related("llm_config")
+        instance = (
+            qs.filter(slug=ref).first() if not _looks_like_uuid(ref) else qs.filter(pk=ref).first()
+        )
+        if instance is None:
+            raise ApplicationError(
+                f"No orchestrator {ref!r}.", "orchestrator_not_found", status=404
+            )
+        if instance.status != OrchestratorInstance.Status.READY:
+            message = f"The orchestrator {instance.slug!r} is {instance.status}" + (
+                f": {instance.status_message}" if instance.status_message else "."
+            )
+            raise OrchestratorUnavailable(
+                message, f"orchestrator_{instance.status}", {"status": instance.status}
+            )
+        config = runtime_config(instance, org_slug=org_slug)
+        info = {
+            "id": str(instance.id),
+            "slug": instance.slug,
+            "tier": instance.tier,
+            "hash": instance.config_hash,
+            "version": instance.version,
+        }
+    runtime = adapter_for(config.framework).build(config)
+    return runtime, info
+
+
+def _looks_like_uuid(value: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+class RuntimePool:
+    def __init__(self, warm_max: int) -> None:
+        self.warm_max = warm_max
+        self._entries: OrderedDict[tuple[str, str], Entry] = OrderedDict()
+        self._slugs: dict[tuple[str, str], str] = {}
+        self._building: dict[tuple[str, str], asyncio.Future] = {}
+        self._lock = threading.Lock()  # lifecycle events arrive on another thread
+        self.builds = 0
+
+    # --- use ----------------------------------------------------------------------------------
+
+    async def acquire(self, *, schema_name: str, org_slug: str, ref: str) -> Acquired:
+        instance_id = ref if _looks_like_uuid(ref) else self._slugs.get((schema_name, ref))
+        if instance_id is not None:
+            key = (schema_name, instance_id)
+            entry = self._entries.get(key)
+            if entry is not None:
+                current = await sync_to_async(lifecycle.current_version, thread_sensitive=False)(
+                    schema_name, instance_id
+                )
+                if current == entry.config_hash:
+                    with self._lock:
+                        if key in self._entries:
+                            self._entries.move_to_end(key)
+                    return Acquired(
+                        entry.runtime, instance_id, entry.slug, entry.config_hash, entry.version
+                    )
+                self.drop(schema_name, instance_id)
+        return await self._build(schema_name, org_slug, ref)
+
+    async def _build(self, schema_name: str, org_slug: str, ref: str) -> Acquired:
+        build_key = (schema_name, ref)
+        pending = self._building.get(build_key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._building[build_key] = future
+        try:
+            # Thread-sensitive: called from a sync view (through async_to_sync) it runs on the
+            # request's own thread and connection; _load enters the schema itself either way.
+            runtime, info = await sync_to_async(_load, thread_sensitive=True)(
+                schema_name, org_slug, ref
+            )
+            self.builds += 1
+            acquired = Acquired(runtime, info["id"], info["slug"], info["hash"], info["version"])
+            if info["tier"] != "cold":
+                self._store(schema_name, info, runtime)
+            future.set_result(acquired)
+            return acquired
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it, nobody logs "never retrieved"
+            raise
+        finally:
+            self._building.pop(build_key, None)
+
+    def _store(self, schema_name: str, info: dict, runtime: Any) -> None:
+        key = (schema_name, info["id"])
+        with self._lock:
+            self._entries[key] = Entry(
+                runtime, info["hash"], info["tier"], info["slug"], info["version"], time.monotonic()
+            )
+            self._entries.move_to_end(key)
+            self._slugs[(schema_name, info["slug"])] = info["id"]
+            warm = [k for k, e in self._entries.items() if e.tier == "warm"]
+            for stale in warm[: max(0, len(warm) - self.warm_max)]:
+                self._entries.pop(stale, None)
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def drop(self, schema_name: str, instance_id: str) -> None:
+        with self._lock:
+            entry = self._entries.pop((schema_name, instance_id), None)
+            if entry is not None:
+                self._slugs.pop((schema_name, entry.slug), None)
+
+    def apply(self, event: dict) -> None:
+        """A lifecycle event from any process: drop what it makes stale (repeats are no-ops)."""
+        key = (event.get("schema", ""), event.get("id", ""))
+        entry = self._entries.get(key)
+        if entry is None or (
+            event.get("action") == lifecycle.REBUILD and entry.config_hash == event.get("hash")
+        ):
+            return
+        self.drop(*key)
+        logger.info(
+            "orchestrator runtime dropped after lifecycle event",
+            extra={"schema": key[0], "instance": key[1], "action": event.get("action")},
+        )
+
+    def size(self) -> dict[str, int]:
+        tiers = [e.tier for e in self._entries.values()]
+        return {"hot": tiers.count("hot"), "warm": tiers.count("warm")}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._slugs.clear()
+
+    def preload_hot(self) -> int:
+        """Build every ready hot instance of every active organization (start-up of a process).
+
+        One query per organization; a failing instance is logged and left to build on first use.
+        """
+        from django_tenants.utils import schema_context
+
+        from orchestrators.adapters import adapter_for
+        from orchestrators.models import OrchestratorInstance
+        from orchestrators.services import runtime_config
+        from tenants.models import Organization
+
+        started, count = time.perf_counter(), 0
+        for org in Organization.objects.filter(status=Organization.Status.ACTIVE).only(
+            "slug", "schema_name"
+        ):
+            with schema_context(org.schema_name):
+                hot = list(
+                    OrchestratorInstance.objects.filter(tier="hot", status="ready").select_related(
+                        "llm_config"
+                    )
+                )
+                configs = []
+                for instance in hot:
+                    try:
+                        configs.append((instance, runtime_config(instance, org_slug=org.slug)))
+                    except Exception as exc:
+                        logger.warning(
+                            "hot orchestrator not preloaded",
+                            extra={"org": org.slug, "instance": instance.slug, "error": str(exc)},
+                        )
+            for instance, config in configs:
+                try:
+                    runtime = adapter_for(config.framework).build(config)
+                except Exception as exc:
+                    logger.warning(
+                        "hot orchestrator not preloaded",
+                        extra={"org": org.slug, "instance": instance.slug, "error": str(exc)},
+                    )
+                    continue
+                info = {
+                    "id": str(instance.id),
+                    "slug": instance.slug,
+                    "tier": instance.tier,
+                    "hash": instance.config_hash,
+                    "version": instance.version,
+                }
+                self._store(org.schema_name, info, runtime)
+                count += 1
+        logger.info(
+            "hot orchestrators preloaded",
+            extra={"count": count, "seconds": round(time.perf_counter() - started, 3)},
+        )
+        return count
+
+
+pool = RuntimePool(warm_max=getattr(settings, "CADENCE_POOL_WARM_MAX", 256))
+_listener: lifecycle.Listener | None = None
+
+
+def start_process_services(*, preload: bool = True) -> None:
+    """Once per process (ASGI lifespan, Celery worker start): listen for lifecycle events, preload hot."""
+    global _listener
+    if _listener is None:
+        _listener = lifecycle.Listener(pool.apply)
+        _listener.start()
+    if preload:
+        try:
+            pool.preload_hot()
+        except Exception:
+            logger.exception("preloading hot orchestrators failed; they will be built on first use")
+
+
+def stop_process_services() -> None:
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None

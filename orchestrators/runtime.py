@@ -1,0 +1,211 @@
+"""The contract between orchestrator runtimes, LLM providers, tools and the surfaces that stream them.
+
+Plain Python (no Django): adapters, providers and tools are built and tested on their own; the
+Django side hands them plain settings (with secrets already decrypted) and reads their events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# --- events a runtime streams ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    delta: str
+    type: Literal["token"] = "token"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEvent:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    type: Literal["tool_call"] = "tool_call"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResultEvent:
+    id: str
+    name: str
+    result: Any
+    error: str | None = None
+    type: Literal["tool_result"] = "tool_result"
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """A step of the run: a note of the engine, a node of a graph, an agent turn."""
+
+    name: str
+    status: Literal["started", "completed", "failed"]
+    duration_ms: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    type: Literal["step"] = "step"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FinalEvent:
+    content: str
+    usage: Usage
+    finish_reason: str = "stop"
+    type: Literal["final"] = "final"
+
+
+RuntimeEvent = TokenEvent | ToolCallEvent | ToolResultEvent | StepEvent | FinalEvent
+
+# --- LLM providers ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LLMSettings:
+    """What a provider needs, decrypted. Never logged: repr hides the key."""
+
+    provider: str
+    model: str
+    base_url: str = ""
+    api_key: str = field(default="", repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float = 60.0
+    max_retries: int = 2
+    config_id: str = ""  # names the circuit breaker: one per configuration
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LLMDelta:
+    """A piece of the assistant's text as it streams."""
+
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class LLMResult:
+    """The end of one model call: the full text, the complete tool calls, usage and why it stopped."""
+
+    content: str
+    tool_calls: tuple[ToolCall, ...]
+    usage: Usage
+    finish_reason: str
+
+
+class LLMError(Exception):
+    """A model call that failed for good (after retries): a code a caller can show and a message."""
+
+    def __init__(self, message: str, code: str = "llm_error", status: int | None = None):
+        super().__init__(message)
+        self.code = code
+        self.status = status
+
+
+class ChatProvider(Protocol):
+    async def stream(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> AsyncIterator[LLMDelta | LLMResult]:
+        """Yields LLMDelta pieces, then exactly one LLMResult. Raises LLMError."""
+        ...
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    org_slug: str
+    run_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema of the arguments object
+    fn: Callable[[dict[str, Any], ToolContext], Awaitable[Any]]
+
+    def spec(self) -> dict[str, Any]:
+        """The OpenAI chat-completions tool declaration."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+# --- runtimes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    org_slug: str
+    run_id: str = ""
+    user: str = ""
+
+
+class Runtime(Protocol):
+    async def stream(
+        self, history: list[dict[str, Any]], message: str, context: RunContext
+    ) -> AsyncIterator[RuntimeEvent]:
+        """Yields token, tool_call, tool_result and step events, then exactly one FinalEvent."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    """Everything an adapter needs to build a runtime, resolved and decrypted by the Django side."""
+
+    org_slug: str
+    instance_id: str
+    slug: str
+    framework: str
+    flow: dict[str, Any]
+    system_prompt: str
+    llm: LLMSettings
+    tools: tuple[Tool, ...] = ()
+    max_steps: int = 8
+    config_hash: str = ""
+
+
+class Adapter(Protocol):
+    name: str
+
+    def available(self) -> bool:
+        """Whether the framework's package is installed."""
+        ...
+
+    def build(self, config: RuntimeConfig) -> Runtime: ...

@@ -1,0 +1,370 @@
+"""Writes for LLM configurations and orchestrator instances, validated before anything is saved.
+
+Every change commits first, then a Celery task builds the instance and announces it to every
+process (orchestrators/lifecycle.py). Validation is fail-fast: a bad flow, an unknown tool, a
+missing LLM configuration or an uninstalled framework is a 400 naming the field, never a failure
+at chat time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from django.db import connection, transaction
+from django.db.models import ProtectedError
+
+from cadence_site.errors import ApplicationError
+from orchestrators import crypto
+from orchestrators.models import LLMConfig, OrchestratorInstance
+from orchestrators.runtime import LLMSettings, RuntimeConfig
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BASE_URLS = {LLMConfig.Provider.OPENAI_COMPATIBLE: "https://api.openai.com/v1"}
+LLM_FIELDS = (
+    "name",
+    "provider",
+    "base_url",
+    "model",
+    "temperature",
+    "max_tokens",
+    "timeout_seconds",
+    "max_retries",
+)
+INSTANCE_FIELDS = (
+    "slug",
+    "name",
+    "description",
+    "framework",
+    "flow",
+    "system_prompt",
+    "llm_config",
+    "tools",
+    "max_steps",
+    "tier",
+)
+
+
+def _invalid(field: str, message: str, code: str = "invalid") -> ApplicationError:
+    return ApplicationError(message, code, {"field": field})
+
+
+# --- LLM configurations -----------------------------------------------------------------------
+
+
+def validate_llm(config: LLMConfig) -> None:
+    from orchestrators.llm import provider_available
+
+    if config.provider not in LLMConfig.Provider.values:
+        raise _invalid("provider", f"Unknown provider {config.provider!r}.")
+    if not provider_available(config.provider):
+        raise _invalid(
+            "provider",
+            f"The {config.provider} provider's package is not installed on this server.",
+            "provider_not_installed",
+        )
+    if not config.model.strip():
+        raise _invalid("model", "A model name is required.")
+    if config.provider == LLMConfig.Provider.OFFLINE:
+        return
+    if not config.base_url:
+        config.base_url = DEFAULT_BASE_URLS.get(config.provider, "")
+    if config.base_url:
+        from cadence_site.outbound import check_url
+
+        try:
+            check_url(config.base_url)
+        except ApplicationError as exc:
+            raise ApplicationError(exc.message, exc.code, {"field": "base_url"}) from None
+
+
+def _set_key(config: LLMConfig, api_key: str | None) -> None:
+    if api_key is None:
+        return
+    config.api_key_encrypted = crypto.encrypt(api_key)
+    config.api_key_hint = crypto.mask(api_key)
+
+
+@transaction.atomic
+def llm_config_create(
+    *, name: str, provider: str, model: str, api_key: str = "", **fields: Any
+) -> LLMConfig:
+    unknown = set(fields) - set(LLM_FIELDS)
+    if unknown:
+        raise ApplicationError(
+            f"Unknown fields {sorted(unknown)}.", "unknown_field", {"fields": sorted(unknown)}
+        )
+    if LLMConfig.objects.filter(name=name).exists():
+        raise _invalid("name", f"An LLM configuration named {name!r} already exists.", "name_taken")
+    config = LLMConfig(name=name, provider=provider, model=model, **fields)
+    validate_llm(config)
+    _set_key(config, api_key)
+    config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
+    config.save()
+    return config
+
+
+def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields: Any) -> LLMConfig:
+    """`api_key=None` keeps the stored key; an empty string clears it."""
+    with transaction.atomic():
+        for name, value in fields.items():
+            if name not in LLM_FIELDS:
+                raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
+            setattr(config, name, value)
+        validate_llm(config)
+        _set_key(config, api_key)
+        config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
+        config.save()
+        dependants = list(
+            config.orchestrators.exclude(status=OrchestratorInstance.Status.SUSPENDED)
+        )
+        for instance in dependants:
+            _mark_building(instance)
+    for instance in dependants:
+        _schedule_build(instance)
+    return config
+
+
+def llm_config_delete(*, config: LLMConfig) -> None:
+    try:
+        config.delete()
+    except ProtectedError:
+        names = sorted(config.orchestrators.values_list("slug", flat=True))
+        raise ApplicationError(
+            f"In use by orchestrators: {', '.join(names)}.", "in_use", {"orchestrators": names}
+        ) from None
+
+
+def llm_settings(config: LLMConfig) -> LLMSettings:
+    return LLMSettings(
+        provider=config.provider,
+        model=config.model,
+        base_url=config.base_url,
+        api_key=crypto.decrypt(config.api_key_encrypted),
+        temperature=config.temperature,
+        max_tokens=config.max_tokens,
+        timeout=config.timeout_seconds,
+        max_retries=config.max_retries,
+        config_id=f"{connection.schema_name}:{config.id}",
+    )
+
+
+# --- orchestrator instances -------------------------------------------------------------------
+
+
+def _tool_registry():
+    from orchestrators.tools import builtin_tools
+
+    return builtin_tools
+
+
+def instance_validate(instance: OrchestratorInstance) -> None:
+    """Every check a build would fail on, as a 400 naming the field."""
+    from engine.flow import FlowValidationError, check_flow
+    from orchestrators.adapters import FRAMEWORKS, framework_available
+    from orchestrators.adapters.cadence import DEFAULT_FLOW, agent_notes
+
+    if instance.framework not in FRAMEWORKS:
+        raise _invalid(
+            "framework",
+            f"Unknown framework {instance.framework!r}; choose one of {', '.join(FRAMEWORKS)}.",
+        )
+    if not framework_available(instance.framework):
+        raise _invalid(
+            "framework",
+            f"The {instance.framework} framework is not installed on this server (requirements-extras.txt).",
+            "framework_not_installed",
+        )
+    if instance.llm_config_id is None:
+        raise _invalid("llm_config", "An LLM configuration is required.", "llm_config_required")
+    if not isinstance(instance.tools, list) or not all(isinstance(t, str) for t in instance.tools):
+        raise _invalid("tools", "tools must be a list of tool names.")
+    known = set(_tool_registry().names())
+    unknown = [t for t in instance.tools if t not in known]
+    if unknown:
+        raise ApplicationError(
+            f"Unknown tools: {', '.join(unknown)}. Available: {', '.join(sorted(known))}.",
+            "unknown_tool",
+            {"field": "tools", "unknown": unknown},
+        )
+    if len(set(instance.tools)) != len(instance.tools):
+        raise _invalid("tools", "A tool is listed twice.")
+    if instance.framework == OrchestratorInstance.Framework.CADENCE:
+        if not instance.flow:
+            instance.flow = DEFAULT_FLOW
+        try:
+            check_flow(instance.flow, agent_notes())
+        except FlowValidationError as exc:
+            issues = [
+                {"path": issue.path, "message": issue.message, "code": issue.code}
+                for issue in exc.issues
+            ]
+            raise ApplicationError(
+                f"The flow is invalid: {issues[0]['path']}: {issues[0]['message']}",
+                "invalid_flow",
+                {"field": "flow", "issues": issues},
+            ) from None
+    else:
+        if instance.flow:
+            raise _invalid(
+                "flow", f"A flow applies to the cadence framework only, not {instance.framework}."
+            )
+        # LangGraph and the Agents SDK bring their own OpenAI client: an OpenAI-compatible endpoint only.
+        if instance.llm_config.provider != LLMConfig.Provider.OPENAI_COMPATIBLE:
+            raise _invalid(
+                "llm_config",
+                f"The {instance.framework} framework needs an openai_compatible LLM configuration, not {instance.llm_config.provider}.",
+                "provider_not_supported",
+            )
+
+
+def config_hash(instance: OrchestratorInstance) -> str:
+    """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
+    from engine.flow import flow_hash
+
+    llm = instance.llm_config
+    material = {
+        "framework": instance.framework,
+        "flow": flow_hash(instance.flow) if instance.flow else "",
+        "system_prompt": instance.system_prompt,
+        "tools": instance.tools,
+        "max_steps": instance.max_steps,
+        "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
+        if llm
+        else None,
+    }
+    return hashlib.sha256(
+        json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
+
+
+def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
+    registry = _tool_registry()
+    return RuntimeConfig(
+        org_slug=org_slug,
+        instance_id=str(instance.id),
+        slug=instance.slug,
+        framework=instance.framework,
+        flow=instance.flow,
+        system_prompt=instance.system_prompt,
+        llm=llm_settings(instance.llm_config),
+        tools=tuple(registry.get(name) for name in instance.tools),
+        max_steps=instance.max_steps,
+        config_hash=instance.config_hash or config_hash(instance),
+    )
+
+
+def _mark_building(instance: OrchestratorInstance) -> None:
+    instance.status = OrchestratorInstance.Status.BUILDING
+    instance.status_message = ""
+    instance.config_hash = config_hash(instance)
+    instance.save(update_fields=["status", "status_message", "config_hash", "updated_at"])
+
+
+def _schedule_build(instance: OrchestratorInstance) -> None:
+    from orchestrators.tasks import orchestrator_build
+
+    schema, instance_id, digest = connection.schema_name, str(instance.id), instance.config_hash
+    transaction.on_commit(lambda: orchestrator_build.delay(schema, instance_id, digest))
+
+
+def orchestrator_create(*, plan_limit: int | None = None, **fields: Any) -> OrchestratorInstance:
+    unknown = set(fields) - set(INSTANCE_FIELDS)
+    if unknown:
+        raise ApplicationError(
+            f"Unknown fields {sorted(unknown)}.", "unknown_field", {"fields": sorted(unknown)}
+        )
+    with transaction.atomic():
+        if plan_limit is not None and OrchestratorInstance.objects.count() >= plan_limit:
+            raise ApplicationError(
+                f"The plan allows {plan_limit} orchestrators.",
+                "quota_exceeded",
+                {"limit": plan_limit},
+            )
+        if OrchestratorInstance.objects.filter(slug=fields.get("slug")).exists():
+            raise _invalid(
+                "slug",
+                f"An orchestrator with slug {fields.get('slug')!r} already exists.",
+                "slug_taken",
+            )
+        instance = OrchestratorInstance(**fields)
+        instance.full_clean(exclude=["llm_config", "flow", "tools"])
+        instance_validate(instance)
+        instance.status = OrchestratorInstance.Status.BUILDING
+        instance.config_hash = config_hash(instance)
+        instance.save()
+        _schedule_build(instance)
+    return instance
+
+
+def orchestrator_update(*, instance: OrchestratorInstance, **fields: Any) -> OrchestratorInstance:
+    with transaction.atomic():
+        for name, value in fields.items():
+            if name not in INSTANCE_FIELDS:
+                raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
+            setattr(instance, name, value)
+        instance.full_clean(exclude=["llm_config", "flow", "tools"], validate_unique=False)
+        if (
+            "slug" in fields
+            and OrchestratorInstance.objects.filter(slug=instance.slug)
+            .exclude(pk=instance.pk)
+            .exists()
+        ):
+            raise _invalid(
+                "slug", f"An orchestrator with slug {instance.slug!r} already exists.", "slug_taken"
+            )
+        instance_validate(instance)
+        instance.version += 1
+        suspended = instance.status == OrchestratorInstance.Status.SUSPENDED
+        instance.config_hash = config_hash(instance)
+        if not suspended:
+            instance.status, instance.status_message = OrchestratorInstance.Status.BUILDING, ""
+        instance.save()
+        if not suspended:
+            _schedule_build(instance)
+    return instance
+
+
+def orchestrator_activate(*, instance: OrchestratorInstance) -> OrchestratorInstance:
+    with transaction.atomic():
+        instance_validate(instance)
+        _mark_building(instance)
+        _schedule_build(instance)
+    return instance
+
+
+orchestrator_rebuild = orchestrator_activate
+
+
+def orchestrator_suspend(*, instance: OrchestratorInstance) -> OrchestratorInstance:
+    from orchestrators import lifecycle
+
+    with transaction.atomic():
+        OrchestratorInstance.objects.filter(pk=instance.pk).update(
+            status=OrchestratorInstance.Status.SUSPENDED,
+            status_message="Suspended by an administrator.",
+        )
+        instance.refresh_from_db()
+        schema, instance_id = connection.schema_name, str(instance.id)
+        transaction.on_commit(
+            lambda: lifecycle.announce(
+                schema_name=schema, instance_id=instance_id, config_hash="", action=lifecycle.DROP
+            )
+        )
+    return instance
+
+
+def orchestrator_delete(*, instance: OrchestratorInstance) -> None:
+    from orchestrators import lifecycle
+
+    with transaction.atomic():
+        schema, instance_id = connection.schema_name, str(instance.id)
+        instance.delete()
+        transaction.on_commit(
+            lambda: lifecycle.announce(
+                schema_name=schema, instance_id=instance_id, config_hash="", action=lifecycle.DROP
+            )
+        )

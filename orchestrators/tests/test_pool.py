@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from django_tenants.utils import schema_context
+
+from orchestrators import lifecycle
+from orchestrators.models import OrchestratorInstance
+from orchestrators.pool import RuntimePool
+from orchestrators.services import llm_config_create, orchestrator_create
+from orchestrators.tasks import instance_build
+
+
+@pytest.fixture
+def instances(world, committed_db):
+    """Three ready offline instances in alpha, one per tier."""
+    created = {}
+    with schema_context("org_alpha"):
+        OrchestratorInstance.objects.filter(slug__startswith="pool-").delete()
+        config = llm_config_create(name="pool-offline", provider="offline", model="m")
+        for tier in ("hot", "warm", "cold"):
+            created[tier] = orchestrator_create(
+                slug=f"pool-{tier}", name=tier, llm_config=config, tier=tier
+            )
+    for instance in created.values():
+        assert (
+            instance_build(
+                schema_name="org_alpha",
+                instance_id=str(instance.id),
+                expected_hash=instance.config_hash,
+            )
+            == "ready"
+        )
+    yield created
+    with schema_context("org_alpha"):
+        OrchestratorInstance.objects.filter(slug__startswith="pool-").delete()
+        config.delete()
+
+
+def _acquire(pool: RuntimePool, ref: str):
+    return pool.acquire(schema_name="org_alpha", org_slug="alpha", ref=ref)
+
+
+@pytest.mark.asyncio
+async def test_concurrent_first_calls_build_once(instances):
+    pool = RuntimePool(warm_max=8)
+
+    results = await asyncio.gather(*(_acquire(pool, str(instances["warm"].id)) for _ in range(20)))
+
+    assert pool.builds == 1
+    assert len({id(r.runtime) for r in results}) == 1
+
+
+@pytest.mark.asyncio
+async def test_warm_is_kept_cold_is_built_per_call(instances):
+    pool = RuntimePool(warm_max=8)
+
+    await _acquire(pool, "pool-warm")
+    await _acquire(pool, "pool-warm")
+    await _acquire(pool, "pool-cold")
+    await _acquire(pool, "pool-cold")
+
+    assert pool.builds == 3
+    assert pool.size() == {"hot": 0, "warm": 1}
+
+
+@pytest.fixture
+def three_warm(world, committed_db):
+    with schema_context("org_alpha"):
+        OrchestratorInstance.objects.filter(slug__startswith="lru-").delete()
+        config = llm_config_create(name="lru-offline", provider="offline", model="m")
+        made = [
+            orchestrator_create(slug=f"lru-{i}", name=str(i), llm_config=config) for i in range(3)
+        ]
+    for instance in made:
+        instance_build(
+            schema_name="org_alpha",
+            instance_id=str(instance.id),
+            expected_hash=instance.config_hash,
+        )
+    yield made
+    with schema_context("org_alpha"):
+        OrchestratorInstance.objects.filter(slug__startswith="lru-").delete()
+        config.delete()
+
+
+@pytest.mark.asyncio
+async def test_warm_entries_are_evicted_least_recently_used_first(three_warm):
+    pool = RuntimePool(warm_max=2)
+
+    await _acquire(pool, "lru-0")
+    await _acquire(pool, "lru-1")
+    await _acquire(pool, "lru-0")  # 0 is now the most recently used
+    await _acquire(pool, "lru-2")
+
+    kept = {key[1] for key in pool._entries}
+    assert kept == {str(three_warm[0].id), str(three_warm[2].id)}
+
+
+@pytest.mark.asyncio
+async def test_a_changed_version_key_rebuilds_even_without_an_event(instances):
+    pool = RuntimePool(warm_max=8)
+    first = await _acquire(pool, "pool-warm")
+
+    # Another process changed the instance; its event never reached this one.
+    lifecycle._redis().set(lifecycle.version_key("org_alpha", first.instance_id), "something-else")
+    await _acquire(pool, "pool-warm")
+
+    assert pool.builds == 2
+
+
+def test_preload_builds_hot_instances_only(instances):
+    pool = RuntimePool(warm_max=8)
+
+    count = pool.preload_hot()
+
+    assert count >= 1
+    assert {e.slug for e in pool._entries.values()} >= {"pool-hot"}
+    assert all(e.tier == "hot" for e in pool._entries.values())
+
+
+@pytest.mark.asyncio
+async def test_pools_never_mix_organizations(world, instances):
+    pool = RuntimePool(warm_max=8)
+
+    with pytest.raises(Exception) as caught:
+        await pool.acquire(schema_name="org_bravo", org_slug="bravo", ref=str(instances["warm"].id))
+
+    assert getattr(caught.value, "code", "") == "orchestrator_not_found"

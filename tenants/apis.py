@@ -1,0 +1,265 @@
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from cadence_site.api import OrgMemberApi, StrictSerializer
+from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
+from tenants import selectors, services, tickets
+from tenants.models import ApiKey, Membership, Organization, Plan
+from tenants.roles import Role
+
+
+def organization_output(org: Organization, role: str | None = None) -> dict:
+    data = {
+        "id": str(org.public_id),
+        "slug": org.slug,
+        "name": org.name,
+        "status": org.status,
+        "plan": org.plan.slug if org.plan_id else None,
+        "created_at": org.created_at.isoformat(),
+        "updated_at": org.updated_at.isoformat(),
+    }
+    if role is not None:
+        data["role"] = role
+    return data
+
+
+def membership_output(m: Membership) -> dict:
+    return {
+        "id": str(m.id),
+        "user": {"id": m.user.pk, "username": m.user.get_username(), "email": m.user.email},
+        "role": m.role,
+        "created_at": m.created_at.isoformat(),
+    }
+
+
+def api_key_output(key: ApiKey) -> dict:
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "role": key.role,
+        "created_by": key.created_by.get_username() if key.created_by_id else None,
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
+    }
+
+
+class MeApi(APIView):
+    @extend_schema(summary="The caller and its memberships")
+    def get(self, request):
+        key = getattr(request.user, "api_key", None)
+        if key is not None:
+            return Response(
+                {
+                    "api_key": api_key_output(key) | {"org": key.organization.slug},
+                    "memberships": [{"org": key.organization.slug, "role": key.role}],
+                }
+            )
+        user = request.user
+        memberships = [
+            {
+                "org": m.organization.slug,
+                "name": m.organization.name,
+                "role": m.role,
+                "status": m.organization.status,
+            }
+            for m in selectors.memberships_for_user(user=user)
+        ]
+        return Response(
+            {
+                "user": {
+                    "id": user.pk,
+                    "username": user.get_username(),
+                    "email": user.email,
+                    "is_staff": user.is_staff,
+                },
+                "memberships": memberships,
+            }
+        )
+
+
+class OrgListCreateApi(APIView):
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=200)
+        slug = serializers.CharField(max_length=40)
+        owner_email = serializers.EmailField(max_length=254)
+        plan = serializers.SlugField(required=False, max_length=50)
+
+    @extend_schema(summary="Organizations the caller belongs to")
+    def get(self, request):
+        key = getattr(request.user, "api_key", None)
+        if key is not None:
+            org = selectors.organization_get(org_id=key.organization_id)
+            return Response({"results": [organization_output(org, key.role)]})
+        roles = {
+            m.organization_id: m.role for m in selectors.memberships_for_user(user=request.user)
+        }
+        orgs = selectors.organization_list_for_user(user=request.user)
+        return Response({"results": [organization_output(o, roles.get(o.id)) for o in orgs]})
+
+    @extend_schema(summary="Create an organization (platform staff only)", request=InputSerializer)
+    def post(self, request):
+        if not request.user.is_staff:
+            raise ForbiddenError("Only platform staff can create organizations.", "staff_required")
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        plan = None
+        if data.get("plan"):
+            plan = Plan.objects.filter(slug=data["plan"]).first()
+            if plan is None:
+                raise ApplicationError(
+                    f"Unknown plan {data['plan']!r}.", "unknown_plan", {"field": "plan"}
+                )
+        created = services.organization_create(
+            name=data["name"],
+            slug=data["slug"],
+            owner_email=data["owner_email"],
+            plan=plan,
+            actor=request.user,
+        )
+        body = organization_output(created.organization, Role.OWNER) | {
+            "owner": {"username": created.owner.get_username(), "password": created.owner_password},
+            "api_key": created.api_key_secret,
+        }
+        return Response(body, status=201)
+
+
+class OrgDetailApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=200)
+
+    def get(self, request, org_slug):
+        return Response(
+            organization_output(selectors.organization_get(org_id=request.org.id), request.role)
+        )
+
+    @extend_schema(request=InputSerializer)
+    def patch(self, request, org_slug):
+        data = self.validated(self.InputSerializer, request.data, partial=True)
+        org = services.organization_update(
+            org=selectors.organization_get(org_id=request.org.id), actor=self.actor(request), **data
+        )
+        return Response(organization_output(org, request.role))
+
+
+class MemberListApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        email = serializers.EmailField(max_length=254)
+        role = serializers.ChoiceField(choices=Role.choices)
+        username = serializers.CharField(max_length=150, required=False)
+
+    def get(self, request, org_slug):
+        return Response(
+            {
+                "results": [
+                    membership_output(m) for m in selectors.membership_list(org_id=request.org.id)
+                ]
+            }
+        )
+
+    @extend_schema(request=InputSerializer)
+    def post(self, request, org_slug):
+        data = self.validated(self.InputSerializer, request.data)
+        org = selectors.organization_get(org_id=request.org.id)
+        membership, password = services.membership_add(
+            org=org, actor_role=request.role, actor=self.actor(request), **data
+        )
+        body = membership_output(membership)
+        if password:
+            body["initial_password"] = password
+        return Response(body, status=201)
+
+
+class MemberDetailApi(OrgMemberApi):
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        role = serializers.ChoiceField(choices=Role.choices)
+
+    def _membership(self, request, member_id) -> Membership:
+        membership = selectors.membership_get(org_id=request.org.id, membership_id=member_id)
+        if membership is None:
+            raise NotFoundError("No such member.")
+        return membership
+
+    def get(self, request, org_slug, member_id):
+        return Response(membership_output(self._membership(request, member_id)))
+
+    @extend_schema(request=InputSerializer)
+    def patch(self, request, org_slug, member_id):
+        data = self.validated(self.InputSerializer, request.data)
+        membership = services.membership_update(
+            membership=self._membership(request, member_id),
+            role=data["role"],
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response(membership_output(membership))
+
+    def delete(self, request, org_slug, member_id):
+        services.membership_remove(
+            membership=self._membership(request, member_id),
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response(status=204)
+
+
+class ApiKeyListApi(OrgMemberApi):
+    read_role = Role.ADMIN
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        name = serializers.CharField(max_length=100)
+        role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
+        expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def get(self, request, org_slug):
+        return Response(
+            {"results": [api_key_output(k) for k in selectors.api_key_list(org_id=request.org.id)]}
+        )
+
+    @extend_schema(
+        request=InputSerializer, summary="Create an API key; its secret is in this response only"
+    )
+    def post(self, request, org_slug):
+        data = self.validated(self.InputSerializer, request.data)
+        org = selectors.organization_get(org_id=request.org.id)
+        key, secret = services.api_key_create(
+            org=org, creator_role=request.role, created_by=self.actor(request), **data
+        )
+        return Response(api_key_output(key) | {"key": secret}, status=201)
+
+
+class ApiKeyDetailApi(OrgMemberApi):
+    read_role = Role.ADMIN
+    required_role = Role.ADMIN
+
+    def delete(self, request, org_slug, key_id):
+        key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
+        if key is None:
+            raise NotFoundError("No such API key.")
+        key = services.api_key_revoke(key=key, actor=self.actor(request))
+        return Response(api_key_output(key))
+
+
+class WsTicketApi(OrgMemberApi):
+    required_role = Role.VIEWER
+
+    @extend_schema(
+        request=None, summary="A single-use ticket for a WebSocket connection (?ticket=)"
+    )
+    def post(self, request, org_slug):
+        ticket = tickets.ticket_issue(org=request.org, user=request.user)
+        return Response({"ticket": ticket, "expires_in": tickets.ticket_ttl()}, status=201)

@@ -1,0 +1,142 @@
+"""The admin each organization gets at /orgs/<slug>/admin/.
+
+Access comes from the user's role in that organization, not from Django's is_staff or model
+permissions: owners and admins edit, members and viewers read. Later apps register their tenant
+models on `tenant_admin_site` with `TenantModelAdmin`.
+"""
+
+from __future__ import annotations
+
+from functools import update_wrapper
+from urllib.parse import quote
+
+from django.contrib import admin
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpResponseForbidden, HttpResponseRedirect
+from django.utils.html import escape
+
+from tenants.access import caller_role
+from tenants.audit.models import AuditEvent
+from tenants.roles import Role, role_at_least
+
+
+def request_role(request) -> str | None:
+    if not hasattr(request, "_cadence_role"):
+        org = getattr(request, "org", None)
+        request._cadence_role = caller_role(request.user, org) if org is not None else None
+    return request._cadence_role
+
+
+class TenantAdminSite(admin.AdminSite):
+    site_header = "Cadence — organization admin"
+    site_title = "Cadence"
+    index_title = "Dashboard"
+    index_template = "tenant_admin/index.html"
+
+    def has_permission(self, request) -> bool:
+        org = getattr(request, "org", None)
+        return org is not None and org.is_active and request_role(request) is not None
+
+    def each_context(self, request):
+        context = super().each_context(request)
+        org = getattr(request, "org", None)
+        context["org"] = org
+        context["org_role"] = request_role(request)
+        context["site_header"] = f"{org.name} — Cadence admin" if org else self.site_header
+        return context
+
+    def admin_view(self, view, cacheable=False):
+        inner = super().admin_view(view, cacheable)
+
+        def gate(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                # Straight to the shared login page, as for an organization that does not exist.
+                return redirect_to_login(request.get_full_path())
+            if request.user.is_authenticated:
+                if request_role(request) is None:
+                    # Same answer as an organization that does not exist.
+                    raise Http404("No such organization.")
+                if not request.org.is_active:
+                    return HttpResponseForbidden(
+                        f"The organization {escape(request.org.slug)} is suspended."
+                    )
+            return inner(request, *args, **kwargs)
+
+        return update_wrapper(gate, view)
+
+    def login(self, request, extra_context=None):
+        from django.conf import settings
+
+        return HttpResponseRedirect(f"{settings.LOGIN_URL}?next={quote(request.get_full_path())}")
+
+    def index(self, request, extra_context=None):
+        from tenants.models import ApiKey, Membership
+
+        org = request.org
+        extra = {
+            "member_count": Membership.objects.filter(organization_id=org.id).count(),
+            "api_key_count": ApiKey.objects.filter(
+                organization_id=org.id, revoked_at__isnull=True
+            ).count(),
+            "recent_events": list(AuditEvent.objects.all()[:10]),
+        }
+        extra.update(extra_context or {})
+        return super().index(request, extra)
+
+
+tenant_admin_site = TenantAdminSite(name="tenant_admin")
+
+
+class TenantModelAdmin(admin.ModelAdmin):
+    """Role-based permissions for models in an organization's schema."""
+
+    write_role = Role.ADMIN
+
+    def has_module_permission(self, request) -> bool:
+        return request_role(request) is not None
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return request_role(request) is not None
+
+    def has_add_permission(self, request) -> bool:
+        return role_at_least(request_role(request), self.write_role)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return role_at_least(request_role(request), self.write_role)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return role_at_least(request_role(request), self.write_role)
+
+
+@admin.register(AuditEvent, site=tenant_admin_site)
+class AuditEventAdmin(TenantModelAdmin):
+    list_display = ("created_at", "action", "actor", "target")
+    list_filter = ("action",)
+    search_fields = ("action", "actor", "target")
+    readonly_fields = ("action", "actor", "target", "details", "created_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+def login_page(request):
+    """Login for members (who are not platform staff), then back to where they were going."""
+    from django.contrib.auth.views import LoginView
+
+    view = LoginView.as_view(
+        template_name="admin/login.html",
+        extra_context={
+            "site_header": "Cadence",
+            "site_title": "Cadence",
+            "title": "Log in",
+            "app_path": request.get_full_path(),
+        },
+        redirect_authenticated_user=False,
+    )
+    return view(request)
