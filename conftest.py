@@ -14,6 +14,25 @@ import pytest
 os.environ.setdefault("CADENCE_TESTING", "1")
 
 ROLES = ("owner", "admin", "member", "viewer")
+SHARED_DB_FIXTURES = {"committed_db", "_session_world"}
+
+
+def pytest_configure(config):
+    """pytest-django creates the test database only for aliases the *selected* tests declare (a
+    django_db mark or the db fixtures). Tests on the shared, committed world declare it through
+    committed_db or world instead, so `-k` picking only those would run them against DATABASE_URL
+    itself. Count those fixtures as a use of the default database."""
+    from pytest_django import fixtures as pytest_django_fixtures
+
+    declared = pytest_django_fixtures._get_databases_for_test
+
+    def databases_for_test(test):
+        databases, serialized = declared(test)
+        if not databases and SHARED_DB_FIXTURES & set(getattr(test, "fixturenames", ())):
+            return ("default",), False
+        return databases, serialized
+
+    pytest_django_fixtures._get_databases_for_test = databases_for_test
 
 
 @dataclass

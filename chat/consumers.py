@@ -17,7 +17,8 @@ import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import services, streams, turns
+from cadence_site import streams
+from chat import services, turns
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
 
@@ -50,6 +51,11 @@ def _streaming_message_id(*, principal, conversation_id):
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
+    # Frames come from the conversation's Redis stream (cadence_site/streams.py), never from the channel
+    # layer, so the socket holds no channel-layer receive: no BZPOPMIN whose 5 s block races
+    # redis-py's 5 s read timeout and closes an idle socket.
+    channel_layer_alias = None
+
     async def connect(self):
         from cadence_site.errors import ApplicationError
 
@@ -74,7 +80,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             start_id = latest[0][0] if latest else "0-0"
         except Exception as exc:  # Redis away: the tab still works, it catches up over REST
             logger.warning("chat stream position unavailable", extra={"error": str(exc)})
-            start_id = "$"
+            start_id = streams.now_id()
         self.reader = None
         await self.accept()
         self.reader = asyncio.create_task(self._relay(start_id))

@@ -26,6 +26,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django_tenants.utils import schema_context
 
+from cadence_site.aredis import async_redis
 from cadence_site.requestlog import org_var, principal_var, request_id_var
 from chat import services
 from chat.models import Conversation, Message
@@ -63,7 +64,7 @@ def cancel_key(schema_name: str, message_id: str) -> str:
 def _redis_for_loop(loop_id: int) -> aioredis.Redis:
     # redis.asyncio connections belong to the event loop that opened them. Many turns publish at
     # once: the pool is sized well past redis-py's default of 100 connections.
-    return aioredis.Redis.from_url(
+    return async_redis(
         settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=10, max_connections=2000
     )
 
@@ -216,7 +217,12 @@ def turn_launch(start: TurnStart) -> Turn:
 async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str | None) -> bool:
     turn = _active.get((schema_name, conversation_id))
     if turn is not None and turn.task is not None and not turn.task.done():
-        turn.task.cancel()
+        task = turn.task
+        # A REST cancel runs on another thread's loop: Task.cancel is not thread-safe.
+        if task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+        else:
+            task.get_loop().call_soon_threadsafe(task.cancel)
         return True
     if message_id:
         await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)

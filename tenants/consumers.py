@@ -1,32 +1,26 @@
 """/ws/orgs/<slug>/audit/: an organization's audit trail, live.
 
 Frames in: {"type": "audit.list", "limit": n}. Frames out: {"type": "audit.events", "events": [...]}
-and, as they happen, {"type": "audit.event", ...}. Owners and admins only: it names members and keys.
+and, as they are committed, {"type": "audit.event", ...} (tenants/audit/feed.py). Owners and admins
+only: it names members and keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from cadence_site import streams
+from tenants.audit.feed import audit_event_output, audit_stream_key
 from tenants.audit.models import AuditEvent
 from tenants.context import in_tenant
-from tenants.groups import org_group
 from tenants.roles import Role, role_at_least
 
+logger = logging.getLogger(__name__)
 MAX_FRAME = 16 * 1024
-
-
-def audit_event_output(event: AuditEvent) -> dict:
-    return {
-        "id": str(event.id),
-        "action": event.action,
-        "actor": event.actor,
-        "target": event.target,
-        "details": event.details,
-        "created_at": event.created_at.isoformat(),
-    }
 
 
 def _audit_list(limit: int) -> list[dict]:
@@ -34,18 +28,36 @@ def _audit_list(limit: int) -> list[dict]:
 
 
 class AuditConsumer(AsyncWebsocketConsumer):
+    # Live events come from the organization's audit stream, not the channel layer (see
+    # chat/consumers.py): the socket holds no channel-layer receive.
+    channel_layer_alias = None
+
     async def connect(self):
+        self.reader = None
         if not role_at_least(self.scope.get("role"), Role.ADMIN):
             await self.close(code=4403)
             return
-        org = self.scope["org"]
-        self.group = org_group(org.id, "audit")
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        key = audit_stream_key(self.scope["org"].schema_name)
+        try:
+            start_id = await streams.hub().latest_id(key)
+        except Exception as exc:  # Redis away: audit.list still answers from the database
+            logger.warning("audit feed position unavailable", extra={"error": str(exc)})
+            start_id = streams.now_id()
         await self.accept()
+        self.reader = asyncio.create_task(self._relay(key, start_id))
 
     async def disconnect(self, code):
-        if hasattr(self, "group"):
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.reader is not None:
+            self.reader.cancel()
+            await asyncio.gather(self.reader, return_exceptions=True)
+
+    async def _relay(self, key: str, start_id: str) -> None:
+        queue = streams.hub().subscribe(key, start_id)
+        try:
+            while True:
+                await self.send(text_data=await queue.get())
+        finally:
+            streams.hub().unsubscribe(key, queue)
 
     async def send_json(self, payload: dict) -> None:
         await self.send(text_data=json.dumps(payload))
@@ -90,6 +102,3 @@ class AuditConsumer(AsyncWebsocketConsumer):
         await self.send_json(
             {"type": "audit.events", "org": self.scope["org"].slug, "events": events}
         )
-
-    async def audit_event(self, message):
-        await self.send_json({"type": "audit.event", **message["event"]})

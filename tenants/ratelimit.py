@@ -25,6 +25,8 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from cadence_site.aredis import async_redis
+
 logger = logging.getLogger(__name__)
 
 WINDOW_SECONDS = 60
@@ -103,7 +105,7 @@ def _async_client() -> aioredis.Redis:
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = per_loop.get(url)
     if client is None:
-        client = per_loop[url] = aioredis.Redis.from_url(
+        client = per_loop[url] = async_redis(
             url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT
         )
     return client

@@ -17,6 +17,7 @@ from django_tenants.utils import schema_context
 
 from cadence_site.errors import ApplicationError, ForbiddenError
 from tenants import keys, provisioning
+from tenants.audit.feed import audit_publish
 from tenants.audit.models import AuditEvent
 from tenants.models import ApiKey, Domain, Membership, Organization, Plan
 from tenants.resolution import domain_cache_invalidate, org_cache_invalidate  # noqa: F401 (re-exported for admin)
@@ -62,9 +63,11 @@ def audit_record(
     details: dict | None = None,
 ) -> None:
     with schema_context(org.schema_name):
-        AuditEvent.objects.create(
+        event = AuditEvent.objects.create(
             action=action, actor=actor[:200], target=target[:200], details=details or {}
         )
+    # Announced once committed: a rolled-back change never reaches a live feed.
+    transaction.on_commit(lambda: audit_publish(schema_name=org.schema_name, event=event))
 
 
 def _actor_label(actor) -> str:

@@ -186,3 +186,47 @@ async def test_a_lower_role_is_refused(world, committed_db):
     _, connected, code = await _connect(f"/ws/orgs/alpha/audit/?ticket={ticket}")
 
     assert (connected, code) == (False, 4403)
+
+
+@pytest.mark.asyncio
+async def test_committed_audit_events_arrive_live_in_their_own_organization_only(
+    world, committed_db
+):
+    from django.db import transaction
+
+    from tenants.models import ApiKey, Organization
+    from tenants.services import api_key_create, api_key_revoke
+
+    alpha, ok_a, _ = await _connect(
+        f"/ws/orgs/alpha/audit/?ticket={await _ticket('alpha', world.alpha.users['admin'])}"
+    )
+    bravo, ok_b, _ = await _connect(
+        f"/ws/orgs/bravo/audit/?ticket={await _ticket('bravo', world.bravo.users['admin'])}"
+    )
+    assert ok_a and ok_b
+
+    def rolled_back_then_created():
+        org = Organization.objects.get(slug="alpha")
+        try:
+            with transaction.atomic():
+                api_key_create(org=org, name="never", role="member", creator_role="owner")
+                raise RuntimeError("roll back")
+        except RuntimeError:
+            pass
+        key, _ = api_key_create(org=org, name="live-feed", role="member", creator_role="owner")
+        return key
+
+    key = await database_sync_to_async(rolled_back_then_created)()
+    try:
+        frame = await alpha.receive_json_from(timeout=5)
+        # The rolled-back key was never announced: the first frame is the committed one.
+        assert frame["type"] == "audit.event"
+        assert (frame["action"], frame["target"]) == ("api_key.created", key.prefix)
+        assert frame["details"] == {"name": "live-feed", "role": "member"}
+        assert await bravo.receive_nothing(timeout=0.5)
+    finally:
+        await database_sync_to_async(api_key_revoke)(key=key)
+        await database_sync_to_async(ApiKey.objects.filter(pk=key.pk).delete)()
+    assert (await alpha.receive_json_from(timeout=5))["action"] == "api_key.revoked"
+    await alpha.disconnect()
+    await bravo.disconnect()

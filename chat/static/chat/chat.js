@@ -87,7 +87,8 @@
     var usable = cfg.canSend && current !== null;
     els.input.disabled = !usable;
     els.send.disabled = !usable || !open || busy;
-    els.cancel.disabled = !usable || !open || !busy;
+    // Cancel goes over REST, so it works while the socket reconnects.
+    els.cancel.disabled = !usable || !busy;
   }
 
   function setBusy(value) {
@@ -425,8 +426,14 @@
       send();
     }
   });
+  // Cancel is a request with an answer, not a frame that a reconnecting socket could drop.
   els.cancel.addEventListener("click", function () {
-    if (socket !== null && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "cancel" }));
+    if (current === null) return;
+    els.cancel.disabled = true;
+    api("POST", "conversations/" + current.id + "/cancel/").catch(function (err) {
+      showBanner("Could not cancel: " + err.message);
+      refreshControls();
+    });
   });
 
   // A reload comes back to the conversation in the address (#<id>), if it is still in the list.

@@ -1,4 +1,4 @@
-"""One reader per process for every conversation stream its sockets follow.
+"""One reader per process for every Redis stream its sockets follow (chat replies, audit feed).
 
 Each open chat socket used to hold a Redis connection in a blocking XREAD; past the client's
 connection limit (100) replies stopped reaching tabs. Here a single task per event loop reads all
@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from functools import lru_cache
 
-import redis.asyncio as aioredis
 from django.conf import settings
+
+from cadence_site.aredis import async_redis
 
 logger = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # how soon a new subscription joins the read
+
+
+def now_id() -> str:
+    """A stream id for "from now on", when Redis can't say where the stream ends."""
+    return f"{int(time.time() * 1000)}-0"
 
 
 def _id(entry_id: bytes | str) -> tuple[int, int]:
@@ -33,7 +40,7 @@ class StreamHub:
         self.task: asyncio.Task | None = None
         self.changed = asyncio.Event()
         # Its own connection, without a read timeout shorter than the block.
-        self.client = aioredis.Redis.from_url(
+        self.client = async_redis(
             settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
         )
 
@@ -47,6 +54,14 @@ class StreamHub:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         return queue
+
+    async def latest_id(self, key: str) -> str:
+        """The id of the stream's newest entry ("0-0" when empty): follow from here, miss nothing."""
+        latest = await self.client.xrevrange(key, count=1)
+        if not latest:
+            return "0-0"
+        entry_id = latest[0][0]
+        return entry_id.decode() if isinstance(entry_id, bytes) else entry_id
 
     def unsubscribe(self, key: str, queue: asyncio.Queue) -> None:
         followers = self.subscribers.get(key)
