@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from cadence_site.handlers import ApiASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
 from cadence_site.routing import websocket_urlpatterns  # noqa: E402
 from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
@@ -20,7 +21,7 @@ from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
 application = Lifespan(
     ProtocolTypeRouter(
         {
-            "http": django_asgi_app,
+            "http": http_router(django_asgi_app, ApiASGIHandler()),
             "websocket": AllowedHostsOriginValidator(
                 AuthMiddlewareStack(TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
             ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
 from django.http import Http404, JsonResponse
@@ -151,35 +152,51 @@ def _too_large() -> JsonResponse:
 
 
 class BodySizeLimitMiddleware:
-    """413 from the declared length, before any parser reads the body."""
+    """413 from the declared length, before any parser reads the body. Sync and async."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
 
     def __call__(self, request):
+        if self.is_async:
+            return self.__acall__(request)
+        return self._refusal(request) or self.get_response(request)
+
+    async def __acall__(self, request):
+        return self._refusal(request) or await self.get_response(request)
+
+    @staticmethod
+    def _refusal(request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         length = request.META.get("CONTENT_LENGTH")
-        if limit is not None and length:
-            try:
-                too_large = int(length) > limit
-            except ValueError:
-                return error_response(400, "bad_request", "Content-Length is not a number.")
-            if too_large and request.path.startswith("/v1/"):
-                # The OpenAI-compatible surface answers in OpenAI's error shape.
-                return JsonResponse(
-                    {
-                        "error": {
-                            "message": f"The request body exceeds the limit of {limit} bytes.",
-                            "type": "invalid_request_error",
-                            "param": None,
-                            "code": "payload_too_large",
-                        }
-                    },
-                    status=413,
-                )
-            if too_large and not request.path.startswith(("/admin/", "/orgs/")):
-                return _too_large()
-        return self.get_response(request)
+        if limit is None or not length:
+            return None
+        try:
+            too_large = int(length) > limit
+        except ValueError:
+            return error_response(400, "bad_request", "Content-Length is not a number.")
+        if too_large and request.path.startswith("/v1/"):
+            # The OpenAI-compatible surface answers in OpenAI's error shape.
+            return JsonResponse(
+                {
+                    "error": {
+                        "message": f"The request body exceeds the limit of {limit} bytes.",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": "payload_too_large",
+                    }
+                },
+                status=413,
+            )
+        if too_large and not request.path.startswith(("/admin/", "/orgs/")):
+            return _too_large()
+        return None
 
 
 def _wants_json(request) -> bool:

@@ -11,6 +11,8 @@ import logging
 import re
 import uuid
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "request_id", default=None
 )
@@ -23,23 +25,48 @@ _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContextMiddleware:
-    """Assigns the request id (a sane client X-Request-ID is kept) and echoes it back."""
+    """Assigns the request id (a sane client X-Request-ID is kept) and echoes it back.
+
+    Sync and async: under ASGI a sync-only middleware costs a thread hop per request."""
+
+    sync_capable = True
+    async_capable = True
 
     def __init__(self, get_response):
         self.get_response = get_response
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def _begin(self, request) -> tuple:
+        incoming = request.headers.get("X-Request-ID", "")
+        request.request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        return (request_id_var.set(request.request_id), org_var.set(None), principal_var.set(None))
+
+    @staticmethod
+    def _end(tokens: tuple) -> None:
+        request_id_var.reset(tokens[0])
+        org_var.reset(tokens[1])
+        principal_var.reset(tokens[2])
 
     def __call__(self, request):
-        incoming = request.headers.get("X-Request-ID", "")
-        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
-        request.request_id = request_id
-        tokens = (request_id_var.set(request_id), org_var.set(None), principal_var.set(None))
+        if self.is_async:
+            return self.__acall__(request)
+        tokens = self._begin(request)
         try:
             response = self.get_response(request)
         finally:
-            request_id_var.reset(tokens[0])
-            org_var.reset(tokens[1])
-            principal_var.reset(tokens[2])
-        response["X-Request-ID"] = request_id
+            self._end(tokens)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+    async def __acall__(self, request):
+        tokens = self._begin(request)
+        try:
+            response = await self.get_response(request)
+        finally:
+            self._end(tokens)
+        response["X-Request-ID"] = request.request_id
         return response
 
 

@@ -1,0 +1,84 @@
+"""The ASGI handler for /v1/, the OpenAI-compatible surface.
+
+Its views are async and authenticate by API key themselves (chat/openai/access.py); the page
+middleware (sessions, CSRF, auth, messages, tenant resolution from the path) has nothing to do for
+them, yet under ASGI each sync middleware is a hop to the one thread-sensitive thread, per request
+and per phase, shared by every request the process serves. This handler runs the same views with
+only async-capable middleware: request ids and logs, CORS, the body size limit, and the security
+headers an API response needs.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.exception import convert_exception_to_response
+from django.http import HttpResponsePermanentRedirect
+from django.utils.module_loading import import_string
+
+API_PREFIX = "/v1/"
+
+
+class ApiSecurityMiddleware:
+    """What SecurityMiddleware does for an API response, async: HTTPS redirect and headers."""
+
+    sync_capable = False
+    async_capable = True
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        markcoroutinefunction(self)
+
+    async def __call__(self, request):
+        if settings.SECURE_SSL_REDIRECT and not request.is_secure():
+            host = settings.SECURE_SSL_HOST or request.get_host()
+            return HttpResponsePermanentRedirect(f"https://{host}{request.get_full_path()}")
+        response = await self.get_response(request)
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if settings.SECURE_HSTS_SECONDS and request.is_secure():
+            value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                value += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                value += "; preload"
+            response.headers.setdefault("Strict-Transport-Security", value)
+        if settings.SECURE_REFERRER_POLICY:
+            response.headers.setdefault("Referrer-Policy", settings.SECURE_REFERRER_POLICY)
+        return response
+
+
+class ApiASGIHandler(ASGIHandler):
+    middleware = (
+        "cadence_site.requestlog.RequestContextMiddleware",
+        "corsheaders.middleware.CorsMiddleware",
+        "cadence_site.errors.BodySizeLimitMiddleware",
+        "cadence_site.handlers.ApiSecurityMiddleware",
+    )
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        if not is_async:
+            raise ImproperlyConfigured("ApiASGIHandler serves ASGI only.")
+        self._view_middleware = []
+        self._template_response_middleware = []
+        self._exception_middleware = []
+        handler = convert_exception_to_response(self._get_response_async)
+        for path in reversed(self.middleware):
+            instance = import_string(path)(handler)
+            if not iscoroutinefunction(instance):
+                raise ImproperlyConfigured(f"{path} must be async-capable to serve {API_PREFIX}.")
+            handler = convert_exception_to_response(instance)
+        self._middleware_chain = handler
+
+
+def http_router(pages, api):
+    """/v1/ to the API handler, everything else to Django's full stack."""
+
+    async def route(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
+            return await api(scope, receive, send)
+        return await pages(scope, receive, send)
+
+    return route

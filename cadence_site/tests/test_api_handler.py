@@ -1,0 +1,80 @@
+"""/v1/ runs on its own ASGI handler with async-only middleware (cadence_site/handlers.py)."""
+
+from __future__ import annotations
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+from django.core.exceptions import ImproperlyConfigured
+
+from cadence_site.handlers import ApiASGIHandler
+
+
+async def _get(path: str, headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, bytes]:
+    from cadence_site.asgi import application
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), *headers],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+    }
+    communicator = ApplicationCommunicator(application, scope)
+    await communicator.send_input({"type": "http.request", "body": b"", "more_body": False})
+    start = await communicator.receive_output(5)
+    body = b""
+    while True:
+        message = await communicator.receive_output(5)
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
+
+
+@pytest.mark.asyncio
+async def test_v1_answers_through_the_api_handler_with_its_headers(committed_db):
+    status, headers, body = await _get("/v1/models", [(b"x-request-id", b"trace-1")])
+
+    assert status == 401
+    assert b'"invalid_api_key"' in body
+    assert headers["x-request-id"] == "trace-1"
+    assert headers["x-content-type-options"] == "nosniff"
+    # The page stack's middleware did not run: no session or CSRF cookie, no frame header.
+    assert "set-cookie" not in headers
+    assert "x-frame-options" not in headers
+
+
+@pytest.mark.asyncio
+async def test_pages_still_go_through_the_full_stack(committed_db):
+    status, headers, _ = await _get("/healthz")
+
+    assert status == 200
+    assert headers["x-frame-options"] == "DENY"
+    assert "x-request-id" in headers
+
+
+def test_a_sync_only_middleware_is_refused_at_startup():
+    class Strict(ApiASGIHandler):
+        middleware = ("django.middleware.clickjacking.XFrameOptionsMiddleware",)
+
+    # MiddlewareMixin is async-capable; a plain sync callable is not.
+    class SyncOnly(ApiASGIHandler):
+        middleware = ("cadence_site.tests.test_api_handler.sync_only_middleware",)
+
+    Strict()
+    with pytest.raises(ImproperlyConfigured, match="async-capable"):
+        SyncOnly()
+
+
+def sync_only_middleware(get_response):
+    def middleware(request):
+        return get_response(request)
+
+    return middleware
