@@ -48,15 +48,15 @@ class _CancellableWrites:
 
 
 class CancellableConnection(_CancellableWrites, Connection):
-    pass
+    """redis:// (TCP)."""
 
 
 class CancellableSSLConnection(_CancellableWrites, SSLConnection):
-    pass
+    """rediss:// (TLS)."""
 
 
 class CancellableUnixDomainSocketConnection(_CancellableWrites, UnixDomainSocketConnection):
-    pass
+    """unix:// (a Redis on a local socket)."""
 
 
 _CANCELLABLE = {

@@ -104,3 +104,15 @@ def _hub_for_loop(loop_id: int) -> StreamHub:
 
 def hub() -> StreamHub:
     return _hub_for_loop(id(asyncio.get_running_loop()))
+
+
+async def relay(key: str, after: str, send) -> None:
+    """Hand each entry of `key` written after `after` to `send(text)`, in order, until cancelled.
+
+    A socket's reader task: `await send(text_data=...)` is the consumer's `send`."""
+    queue = hub().subscribe(key, after)
+    try:
+        while True:
+            await send(text_data=await queue.get())
+    finally:
+        hub().unsubscribe(key, queue)

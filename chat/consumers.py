@@ -83,7 +83,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             start_id = streams.now_id()
         self.reader = None
         await self.accept()
-        self.reader = asyncio.create_task(self._relay(start_id))
+        # The conversation's events as they are written, from any process.
+        self.reader = asyncio.create_task(streams.relay(key, start_id, self.send))
 
     async def disconnect(self, code):
         reader = getattr(self, "reader", None)
@@ -96,16 +97,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def _error(self, code: str, message: str) -> None:
         await self.send_json({"type": "error", "code": code, "message": message})
-
-    async def _relay(self, start_id) -> None:
-        """Forward the conversation's events as they are written, from any process."""
-        key = turns.stream_key(self.org.schema_name, self.conversation_id)
-        queue = streams.hub().subscribe(key, start_id)
-        try:
-            while True:
-                await self.send(text_data=await queue.get())
-        finally:
-            streams.hub().unsubscribe(key, queue)
 
     async def receive(self, text_data=None, bytes_data=None):
         from cadence_site.errors import ApplicationError

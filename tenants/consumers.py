@@ -44,20 +44,12 @@ class AuditConsumer(AsyncWebsocketConsumer):
             logger.warning("audit feed position unavailable", extra={"error": str(exc)})
             start_id = streams.now_id()
         await self.accept()
-        self.reader = asyncio.create_task(self._relay(key, start_id))
+        self.reader = asyncio.create_task(streams.relay(key, start_id, self.send))
 
     async def disconnect(self, code):
         if self.reader is not None:
             self.reader.cancel()
             await asyncio.gather(self.reader, return_exceptions=True)
-
-    async def _relay(self, key: str, start_id: str) -> None:
-        queue = streams.hub().subscribe(key, start_id)
-        try:
-            while True:
-                await self.send(text_data=await queue.get())
-        finally:
-            streams.hub().unsubscribe(key, queue)
 
     async def send_json(self, payload: dict) -> None:
         await self.send(text_data=json.dumps(payload))
