@@ -14,7 +14,9 @@ Every async Redis client in Cadence comes from `async_redis`.
 from __future__ import annotations
 
 import asyncio
+from functools import lru_cache
 
+import redis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -72,6 +74,13 @@ def async_redis(url: str, **options) -> aioredis.Redis:
     # The URL's scheme picks the class (redis://, rediss://, unix://); swap in its twin.
     pool.connection_class = _CANCELLABLE.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)
+
+
+@lru_cache(maxsize=32)
+def sync_redis(url: str, timeout: float) -> redis.Redis:
+    """A shared synchronous client for `url` whose connects and reads give up after `timeout` s
+    (blocking clients have no cancellation problem; one per URL and timeout, thread-safe pool)."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
 async def lost_cancellations(client: aioredis.Redis, trials: int = 200) -> int:

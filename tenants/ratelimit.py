@@ -25,7 +25,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
-from cadence_site.aredis import async_redis
+from cadence_site.aredis import async_redis, sync_redis
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ _WARN_EVERY_SECONDS = 60.0
 
 _down_until = 0.0
 _last_warning = 0.0
-_sync_clients: dict[str, redis.Redis] = {}
 # redis.asyncio connections belong to the loop that opened them: one client per loop and URL.
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
     weakref.WeakKeyDictionary()
@@ -90,14 +89,7 @@ def reset_backoff() -> None:
 
 
 def _sync_client() -> redis.Redis:
-    url = settings.REDIS_URL
-    client = _sync_clients.get(url)
-    if client is None:
-        client = _sync_clients.setdefault(
-            url,
-            redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT),
-        )
-    return client
+    return sync_redis(settings.REDIS_URL, _TIMEOUT)
 
 
 def _async_client() -> aioredis.Redis:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from functools import lru_cache
 
 import redis
-import redis.asyncio
 from django.conf import settings
 
+from cadence_site.aredis import sync_redis
 from tenants.resolution import OrgRef
 
 
@@ -22,9 +21,8 @@ def ticket_ttl() -> int:
     return settings.CADENCE_WS_TICKET_TTL
 
 
-@lru_cache(maxsize=1)
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return sync_redis(settings.REDIS_URL, 2)
 
 
 def _key(org_id: int, ticket: str) -> str:

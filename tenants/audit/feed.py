@@ -14,13 +14,13 @@ import logging
 import redis
 from django.conf import settings
 
+from cadence_site.aredis import sync_redis
 from tenants.audit.models import AuditEvent
 
 logger = logging.getLogger(__name__)
 
 STREAM_MAXLEN = 1000
 _TIMEOUT = 1.0
-_clients: dict[str, redis.Redis] = {}
 
 
 def audit_stream_key(schema_name: str) -> str:
@@ -39,14 +39,7 @@ def audit_event_output(event: AuditEvent) -> dict:
 
 
 def _client() -> redis.Redis:
-    url = settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        client = _clients.setdefault(
-            url,
-            redis.Redis.from_url(url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT),
-        )
-    return client
+    return sync_redis(settings.REDIS_URL, _TIMEOUT)
 
 
 def audit_publish(*, schema_name: str, event: AuditEvent) -> None:
