@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
@@ -18,8 +20,49 @@ from tenants.tenant_admin import TenantModelAdmin, request_role, tenant_admin_si
 
 
 def _apply_application_error(form: forms.ModelForm, exc: ApplicationError) -> None:
-    field = exc.extra.get("field") if isinstance(exc.extra, dict) else None
-    form.add_error(field if field in form.fields else None, exc.message)
+    extra = exc.extra if isinstance(exc.extra, dict) else {}
+    field = extra.get("field")
+    field = field if field in form.fields else None
+    issues = extra.get("issues")
+    if issues:
+        # Each flow issue beside the field, at its JSON pointer (/steps/0/then: unknown note 'x').
+        form.add_error(field, [f"at {i['path'] or '/'}: {i['message']}" for i in issues])
+    else:
+        form.add_error(field, exc.message)
+
+
+class JsonTextField(forms.JSONField):
+    """JSON typed in a textarea: a syntax error names its line and column, and nesting deep enough
+    to exhaust the parser is a form error, not a 500."""
+
+    MAX_CHARS = 200_000
+
+    def to_python(self, value):
+        if self.disabled or isinstance(value, list | dict | int | float) or value in (None, ""):
+            return super().to_python(value)
+        if len(value) > self.MAX_CHARS:
+            raise forms.ValidationError(f"At most {self.MAX_CHARS} characters.", code="too_long")
+        try:
+            return json.loads(value, cls=self.decoder)
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(
+                f"Not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.",
+                code="invalid",
+            ) from None
+        except RecursionError:
+            raise forms.ValidationError("The JSON is nested too deeply.", code="invalid") from None
+
+
+class JsonEditor(forms.Textarea):
+    def __init__(self):
+        super().__init__(attrs={"class": "cadence-json", "spellcheck": "false", "rows": 16})
+
+    def format_value(self, value):
+        # Pretty-printed for editing (Django's JSONField shows it on one line).
+        try:
+            return json.dumps(json.loads(value), indent=2) if value else value
+        except (TypeError, ValueError):
+            return value
 
 
 class LLMConfigForm(forms.ModelForm):
@@ -94,6 +137,7 @@ class LLMConfigAdmin(TenantModelAdmin):
             saved = services.llm_config_update(
                 config=LLMConfig.objects.get(pk=obj.pk),
                 api_key=key,
+                actor=request.user,
                 **{
                     k: v
                     for k, v in data.items()
@@ -102,13 +146,20 @@ class LLMConfigAdmin(TenantModelAdmin):
             )
         else:
             saved = services.llm_config_create(
-                api_key=key or "", **{k: v for k, v in data.items() if v is not None}
+                api_key=key or "",
+                actor=request.user,
+                **{k: v for k, v in data.items() if v is not None},
             )
         obj.pk = saved.pk
         obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
 
     def delete_model(self, request, obj):
-        services.llm_config_delete(config=obj)
+        services.llm_config_delete(config=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        # The bulk action too goes through the service (its checks, its audit record).
+        for config in queryset:
+            services.llm_config_delete(config=config, actor=request.user)
 
 
 class InstanceForm(forms.ModelForm):
@@ -126,8 +177,10 @@ class InstanceForm(forms.ModelForm):
             "tier",
             "flow",
         )
+        field_classes = {"flow": JsonTextField, "tools": JsonTextField}
+        widgets = {"flow": JsonEditor(), "tools": forms.TextInput(attrs={"size": 60})}
         help_texts = {
-            "flow": "The engine's JSON flow (cadence framework only); empty uses the default single-agent flow.",
+            "flow": "The engine's JSON flow (cadence framework only); empty uses the default single-agent flow. Checked as you type; the server checks it in full on save.",
             "tools": 'A JSON list of tool names, e.g. ["clock", "calculator"].',
         }
 
@@ -148,18 +201,48 @@ class OrchestratorInstanceAdmin(TenantModelAdmin):
     list_filter = ("framework", "status", "tier")
     search_fields = ("slug", "name")
     readonly_fields = ("status", "status_message", "config_hash", "version", "diagram")
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = [
+            (None, {"fields": ("slug", "name", "description")}),
+            (
+                "Model and tools",
+                {
+                    "fields": (
+                        "framework",
+                        "llm_config",
+                        "system_prompt",
+                        "tools",
+                        "max_steps",
+                        "tier",
+                    )
+                },
+            ),
+            ("Flow", {"fields": (("diagram",) if obj else ()) + ("flow",)}),
+        ]
+        if obj is not None:
+            fieldsets.append(
+                ("Build", {"fields": ("status", "status_message", "version", "config_hash")})
+            )
+        return fieldsets
+
     change_form_template = "orchestrators/admin_change_form.html"
     actions = ("activate_selected", "suspend_selected")
 
+    @admin.display(description="Flow diagram")
     def diagram(self, obj):
         from orchestrators.diagrams import instance_mermaid
 
-        return (
-            format_html(
-                '<pre class="mermaid" style="white-space:pre">{}</pre>', instance_mermaid(obj)
-            )
-            if obj.pk
-            else "-"
+        if not obj.pk:
+            return "-"
+        source = instance_mermaid(obj)
+        # Drawn by the vendored mermaid (templates/orchestrators/admin_change_form.html); the
+        # source stays readable if scripts are off.
+        return format_html(
+            '<div class="cadence-diagram"><pre class="mermaid">{}</pre></div>'
+            "<details><summary>Mermaid source</summary><pre>{}</pre></details>",
+            source,
+            source,
         )
 
     def save_model(self, request, obj, form, change):
@@ -170,20 +253,26 @@ class OrchestratorInstanceAdmin(TenantModelAdmin):
         }
         if change:
             saved = services.orchestrator_update(
-                instance=OrchestratorInstance.objects.get(pk=obj.pk), **fields
+                instance=OrchestratorInstance.objects.get(pk=obj.pk),
+                actor=request.user,
+                **fields,
             )
         else:
-            saved = services.orchestrator_create(**fields)
+            saved = services.orchestrator_create(actor=request.user, **fields)
         obj.pk = saved.pk
         obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
 
     def delete_model(self, request, obj):
-        services.orchestrator_delete(instance=obj)
+        services.orchestrator_delete(instance=obj, actor=request.user)
+
+    def delete_queryset(self, request, queryset):
+        for instance in queryset:
+            services.orchestrator_delete(instance=instance, actor=request.user)
 
     @staticmethod
     def _each(request, queryset, action, label):
         for instance in queryset:
-            action(instance=instance)
+            action(instance=instance, actor=request.user)
         messages.success(request, f"{label} {queryset.count()} orchestrator(s).")
 
     def activate_selected(self, request, queryset):

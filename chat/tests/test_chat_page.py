@@ -8,53 +8,31 @@ catch up, reload and resume.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import (
+    CHROMIUM_ARGS,
+    browser_skip_reason,
+    find_chromium,
+    start_live_server,
+    test_database_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "/orgs/alpha/chat/"
 SCREENSHOT = "/tmp/chat.png"
 
 
-def _find_chromium() -> str | None:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-CHROMIUM = _find_chromium()
-try:
+CHROMIUM = find_chromium()
+BROWSER_SKIP = browser_skip_reason()
+if not BROWSER_SKIP:
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-if sync_playwright is None:
-    BROWSER_SKIP = "playwright is not installed (pip install -r requirements-dev.txt)"
-elif CHROMIUM is None:
-    BROWSER_SKIP = "no Chromium found (apt-get install chromium; .ci/run does this when root)"
-else:
-    BROWSER_SKIP = ""
 needs_browser = pytest.mark.skipif(bool(BROWSER_SKIP), reason=BROWSER_SKIP)
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _client(user=None) -> Client:
