@@ -7,6 +7,7 @@ import json
 from asgiref.sync import async_to_sync
 from django import forms
 from django.contrib import admin, messages
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -52,6 +53,15 @@ class JsonTextField(forms.JSONField):
         except RecursionError:
             raise forms.ValidationError("The JSON is nested too deeply.", code="invalid") from None
 
+    def bound_data(self, data, initial):
+        # Re-shown as typed when it is not JSON we accept (Django parses it again here).
+        if isinstance(data, str) and len(data) > self.MAX_CHARS:
+            return InvalidJSONInput(data)
+        try:
+            return super().bound_data(data, initial)
+        except RecursionError:
+            return InvalidJSONInput(data)
+
 
 class JsonEditor(forms.Textarea):
     def __init__(self):
@@ -59,9 +69,11 @@ class JsonEditor(forms.Textarea):
 
     def format_value(self, value):
         # Pretty-printed for editing (Django's JSONField shows it on one line).
+        if not value or isinstance(value, InvalidJSONInput) or len(value) > JsonTextField.MAX_CHARS:
+            return value
         try:
-            return json.dumps(json.loads(value), indent=2) if value else value
-        except (TypeError, ValueError):
+            return json.dumps(json.loads(value), indent=2)
+        except (TypeError, ValueError, RecursionError):
             return value
 
 
