@@ -25,7 +25,8 @@ from cadence_site.testing import (
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "/orgs/alpha/chat/"
-SCREENSHOT = "/tmp/chat.png"
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "chat"
+SCREENSHOT = str(ARTIFACTS / "chat-desktop.png")
 
 
 CHROMIUM = find_chromium()
@@ -216,6 +217,7 @@ def test_member_chats_streams_sees_tools_and_resumes(
     expect(tool_reply.locator(".tool-call")).to_contain_text("calculator")
     expect(tool_reply.locator(".tool-call")).to_contain_text("6*7")
     expect(tool_reply.locator(".tool-result")).to_contain_text("42")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOT)
     shown = _bodies(page)
 
@@ -396,3 +398,74 @@ def test_text_is_shown_as_text_and_failures_are_visible(
     )
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator(".msg")).to_have_count(4)
+
+
+@needs_browser
+def test_a_message_typed_while_a_reply_is_streaming_is_queued_and_sent_after_it(
+    world, chat_orchestrator, live_server_url, page
+):
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    _start(page, "slowbot")
+    _say(page, "first " * 20)
+    first = page.locator(".msg-assistant").nth(0)
+    expect(first).to_have_attribute("data-status", "streaming")
+
+    _say(page, "second, typed during the reply")
+    expect(page.locator(".msg-queued")).to_have_count(1)
+
+    second = page.locator(".msg-assistant").nth(1)
+    expect(second).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(second.locator(".body")).to_have_text(
+        "Offline model. You said: second, typed during the reply"
+    )
+    expect(page.locator(".msg-queued")).to_have_count(0)
+    assert _bodies(page)[2] == "second, typed during the reply"
+    expect(page.locator(".msg")).to_have_count(4)
+
+
+@needs_browser
+def test_replies_are_rendered_as_sanitized_markdown(
+    world, chat_orchestrator, live_server_url, page
+):
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    _start(page, "chatbot")
+    text = (
+        "**bold** and `code` and [docs](https://example.com/x) and [bad](javascript:alert(1))\n\n"
+        "- one\n- two\n\n```\nx = 1\n```"
+    )
+    page.fill("#input", text)
+    page.click("#send")
+
+    reply = page.locator(".msg-assistant").nth(0)
+    expect(reply).to_have_attribute("data-status", "complete")
+    body = reply.locator(".body")
+    expect(body.locator("strong")).to_have_text("bold")
+    expect(body.locator("li")).to_have_count(2)
+    expect(body.locator("pre code")).to_have_text("x = 1\n")
+    link = body.locator('a[href="https://example.com/x"]')
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(link).to_have_attribute("target", "_blank")
+    assert body.locator('a[href^="javascript"]').count() == 0
+    # What the user typed stays text.
+    assert page.locator(".msg-user .body").text_content() == text
+    assert page.locator(".msg-user strong").count() == 0
+
+
+@needs_browser
+def test_the_page_is_usable_at_phone_width(world, chat_orchestrator, live_server_url, page):
+    page.set_viewport_size({"width": 360, "height": 740})
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    expect(page.locator("#start")).to_be_visible()
+    _start(page, "chatbot")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    _say(page, "a sentence long enough to wrap over a few lines on a small phone screen")
+    reply = page.locator(".msg-assistant").nth(0)
+    expect(reply).to_have_attribute("data-status", "complete")
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert reply.bounding_box()["width"] > 250
+    assert page.locator("#input").bounding_box()["width"] > 200
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-phone.png"))
+    page.click("#toggle-sidebar")
+    expect(page.locator("#sidebar")).to_be_visible()
