@@ -261,6 +261,8 @@ CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
 # unless allowed here; user-supplied URLs are an SSRF door.
 CADENCE_EGRESS_ALLOW_PRIVATE = env.bool("CADENCE_EGRESS_ALLOW_PRIVATE", default=False)
 CADENCE_EGRESS_ALLOWED_HOSTS = env.list("CADENCE_EGRESS_ALLOWED_HOSTS", default=[])
+# Networks (CIDR) whose addresses are allowed; `make run` sets the loopback ones unless this is set.
+CADENCE_EGRESS_ALLOWED_NETWORKS = env.list("CADENCE_EGRESS_ALLOWED_NETWORKS", default=[])
 CADENCE_OUTBOUND_TIMEOUT = env.float("CADENCE_OUTBOUND_TIMEOUT", default=30.0)
 CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
