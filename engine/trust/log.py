@@ -163,9 +163,7 @@ def log_audit() -> list[str]:
             problems.append(f"tree head {tree_head.id} (size {tree_head.size}): {exc}")
             continue
         if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
-            problems.append(
-                f"tree head of size {checkpoint.size} does not match the log's entries"
-            )
+            problems.append(f"tree head of size {checkpoint.size} does not match the log's entries")
     head = LogHead.objects.filter(pk=1).first()
     if head is not None and (head.size != tree.size or head.root != tree.root().hex()):
         problems.append("the log head does not match the log's entries")

@@ -107,7 +107,10 @@ class Keyring:
 
 
 def key_name() -> str:
-    return getattr(settings, "CADENCE_SIGNING_KEY_NAME", "") or f"{settings.CADENCE_BASE_DOMAIN}/cadence"
+    return (
+        getattr(settings, "CADENCE_SIGNING_KEY_NAME", "")
+        or f"{settings.CADENCE_BASE_DOMAIN}/cadence"
+    )
 
 
 def keys_path() -> Path:

@@ -129,7 +129,9 @@ def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[byte
     return result
 
 
-def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes) -> None:
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes], root: bytes
+) -> None:
     if root_from_inclusion(index, size, leaf, proof) != root:
         raise VerifyError("the inclusion proof does not lead to the checkpoint's root hash")
 
@@ -278,7 +280,12 @@ class Checkpoint:
         return cls(origin, int(size), root_bytes, tuple(lines[3:-1]))
 
     def body(self) -> str:
-        lines = [self.origin, str(self.size), base64.b64encode(self.root).decode(), *self.extensions]
+        lines = [
+            self.origin,
+            str(self.size),
+            base64.b64encode(self.root).decode(),
+            *self.extensions,
+        ]
         return "\n".join(lines) + "\n"
 
 
@@ -392,7 +399,9 @@ def verify_bundle(
         for ours, theirs in zip(computed, committed, strict=True):
             if ours != theirs:
                 changed = sorted(k for k in ours if ours[k] != theirs.get(k))
-                raise VerifyError(f"step {theirs.get('seq')} differs from the proof: {', '.join(changed)}")
+                raise VerifyError(
+                    f"step {theirs.get('seq')} differs from the proof: {', '.join(changed)}"
+                )
         if head != payload["chain_head"]:
             raise VerifyError("the step records' hash chain does not end at the proof's chain head")
 
@@ -400,7 +409,10 @@ def verify_bundle(
         run = bundle.get("run") or {}
         if payload.get("version") != PROOF_VERSION:
             raise VerifyError(f"unknown proof version {payload.get('version')!r}")
-        if run.get("id") != payload["run_id"] or bundle.get("organization") != payload["organization"]:
+        if (
+            run.get("id") != payload["run_id"]
+            or bundle.get("organization") != payload["organization"]
+        ):
             raise VerifyError("the proof is for another run or organization")
 
     _check(report, "identity", identity)
@@ -421,7 +433,9 @@ def verify_bundle(
         if checkpoint.size != log["tree_size"]:
             raise VerifyError("the inclusion proof is for another tree size than the checkpoint's")
         leaf = leaf_hash(bytes.fromhex(proof["digest"]))
-        verify_inclusion(log["index"], checkpoint.size, leaf, _hexes(log["inclusion"]), checkpoint.root)
+        verify_inclusion(
+            log["index"], checkpoint.size, leaf, _hexes(log["inclusion"]), checkpoint.root
+        )
         return checkpoint
 
     checkpoint = _check(report, "transparency log", inclusion)
@@ -477,12 +491,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.witnessed, encoding="utf-8") as fh:
                 witnessed = split_notes(fh.read())
     except (OSError, ValueError, VerifyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        sys.stderr.write(f"error: {exc}\n")
         return 2
     report = verify_bundle(bundle, keys, witnessed)
     for name, ok, detail in report.checks:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
-    print("verified" if report.ok else "NOT VERIFIED")
+        sys.stdout.write(f"{'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}\n")
+    sys.stdout.write("verified\n" if report.ok else "NOT VERIFIED\n")
     return 0 if report.ok else 1
 
 

@@ -90,7 +90,9 @@ def test_the_right_edge_gives_the_same_root_as_the_stored_nodes():
 def test_inclusion_proofs_match_the_published_vectors(tree, index, size, path):
     proof = tree.inclusion(index, size)
     assert [p.hex() for p in proof] == path
-    v.verify_inclusion(index, size, v.leaf_hash(LEAVES[index]), proof, bytes.fromhex(ROOTS[size - 1]))
+    v.verify_inclusion(
+        index, size, v.leaf_hash(LEAVES[index]), proof, bytes.fromhex(ROOTS[size - 1])
+    )
 
 
 @pytest.mark.parametrize(("size1", "size2", "path"), CONSISTENCY)
@@ -128,7 +130,13 @@ def test_every_proof_of_small_trees_verifies_and_any_change_fails():
                 with pytest.raises(v.VerifyError):
                     v.verify_consistency(size1, size, proof, hashlib.sha256(b"x").digest(), root)
                 with pytest.raises(v.VerifyError):
-                    v.verify_consistency(size1, size, proof, full.root(size1), full.root(size - 1) if size1 < size - 1 else hashlib.sha256(b"y").digest())
+                    v.verify_consistency(
+                        size1,
+                        size,
+                        proof,
+                        full.root(size1),
+                        full.root(size - 1) if size1 < size - 1 else hashlib.sha256(b"y").digest(),
+                    )
 
 
 def test_a_rewritten_log_is_not_consistent_with_its_past():
