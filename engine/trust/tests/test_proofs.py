@@ -113,7 +113,9 @@ def test_a_changed_step_record_in_the_database_fails_verification(proven_run):
     with schema_context("org_alpha"):
         RunEvent.objects.filter(run=run, seq=2).update(data={"arguments": {"n": 1000}})
     report = verify_bundle(_bundle(run, proof), _keys())
-    assert report.failures == ["step records: step 2 differs from the proof: inputs_hash, record_hash"]
+    assert report.failures == [
+        "step records: step 2 differs from the proof: inputs_hash, record_hash"
+    ]
 
 
 def test_the_log_grows_with_consistent_signed_heads(proven_run):

@@ -6,7 +6,11 @@ from django.db import IntegrityError, transaction
 from django_tenants.utils import schema_context
 
 from engine.trust.models import DefinitionSnapshot
-from engine.trust.snapshots import orchestrator_definition, snapshot_for_orchestrator, snapshot_store
+from engine.trust.snapshots import (
+    orchestrator_definition,
+    snapshot_for_orchestrator,
+    snapshot_store,
+)
 
 pytestmark = pytest.mark.django_db
 
