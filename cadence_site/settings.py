@@ -93,6 +93,8 @@ TENANT_APPS = [
     "plugins",
     "chat",
     "engine",
+    "engine.trust",
+    "engine.durable",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -327,3 +329,15 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# --- proofs and the transparency log (engine/trust) -------------------------------------------
+# Signer keys (C2SP note form), first current; empty: <CADENCE_VAR_DIR>/signing_keys, made once.
+CADENCE_SIGNING_KEYS = env.str("CADENCE_SIGNING_KEYS", default="")
+CADENCE_SIGNING_RETIRED_KEYS = env.str("CADENCE_SIGNING_RETIRED_KEYS", default="")
+CADENCE_SIGNING_KEY_NAME = env.str("CADENCE_SIGNING_KEY_NAME", default="")
+# Where signed tree heads are anchored: a webhook (through the egress policy, HMAC-signed with
+# CADENCE_WITNESS_SECRET) and/or a file that a witness keeps (one signed note after another).
+CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
+CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
+CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
+CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
