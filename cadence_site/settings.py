@@ -76,7 +76,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    "tenants.admin_config.CadenceAdminConfig",  # django.contrib.admin, with our operator site
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
