@@ -256,6 +256,10 @@ AUTH_PASSWORD_VALIDATORS = [
 # Request bodies above this size get 413 before anything parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CADENCE_MAX_BODY_BYTES", default=1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Plugin package uploads (multipart): the package cap in plugins.archive plus form overhead.
+CADENCE_PLUGIN_MAX_UPLOAD_BYTES = env.int(
+    "CADENCE_PLUGIN_MAX_UPLOAD_BYTES", default=8 * 1024 * 1024 + 64 * 1024
+)
 CADENCE_WS_TICKET_TTL = 30
 # Warm orchestrator runtimes kept per process (least recently used evicted first).
 CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
