@@ -160,6 +160,8 @@ DJANGO_SIDE = [
     "admin.py",
     "migrations",
     "runs",
+    "durable",  # queued runs (a Django app of its own)
+    "trust",  # snapshots, proofs and the transparency log (a Django app of its own)
     "tests",
     "integrations/django.py",  # the library's optional Django integration imports Django by design
 ]
