@@ -247,6 +247,7 @@ class OrchestratorInstanceAdmin(TenantModelAdmin):
                 history=[],
                 message=text,
                 user=request.user.get_username(),
+                trigger="admin",
             )
         except ApplicationError as exc:
             messages.error(request, f"{exc.code}: {exc.message}")
