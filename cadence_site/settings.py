@@ -76,7 +76,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    "tenants.admin_config.CadenceAdminConfig",  # django.contrib.admin, with our operator site
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
@@ -256,6 +256,10 @@ AUTH_PASSWORD_VALIDATORS = [
 # Request bodies above this size get 413 before anything parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CADENCE_MAX_BODY_BYTES", default=1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Plugin package uploads (multipart): the package cap in plugins.archive plus form overhead.
+CADENCE_PLUGIN_MAX_UPLOAD_BYTES = env.int(
+    "CADENCE_PLUGIN_MAX_UPLOAD_BYTES", default=8 * 1024 * 1024 + 64 * 1024
+)
 CADENCE_WS_TICKET_TTL = 30
 # Warm orchestrator runtimes kept per process (least recently used evicted first).
 CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
@@ -263,6 +267,8 @@ CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
 # unless allowed here; user-supplied URLs are an SSRF door.
 CADENCE_EGRESS_ALLOW_PRIVATE = env.bool("CADENCE_EGRESS_ALLOW_PRIVATE", default=False)
 CADENCE_EGRESS_ALLOWED_HOSTS = env.list("CADENCE_EGRESS_ALLOWED_HOSTS", default=[])
+# Networks (CIDR) whose addresses are allowed; `make run` sets the loopback ones unless this is set.
+CADENCE_EGRESS_ALLOWED_NETWORKS = env.list("CADENCE_EGRESS_ALLOWED_NETWORKS", default=[])
 CADENCE_OUTBOUND_TIMEOUT = env.float("CADENCE_OUTBOUND_TIMEOUT", default=30.0)
 CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
