@@ -345,3 +345,9 @@ CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
 CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
 CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
 CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
+CELERY_BEAT_SCHEDULE = {
+    "trust-tree-heads": {
+        "task": "trust.tree_heads_publish",
+        "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
+    },
+}
