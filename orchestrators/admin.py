@@ -106,6 +106,8 @@ class LLMConfigAdmin(TenantModelAdmin):
             )
         obj.pk = saved.pk
         obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
+        for warning in getattr(saved, "save_warnings", []):
+            messages.warning(request, warning)
 
     def delete_model(self, request, obj):
         services.llm_config_delete(config=obj)
@@ -130,6 +132,24 @@ class InstanceForm(forms.ModelForm):
             "flow": "The engine's JSON flow (cadence framework only); empty uses the default single-agent flow.",
             "tools": 'A JSON list of tool names, e.g. ["clock", "calculator"].',
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "framework" not in self.fields:  # read-only for this viewer
+            return
+        from orchestrators.adapters import INSTALL_HINT, framework_catalog
+
+        catalog = framework_catalog()
+        missing = [f["label"] for f in catalog if not f["available"]]
+        self.fields["framework"].choices = [
+            (f["name"], f["label"] if f["available"] else f"{f['label']} (not installed)")
+            for f in catalog
+        ]
+        self.fields["framework"].help_text = (
+            f"Not installed on this server: {', '.join(missing)}. {INSTALL_HINT}"
+            if missing
+            else "Every framework is installed on this server."
+        )
 
     def _post_clean(self):
         super()._post_clean()
@@ -176,6 +196,8 @@ class OrchestratorInstanceAdmin(TenantModelAdmin):
             saved = services.orchestrator_create(**fields)
         obj.pk = saved.pk
         obj.__dict__.update({k: v for k, v in saved.__dict__.items() if not k.startswith("_")})
+        for warning in getattr(saved, "save_warnings", []):
+            messages.warning(request, warning)
 
     def delete_model(self, request, obj):
         services.orchestrator_delete(instance=obj)

@@ -34,6 +34,8 @@ def llm_config_output(config: LLMConfig) -> dict[str, Any]:
         "max_retries": config.max_retries,
         "created_at": config.created_at.isoformat(),
         "updated_at": config.updated_at.isoformat(),
+        # What the save just warned about (a base URL that did not resolve); empty on reads.
+        "warnings": list(getattr(config, "save_warnings", [])),
     }
 
 
@@ -114,6 +116,15 @@ class LLMConfigDetailApi(OrgMemberApi):
     def delete(self, request, org_slug, config_id):
         services.llm_config_delete(config=self._get(config_id))
         return Response(status=204)
+
+
+class FrameworkListApi(OrgMemberApi):
+    """The frameworks an orchestrator can run on, which this server has, and how to add the rest."""
+
+    def get(self, request, org_slug):
+        from orchestrators.adapters import framework_catalog
+
+        return Response({"results": framework_catalog()})
 
 
 class InstanceInput(StrictSerializer):

@@ -56,7 +56,16 @@ def _invalid(field: str, message: str, code: str = "invalid") -> ApplicationErro
 # --- LLM configurations -----------------------------------------------------------------------
 
 
-def validate_llm(config: LLMConfig) -> None:
+# llm_config_create and llm_config_update leave what validate_llm warned about on the returned
+# configuration as `save_warnings` (a list of messages, not stored) for the API and the admin.
+
+
+def validate_llm(config: LLMConfig) -> list[str]:
+    """Refuse what can never work (a 400 naming the field); the warnings for what may work later.
+
+    A base URL whose host does not resolve right now (a laptop offline, a DNS name not created
+    yet) is saved with a warning: the egress policy checks it again at every call.
+    """
     from orchestrators.llm import provider_available
 
     if config.provider not in LLMConfig.Provider.values:
@@ -70,16 +79,23 @@ def validate_llm(config: LLMConfig) -> None:
     if not config.model.strip():
         raise _invalid("model", "A model name is required.")
     if config.provider == LLMConfig.Provider.OFFLINE:
-        return
+        return []
     if not config.base_url:
         config.base_url = DEFAULT_BASE_URLS.get(config.provider, "")
     if config.base_url:
-        from cadence_site.outbound import check_url
+        from cadence_site.outbound import UNRESOLVABLE, EgressDenied, check_url
 
         try:
             check_url(config.base_url)
+        except EgressDenied as exc:
+            if exc.extra.get("reason") == UNRESOLVABLE:
+                return [f"{exc.message} It was saved anyway and is checked again at every call."]
+            raise ApplicationError(
+                exc.message, exc.code, {**exc.extra, "field": "base_url"}
+            ) from None
         except ApplicationError as exc:
             raise ApplicationError(exc.message, exc.code, {"field": "base_url"}) from None
+    return []
 
 
 def _set_key(config: LLMConfig, api_key: str | None) -> None:
@@ -101,10 +117,11 @@ def llm_config_create(
     if LLMConfig.objects.filter(name=name).exists():
         raise _invalid("name", f"An LLM configuration named {name!r} already exists.", "name_taken")
     config = LLMConfig(name=name, provider=provider, model=model, **fields)
-    validate_llm(config)
+    warnings = validate_llm(config)
     _set_key(config, api_key)
     config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
     config.save()
+    config.save_warnings = warnings
     return config
 
 
@@ -115,10 +132,11 @@ def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields
             if name not in LLM_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
             setattr(config, name, value)
-        validate_llm(config)
+        warnings = validate_llm(config)
         _set_key(config, api_key)
         config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
         config.save()
+        config.save_warnings = warnings
         dependants = list(
             config.orchestrators.exclude(status=OrchestratorInstance.Status.SUSPENDED)
         )
@@ -165,7 +183,7 @@ def _tool_registry():
 def instance_validate(instance: OrchestratorInstance) -> None:
     """Every check a build would fail on, as a 400 naming the field."""
     from engine.flow import FlowValidationError, check_flow
-    from orchestrators.adapters import FRAMEWORKS, framework_available
+    from orchestrators.adapters import FRAMEWORKS, INSTALL_HINT, framework_available
     from orchestrators.adapters.cadence import DEFAULT_FLOW, agent_notes
 
     if instance.framework not in FRAMEWORKS:
@@ -176,7 +194,7 @@ def instance_validate(instance: OrchestratorInstance) -> None:
     if not framework_available(instance.framework):
         raise _invalid(
             "framework",
-            f"The {instance.framework} framework is not installed on this server (requirements-extras.txt).",
+            f"The {instance.framework} framework is not installed on this server. {INSTALL_HINT}",
             "framework_not_installed",
         )
     if instance.llm_config_id is None:
