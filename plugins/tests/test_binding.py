@@ -303,3 +303,117 @@ def test_members_cannot_configure_plugin_sets(
     assert response.status_code == 403
     with schema_context("org_alpha"):
         assert OrchestratorInstance.objects.count() == 0
+
+
+CODE_TOOL = b"""
+page = call_tool('forecast', {'city': args['city']})
+{'city': args['city'], 'units': settings.get('units', 'metric'), 'upstream': page['json']['path'],
+ 'has_secret': 'api_key' in settings}
+"""
+
+
+def test_a_code_tool_runs_sandboxed_and_reaches_only_its_http_tools(
+    world, admin, as_key, llm, http_server, eager, django_capture_on_commit_callbacks
+):
+    data = manifest(capabilities={"egress": ["127.0.0.1"], "secrets": ["api_key"]})
+    data["provides"]["tools"][0]["url"] = http_server.base_url + "/v1/forecast/{city}"
+    data["provides"]["tools"].append(
+        {
+            "name": "summary",
+            "type": "code",
+            "description": "A summary computed in the sandbox.",
+            "source": "code/summary.py",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}},
+                "required": ["city"],
+            },
+        }
+    )
+    upload(admin, package(data, {"code/summary.py": CODE_TOOL}))
+    created = create(
+        admin,
+        llm,
+        django_capture_on_commit_callbacks,
+        [{"id": "com.acme.weather", "settings": {"api_key": "k-123456", "units": "imperial"}}],
+    ).json()
+    member = as_key(world.alpha.keys["member"])
+    reply = member.post(
+        f"{BASE}/orchestrators/{created['id']}/invoke/",
+        {"messages": [{"role": "user", "content": '/tool summary {"city": "Oslo"}'}]},
+        format="json",
+    )
+    assert reply.status_code == 200, reply.json()
+    [call] = reply.json()["tool_calls"]
+    assert call["name"] == "summary"
+    assert call["result"] == {
+        "city": "Oslo",
+        "units": "imperial",
+        "upstream": "/v1/forecast/Oslo",
+        "has_secret": False,
+    }
+    assert http_server.requests[0]["headers"]["Authorization"] == "Bearer k-123456"
+
+
+PYTHON_TOOL = b"""
+def shout(args, settings):
+    return {"text": args["text"].upper() + settings.get("suffix", "!")}
+"""
+
+
+def test_a_system_plugin_python_tool_serves_every_organization(
+    world, as_key, llm, eager, django_capture_on_commit_callbacks
+):
+    from plugins.services import plugin_upload
+
+    data = {
+        "schema_version": 1,
+        "id": "io.cadence.text",
+        "name": "Text",
+        "version": "1.0.0",
+        "kind": "system",
+        "provides": {
+            "tools": [
+                {
+                    "name": "shout",
+                    "type": "python",
+                    "description": "Upper-case a text.",
+                    "entrypoint": "text:shout",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"text": {"type": "string"}},
+                        "required": ["text"],
+                    },
+                }
+            ]
+        },
+        "settings": {"type": "object", "properties": {"suffix": {"type": "string"}}},
+    }
+    with schema_context("public"):
+        plugin_upload(raw=package(data, {"python/text.py": PYTHON_TOOL}), uploaded_by="ops")
+    admin = as_key(world.alpha.keys["admin"])
+    created = create(
+        admin,
+        llm,
+        django_capture_on_commit_callbacks,
+        [{"id": "io.cadence.text", "settings": {"suffix": "?"}}],
+    ).json()
+    assert created["plugin_lock"]["io.cadence.text"]["source"] == "system"
+    reply = admin.post(
+        f"{BASE}/orchestrators/{created['id']}/invoke/",
+        {"messages": [{"role": "user", "content": '/tool shout {"text": "hi"}'}]},
+        format="json",
+    )
+    assert reply.json()["tool_calls"][0]["result"] == {"text": "HI?"}
+
+
+def test_a_tenant_upload_of_a_system_kind_plugin_is_refused(admin):
+    response = admin.post(
+        f"{BASE}/plugins/",
+        {"package": SimpleUploadedFile("p.zip", package(manifest(kind="system")))},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert ("/kind", "wrong_kind") in [
+        (i["path"], i["code"]) for i in response.json()["error"]["details"]["issues"]
+    ]
