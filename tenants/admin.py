@@ -245,7 +245,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request, queryset):
         for key in queryset:
-            services.api_key_revoke(key=key, actor=request.user)
+            services.api_key_revoke(key=key, actor_role=Role.OWNER, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 

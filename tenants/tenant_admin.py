@@ -78,7 +78,12 @@ class TenantAdminSite(admin.AdminSite):
 
         extra = {
             "dashboard": organization_dashboard(org=request.org, role=request_role(request)),
-            "recent_events": list(AuditEvent.objects.all()[:10]),
+            # The audit trail names members and keys: admins and owners only, as on its socket.
+            "recent_events": (
+                list(AuditEvent.objects.all()[:10])
+                if role_at_least(request_role(request), Role.ADMIN)
+                else []
+            ),
         }
         extra.update(extra_context or {})
         return super().index(request, extra)
@@ -175,6 +180,13 @@ class AuditEventAdmin(TenantModelAdmin):
             "<th>after</th></tr></thead><tbody>{}</tbody></table>",
             rows,
         )
+
+    # Readable by the same rule as /ws/orgs/<slug>/audit/: admins and owners.
+    def has_module_permission(self, request) -> bool:
+        return role_at_least(request_role(request), Role.ADMIN)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return role_at_least(request_role(request), Role.ADMIN)
 
     def has_add_permission(self, request) -> bool:
         return False
