@@ -121,7 +121,7 @@ def test_the_audit_list_filters_by_action_and_actor_kind(world):
 
     with schema_context("org_alpha"):
         llm_config_create(name="filter-me", provider="offline", model="m")
-    client = _client(world.alpha.users["viewer"])
+    client = _client(world.alpha.users["admin"])
 
     by_action = client.get("/orgs/alpha/admin/audit/auditevent/?action=llm_config.created")
     by_kind = client.get("/orgs/alpha/admin/audit/auditevent/?actor_kind=system")
@@ -130,6 +130,11 @@ def test_the_audit_list_filters_by_action_and_actor_kind(world):
     assert {e.action for e in by_action.context["cl"].result_list} == {"llm_config.created"}
     assert all(not e.actor.startswith(("user:", "key:")) for e in by_kind.context["cl"].result_list)
     assert "filter-me" in by_action.content.decode()
+    # The trail names members and keys: not for members and viewers.
+    assert (
+        _client(world.alpha.users["viewer"]).get("/orgs/alpha/admin/audit/auditevent/").status_code
+        == 403
+    )
 
 
 def test_flow_errors_are_listed_at_their_path(world):

@@ -112,7 +112,7 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
     org_pk = world.alpha.org.pk
     return [
         ("dashboard", f"{ORG}/", "all"),
-        ("audit", f"{ORG}/audit/auditevent/", "all"),
+        ("audit", f"{ORG}/audit/auditevent/", "admin"),
         ("llm-list", f"{ORG}/orchestrators/llmconfig/", "all"),
         ("llm-change", f"{ORG}/orchestrators/llmconfig/{data['config'].pk}/change/", "all"),
         ("llm-add", f"{ORG}/orchestrators/llmconfig/add/", "admin"),
