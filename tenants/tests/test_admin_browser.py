@@ -24,6 +24,7 @@ from cadence_site.testing import (
 
 BROWSER_SKIP = browser_skip_reason()
 if not BROWSER_SKIP:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
 pytestmark = pytest.mark.skipif(bool(BROWSER_SKIP), reason=BROWSER_SKIP)
@@ -205,6 +206,13 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
         group = page.locator(INLINES[name])
         if group.count() != 1 or INLINE_TEXT[name] not in group.inner_text():
             problems.append(f"{name}: inline hidden")
+    # The vendored libraries ran: the flow is an SVG diagram, the dashboard's chart is drawn.
+    drawn = {"orch-change": ".cadence-diagram svg", "dashboard": "canvas[data-drawn='1']"}
+    if name in drawn or name == "op-dashboard":
+        try:
+            page.locator(drawn.get(name, "canvas[data-drawn='1']")).first.wait_for(timeout=15_000)
+        except PlaywrightTimeout:
+            problems.append(f"{name}: not drawn")
     if name.endswith("-list") or name in ("members", "keys"):
         can_add = page.locator(".object-tools a.addlink").count() > 0
         may_add = role in ("owner", "admin") and name not in ("run-list", "conv-list")
