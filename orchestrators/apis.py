@@ -243,6 +243,13 @@ class InvokeInput(StrictSerializer):
     messages = serializers.ListField(child=MessageInput(), min_length=1, max_length=MAX_MESSAGES)
 
 
+def _run_owner(principal) -> dict:
+    key = getattr(principal, "api_key", None)
+    if key is not None:
+        return {"owner_api_key_id": str(key.pk)}
+    return {"owner_user_id": principal.pk}
+
+
 class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
     """One turn for integrations: the conversation in, the final assistant message out."""
 
@@ -267,5 +274,6 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),
+            **_run_owner(request.user),
         )
         return Response(result)
