@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
+from cadence_site.openapi import results_of
 from tenants import selectors, services, tickets
 from tenants.models import ApiKey, Membership, Organization, Plan
 from tenants.roles import Role
@@ -50,8 +51,91 @@ def api_key_output(key: ApiKey) -> dict:
     }
 
 
+# --- response bodies (the schema; the functions above are what the views send) ----------------
+
+
+class OrganizationOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=Organization.Status.choices)
+    plan = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    role = serializers.ChoiceField(
+        choices=Role.choices, required=False, help_text="The caller's role in it."
+    )
+
+
+class OrganizationCreatedOutput(OrganizationOutput):
+    class OwnerOutput(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(help_text="Shown once.")
+
+    owner = OwnerOutput()
+    api_key = serializers.CharField(help_text="The owner's first API key, shown once.")
+
+
+class UserRefOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField(allow_blank=True)
+
+
+class MembershipOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    user = UserRefOutput()
+    role = serializers.ChoiceField(choices=Role.choices)
+    created_at = serializers.DateTimeField()
+
+
+class MembershipCreatedOutput(MembershipOutput):
+    initial_password = serializers.CharField(
+        required=False, help_text="Only when the user was created by this call; shown once."
+    )
+
+
+class ApiKeyOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    created_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyCreatedOutput(ApiKeyOutput):
+    key = serializers.CharField(help_text="The secret (`ck_…`), shown once.")
+
+
+class MeOutput(serializers.Serializer):
+    class KeyOutput(ApiKeyOutput):
+        org = serializers.CharField()
+
+    class UserOutput(UserRefOutput):
+        is_staff = serializers.BooleanField()
+
+    class MembershipRefOutput(serializers.Serializer):
+        org = serializers.CharField()
+        role = serializers.ChoiceField(choices=Role.choices)
+        name = serializers.CharField(required=False)
+        status = serializers.ChoiceField(choices=Organization.Status.choices, required=False)
+
+    api_key = KeyOutput(required=False, help_text="When an API key calls.")
+    user = UserOutput(required=False, help_text="When a signed-in user calls.")
+    memberships = MembershipRefOutput(many=True)
+
+
+class WsTicketOutput(serializers.Serializer):
+    ticket = serializers.CharField()
+    expires_in = serializers.IntegerField(help_text="Seconds.")
+
+
 class MeApi(APIView):
-    @extend_schema(summary="The caller and its memberships")
+    @extend_schema(summary="The caller and its memberships", responses={200: MeOutput})
     def get(self, request):
         key = getattr(request.user, "api_key", None)
         if key is not None:
@@ -91,7 +175,10 @@ class OrgListCreateApi(APIView):
         owner_email = serializers.EmailField(max_length=254)
         plan = serializers.SlugField(required=False, max_length=50)
 
-    @extend_schema(summary="Organizations the caller belongs to")
+    @extend_schema(
+        summary="Organizations the caller belongs to",
+        responses={200: results_of(OrganizationOutput)},
+    )
     def get(self, request):
         key = getattr(request.user, "api_key", None)
         if key is not None:
@@ -103,7 +190,11 @@ class OrgListCreateApi(APIView):
         orgs = selectors.organization_list_for_user(user=request.user)
         return Response({"results": [organization_output(o, roles.get(o.id)) for o in orgs]})
 
-    @extend_schema(summary="Create an organization (platform staff only)", request=InputSerializer)
+    @extend_schema(
+        summary="Create an organization (platform staff only)",
+        request=InputSerializer,
+        responses={201: OrganizationCreatedOutput},
+    )
     def post(self, request):
         if not request.user.is_staff:
             raise ForbiddenError("Only platform staff can create organizations.", "staff_required")
@@ -137,12 +228,17 @@ class OrgDetailApi(OrgMemberApi):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
 
+    @extend_schema(summary="One organization", responses={200: OrganizationOutput})
     def get(self, request, org_slug):
         return Response(
             organization_output(selectors.organization_get(org_id=request.org.id), request.role)
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Rename an organization",
+        request=InputSerializer,
+        responses={200: OrganizationOutput},
+    )
     def patch(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data, partial=True)
         org = services.organization_update(
@@ -159,6 +255,7 @@ class MemberListApi(OrgMemberApi):
         role = serializers.ChoiceField(choices=Role.choices)
         username = serializers.CharField(max_length=150, required=False)
 
+    @extend_schema(summary="List members", responses={200: results_of(MembershipOutput)})
     def get(self, request, org_slug):
         return Response(
             {
@@ -168,7 +265,13 @@ class MemberListApi(OrgMemberApi):
             }
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Add a member",
+        description="An unknown email creates the user; its initial password is in this "
+        "response only.",
+        request=InputSerializer,
+        responses={201: MembershipCreatedOutput},
+    )
     def post(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data)
         org = selectors.organization_get(org_id=request.org.id)
@@ -193,20 +296,27 @@ class MemberDetailApi(OrgMemberApi):
             raise NotFoundError("No such member.")
         return membership
 
+    @extend_schema(summary="One member", responses={200: MembershipOutput})
     def get(self, request, org_slug, member_id):
         return Response(membership_output(self._membership(request, member_id)))
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Change a member's role", request=InputSerializer, responses={200: MembershipOutput}
+    )
     def patch(self, request, org_slug, member_id):
-        data = self.validated(self.InputSerializer, request.data)
+        data = self.validated(self.InputSerializer, request.data, partial=True)
+        membership = self._membership(request, member_id)
+        if "role" not in data:  # PATCH semantics: nothing to change
+            return Response(membership_output(membership))
         membership = services.membership_update(
-            membership=self._membership(request, member_id),
+            membership=membership,
             role=data["role"],
             actor_role=request.role,
             actor=self.actor(request),
         )
         return Response(membership_output(membership))
 
+    @extend_schema(summary="Remove a member", responses={204: None})
     def delete(self, request, org_slug, member_id):
         services.membership_remove(
             membership=self._membership(request, member_id),
@@ -225,13 +335,16 @@ class ApiKeyListApi(OrgMemberApi):
         role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
+    @extend_schema(summary="List API keys", responses={200: results_of(ApiKeyOutput)})
     def get(self, request, org_slug):
         return Response(
             {"results": [api_key_output(k) for k in selectors.api_key_list(org_id=request.org.id)]}
         )
 
     @extend_schema(
-        request=InputSerializer, summary="Create an API key; its secret is in this response only"
+        request=InputSerializer,
+        summary="Create an API key; its secret is in this response only",
+        responses={201: ApiKeyCreatedOutput},
     )
     def post(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data)
@@ -246,6 +359,7 @@ class ApiKeyDetailApi(OrgMemberApi):
     read_role = Role.ADMIN
     required_role = Role.ADMIN
 
+    @extend_schema(summary="Revoke an API key", responses={200: ApiKeyOutput})
     def delete(self, request, org_slug, key_id):
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
         if key is None:
@@ -258,7 +372,9 @@ class WsTicketApi(OrgMemberApi):
     required_role = Role.VIEWER
 
     @extend_schema(
-        request=None, summary="A single-use ticket for a WebSocket connection (?ticket=)"
+        request=None,
+        summary="A single-use ticket for a WebSocket connection (?ticket=)",
+        responses={201: WsTicketOutput},
     )
     def post(self, request, org_slug):
         ticket = tickets.ticket_issue(org=request.org, user=request.user)
