@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -166,6 +167,9 @@ def _too_large() -> JsonResponse:
     )
 
 
+PLUGIN_UPLOAD_PATH = re.compile(r"^/api/v1/orgs/[^/]+/plugins/$")
+
+
 class BodySizeLimitMiddleware:
     """413 from the declared length, before any parser reads the body. Sync and async."""
 
@@ -189,6 +193,9 @@ class BodySizeLimitMiddleware:
     @staticmethod
     def _refusal(request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request.method == "POST" and PLUGIN_UPLOAD_PATH.match(request.path):
+            # A plugin package (plugins.archive caps the package itself).
+            limit = settings.CADENCE_PLUGIN_MAX_UPLOAD_BYTES
         length = request.META.get("CONTENT_LENGTH")
         if limit is None or not length:
             return None

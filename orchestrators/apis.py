@@ -13,6 +13,7 @@ from cadence_site.errors import ApplicationError, NotFoundError
 from cadence_site.openapi import results_of
 from orchestrators import services
 from orchestrators.models import LLMConfig, OrchestratorInstance
+from plugins.binding import plugin_set_output
 from tenants.roles import Role
 
 MAX_MESSAGES = 200
@@ -51,6 +52,8 @@ def instance_output(instance: OrchestratorInstance) -> dict[str, Any]:
         "system_prompt": instance.system_prompt,
         "llm_config": str(instance.llm_config_id) if instance.llm_config_id else None,
         "tools": instance.tools,
+        "plugins": plugin_set_output(instance.plugins),
+        "plugin_lock": instance.plugin_lock,
         "max_steps": instance.max_steps,
         "tier": instance.tier,
         "status": instance.status,
@@ -250,6 +253,8 @@ class InstanceInput(StrictSerializer):
     tools = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=64
     )
+    # [{"id", "version", "settings"}]: checked in full by plugins.binding (settings by schema).
+    plugins = serializers.ListField(child=serializers.JSONField(), required=False, max_length=50)
     max_steps = serializers.IntegerField(min_value=1, max_value=50, required=False)
     tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices, required=False)
 

@@ -43,6 +43,7 @@ INSTANCE_FIELDS = (
     "system_prompt",
     "llm_config",
     "tools",
+    "plugins",
     "max_steps",
     "tier",
 )
@@ -210,6 +211,9 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         )
     if len(set(instance.tools)) != len(instance.tools):
         raise _invalid("tools", "A tool is listed twice.")
+    from plugins.binding import plugin_set_check
+
+    plugin_set_check(instance)
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
@@ -239,9 +243,18 @@ def instance_validate(instance: OrchestratorInstance) -> None:
             )
 
 
+def _set_plugins(instance: OrchestratorInstance, entries: Any) -> None:
+    from plugins.binding import plugin_set_prepare
+
+    instance.plugins, instance.plugin_lock = plugin_set_prepare(
+        entries=entries, existing=instance.plugins
+    )
+
+
 def config_hash(instance: OrchestratorInstance) -> str:
     """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
     from engine.flow import flow_hash
+    from plugins.binding import plugin_material
 
     llm = instance.llm_config
     material = {
@@ -250,6 +263,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
         "system_prompt": instance.system_prompt,
         "tools": instance.tools,
         "max_steps": instance.max_steps,
+        "plugins": plugin_material(instance),
         "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
         if llm
         else None,
@@ -260,7 +274,11 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
+    from plugins.binding import plugin_tools
+
     registry = _tool_registry()
+    tools = [registry.get(name) for name in instance.tools]
+    tools += plugin_tools(instance, taken={tool.name for tool in tools})
     return RuntimeConfig(
         org_slug=org_slug,
         instance_id=str(instance.id),
@@ -269,7 +287,7 @@ def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeC
         flow=instance.flow,
         system_prompt=instance.system_prompt,
         llm=llm_settings(instance.llm_config),
-        tools=tuple(registry.get(name) for name in instance.tools),
+        tools=tuple(tools),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
     )
@@ -308,8 +326,11 @@ def orchestrator_create(*, plan_limit: int | None = None, **fields: Any) -> Orch
                 f"An orchestrator with slug {fields.get('slug')!r} already exists.",
                 "slug_taken",
             )
+        entries = fields.pop("plugins", None)
         instance = OrchestratorInstance(**fields)
-        instance.full_clean(exclude=["llm_config", "flow", "tools"])
+        if entries is not None:
+            _set_plugins(instance, entries)
+        instance.full_clean(exclude=["llm_config", "flow", "tools", "plugins", "plugin_lock"])
         instance_validate(instance)
         instance.status = OrchestratorInstance.Status.BUILDING
         instance.config_hash = config_hash(instance)
@@ -323,8 +344,13 @@ def orchestrator_update(*, instance: OrchestratorInstance, **fields: Any) -> Orc
         for name, value in fields.items():
             if name not in INSTANCE_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
-            setattr(instance, name, value)
-        instance.full_clean(exclude=["llm_config", "flow", "tools"], validate_unique=False)
+            if name == "plugins":
+                _set_plugins(instance, value)
+            else:
+                setattr(instance, name, value)
+        instance.full_clean(
+            exclude=["llm_config", "flow", "tools", "plugins", "plugin_lock"], validate_unique=False
+        )
         if (
             "slug" in fields
             and OrchestratorInstance.objects.filter(slug=instance.slug)

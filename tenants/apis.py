@@ -10,6 +10,7 @@ from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
 from cadence_site.openapi import results_of
 from tenants import selectors, services, tickets
 from tenants.models import ApiKey, Membership, Organization, Plan
+from tenants.rights import api_key_effective_role, api_key_rights_for_org, api_keys_vouched_by
 from tenants.roles import Role
 
 
@@ -37,13 +38,18 @@ def membership_output(m: Membership) -> dict:
     }
 
 
-def api_key_output(key: ApiKey) -> dict:
+def api_key_output(key: ApiKey, effective_role: str | None = ...) -> dict:
+    if effective_role is ...:
+        effective_role = api_key_effective_role(key)
     return {
         "id": str(key.id),
         "name": key.name,
         "prefix": key.prefix,
         "role": key.role,
+        # What the key may do now: the lower of its role and its creator's current role.
+        "effective_role": effective_role,
         "created_by": key.created_by.get_username() if key.created_by_id else None,
+        "created_by_key": str(key.created_by_key_id) if key.created_by_key_id else None,
         "created_at": key.created_at.isoformat(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
@@ -100,7 +106,15 @@ class ApiKeyOutput(serializers.Serializer):
     name = serializers.CharField()
     prefix = serializers.CharField()
     role = serializers.ChoiceField(choices=Role.choices)
+    effective_role = serializers.ChoiceField(
+        choices=Role.choices,
+        allow_null=True,
+        help_text="What the key may do now: the lower of its role and its creator's current role.",
+    )
     created_by = serializers.CharField(allow_null=True)
+    created_by_key = serializers.UUIDField(
+        allow_null=True, help_text="The key that created this one, when a key did."
+    )
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
     revoked_at = serializers.DateTimeField(allow_null=True)
@@ -134,6 +148,10 @@ class WsTicketOutput(serializers.Serializer):
     expires_in = serializers.IntegerField(help_text="Seconds.")
 
 
+def api_key_summary(key: ApiKey) -> dict:
+    return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "role": key.role}
+
+
 class MeApi(APIView):
     @extend_schema(summary="The caller and its memberships", responses={200: MeOutput})
     def get(self, request):
@@ -141,8 +159,9 @@ class MeApi(APIView):
         if key is not None:
             return Response(
                 {
-                    "api_key": api_key_output(key) | {"org": key.organization.slug},
-                    "memberships": [{"org": key.organization.slug, "role": key.role}],
+                    "api_key": api_key_output(key, request.user.role)
+                    | {"org": key.organization.slug},
+                    "memberships": [{"org": key.organization.slug, "role": request.user.role}],
                 }
             )
         user = request.user
@@ -183,7 +202,7 @@ class OrgListCreateApi(APIView):
         key = getattr(request.user, "api_key", None)
         if key is not None:
             org = selectors.organization_get(org_id=key.organization_id)
-            return Response({"results": [organization_output(org, key.role)]})
+            return Response({"results": [organization_output(org, request.user.role)]})
         roles = {
             m.organization_id: m.role for m in selectors.memberships_for_user(user=request.user)
         }
@@ -298,7 +317,13 @@ class MemberDetailApi(OrgMemberApi):
 
     @extend_schema(summary="One member", responses={200: MembershipOutput})
     def get(self, request, org_slug, member_id):
-        return Response(membership_output(self._membership(request, member_id)))
+        membership = self._membership(request, member_id)
+        stopping = api_keys_vouched_by(org_id=request.org.id, user_id=membership.user_id)
+        # Shown before a removal: these keys stop working when the member leaves.
+        return Response(
+            membership_output(membership)
+            | {"api_keys_stopping_on_removal": [api_key_summary(k) for k in stopping]}
+        )
 
     @extend_schema(
         summary="Change a member's role", request=InputSerializer, responses={200: MembershipOutput}
@@ -337,9 +362,9 @@ class ApiKeyListApi(OrgMemberApi):
 
     @extend_schema(summary="List API keys", responses={200: results_of(ApiKeyOutput)})
     def get(self, request, org_slug):
-        return Response(
-            {"results": [api_key_output(k) for k in selectors.api_key_list(org_id=request.org.id)]}
-        )
+        keys = list(selectors.api_key_list(org_id=request.org.id))
+        rights = api_key_rights_for_org(org_id=request.org.id, keys=keys)
+        return Response({"results": [api_key_output(k, rights[k.pk]) for k in keys]})
 
     @extend_schema(
         request=InputSerializer,
@@ -364,8 +389,67 @@ class ApiKeyDetailApi(OrgMemberApi):
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
         if key is None:
             raise NotFoundError("No such API key.")
-        key = services.api_key_revoke(key=key, actor=self.actor(request))
+        key = services.api_key_revoke(key=key, actor_role=request.role, actor=self.actor(request))
         return Response(api_key_output(key))
+
+
+class ApiKeyReassignApi(OrgMemberApi):
+    """Owners hand a key to a current member, so it outlives its creator's departure."""
+
+    required_role = Role.OWNER
+
+    class InputSerializer(StrictSerializer):
+        member_id = serializers.UUIDField()
+
+    def _target(self, request, member_id) -> Membership:
+        target = selectors.membership_get(org_id=request.org.id, membership_id=member_id)
+        if target is None:
+            raise ApplicationError("No such member.", "unknown_member", {"field": "member_id"})
+        return target
+
+    @extend_schema(request=InputSerializer, summary="Make a current member this key's creator")
+    def post(self, request, org_slug, key_id):
+        data = self.validated(self.InputSerializer, request.data)
+        key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
+        if key is None:
+            raise NotFoundError("No such API key.")
+        (key,) = services.api_keys_reassign(
+            org=selectors.organization_get(org_id=request.org.id),
+            keys=[key],
+            to=self._target(request, data["member_id"]),
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response(api_key_output(key))
+
+
+class MemberKeysReassignApi(ApiKeyReassignApi):
+    """Every key that would stop when this member leaves, handed to another member."""
+
+    @extend_schema(
+        request=ApiKeyReassignApi.InputSerializer,
+        summary="Reassign the keys a member vouches for to another member",
+    )
+    def post(self, request, org_slug, member_id):
+        data = self.validated(self.InputSerializer, request.data)
+        leaving = selectors.membership_get(org_id=request.org.id, membership_id=member_id)
+        if leaving is None:
+            raise NotFoundError("No such member.")
+        target = self._target(request, data["member_id"])
+        # Only the keys the member created directly: keys minted from them follow their parent.
+        direct = [
+            k
+            for k in api_keys_vouched_by(org_id=request.org.id, user_id=leaving.user_id)
+            if k.created_by_id == leaving.user_id and k.created_by_key_id is None
+        ]
+        keys = services.api_keys_reassign(
+            org=selectors.organization_get(org_id=request.org.id),
+            keys=direct,
+            to=target,
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response({"results": [api_key_output(k) for k in keys]})
 
 
 class WsTicketApi(OrgMemberApi):
