@@ -89,6 +89,15 @@ class LLMConfigOutput(serializers.Serializer):
     )
 
 
+class PluginBindingOutput(serializers.Serializer):
+    id = serializers.CharField()
+    version = serializers.CharField(allow_blank=True)
+    settings = serializers.DictField()
+    secrets_set = serializers.ListField(
+        child=serializers.CharField(), help_text="Which secrets are set, never their values."
+    )
+
+
 class InstanceOutput(serializers.Serializer):
     id = serializers.UUIDField()
     slug = serializers.CharField()
@@ -99,6 +108,8 @@ class InstanceOutput(serializers.Serializer):
     system_prompt = serializers.CharField(allow_blank=True)
     llm_config = serializers.UUIDField(allow_null=True)
     tools = serializers.ListField(child=serializers.CharField())
+    plugins = PluginBindingOutput(many=True)
+    plugin_lock = serializers.DictField(help_text="The resolved plugin versions it was built with.")
     max_steps = serializers.IntegerField()
     tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices)
     status = serializers.ChoiceField(choices=OrchestratorInstance.Status.choices)
@@ -154,6 +165,7 @@ class InvokeOutput(serializers.Serializer):
     usage = UsageOutput()
     tool_calls = ToolCallOutput(many=True)
     steps = StepOutput(many=True)
+    run = serializers.UUIDField(help_text="The recorded run of this turn.")
     orchestrator = OrchestratorOutput()
 
 

@@ -95,6 +95,19 @@ class MembershipOutput(serializers.Serializer):
     created_at = serializers.DateTimeField()
 
 
+class ApiKeySummaryOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberDetailOutput(MembershipOutput):
+    api_keys_stopping_on_removal = ApiKeySummaryOutput(
+        many=True, help_text="The API keys that stop working when this member leaves."
+    )
+
+
 class MembershipCreatedOutput(MembershipOutput):
     initial_password = serializers.CharField(
         required=False, help_text="Only when the user was created by this call; shown once."
@@ -315,7 +328,7 @@ class MemberDetailApi(OrgMemberApi):
             raise NotFoundError("No such member.")
         return membership
 
-    @extend_schema(summary="One member", responses={200: MembershipOutput})
+    @extend_schema(summary="One member", responses={200: MemberDetailOutput})
     def get(self, request, org_slug, member_id):
         membership = self._membership(request, member_id)
         stopping = api_keys_vouched_by(org_id=request.org.id, user_id=membership.user_id)
@@ -407,7 +420,11 @@ class ApiKeyReassignApi(OrgMemberApi):
             raise ApplicationError("No such member.", "unknown_member", {"field": "member_id"})
         return target
 
-    @extend_schema(request=InputSerializer, summary="Make a current member this key's creator")
+    @extend_schema(
+        request=InputSerializer,
+        summary="Make a current member this key's creator",
+        responses={200: ApiKeyOutput},
+    )
     def post(self, request, org_slug, key_id):
         data = self.validated(self.InputSerializer, request.data)
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
@@ -429,6 +446,7 @@ class MemberKeysReassignApi(ApiKeyReassignApi):
     @extend_schema(
         request=ApiKeyReassignApi.InputSerializer,
         summary="Reassign the keys a member vouches for to another member",
+        responses={200: results_of(ApiKeyOutput)},
     )
     def post(self, request, org_slug, member_id):
         data = self.validated(self.InputSerializer, request.data)

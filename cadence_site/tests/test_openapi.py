@@ -74,9 +74,8 @@ def test_every_operation_is_described_for_people(schema):
 def test_inputs_have_distinct_names_and_real_bodies(schema):
     bodies = {}
     for path, method, operation in _operations(schema):
-        if "requestBody" in operation:
-            ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-            bodies[(path, method)] = ref.rsplit("/", 1)[1]
+        for media in operation.get("requestBody", {}).get("content", {}).values():
+            bodies[(path, method)] = media["schema"]["$ref"].rsplit("/", 1)[1]
     assert bodies[("/api/v1/orgs/", "POST")] == "OrgListCreateInputRequest"
     assert bodies[("/api/v1/orgs/{org_slug}/members/", "POST")] == "MemberListInputRequest"
     assert bodies[("/api/v1/orgs/{org_slug}/api-keys/", "POST")] == "ApiKeyListInputRequest"
