@@ -89,15 +89,7 @@ async def agent(score: AgentScore) -> None:
     specs = [tool.spec() for tool in runtime.config.tools] or None
     for _ in range(runtime.config.max_steps):
         score.turns += 1
-        result: LLMResult | None = None
-        async for chunk in runtime.provider.stream(score.messages, specs):
-            if isinstance(chunk, LLMDelta):
-                if chunk.content:
-                    _emit(TokenEvent(chunk.content))
-            else:
-                result = chunk
-        if result is None:
-            raise LLMError("the model ended without a result", "llm_protocol_error")
+        result = await _model_call(call, score.messages, specs)
         score.prompt_tokens += result.usage.prompt_tokens
         score.completion_tokens += result.usage.completion_tokens
         if not result.tool_calls:
@@ -119,6 +111,28 @@ async def agent(score: AgentScore) -> None:
         )
         await _run_tools(score, result)
     score.final, score.finish_reason = "I stopped after reaching the step limit.", "max_steps"
+
+
+async def _model_call(
+    call: _Call, messages: list[dict[str, Any]], specs: list[dict[str, Any]] | None
+) -> LLMResult:
+    context = call.context
+    if context.before_model_call is not None:
+        await context.before_model_call(messages)
+    result: LLMResult | None = None
+    try:
+        async for chunk in call.runtime.provider.stream(messages, specs):
+            if isinstance(chunk, LLMDelta):
+                if chunk.content:
+                    _emit(TokenEvent(chunk.content))
+            else:
+                result = chunk
+        if result is None:
+            raise LLMError("the model ended without a result", "llm_protocol_error")
+    finally:
+        if context.after_model_call is not None:
+            await context.after_model_call(result.usage if result is not None else Usage())
+    return result
 
 
 async def _run_tools(score: AgentScore, result: LLMResult) -> None:

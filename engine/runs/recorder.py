@@ -1,4 +1,4 @@
-"""Recording a run (the Django side): one row when it starts, its events and outcome when it ends.
+"""Recording a run (the Django side of runs): one row when it starts, its events and outcome when it ends.
 
 Events are kept in memory while the run streams and written in one batch at the end, so that
 recording adds no database round trip per token or step; a crash mid-run leaves the run
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
 from typing import Any
 
@@ -127,8 +128,16 @@ class RunRecorder:
         )
 
     def finish(
-        self, *, status: str, output: str = "", usage: dict | None = None, error: str = ""
+        self,
+        *,
+        status: str,
+        output: str = "",
+        usage: dict | None = None,
+        error: str = "",
+        then: Callable[[], Any] | None = None,
     ) -> None:
+        """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
+        what a caller stores beside the run (a chat reply) is written with it or not at all."""
         duration = (time.perf_counter() - self.started) * 1000
         with schema_context(self.schema_name), transaction.atomic():
             if not self.created:
@@ -145,3 +154,5 @@ class RunRecorder:
             for event in self.events:
                 event.run_id = self.run_id
             RunEvent.objects.bulk_create(self.events)
+            if then is not None:
+                then()
