@@ -6,7 +6,6 @@ import pytest
 from channels.db import database_sync_to_async
 from django_tenants.utils import schema_context
 
-from chat.tests.conftest import chat_orchestrator  # noqa: F401
 from engine.models import Run
 from engine.trust import signing
 from engine.trust.bundle import bundle_build
