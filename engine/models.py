@@ -12,6 +12,7 @@ from django.db import models
 
 class Run(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
@@ -23,6 +24,7 @@ class Run(models.Model):
         OPENAI = "openai", "OpenAI-compatible API"
         INVOKE = "invoke", "Invoke"
         ADMIN = "admin", "Admin try-it"
+        QUEUE = "queue", "Queued run"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     orchestrator = models.ForeignKey(
@@ -51,6 +53,14 @@ class Run(models.Model):
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
+    # The definition the run executes (engine/trust): recovery, retries and replay use it.
+    snapshot = models.ForeignKey(
+        "trust.DefinitionSnapshot",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+    )
 
     class Meta:
         ordering = ["-started_at"]
@@ -66,7 +76,9 @@ class Run(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=["running", "succeeded", "failed", "cancelled"]),
+                condition=models.Q(
+                    status__in=["queued", "running", "succeeded", "failed", "cancelled"]
+                ),
                 name="run_status_valid",
             )
         ]
