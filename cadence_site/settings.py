@@ -314,6 +314,8 @@ SPECTACULAR_SETTINGS = {
         "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+        "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
+        "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },
 }
 

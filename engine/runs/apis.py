@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from cadence_site.api import OrgMemberApi
 from cadence_site.errors import ApplicationError
-from engine.runs import export, selectors
+from engine.runs import export, schema, selectors
 from tenants.roles import Role
 
 
@@ -43,7 +43,11 @@ _LIST_PARAMETERS = [
 
 
 class RunListApi(RunsApi):
-    @extend_schema(parameters=_LIST_PARAMETERS)
+    @extend_schema(
+        summary="Runs you may see, newest first, filtered",
+        parameters=_LIST_PARAMETERS,
+        responses={200: schema.RunPageOutput},
+    )
     def get(self, request, org_slug):
         runs, cursor = selectors.run_list(
             principal=request.user,
@@ -57,17 +61,20 @@ class RunListApi(RunsApi):
 
 
 class RunDetailApi(RunsApi):
+    @extend_schema(summary="One run", responses={200: schema.RunDetailOutput})
     def get(self, request, org_slug, run_id):
         return Response(export.run_output(self.run(request, run_id), detail=True))
 
 
 class RunStepsApi(RunsApi):
+    @extend_schema(summary="A run's steps in order", responses={200: schema.StepListOutput})
     def get(self, request, org_slug, run_id):
         steps = selectors.run_steps(run=self.run(request, run_id))
         return Response({"results": [export.step_output(step) for step in steps]})
 
 
 class StepPayloadApi(RunsApi):
+    @extend_schema(summary="A step's whole payload", responses={200: schema.StepPayloadOutput})
     def get(self, request, org_slug, run_id, seq):
         step = selectors.step_get(run=self.run(request, run_id), seq=seq)
         return Response({"seq": step.seq, "data": selectors.step_payload(step=step)})
@@ -75,7 +82,11 @@ class StepPayloadApi(RunsApi):
 
 class RunExportApi(RunsApi):
     # `as`, not `format`: DRF reads ?format= for content negotiation.
-    @extend_schema(parameters=[OpenApiParameter("as", OpenApiTypes.STR, enum=["json", "otlp"])])
+    @extend_schema(
+        summary="A run exported as JSON or OTLP/JSON",
+        parameters=[OpenApiParameter("as", OpenApiTypes.STR, enum=["json", "otlp"])],
+        responses={200: schema.RunExportOutput},
+    )
     def get(self, request, org_slug, run_id):
         fmt = request.query_params.get("as", "json")
         if fmt not in ("json", "otlp"):
