@@ -13,6 +13,7 @@ and the caller authenticated here. Credentials, first match wins:
 
 Refusals accept the handshake and close at once with a code and a reason, so every client sees
 why (closing before the accept makes the server answer a bare HTTP 403):
+4400 a NUL character or a lone surrogate in the path,
 4401 not authenticated (no, unknown, used or expired ticket; bad, revoked or expired key),
 4403 forbidden (suspended organization, Origin not allowed, role too low, rights lost),
 4404 unknown organization or a caller who does not belong to it (the same answer for both).
@@ -31,6 +32,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 
+from cadence_site.inputguard import bad_character
 from cadence_site.requestlog import org_var, principal_var
 from tenants import tickets
 from tenants.access import caller_role
@@ -44,6 +46,7 @@ from tenants.ws_access import LiveAccess, guard
 
 _WS_ORG = re.compile(r"^/ws/orgs/(?P<slug>[^/]+)/")
 
+CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -167,6 +170,9 @@ class TenantWebsocketMiddleware:
         match = _WS_ORG.match(scope.get("path", ""))
         if match is None:
             return await self.inner(scope, receive, send)
+        if bad_character(scope.get("path", "")):
+            await receive()
+            return await refuse(send, CLOSE_BAD_REQUEST, "invalid_characters: path")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         ticket = (query.get("ticket") or [None])[0]
         secret, as_subprotocol = (None, False) if ticket is not None else _bearer(scope)
