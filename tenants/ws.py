@@ -16,7 +16,8 @@ why (closing before the accept makes the server answer a bare HTTP 403):
 4400 a NUL character or a lone surrogate in the path,
 4401 not authenticated (no, unknown, used or expired ticket; bad, revoked or expired key),
 4403 forbidden (suspended organization, Origin not allowed, role too low, rights lost),
-4404 unknown organization or a caller who does not belong to it (the same answer for both).
+4404 unknown organization or a caller who does not belong to it (the same answer for both),
+1013 the ticket store (Redis) cannot be reached: try again later.
 
 Once open, a socket follows its caller's rights (tenants/ws_access.py): it closes within about
 a second of a revocation, removal, demotion below what the socket needs or a suspension.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
@@ -46,6 +48,7 @@ from tenants.ws_access import LiveAccess, guard
 
 _WS_ORG = re.compile(r"^/ws/orgs/(?P<slug>[^/]+)/")
 
+CLOSE_TRY_AGAIN = 1013  # RFC 6455's "try again later": the ticket store is unreachable
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
@@ -62,7 +65,10 @@ class Refusal(Exception):
 
 def _principal_from_ticket(ticket: str) -> tuple[int, object]:
     """(org id, principal) of a ticket, once; Refusal when it cannot be used."""
-    redeemed = tickets.ticket_redeem(ticket=ticket)
+    try:
+        redeemed = tickets.ticket_redeem(ticket=ticket)
+    except (redis.RedisError, OSError):
+        raise Refusal(CLOSE_TRY_AGAIN, "tickets_unavailable: try again shortly") from None
     if redeemed is None:
         raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: unknown, used or expired")
     org_id = redeemed["org_id"]
