@@ -111,6 +111,7 @@ MIDDLEWARE = [
     "cadence_site.requestlog.RequestContextMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "cadence_site.errors.BodySizeLimitMiddleware",
+    "cadence_site.inputguard.RequestCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -281,7 +282,8 @@ REST_FRAMEWORK = {
         "tenants.authentication.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Caps JSON depth before parsing; refuses NUL and lone surrogates naming the field.
+    "DEFAULT_PARSER_CLASSES": ["cadence_site.inputguard.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "cadence_site.openapi.CadenceAutoSchema",
     "EXCEPTION_HANDLER": "cadence_site.errors.api_exception_handler",
