@@ -71,9 +71,19 @@ class RunRecorder:
         """The `running` row; optional (finish writes it when start never ran), and never to be
         run concurrently with finish."""
         with schema_context(self.schema_name):
-            Run.objects.create(**self.fields)
+            self._write_row()
         self.created = True
         return self.run_id
+
+    def _write_row(self) -> None:
+        if self.fields["trigger"] == Run.Trigger.QUEUE:
+            # A queued run's row exists from its enqueue (engine/durable): the turn adopts it.
+            fields = {k: v for k, v in self.fields.items() if k != "id"}
+            if Run.objects.filter(pk=self.run_id, status=Run.Status.QUEUED).update(
+                status=Run.Status.RUNNING, **fields
+            ):
+                return
+        Run.objects.create(**self.fields)
 
     def observe(self, event: Any) -> None:
         """A runtime event (orchestrators.runtime); tokens are not steps and are not recorded."""
@@ -141,7 +151,7 @@ class RunRecorder:
         duration = (time.perf_counter() - self.started) * 1000
         with schema_context(self.schema_name), transaction.atomic():
             if not self.created:
-                Run.objects.create(**self.fields)
+                self._write_row()
                 self.created = True
             Run.objects.filter(pk=self.run_id).update(
                 status=status,
