@@ -119,3 +119,25 @@ class ConsistencyApi(OrgMemberApi):
                 "consistency_path": _b64(log.log_consistency(size1=first, size2=second)),
             }
         )
+
+
+class RunDriftApi(OrgMemberApi):
+    def get(self, request, org_slug, run_id):
+        from engine.models import Run
+        from engine.trust.drift import run_drift
+
+        run = (
+            Run.objects.select_related("orchestrator__llm_config", "snapshot")
+            .filter(pk=run_id)
+            .first()
+        )
+        if run is None:
+            raise NotFoundError("No such run.", "run_not_found")
+        return Response({"run": str(run.id), **run_drift(run=run)})
+
+
+class DriftReportApi(OrgMemberApi):
+    def get(self, request, org_slug):
+        from engine.trust.drift import drift_report
+
+        return Response({"results": drift_report()})
