@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -32,7 +33,45 @@ def _proven_run(run_id):
     return run, proof
 
 
+class ProofOutput(serializers.Serializer):
+    payload = serializers.JSONField(help_text="The signed statement (RFC 8785 canonical JSON).")
+    digest = serializers.CharField()
+    signature = serializers.CharField()
+    key_name = serializers.CharField()
+    key_id = serializers.CharField()
+    log_index = serializers.IntegerField(allow_null=True)
+
+
+class CheckpointOutput(serializers.Serializer):
+    origin = serializers.CharField()
+    size = serializers.IntegerField()
+    root_hash = serializers.CharField(help_text="Base64.")
+    checkpoint = serializers.CharField(help_text="The signed note.")
+    created_at = serializers.DateTimeField()
+
+
+class InclusionOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    leaf_index = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    leaf_data = serializers.CharField()
+    inclusion_path = serializers.ListField(child=serializers.CharField(), help_text="Base64.")
+    checkpoint = serializers.CharField(allow_null=True)
+
+
+ConsistencyOutput = type(
+    "ConsistencyOutput",
+    (serializers.Serializer,),
+    {
+        "from": serializers.IntegerField(),
+        "to": serializers.IntegerField(),
+        "consistency_path": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
 class RunProofApi(OrgMemberApi):
+    @extend_schema(summary="A run's signed execution proof", responses={200: ProofOutput})
     def get(self, request, org_slug, run_id):
         _, proof = _proven_run(run_id)
         return Response(proofs.proof_output(proof))
@@ -45,7 +84,11 @@ class BundleQuery(StrictSerializer):
 
 
 class RunBundleApi(OrgMemberApi):
-    @extend_schema(parameters=[OpenApiParameter("since", int, many=True, required=False)])
+    @extend_schema(
+        summary="A run's verification bundle, for the offline verifier",
+        parameters=[OpenApiParameter("since", int, many=True, required=False)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request, org_slug, run_id):
         query = self.validated(BundleQuery, {"since": request.query_params.getlist("since")})
         run, proof = _proven_run(run_id)
@@ -55,6 +98,10 @@ class RunBundleApi(OrgMemberApi):
 class CheckpointApi(OrgMemberApi):
     """The latest signed tree head (signed now if the log grew since the last one)."""
 
+    @extend_schema(
+        summary="The transparency log's latest signed checkpoint",
+        responses={200: CheckpointOutput},
+    )
     def get(self, request, org_slug):
         return Response(log.checkpoint_output(log.tree_head_sign()))
 
@@ -65,7 +112,11 @@ class InclusionQuery(StrictSerializer):
 
 
 class InclusionApi(OrgMemberApi):
-    @extend_schema(parameters=[InclusionQuery])
+    @extend_schema(
+        summary="Proof that a run is in the transparency log",
+        parameters=[InclusionQuery],
+        responses={200: InclusionOutput},
+    )
     def get(self, request, org_slug):
         query = self.validated(InclusionQuery, request.query_params.dict())
         _, proof = _proven_run(query["run"])
@@ -101,7 +152,11 @@ ConsistencyQuery = type(
 
 
 class ConsistencyApi(OrgMemberApi):
-    @extend_schema(parameters=[ConsistencyQuery])
+    @extend_schema(
+        summary="Proof that one log size is a prefix of another",
+        parameters=[ConsistencyQuery],
+        responses={200: ConsistencyOutput},
+    )
     def get(self, request, org_slug):
         query = self.validated(ConsistencyQuery, request.query_params.dict())
         first, second = query["from"], query["to"]
