@@ -77,3 +77,16 @@ class DeadLetterActionApi(OrgMemberApi):
             replay = services.dead_letter_replay(queued=queued, principal=str(self.actor(request)))
             return Response(services.queued_output(replay), status=202)
         return Response(services.queued_output(services.dead_letter_discard(queued=queued)))
+
+
+class CallbackSecretApi(OrgMemberApi):
+    """The secret that signs this organization's run callbacks (admins only)."""
+
+    read_role = Role.ADMIN
+
+    def get(self, request, org_slug):
+        from django.db import connection
+
+        from engine.durable.callbacks import callback_secret
+
+        return Response({"secret": callback_secret(connection.schema_name)})

@@ -16,6 +16,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from engine.durable import fairqueue, services
+from engine.durable.callbacks import CallbackError, callback_send
 from engine.durable.models import QueuedRun
 from engine.models import Run
 
@@ -54,7 +55,25 @@ def run_one(*, schema_name: str, run_id: str) -> str | None:
         reason = outcome.error_text
         if outcome.status != "succeeded":
             _fail_unstarted(run_id, reason)
-        return services.queued_run_settle(run_id=run_id, status=outcome.status, reason=reason).state
+        settled = services.queued_run_settle(run_id=run_id, status=outcome.status, reason=reason)
+        if settled.callback_url:
+            body = services.callback_body(settled).decode()
+            url = settled.callback_url
+            transaction.on_commit(
+                lambda: callback_task.delay(schema_name=schema_name, url=url, body=body)
+            )
+        return settled.state
+
+
+@shared_task(
+    name="durable.callback",
+    autoretry_for=(CallbackError,),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=8,
+)
+def callback_task(*, schema_name: str, url: str, body: str) -> int:
+    return callback_send(schema_name=schema_name, url=url, body=body.encode())
 
 
 @shared_task(name="durable.run_next", acks_late=True, reject_on_worker_lost=True)

@@ -12,6 +12,7 @@ urlpatterns = [
         name="orchestrator-runs",
     ),
     path(_org + "dead-letters/", apis.DeadLetterListApi.as_view(), name="dead-letter-list"),
+    path(_org + "callbacks/secret/", apis.CallbackSecretApi.as_view(), name="callback-secret"),
     path(
         _org + "dead-letters/<uuid:run_id>/",
         apis.DeadLetterDetailApi.as_view(),
