@@ -374,4 +374,5 @@ CELERY_BEAT_SCHEDULE = {
 # Queued runs (engine/durable): organizations whose runs only their own workers take,
 # {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.
 CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
+CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
 CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}

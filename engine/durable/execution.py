@@ -13,7 +13,7 @@ from cadence_site.errors import ApplicationError
 from engine.durable import services
 
 logger = logging.getLogger(__name__)
-HEARTBEAT_SECONDS = 10.0
+HEARTBEAT_SECONDS = services.LEASE.total_seconds() / 3
 
 
 def _runtime_from_snapshot(schema_name: str, org_slug: str, queued: Any):

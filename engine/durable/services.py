@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_INPUT_BYTES = 64 * 1024
-LEASE = dt.timedelta(seconds=30)
+# How long a worker's claim on a running run lasts without a heartbeat (execution.py renews it).
+LEASE = dt.timedelta(seconds=getattr(settings, "CADENCE_RUN_LEASE_SECONDS", 30))
 WORKER = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
 
 
