@@ -16,17 +16,15 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = services.LEASE.total_seconds() / 3
 
 
-def _runtime_from_snapshot(schema_name: str, org_slug: str, queued: Any):
-    """A runtime built from the run's snapshot, when the orchestrator has changed since."""
-    from orchestrators.adapters import adapter_for
+def snapshot_runtime_config(schema_name: str, org_slug: str, run: Any, orchestrator_id: Any):
+    """The RuntimeConfig of a run's snapshot (the key comes from the LLM configuration row it
+    names; the rest from the snapshot), and the orchestrator it belongs to."""
     from orchestrators.models import LLMConfig, OrchestratorInstance
-    from orchestrators.pool import Acquired
     from orchestrators.services import runtime_config
 
     with schema_context(schema_name):
-        run = queued.run
         definition = run.snapshot.value
-        instance = OrchestratorInstance.objects.filter(pk=queued.orchestrator_id).first()
+        instance = OrchestratorInstance.objects.filter(pk=orchestrator_id).first()
         if instance is None:
             raise ApplicationError(
                 "The orchestrator was deleted.", "orchestrator_not_found", status=404
@@ -58,7 +56,16 @@ def _runtime_from_snapshot(schema_name: str, org_slug: str, queued: Any):
         instance.system_prompt = definition["system_prompt"]
         instance.tools = [t["name"] for t in definition["tools"]]
         instance.max_steps = definition["max_steps"]
-        config = runtime_config(instance, org_slug=org_slug)
+        return runtime_config(instance, org_slug=org_slug), instance
+
+
+def _runtime_from_snapshot(schema_name: str, org_slug: str, queued: Any):
+    """A runtime built from the run's snapshot, when the orchestrator has changed since."""
+    from orchestrators.adapters import adapter_for
+    from orchestrators.pool import Acquired
+
+    run = queued.run
+    config, instance = snapshot_runtime_config(schema_name, org_slug, run, queued.orchestrator_id)
     runtime = adapter_for(config.framework).build(config)
     return Acquired(
         runtime, str(instance.id), instance.slug, run.config_hash, instance.version, run.snapshot_id

@@ -13,6 +13,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.trust import log, proofs
 from engine.trust.bundle import MAX_CONSISTENCY_SIZES, bundle_build
+from tenants.roles import Role
 
 
 def _b64(values: list[bytes]) -> list[str]:
@@ -196,3 +197,16 @@ class DriftReportApi(OrgMemberApi):
         from engine.trust.drift import drift_report
 
         return Response({"results": drift_report()})
+
+
+class RunProofReplayApi(OrgMemberApi):
+    """Re-execute the run from its snapshot and recorded responses; compare with its proof."""
+
+    required_role = Role.MEMBER
+
+    @extend_schema(request=None)
+    def post(self, request, org_slug, run_id):
+        from engine.trust.replay import replay_against_proof
+
+        run, proof = _proven_run(run_id)
+        return Response(replay_against_proof(run=run, proof=proof))
