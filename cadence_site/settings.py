@@ -373,4 +373,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "trust.tree_heads_publish",
         "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
     },
+    "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
 }
+# Queued runs (engine/durable): organizations whose runs only their own workers take,
+# {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.
+CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
+CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
+CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}
