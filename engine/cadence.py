@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .checkpoint import CheckpointStore
-from .errors import CadenceError, Interrupt, NoteError, Skip
+from .errors import CadenceError, Interrupt, Skip, note_failure
 from .hooks import HooksManager
 from .measures import (
     KIND_ASYNC_NOTE,
@@ -29,7 +29,7 @@ from .measures import (
     ThenMeasure,
 )
 from .parallel import run_parallel
-from .runner import PASS_THROUGH, run_observed
+from .runner import run_observed
 from .score import SCORE_TYPES
 
 S = TypeVar("S")
@@ -128,6 +128,15 @@ class Cadence(Generic[S]):
         return self
 
     def with_checkpoint(self, store: CheckpointStore, run_id: str | None = None) -> Cadence[S]:
+        """Checkpoint after every measure into ``store`` (either store protocol) under
+        ``run_id`` (or the ``run_id`` given to ``run``); one store per cadence."""
+        if self._store is not None:
+            raise CadenceError(
+                "with_checkpoint() called twice — only one checkpoint store per cadence",
+                code="CHECKPOINT_ALREADY_SET",
+            )
+        if not isinstance(store, CheckpointStore):
+            raise TypeError(f"{type(store).__name__} is not a checkpoint store")
         self._store = store
         self._run_id = run_id
         return self
@@ -139,7 +148,7 @@ class Cadence(Generic[S]):
         if score is None:
             score = self.score
             if score is None:
-                raise CadenceError(f"cadence {self.name!r} has no score to run on", code="no_score")
+                raise CadenceError(f"cadence {self.name!r} has no score to run on", code="NO_SCORE")
         if (
             self._hooks is not None
             or self._reporters
@@ -167,20 +176,19 @@ class Cadence(Generic[S]):
                         result = await run_parallel(m.name, m.steps, score, m.merge)  # type: ignore[attr-defined]
                     else:
                         result = await m.execute(score)
-                    if result is not None and isinstance(result, SCORE_TYPES):
-                        score = result
+                    if result is not None:
+                        if isinstance(result, SCORE_TYPES):
+                            score = result
+                        elif result is True and m.can_interrupt:
+                            return score  # an interruptible note returned True: stop here
                     i += 1
                 return score
             except Skip:
-                i += 1
-            except Interrupt as exc:
-                if measures[i].can_interrupt:
-                    return score
-                raise NoteError(measures[i].name, exc) from exc
-            except PASS_THROUGH:
-                raise
+                return score  # a clean stop: the score so far is the result
             except Exception as exc:
-                raise NoteError(measures[i].name, exc) from exc
+                if isinstance(exc, Interrupt) and measures[i].can_interrupt:
+                    return score
+                raise note_failure(measures[i].name, exc) from exc
 
     def run_sync(self, score: S | None = None, *, run_id: str | None = None) -> S:
         """Run from synchronous code; from inside a running loop it uses a private thread."""
@@ -204,8 +212,12 @@ class Cadence(Generic[S]):
             out["cadences"] = cadences
         return out
 
+    def get_score(self) -> S | None:
+        """The cadence's own score (the one ``run()`` without arguments runs on and returns)."""
+        return self.score
+
     def __repr__(self) -> str:
-        return f"Cadence({self.name!r}, measures={[m.name for m in self._measures]})"
+        return f"<Cadence: {self.name} ({len(self._measures)} measures)>"
 
 
 def _descendants(cadence: Cadence[Any]) -> list[Cadence[Any]]:

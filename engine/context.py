@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -15,7 +16,16 @@ if TYPE_CHECKING:
 
 
 class RunInfo:
-    __slots__ = ("cadence_name", "run_id", "hooks", "loop", "loop_thread", "pending", "note")
+    __slots__ = (
+        "cadence_name",
+        "run_id",
+        "hooks",
+        "loop",
+        "loop_thread",
+        "pending",
+        "note",
+        "wall_offset",
+    )
 
     def __init__(self, cadence_name: str, run_id: str | None, hooks: HooksManager | None) -> None:
         self.cadence_name = cadence_name
@@ -27,6 +37,8 @@ class RunInfo:
         # created on first use, since most runs never retry.
         self.pending: set[Any] | None = None
         self.note: str | None = None  # the measure being run (parallel tasks use current_note)
+        # time.time() - time.perf_counter(), so lazy events turn clock readings into timestamps.
+        self.wall_offset = time.time() - time.perf_counter()
 
 
 current_run: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(
@@ -37,18 +49,24 @@ current_note: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-async def notify_retry(note_name: str | None, attempt: int, error: BaseException) -> None:
+async def notify_retry(
+    note_name: str | None, score: Any, attempt: int, max_attempts: int, error: BaseException
+) -> None:
     run = current_run.get()
     if run is not None and run.hooks is not None and run.hooks.has_on_retry:
-        await run.hooks.on_retry(note_name or current_note.get() or run.note or "", attempt, error)
+        name = note_name or current_note.get() or run.note or ""
+        await run.hooks.on_retry(name, score, attempt, max_attempts, error)
 
 
-def notify_retry_sync(note_name: str | None, attempt: int, error: BaseException) -> None:
+def notify_retry_sync(
+    note_name: str | None, score: Any, attempt: int, max_attempts: int, error: BaseException
+) -> None:
     """From a sync note (maybe on a worker thread): schedule on_retry on the run's loop."""
     run = current_run.get()
     if run is None or run.hooks is None or not run.hooks.has_on_retry:
         return
-    coro = run.hooks.on_retry(note_name or current_note.get() or run.note or "", attempt, error)
+    name = note_name or current_note.get() or run.note or ""
+    coro = run.hooks.on_retry(name, score, attempt, max_attempts, error)
     if run.pending is None:
         run.pending = set()
     if threading.get_ident() == run.loop_thread:

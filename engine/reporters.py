@@ -1,8 +1,10 @@
 """Reporters: callables ``(note_name, elapsed_seconds, score)`` given to ``Cadence.with_reporter``.
 
-A cadence calls its reporters after every measure and once more at the end with the cadence's
-own name and total time. Console and JSON reporters need nothing; the Prometheus and
-OpenTelemetry ones need their packages and say so, with the install command, when missing.
+A cadence calls its reporters after every note (a group's notes as ``group[i]``, a split's as
+``route_if[i]``/``route_else[i]``) and once more at the end with ``"<cadence>:TOTAL"`` and the
+total time, as the library does. ``console_reporter`` and ``json_reporter`` print the library's
+lines; the classes are the engine's configurable versions. The Prometheus and OpenTelemetry
+ones need their packages and say so, with the install command, when missing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,36 @@ class MissingDependencyError(ImportError):
         )
 
 
+TOTAL_SUFFIX = ":TOTAL"
+
+
+def split_total(name: str) -> tuple[str, bool]:
+    """(name, is_total): ``"checkout:TOTAL"`` -> ``("checkout", True)``."""
+    if name.endswith(TOTAL_SUFFIX):
+        return name[: -len(TOTAL_SUFFIX)], True
+    return name, False
+
+
+def console_reporter(beat_name: str, elapsed: float, context: Any) -> None:
+    """Prints ``  note: 1.23ms`` per note and ``[cadence] TOTAL: 4.56ms`` at the end."""
+    name, total = split_total(beat_name)
+    if total:
+        print(f"[{name}] TOTAL: {elapsed * 1000:.2f}ms")  # noqa: T201 - a console reporter
+    else:
+        print(f"  {name}: {elapsed * 1000:.2f}ms")  # noqa: T201
+
+
+def json_reporter(beat_name: str, elapsed: float, context: Any) -> None:
+    """Prints ``{"beat": ..., "elapsed_ms": ..., "type": "beat" | "cadence_total"}`` lines."""
+    name, total = split_total(beat_name)
+    record = {
+        "beat": name,
+        "elapsed_ms": round(elapsed * 1000, 2),
+        "type": "cadence_total" if total else "beat",
+    }
+    print(json.dumps(record))  # noqa: T201
+
+
 class ConsoleReporter:
     """Writes ``[cadence] name: 1.234ms`` lines to a stream (stdout by default)."""
 
@@ -37,7 +69,9 @@ class ConsoleReporter:
 
     def report(self, note_name: str, elapsed: float, score: Any) -> None:
         stream = self.stream or sys.stdout
-        stream.write(f"{self.prefix} {note_name}: {elapsed * 1000:.3f}ms\n")
+        name, total = split_total(note_name)
+        label = f"{name} TOTAL" if total else name
+        stream.write(f"{self.prefix} {label}: {elapsed * 1000:.3f}ms\n")
 
 
 class JsonReporter:
@@ -51,20 +85,24 @@ class JsonReporter:
         self.report(note_name, elapsed, score)
 
     def report(self, note_name: str, elapsed: float, score: Any) -> None:
-        record: dict[str, Any] = {"note": note_name, "elapsed": elapsed, "timestamp": time.time()}
+        name, total = split_total(note_name)
+        record: dict[str, Any] = {
+            "note": name,
+            "type": "cadence_total" if total else "note",
+            "elapsed": elapsed,
+            "timestamp": time.time(),
+        }
         if self.include_score:
             to_dict = getattr(score, "to_dict", None)
             record["score"] = to_dict() if callable(to_dict) else to_jsonable(score)
         (self.stream or sys.stdout).write(json.dumps(record, sort_keys=True, default=str) + "\n")
 
 
-console_reporter = ConsoleReporter()
-json_reporter = JsonReporter()
-
-
 class PrometheusReporter:
     """Records ``<prefix>_note_duration_seconds`` (histogram) and ``<prefix>_note_total`` (counter),
-    both labelled by ``note``, in ``registry`` (prometheus-client's default registry if omitted)."""
+    labelled by ``note``, and ``<prefix>_cadence_duration_seconds`` / ``<prefix>_cadence_total``
+    labelled by ``cadence`` for the totals, in ``registry`` (prometheus-client's default
+    registry if omitted)."""
 
     def __init__(self, prefix: str = "cadence", registry: Any = None) -> None:
         try:
@@ -78,10 +116,24 @@ class PrometheusReporter:
         self.count = prometheus_client.Counter(
             f"{prefix}_note", "Cadence notes run", ["note"], **kwargs
         )
+        self.cadence_duration = prometheus_client.Histogram(
+            f"{prefix}_cadence_duration_seconds",
+            "Time spent in each cadence",
+            ["cadence"],
+            **kwargs,
+        )
+        self.cadence_count = prometheus_client.Counter(
+            f"{prefix}_cadence", "Cadences run", ["cadence"], **kwargs
+        )
 
     def report(self, note_name: str, elapsed: float, score: Any) -> None:
-        self.duration.labels(note=note_name).observe(elapsed)
-        self.count.labels(note=note_name).inc()
+        name, total = split_total(note_name)
+        if total:
+            self.cadence_duration.labels(cadence=name).observe(elapsed)
+            self.cadence_count.labels(cadence=name).inc()
+        else:
+            self.duration.labels(note=name).observe(elapsed)
+            self.count.labels(note=name).inc()
 
     __call__ = report
 
@@ -101,10 +153,12 @@ class OpenTelemetryReporter:
 
     def report(self, note_name: str, elapsed: float, score: Any) -> None:
         end = time.time_ns()
+        name, total = split_total(note_name)
+        key = "cadence.name" if total else "cadence.note"
         span = self.tracer.start_span(
-            note_name,
+            name,
             start_time=end - int(elapsed * 1e9),
-            attributes={"cadence.note": note_name, "service.name": self.service_name},
+            attributes={key: name, "service.name": self.service_name},
         )
         span.end(end_time=end)
 

@@ -10,11 +10,11 @@ so concurrent tasks and threads see one consistent state machine.
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
 
+from ..callables import is_async_callable
 from ..errors import CircuitOpenError, Interrupt, Skip
 from .clock import Clock, get_default_clock
 
@@ -159,7 +159,7 @@ def circuit_breaker(
         key = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
         breaker = get_circuit_breaker(key, threshold, recovery_timeout, clock)
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -8,6 +8,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..callables import is_async_callable
 from ..errors import Interrupt, Skip
 
 _MISSING: Any = object()
@@ -40,7 +41,7 @@ def fallback(
         return default
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:

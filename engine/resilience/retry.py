@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 from collections.abc import Callable
 from typing import Any
 
+from ..callables import is_async_callable
 from ..context import notify_retry, notify_retry_sync
 from ..errors import Interrupt, RetryExhaustedError, Skip
 from .clock import Clock, get_default_clock
@@ -80,7 +80,7 @@ def retry(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = getattr(fn, "__name__", "note")
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,7 +93,7 @@ def retry(
                     except retry_on as exc:
                         if attempt == attempts:
                             raise RetryExhaustedError(attempts, exc, note_name=name) from exc
-                        await notify_retry(None, attempt, exc)
+                        await notify_retry(None, args[0] if args else None, attempt, attempts, exc)
                         await clk.sleep(wait_for(attempt))
                 raise AssertionError("unreachable")
 
@@ -111,7 +111,7 @@ def retry(
                     except retry_on as exc:
                         if attempt == attempts:
                             raise RetryExhaustedError(attempts, exc, note_name=name) from exc
-                        notify_retry_sync(None, attempt, exc)
+                        notify_retry_sync(None, args[0] if args else None, attempt, attempts, exc)
                         clk.sleep_sync(wait_for(attempt))
                 raise AssertionError("unreachable")
 

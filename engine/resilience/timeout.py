@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import builtins
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..callables import is_async_callable
 from ..errors import TimeoutError
 from .clock import Clock, get_default_clock
 
@@ -27,7 +27,7 @@ def timeout(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = getattr(fn, "__name__", "note")
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
