@@ -42,7 +42,8 @@ def _caller_for_secret(*, secret: str) -> Caller:
     from tenants.authentication import api_key_authenticate
     from tenants.models import Organization
 
-    key = api_key_authenticate(secret)
+    principal = api_key_authenticate(secret)
+    key = principal.api_key
     # Read per request (one primary-key query) so a plan or status change applies at once.
     org = (
         Organization.objects.select_related("plan")
@@ -67,7 +68,7 @@ def _caller_for_secret(*, secret: str) -> Caller:
         ),
         key_id=str(key.id),
         key_prefix=key.prefix,
-        role=key.role,
+        role=principal.role,
     )
 
 
