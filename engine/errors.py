@@ -218,11 +218,9 @@ class MergeConflict(CadenceError):
         self.field = field
         self.values = list(values or [])
         self.note_names = list(note_names or [])
-        who = f" (notes: {', '.join(self.note_names)})" if self.note_names else ""
         super().__init__(
             message
-            or f"Conflict on field '{field}': multiple tasks wrote different values: "
-            f"{self.values}{who}",
+            or f"Conflict on field '{field}': multiple tasks wrote different values: {self.values}",
             details={"field": field, "notes": self.note_names},
         )
 

@@ -13,6 +13,7 @@ only when a listener reads them.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import time
@@ -43,58 +44,22 @@ EVENT_TYPES = (
 )
 
 
+@dataclasses.dataclass
 class CadenceEvent:
-    """One lifecycle event: ``event_type``, ``cadence_name``, ``timestamp`` (``time.time()``),
-    ``note_name``, ``duration``, ``error`` and ``metadata`` as in the library, plus ``score``,
-    ``attempt`` (retries) and ``run_id``. Constructed with the library's keywords."""
+    """One lifecycle event, the library's dataclass: ``event_type``, ``cadence_name``,
+    ``timestamp`` (``time.time()``), ``note_name``, ``duration``, ``error`` and ``metadata``;
+    the engine adds ``score``, ``attempt`` (retries) and ``run_id`` (keyword-only)."""
 
-    __slots__ = (
-        "event_type",
-        "cadence_name",
-        "note_name",
-        "duration",
-        "error",
-        "score",
-        "attempt",
-        "run_id",
-        "_timestamp",
-        "_metadata",
-    )
-
-    def __init__(
-        self,
-        event_type: str,
-        cadence_name: str,
-        timestamp: float | None = None,
-        note_name: str | None = None,
-        duration: float | None = None,
-        error: BaseException | None = None,
-        metadata: dict[str, Any] | None = None,
-        *,
-        score: Any = None,
-        attempt: int | None = None,
-        run_id: str | None = None,
-    ) -> None:
-        self.event_type = event_type
-        self.cadence_name = cadence_name
-        self._timestamp = _now() if timestamp is None else timestamp
-        self.note_name = note_name
-        self.duration = duration
-        self.error = error
-        self._metadata = metadata
-        self.score = score
-        self.attempt = attempt
-        self.run_id = run_id
-
-    @property
-    def timestamp(self) -> float:
-        return self._timestamp
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        if self._metadata is None:
-            self._metadata = {}
-        return self._metadata
+    event_type: str
+    cadence_name: str
+    timestamp: float = dataclasses.field(default_factory=time.time)
+    note_name: str | None = None
+    duration: float | None = None
+    error: BaseException | None = None
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    score: Any = dataclasses.field(default=None, kw_only=True, repr=False, compare=False)
+    attempt: int | None = dataclasses.field(default=None, kw_only=True)
+    run_id: str | None = dataclasses.field(default=None, kw_only=True)
 
     @property
     def type(self) -> str:
@@ -114,37 +79,10 @@ class CadenceEvent:
             "metadata": dict(self.metadata),
         }
 
-    def _key(self) -> tuple[Any, ...]:
-        return (
-            self.event_type,
-            self.cadence_name,
-            self.timestamp,
-            self.note_name,
-            self.duration,
-            self.error,
-            self.metadata,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CadenceEvent):
-            return NotImplemented
-        return self._key() == other._key()
-
-    __hash__ = None  # type: ignore[assignment] - mutable, like the library's dataclass
-
-    def __repr__(self) -> str:
-        return (
-            f"CadenceEvent(event_type={self.event_type!r}, cadence_name={self.cadence_name!r}, "
-            f"timestamp={self.timestamp!r}, note_name={self.note_name!r}, "
-            f"duration={self.duration!r}, error={self.error!r}, metadata={self.metadata!r})"
-        )
-
 
 class Event(CadenceEvent):
     """The engine's former event constructor, kept: ``Event(type, cadence_name, note_name,
     duration, error, score, attempt, run_id, timestamp)``."""
-
-    __slots__ = ()
 
     def __init__(
         self,
@@ -161,7 +99,7 @@ class Event(CadenceEvent):
         super().__init__(
             type,
             cadence_name,
-            timestamp,
+            _now() if timestamp is None else timestamp,
             note_name,
             duration,
             error,
@@ -173,45 +111,42 @@ class Event(CadenceEvent):
 
 class NoteEvent(CadenceEvent):
     """A per-note event built lazily by the runner: it holds the note's name, the score, the
-    two clock readings around the note (``time.perf_counter``) and the run; everything else is
-    derived on access. Reads exactly like a :class:`CadenceEvent`."""
+    two clock readings around the note (``time.perf_counter``) and the run; the other fields
+    are worked out when read. Reads (and ``dataclasses.asdict``) like a ``CadenceEvent``."""
 
-    __slots__ = ("_t0", "_t1", "_run")
-
-    @property
-    def cadence_name(self) -> str:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def cadence_name(self) -> str:
         run = self._run
         return run.cadence_name if run is not None else ""
 
-    @property
-    def run_id(self) -> str | None:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def run_id(self) -> str | None:
         run = self._run
         return run.run_id if run is not None else None
 
-    @property
-    def duration(self) -> float | None:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def duration(self) -> float | None:
         return self._t1 - self._t0 if self.event_type != NOTE_STARTED else None
 
-    @property
+    @property  # type: ignore[override]
     def timestamp(self) -> float:
         run = self._run
         offset = run.wall_offset if run is not None else _now() - time.perf_counter()
         return self._t1 + offset
 
-    @property
+    @property  # type: ignore[override]
     def metadata(self) -> dict[str, Any]:
-        try:
-            return self._metadata
-        except AttributeError:
-            self._metadata: dict[str, Any] = {}
-            return self._metadata
+        found = self.__dict__.get("_metadata")
+        if found is None:
+            found = self.__dict__["_metadata"] = {}
+        return found
 
-    @property
-    def error(self) -> None:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def error(self) -> None:
         return None
 
-    @property
-    def attempt(self) -> None:  # type: ignore[override]
+    @property  # type: ignore[override]
+    def attempt(self) -> None:
         return None
 
 

@@ -52,7 +52,7 @@ def retry(
     *,
     delay: float = 1.0,
     backoff: str | float = "exponential",
-    max_delay: float | None = None,
+    max_delay: float | None = 60.0,
     jitter: float | bool = False,
     on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     clock: Clock | None = None,
@@ -61,7 +61,10 @@ def retry(
     """Retry the decorated note (sync or async) up to ``max_attempts`` times in all.
 
     Only exceptions matching ``on`` are retried; anything else propagates at once. When every
-    attempt failed, :class:`RetryExhaustedError` is raised from the last error.
+    attempt failed, :class:`RetryExhaustedError` is raised from the last error. Defaults as in
+    the library (``delay=1.0``, ``max_delay=60.0``) except ``backoff``, exponential as the
+    design seed describes the decorator, and ``jitter``, off so that delays are reproducible
+    (``jitter=True`` adds the library's up to 25 %).
     """
     if callable(max_attempts):  # bare @retry
         return retry()(max_attempts)

@@ -183,6 +183,11 @@ LIBRARY = [
     "checkpoint_hooks.py",
     "emitter.py",
     "loops.py",
+    "exceptions.py",
+    "measure_diagram.py",
+    "nodes.py",
+    "result.py",
+    "types.py",
 ]
 
 

@@ -192,8 +192,10 @@ def test_readme_diagrams():
     my_cadence = (
         Cadence("checkout", MyScore()).then("note1", do_work).sync("both", [do_first, do_second])
     )
-    assert to_mermaid(my_cadence).startswith("flowchart TD\n")
-    assert to_dot(my_cadence).startswith('digraph "checkout" {')
+    assert to_mermaid(my_cadence).startswith("flowchart TD\n    START([checkout])")
+    assert to_dot(my_cadence).startswith("digraph cadence {")
+    # the engine's own layout (children nested) on request
+    assert to_dot(my_cadence, form="flow").startswith('digraph "checkout" {')
 
 
 def test_readme_cli(tmp_path, monkeypatch, capsys):
