@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,21 +23,27 @@ class RunInfo:
         "loop_thread",
         "pending",
         "note",
-        "wall_offset",
     )
 
-    def __init__(self, cadence_name: str, run_id: str | None, hooks: HooksManager | None) -> None:
+    def __init__(
+        self,
+        cadence_name: str,
+        run_id: str | None,
+        hooks: HooksManager | None,
+        retried: bool | None = None,
+    ) -> None:
         self.cadence_name = cadence_name
         self.run_id = run_id
         self.hooks = hooks
-        self.loop = asyncio.get_running_loop()
-        self.loop_thread = threading.get_ident()
+        # Only retries from sync notes (maybe on worker threads) need the run's loop and thread.
+        if retried is None:
+            retried = hooks is not None and hooks.has_on_retry
+        self.loop = asyncio.get_running_loop() if retried else None
+        self.loop_thread = threading.get_ident() if retried else 0
         # Strong references to fire-and-forget hook tasks so they are not collected mid-flight;
         # created on first use, since most runs never retry.
         self.pending: set[Any] | None = None
         self.note: str | None = None  # the measure being run (parallel tasks use current_note)
-        # time.time() - time.perf_counter(), so lazy events turn clock readings into timestamps.
-        self.wall_offset = time.time() - time.perf_counter()
 
 
 current_run: contextvars.ContextVar[RunInfo | None] = contextvars.ContextVar(

@@ -95,11 +95,13 @@ class HookPlan:
         "after_note",
         "on_error",
         "on_retry",
+        "idle",
     )
 
     def __init__(self, *fns: tuple[Callable[..., Any], ...]) -> None:
-        for slot, value in zip(self.__slots__, fns, strict=True):
+        for slot, value in zip(HOOK_METHODS, fns, strict=True):
             setattr(self, slot, value)
+        self.idle = not any(fns)  # no hook wants any call: the run may take the bare path
 
 
 class HooksManager:
@@ -184,7 +186,7 @@ class HooksManager:
             stamp = tuple(getattr(h, "wants_version", 0) for h in selective)
         plan = self._plan
         if plan is None or stamp != self._plan_stamp:
-            plan = self._plan = HookPlan(*(self.active(m) for m in HookPlan.__slots__))
+            plan = self._plan = HookPlan(*(self.active(m) for m in HOOK_METHODS))
             self._plan_stamp = stamp
         return plan
 

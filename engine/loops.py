@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from .checkpoint import Checkpoint, capture
 from .context import current_run
 from .errors import Interrupt
-from .events import NOTE_COMPLETED, NoteEvent, deliver, logger, note_event
+from .events import NOTE_COMPLETED, NoteCompletedEvent, deliver, logger, note_event
 from .hooks import HooksManager, hook_failed
 from .measures import KIND_ASYNC_NOTE, ThenMeasure, with_step_reports
 from .runner import call_after, classify, execute, handle_error, report
@@ -84,9 +84,10 @@ async def notes_with_events(
     clock = time.perf_counter
     run = current_run.get()
     completed = [fn for e in emitters for fn in e._resolved[NOTE_COMPLETED]]
+    sole = completed[0] if len(completed) == 1 else None
     after = tuple(e.after_note for e in emitters)  # failures are rare: the general path
     async_kind, score_types, completed_type = KIND_ASYNC_NOTE, SCORE_TYPES, NOTE_COMPLETED
-    alloc, event_class = object.__new__, NoteEvent
+    alloc, event_class = object.__new__, NoteCompletedEvent
     failure: BaseException | None = None
     while i < n:
         m = measures[i]
@@ -118,19 +119,26 @@ async def notes_with_events(
             continue
         if completed:
             event = alloc(event_class)
-            event.event_type = completed_type
             event.note_name = m.name
             event.score = score
             event._t0 = t0
             event._t1 = clock()
             event._run = run
-            for listener in completed:
+            if sole is not None:  # one listener, the common case: no loop
                 try:
-                    outcome = listener(event)
+                    outcome = sole(event)
                     if outcome is not None and inspect.isawaitable(outcome):
                         await outcome
                 except Exception:
-                    logger.warning("event listener %r failed", listener, exc_info=True)
+                    logger.warning("event listener %r failed", sole, exc_info=True)
+            else:
+                for listener in completed:
+                    try:
+                        outcome = listener(event)
+                        if outcome is not None and inspect.isawaitable(outcome):
+                            await outcome
+                    except Exception:
+                        logger.warning("event listener %r failed", listener, exc_info=True)
         i += 1
     return score, failure
 

@@ -119,7 +119,13 @@ async def run_observed(cadence: Cadence[Any], score: Any, run_id: str | None) ->
         raise CadenceError(
             f"cadence {name!r} has a checkpoint store but no run_id", code="NO_RUN_ID"
         )
-    run_token = current_run.set(RunInfo(name, run_id, hooks)) if hooks is not None else None
+    # Per run, not per note: hooks may decline calls they have nothing to do for.
+    plan = hooks.plan() if hooks is not None else None
+    run_token = (
+        current_run.set(RunInfo(name, run_id, hooks, bool(plan.on_retry)))
+        if plan is not None
+        else None
+    )
     try:
         start = 0
         if store is not None:
@@ -129,8 +135,6 @@ async def run_observed(cadence: Cadence[Any], score: Any, run_id: str | None) ->
                     return restore(score, checkpoint.score_state)
                 start = resume_index(cadence, checkpoint)
                 score = restore(score, checkpoint.score_state)
-        # Per run, not per note: hooks may decline calls they have nothing to do for.
-        plan = hooks.plan() if hooks is not None else None
         if plan is not None and plan.before_cadence:
             pending = fire(plan.before_cadence, "before_cadence", name, score)
             if pending is not None:
