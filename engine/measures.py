@@ -81,20 +81,22 @@ def as_steps(fns: Any) -> tuple[Step, ...]:
 
 async def run_steps(measure_name: str, steps: Sequence[Step], score: Any) -> Any:
     """Run notes one after another on the same score (sequence and sequential split)."""
-    for step in steps:
-        try:
+    i = 0
+    try:
+        for step in steps:
             if step.is_async:
                 result = await step.fn(score)
             else:
                 result = step.fn(score)
                 if result is not None and inspect.isawaitable(result):
                     result = await result
-        except Skip:
-            raise
-        except Exception as exc:
-            raise note_failure(measure_name, exc, details={"step": step.name}) from exc
-        if result is not None and isinstance(result, SCORE_TYPES):
-            score = result
+            if result is not None and isinstance(result, SCORE_TYPES):
+                score = result
+            i += 1
+    except Skip:
+        raise
+    except Exception as exc:
+        raise note_failure(measure_name, exc, details={"step": steps[i].name}) from exc
     return score
 
 
@@ -223,8 +225,9 @@ class SplitMeasure(Measure):
     async def execute(self, score: Any) -> Any:
         try:
             chosen = self.condition(score)
-            if inspect.isawaitable(chosen):
-                chosen = await chosen
+            if chosen is not None and chosen is not True and chosen is not False:
+                if inspect.isawaitable(chosen):
+                    chosen = await chosen
         except Exception as exc:
             raise note_failure(self.name, exc, details={"step": self.condition_name}) from exc
         steps = self.if_true if chosen else self.if_false
@@ -232,7 +235,24 @@ class SplitMeasure(Measure):
             return score
         if self.parallel:
             return await run_parallel(self.name, steps, score, self.merge)
-        return await run_steps(self.name, steps, score)
+        # run_steps, inlined: a split is one frame, as a chain of notes is
+        i = 0
+        try:
+            for step in steps:
+                if step.is_async:
+                    result = await step.fn(score)
+                else:
+                    result = step.fn(score)
+                    if result is not None and inspect.isawaitable(result):
+                        result = await result
+                if result is not None and isinstance(result, SCORE_TYPES):
+                    score = result
+                i += 1
+        except Skip:
+            raise
+        except Exception as exc:
+            raise note_failure(self.name, exc, details={"step": steps[i].name}) from exc
+        return score
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {

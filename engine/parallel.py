@@ -153,10 +153,17 @@ async def run_parallel(group_name: str, steps: Sequence[Step], score: Any, merge
 
     changes: list[dict[str, Any]] = []
     results = group.results
+    diff, new_changes, update = fork.diff, Changes.__new__, dict.update
     for i in group.order:
         result = results[i]
         outcome = result if result is not None and isinstance(result, SCORE_TYPES) else copies[i]
-        changes.append(Changes(fork.diff(outcome), steps[i].name, i, outcome))
+        # Changes(diff, name, i, outcome) without a Python-level __init__ call per task
+        change = new_changes(Changes)
+        update(change, diff(outcome))
+        change.note_name = steps[i].name
+        change.task_index = i
+        change.snapshot = outcome
+        changes.append(change)
     merged = merge(score, changes)
     if merged is not None and isinstance(merged, SCORE_TYPES):
         return merged
