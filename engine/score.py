@@ -343,9 +343,8 @@ class AtomicDict(_Locked, Generic[K, V]):
 
 ATOMIC_TYPES = (Atomic, AtomicList, AtomicDict)
 
-# The library's conflict error lives here too (``from cadence.score import MergeConflict``).
-
-# ``from engine.score import MergeStrategy, merge_snapshots`` works as ``cadence.score``'s does.
+# ``from engine.score import MergeConflict, MergeStrategy, merge_snapshots`` works as the
+# library's ``cadence.score`` does (they live in engine.errors and engine.merge).
 
 
 def __getattr__(name: str) -> Any:
@@ -353,6 +352,10 @@ def __getattr__(name: str) -> Any:
         from . import merge
 
         return getattr(merge, name)
+    if name in ("MergeConflict", "MergeConflictError"):
+        from . import errors
+
+        return getattr(errors, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
