@@ -126,21 +126,41 @@ class Side:
         group = lib.Cadence("sync", new()).sync("group", notes10, merge_strategy=self.lww)
         branch = lib.Cadence("split", new()).split("route", _always, notes10)
 
-        async def run_bare() -> None:
-            await _run(bare, new)
+        if self.label == "engine":  # the engine runs any score it is given: no wrapper
 
-        async def run_idle() -> None:
-            await _run(idle, new)
+            async def run_bare() -> None:
+                await bare.run(new())
 
-        async def run_busy() -> None:
-            await _run(busy, new)
-            heard.clear()
+            async def run_idle() -> None:
+                await idle.run(new())
 
-        async def run_sync() -> None:
-            await _run(group, new)
+            async def run_busy() -> None:
+                await busy.run(new())
+                heard.clear()
 
-        async def run_split() -> None:
-            await _run(branch, new)
+            async def run_sync() -> None:
+                await group.run(new())
+
+            async def run_split() -> None:
+                await branch.run(new())
+
+        else:
+
+            async def run_bare() -> None:
+                await _run_library(bare, new)
+
+            async def run_idle() -> None:
+                await _run_library(idle, new)
+
+            async def run_busy() -> None:
+                await _run_library(busy, new)
+                heard.clear()
+
+            async def run_sync() -> None:
+                await _run_library(group, new)
+
+            async def run_split() -> None:
+                await _run_library(branch, new)
 
         return {
             "chain": {"bare": run_bare, "idle": run_idle, "busy": run_busy},
@@ -153,14 +173,12 @@ def _always(score: Any) -> bool:
     return True
 
 
-async def _run(cadence: Any, new: Any) -> None:
-    if isinstance(cadence, Cadence):
-        await cadence.run(new())
-    else:  # the library runs a cadence on its own score only: give it a fresh one
-        cadence._score = new()
-        for measure in cadence._measures:
-            measure._score = cadence._score
-        await cadence.run()
+async def _run_library(cadence: Any, new: Any) -> None:
+    # The library runs a cadence on its own score only: give it a fresh one per run.
+    cadence._score = new()
+    for measure in cadence._measures:
+        measure._score = cadence._score
+    await cadence.run()
 
 
 def measure(library: Any, repeats: int) -> list[tuple[str, float, float, float | None, str, bool]]:
