@@ -270,7 +270,7 @@ class TracingHooks(CadenceHooks):
         otel = None
         if self.tracer is not None:
             if kind == "note":
-                parent = self._open.get((run, "cadence", _cadence_of(run)))
+                parent = self._open.get((run, "cadence", _cadence_name()))
                 otel = self.tracer.start_span(f"note:{name}", **_parent(parent))
                 otel.set_attribute("note.name", name)
             else:
@@ -310,7 +310,7 @@ class TracingHooks(CadenceHooks):
         self._end("note", note_name, error, duration)
 
 
-def _cadence_of(run: int) -> str:
+def _cadence_name() -> str:
     info = current_run.get()
     return info.cadence_name if info is not None else ""
 
