@@ -141,7 +141,13 @@ class PrometheusReporter:
 class OpenTelemetryReporter:
     """Emits one span per report, back-dated to the measured duration."""
 
-    def __init__(self, service_name: str = "cadence", tracer_provider: Any = None) -> None:
+    def __init__(
+        self,
+        service_name: str = "cadence",
+        tracer_provider: Any = None,
+        *,
+        include_state: bool = False,
+    ) -> None:
         try:
             from opentelemetry import trace
         except ImportError as exc:
@@ -149,20 +155,106 @@ class OpenTelemetryReporter:
         if tracer_provider is None:
             tracer_provider = _sdk_provider(service_name) or trace.get_tracer_provider()
         self.service_name = service_name
+        self.include_state = include_state
         self.tracer = tracer_provider.get_tracer("engine.reporters")
 
     def report(self, note_name: str, elapsed: float, score: Any) -> None:
         end = time.time_ns()
         name, total = split_total(note_name)
         key = "cadence.name" if total else "cadence.note"
+        attributes: dict[str, Any] = {key: name, "service.name": self.service_name}
+        if self.include_state:  # the score's plain fields, as the library's include_state does
+            for field, value in (score_payload_of(score) or {}).items():
+                if isinstance(value, (str, bool, int, float)):
+                    attributes[f"score.{field}"] = value
         span = self.tracer.start_span(
-            name,
-            start_time=end - int(elapsed * 1e9),
-            attributes={key: name, "service.name": self.service_name},
+            name, start_time=end - int(elapsed * 1e9), attributes=attributes
         )
         span.end(end_time=end)
 
     __call__ = report
+
+
+def score_payload_of(score: Any) -> Any:
+    to_dict = getattr(score, "to_dict", None)
+    return to_dict() if callable(to_dict) else to_jsonable(score)
+
+
+def prometheus_reporter(prefix: str = "cadence", registry: Any = None) -> PrometheusReporter:
+    """A :class:`PrometheusReporter`, for ``.with_reporter(prometheus_reporter("myapp"))``."""
+    return PrometheusReporter(prefix=prefix, registry=registry)
+
+
+def opentelemetry_reporter(
+    service_name: str = "cadence", include_state: bool = False, tracer_provider: Any = None
+) -> OpenTelemetryReporter:
+    """An :class:`OpenTelemetryReporter`, for ``.with_reporter(opentelemetry_reporter("svc"))``."""
+    return OpenTelemetryReporter(service_name, tracer_provider, include_state=include_state)
+
+
+class TracingContext:
+    """A parent span around some work (``with TracingContext("checkout", {"order": 1}):``),
+    marked as failed if the block raises."""
+
+    def __init__(
+        self,
+        operation_name: str,
+        attributes: dict[str, Any] | None = None,
+        service_name: str = "cadence",
+    ) -> None:
+        try:
+            from opentelemetry import trace
+        except ImportError as exc:
+            raise MissingDependencyError("opentelemetry-api", "TracingContext") from exc
+        self.operation_name = operation_name
+        self.attributes = dict(attributes or {})
+        self._tracer = trace.get_tracer(service_name)
+        self._span: Any = None
+
+    def __enter__(self) -> TracingContext:
+        self._span = self._tracer.start_span(self.operation_name, attributes=self.attributes)
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
+        if self._span is None:
+            return
+        if exc_type is not None:
+            self._span.set_status(Status(StatusCode.ERROR, str(exc)))
+            self._span.record_exception(exc)
+        else:
+            self._span.set_status(Status(StatusCode.OK))
+        self._span.end()
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._span is not None:
+            self._span.set_attribute(key, value)
+
+    def add_event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self._span is not None:
+            self._span.add_event(name, attributes=attributes or {})
+
+
+class MetricsMiddleware:
+    """ASGI middleware serving prometheus-client's metrics at ``path`` (default ``/metrics``)
+    and passing every other request on."""
+
+    def __init__(self, app: Any, path: str = "/metrics", registry: Any = None) -> None:
+        try:
+            import prometheus_client
+        except ImportError as exc:
+            raise MissingDependencyError("prometheus-client", "MetricsMiddleware") from exc
+        self.app = app
+        self.path = path
+        kwargs = {"registry": registry} if registry is not None else {}
+        self._metrics_app = prometheus_client.make_asgi_app(**kwargs)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") == "http" and scope.get("path") == self.path:
+            await self._metrics_app(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _sdk_provider(service_name: str) -> Any:
@@ -177,9 +269,13 @@ def _sdk_provider(service_name: str) -> Any:
 __all__ = [
     "ConsoleReporter",
     "JsonReporter",
+    "MetricsMiddleware",
     "MissingDependencyError",
     "OpenTelemetryReporter",
     "PrometheusReporter",
+    "TracingContext",
     "console_reporter",
     "json_reporter",
+    "opentelemetry_reporter",
+    "prometheus_reporter",
 ]

@@ -649,3 +649,63 @@ def test_render_svg_names_the_missing_tool(monkeypatch):
     monkeypatch.setenv("PATH", "")
     with pytest.raises(RuntimeError, match="Graphviz"):
         cadence.render_svg(flow())
+
+
+def test_reporter_factories_tracing_context_and_metrics_middleware():
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from prometheus_client import CollectorRegistry
+
+    from engine.reporters import (
+        MetricsMiddleware,
+        TracingContext,
+        opentelemetry_reporter,
+        prometheus_reporter,
+    )
+
+    registry = CollectorRegistry()
+    reporter = prometheus_reporter("compat", registry=registry)
+    run(cadence.Cadence("c", S()).with_reporter(reporter).then("a", inc))
+    assert registry.get_sample_value("compat_note_total", {"note": "a"}) == 1.0
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    spans = opentelemetry_reporter("svc", include_state=True, tracer_provider=provider)
+    run(cadence.Cadence("c", S()).with_reporter(spans).then("a", inc))
+    note_span = exporter.get_finished_spans()[0]
+    assert (note_span.name, note_span.attributes["score.value"]) == ("a", 1)
+    with pytest.raises(RuntimeError), TracingContext("op", {"k": 1}) as ctx:
+        ctx.set_attribute("x", 2)
+        raise RuntimeError("inside")
+
+    sent: list[dict] = []
+
+    async def app(scope, receive, send):
+        await send({"type": "passed", "path": scope["path"]})
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    middleware = MetricsMiddleware(app, registry=registry)
+    asyncio.run(middleware({"type": "http", "path": "/other", "headers": []}, receive, send))
+    asyncio.run(
+        middleware(
+            {
+                "type": "http",
+                "path": "/metrics",
+                "method": "GET",
+                "headers": [],
+                "query_string": b"",
+            },
+            receive,
+            send,
+        )
+    )
+    assert sent[0] == {"type": "passed", "path": "/other"}
+    body = b"".join(m.get("body", b"") for m in sent[1:])
+    assert b"compat_note_total" in body
