@@ -217,8 +217,11 @@ def instance_validate(instance: OrchestratorInstance) -> None:
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
+        from plugins.binding import plugin_notes
+        from plugins.notes import plugin_flow
+
         try:
-            check_flow(instance.flow, agent_notes())
+            check_flow(plugin_flow(instance) or instance.flow, agent_notes(plugin_notes(instance)))
         except FlowValidationError as exc:
             issues = [
                 {"path": issue.path, "message": issue.message, "code": issue.code}
@@ -274,7 +277,8 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
-    from plugins.binding import plugin_tools
+    from plugins.binding import plugin_notes, plugin_tools
+    from plugins.notes import expand_prompt, plugin_flow
 
     registry = _tool_registry()
     tools = [registry.get(name) for name in instance.tools]
@@ -284,10 +288,11 @@ def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeC
         instance_id=str(instance.id),
         slug=instance.slug,
         framework=instance.framework,
-        flow=instance.flow,
-        system_prompt=instance.system_prompt,
+        flow=plugin_flow(instance) or instance.flow,
+        system_prompt=expand_prompt(instance),
         llm=llm_settings(instance.llm_config),
         tools=tuple(tools),
+        notes=plugin_notes(instance),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
     )
