@@ -201,8 +201,11 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         raise _invalid("llm_config", "An LLM configuration is required.", "llm_config_required")
     if not isinstance(instance.tools, list) or not all(isinstance(t, str) for t in instance.tools):
         raise _invalid("tools", "tools must be a list of tool names.")
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_refs_check
+
     known = set(_tool_registry().names())
-    unknown = [t for t in instance.tools if t not in known]
+    unknown = [t for t in instance.tools if t not in known and not t.startswith(MCP_PREFIX)]
     if unknown:
         raise ApplicationError(
             f"Unknown tools: {', '.join(unknown)}. Available: {', '.join(sorted(known))}.",
@@ -211,6 +214,7 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         )
     if len(set(instance.tools)) != len(instance.tools):
         raise _invalid("tools", "A tool is listed twice.")
+    mcp_refs_check(instance)
     from plugins.binding import plugin_set_check
 
     plugin_set_check(instance)
@@ -258,6 +262,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
     """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
     from engine.flow import flow_hash
     from plugins.binding import plugin_material
+    from plugins.mcp import mcp_material
 
     llm = instance.llm_config
     material = {
@@ -267,6 +272,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
         "tools": instance.tools,
         "max_steps": instance.max_steps,
         "plugins": plugin_material(instance),
+        "mcp": mcp_material(instance),
         "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
         if llm
         else None,
@@ -278,11 +284,14 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
     from plugins.binding import plugin_notes, plugin_tools
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_tools
     from plugins.notes import expand_prompt, plugin_flow
 
     registry = _tool_registry()
-    tools = [registry.get(name) for name in instance.tools]
+    tools = [registry.get(name) for name in instance.tools if not name.startswith(MCP_PREFIX)]
     tools += plugin_tools(instance, taken={tool.name for tool in tools})
+    tools += mcp_tools(instance, taken={tool.name for tool in tools})
     return RuntimeConfig(
         org_slug=org_slug,
         instance_id=str(instance.id),
