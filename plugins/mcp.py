@@ -208,8 +208,27 @@ def _rebuild_users(name: str) -> None:
 # --- orchestrators ------------------------------------------------------------------------------
 
 
+def _wanted(instance) -> dict[str, set[str] | None]:
+    """Server name → the tools wanted (None: every approved tool): from `mcp:<name>` in the
+    orchestrator's tools, and from the `mcp_servers` its locked plugins reference."""
+    from plugins import selectors
+
+    wanted: dict[str, set[str] | None] = {
+        t[len(PREFIX) :]: None for t in instance.tools or [] if t.startswith(PREFIX)
+    }
+    for pid, pinned in sorted((instance.plugin_lock or {}).items()):
+        row = selectors.locked_row(pid, pinned)
+        for ref in row.manifest.get("provides", {}).get("mcp_servers", []) if row else []:
+            if ref["name"] in wanted and wanted[ref["name"]] is None:
+                continue
+            allowed = set(ref["allowed_tools"]) if "allowed_tools" in ref else None
+            current = wanted.get(ref["name"], set())
+            wanted[ref["name"]] = None if allowed is None else (current or set()) | allowed
+    return wanted
+
+
 def references(instance) -> list[str]:
-    return [t[len(PREFIX) :] for t in instance.tools or [] if t.startswith(PREFIX)]
+    return sorted(_wanted(instance))
 
 
 def _servers(names: list[str]) -> dict[str, McpServer]:
@@ -267,9 +286,12 @@ def mcp_tools(instance, *, taken: set[str]) -> list:
     schema_name = connection.schema_name
     tools = []
     names = set(taken)
-    for name, server in sorted(_servers(references(instance)).items()):
+    wanted = _wanted(instance)
+    for name, server in sorted(_servers(list(wanted)).items()):
         credential = crypto.decrypt(server.credential_encrypted)
         for spec in server.tools:
+            if wanted[name] is not None and spec["name"] not in wanted[name]:
+                continue
             tool_name = spec["name"] if spec["name"] not in names else f"{name}__{spec['name']}"
             names.add(tool_name)
 

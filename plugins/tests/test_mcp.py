@@ -243,3 +243,53 @@ def test_an_unknown_server_is_refused_for_an_orchestrator(
 ):
     response = _orchestrator(admin, django_capture_on_commit_callbacks, ["mcp:nowhere"])
     assert response.status_code == 400 and response.json()["error"]["code"] == "unknown_tool"
+
+
+def test_a_plugin_can_bring_a_registered_servers_tools(
+    world, as_key, admin, mcp_server, eager, django_capture_on_commit_callbacks
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from plugins.tests.conftest import package
+
+    register(admin, mcp_server.url)
+    data = {
+        "schema_version": 1,
+        "id": "com.acme.mcpwrap",
+        "name": "Calc over MCP",
+        "version": "1.0.0",
+        "kind": "tenant",
+        "provides": {"mcp_servers": [{"name": "calc", "allowed_tools": ["add"]}]},
+        "capabilities": {"mcp_servers": ["calc"]},
+    }
+    raw = package(data)
+    assert (
+        admin.post(
+            f"{BASE}/plugins/", {"package": SimpleUploadedFile("p.zip", raw)}, format="multipart"
+        ).status_code
+        == 201
+    )
+    llm = admin.post(
+        f"{BASE}/llm-configs/",
+        {"name": "offline", "provider": "offline", "model": "m"},
+        format="json",
+    ).json()["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        created = admin.post(
+            f"{BASE}/orchestrators/",
+            {
+                "slug": "wrap",
+                "name": "Wrap",
+                "llm_config": llm,
+                "plugins": [{"id": "com.acme.mcpwrap"}],
+            },
+            format="json",
+        ).json()
+    from orchestrators.models import OrchestratorInstance
+    from orchestrators.services import runtime_config
+
+    with schema_context("org_alpha"):
+        instance = OrchestratorInstance.objects.select_related("llm_config").get(pk=created["id"])
+        assert [t.name for t in runtime_config(instance, org_slug="alpha").tools] == ["add"]
+    reply = _invoke(as_key(world.alpha.keys["member"]), created["id"], '/tool add {"a": 2, "b": 3}')
+    assert reply.json()["tool_calls"][0]["result"] == 5
