@@ -216,8 +216,10 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         raise _invalid("tools", "A tool is listed twice.")
     mcp_refs_check(instance)
     from plugins.binding import plugin_set_check
+    from plugins.notes import expand_prompt
 
     plugin_set_check(instance)
+    expand_prompt(instance)  # a {{plugin:…}} template must come from the plugin set
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
