@@ -17,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
     path("api/v1/", include("plugins.urls")),
+    path("api/v1/", include("engine.trust.urls")),
     path("v1/", include("chat.openai_urls")),
 ]
 
