@@ -550,3 +550,29 @@ def test_a_flow_from_a_plugin_outside_the_set_is_refused(
     )
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "unknown_plugin_flow"
+
+
+def test_a_new_system_plugin_version_rebuilds_users_in_every_organization(
+    world, as_key, llm, eager, django_capture_on_commit_callbacks
+):
+    from plugins.services import plugin_upload
+
+    def system(version):
+        return simple("io.cadence.base", version, kind="system")
+
+    with schema_context("public"):
+        plugin_upload(raw=system("1.0.0"), uploaded_by="ops")
+    admin = as_key(world.alpha.keys["admin"])
+    created = create(
+        admin, llm, django_capture_on_commit_callbacks, [{"id": "io.cadence.base", "version": "<2"}]
+    ).json()
+    assert created["plugin_lock"]["io.cadence.base"]["version"] == "1.0.0"
+    with django_capture_on_commit_callbacks(execute=True), schema_context("public"):
+        plugin_upload(raw=system("1.1.0"), uploaded_by="ops")
+    detail = admin.get(f"{BASE}/orchestrators/{created['id']}/").json()
+    assert detail["plugin_lock"]["io.cadence.base"] == {
+        "version": "1.1.0",
+        "source": "system",
+        "sha256": detail["plugin_lock"]["io.cadence.base"]["sha256"],
+    }
+    assert detail["status"] == "ready" and detail["config_hash"] != created["config_hash"]
