@@ -201,8 +201,12 @@ def bench_mcp(runs: int) -> None:
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
 
+    from django.conf import settings
+
     from plugins.mcp import _result, _Session
     from plugins.tests.mcp_server import TOKEN
+
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = ["127.0.0.1"]  # the local server the bench starts
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
