@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -43,6 +44,21 @@ def tools_digest(tools: list[dict[str, Any]]) -> str:
 
 def _headers(credential: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {credential}"} if credential else {}
+
+
+# A server's tool list is re-read on a call at most this often per process (seconds): a changed
+# list is caught within this window, without a second round trip on every call.
+LIST_CHECK_INTERVAL = 30.0
+_checked: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def _connect_mode(mode: str, protocol_version: str) -> str:
+    """The version the server spoke at registration when it is a stateless one: no probe."""
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    if mode == "auto" and protocol_version in MODERN_PROTOCOL_VERSIONS:
+        return protocol_version
+    return mode
 
 
 class _Session:
@@ -297,10 +313,17 @@ def mcp_tools(instance, *, taken: set[str]) -> list:
 
             def call_for(server=server, credential=credential, remote=spec["name"]):
                 async def call(args: dict[str, Any], context) -> Any:
+                    key = (schema_name, str(server.id))
+                    mode = _connect_mode(server.mode, server.protocol_version)
                     try:
-                        async with _Session(server.url, server.mode, credential) as client:
+                        async with _Session(server.url, mode, credential) as client:
+                            seen = _checked.get(key)
+                            fresh = seen is not None and seen[1] == server.tools_hash
+                            if fresh and time.monotonic() - seen[0] < LIST_CHECK_INTERVAL:
+                                return _result(await client.call_tool(remote, args))
                             listed = _tool_dicts(await client.list_tools())
                             digest = tools_digest(listed)
+                            _checked[key] = (time.monotonic(), digest)
                             if digest != server.tools_hash:
                                 # Thread-sensitive, like Django's own async views: the
                                 # request's connection (and transaction) does the write.

@@ -188,7 +188,7 @@ def _invoke(client, instance_id, text):
 
 
 def test_mcp_tools_are_orchestrator_tools_and_a_changed_list_blocks_them(
-    world, as_key, admin, mcp_server, eager, django_capture_on_commit_callbacks
+    world, as_key, admin, mcp_server, eager, django_capture_on_commit_callbacks, monkeypatch
 ):
     server_id = register(admin, mcp_server.url).json()["id"]
     created = _orchestrator(admin, django_capture_on_commit_callbacks, ["calculator", "mcp:calc"])
@@ -203,7 +203,9 @@ def test_mcp_tools_are_orchestrator_tools_and_a_changed_list_blocks_them(
     reply = _invoke(member, instance_id, "/tool secret_admin {}")
     assert reply.json()["tool_calls"][0]["result"] == {"error": "unknown tool 'secret_admin'"}
 
-    # The server now lists another tool: calls are refused and the server waits for approval.
+    # The server now lists another tool: once the list-check window has passed (0 here, as if
+    # 30 s went by), calls are refused and the server waits for approval.
+    monkeypatch.setattr("plugins.mcp.LIST_CHECK_INTERVAL", 0.0)
     mcp_server.start("extra")
     reply = _invoke(member, instance_id, '/tool add {"a": 1, "b": 1}')
     assert "tool list changed" in reply.json()["tool_calls"][0]["result"]["error"]
