@@ -329,6 +329,8 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "Role": "tenants.roles.Role.choices",
+        "TeamRole": "tenants.teams.models.TeamRole.choices",
+        "InvitationStatus": "tenants.invitations.models.INVITATION_STATUSES",
         "Framework": "cadence_site.openapi_enums.FRAMEWORK",
         "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",

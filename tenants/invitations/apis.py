@@ -13,7 +13,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from cadence_site.openapi import results_of
 from tenants.invitations import selectors, services
-from tenants.invitations.models import Invitation
+from tenants.invitations.models import INVITATION_STATUSES, Invitation
 from tenants.roles import Role
 from tenants.teams.models import TeamRole
 from tenants.teams.selectors import team_get
@@ -44,7 +44,7 @@ class InvitationOutput(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
     team = serializers.UUIDField(allow_null=True)
     team_role = serializers.ChoiceField(choices=TeamRole.choices, allow_null=True)
-    status = serializers.ChoiceField(choices=["pending", "expired", "accepted", "revoked"])
+    status = serializers.ChoiceField(choices=INVITATION_STATUSES)
     invited_by = serializers.CharField(allow_null=True)
     expires_at = serializers.DateTimeField()
     sent_at = serializers.DateTimeField(allow_null=True)

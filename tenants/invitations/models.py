@@ -10,6 +10,13 @@ from tenants.models import ApiKey, Organization
 from tenants.roles import Role
 from tenants.teams.models import TeamRole
 
+INVITATION_STATUSES = [
+    ("pending", "Pending"),
+    ("expired", "Expired"),
+    ("accepted", "Accepted"),
+    ("revoked", "Revoked"),
+]
+
 
 class Invitation(models.Model):
     """An offer, sent by email, to join an organization (and optionally one of its teams).
