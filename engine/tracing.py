@@ -8,8 +8,8 @@ carries the score fields as the measure found them (``inputs``), the fields it c
 concurrent work on the same loop is counted too) and how much the process's peak resident
 memory grew meanwhile.
 
-Sync and cheap enough for a recorder that keeps every step: two score snapshots per measure,
-as :class:`engine.recording.RecordingHooks` takes.
+Sync and cheap enough for a recorder that keeps every step: two JSON-ready score snapshots per
+measure.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ except ImportError:  # not on Windows
 from collections.abc import Callable
 from typing import Any
 
-from .checkpoint import capture
+from .checkpoint import field_names
 from .context import current_run
 from .hooks import CadenceHooks
 from .score import to_jsonable
@@ -91,6 +91,12 @@ class StepEnd:
         return "failed" if self.error is not None else "completed"
 
 
+def _snapshot(score: Any) -> dict[str, Any]:
+    """The score's fields as JSON-ready copies: one pass that both freezes them (a note may
+    mutate them in place) and makes them storable."""
+    return {name: to_jsonable(getattr(score, name)) for name in field_names(score)}
+
+
 def stack_of(error: BaseException) -> str:
     """The stack of the error a note raised (the engine wraps it: the original's is the one)."""
     original = getattr(error, "original_error", None) or error
@@ -125,7 +131,7 @@ class TracingHooks(CadenceHooks):
             parent,
             kind,
             started,
-            capture(score),
+            _snapshot(score),
             *resource_usage(),
         )
         self.on_start(StepStart(step_id, parent, note_name, kind, started))
@@ -138,7 +144,7 @@ class TracingHooks(CadenceHooks):
             return
         step_id, parent, kind, started, before, cpu0, peak0 = opened
         current_step.set(parent)
-        after = capture(score)
+        after = _snapshot(score)
         cpu1, peak1 = resource_usage()
         self.on_end(
             StepEnd(
@@ -149,9 +155,9 @@ class TracingHooks(CadenceHooks):
                 started_at=started,
                 ended_at=started + duration,
                 duration=duration,
-                inputs={name: to_jsonable(value) for name, value in before.items()},
+                inputs=before,
                 changes={
-                    name: to_jsonable(value)
+                    name: value
                     for name, value in after.items()
                     if name not in before or before[name] != value
                 },

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -166,7 +166,7 @@ class RunRecorder:
             parent = self._open.get(detail.get("parent") or "")
             row = self._new(detail.get("kind") or "step", event.name, parent)
             if event.duration_ms is not None:
-                row.started_at = row.at - timedelta(milliseconds=event.duration_ms)
+                row.started_at = row.at - event.duration_ms / 1000
         # Engine steps and model calls arrive JSON-ready (engine.tracing made them so); only
         # what tools and other adapters return is walked again.
         ready = row.kind in _JSON_READY
@@ -194,18 +194,16 @@ class RunRecorder:
             parent.seq if parent is not None else None,
             kind[:16],
             name[:200],
-            timezone.now(),
+            time.time(),  # epoch seconds while streaming; datetimes only when written
         )
         self.events.append(row)
         return row
 
     def _close(self, row: _Step, outcome: str, duration_ms: float | None, error: str) -> None:
-        row.at = timezone.now()
+        row.at = time.time()
         row.outcome = outcome
         row.duration_ms = (
-            duration_ms
-            if duration_ms is not None
-            else round((row.at - row.started_at).total_seconds() * 1000, 3)
+            duration_ms if duration_ms is not None else round((row.at - row.started_at) * 1000, 3)
         )
         row.error = error[:5000]
 
@@ -281,7 +279,7 @@ class _Step:
         "text",  # the data as JSON, once written
     )
 
-    def __init__(self, seq: int, parent_seq: int | None, kind: str, name: str, now) -> None:
+    def __init__(self, seq: int, parent_seq: int | None, kind: str, name: str, now: float) -> None:
         self.seq, self.parent_seq, self.kind, self.name = seq, parent_seq, kind, name
         self.outcome, self.started_at, self.at = "running", now, now
         self.duration_ms = self.cpu_ms = self.memory_kb = None
@@ -291,7 +289,24 @@ class _Step:
 
     def row(self, run_id: str) -> tuple:
         text = self.text if self.text is not None else json.dumps(self.data, default=str)
-        return (run_id, *(getattr(self, name) for name in _COLUMNS[1:-1]), text)
+        return (
+            run_id,
+            self.seq,
+            self.parent_seq,
+            self.kind,
+            self.name,
+            self.outcome,
+            datetime.fromtimestamp(self.started_at, UTC),
+            self.duration_ms,
+            self.error,
+            self.error_type,
+            self.stack,
+            self.cpu_ms,
+            self.memory_kb,
+            self.payload,
+            datetime.fromtimestamp(self.at, UTC),
+            text,
+        )
 
 
 _COLUMNS = (
