@@ -202,7 +202,7 @@ class Turn:
             )
             await client.expire(key, STREAM_TTL)
         except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
-            logger.warning("chat event not fanned out", extra={"error": str(exc)})
+            logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
 
 
 def turn_launch(start: TurnStart) -> Turn:
@@ -224,9 +224,30 @@ async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str
             task.get_loop().call_soon_threadsafe(task.cancel)
         return True
     if message_id:
-        await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)
+        try:
+            await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)
+        except Exception as exc:
+            # The reply runs in another process, reachable only through Redis.
+            from cadence_site.errors import ApplicationError
+
+            logger.warning("cancel flag not set", extra={"error": type(exc).__name__})
+            raise ApplicationError(
+                "The reply runs on another server and cannot be reached right now; try again.",
+                "cancel_unavailable",
+                status=503,
+            ) from None
         return True
     return False
+
+
+async def _cancel_requested(flag: str) -> bool:
+    """Whether another process asked to cancel; with Redis away, no (the turn goes on: losing
+    Redis slows Cadence, it does not fail replies)."""
+    try:
+        return bool(await redis_client().exists(flag))
+    except Exception as exc:
+        logger.warning("cancel flag unreadable", extra={"error": type(exc).__name__})
+        return False
 
 
 async def _run(turn: Turn) -> None:
@@ -249,7 +270,7 @@ async def _run(turn: Turn) -> None:
         # A cancel from another process is a Redis flag: checked a few times a second, not per flush.
         if last_flush - last_cancel_check >= 0.25:
             last_cancel_check = last_flush
-            if await redis_client().exists(cancel_flag):
+            if await _cancel_requested(cancel_flag):
                 raise asyncio.CancelledError("cancelled by the client")
 
     async def on_event(event: RuntimeEvent) -> None:
