@@ -440,7 +440,9 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             )
         result = async_to_sync(invoke)(
             org=request.org,
-            ref=str(instance_id),
+            # The resolved id, not the slug the path may carry: a slug can be reused by a newer
+            # instance, an id cannot.
+            ref=str(self._get(instance_id).id),
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
-from datetime import timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.core.files.base import ContentFile
@@ -38,6 +38,7 @@ from engine.models import Run, RunEvent
 INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
 _STEP_FIELDS = ("error_type", "stack", "cpu_ms", "memory_kb")
+_JSON_READY = frozenset({"note", "sync", "split", "child", "llm_call"})
 _HOST = socket.gethostname()
 
 
@@ -92,10 +93,10 @@ class RunRecorder:
         # The id is known before the row exists: the row can be written off the streaming path.
         self.fields["id"] = str(uuid.uuid4())
         self.created = False
-        self.events: list[RunEvent] = []
-        self._open: dict[str, RunEvent] = {}  # step id → its row, while it runs
-        self._open_named: dict[str, list[RunEvent]] = {}  # steps started without an id
-        self._tools: dict[str, tuple[RunEvent, bool]] = {}  # call id → (row, from a step event)
+        self.events: list[_Step] = []
+        self._open: dict[str, _Step] = {}  # step id → its row, while it runs
+        self._open_named: dict[str, list[_Step]] = {}  # steps started without an id
+        self._tools: dict[str, tuple[_Step, bool]] = {}  # call id → (row, from a step event)
         self.started = time.perf_counter()
 
     @property
@@ -175,8 +176,15 @@ class RunRecorder:
             parent = self._open.get(detail.get("parent") or "")
             row = self._new(detail.get("kind") or "step", event.name, parent)
             if event.duration_ms is not None:
-                row.started_at = row.at - timedelta(milliseconds=event.duration_ms)
-        data = {k: _jsonable(detail[k]) for k in ("inputs", "outputs", "llm") if k in detail}
+                row.started_at = row.at - event.duration_ms / 1000
+        # Engine steps and model calls arrive JSON-ready (engine.tracing made them so); only
+        # what tools and other adapters return is walked again.
+        ready = row.kind in _JSON_READY
+        data = {
+            k: detail[k] if ready else _jsonable(detail[k])
+            for k in ("inputs", "outputs", "llm")
+            if k in detail
+        }
         if not data:  # an adapter's own detail (a graph node's, an agent's): kept as it came
             data = {
                 k: _jsonable(v)
@@ -190,28 +198,22 @@ class RunRecorder:
         error = detail.get("error", "")
         self._close(row, event.status, event.duration_ms, error if isinstance(error, str) else "")
 
-    def _new(self, kind: str, name: str, parent: RunEvent | None) -> RunEvent:
-        now = timezone.now()
-        row = RunEvent(
-            seq=len(self.events) + 1,
-            parent_seq=parent.seq if parent is not None else None,
-            kind=kind[:16],
-            name=name[:200],
-            outcome="running",
-            started_at=now,
-            data={},
-            at=now,
+    def _new(self, kind: str, name: str, parent: _Step | None) -> _Step:
+        row = _Step(
+            len(self.events) + 1,
+            parent.seq if parent is not None else None,
+            kind[:16],
+            name[:200],
+            time.time(),  # epoch seconds while streaming; datetimes only when written
         )
         self.events.append(row)
         return row
 
-    def _close(self, row: RunEvent, outcome: str, duration_ms: float | None, error: str) -> None:
-        row.at = timezone.now()
+    def _close(self, row: _Step, outcome: str, duration_ms: float | None, error: str) -> None:
+        row.at = time.time()
         row.outcome = outcome
         row.duration_ms = (
-            duration_ms
-            if duration_ms is not None
-            else round((row.at - row.started_at).total_seconds() * 1000, 3)
+            duration_ms if duration_ms is not None else round((row.at - row.started_at) * 1000, 3)
         )
         row.error = error[:5000]
 
@@ -233,7 +235,6 @@ class RunRecorder:
         for row in self.events:
             if row.outcome == "running":
                 row.outcome = "interrupted"
-            row.run_id = self.run_id
         # Files before the transaction: storage writes cannot roll back with it.
         self._offload()
         with schema_context(self.schema_name), transaction.atomic():
@@ -249,18 +250,109 @@ class RunRecorder:
                 finished_at=timezone.now(),
                 duration_ms=round(duration, 3),
             )
-            RunEvent.objects.bulk_create(self.events)
+            _insert_steps(self.run_id, self.events)
             if then is not None:
                 then()
 
     def _offload(self) -> None:
         for row in self.events:
             text = json.dumps(row.data, separators=(",", ":"), default=str)
-            if len(text) <= INLINE_BYTES:
-                continue
-            name = payload_name(self.schema_name, self.run_id, row.seq)
-            row.payload = default_storage.save(name, ContentFile(text.encode()))
-            row.data = {key: _truncated(value) for key, value in row.data.items()}
+            if len(text) > INLINE_BYTES:
+                name = payload_name(self.schema_name, self.run_id, row.seq)
+                row.payload = default_storage.save(name, ContentFile(text.encode()))
+                row.data = {key: _truncated(value) for key, value in row.data.items()}
+                text = json.dumps(row.data, separators=(",", ":"), default=str)
+            row.text = text
+
+
+class _Step:
+    """A step while the run streams: a plain object (a model instance per event would cost
+    more than the rest of the recording); it becomes a RunEvent when the run is written."""
+
+    __slots__ = (
+        "seq",
+        "parent_seq",
+        "kind",
+        "name",
+        "outcome",
+        "started_at",
+        "duration_ms",
+        "data",
+        "error",
+        "error_type",
+        "stack",
+        "cpu_ms",
+        "memory_kb",
+        "payload",
+        "at",
+        "text",  # the data as JSON, once written
+    )
+
+    def __init__(self, seq: int, parent_seq: int | None, kind: str, name: str, now: float) -> None:
+        self.seq, self.parent_seq, self.kind, self.name = seq, parent_seq, kind, name
+        self.outcome, self.started_at, self.at = "running", now, now
+        self.duration_ms = self.cpu_ms = self.memory_kb = None
+        self.data: dict[str, Any] = {}
+        self.error = self.error_type = self.stack = self.payload = ""
+        self.text: str | None = None
+
+    def row(self, run_id: str) -> tuple:
+        text = self.text if self.text is not None else json.dumps(self.data, default=str)
+        return (
+            run_id,
+            self.seq,
+            self.parent_seq,
+            self.kind,
+            self.name,
+            self.outcome,
+            datetime.fromtimestamp(self.started_at, UTC),
+            self.duration_ms,
+            self.error,
+            self.error_type,
+            self.stack,
+            self.cpu_ms,
+            self.memory_kb,
+            self.payload,
+            datetime.fromtimestamp(self.at, UTC),
+            text,
+        )
+
+
+_COLUMNS = (
+    "run_id",
+    "seq",
+    "parent_seq",
+    "kind",
+    "name",
+    "outcome",
+    "started_at",
+    "duration_ms",
+    "error",
+    "error_type",
+    "stack",
+    "cpu_ms",
+    "memory_kb",
+    "payload",
+    "at",
+    "data",
+)
+
+
+def _insert_steps(run_id: str, steps: list[_Step]) -> None:
+    """One pipelined INSERT for the run's steps: building a model instance per step costs more
+    than everything else the recording does (benchmarks/runs.py)."""
+    if not steps:
+        return
+    from django.db import connection
+
+    table = connection.ops.quote_name(RunEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
+    values = ", ".join(["%s"] * (len(_COLUMNS) - 1) + ["%s::jsonb"])
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({values})",  # noqa: S608 - fixed names
+            [step.row(run_id) for step in steps],
+        )
 
 
 def _truncated(value: Any) -> Any:

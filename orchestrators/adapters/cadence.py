@@ -21,7 +21,15 @@ from typing import Any
 from engine import Cadence, Score
 from engine.flow import NoteRegistry, build_cadence
 from engine.measures import ChildMeasure, SplitMeasure, SyncMeasure
-from engine.tracing import StepEnd, StepStart, TracingHooks, current_step, new_step_id, stack_of
+from engine.tracing import (
+    StepEnd,
+    StepStart,
+    TracingHooks,
+    current_step,
+    new_step_id,
+    resource_usage,
+    stack_of,
+)
 from orchestrators.runtime import (
     FinalEvent,
     LLMDelta,
@@ -129,7 +137,7 @@ async def _model_call(
     _emit(
         StepEvent("llm_call", "started", None, {"id": step, "parent": parent, "kind": "llm_call"})
     )
-    started, cpu0 = time.perf_counter(), time.process_time()
+    started, (cpu0, _) = time.perf_counter(), resource_usage()
     first_token: float | None = None
     result: LLMResult | None = None
     error: BaseException | None = None
@@ -171,7 +179,7 @@ async def _model_call(
                 "tokens_out": usage.completion_tokens,
                 "ttft_ms": round((first_token - started) * 1000, 3) if first_token else None,
             },
-            "cpu_ms": round((time.process_time() - cpu0) * 1000, 3),
+            "cpu_ms": round((resource_usage()[0] - cpu0) * 1000, 3),
         }
         if error is not None:
             detail["error"] = f"{type(error).__name__}: {error}"

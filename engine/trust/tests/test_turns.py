@@ -38,6 +38,10 @@ def test_a_rest_invoke_run_is_pinned_to_its_snapshot_and_proven(world, chat_orch
     assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
     kinds = [s["kind"] for s in bundle["steps"]]
     assert "tool_call" in kinds and "llm_call" in kinds
+    # A tool call is one step (engine/runs/recorder.py): its arguments in, its result out.
+    tool = next(s for s in bundle["steps"] if s["kind"] == "tool_call")
+    assert tool["inputs"] == {"arguments": {"expression": "2+3"}}
+    assert tool["outputs"]["result"] is not None
     assert bundle["output"] == response.json()["message"]["content"]
 
 
