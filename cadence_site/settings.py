@@ -84,11 +84,13 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "plugins.system",
+    "tenants.invitations",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
 TENANT_APPS = [
     "tenants.audit",
+    "tenants.teams",
     "orchestrators",
     "plugins",
     "chat",
@@ -277,6 +279,21 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
 
+# Email (invitations). The console backend prints messages, which is what `make run` wants; a
+# deployment sets EMAIL_URL-style settings through these variables.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default=f"Cadence <no-reply@{CADENCE_BASE_DOMAIN}>"
+)
+# How long an invitation's link works; a resend starts a new period with a new link.
+CADENCE_INVITATION_TTL_HOURS = env.int("CADENCE_INVITATION_TTL_HOURS", default=72)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tenants.authentication.ApiKeyAuthentication",
@@ -317,6 +334,8 @@ SPECTACULAR_SETTINGS = {
         "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+        "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
+        "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },
 }
 
@@ -375,4 +394,10 @@ CELERY_BEAT_SCHEDULE = {
     # A build whose worker died is re-enqueued once its lease expires, not after the broker's
     # visibility timeout (an hour).
     "orchestrator-builds-sweep": {"task": "orchestrators.builds_sweep", "schedule": 15.0},
+    "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
 }
+# Queued runs (engine/durable): organizations whose runs only their own workers take,
+# {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.
+CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
+CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
+CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}

@@ -78,6 +78,8 @@ class TurnStart:
     content: str
     principal: str
     trigger: str
+    owner_user_id: int | None = None
+    owner_api_key_id: str | None = None
 
 
 def message_output(message: Message) -> dict[str, Any]:
@@ -143,6 +145,8 @@ def turn_begin(
         content,
         principal,
         trigger,
+        conversation.owner_user_id,
+        str(conversation.owner_api_key_id) if conversation.owner_api_key_id else None,
     )
 
 
@@ -300,6 +304,8 @@ async def _run(turn: Turn) -> None:
                 trigger=s.trigger,
                 principal=s.principal,
                 conversation_id=s.conversation_id,
+                owner_user_id=s.owner_user_id,
+                owner_api_key_id=s.owner_api_key_id,
             ),
             on_event=on_event,
             store=lambda outcome: reply_store(message_id=s.assistant_message_id, outcome=outcome),
