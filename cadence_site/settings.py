@@ -209,6 +209,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CADENCE_BUILD_LEASE_SECONDS = env.int("CADENCE_BUILD_LEASE_SECONDS", default=60)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CADENCE_CELERY_EAGER", default=False)
 
 # --- files ------------------------------------------------------------------------------------
@@ -392,6 +393,9 @@ CELERY_BEAT_SCHEDULE = {
         "task": "trust.tree_heads_publish",
         "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
     },
+    # A build whose worker died is re-enqueued once its lease expires, not after the broker's
+    # visibility timeout (an hour).
+    "orchestrator-builds-sweep": {"task": "orchestrators.builds_sweep", "schedule": 15.0},
     "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
 }
 # Queued runs (engine/durable): organizations whose runs only their own workers take,

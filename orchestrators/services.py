@@ -351,7 +351,18 @@ def _mark_building(instance: OrchestratorInstance) -> None:
     instance.status = OrchestratorInstance.Status.BUILDING
     instance.status_message = ""
     instance.config_hash = config_hash(instance)
-    instance.save(update_fields=["status", "status_message", "config_hash", "updated_at"])
+    # A new build is free to be claimed at once, whatever lease the previous one left.
+    instance.build_lease_until, instance.build_owner = None, ""
+    instance.save(
+        update_fields=[
+            "status",
+            "status_message",
+            "config_hash",
+            "build_lease_until",
+            "build_owner",
+            "updated_at",
+        ]
+    )
 
 
 def _schedule_build(instance: OrchestratorInstance) -> None:
@@ -431,6 +442,7 @@ def orchestrator_update(
         instance.config_hash = config_hash(instance)
         if not suspended:
             instance.status, instance.status_message = OrchestratorInstance.Status.BUILDING, ""
+            instance.build_lease_until, instance.build_owner = None, ""
         instance.save()
         audit_change(
             action="orchestrator.updated",
