@@ -19,6 +19,7 @@ import pytest
 from django.conf import settings
 from django_tenants.utils import schema_context
 
+from cadence_site.testing import test_database_url
 from engine.durable import services
 from engine.durable.models import QueuedRun
 from engine.models import Run
@@ -29,10 +30,9 @@ RUNS = 12
 
 
 def _worker(queue: str) -> subprocess.Popen:
-    db = settings.DATABASES["default"]
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CADENCE_TESTING": "1",
