@@ -72,9 +72,7 @@ def main() -> None:
             batch, done = 200, singles
             started = time.perf_counter()
             while done < singles + args.appends:
-                log.log_append(
-                    entries=[(f"{done + j:064x}", uuid.uuid4()) for j in range(batch)]
-                )
+                log.log_append(entries=[(f"{done + j:064x}", uuid.uuid4()) for j in range(batch)])
                 done += batch
             batch_rate = args.appends / (time.perf_counter() - started)
             print("transparency log appends (PostgreSQL, one organization):")
@@ -116,9 +114,7 @@ def main() -> None:
                 verify_bundle(bundle, keys)
                 timings.append((time.perf_counter() - t0) * 1000)
             print("verifying one run's bundle (12 steps, in process):")
-            print(
-                f"  p50 {statistics.median(timings):.2f} ms  p99 {_pct(timings, 0.99):.2f} ms"
-            )
+            print(f"  p50 {statistics.median(timings):.2f} ms  p99 {_pct(timings, 0.99):.2f} ms")
 
             # --- a log of N entries, written straight into the tables ------------------------
             print(f"building a log of {args.entries:,} entries ...", flush=True)
@@ -140,7 +136,9 @@ def main() -> None:
                     for i, d in enumerate(digests):
                         copy.write_row((i, d.hex(), run_id, "2026-12-01T00:00:00Z"))
                 LogHead.objects.filter(pk=1).update(
-                    size=tree.size, root=tree.frontier.root().hex(), frontier=tree.frontier.to_json()
+                    size=tree.size,
+                    root=tree.frontier.root().hex(),
+                    frontier=tree.frontier.to_json(),
                 )
             cursor = connection.cursor()
             cursor.execute("ANALYZE trust_lognode")

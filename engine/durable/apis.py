@@ -27,13 +27,33 @@ class EnqueueInput(StrictSerializer):
 class QueuedRunOutput(serializers.Serializer):
     id = serializers.UUIDField()
     status = serializers.CharField()
+    state = serializers.CharField()
+    orchestrator = serializers.UUIDField()
+    idempotency_key = serializers.CharField()
+    attempts = serializers.IntegerField()
+    reason = serializers.CharField(allow_blank=True)
+    replay_of = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    deadline = serializers.DateTimeField(allow_null=True)
+
+
+class DeadLetterListOutput(serializers.Serializer):
+    results = QueuedRunOutput(many=True)
+
+
+class CallbackSecretOutput(serializers.Serializer):
+    secret = serializers.CharField()
 
 
 class RunEnqueueApi(OrgMemberApi):
     read_role = Role.MEMBER
     required_role = Role.MEMBER
 
-    @extend_schema(request=EnqueueInput, responses={202: QueuedRunOutput})
+    @extend_schema(
+        summary="Queue a run of the orchestrator (idempotent per key)",
+        request=EnqueueInput,
+        responses={202: QueuedRunOutput},
+    )
     def post(self, request, org_slug, instance_id):
         from orchestrators.models import OrchestratorInstance
 
@@ -56,12 +76,16 @@ class RunEnqueueApi(OrgMemberApi):
 
 
 class DeadLetterListApi(OrgMemberApi):
+    @extend_schema(
+        summary="Queued runs that failed for good", responses={200: DeadLetterListOutput}
+    )
     def get(self, request, org_slug):
         dead = QueuedRun.objects.select_related("run").filter(state=QueuedRun.State.DEAD)[:200]
         return Response({"results": [services.queued_output(q) for q in dead]})
 
 
 class DeadLetterDetailApi(OrgMemberApi):
+    @extend_schema(summary="One queued run's state", responses={200: QueuedRunOutput})
     def get(self, request, org_slug, run_id):
         return Response(services.queued_output(services.dead_letter_get(run_id=run_id)))
 
@@ -70,7 +94,11 @@ class DeadLetterActionApi(OrgMemberApi):
     required_role = Role.ADMIN
     action: str = ""
 
-    @extend_schema(request=None, responses={202: QueuedRunOutput, 200: QueuedRunOutput})
+    @extend_schema(
+        summary="Replay (a new run under the same snapshot) or discard a dead letter",
+        request=None,
+        responses={202: QueuedRunOutput, 200: QueuedRunOutput},
+    )
     def post(self, request, org_slug, run_id):
         queued = services.dead_letter_get(run_id=run_id)
         if self.action == "replay":
@@ -84,6 +112,10 @@ class CallbackSecretApi(OrgMemberApi):
 
     read_role = Role.ADMIN
 
+    @extend_schema(
+        summary="The secret that signs this organization's run callbacks",
+        responses={200: CallbackSecretOutput},
+    )
     def get(self, request, org_slug):
         from django.db import connection
 

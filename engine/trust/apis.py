@@ -177,7 +177,55 @@ class ConsistencyApi(OrgMemberApi):
         )
 
 
+class DriftChange(serializers.Serializer):
+    area = serializers.CharField()
+    path = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class RunDriftOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    drifted = serializers.BooleanField(allow_null=True)
+    snapshot = serializers.CharField(required=False)
+    current = serializers.CharField(allow_null=True, required=False)
+    changes = DriftChange(many=True)
+
+
+class DriftReportEntry(serializers.Serializer):
+    orchestrator = serializers.UUIDField()
+    slug = serializers.CharField()
+    current_snapshot = serializers.CharField()
+    outdated_runs = serializers.IntegerField()
+    outdated_queued = serializers.IntegerField()
+    outdated_snapshots = serializers.ListField(child=serializers.CharField())
+
+
+class DriftReportOutput(serializers.Serializer):
+    results = DriftReportEntry(many=True)
+
+
+class ReplayMismatch(serializers.Serializer):
+    seq = serializers.IntegerField()
+    name = serializers.CharField()
+    committed = serializers.CharField(allow_null=True)
+    replayed = serializers.CharField(allow_null=True)
+
+
+class ReplayOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    matches = serializers.BooleanField()
+    steps = serializers.IntegerField()
+    mismatches = ReplayMismatch(many=True)
+    output_matches = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True)
+
+
 class RunDriftApi(OrgMemberApi):
+    @extend_schema(
+        summary="Whether a run's definition differs from its orchestrator's current one",
+        responses={200: RunDriftOutput},
+    )
     def get(self, request, org_slug, run_id):
         from engine.models import Run
         from engine.trust.drift import run_drift
@@ -193,6 +241,10 @@ class RunDriftApi(OrgMemberApi):
 
 
 class DriftReportApi(OrgMemberApi):
+    @extend_schema(
+        summary="Runs and queued work on outdated definitions, per orchestrator",
+        responses={200: DriftReportOutput},
+    )
     def get(self, request, org_slug):
         from engine.trust.drift import drift_report
 
@@ -204,7 +256,11 @@ class RunProofReplayApi(OrgMemberApi):
 
     required_role = Role.MEMBER
 
-    @extend_schema(request=None)
+    @extend_schema(
+        summary="Re-execute a run from its recorded responses and compare it with its proof",
+        request=None,
+        responses={200: ReplayOutput},
+    )
     def post(self, request, org_slug, run_id):
         from engine.trust.replay import replay_against_proof
 
