@@ -104,7 +104,10 @@ async def agent(score: AgentScore) -> None:
                     {
                         "id": c.id,
                         "type": "function",
-                        "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        "function": {
+                            "name": c.name,
+                            "arguments": json.dumps(c.arguments, sort_keys=True),
+                        },
                     }
                     for c in result.tool_calls
                 ],
@@ -250,7 +253,9 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
             {
                 "role": "tool",
                 "tool_call_id": tool_call.id,
-                "content": output if isinstance(output, str) else json.dumps(output, default=str),
+                "content": output
+                if isinstance(output, str)
+                else json.dumps(output, default=str, sort_keys=True),
             }
         )
 
