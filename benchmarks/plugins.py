@@ -124,12 +124,14 @@ def bench_upload_to_callable(uploads: int) -> None:
             entries=[{"id": "com.bench.weather", "version": ">=1"}]
         )
         instance.save()
+        uploaded: list[float] = []
         for index in range(1, uploads + 1):
             raw = _one_mb_package(f"1.{index}.0", base_url)
             started = time.perf_counter()
             # The upload re-resolves and rebuilds the orchestrators using the plugin (the build
             # task runs inline here); then a process loads the runtime and calls the new tool.
             plugin_upload(raw=raw, uploaded_by="bench")
+            uploaded.append((time.perf_counter() - started) * 1000)
             instance = OrchestratorInstance.objects.select_related("llm_config").get(pk=instance.pk)
             assert instance.plugin_lock["com.bench.weather"]["version"] == f"1.{index}.0"
             tool = next(
@@ -141,6 +143,10 @@ def bench_upload_to_callable(uploads: int) -> None:
     server.shutdown()
     print(
         f"upload to callable, 1 MB package ({len(raw) / 2**20:.2f} MiB), {uploads} uploads: {_ms(times)} (target p95 <= 1000 ms)"
+    )
+    print(
+        "  of which the upload (checks, storage, rows, re-resolution, the inline rebuild and its "
+        f"lifecycle event): {_ms(uploaded)}"
     )
 
 
