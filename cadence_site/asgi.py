@@ -16,6 +16,7 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 from cadence_site.handlers import ApiASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
 from cadence_site.routing import websocket_urlpatterns  # noqa: E402
+from tenants.limits.sockets import FrameRateLimitMiddleware  # noqa: E402
 from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
 
 application = Lifespan(
@@ -23,7 +24,11 @@ application = Lifespan(
         {
             "http": http_router(django_asgi_app, ApiASGIHandler()),
             "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
+                AuthMiddlewareStack(
+                    TenantWebsocketMiddleware(
+                        FrameRateLimitMiddleware(URLRouter(websocket_urlpatterns))
+                    )
+                )
             ),
         }
     )

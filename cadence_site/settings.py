@@ -84,6 +84,7 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "plugins.system",
+    "tenants.limits",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
@@ -115,6 +116,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenants.limits.http.LoginRateLimitMiddleware",
     # After authentication: sessions and users live in public, found through the search_path.
     "tenants.middleware.TenantResolutionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -266,6 +268,14 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
+# Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
+# this is off, which refuses them instead (tenants/ratelimit.py).
+CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+# Plans, overrides and key limits are kept this long in each process (0 under tests: a test that
+# changes a plan sees it at once in a live server process too).
+CADENCE_LIMITS_CACHE_SECONDS = env.float(
+    "CADENCE_LIMITS_CACHE_SECONDS", default=0.0 if TESTING else 5.0
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

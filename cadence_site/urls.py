@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
+    path("api/v1/", include("tenants.limits.urls")),
     path("v1/", include("chat.openai_urls")),
 ]
 

@@ -154,13 +154,8 @@ class InstanceListApi(OrgMemberApi):
 
     @extend_schema(request=InstanceInput)
     def post(self, request, org_slug):
-        from tenants.models import Organization
-
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
-        plan = Organization.objects.select_related("plan").get(pk=request.org.id).plan
-        instance = services.orchestrator_create(
-            plan_limit=plan.max_orchestrators if plan else None, **data
-        )
+        instance = services.orchestrator_create(**data)
         return Response(instance_output(instance), status=201)
 
 

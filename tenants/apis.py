@@ -256,6 +256,7 @@ class ApiKeyDetailApi(OrgMemberApi):
 
 class WsTicketApi(OrgMemberApi):
     required_role = Role.VIEWER
+    rate_scope = "tickets"
 
     @extend_schema(
         request=None, summary="A single-use ticket for a WebSocket connection (?ticket=)"
