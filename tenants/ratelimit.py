@@ -289,3 +289,14 @@ def clear(*keys: str) -> None:
         sync_client().delete(*keys)
     except (redis.RedisError, OSError) as exc:
         redis_failed(exc)
+
+
+def clear_tenant(tenant: str) -> None:
+    """Forget every bucket of one tenant (tests, an operator resetting an organization)."""
+    try:
+        client = sync_client()
+        found = list(client.scan_iter(match=f"cadence:rl:{{{tenant}}}:*", count=500))
+        if found:
+            client.delete(*found)
+    except (redis.RedisError, OSError) as exc:
+        redis_failed(exc)
