@@ -1,7 +1,9 @@
 # Cadence: one command to run, one to test. See README.md.
 #
 #   make run                  embedded PostgreSQL + Redis (unless *_URL is set), migrate, demo data,
-#                             uvicorn + Celery worker; Ctrl-C stops everything
+#                             uvicorn + Celery worker; Ctrl-C stops everything. Installs every
+#                             framework (requirements-extras.txt: LangGraph, OpenAI Agents SDK);
+#                             `make run FRAMEWORKS=native` installs only the native engine
 #   make test ARGS="-k foo"   the whole suite (pytest), with the embedded services when needed
 #   make lint                 ruff check + ruff format --check
 #   make venv                 .venv with the development requirements
@@ -16,11 +18,14 @@ BOOTSTRAP_PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v pyth
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# `all`: requirements.txt and requirements-extras.txt (every framework); `native`: the first only.
+FRAMEWORKS ?= all
+RUN_REQS := requirements.txt $(if $(filter native,$(FRAMEWORKS)),,requirements-extras.txt)
 
 # Installs are skipped while the requirements files are unchanged: the stamp's name carries
 # their checksum, so an edited requirements file names a stamp that does not exist yet.
-RUN_SUM := $(shell cat requirements.txt | cksum | cut -d' ' -f1)
-DEV_SUM := $(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+RUN_SUM := $(shell cat $(RUN_REQS) | cksum | cut -d' ' -f1)
+DEV_SUM := $(shell cat requirements.txt requirements-extras.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 RUN_STAMP := $(VENV)/.installed-run-$(RUN_SUM)
 DEV_STAMP := $(VENV)/.installed-dev-$(DEV_SUM)
 PIP_FLAGS := --disable-pip-version-check $(if $(CI),--progress-bar off,)
@@ -47,8 +52,8 @@ $(PY):
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 
 $(RUN_STAMP): | $(PY)
-	@echo "==> installing requirements.txt into $(VENV) (the first time takes a few minutes)"
-	$(PY) -m pip install $(PIP_FLAGS) -r requirements.txt
+	@echo "==> installing $(RUN_REQS) into $(VENV) (the first time takes a few minutes)"
+	$(PY) -m pip install $(PIP_FLAGS) $(addprefix -r ,$(RUN_REQS))
 	@rm -f $(VENV)/.installed-run-*
 	@touch $@
 

@@ -38,7 +38,7 @@ class OrgMemberApi(APIView):
 
     read_role: str = Role.VIEWER
     required_role: str = Role.ADMIN
-    # A surface bucket on top of the organization's (tenants/limits/enforce.py), e.g. "tickets".
+    # A surface bucket for writes, on top of the organization's (tenants/limits/enforce.py).
     rate_scope: str | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -59,7 +59,8 @@ class OrgMemberApi(APIView):
         request.org = org
         request.role = role
         # Counted once the caller is known to belong here: outsiders spend nothing of the org's.
-        request_limit_enforce(request, org=org, scope=self.rate_scope)
+        scope = self.rate_scope if request.method not in SAFE_METHODS else None
+        request_limit_enforce(request, org=org, scope=scope)
 
     def finalize_response(self, request, response, *args, **kwargs):
         response = super().finalize_response(request, response, *args, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
@@ -143,6 +144,21 @@ def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
     return error_response(response.status_code, _drf_code(exc), message, details, headers)
 
 
+def too_large_payload(path: str, limit: int) -> dict[str, Any]:
+    message = f"The request body exceeds the limit of {limit} bytes."
+    if path.startswith("/v1/"):
+        # The OpenAI-compatible surface answers in OpenAI's error shape.
+        return {
+            "error": {
+                "message": message,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "payload_too_large",
+            }
+        }
+    return error_body("payload_too_large", message, {"limit_bytes": limit})
+
+
 def _too_large() -> JsonResponse:
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     return error_response(
@@ -151,6 +167,9 @@ def _too_large() -> JsonResponse:
         f"The request body exceeds the limit of {limit} bytes.",
         {"limit_bytes": limit},
     )
+
+
+PLUGIN_UPLOAD_PATH = re.compile(r"^/api/v1/orgs/[^/]+/plugins/$")
 
 
 class BodySizeLimitMiddleware:
@@ -176,6 +195,9 @@ class BodySizeLimitMiddleware:
     @staticmethod
     def _refusal(request):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if request.method == "POST" and PLUGIN_UPLOAD_PATH.match(request.path):
+            # A plugin package (plugins.archive caps the package itself).
+            limit = settings.CADENCE_PLUGIN_MAX_UPLOAD_BYTES
         length = request.META.get("CONTENT_LENGTH")
         if limit is None or not length:
             return None
@@ -184,18 +206,7 @@ class BodySizeLimitMiddleware:
         except ValueError:
             return error_response(400, "bad_request", "Content-Length is not a number.")
         if too_large and request.path.startswith("/v1/"):
-            # The OpenAI-compatible surface answers in OpenAI's error shape.
-            return JsonResponse(
-                {
-                    "error": {
-                        "message": f"The request body exceeds the limit of {limit} bytes.",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "payload_too_large",
-                    }
-                },
-                status=413,
-            )
+            return JsonResponse(too_large_payload(request.path, limit), status=413)
         if too_large and not request.path.startswith(("/admin/", "/orgs/")):
             return _too_large()
         return None

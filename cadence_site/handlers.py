@@ -74,11 +74,13 @@ class ApiASGIHandler(ASGIHandler):
 
 
 def http_router(pages, api):
-    """/v1/ to the API handler, everything else to Django's full stack."""
+    """/v1/ to the API handler, everything else to Django's full stack; chunked bodies read whole
+    (within the body limit) for both (cadence_site/bodies.py)."""
+    from cadence_site.bodies import read_chunked_bodies
 
     async def route(scope, receive, send):
         if scope["type"] == "http" and scope["path"].startswith(API_PREFIX):
             return await api(scope, receive, send)
         return await pages(scope, receive, send)
 
-    return route
+    return read_chunked_bodies(route)

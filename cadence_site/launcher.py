@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -128,6 +128,8 @@ class Launcher:
         if not _port_free("127.0.0.1", int(port)):
             raise SystemExit(f"port {port} on 127.0.0.1 is in use: stop what uses it or set PORT")
         self.acquire_services()
+        self.env.update(local_development_defaults(os.environ))
+        report_frameworks()
         manage = [PYTHON, "manage.py"]
         self.check(
             "applying migrations (shared, template and tenant schemas)", [*manage, "migrate"]
@@ -173,6 +175,37 @@ class Launcher:
         logger.info("embedded services running; Ctrl-C stops them")
         while True:
             signal.pause()
+
+
+# Loopback model servers (Ollama on :11434, vLLM, llama.cpp) for `make run` on one machine. A
+# deployment started any other way allows nothing beyond public addresses unless it says so.
+LOOPBACK_NETWORKS = "127.0.0.0/8,::1/128"
+
+
+def local_development_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """What `make run` adds to the environment unless it is set (also when set empty)."""
+    if "CADENCE_EGRESS_ALLOWED_NETWORKS" in environ:
+        logger.info(
+            "outbound requests may reach CADENCE_EGRESS_ALLOWED_NETWORKS=%s (from the environment)",
+            environ["CADENCE_EGRESS_ALLOWED_NETWORKS"] or "(none: public addresses only)",
+        )
+        return {}
+    logger.info(
+        "local development: LLM configurations may use model servers on this machine "
+        "(CADENCE_EGRESS_ALLOWED_NETWORKS=%s); set CADENCE_EGRESS_ALLOWED_NETWORKS= to refuse them",
+        LOOPBACK_NETWORKS,
+    )
+    return {"CADENCE_EGRESS_ALLOWED_NETWORKS": LOOPBACK_NETWORKS}
+
+
+def report_frameworks() -> None:
+    from orchestrators.adapters import FRAMEWORKS, INSTALL_HINT, framework_available
+
+    missing = [name for name in FRAMEWORKS if not framework_available(name)]
+    if missing:
+        logger.warning("frameworks not installed: %s. %s", ", ".join(missing), INSTALL_HINT)
+    else:
+        logger.info("frameworks installed: %s", ", ".join(FRAMEWORKS))
 
 
 def _port_free(host: str, port: int) -> bool:

@@ -7,9 +7,17 @@ by an organization, so each request is an SSRF door. The policy, in one place:
 - the host must resolve only to public addresses: private, loopback, link-local (cloud metadata
   lives at 169.254.169.254), multicast, reserved and unspecified addresses are refused, also when
   written as IPv4-mapped IPv6 (``::ffff:127.0.0.1``);
-- unless ``settings.CADENCE_EGRESS_ALLOW_PRIVATE`` is true (a laptop talking to Ollama) or the
-  host is listed in ``settings.CADENCE_EGRESS_ALLOWED_HOSTS`` (an entry starting with ``.``
-  allows every subdomain). Settings are read at call time so tests can override them.
+- unless the operator allows it: ``CADENCE_EGRESS_ALLOWED_HOSTS`` lists host names (an entry
+  starting with ``.`` allows every subdomain) whose addresses are not checked,
+  ``CADENCE_EGRESS_ALLOWED_NETWORKS`` lists networks (CIDR, ``127.0.0.0/8``, ``10.1.0.0/16``)
+  whose addresses are allowed whatever name led to them, and ``CADENCE_EGRESS_ALLOW_PRIVATE``
+  allows every address. ``make run`` allows the loopback networks unless the variable is set, so
+  a model server on the developer's machine (Ollama, vLLM, llama.cpp) works out of the box.
+  Settings are read at call time so tests can override them.
+
+A host that does not resolve is refused with ``details.reason = "unresolvable"``: a configuration
+saved on an offline machine keeps it (with a warning) and is checked again at every call. A
+refused address's message names the settings that would allow it, never the address itself.
 
 Two layers enforce it. A request event hook checks every request the client sends, before any
 connection is opened (so a redirect followed by a caller is checked too). Then the transport's
@@ -27,6 +35,7 @@ Nothing here logs a URL's query string or any header: both may carry API keys.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import socket
@@ -73,8 +82,57 @@ class EgressDenied(ApplicationError):
 # --- the policy ---------------------------------------------------------------------------------
 
 
+UNRESOLVABLE = "unresolvable"
+NOT_PUBLIC = "not_public"
+# What the refusal of a non-public address tells the operator to change.
+ALLOW_SETTINGS = (
+    "CADENCE_EGRESS_ALLOWED_HOSTS",
+    "CADENCE_EGRESS_ALLOWED_NETWORKS",
+    "CADENCE_EGRESS_ALLOW_PRIVATE",
+)
+
+
 def _private_allowed() -> bool:
     return bool(getattr(settings, "CADENCE_EGRESS_ALLOW_PRIVATE", False))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_networks(
+    entries: tuple[str, ...],
+) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    networks = []
+    for entry in entries:
+        entry = entry.strip()
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            # A typo must not open anything: the entry is ignored, loudly.
+            logger.error("CADENCE_EGRESS_ALLOWED_NETWORKS: %r is not a network; ignored", entry)
+    return tuple(networks)
+
+
+def allowed_networks() -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    entries = getattr(settings, "CADENCE_EGRESS_ALLOWED_NETWORKS", None) or ()
+    if isinstance(entries, str):
+        entries = entries.split(",")
+    return _parse_networks(tuple(entries))
+
+
+def address_allowed(address: IPAddress | str) -> bool:
+    """Whether ``address`` is public or inside one of CADENCE_EGRESS_ALLOWED_NETWORKS."""
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if is_public_address(ip):
+        return True
+    candidates = [ip]
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        candidates.append(ip.ipv4_mapped)
+    return any(
+        candidate.version == network.version and candidate in network
+        for network in allowed_networks()
+        for candidate in candidates
+    )
 
 
 def host_allowed(host: str) -> bool:
@@ -137,17 +195,25 @@ def _check_scheme_and_host(scheme: str, host: str) -> bool:
     return _private_allowed() or host_allowed(host)
 
 
+def _unresolvable(host: str) -> EgressDenied:
+    return EgressDenied(
+        f"The host {host} does not resolve.", {"host": host, "reason": UNRESOLVABLE}
+    )
+
+
 def _refuse_private(host: str, addresses: Iterable[str]) -> list[str]:
     checked = list(dict.fromkeys(addresses))
     if not checked:
-        raise EgressDenied(f"The host {host} does not resolve.", {"host": host})
+        raise _unresolvable(host)
     for address in checked:
-        if not is_public_address(address.split("%", 1)[0]):
+        if not address_allowed(address.split("%", 1)[0]):
             # The host only, never the URL: its query string may carry a key.
             logger.warning("egress refused: %s resolves to a non-public address", host)
             raise EgressDenied(
-                f"The host {host} resolves to a private or reserved address, which is not allowed.",
-                {"host": host},
+                f"The host {host} resolves to a private or reserved address, which is not "
+                f"allowed. An operator can allow it with CADENCE_EGRESS_ALLOWED_HOSTS (this "
+                f"host) or CADENCE_EGRESS_ALLOWED_NETWORKS (its network).",
+                {"host": host, "reason": NOT_PUBLIC, "settings": list(ALLOW_SETTINGS)},
             )
     return checked
 
@@ -171,7 +237,7 @@ def check_url(url: str | httpx.URL) -> None:
     try:
         infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise EgressDenied(f"The host {host} does not resolve.", {"host": host}) from exc
+        raise _unresolvable(host) from exc
     _refuse_private(host, _addresses(infos))
 
 
@@ -192,7 +258,7 @@ async def _resolve_public(host: str, port: int) -> list[str]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
-        raise EgressDenied(f"The host {host} does not resolve.", {"host": host}) from exc
+        raise _unresolvable(host) from exc
     return _refuse_private(host, _addresses(infos))
 
 

@@ -76,7 +76,7 @@ SHARED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.admin",
+    "tenants.admin_config.CadenceAdminConfig",  # django.contrib.admin, with our operator site
     "django.contrib.staticfiles",
     "corsheaders",
     "rest_framework",
@@ -94,6 +94,8 @@ TENANT_APPS = [
     "plugins",
     "chat",
     "engine",
+    "engine.trust",
+    "engine.durable",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -256,6 +258,10 @@ AUTH_PASSWORD_VALIDATORS = [
 # Request bodies above this size get 413 before anything parses them.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("CADENCE_MAX_BODY_BYTES", default=1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
+# Plugin package uploads (multipart): the package cap in plugins.archive plus form overhead.
+CADENCE_PLUGIN_MAX_UPLOAD_BYTES = env.int(
+    "CADENCE_PLUGIN_MAX_UPLOAD_BYTES", default=8 * 1024 * 1024 + 64 * 1024
+)
 CADENCE_WS_TICKET_TTL = 30
 # Warm orchestrator runtimes kept per process (least recently used evicted first).
 CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
@@ -263,6 +269,8 @@ CADENCE_POOL_WARM_MAX = env.int("CADENCE_POOL_WARM_MAX", default=256)
 # unless allowed here; user-supplied URLs are an SSRF door.
 CADENCE_EGRESS_ALLOW_PRIVATE = env.bool("CADENCE_EGRESS_ALLOW_PRIVATE", default=False)
 CADENCE_EGRESS_ALLOWED_HOSTS = env.list("CADENCE_EGRESS_ALLOWED_HOSTS", default=[])
+# Networks (CIDR) whose addresses are allowed; `make run` sets the loopback ones unless this is set.
+CADENCE_EGRESS_ALLOWED_NETWORKS = env.list("CADENCE_EGRESS_ALLOWED_NETWORKS", default=[])
 CADENCE_OUTBOUND_TIMEOUT = env.float("CADENCE_OUTBOUND_TIMEOUT", default=30.0)
 CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
@@ -335,3 +343,15 @@ LOGGING = {
         "django.server": {"level": "WARNING"},
     },
 }
+
+# --- proofs and the transparency log (engine/trust) -------------------------------------------
+# Signer keys (C2SP note form), first current; empty: <CADENCE_VAR_DIR>/signing_keys, made once.
+CADENCE_SIGNING_KEYS = env.str("CADENCE_SIGNING_KEYS", default="")
+CADENCE_SIGNING_RETIRED_KEYS = env.str("CADENCE_SIGNING_RETIRED_KEYS", default="")
+CADENCE_SIGNING_KEY_NAME = env.str("CADENCE_SIGNING_KEY_NAME", default="")
+# Where signed tree heads are anchored: a webhook (through the egress policy, HMAC-signed with
+# CADENCE_WITNESS_SECRET) and/or a file that a witness keeps (one signed note after another).
+CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
+CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
+CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
+CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.auth.views import LogoutView
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -16,6 +17,7 @@ urlpatterns = [
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
     path("api/v1/", include("tenants.limits.urls")),
+    path("api/v1/", include("plugins.urls")),
     path("v1/", include("chat.openai_urls")),
 ]
 
@@ -24,6 +26,11 @@ handler403 = "cadence_site.errors.handler403"
 handler404 = "cadence_site.errors.handler404"
 handler500 = "cadence_site.errors.handler500"
 
+from tenants.landing import landing_page  # noqa: E402
 from tenants.tenant_admin import login_page  # noqa: E402
 
 urlpatterns += [path("accounts/login/", login_page, name="login")]
+urlpatterns += [
+    path("accounts/logout/", LogoutView.as_view(next_page="/"), name="logout"),
+    path("", landing_page, name="landing"),
+]

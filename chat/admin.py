@@ -6,21 +6,18 @@ from django.contrib import admin
 
 from chat.models import Conversation, Message
 from tenants.roles import Role, role_at_least
-from tenants.tenant_admin import TenantModelAdmin, request_role, tenant_admin_site
+from tenants.tenant_admin import (
+    TenantModelAdmin,
+    TenantReadOnlyInline,
+    request_role,
+    tenant_admin_site,
+)
 
 
-class MessageInline(admin.TabularInline):
+class MessageInline(TenantReadOnlyInline):
     model = Message
-    extra = 0
-    can_delete = False
     fields = ("seq", "role", "status", "content", "usage", "error", "run")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Conversation, site=tenant_admin_site)

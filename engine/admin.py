@@ -5,21 +5,13 @@ from __future__ import annotations
 from django.contrib import admin
 
 from engine.models import Run, RunEvent
-from tenants.tenant_admin import TenantModelAdmin, tenant_admin_site
+from tenants.tenant_admin import TenantModelAdmin, TenantReadOnlyInline, tenant_admin_site
 
 
-class RunEventInline(admin.TabularInline):
+class RunEventInline(TenantReadOnlyInline):
     model = RunEvent
-    extra = 0
-    can_delete = False
     fields = ("seq", "kind", "name", "outcome", "duration_ms", "error", "data")
     readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Run, site=tenant_admin_site)

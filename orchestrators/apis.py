@@ -11,6 +11,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from orchestrators import services
 from orchestrators.models import LLMConfig, OrchestratorInstance
+from plugins.binding import plugin_set_output
 from tenants.roles import Role
 
 MAX_MESSAGES = 200
@@ -33,6 +34,8 @@ def llm_config_output(config: LLMConfig) -> dict[str, Any]:
         "max_retries": config.max_retries,
         "created_at": config.created_at.isoformat(),
         "updated_at": config.updated_at.isoformat(),
+        # What the save just warned about (a base URL that did not resolve); empty on reads.
+        "warnings": list(getattr(config, "save_warnings", [])),
     }
 
 
@@ -47,6 +50,8 @@ def instance_output(instance: OrchestratorInstance) -> dict[str, Any]:
         "system_prompt": instance.system_prompt,
         "llm_config": str(instance.llm_config_id) if instance.llm_config_id else None,
         "tools": instance.tools,
+        "plugins": plugin_set_output(instance.plugins),
+        "plugin_lock": instance.plugin_lock,
         "max_steps": instance.max_steps,
         "tier": instance.tier,
         "status": instance.status,
@@ -113,6 +118,15 @@ class LLMConfigDetailApi(OrgMemberApi):
         return Response(status=204)
 
 
+class FrameworkListApi(OrgMemberApi):
+    """The frameworks an orchestrator can run on, which this server has, and how to add the rest."""
+
+    def get(self, request, org_slug):
+        from orchestrators.adapters import framework_catalog
+
+        return Response({"results": framework_catalog()})
+
+
 class InstanceInput(StrictSerializer):
     slug = serializers.RegexField(r"^[a-z0-9][a-z0-9-]{0,62}$", max_length=63)
     name = serializers.CharField(max_length=200)
@@ -126,6 +140,8 @@ class InstanceInput(StrictSerializer):
     tools = serializers.ListField(
         child=serializers.CharField(max_length=100), required=False, max_length=64
     )
+    # [{"id", "version", "settings"}]: checked in full by plugins.binding (settings by schema).
+    plugins = serializers.ListField(child=serializers.JSONField(), required=False, max_length=50)
     max_steps = serializers.IntegerField(min_value=1, max_value=50, required=False)
     tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices, required=False)
 

@@ -84,6 +84,10 @@ class OrchestratorInstance(models.Model):
         LLMConfig, null=True, blank=True, on_delete=models.PROTECT, related_name="orchestrators"
     )
     tools = models.JSONField(default=list, blank=True)
+    # [{"id", "version" (a range), "settings", "secrets" (encrypted)}] and what resolution chose;
+    # both managed by plugins.binding.
+    plugins = models.JSONField(default=list, blank=True)
+    plugin_lock = models.JSONField(default=dict, blank=True, editable=False)
     max_steps = models.PositiveSmallIntegerField(
         default=8, validators=[MinValueValidator(1), MaxValueValidator(50)]
     )

@@ -43,6 +43,7 @@ INSTANCE_FIELDS = (
     "system_prompt",
     "llm_config",
     "tools",
+    "plugins",
     "max_steps",
     "tier",
 )
@@ -55,7 +56,16 @@ def _invalid(field: str, message: str, code: str = "invalid") -> ApplicationErro
 # --- LLM configurations -----------------------------------------------------------------------
 
 
-def validate_llm(config: LLMConfig) -> None:
+# llm_config_create and llm_config_update leave what validate_llm warned about on the returned
+# configuration as `save_warnings` (a list of messages, not stored) for the API and the admin.
+
+
+def validate_llm(config: LLMConfig) -> list[str]:
+    """Refuse what can never work (a 400 naming the field); the warnings for what may work later.
+
+    A base URL whose host does not resolve right now (a laptop offline, a DNS name not created
+    yet) is saved with a warning: the egress policy checks it again at every call.
+    """
     from orchestrators.llm import provider_available
 
     if config.provider not in LLMConfig.Provider.values:
@@ -69,16 +79,23 @@ def validate_llm(config: LLMConfig) -> None:
     if not config.model.strip():
         raise _invalid("model", "A model name is required.")
     if config.provider == LLMConfig.Provider.OFFLINE:
-        return
+        return []
     if not config.base_url:
         config.base_url = DEFAULT_BASE_URLS.get(config.provider, "")
     if config.base_url:
-        from cadence_site.outbound import check_url
+        from cadence_site.outbound import UNRESOLVABLE, EgressDenied, check_url
 
         try:
             check_url(config.base_url)
+        except EgressDenied as exc:
+            if exc.extra.get("reason") == UNRESOLVABLE:
+                return [f"{exc.message} It was saved anyway and is checked again at every call."]
+            raise ApplicationError(
+                exc.message, exc.code, {**exc.extra, "field": "base_url"}
+            ) from None
         except ApplicationError as exc:
             raise ApplicationError(exc.message, exc.code, {"field": "base_url"}) from None
+    return []
 
 
 def _set_key(config: LLMConfig, api_key: str | None) -> None:
@@ -100,10 +117,11 @@ def llm_config_create(
     if LLMConfig.objects.filter(name=name).exists():
         raise _invalid("name", f"An LLM configuration named {name!r} already exists.", "name_taken")
     config = LLMConfig(name=name, provider=provider, model=model, **fields)
-    validate_llm(config)
+    warnings = validate_llm(config)
     _set_key(config, api_key)
     config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
     config.save()
+    config.save_warnings = warnings
     return config
 
 
@@ -114,10 +132,11 @@ def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields
             if name not in LLM_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
             setattr(config, name, value)
-        validate_llm(config)
+        warnings = validate_llm(config)
         _set_key(config, api_key)
         config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
         config.save()
+        config.save_warnings = warnings
         dependants = list(
             config.orchestrators.exclude(status=OrchestratorInstance.Status.SUSPENDED)
         )
@@ -164,7 +183,7 @@ def _tool_registry():
 def instance_validate(instance: OrchestratorInstance) -> None:
     """Every check a build would fail on, as a 400 naming the field."""
     from engine.flow import FlowValidationError, check_flow
-    from orchestrators.adapters import FRAMEWORKS, framework_available
+    from orchestrators.adapters import FRAMEWORKS, INSTALL_HINT, framework_available
     from orchestrators.adapters.cadence import DEFAULT_FLOW, agent_notes
 
     if instance.framework not in FRAMEWORKS:
@@ -175,7 +194,7 @@ def instance_validate(instance: OrchestratorInstance) -> None:
     if not framework_available(instance.framework):
         raise _invalid(
             "framework",
-            f"The {instance.framework} framework is not installed on this server (requirements-extras.txt).",
+            f"The {instance.framework} framework is not installed on this server. {INSTALL_HINT}",
             "framework_not_installed",
         )
     if instance.llm_config_id is None:
@@ -192,6 +211,9 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         )
     if len(set(instance.tools)) != len(instance.tools):
         raise _invalid("tools", "A tool is listed twice.")
+    from plugins.binding import plugin_set_check
+
+    plugin_set_check(instance)
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
@@ -221,9 +243,18 @@ def instance_validate(instance: OrchestratorInstance) -> None:
             )
 
 
+def _set_plugins(instance: OrchestratorInstance, entries: Any) -> None:
+    from plugins.binding import plugin_set_prepare
+
+    instance.plugins, instance.plugin_lock = plugin_set_prepare(
+        entries=entries, existing=instance.plugins
+    )
+
+
 def config_hash(instance: OrchestratorInstance) -> str:
     """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
     from engine.flow import flow_hash
+    from plugins.binding import plugin_material
 
     llm = instance.llm_config
     material = {
@@ -232,6 +263,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
         "system_prompt": instance.system_prompt,
         "tools": instance.tools,
         "max_steps": instance.max_steps,
+        "plugins": plugin_material(instance),
         "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
         if llm
         else None,
@@ -242,7 +274,11 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
+    from plugins.binding import plugin_tools
+
     registry = _tool_registry()
+    tools = [registry.get(name) for name in instance.tools]
+    tools += plugin_tools(instance, taken={tool.name for tool in tools})
     return RuntimeConfig(
         org_slug=org_slug,
         instance_id=str(instance.id),
@@ -251,7 +287,7 @@ def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeC
         flow=instance.flow,
         system_prompt=instance.system_prompt,
         llm=llm_settings(instance.llm_config),
-        tools=tuple(registry.get(name) for name in instance.tools),
+        tools=tuple(tools),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
     )
@@ -294,8 +330,11 @@ def orchestrator_create(**fields: Any) -> OrchestratorInstance:
                 f"An orchestrator with slug {fields.get('slug')!r} already exists.",
                 "slug_taken",
             )
+        entries = fields.pop("plugins", None)
         instance = OrchestratorInstance(**fields)
-        instance.full_clean(exclude=["llm_config", "flow", "tools"])
+        if entries is not None:
+            _set_plugins(instance, entries)
+        instance.full_clean(exclude=["llm_config", "flow", "tools", "plugins", "plugin_lock"])
         instance_validate(instance)
         instance.status = OrchestratorInstance.Status.BUILDING
         instance.config_hash = config_hash(instance)
@@ -309,8 +348,13 @@ def orchestrator_update(*, instance: OrchestratorInstance, **fields: Any) -> Orc
         for name, value in fields.items():
             if name not in INSTANCE_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
-            setattr(instance, name, value)
-        instance.full_clean(exclude=["llm_config", "flow", "tools"], validate_unique=False)
+            if name == "plugins":
+                _set_plugins(instance, value)
+            else:
+                setattr(instance, name, value)
+        instance.full_clean(
+            exclude=["llm_config", "flow", "tools", "plugins", "plugin_lock"], validate_unique=False
+        )
         if (
             "slug" in fields
             and OrchestratorInstance.objects.filter(slug=instance.slug)

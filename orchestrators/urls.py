@@ -12,6 +12,7 @@ urlpatterns = [
         apis.LLMConfigDetailApi.as_view(),
         name="llmconfig-detail",
     ),
+    path(_org + "frameworks/", apis.FrameworkListApi.as_view(), name="framework-list"),
     path(_org + "orchestrators/", apis.InstanceListApi.as_view(), name="orchestrator-list"),
     path(
         _org + "orchestrators/<uuid:instance_id>/",

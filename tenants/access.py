@@ -12,7 +12,8 @@ def caller_role(user, org: OrgRef) -> str | None:
         return None
     key = getattr(user, "api_key", None)
     if key is not None:
-        return key.role if key.organization_id == org.id else None
+        # The effective role (the lower of the key's and its creator's), not the key's own.
+        return user.role if key.organization_id == org.id else None
     if not user.is_active:
         return None
     return membership_role(user_id=user.pk, org_id=org.id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
+from django.utils.safestring import mark_safe
 
 from cadence_site.errors import ApplicationError
 from tenants import services
@@ -88,9 +89,19 @@ class OrganizationAdmin(admin.ModelAdmin):
     def get_inlines(self, request, obj):
         return [DomainInline] if obj else []
 
-    @admin.display(description="Admin")
+    def get_queryset(self, request):
+        # An organization's admin opens for its members only (operators hold no role in it), so
+        # the link is offered where the operator is one.
+        from django.db.models import Exists, OuterRef
+
+        mine = Membership.objects.filter(organization=OuterRef("pk"), user=request.user)
+        return super().get_queryset(request).annotate(operator_is_member=Exists(mine))
+
+    @admin.display(description="Organization admin")
     def tenant_admin_link(self, obj):
-        return format_html('<a href="/orgs/{}/admin/">open</a>', obj.slug)
+        if getattr(obj, "operator_is_member", False):
+            return format_html('<a href="/orgs/{}/admin/">open</a>', obj.slug)
+        return mark_safe('<span title="Only its members open it">members only</span>')
 
     def save_model(self, request, obj, form, change):
         if change:
@@ -234,5 +245,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected keys")
     def revoke_selected(self, request, queryset):
         for key in queryset:
-            services.api_key_revoke(key=key, actor=request.user)
+            services.api_key_revoke(key=key, actor_role=Role.OWNER, actor=request.user)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+# Members and API keys in each organization's own admin.
+import tenants.org_admin  # noqa: E402, F401

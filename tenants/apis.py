@@ -9,6 +9,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
 from tenants import selectors, services, tickets
 from tenants.models import ApiKey, Membership, Organization, Plan
+from tenants.rights import api_key_effective_role, api_key_rights_for_org, api_keys_vouched_by
 from tenants.roles import Role
 
 
@@ -36,18 +37,27 @@ def membership_output(m: Membership) -> dict:
     }
 
 
-def api_key_output(key: ApiKey) -> dict:
+def api_key_output(key: ApiKey, effective_role: str | None = ...) -> dict:
+    if effective_role is ...:
+        effective_role = api_key_effective_role(key)
     return {
         "id": str(key.id),
         "name": key.name,
         "prefix": key.prefix,
         "role": key.role,
+        # What the key may do now: the lower of its role and its creator's current role.
+        "effective_role": effective_role,
         "created_by": key.created_by.get_username() if key.created_by_id else None,
+        "created_by_key": str(key.created_by_key_id) if key.created_by_key_id else None,
         "created_at": key.created_at.isoformat(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
         "last_used_at": key.last_used_at.isoformat() if key.last_used_at else None,
     }
+
+
+def api_key_summary(key: ApiKey) -> dict:
+    return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "role": key.role}
 
 
 class MeApi(APIView):
@@ -57,8 +67,9 @@ class MeApi(APIView):
         if key is not None:
             return Response(
                 {
-                    "api_key": api_key_output(key) | {"org": key.organization.slug},
-                    "memberships": [{"org": key.organization.slug, "role": key.role}],
+                    "api_key": api_key_output(key, request.user.role)
+                    | {"org": key.organization.slug},
+                    "memberships": [{"org": key.organization.slug, "role": request.user.role}],
                 }
             )
         user = request.user
@@ -96,7 +107,7 @@ class OrgListCreateApi(APIView):
         key = getattr(request.user, "api_key", None)
         if key is not None:
             org = selectors.organization_get(org_id=key.organization_id)
-            return Response({"results": [organization_output(org, key.role)]})
+            return Response({"results": [organization_output(org, request.user.role)]})
         roles = {
             m.organization_id: m.role for m in selectors.memberships_for_user(user=request.user)
         }
@@ -194,7 +205,13 @@ class MemberDetailApi(OrgMemberApi):
         return membership
 
     def get(self, request, org_slug, member_id):
-        return Response(membership_output(self._membership(request, member_id)))
+        membership = self._membership(request, member_id)
+        stopping = api_keys_vouched_by(org_id=request.org.id, user_id=membership.user_id)
+        # Shown before a removal: these keys stop working when the member leaves.
+        return Response(
+            membership_output(membership)
+            | {"api_keys_stopping_on_removal": [api_key_summary(k) for k in stopping]}
+        )
 
     @extend_schema(request=InputSerializer)
     def patch(self, request, org_slug, member_id):
@@ -226,9 +243,9 @@ class ApiKeyListApi(OrgMemberApi):
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
     def get(self, request, org_slug):
-        return Response(
-            {"results": [api_key_output(k) for k in selectors.api_key_list(org_id=request.org.id)]}
-        )
+        keys = list(selectors.api_key_list(org_id=request.org.id))
+        rights = api_key_rights_for_org(org_id=request.org.id, keys=keys)
+        return Response({"results": [api_key_output(k, rights[k.pk]) for k in keys]})
 
     @extend_schema(
         request=InputSerializer, summary="Create an API key; its secret is in this response only"
@@ -250,8 +267,67 @@ class ApiKeyDetailApi(OrgMemberApi):
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
         if key is None:
             raise NotFoundError("No such API key.")
-        key = services.api_key_revoke(key=key, actor=self.actor(request))
+        key = services.api_key_revoke(key=key, actor_role=request.role, actor=self.actor(request))
         return Response(api_key_output(key))
+
+
+class ApiKeyReassignApi(OrgMemberApi):
+    """Owners hand a key to a current member, so it outlives its creator's departure."""
+
+    required_role = Role.OWNER
+
+    class InputSerializer(StrictSerializer):
+        member_id = serializers.UUIDField()
+
+    def _target(self, request, member_id) -> Membership:
+        target = selectors.membership_get(org_id=request.org.id, membership_id=member_id)
+        if target is None:
+            raise ApplicationError("No such member.", "unknown_member", {"field": "member_id"})
+        return target
+
+    @extend_schema(request=InputSerializer, summary="Make a current member this key's creator")
+    def post(self, request, org_slug, key_id):
+        data = self.validated(self.InputSerializer, request.data)
+        key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
+        if key is None:
+            raise NotFoundError("No such API key.")
+        (key,) = services.api_keys_reassign(
+            org=selectors.organization_get(org_id=request.org.id),
+            keys=[key],
+            to=self._target(request, data["member_id"]),
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response(api_key_output(key))
+
+
+class MemberKeysReassignApi(ApiKeyReassignApi):
+    """Every key that would stop when this member leaves, handed to another member."""
+
+    @extend_schema(
+        request=ApiKeyReassignApi.InputSerializer,
+        summary="Reassign the keys a member vouches for to another member",
+    )
+    def post(self, request, org_slug, member_id):
+        data = self.validated(self.InputSerializer, request.data)
+        leaving = selectors.membership_get(org_id=request.org.id, membership_id=member_id)
+        if leaving is None:
+            raise NotFoundError("No such member.")
+        target = self._target(request, data["member_id"])
+        # Only the keys the member created directly: keys minted from them follow their parent.
+        direct = [
+            k
+            for k in api_keys_vouched_by(org_id=request.org.id, user_id=leaving.user_id)
+            if k.created_by_id == leaving.user_id and k.created_by_key_id is None
+        ]
+        keys = services.api_keys_reassign(
+            org=selectors.organization_get(org_id=request.org.id),
+            keys=direct,
+            to=target,
+            actor_role=request.role,
+            actor=self.actor(request),
+        )
+        return Response({"results": [api_key_output(k) for k in keys]})
 
 
 class WsTicketApi(OrgMemberApi):

@@ -8,6 +8,7 @@ from rest_framework import authentication, exceptions
 from cadence_site.requestlog import principal_var
 from tenants import services
 from tenants.models import ApiKey
+from tenants.rights import api_key_effective_role
 from tenants.selectors import api_key_by_secret
 
 
@@ -22,8 +23,10 @@ class ApiKeyPrincipal:
     pk = None
     id = None
 
-    def __init__(self, key: ApiKey):
+    def __init__(self, key: ApiKey, role: str | None = None):
         self.api_key = key
+        # The key's effective role (tenants/rights.py), computed once per request or connection.
+        self.role = role if role is not None else api_key_effective_role(key)
 
     def get_username(self) -> str:
         return f"key:{self.api_key.prefix}"
@@ -32,8 +35,8 @@ class ApiKeyPrincipal:
         return self.get_username()
 
 
-def api_key_authenticate(secret: str) -> ApiKey:
-    """The live key for `secret`, or AuthenticationFailed with a code saying why."""
+def api_key_authenticate(secret: str) -> ApiKeyPrincipal:
+    """The caller for a live key, or AuthenticationFailed with a code saying why."""
     key = api_key_by_secret(secret=secret, cached=True)
     if key is None:
         raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
@@ -43,8 +46,15 @@ def api_key_authenticate(secret: str) -> ApiKey:
         )
     if key.expires_at is not None and key.expires_at <= timezone.now():
         raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
+    role = api_key_effective_role(key)
+    if role is None:
+        raise exceptions.AuthenticationFailed(
+            "This API key no longer works: whoever created it no longer holds a role in the "
+            "organization. An owner can reassign the key to a current member.",
+            code="api_key_creator_gone",
+        )
     services.api_key_touch(key=key)
-    return key
+    return ApiKeyPrincipal(key, role)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -62,9 +72,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(
                 "The Authorization header carries no key.", code="invalid_api_key"
             )
-        key = api_key_authenticate(token)
-        principal_var.set(f"key:{key.prefix}")
-        return ApiKeyPrincipal(key), key
+        principal = api_key_authenticate(token)
+        principal_var.set(f"key:{principal.api_key.prefix}")
+        return principal, principal.api_key
 
     def authenticate_header(self, request) -> str:
         return 'Bearer realm="cadence"'

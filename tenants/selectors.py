@@ -74,6 +74,7 @@ _KEY_FIELDS = (
     "secret_hash",
     "role",
     "created_by_id",
+    "created_by_key_id",
     "expires_at",
     "revoked_at",
     "created_at",

@@ -336,7 +336,13 @@ def membership_remove(*, membership: Membership, actor_role: str, actor=None) ->
 
 
 def _api_key_insert(
-    *, org: Organization, name: str, role: str, created_by, expires_at: datetime | None
+    *,
+    org: Organization,
+    name: str,
+    role: str,
+    created_by,
+    expires_at: datetime | None,
+    created_by_key: ApiKey | None = None,
 ) -> tuple[ApiKey, str]:
     for _ in range(3):
         secret, prefix, digest = keys.key_generate()
@@ -349,6 +355,7 @@ def _api_key_insert(
                     secret_hash=digest,
                     role=role,
                     created_by=created_by,
+                    created_by_key=created_by_key,
                     expires_at=expires_at,
                 )
             return key, secret
@@ -384,9 +391,19 @@ def api_key_create(
             quota="max_api_keys",
             count=lambda: ApiKey.objects.filter(organization=org, revoked_at__isnull=True).count(),
         )
+        # A key minted with a key names that key as its creator: its rights follow the minting
+        # key's (tenants/rights.py), and it stops when that key does.
         creator = created_by if isinstance(created_by, User) else None
+        creator_key = created_by if isinstance(created_by, ApiKey) else None
+        if creator_key is not None and creator_key.organization_id != org.pk:
+            raise ForbiddenError()
         key, secret = _api_key_insert(
-            org=org, name=name, role=role, created_by=creator, expires_at=expires_at
+            org=org,
+            name=name,
+            role=role,
+            created_by=creator,
+            created_by_key=creator_key,
+            expires_at=expires_at,
         )
         audit_record(
             org=org,
@@ -399,8 +416,17 @@ def api_key_create(
     return key, secret
 
 
+def _guard_owner_key(*, key: ApiKey, actor_role: str) -> None:
+    """Owner-role keys are the owners' business: an admin can neither revoke nor reassign one."""
+    if not role_at_least(actor_role, Role.ADMIN):
+        raise ForbiddenError()
+    if key.role == Role.OWNER and actor_role != Role.OWNER:
+        raise ForbiddenError("Only an owner can change an owner-role key.", "owner_required")
+
+
 @transaction.atomic
-def api_key_revoke(*, key: ApiKey, actor=None) -> ApiKey:
+def api_key_revoke(*, key: ApiKey, actor_role: str, actor=None) -> ApiKey:
+    _guard_owner_key(key=key, actor_role=actor_role)
     updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
@@ -425,3 +451,32 @@ def api_key_touch(*, key: ApiKey) -> None:
     interval = settings.CADENCE_API_KEY_TOUCH_INTERVAL
     if cache.add(f"apikey:touched:{key.pk}", 1, interval):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+
+
+@transaction.atomic
+def api_keys_reassign(
+    *, org: Organization, keys: list[ApiKey], to: Membership, actor_role: str, actor=None
+) -> list[ApiKey]:
+    """Make a current member the creator of `keys`, so they keep working after their creator
+    leaves. Owners only; the keys' rights become the lower of their role and the new creator's."""
+    if actor_role != Role.OWNER:
+        raise ForbiddenError("Only an owner can reassign API keys.", "owner_required")
+    if to.organization_id != org.pk:
+        raise ApplicationError("No such member.", "unknown_member", {"field": "member_id"})
+    ids = [k.pk for k in keys if k.organization_id == org.pk]
+    ApiKey.objects.filter(pk__in=ids).update(created_by=to.user, created_by_key=None)
+    reassigned = list(ApiKey.objects.filter(pk__in=ids).select_related("created_by"))
+    from tenants.selectors import api_key_cache_key
+
+    prefixes = [k.prefix for k in reassigned]
+    # Authentication caches key rows (creator included) by prefix.
+    transaction.on_commit(lambda: cache.delete_many([api_key_cache_key(p) for p in prefixes]))
+    for key in reassigned:
+        audit_record(
+            org=org,
+            action="api_key.reassigned",
+            actor=_actor_label(actor),
+            target=key.prefix,
+            details={"to": to.user.get_username()},
+        )
+    return reassigned

@@ -32,6 +32,8 @@ class TenantAdminSite(admin.AdminSite):
     site_title = "Cadence"
     index_title = "Dashboard"
     index_template = "tenant_admin/index.html"
+    # "View site": the landing page, which links every organization the user belongs to.
+    site_url = "/"
 
     def has_permission(self, request) -> bool:
         org = getattr(request, "org", None)
@@ -43,6 +45,8 @@ class TenantAdminSite(admin.AdminSite):
         context["org"] = org
         context["org_role"] = request_role(request)
         context["site_header"] = f"{org.name} — Cadence admin" if org else self.site_header
+        context["site_title"] = f"{org.name} · Cadence" if org else self.site_title
+        context["can_write"] = role_at_least(context["org_role"], Role.ADMIN)
         return context
 
     def admin_view(self, view, cacheable=False):
@@ -70,14 +74,10 @@ class TenantAdminSite(admin.AdminSite):
         return HttpResponseRedirect(f"{settings.LOGIN_URL}?next={quote(request.get_full_path())}")
 
     def index(self, request, extra_context=None):
-        from tenants.models import ApiKey, Membership
+        from cadence_site.dashboards import organization_dashboard
 
-        org = request.org
         extra = {
-            "member_count": Membership.objects.filter(organization_id=org.id).count(),
-            "api_key_count": ApiKey.objects.filter(
-                organization_id=org.id, revoked_at__isnull=True
-            ).count(),
+            "dashboard": organization_dashboard(org=request.org, role=request_role(request)),
             "recent_events": list(AuditEvent.objects.all()[:10]),
         }
         extra.update(extra_context or {})
@@ -106,6 +106,26 @@ class TenantModelAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return role_at_least(request_role(request), self.write_role)
+
+
+class TenantReadOnlyInline(admin.TabularInline):
+    """A read-only inline shown to whoever may view its parent. Django's default asks the user's
+    model permissions, which members never have, and silently hides the inline."""
+
+    extra = 0
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self.admin_site._registry[self.parent_model].has_view_permission(request, obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
 
 
 @admin.register(AuditEvent, site=tenant_admin_site)
@@ -138,5 +158,7 @@ def login_page(request):
             "app_path": request.get_full_path(),
         },
         redirect_authenticated_user=False,
+        # Without a ?next=, the landing page (which lists the user's organizations).
+        next_page="/",
     )
     return view(request)

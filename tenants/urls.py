@@ -20,5 +20,15 @@ urlpatterns = [
         apis.ApiKeyDetailApi.as_view(),
         name="apikey-detail",
     ),
+    path(
+        "orgs/<slug:org_slug>/api-keys/<uuid:key_id>/reassign/",
+        apis.ApiKeyReassignApi.as_view(),
+        name="apikey-reassign",
+    ),
+    path(
+        "orgs/<slug:org_slug>/members/<uuid:member_id>/reassign-keys/",
+        apis.MemberKeysReassignApi.as_view(),
+        name="member-keys-reassign",
+    ),
     path("orgs/<slug:org_slug>/ws-tickets/", apis.WsTicketApi.as_view(), name="ws-ticket"),
 ]

@@ -46,7 +46,8 @@ def _caller_for_secret(*, secret: str) -> Caller:
     from tenants.authentication import api_key_authenticate
     from tenants.models import Organization
 
-    key = api_key_authenticate(secret)
+    principal = api_key_authenticate(secret)
+    key = principal.api_key
     # Read per request (one primary-key query) so a status change applies at once; the limits
     # are kept in-process for a few seconds (tenants/limits/plans.py).
     org = (
@@ -66,7 +67,7 @@ def _caller_for_secret(*, secret: str) -> Caller:
         key_limits=plans.key_limits(key_id=key.id),
         key_id=str(key.id),
         key_prefix=key.prefix,
-        role=key.role,
+        role=principal.role,
     )
 
 

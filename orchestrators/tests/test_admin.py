@@ -137,3 +137,17 @@ def test_runs_and_conversations_show_in_the_tenant_admin(world):
     assert owner.get("/orgs/alpha/admin/chat/conversation/").status_code == 200
     assert member.get("/orgs/alpha/admin/engine/run/").status_code == 200
     assert member.get("/orgs/alpha/admin/chat/conversation/").status_code == 403
+
+
+def test_the_instance_form_says_which_frameworks_are_missing(world, monkeypatch):
+    import orchestrators.adapters as adapters
+
+    client = _client(world.alpha.users["owner"])
+    installed = client.get("/orgs/alpha/admin/orchestrators/orchestratorinstance/add/")
+    monkeypatch.setattr(adapters, "framework_available", lambda name: name == "cadence")
+    missing = client.get("/orgs/alpha/admin/orchestrators/orchestratorinstance/add/")
+
+    assert b"Every framework is installed on this server." in installed.content
+    assert b"LangGraph (not installed)" in missing.content
+    assert b"Not installed on this server: LangGraph, OpenAI Agents SDK." in missing.content
+    assert b"requirements-extras.txt" in missing.content

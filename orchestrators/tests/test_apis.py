@@ -470,3 +470,132 @@ def test_a_key_the_provider_rejects_fails_the_build_with_its_reason(
             f"{BASE}/llm-configs/{config['id']}/", {"api_key": "sk-the-right-one"}, format="json"
         )
     assert admin.get(f"{BASE}/orchestrators/{created['id']}/").json()["status"] == "ready"
+
+
+# --- local models and offline saves -------------------------------------------------------------
+
+
+def test_a_base_url_that_does_not_resolve_is_saved_with_a_warning(admin, monkeypatch):
+    import socket
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror("offline")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+
+    response = admin.post(
+        f"{BASE}/llm-configs/",
+        {
+            "name": "later",
+            "provider": "openai_compatible",
+            "base_url": "https://models.example.com/v1",
+            "model": "m",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["warnings"] == [
+        "The host models.example.com does not resolve. It was saved anyway and is checked again "
+        "at every call."
+    ]
+    assert admin.get(f"{BASE}/llm-configs/{response.json()['id']}/").json()["warnings"] == []
+
+
+async def test_an_unresolvable_base_url_is_checked_again_at_call_time(settings, monkeypatch):
+    import socket
+
+    from orchestrators.llm import provider_for
+    from orchestrators.runtime import LLMError, LLMSettings
+
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = []
+
+    async def no_dns(self, *args, **kwargs):
+        raise socket.gaierror("offline")
+
+    import asyncio
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "getaddrinfo", no_dns)
+    llm = LLMSettings(
+        provider="openai_compatible", model="m", base_url="https://models.example.com/v1"
+    )
+
+    with pytest.raises(LLMError) as info:
+        async for _ in provider_for(llm).stream([{"role": "user", "content": "hi"}]):
+            pass
+
+    assert (info.value.code, info.value.status) == ("egress_denied", 400)
+    assert "does not resolve" in str(info.value)
+
+
+def test_a_loopback_model_server_is_usable_when_its_network_is_allowed(
+    admin, settings, _openai_server_process
+):
+    # Given what `make run` sets, and no host entry for the local server
+    settings.CADENCE_EGRESS_ALLOW_PRIVATE = False
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = []
+    settings.CADENCE_EGRESS_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+    body = {
+        "provider": "openai_compatible",
+        "base_url": _openai_server_process.base_url,
+        "model": "llama3",
+    }
+
+    saved = admin.post(f"{BASE}/llm-configs/", {"name": "ollama", **body}, format="json")
+    settings.CADENCE_EGRESS_ALLOWED_NETWORKS = []
+    refused = admin.post(f"{BASE}/llm-configs/", {"name": "ollama2", **body}, format="json")
+
+    assert (saved.status_code, saved.json()["warnings"]) == (201, [])
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "egress_denied"
+    assert "CADENCE_EGRESS_ALLOWED_NETWORKS" in error["message"]
+    assert error["details"]["field"] == "base_url"
+
+
+# --- frameworks ---------------------------------------------------------------------------------
+
+
+def test_frameworks_say_which_are_installed_and_how_to_add_the_rest(world, as_key, monkeypatch):
+    import orchestrators.adapters as adapters
+
+    viewer = as_key(world.alpha.keys["viewer"])
+    everything = viewer.get(f"{BASE}/frameworks/").json()["results"]
+    monkeypatch.setattr(adapters, "framework_available", lambda name: name == "cadence")
+    native_only = viewer.get(f"{BASE}/frameworks/").json()["results"]
+
+    assert [(f["name"], f["available"], f["install"]) for f in everything] == [
+        ("cadence", True, None),
+        ("langgraph", True, None),
+        ("openai_agents", True, None),
+    ]
+    assert [(f["name"], f["available"]) for f in native_only] == [
+        ("cadence", True),
+        ("langgraph", False),
+        ("openai_agents", False),
+    ]
+    assert "requirements-extras.txt" in native_only[1]["install"]
+    assert native_only[2]["label"] == "OpenAI Agents SDK"
+
+
+def test_frameworks_are_not_shown_to_outsiders(world, as_key, as_user):
+    assert as_key(world.bravo.keys["owner"]).get(f"{BASE}/frameworks/").status_code == 404
+    assert as_user(world.outsider).get(f"{BASE}/frameworks/").status_code == 404
+
+
+def test_a_missing_framework_error_says_how_to_install_it(world, admin, monkeypatch):
+    import orchestrators.adapters as adapters
+
+    config_id = _offline_config(admin)
+    monkeypatch.setattr(adapters, "framework_available", lambda name: name == "cadence")
+
+    response = admin.post(
+        f"{BASE}/orchestrators/",
+        {"slug": "ag", "name": "AG", "llm_config": config_id, "framework": "openai_agents"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert "pip install -r requirements-extras.txt" in response.json()["error"]["message"]
+    with schema_context("org_alpha"):
+        assert not OrchestratorInstance.objects.filter(slug="ag").exists()

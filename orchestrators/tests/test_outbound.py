@@ -16,6 +16,7 @@ from cadence_site.outbound import EgressDenied, acheck_url, async_client, check_
 def strict_egress(settings):
     settings.CADENCE_EGRESS_ALLOW_PRIVATE = False
     settings.CADENCE_EGRESS_ALLOWED_HOSTS = []
+    settings.CADENCE_EGRESS_ALLOWED_NETWORKS = []
     return settings
 
 
@@ -63,7 +64,8 @@ def test_check_url_refuses_a_name_resolving_to_loopback(strict_egress):
     with pytest.raises(EgressDenied) as info:
         check_url("http://localhost:8000/admin")
 
-    assert info.value.extra == {"host": "localhost"}
+    assert info.value.extra["host"] == "localhost"
+    assert info.value.extra["reason"] == "not_public"
 
 
 def test_check_url_refuses_when_any_address_is_private(strict_egress, monkeypatch):
@@ -217,3 +219,74 @@ async def test_client_connects_to_the_checked_address_trying_each_in_turn(
     # then the connection went to the second checked address, with the name as the Host header
     assert response.status_code == 200
     assert openai_server.last_request.headers["host"] == f"multi.example:{openai_server.port}"
+
+
+# --- operator allow-lists: networks -----------------------------------------------------------
+
+
+def test_allowed_networks_admit_their_addresses_whatever_the_name(strict_egress):
+    # Given the loopback networks allowed, as `make run` does
+    strict_egress.CADENCE_EGRESS_ALLOWED_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
+    check_url("http://127.0.0.1:11434/v1")
+    check_url("http://localhost:8080/v1")
+    check_url("http://[::1]:8000/")
+    check_url("http://[::ffff:127.0.0.1]/")
+    # and nothing else that is private
+    for url in ("http://10.0.0.5/", "http://169.254.169.254/", "http://192.168.1.1/"):
+        with pytest.raises(EgressDenied):
+            check_url(url)
+
+
+def test_allowed_networks_apply_to_resolved_names(strict_egress, monkeypatch):
+    strict_egress.CADENCE_EGRESS_ALLOWED_NETWORKS = ["10.1.0.0/16"]
+
+    _resolves_to(monkeypatch, "10.1.2.3")
+    check_url("http://vllm.lan/v1")
+    _resolves_to(monkeypatch, "10.1.2.3", "10.2.0.1")
+    with pytest.raises(EgressDenied):
+        check_url("http://vllm.lan/v1")
+
+
+def test_a_malformed_network_entry_opens_nothing(strict_egress, caplog):
+    strict_egress.CADENCE_EGRESS_ALLOWED_NETWORKS = ["not-a-network", "127.0.0.0/33"]
+
+    with (
+        pytest.raises(EgressDenied),
+        caplog.at_level(logging.ERROR, logger="cadence_site.outbound"),
+    ):
+        check_url("http://127.0.0.1/")
+
+    assert "'not-a-network' is not a network" in caplog.text
+
+
+def test_the_refusal_names_the_settings_that_allow_it(strict_egress):
+    with pytest.raises(EgressDenied) as info:
+        check_url("http://127.0.0.1:11434/v1")
+
+    assert "CADENCE_EGRESS_ALLOWED_HOSTS" in info.value.message
+    assert "CADENCE_EGRESS_ALLOWED_NETWORKS" in info.value.message
+    assert info.value.extra == {
+        "host": "127.0.0.1",
+        "reason": "not_public",
+        "settings": [
+            "CADENCE_EGRESS_ALLOWED_HOSTS",
+            "CADENCE_EGRESS_ALLOWED_NETWORKS",
+            "CADENCE_EGRESS_ALLOW_PRIVATE",
+        ],
+    }
+
+
+async def test_the_connect_time_guard_honours_allowed_networks(
+    strict_egress, _openai_server_process
+):
+    # A real local server reached only because its network is allowed (no host entry).
+    url = f"{_openai_server_process.base_url}/models"
+    strict_egress.CADENCE_EGRESS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+    async with async_client(timeout=5) as client:
+        assert (await client.get(url)).status_code == 200
+
+    strict_egress.CADENCE_EGRESS_ALLOWED_NETWORKS = []
+    async with async_client(timeout=5) as client:
+        with pytest.raises(EgressDenied):
+            await client.get(url)

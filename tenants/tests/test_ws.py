@@ -225,7 +225,7 @@ async def test_committed_audit_events_arrive_live_in_their_own_organization_only
         assert frame["details"] == {"name": "live-feed", "role": "member"}
         assert await bravo.receive_nothing(timeout=0.5)
     finally:
-        await database_sync_to_async(api_key_revoke)(key=key)
+        await database_sync_to_async(api_key_revoke)(key=key, actor_role="owner")
         await database_sync_to_async(ApiKey.objects.filter(pk=key.pk).delete)()
     assert (await alpha.receive_json_from(timeout=5))["action"] == "api_key.revoked"
     await alpha.disconnect()

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0002_default_plan'),
+        ('tenants', '0003_apikey_created_by_key'),
     ]
 
     operations = [

@@ -1,0 +1,170 @@
+"""The organization's transparency log: an append-only Merkle tree of proof digests in its schema.
+
+Appends serialize on the log's head row (SELECT ... FOR UPDATE) and write the leaves and the
+nodes they complete in the same transaction; the head keeps the tree's right edge, so an append
+reads nothing else. Proofs read O(log n) nodes in one query (engine/trust/merkle.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, transaction
+
+from engine.trust import merkle, signing
+from engine.trust.models import LogHead, LogLeaf, LogNode, TreeHead
+from engine.trust.verify_bundle import Checkpoint, VerifyError, leaf_hash, open_checkpoint
+
+
+@functools.lru_cache(maxsize=4096)
+def organization_slug(schema_name: str) -> str:
+    from tenants.models import Organization
+
+    # The slug is immutable, so a cache for the process's life is safe.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT slug FROM public."{Organization._meta.db_table}" WHERE schema_name = %s',
+            [schema_name],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else schema_name
+
+
+def log_origin(schema_name: str | None = None) -> str:
+    """The checkpoint origin line: names this deployment's log of this organization."""
+    slug = organization_slug(schema_name or connection.schema_name)
+    return f"{signing.key_name()}/orgs/{slug}/log"
+
+
+def _head(lock: bool) -> LogHead:
+    query = LogHead.objects.select_for_update() if lock else LogHead.objects
+    head = query.filter(pk=1).first()
+    if head is None:
+        LogHead.objects.bulk_create(
+            [LogHead(pk=1, size=0, root=merkle.EMPTY_ROOT.hex(), frontier=[])],
+            ignore_conflicts=True,
+        )
+        head = query.get(pk=1)
+    return head
+
+
+def log_append(*, entries: Sequence[tuple[str, uuid.UUID | str]]) -> list[int]:
+    """Append (proof digest, run id) entries in order; returns their leaf indices."""
+    with transaction.atomic():
+        head = _head(lock=True)
+        frontier = merkle.Frontier.from_json(head.size, head.frontier)
+        leaves, nodes, indices = [], [], []
+        for proof_digest, run_id in entries:
+            index = frontier.size
+            created = frontier.append(leaf_hash(bytes.fromhex(proof_digest)))
+            leaves.append(LogLeaf(index=index, digest=proof_digest, run_id=run_id))
+            nodes += [LogNode(level=lv, index=i, hash=h) for lv, i, h in created]
+            indices.append(index)
+        LogLeaf.objects.bulk_create(leaves)
+        LogNode.objects.bulk_create(nodes)
+        head.size = frontier.size
+        head.root = frontier.root().hex()
+        head.frontier = frontier.to_json()
+        head.save(update_fields=["size", "root", "frontier", "updated_at"])
+        return indices
+
+
+def fetch_nodes(keys: Sequence[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
+    if not keys:
+        return {}
+    rows = LogNode.objects.filter(pk__in=list(keys)).values_list("level", "index", "hash")
+    found = {(level, index): bytes(value) for level, index, value in rows}
+    missing = set(keys) - found.keys()
+    if missing:
+        raise LookupError(f"the log is missing {len(missing)} node(s), e.g. {min(missing)}")
+    return found
+
+
+def log_size() -> int:
+    head = LogHead.objects.filter(pk=1).first()
+    return head.size if head else 0
+
+
+def log_root(size: int) -> bytes:
+    return merkle.root(size, fetch_nodes)
+
+
+def log_inclusion(*, index: int, size: int) -> list[bytes]:
+    return merkle.inclusion_proof(index, size, fetch_nodes)
+
+
+def log_consistency(*, size1: int, size2: int) -> list[bytes]:
+    return merkle.consistency_proof(size1, size2, fetch_nodes)
+
+
+def tree_head_sign(*, force: bool = False) -> TreeHead:
+    """A signed checkpoint of the current tree, unless the latest one already covers it."""
+    with transaction.atomic():
+        head = _head(lock=True)
+        latest = TreeHead.objects.order_by("-size", "-created_at").first()
+        if latest is not None and latest.size == head.size and not force:
+            return latest
+        signer = signing.keyring().current
+        body = Checkpoint(log_origin(), head.size, bytes.fromhex(head.root)).body()
+        return TreeHead.objects.create(
+            size=head.size, root=head.root, note=signer.sign_note(body), key_id=signer.key_id.hex()
+        )
+
+
+def tree_head_covering(*, index: int) -> TreeHead:
+    """The latest signed tree head that contains leaf `index` (signing one if none does yet)."""
+    latest = TreeHead.objects.order_by("-size", "-created_at").first()
+    if latest is None or latest.size <= index:
+        latest = tree_head_sign()
+    return latest
+
+
+def checkpoint_output(tree_head: TreeHead) -> dict[str, Any]:
+    return {
+        "origin": log_origin(),
+        "size": tree_head.size,
+        "root_hash": base64.b64encode(bytes.fromhex(tree_head.root)).decode(),
+        "checkpoint": tree_head.note,
+        "created_at": tree_head.created_at.isoformat(),
+    }
+
+
+def log_audit() -> list[str]:
+    """Recompute the whole log from its leaves: every signed tree head must be a prefix of it and
+    every entry's proof must still exist with the same digest. Returns the problems found."""
+    from engine.models import Run
+    from engine.trust.models import ExecutionProof
+
+    problems: list[str] = []
+    tree = merkle.MemoryTree()
+    proofs = dict(ExecutionProof.objects.values_list("log_index", "digest"))
+    runs = {str(pk) for pk in Run.objects.values_list("id", flat=True)}
+    expected = 0
+    for index, proof_digest, run_id in LogLeaf.objects.order_by("index").values_list(
+        "index", "digest", "run_id"
+    ):
+        if index != expected:
+            problems.append(f"log entries {expected}..{index - 1} are missing")
+        expected = index + 1
+        tree.append(leaf_hash(bytes.fromhex(proof_digest)))
+        if proofs.get(index) != proof_digest:
+            problems.append(f"log entry {index} (run {run_id}): its proof is missing or changed")
+        if str(run_id) not in runs:
+            problems.append(f"log entry {index}: run {run_id} was removed")
+    keys = signing.keyring().verifiers
+    for tree_head in TreeHead.objects.order_by("size"):
+        try:
+            checkpoint = open_checkpoint(tree_head.note, keys)
+        except VerifyError as exc:
+            problems.append(f"tree head {tree_head.id} (size {tree_head.size}): {exc}")
+            continue
+        if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
+            problems.append(f"tree head of size {checkpoint.size} does not match the log's entries")
+    head = LogHead.objects.filter(pk=1).first()
+    if head is not None and (head.size != tree.size or head.root != tree.root().hex()):
+        problems.append("the log head does not match the log's entries")
+    return problems

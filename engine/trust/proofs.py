@@ -1,0 +1,144 @@
+"""Execution proofs: a canonical payload over a run and the hash chain of its step records,
+signed with the deployment's Ed25519 key, and appended to the organization's log.
+
+The payload and chain are defined in engine/trust/verify_bundle.py (the standalone verifier),
+so the signer and every verifier compute them with the same code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import connection, transaction
+
+from engine.trust import log, signing
+from engine.trust.canonical import canonical_json, jsonable, sha256_of
+from engine.trust.models import ExecutionProof
+from engine.trust.verify_bundle import PROOF_VERSION, chain, digest
+
+# Keys of a step's data that are its inputs and its outputs; the rest is detail. Tool calls keep
+# their arguments, tool results their result, engine steps the fields they read and wrote.
+_INPUT_KEYS = ("inputs", "arguments")
+_OUTPUT_KEYS = ("outputs", "result", "changes")
+
+
+def _pick(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for key in keys:
+        if key in data:
+            return data[key]
+    return None
+
+
+def step_record(event: Any) -> dict[str, Any]:
+    """The record a proof chains for one step (a RunEvent row)."""
+    data = event.data if isinstance(event.data, dict) else {"value": event.data}
+    detail = {k: v for k, v in data.items() if k not in _INPUT_KEYS + _OUTPUT_KEYS}
+    return jsonable(
+        {
+            "seq": event.seq,
+            "kind": event.kind,
+            "name": event.name,
+            "outcome": event.outcome,
+            "inputs": _pick(data, _INPUT_KEYS),
+            "outputs": _pick(data, _OUTPUT_KEYS),
+            "detail": detail,
+            "error": event.error,
+            "duration_ms": event.duration_ms,
+            "at": event.at,
+        }
+    )
+
+
+def run_records(run: Any) -> list[dict[str, Any]]:
+    return [step_record(e) for e in run.events.order_by("seq")]
+
+
+def run_io(run: Any) -> tuple[Any, Any]:
+    return jsonable(run.input), jsonable(run.output)
+
+
+def proof_payload(
+    *,
+    run: Any,
+    organization: str,
+    snapshot_hash: str,
+    records: list[dict[str, Any]],
+) -> dict[str, Any]:
+    steps, head = chain(records)
+    run_input, run_output = run_io(run)
+    return {
+        "version": PROOF_VERSION,
+        "run_id": str(run.id),
+        "organization": organization,
+        "orchestrator": run.orchestrator_slug,
+        "snapshot": snapshot_hash,
+        "status": run.status,
+        "input_hash": digest(run_input),
+        "output_hash": digest(run_output),
+        "started_at": jsonable(run.started_at),
+        "finished_at": jsonable(run.finished_at),
+        "steps": steps,
+        "chain_head": head,
+    }
+
+
+def sign_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    import base64
+
+    signer = signing.keyring().current
+    proof_digest = sha256_of(payload)
+    return {
+        "payload": payload,
+        "digest": proof_digest,
+        "signature": base64.b64encode(signer.sign(bytes.fromhex(proof_digest))).decode(),
+        "key_name": signer.name,
+        "key_id": signer.key_id.hex(),
+    }
+
+
+def organization_slug() -> str:
+    return log.organization_slug(connection.schema_name)
+
+
+@transaction.atomic
+def proof_create(*, run: Any, snapshot_hash: str) -> ExecutionProof:
+    """Prove a finished run and append the proof's digest to the organization's log (one
+    transaction: a proof without its log entry never exists). Idempotent per run."""
+    existing = ExecutionProof.objects.filter(run_id=run.id).first()
+    if existing is not None:
+        return existing
+    payload = proof_payload(
+        run=run,
+        organization=organization_slug(),
+        snapshot_hash=snapshot_hash,
+        records=run_records(run),
+    )
+    signed = sign_payload(payload)
+    (index,) = log.log_append(entries=[(signed["digest"], run.id)])
+    return ExecutionProof.objects.create(
+        run_id=run.id,
+        canonical=canonical_json(payload).decode(),
+        payload=payload,
+        digest=signed["digest"],
+        signature=signed["signature"],
+        key_name=signed["key_name"],
+        key_id=signed["key_id"],
+        log_index=index,
+    )
+
+
+def proof_get(*, run_id: Any) -> ExecutionProof | None:
+    return ExecutionProof.objects.filter(run_id=run_id).first()
+
+
+def proof_output(proof: ExecutionProof) -> dict[str, Any]:
+    import json
+
+    return {
+        "payload": json.loads(proof.canonical),
+        "digest": proof.digest,
+        "signature": proof.signature,
+        "key_name": proof.key_name,
+        "key_id": proof.key_id,
+        "log_index": proof.log_index,
+    }
