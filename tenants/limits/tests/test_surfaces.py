@@ -13,9 +13,7 @@ from tenants.limits.tests.conftest import overridden
 pytestmark = pytest.mark.usefixtures("empty_buckets")
 
 
-def test_rest_calls_past_the_burst_are_429_with_headers_in_the_error_shape(
-    world, limited, as_key
-):
+def test_rest_calls_past_the_burst_are_429_with_headers_in_the_error_shape(world, limited, as_key):
     client = as_key(world.alpha.keys["member"])
     with limited(world.alpha.org, requests_per_minute=2):
         first = client.get("/api/v1/orgs/alpha/limits/")
