@@ -279,6 +279,8 @@ CADENCE_API_KEY_TOUCH_INTERVAL = 60
 # Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
 # this is off, which refuses them instead (tenants/ratelimit.py).
 CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+# How long a limiter waits for Redis's reply (seconds) before deciding without it.
+CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
 # Plans, overrides and key limits are kept this long in each process (0 under tests: a test that
 # changes a plan sees it at once in a live server process too).
 CADENCE_LIMITS_CACHE_SECONDS = env.float(

@@ -30,18 +30,25 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from prometheus_client import Counter
 
-from cadence_site.aredis import async_redis, sync_redis
+from cadence_site.aredis import async_redis
 
 logger = logging.getLogger(__name__)
 
-_TIMEOUT = 0.5  # seconds; a limiter that waits longer than this costs more than it protects
+# Seconds. A dead Redis shows at connect (refused, or no answer within _CONNECT_TIMEOUT); a slow
+# reply means a busy process (hundreds of requests in flight on two cores took over 2 s to read
+# a sub-millisecond reply), and taking it for a dead Redis would let a burst through unlimited.
+_TIMEOUT = getattr(settings, "CADENCE_LIMITS_REDIS_TIMEOUT", 5.0)
+# A connect includes the client's handshake (a few round trips): under load it took over 0.5 s.
+_CONNECT_TIMEOUT = min(_TIMEOUT, 2.0) if _TIMEOUT <= 5.0 else _TIMEOUT
 _BACKOFF_SECONDS = 5.0
+_POOL_SIZE = 16  # connections per process (sync) and per event loop (async)
 _WARN_EVERY_SECONDS = 60.0
 
 DEGRADED = Counter(
@@ -183,10 +190,13 @@ def _skipping() -> bool:
 
 
 def redis_failed(exc: BaseException) -> None:
-    """Note a Redis failure: back off for a few seconds, warn at most once a minute."""
+    """Note a Redis failure: warn at most once a minute, and back off for a few seconds when
+    Redis is unreachable. A timeout does not back off: it says Redis (or this process's loop) is
+    slow, and skipping Redis for everyone on that account would let a whole burst through."""
     global _down_until, _last_warning
     now = time.monotonic()
-    _down_until = now + _BACKOFF_SECONDS
+    if not isinstance(exc, TimeoutError | redis.TimeoutError):
+        _down_until = now + _BACKOFF_SECONDS
     if now - _last_warning >= _WARN_EVERY_SECONDS:
         _last_warning = now
         logger.warning(
@@ -202,8 +212,21 @@ def reset_backoff() -> None:
     _down_until = _last_warning = 0.0
 
 
+@lru_cache(maxsize=8)
+def _sync_client(url: str) -> redis.Redis:
+    # Bounded, as the async one: hundreds of request threads share a few sockets.
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=_POOL_SIZE,
+        timeout=10.0,
+        socket_timeout=_TIMEOUT,
+        socket_connect_timeout=_CONNECT_TIMEOUT,
+    )
+    return redis.Redis(connection_pool=pool)
+
+
 def sync_client() -> redis.Redis:
-    return sync_redis(settings.REDIS_URL, _TIMEOUT)
+    return _sync_client(settings.REDIS_URL)
 
 
 def async_client() -> aioredis.Redis:
@@ -211,8 +234,15 @@ def async_client() -> aioredis.Redis:
     per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
     client = per_loop.get(url)
     if client is None:
+        # Bounded: a burst of requests on one process queues for a few sockets instead of
+        # opening hundreds of connections at once (each connect is itself a few round trips).
         client = per_loop[url] = async_redis(
-            url, socket_timeout=_TIMEOUT, socket_connect_timeout=_TIMEOUT
+            url,
+            blocking=True,
+            max_connections=_POOL_SIZE,
+            timeout=10.0,  # waiting for a free socket is queueing, not Redis being down
+            socket_timeout=_TIMEOUT,
+            socket_connect_timeout=_CONNECT_TIMEOUT,
         )
     return client
 
