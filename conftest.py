@@ -191,3 +191,18 @@ def as_user(api):
         return api
 
     return use
+
+
+# Hypothesis under load: CI runs the suite on a shared 2-core machine, where input generation and
+# a single example can take longer than Hypothesis's wall-clock defaults; those limits test the
+# machine, not the code. Example counts stay as each test sets them.
+def _register_hypothesis_profile() -> None:
+    from hypothesis import HealthCheck, settings
+
+    settings.register_profile(
+        "cadence", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile("cadence")
+
+
+_register_hypothesis_profile()

@@ -11,23 +11,25 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from cadence_site.handlers import ApiASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
+from cadence_site.requestlog import install_server_log_filters  # noqa: E402
 from cadence_site.routing import websocket_urlpatterns  # noqa: E402
 from tenants.limits.sockets import FrameRateLimitMiddleware  # noqa: E402
 from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
+
+install_server_log_filters()
 
 application = Lifespan(
     ProtocolTypeRouter(
         {
             "http": http_router(django_asgi_app, ApiASGIHandler()),
-            "websocket": AllowedHostsOriginValidator(
-                AuthMiddlewareStack(
-                    TenantWebsocketMiddleware(
-                        FrameRateLimitMiddleware(URLRouter(websocket_urlpatterns))
-                    )
+            # No Origin validator in front: the Origin check guards cookie-authenticated sockets
+            # only (tenants/ws.py), so scripts and apps with a ticket or a key connect too.
+            "websocket": AuthMiddlewareStack(
+                TenantWebsocketMiddleware(
+                    FrameRateLimitMiddleware(URLRouter(websocket_urlpatterns))
                 )
             ),
         }

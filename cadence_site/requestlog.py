@@ -116,3 +116,31 @@ class RedactSecretsFilter(logging.Filter):
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
         return True
+
+
+class NoQueryStringFilter(logging.Filter):
+    """Drops the query string from the paths the ASGI server logs (its access lines and its
+    WebSocket handshake lines): a `?ticket=` or any secret a client put in a URL never reaches a
+    log, where it could be replayed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(isinstance(a, str) and "?" in a for a in args):
+            record.args = tuple(
+                a.split("?", 1)[0] if isinstance(a, str) and a.startswith("/") else a for a in args
+            )
+        elif isinstance(record.msg, str) and "?" in record.msg and not args:
+            record.msg = re.sub(r"(\s/[^\s?\"]*)\?[^\s\"]*", r"\1", record.msg)
+        return True
+
+
+SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "daphne.server", "daphne.ws_protocol")
+
+
+def install_server_log_filters() -> None:
+    """Attach NoQueryStringFilter to the ASGI servers' own loggers (they configure them before
+    Django starts, outside settings.LOGGING)."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, NoQueryStringFilter) for f in logger.filters):
+            logger.addFilter(NoQueryStringFilter())

@@ -295,19 +295,38 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "cadence_site.openapi.CadenceAutoSchema",
     "EXCEPTION_HANDLER": "cadence_site.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cadence API",
-    "DESCRIPTION": "Multi-tenant AI orchestration backend.",
+    "DESCRIPTION": (
+        "Cadence runs organizations' AI orchestrators. Authenticate with an organization's API "
+        "key (`Authorization: Bearer ck_…`) or a signed-in session. Every error of the Cadence "
+        'API has one shape, `{"error": {"code", "message", "details"}}`; the '
+        "OpenAI-compatible surface under `/v1` answers in OpenAI's own shapes."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # cadence_site/openapi.py: error responses, the /v1 surface, security schemes, names.
+    "OAS_VERSION": "3.1.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cadence_site.openapi.postprocess",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "Role": "tenants.roles.Role.choices",
+        "Framework": "cadence_site.openapi_enums.FRAMEWORK",
+        "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
+        "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
+        "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+    },
 }
 
 LANGUAGE_CODE = "en-us"
@@ -357,3 +376,9 @@ CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
 CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
 CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
 CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
+CELERY_BEAT_SCHEDULE = {
+    "trust-tree-heads": {
+        "task": "trust.tree_heads_publish",
+        "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
+    },
+}

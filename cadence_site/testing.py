@@ -41,9 +41,12 @@ class LiveServer:
         self.process.wait(timeout=10)
 
 
-def start_live_server(database_url: str, **env: str) -> LiveServer:
+def start_live_server(
+    database_url: str, *, log_level: str = "warning", output=None, **env: str
+) -> LiveServer:
     """Starts the server on a free port and waits for /healthz; `env` adds or overrides variables
-    (CADENCE_RABBITMQ_URL is removed unless given: lifecycle events then use Redis)."""
+    (CADENCE_RABBITMQ_URL is removed unless given: lifecycle events then use Redis). `output`, a
+    file, receives the server's stdout and stderr."""
     import socket
     import subprocess
     import sys
@@ -78,10 +81,12 @@ def start_live_server(database_url: str, **env: str) -> LiveServer:
             "--lifespan",
             "on",
             "--log-level",
-            "warning",
+            log_level,
         ],
         cwd=Path(__file__).resolve().parent.parent,
         env=environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
     )
     server = LiveServer(port, process)
     deadline = time.monotonic() + 30
@@ -95,3 +100,27 @@ def start_live_server(database_url: str, **env: str) -> LiveServer:
             time.sleep(0.2)
     server.stop()
     raise AssertionError("the server did not start within 30 s")
+
+
+async def ws_connect(communicator, wait: float = 5) -> tuple[bool, int | None]:
+    """(open, close code) of a WebsocketCommunicator's handshake.
+
+    Cadence refuses a socket by accepting it and closing at once with a code and a reason
+    (tenants/ws.py), so an accept followed by a close is a refusal; the close stays readable
+    (`communicator.refusal`). A close before any accept (a bare 403) is reported the same way."""
+    import asyncio
+
+    connected, detail = await communicator.connect(timeout=wait)
+    if not connected:
+        communicator.refusal = {"code": detail, "reason": None}
+        return False, detail
+    for _ in range(3):
+        await asyncio.sleep(0)
+    queue = communicator.output_queue
+    if not queue.empty():
+        message = queue.get_nowait()
+        if message["type"] == "websocket.close":
+            communicator.refusal = message
+            return False, message.get("code")
+        queue._queue.appendleft(message)  # not a refusal: leave the frame for the test
+    return True, None

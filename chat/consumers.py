@@ -70,7 +70,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 conversation_id=self.conversation_id,
             )
         except ApplicationError:
-            await self.close(code=CLOSE_NOT_FOUND)
+            await self.accept()
+            await self.close(code=CLOSE_NOT_FOUND, reason="conversation_not_found")
             return
         # Read from the stream's current end, taken before accepting: nothing written after the
         # handshake can slip between the accept and the first read.
@@ -114,7 +115,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "unknown_type",
                 'Expected {"type": "message", "content": ...} or {"type": "cancel"}.',
             )
-        if not role_at_least(self.scope.get("role"), Role.MEMBER):
+        # The caller's current role (tenants/ws_access.py), not the one it had at the handshake.
+        if not role_at_least(self.scope["access"].role, Role.MEMBER):
             return await self._error(
                 "role_required", "Viewers can read conversations but not send messages."
             )

@@ -13,7 +13,6 @@ in another process checks on every flush.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import time
@@ -22,21 +21,14 @@ from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
-from channels.db import database_sync_to_async
 from django.conf import settings
-from django_tenants.utils import schema_context
 
 from cadence_site.aredis import async_redis
-from cadence_site.requestlog import org_var, principal_var, request_id_var
 from chat import services
 from chat.models import Conversation, Message
-from engine.runs import RunRecorder
-from orchestrators.invoke import llm_error_to_application
-from orchestrators.pool import pool
+from engine.runs import pipeline
 from orchestrators.runtime import (
-    FinalEvent,
-    LLMError,
-    RunContext,
+    RuntimeEvent,
     StepEvent,
     TokenEvent,
     ToolCallEvent,
@@ -48,7 +40,6 @@ logger = logging.getLogger(__name__)
 COALESCE_SECONDS = 0.04
 STREAM_MAXLEN = 5000
 STREAM_TTL = 24 * 3600
-_background: set[asyncio.Task] = set()
 _active: dict[tuple[str, str], Turn] = {}
 
 
@@ -135,21 +126,7 @@ def turn_begin(
             f"orchestrator_{instance.status}",
             status=409,
         )
-    if Message.objects.filter(conversation=conversation, status=Message.Status.STREAMING).exists():
-        raise ApplicationError(
-            "A reply is still being written in this conversation; wait for it or cancel it.",
-            "turn_in_progress",
-            status=409,
-        )
-    user = services.message_append(
-        conversation_id=conversation.id, role=Message.Role.USER, content=content
-    )
-    assistant = services.message_append(
-        conversation_id=conversation.id,
-        role=Message.Role.ASSISTANT,
-        content="",
-        status=Message.Status.STREAMING,
-    )
+    user, assistant = reply_begin(conversation_id=conversation.id, content=content)
     history = services.history_for_model(conversation_id=conversation.id, before_seq=user.seq)
     if not conversation.title:
         Conversation.objects.filter(pk=conversation.pk).update(title=content.strip()[:80])
@@ -167,6 +144,32 @@ def turn_begin(
         principal,
         trigger,
     )
+
+
+def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
+    """In the tenant's schema: the user's message, stored before any model runs, and the reply's
+    placeholder (so the two keep adjacent sequence numbers); one reply at a time per
+    conversation. Every chat trigger, the /v1 conversation extension included, begins here."""
+    from cadence_site.errors import ApplicationError
+
+    if Message.objects.filter(
+        conversation_id=conversation_id, status=Message.Status.STREAMING
+    ).exists():
+        raise ApplicationError(
+            "A reply is still being written in this conversation; wait for it or cancel it.",
+            "turn_in_progress",
+            status=409,
+        )
+    user = services.message_append(
+        conversation_id=conversation_id, role=Message.Role.USER, content=content
+    )
+    assistant = services.message_append(
+        conversation_id=conversation_id,
+        role=Message.Role.ASSISTANT,
+        content="",
+        status=Message.Status.STREAMING,
+    )
+    return user, assistant
 
 
 @dataclass
@@ -201,15 +204,7 @@ class Turn:
 def turn_launch(start: TurnStart) -> Turn:
     """Start the turn's task on the running loop; it outlives the caller."""
     turn = Turn(start)
-    # A fresh context: an inherited one would tie the turn's database calls to the request's
-    # thread executor (asgiref's ThreadSensitiveContext), which ends with the response. The log
-    # context (request, organization, principal) is carried over by hand.
-    context = contextvars.Context()
-    for var in (request_id_var, org_var, principal_var):
-        context.run(var.set, var.get())
-    turn.task = asyncio.get_running_loop().create_task(_run(turn), context=context)
-    _background.add(turn.task)
-    turn.task.add_done_callback(_background.discard)
+    turn.task = pipeline.turn_launch(_run(turn))
     _active[(start.schema_name, start.conversation_id)] = turn
     return turn
 
@@ -231,20 +226,10 @@ async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str
 
 
 async def _run(turn: Turn) -> None:
+    """Chat's delivery of one pipeline turn: coalesced token frames, tool and step frames, the
+    reply stored with the run, then the error and done frames."""
     s = turn.start
-    recorder = RunRecorder(
-        schema_name=s.schema_name,
-        orchestrator_id=s.orchestrator_id,
-        orchestrator_slug=s.orchestrator_slug,
-        config_hash="",
-        trigger=s.trigger,
-        principal=s.principal,
-        conversation_id=s.conversation_id,
-        input={"message": s.content},
-    )
-    status, error, usage, final = Message.Status.COMPLETE, "", {}, None
     pending: list[str] = []
-    recording: asyncio.Future | None = None
     last_flush = last_cancel_check = time.monotonic()
     cancel_flag = cancel_key(s.schema_name, s.assistant_message_id)
 
@@ -263,6 +248,18 @@ async def _run(turn: Turn) -> None:
             if await redis_client().exists(cancel_flag):
                 raise asyncio.CancelledError("cancelled by the client")
 
+    async def on_event(event: RuntimeEvent) -> None:
+        if isinstance(event, TokenEvent):
+            turn.text.append(event.delta)
+            pending.append(event.delta)
+            if time.monotonic() - last_flush >= COALESCE_SECONDS:
+                await flush()
+            return
+        await flush()
+        frame = _frame(event, s.assistant_message_id)
+        if frame is not None:
+            await turn.publish(frame)
+
     await turn.publish(
         {
             "type": "message.created",
@@ -272,140 +269,102 @@ async def _run(turn: Turn) -> None:
         }
     )
     try:
-        # The run's row is written beside the model call, not before it: first tokens don't wait.
-        recording = asyncio.ensure_future(database_sync_to_async(recorder.start)())
-        acquired = await pool.acquire(
-            schema_name=s.schema_name, org_slug=s.org_slug, ref=s.orchestrator_id
+        outcome = await pipeline.turn_run(
+            pipeline.TurnRequest(
+                schema_name=s.schema_name,
+                org_slug=s.org_slug,
+                ref=s.orchestrator_id,
+                message=s.content,
+                history=s.history,
+                trigger=s.trigger,
+                principal=s.principal,
+                conversation_id=s.conversation_id,
+            ),
+            on_event=on_event,
+            store=lambda outcome: reply_store(message_id=s.assistant_message_id, outcome=outcome),
         )
-        recorder.fields["config_hash"] = acquired.config_hash
-        async for event in acquired.runtime.stream(
-            s.history,
-            s.content,
-            RunContext(org_slug=s.org_slug, run_id=recorder.run_id or "", user=s.principal),
-        ):
-            recorder.observe(event)
-            if isinstance(event, TokenEvent):
-                turn.text.append(event.delta)
-                pending.append(event.delta)
-                if time.monotonic() - last_flush >= COALESCE_SECONDS:
-                    await flush()
-                continue
+        if outcome.status == "succeeded":
             await flush()
-            if isinstance(event, ToolCallEvent):
-                turn.tool_calls.append(
-                    {"id": event.id, "name": event.name, "arguments": event.arguments}
-                )
-                await turn.publish(
-                    {
-                        "type": "tool_call",
-                        "message_id": s.assistant_message_id,
-                        "id": event.id,
-                        "name": event.name,
-                        "arguments": event.arguments,
-                    }
-                )
-            elif isinstance(event, ToolResultEvent):
-                for call in turn.tool_calls:
-                    if call["id"] == event.id:
-                        call["result"], call["error"] = event.result, event.error
-                await turn.publish(
-                    {
-                        "type": "tool_result",
-                        "message_id": s.assistant_message_id,
-                        "id": event.id,
-                        "name": event.name,
-                        "result": event.result,
-                        "error": event.error,
-                    }
-                )
-            elif isinstance(event, StepEvent):
-                await turn.publish(
-                    {
-                        "type": "step",
-                        "message_id": s.assistant_message_id,
-                        "name": event.name,
-                        "status": event.status,
-                        "duration_ms": event.duration_ms,
-                    }
-                )
-            elif isinstance(event, FinalEvent):
-                final = event
-        await flush()
-        content = final.content if final is not None else "".join(turn.text)
-        usage = final.usage.as_dict() if final is not None else {}
-    except asyncio.CancelledError:
-        status, content = Message.Status.CANCELLED, "".join(turn.text)
-    except LLMError as exc:
-        app_error = llm_error_to_application(exc)
-        status, content, error = (
-            Message.Status.FAILED,
-            "".join(turn.text),
-            f"{app_error.code}: {app_error.message}",
-        )
-    except Exception as exc:
-        code = getattr(exc, "code", "turn_failed")
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        status, content, error = Message.Status.FAILED, "".join(turn.text), f"{code}: {message}"
-        if not hasattr(exc, "code"):
-            logger.exception("chat turn failed")
-    if recording is not None:
-        await asyncio.gather(recording, return_exceptions=True)
-    run_status = {
-        Message.Status.COMPLETE: "succeeded",
-        Message.Status.CANCELLED: "cancelled",
-        Message.Status.FAILED: "failed",
-    }[status]
-    # Shielded: a cancelled turn must still be stored.
-    await asyncio.shield(_store(turn, recorder, status, content, usage, error, run_status))
-
-
-async def _store(
-    turn: Turn,
-    recorder: RunRecorder,
-    status: str,
-    content: str,
-    usage: dict,
-    error: str,
-    run_status: str,
-) -> None:
-    s = turn.start
-
-    def write() -> None:
-        recorder.finish(status=run_status, output=content, usage=usage, error=error)
-        with schema_context(s.schema_name):
-            services.message_finish(
-                message_id=s.assistant_message_id,
-                status=status,
-                content=content,
-                usage=usage,
-                error=error,
-                tool_calls=turn.tool_calls,
-                run_id=recorder.run_id,
-            )
-
-    try:
-        await database_sync_to_async(write)()
     finally:
         _active.pop((s.schema_name, s.conversation_id), None)
-    if status == Message.Status.FAILED:
-        code, _, message = error.partition(": ")
+    # Shielded: a second cancel must not lose the frames that end the reply.
+    await asyncio.shield(_deliver_end(turn, outcome))
+
+
+def _frame(event: RuntimeEvent, message_id: str) -> dict | None:
+    if isinstance(event, ToolCallEvent):
+        return {
+            "type": "tool_call",
+            "message_id": message_id,
+            "id": event.id,
+            "name": event.name,
+            "arguments": event.arguments,
+        }
+    if isinstance(event, ToolResultEvent):
+        return {
+            "type": "tool_result",
+            "message_id": message_id,
+            "id": event.id,
+            "name": event.name,
+            "result": event.result,
+            "error": event.error,
+        }
+    if isinstance(event, StepEvent):
+        return {
+            "type": "step",
+            "message_id": message_id,
+            "name": event.name,
+            "status": event.status,
+            "duration_ms": event.duration_ms,
+        }
+    return None
+
+
+_MESSAGE_STATUS = {
+    "succeeded": Message.Status.COMPLETE,
+    "failed": Message.Status.FAILED,
+    "cancelled": Message.Status.CANCELLED,
+}
+
+
+def reply_store(*, message_id: str, outcome: pipeline.TurnOutcome) -> None:
+    """The assistant's reply as the run ended (in the tenant's schema, inside the run's own
+    transaction): every chat trigger, the /v1 conversation extension included, stores it here."""
+    status = _MESSAGE_STATUS[outcome.status]
+    services.message_finish(
+        message_id=message_id,
+        status=status,
+        content=outcome.content,
+        usage=outcome.usage,
+        error=outcome.error_text if status == Message.Status.FAILED else "",
+        tool_calls=outcome.tool_calls,
+        run_id=outcome.run_id if outcome.recorded else None,
+    )
+
+
+async def _deliver_end(turn: Turn, outcome: pipeline.TurnOutcome) -> None:
+    s = turn.start
+    status = _MESSAGE_STATUS[outcome.status]
+    error = outcome.error_text if status == Message.Status.FAILED else ""
+    if status == Message.Status.FAILED and outcome.error is not None:
         await turn.publish(
             {
                 "type": "error",
                 "message_id": s.assistant_message_id,
-                "code": code,
-                "message": message,
+                "code": outcome.error.code,
+                "message": outcome.error.message,
             }
         )
+    turn.tool_calls = outcome.tool_calls
     turn.result = {
         "type": "done",
         "message_id": s.assistant_message_id,
         "seq": s.assistant_seq,
         "status": status,
-        "content": content,
-        "usage": usage,
-        "run": recorder.run_id,
-        "tool_calls": turn.tool_calls,
+        "content": outcome.content,
+        "usage": outcome.usage,
+        "run": outcome.run_id if outcome.recorded else None,
+        "tool_calls": outcome.tool_calls,
         "error": error,
     }
     await turn.publish(turn.result)

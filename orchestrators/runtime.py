@@ -175,6 +175,12 @@ class RunContext:
     org_slug: str
     run_id: str = ""
     user: str = ""
+    # Awaited around every model call a runtime makes: before it with the messages about to be
+    # sent (may raise to refuse the call), after a call it let through with the call's usage (zero
+    # when it failed).
+    # The turn pipeline (engine/runs/pipeline.py) sets them; None elsewhere.
+    before_model_call: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+    after_model_call: Callable[[Usage], Awaitable[None]] | None = None
 
 
 class Runtime(Protocol):

@@ -34,9 +34,13 @@ class AuditConsumer(AsyncWebsocketConsumer):
 
     async def connect(self):
         self.reader = None
-        if not role_at_least(self.scope.get("role"), Role.ADMIN):
-            await self.close(code=4403)
+        access = self.scope["access"]
+        if not role_at_least(access.role, Role.ADMIN):
+            await self.accept()
+            await self.close(code=4403, reason="role_required: admin")
             return
+        # Kept for the socket's life: an admin demoted while watching is disconnected.
+        access.require(Role.ADMIN)
         key = audit_stream_key(self.scope["org"].schema_name)
         try:
             start_id = await streams.hub().latest_id(key)

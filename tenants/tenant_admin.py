@@ -78,7 +78,12 @@ class TenantAdminSite(admin.AdminSite):
 
         extra = {
             "dashboard": organization_dashboard(org=request.org, role=request_role(request)),
-            "recent_events": list(AuditEvent.objects.all()[:10]),
+            # The audit trail names members and keys: admins and owners only, as on its socket.
+            "recent_events": (
+                list(AuditEvent.objects.all()[:10])
+                if role_at_least(request_role(request), Role.ADMIN)
+                else []
+            ),
         }
         extra.update(extra_context or {})
         return super().index(request, extra)
@@ -134,6 +139,13 @@ class AuditEventAdmin(TenantModelAdmin):
     list_filter = ("action",)
     search_fields = ("action", "actor", "target")
     readonly_fields = ("action", "actor", "target", "details", "created_at")
+
+    # Readable by the same rule as /ws/orgs/<slug>/audit/: admins and owners.
+    def has_module_permission(self, request) -> bool:
+        return role_at_least(request_role(request), Role.ADMIN)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return role_at_least(request_role(request), Role.ADMIN)
 
     def has_add_permission(self, request) -> bool:
         return False

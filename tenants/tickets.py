@@ -25,22 +25,24 @@ def _client() -> redis.Redis:
     return sync_redis(settings.REDIS_URL, 2)
 
 
-def _key(org_id: int, ticket: str) -> str:
-    # Only a hash of the ticket is stored: a Redis dump does not hand out live tickets.
-    return f"cadence:wsticket:{org_id}:{hashlib.sha256(ticket.encode()).hexdigest()}"
+def _key(ticket: str) -> str:
+    # Only a hash of the ticket is stored: a Redis dump does not hand out live tickets. The
+    # organization is in the value, not the key, so a ticket is used up by its first
+    # presentation, whichever organization's path it was presented at.
+    return f"cadence:wsticket:{hashlib.sha256(ticket.encode()).hexdigest()}"
 
 
 def ticket_issue(*, org: OrgRef, user) -> str:
     ticket = secrets.token_urlsafe(32)
     key = getattr(user, "api_key", None)
     principal = {"api_key_id": str(key.pk)} if key is not None else {"user_id": user.pk}
-    _client().set(_key(org.id, ticket), json.dumps(principal), ex=ticket_ttl())
+    _client().set(_key(ticket), json.dumps({"org_id": org.id, **principal}), ex=ticket_ttl())
     return ticket
 
 
-def ticket_redeem(*, org_id: int, ticket: str) -> dict | None:
-    """The ticket's principal, once; None if unknown, expired, used or issued for another org."""
+def ticket_redeem(*, ticket: str) -> dict | None:
+    """{"org_id", "user_id" | "api_key_id"} of the ticket, once; None if unknown, expired or used."""
     if not ticket or len(ticket) > 128:
         return None
-    raw = _client().getdel(_key(org_id, ticket))
+    raw = _client().getdel(_key(ticket))
     return json.loads(raw) if raw else None

@@ -1,63 +1,160 @@
-"""ASGI middleware for /ws/orgs/<slug>/…: puts the organization and the authenticated caller in the scope.
+"""ASGI middleware for /ws/orgs/<slug>/…: who is connecting, to which organization, and for how long.
 
 WebSocket connections never pass through Django's middleware, so the organization is resolved
-here, and the caller is authenticated by session cookie (Channels' AuthMiddleware, applied
-outside this one) or by a single-use `?ticket=`. Refusals close before the handshake is
-accepted: 4404 for an unknown organization and a non-member alike, 4403 for a suspended one,
-4401 when no credentials came.
+and the caller authenticated here. Credentials, first match wins:
+
+1. `?ticket=` — a single-use ticket from POST /api/v1/orgs/<slug>/ws-tickets/ (browsers and any
+   client). Redeemed before anything else is checked, so a refused ticket is used up too.
+2. An API key: `Authorization: Bearer ck_…`, or the subprotocol convention
+   `Sec-WebSocket-Protocol: bearer, ck_…` (browsers cannot set headers; the server answers with
+   the `bearer` subprotocol, never echoing the key).
+3. The session cookie — the only credential a hostile page could ride, so only this one needs
+   an `Origin` that is exactly this server's own (or listed in CSRF_TRUSTED_ORIGINS).
+
+Refusals accept the handshake and close at once with a code and a reason, so every client sees
+why (closing before the accept makes the server answer a bare HTTP 403):
+4401 not authenticated (no, unknown, used or expired ticket; bad, revoked or expired key),
+4403 forbidden (suspended organization, Origin not allowed, role too low, rights lost),
+4404 unknown organization or a caller who does not belong to it (the same answer for both).
+
+Once open, a socket follows its caller's rights (tenants/ws_access.py): it closes within about
+a second of a revocation, removal, demotion below what the socket needs or a suspension.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from rest_framework.exceptions import AuthenticationFailed
 
-from cadence_site.requestlog import org_var
+from cadence_site.requestlog import org_var, principal_var
 from tenants import tickets
 from tenants.access import caller_role
-from tenants.authentication import ApiKeyPrincipal
+from tenants.authentication import ApiKeyPrincipal, api_key_authenticate
 from tenants.context import in_public
+from tenants.keys import looks_like_key
 from tenants.models import ApiKey
 from tenants.resolution import org_by_slug
+from tenants.rights import key_is_live
+from tenants.ws_access import LiveAccess, guard
 
 _WS_ORG = re.compile(r"^/ws/orgs/(?P<slug>[^/]+)/")
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+BEARER_SUBPROTOCOL = "bearer"
 
 
-def _principal_from_ticket(org_id: int, ticket: str):
-    principal = tickets.ticket_redeem(org_id=org_id, ticket=ticket)
-    if principal is None:
-        return None
-    if "user_id" in principal:
-        return get_user_model().objects.filter(pk=principal["user_id"], is_active=True).first()
-    key = (
-        ApiKey.objects.filter(pk=principal["api_key_id"], revoked_at__isnull=True)
-        .select_related("organization")
-        .first()
-    )
-    return ApiKeyPrincipal(key) if key else None
+class Refusal(Exception):
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
-def _resolve(slug: str, user, ticket: str | None):
+def _principal_from_ticket(ticket: str) -> tuple[int, object]:
+    """(org id, principal) of a ticket, once; Refusal when it cannot be used."""
+    redeemed = tickets.ticket_redeem(ticket=ticket)
+    if redeemed is None:
+        raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: unknown, used or expired")
+    org_id = redeemed["org_id"]
+    if "user_id" in redeemed:
+        user = get_user_model().objects.filter(pk=redeemed["user_id"], is_active=True).first()
+        if user is None:
+            raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: the user is no longer active")
+        return org_id, user
+    key = ApiKey.objects.filter(pk=redeemed["api_key_id"]).first()
+    # The key may have been revoked or have expired since the ticket was issued.
+    if key is None or not key_is_live(key):
+        raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: the API key is revoked or expired")
+    principal = ApiKeyPrincipal(key)
+    if principal.role is None:
+        raise Refusal(CLOSE_UNAUTHENTICATED, "api_key_creator_gone")
+    return org_id, principal
+
+
+def _principal_from_key(secret: str) -> tuple[int, ApiKeyPrincipal]:
+    try:
+        principal = api_key_authenticate(secret)
+    except AuthenticationFailed as exc:
+        code = exc.get_codes()
+        raise Refusal(
+            CLOSE_UNAUTHENTICATED, code if isinstance(code, str) else "invalid_api_key"
+        ) from None
+    return principal.api_key.organization_id, principal
+
+
+def _resolve(*, slug: str, ticket: str | None, secret: str | None, session_user):
+    """(org, principal, role) for the handshake, or Refusal."""
+    principal_org = None
+    if ticket is not None:
+        principal_org, user = _principal_from_ticket(ticket)
+    elif secret is not None:
+        principal_org, user = _principal_from_key(secret)
+    else:
+        user = session_user
     org = org_by_slug(slug)
     if org is None:
-        return None, None, None
-    if ticket:
-        user = _principal_from_ticket(org.id, ticket)
-    role = caller_role(user, org) if user is not None else None
+        raise Refusal(CLOSE_NOT_FOUND, "not_found")
+    if user is None or isinstance(user, AnonymousUser) or not user.is_authenticated:
+        raise Refusal(CLOSE_UNAUTHENTICATED, "authentication_required")
+    if principal_org is not None and principal_org != org.id:
+        raise Refusal(CLOSE_NOT_FOUND, "not_found")
+    role = caller_role(user, org)
+    if role is None:
+        raise Refusal(CLOSE_NOT_FOUND, "not_found")
+    if not org.is_active:
+        raise Refusal(CLOSE_FORBIDDEN, "org_suspended")
     return org, user, role
 
 
-async def _refuse(send, code: int) -> None:
-    # Closing before accept: the server answers the handshake with 403, and Channels/uvicorn
-    # report the close code to ASGI test clients.
-    await send({"type": "websocket.close", "code": code})
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _bearer(scope) -> tuple[str | None, bool]:
+    """(API key, whether it came as a subprotocol) from the handshake, if any."""
+    scheme, _, token = (_header(scope, b"authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip(), False
+    protocols = [p.strip() for p in scope.get("subprotocols") or []]
+    if BEARER_SUBPROTOCOL in protocols:
+        keys = [p for p in protocols if looks_like_key(p)]
+        return (keys[0] if keys else ""), True
+    return None, False
+
+
+def origin_allowed(scope) -> bool:
+    """The Origin of a cookie-authenticated handshake must be this server's own, exactly (no
+    wildcard subdomains: another organization's host is another site), or a trusted origin."""
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host")
+    if not origin or not host:
+        return False
+    if origin in settings.CSRF_TRUSTED_ORIGINS:
+        return True
+    parts = urlsplit(origin)
+    secure = scope.get("scheme") == "wss"
+    expected_scheme = "https" if secure else "http"
+    return parts.scheme == expected_scheme and parts.netloc.lower() == host.lower()
+
+
+async def refuse(send, code: int, reason: str, subprotocol: str | None = None) -> None:
+    """Accept, then close with a code and a reason the client can read (RFC 6455 caps a reason
+    at 123 bytes)."""
+    accept = {"type": "websocket.accept"}
+    if subprotocol:
+        accept["subprotocol"] = subprotocol
+    await send(accept)
+    await send({"type": "websocket.close", "code": code, "reason": reason[:123]})
 
 
 class TenantWebsocketMiddleware:
@@ -72,39 +169,44 @@ class TenantWebsocketMiddleware:
             return await self.inner(scope, receive, send)
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         ticket = (query.get("ticket") or [None])[0]
-        session_user = scope.get("user")
-        if session_user is not None and hasattr(session_user, "_wrapped") and not ticket:
-            # Channels' lazy user: resolve it off the event loop.
-            from channels.auth import get_user
+        secret, as_subprotocol = (None, False) if ticket is not None else _bearer(scope)
+        subprotocol = BEARER_SUBPROTOCOL if as_subprotocol else None
+        session_user = None
+        refusal: Refusal | None = None
+        if ticket is None and secret is None:
+            session_user = scope.get("user")
+            if session_user is not None and hasattr(session_user, "_wrapped"):
+                # Channels' lazy user: resolve it off the event loop.
+                from channels.auth import get_user
 
-            session_user = await get_user(scope)
-        org, user, role = await in_public(
-            _resolve, slug=match["slug"], user=None if ticket else session_user, ticket=ticket
-        )
+                session_user = await get_user(scope)
+            if getattr(session_user, "is_authenticated", False) and not origin_allowed(scope):
+                refusal = Refusal(CLOSE_FORBIDDEN, "origin_not_allowed")
+        org = user = role = None
+        if refusal is None:
+            try:
+                org, user, role = await in_public(
+                    _resolve,
+                    slug=match["slug"],
+                    ticket=ticket,
+                    secret=secret,
+                    session_user=session_user,
+                )
+            except Refusal as exc:
+                refusal = exc
         message = await receive()  # the websocket.connect event
         if message.get("type") != "websocket.connect":
             return
-        if org is None or (
-            role is None and user is not None and not isinstance(user, AnonymousUser)
-        ):
-            return await _refuse(send, CLOSE_NOT_FOUND)
-        if role is None:
-            return await _refuse(send, CLOSE_UNAUTHENTICATED if not ticket else CLOSE_NOT_FOUND)
-        if not org.is_active:
-            return await _refuse(send, CLOSE_FORBIDDEN)
+        if refusal is not None:
+            return await refuse(send, refusal.code, refusal.reason, subprotocol)
 
-        replayed = False
-
-        async def replay_receive():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return message
-            return await receive()
-
-        scope = dict(scope, org=org, user=user, role=role, org_slug=org.slug)
-        token = org_var.set(org.slug)
+        access = LiveAccess(org=org, user=user, role=role)
+        scope = dict(scope, org=org, user=user, role=role, org_slug=org.slug, access=access)
+        tokens = (org_var.set(org.slug), principal_var.set(access.principal_label))
         try:
-            return await self.inner(scope, replay_receive, send)
+            return await guard(
+                self.inner, scope, message, receive, send, access=access, subprotocol=subprotocol
+            )
         finally:
-            org_var.reset(token)
+            org_var.reset(tokens[0])
+            principal_var.reset(tokens[1])

@@ -41,7 +41,7 @@ Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`:
                                 in Cadence's own error shape; a chunked body is measured here)
     429 rate_limit_exceeded     over the plan's requests_per_minute (Retry-After says when to retry);
                                 every authenticated /v1/ request counts, models listings included
-    502/504 (and 429/400)       the orchestrator's model failed (orchestrators.invoke mapping)
+    502/504 (and 429/400)       the orchestrator's model failed (engine.runs.pipeline mapping)
 
 Streaming sends `chat.completion.chunk` objects: the role first, then content deltas, then an
 empty delta with the finish reason, then (with `stream_options.include_usage`) a chunk with

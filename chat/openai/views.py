@@ -20,7 +20,7 @@ from cadence_site.errors import ApplicationError
 from chat.openai import DEFAULT_KEEPALIVE_SECONDS
 from chat.openai.access import _authorize
 from chat.openai.errors import BadRequest, _error_type, openai_error
-from chat.openai.turn import Turn, TurnOutcome, _conversation_exists, _launch
+from chat.openai.turn import CompletionOutcome, Turn, _conversation_exists, _launch
 from chat.openai.validation import parse_completion_request
 from orchestrators.pool import pool
 from tenants.context import in_tenant
@@ -168,10 +168,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     turn = Turn(
         caller=caller,
         request=parsed,
-        runtime=acquired.runtime,
-        instance_id=acquired.instance_id,
-        slug=acquired.slug,
-        config_hash=acquired.config_hash,
+        acquired=acquired,
         run_id=str(uuid.uuid4()),
         created=int(time.time()),
     )
@@ -184,7 +181,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
     assert turn.outcome is not None
     # Shielded: a client that leaves cancels this view, not the turn.
-    outcome: TurnOutcome = await asyncio.shield(turn.outcome)
+    outcome: CompletionOutcome = await asyncio.shield(turn.outcome)
     if outcome.error is not None:
         return JsonResponse({"error": _public_error(outcome.error)}, status=outcome.http_status)
     body: dict[str, Any] = {

@@ -28,7 +28,8 @@ from tenants.keys import PREFIX_LENGTH
 ROOT = Path(__file__).resolve().parents[2]
 FAST, SLOW, DRAFT, BRAVO = "oai-fast", "oai-slow", "oai-draft", "oai-bravo"
 UPSTREAM = "oai-upstream"  # an openai_compatible model: the fake OpenAI server, scripted per test
-SLUGS = [FAST, SLOW, DRAFT, BRAVO, UPSTREAM]
+TOOLS = "oai-tools"  # offline, with the calculator tool
+SLUGS = [FAST, SLOW, DRAFT, BRAVO, UPSTREAM, TOOLS]
 CONFIGS = ("oai-offline", "oai-offline-slow", "oai-upstream")
 
 
@@ -43,12 +44,14 @@ def _cleanup() -> None:
             LLMConfig.objects.filter(name__in=CONFIGS).delete()
 
 
-def _create(schema: str, slug: str, config, *, build: bool = True):
+def _create(schema: str, slug: str, config, *, build: bool = True, tools=()):
     from orchestrators.services import orchestrator_create
     from orchestrators.tasks import instance_build
 
     with schema_context(schema):
-        created = orchestrator_create(slug=slug, name=slug.title(), llm_config=config)
+        created = orchestrator_create(
+            slug=slug, name=slug.title(), llm_config=config, tools=list(tools)
+        )
     if build:
         status = instance_build(
             schema_name=schema, instance_id=str(created.id), expected_hash=created.config_hash
@@ -92,6 +95,7 @@ def live(_session_world, django_db_blocker, upstream):
             DRAFT: _create("org_alpha", DRAFT, fast, build=False),
             BRAVO: _create("org_bravo", BRAVO, bravo),
             UPSTREAM: _create("org_alpha", UPSTREAM, remote),
+            TOOLS: _create("org_alpha", TOOLS, fast, tools=["calculator"]),
         }
         database_url = test_database_url()
 
@@ -323,6 +327,32 @@ def test_conversation_extension_stores_the_exchange(live, world, committed_db):
     assert last_seq == 2
     assert run.conversation_id == conversation.id
     assert completion.model_extra["cadence"]["assistant_message_id"] == str(messages[1].id)
+
+
+def test_conversation_extension_stores_the_replys_tool_calls(live, world, committed_db):
+    from chat.models import Conversation, Message
+
+    with schema_context("org_alpha"):
+        conversation = Conversation.objects.create(
+            orchestrator_id=live.instances[TOOLS].id,
+            owner_api_key_id=world.alpha.key_ids["member"],
+        )
+
+    completion = _client(live, world.alpha.keys["member"]).chat.completions.create(
+        model=TOOLS,
+        messages=[{"role": "user", "content": '/tool calculator {"expression": "2+3"}'}],
+        extra_body={"cadence": {"conversation_id": str(conversation.id)}},
+    )
+
+    run = _wait_for_run(completion.id, "succeeded")
+    with schema_context("org_alpha"):
+        reply = Message.objects.get(conversation=conversation, role="assistant")
+        recorded = run.events.get(kind="tool_call")
+    assert [(c["name"], c["arguments"]) for c in reply.tool_calls] == [
+        ("calculator", {"expression": "2+3"})
+    ]
+    assert reply.tool_calls[0]["result"] == recorded.data["outputs"]["result"]
+    assert reply.content == completion.choices[0].message.content
 
 
 def test_conversation_extension_refuses_others_conversations(live, world, committed_db):

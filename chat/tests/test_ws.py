@@ -8,6 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django_tenants.utils import schema_context
 
 from cadence_site.asgi import application
+from cadence_site.testing import ws_connect
 from chat.models import Conversation, Message
 
 # Long enough (~300 tokens at 60 ms) that a cancel always lands mid-reply, even on a busy machine.
@@ -33,7 +34,7 @@ async def _open(conversation_id: str, user, slug: str = "alpha"):
         f"/ws/orgs/{slug}/conversations/{conversation_id}/?ticket={ticket}",
         headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")],
     )
-    connected, code = await communicator.connect(timeout=5)
+    connected, code = await ws_connect(communicator)
     return communicator, connected, code
 
 
@@ -192,7 +193,7 @@ async def test_outsiders_cannot_join_a_conversation(world, chat_orchestrator):
         f"/ws/orgs/alpha/conversations/{conversation}/?ticket={ticket}",
         headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")],
     )
-    foreign, code_foreign = await communicator.connect(timeout=5)
+    foreign, code_foreign = await ws_connect(communicator)
 
     assert (other_member, code_member) == (False, 4404)
     assert (outsider, code_outsider) == (False, 4404)

@@ -178,7 +178,11 @@ async def test_clock_rejects_unexpected_arguments():
 # --- http_get -----------------------------------------------------------------------------------
 
 
-PRIVATE = "resolves to a private or reserved address, which is not allowed."
+PRIVATE = (
+    "resolves to a private or reserved address, which is not allowed. An operator can allow it "
+    "with CADENCE_EGRESS_ALLOWED_HOSTS (this host) or CADENCE_EGRESS_ALLOWED_NETWORKS (its "
+    "network)."
+)
 
 
 @pytest.mark.parametrize(

@@ -97,7 +97,11 @@ def plugin_storage(settings, tmp_path):
 
 def stored_files(root) -> list[str]:
     media = root / "media"
-    return sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file()) if media.exists() else []
+    return (
+        sorted(str(p.relative_to(media)) for p in media.rglob("*") if p.is_file())
+        if media.exists()
+        else []
+    )
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -102,7 +102,9 @@ def test_flows_are_checked_against_the_engine_schema():
 
 
 def test_versions_order_as_semver_and_ranges_are_pep440():
-    assert parse_version("1.0.0-alpha.1") < parse_version("1.0.0-beta.1") < parse_version("1.0.0-rc.1")
+    assert (
+        parse_version("1.0.0-alpha.1") < parse_version("1.0.0-beta.1") < parse_version("1.0.0-rc.1")
+    )
     assert parse_version("1.0.0-rc.1") < parse_version("1.0.0") < parse_version("1.10.0")
     assert parse_version("2.0.0") in parse_range(">=1.2,<3")
     for garbage in ("1", "1.2.3.4", "latest", "", "1.0.0-dev.1"):
@@ -114,7 +116,9 @@ def test_versions_order_as_semver_and_ranges_are_pep440():
 
 def test_capability_diff_reports_widening():
     old = capabilities(manifest())
-    new = capabilities(manifest(capabilities={"egress": ["api.weather.test", "evil.test"], "secrets": []}))
+    new = capabilities(
+        manifest(capabilities={"egress": ["api.weather.test", "evil.test"], "secrets": []})
+    )
     diff = capability_diff(old, new)
     assert diff == {
         "added": {"egress": ["evil.test"]},

@@ -142,3 +142,23 @@ def test_suspended_organization_admin_is_403(world):
         organization_resume(org=org)
 
     assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("role", "can_read"), [("owner", True), ("admin", True), ("member", False), ("viewer", False)]
+)
+def test_the_audit_trail_is_for_admins_and_owners_only(world, role, can_read):
+    from django_tenants.utils import schema_context
+
+    from tenants.audit.models import AuditEvent
+
+    with schema_context("org_alpha"):
+        AuditEvent.objects.create(action="test.secret", actor="audit-probe", target="x")
+    client = _client(world.alpha.users[role])
+
+    listing = client.get("/orgs/alpha/admin/audit/auditevent/")
+    dashboard = client.get("/orgs/alpha/admin/")
+
+    assert listing.status_code == (200 if can_read else 403)
+    assert (b"audit-probe" in dashboard.content) is can_read
+    assert (b'href="/orgs/alpha/admin/audit/auditevent/"' in dashboard.content) is can_read

@@ -8,6 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django_tenants.utils import schema_context
 
 from cadence_site.asgi import application
+from cadence_site.testing import ws_connect
 from tenants import tickets
 from tenants.audit.models import AuditEvent
 from tenants.resolution import org_by_slug
@@ -35,7 +36,7 @@ async def _connect(path: str):
     communicator = WebsocketCommunicator(
         application, path, headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")]
     )
-    connected, code = await communicator.connect(timeout=5)
+    connected, code = await ws_connect(communicator)
     return communicator, connected, code
 
 
@@ -81,7 +82,7 @@ async def test_ticket_works_once(world, committed_db):
     second, ok_second, code = await _connect(f"/ws/orgs/alpha/audit/?ticket={ticket}")
 
     assert ok_first is True
-    assert (ok_second, code) == (False, 4404)
+    assert (ok_second, code) == (False, 4401)
     await first.disconnect()
 
 
@@ -111,7 +112,7 @@ async def test_no_credentials_and_unknown_org_are_refused(world, committed_db):
     assert (connected, code) == (False, 4401)
 
     _, connected, code = await _connect("/ws/orgs/nowhere/audit/?ticket=abc")
-    assert (connected, code) == (False, 4404)
+    assert (connected, code) == (False, 4401)
 
 
 @pytest.mark.asyncio
@@ -153,7 +154,7 @@ async def test_session_cookie_authenticates_and_non_member_is_refused(world, com
                 (b"cookie", cookie),
             ],
         )
-        return communicator, *await communicator.connect(timeout=5)
+        return communicator, *await ws_connect(communicator)
 
     ok_comm, ok, _ = await connect_with(member)
     _, refused, code = await connect_with(outsider)

@@ -1,0 +1,432 @@
+"""The turn pipeline: the one way to run a turn of an orchestrator, whatever triggered it.
+
+Every trigger (the chat WebSocket, REST with or without SSE, `/v1/chat/completions`, REST invoke,
+the admin's try-it box, and queued runs) builds a `TurnRequest` and awaits `turn_run`. It takes
+the runtime from the pool, records the run and its steps (`RunRecorder`), hands every runtime
+event to the caller's `on_event`, maps every failure to one `ApplicationError`, and stores the
+outcome. Callers keep only their delivery (socket frames, SSE, OpenAI chunks, JSON) and their
+own concerns: chat stores the user's message first and the reply through `store`.
+
+`turn_run` never raises for a failed turn: the failure is the outcome's `error` (the run is
+`failed`). Cancelling the task that awaits it (a chat cancel, a server shutting down) ends the
+turn `cancelled`; the outcome is recorded all the same (shielded), then returned.
+
+Extension points (register a `TurnExtension` with `register()`, typically in an AppConfig.ready;
+every method is optional and all run for every turn, in registration order):
+
+- `run_fields(request, acquired)` → extra columns for the Run row when it is created. The
+  definition snapshot a run is pinned to (issue 11) goes here (`{"snapshot_id": …}`), beside a
+  model field of the same name.
+- `before_model_call(turn, messages)` / `after_model_call(turn, usage)`: awaited around every
+  model call the runtime makes (through `RunContext.before_model_call/after_model_call`; the
+  native adapter calls them). Reserve a token budget before (raise `ApplicationError` to refuse
+  the call: the turn fails with that error) and settle it after (usage is zero when the call
+  failed; a call refused before it was made is not settled) (issue 13).
+- `on_progress(turn)`: awaited at most every `PROGRESS_SECONDS` while tokens stream, and once at
+  the end, with `turn.text` (the reply so far) and `turn.run_id`: a heartbeat for the process
+  that owns the run and the partial reply, for orphan recovery (issue 8).
+- `on_finish(turn, outcome)`: synchronous, in the tenant's schema, inside the transaction that
+  writes the run's outcome.
+
+Per-request model parameters and client-side tools (issue 9) travel on the request:
+`TurnRequest.parameters` (temperature, max_tokens, … as the client sent them) and
+`TurnRequest.client_tools` (OpenAI tool declarations the client executes itself). The pipeline
+records them in the run's input; an adapter that honours them reads them from the request
+(`Turn.request`) once `RunContext` carries them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import close_old_connections, connection
+
+from cadence_site.errors import ApplicationError
+from cadence_site.requestlog import org_var, principal_var, request_id_var
+from engine.errors import CadenceError
+from engine.runs.recorder import RunRecorder
+from orchestrators.pool import Acquired, pool
+from orchestrators.runtime import (
+    FinalEvent,
+    LLMError,
+    RunContext,
+    RuntimeEvent,
+    StepEvent,
+    TokenEvent,
+    ToolCallEvent,
+    ToolResultEvent,
+    Usage,
+)
+
+logger = logging.getLogger(__name__)
+
+PROGRESS_SECONDS = 1.0
+_LLM_STATUS = {"llm_rate_limited": 429, "llm_timeout": 504, "egress_denied": 400}
+_background: set[asyncio.Task] = set()
+
+
+@dataclass
+class TurnRequest:
+    schema_name: str
+    org_slug: str
+    ref: str  # the orchestrator's id or slug
+    message: str
+    history: list[dict[str, Any]]
+    trigger: str  # a Run.Trigger value
+    principal: str = ""
+    conversation_id: str | None = None
+    # Known before the row exists, so a response can name the run at once.
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    # A runtime the caller already took from the pool (to answer "no such model" its own way).
+    acquired: Acquired | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)  # issue 9
+    client_tools: list[dict[str, Any]] = field(default_factory=list)  # issue 9
+
+
+@dataclass
+class TurnOutcome:
+    run_id: str
+    status: str  # a Run.Status value: succeeded, failed, cancelled
+    content: str = ""
+    finish_reason: str = "stop"
+    usage: dict[str, int] = field(default_factory=dict)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    error: ApplicationError | None = None
+    acquired: Acquired | None = None
+
+    @property
+    def recorded(self) -> bool:
+        """Whether the outcome has a Run row (none when the runtime could not be acquired)."""
+        return self.acquired is not None
+
+    @property
+    def error_text(self) -> str:
+        return f"{self.error.code}: {self.error.message}" if self.error is not None else ""
+
+
+@dataclass
+class Turn:
+    """What extensions see of a turn in flight."""
+
+    request: TurnRequest
+    acquired: Acquired | None = None
+    text: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.request.run_id
+
+
+class TurnExtension:
+    """Subclass, override what you need, and `register()` an instance (see the module docstring)."""
+
+    def run_fields(self, request: TurnRequest, acquired: Acquired) -> dict[str, Any]:
+        return {}
+
+    async def before_model_call(self, turn: Turn, messages: list[dict[str, Any]]) -> None:
+        return None
+
+    async def after_model_call(self, turn: Turn, usage: Usage) -> None:
+        return None
+
+    async def on_progress(self, turn: Turn) -> None:
+        return None
+
+    def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
+        return None
+
+
+_extensions: list[TurnExtension] = []
+
+
+def register(extension: TurnExtension) -> TurnExtension:
+    if extension not in _extensions:
+        _extensions.append(extension)
+    return extension
+
+
+def unregister(extension: TurnExtension) -> None:
+    if extension in _extensions:
+        _extensions.remove(extension)
+
+
+def llm_error_to_application(exc: LLMError) -> ApplicationError:
+    return ApplicationError(
+        str(exc),
+        exc.code,
+        {"provider_status": exc.status} if exc.status else {},
+        status=_LLM_STATUS.get(exc.code, 502),
+    )
+
+
+def error_for(exc: BaseException, *, run_id: str) -> ApplicationError:
+    """Every failure of a turn, as the one error its callers show."""
+    if isinstance(exc, asyncio.CancelledError):
+        return ApplicationError(
+            "The turn was cancelled before the reply was complete.", "cancelled", status=503
+        )
+    # The engine wraps what a note raised (NoteError.original_error): the cause is what counts.
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ApplicationError):
+            return cause
+        if isinstance(cause, LLMError):
+            return llm_error_to_application(cause)
+        cause = getattr(cause, "original_error", None)
+    if isinstance(exc, CadenceError):
+        return ApplicationError(exc.message, exc.code, exc.details, status=502)
+    logger.error("turn failed unexpectedly", exc_info=exc, extra={"run": run_id})
+    return ApplicationError("The orchestrator failed unexpectedly.", "turn_failed", status=500)
+
+
+async def turn_run(
+    request: TurnRequest,
+    *,
+    on_event: Callable[[RuntimeEvent], Awaitable[None]] | None = None,
+    store: Callable[[TurnOutcome], None] | None = None,
+) -> TurnOutcome:
+    """One turn, recorded. `on_event` receives every runtime event as it happens (it may raise
+    CancelledError to cancel the turn); `store(outcome)` runs in the tenant's schema inside the
+    transaction that records the outcome (a chat reply is written there)."""
+    turn = Turn(request, acquired=request.acquired)
+    outcome = TurnOutcome(run_id=request.run_id, status="succeeded")
+    recorder: RunRecorder | None = None
+    starting: asyncio.Future | None = None
+    final: FinalEvent | None = None
+    try:
+        acquired = turn.acquired or await pool.acquire(
+            schema_name=request.schema_name, org_slug=request.org_slug, ref=request.ref
+        )
+        turn.acquired = outcome.acquired = acquired
+        recorder = _recorder(request, acquired)
+        # The run's row is written beside the model call, not before it: first tokens don't wait.
+        starting = asyncio.ensure_future(_db(recorder.start))
+        events = acquired.runtime.stream(
+            request.history, request.message, _run_context(turn, request)
+        )
+        last_progress = time.monotonic()
+        # aclosing: on an error or a cancel the runtime's own cleanup (its engine task, open
+        # provider streams) runs now, not whenever the generator is garbage-collected.
+        async with aclosing(events):
+            async for event in events:
+                recorder.observe(event)
+                if isinstance(event, TokenEvent):
+                    turn.text.append(event.delta)
+                elif isinstance(event, ToolCallEvent):
+                    outcome.tool_calls.append(
+                        {"id": event.id, "name": event.name, "arguments": event.arguments}
+                    )
+                elif isinstance(event, ToolResultEvent):
+                    for call in outcome.tool_calls:
+                        if call["id"] == event.id:
+                            call["result"], call["error"] = event.result, event.error
+                elif isinstance(event, StepEvent) and event.status != "started":
+                    outcome.steps.append(
+                        {
+                            "name": event.name,
+                            "status": event.status,
+                            "duration_ms": event.duration_ms,
+                        }
+                    )
+                elif isinstance(event, FinalEvent):
+                    final = event
+                if on_event is not None:
+                    await on_event(event)
+                if _extensions and time.monotonic() - last_progress >= PROGRESS_SECONDS:
+                    last_progress = time.monotonic()
+                    await _progress(turn)
+        if final is None:
+            raise ApplicationError(
+                "The orchestrator ended without a reply.", "no_reply", status=502
+            )
+        outcome.content = final.content
+        outcome.usage = final.usage.as_dict()
+        outcome.finish_reason = final.finish_reason
+    except (Exception, asyncio.CancelledError) as exc:
+        outcome.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
+        outcome.content = "".join(turn.text)
+        outcome.error = error_for(exc, run_id=request.run_id)
+    if starting is not None:
+        await _settle(asyncio.gather(starting, return_exceptions=True))
+    if _extensions:
+        await _progress(turn)
+    await _settle(asyncio.ensure_future(_finish(turn, recorder, outcome, store)))
+    return outcome
+
+
+def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
+    recorder = RunRecorder(
+        schema_name=request.schema_name,
+        orchestrator_id=acquired.instance_id,
+        orchestrator_slug=acquired.slug,
+        config_hash=acquired.config_hash,
+        trigger=request.trigger,
+        principal=request.principal,
+        conversation_id=request.conversation_id,
+        input=_run_input(request),
+        environment=_environment(acquired),
+    )
+    recorder.fields["id"] = request.run_id
+    for extension in _extensions:
+        recorder.fields.update(extension.run_fields(request, acquired))
+    return recorder
+
+
+def _environment(acquired: Acquired) -> dict[str, Any]:
+    """What the run ran on; never a secret (the LLM settings' key stays out)."""
+    environment: dict[str, Any] = {
+        "orchestrator": {
+            "id": acquired.instance_id,
+            "slug": acquired.slug,
+            "version": acquired.version,
+            "config_hash": acquired.config_hash,
+        }
+    }
+    config = getattr(acquired.runtime, "config", None)
+    if config is not None:
+        environment["framework"] = config.framework
+        environment["llm"] = {
+            "config_id": config.llm.config_id,
+            "provider": config.llm.provider,
+            "model": config.llm.model,
+        }
+    return environment
+
+
+def _run_input(request: TurnRequest) -> dict[str, Any]:
+    recorded: dict[str, Any] = {
+        "message": request.message,
+        "history_messages": len(request.history),
+    }
+    if request.parameters:
+        recorded["parameters"] = request.parameters
+    if request.client_tools:
+        recorded["client_tools"] = [
+            (tool.get("function") or {}).get("name", "") for tool in request.client_tools
+        ]
+    return recorded
+
+
+def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
+    before = after = None
+    if _extensions:
+
+        async def before(messages: list[dict[str, Any]]) -> None:
+            for extension in list(_extensions):
+                await extension.before_model_call(turn, messages)
+
+        async def after(usage: Usage) -> None:
+            for extension in list(_extensions):
+                await extension.after_model_call(turn, usage)
+
+    return RunContext(
+        org_slug=request.org_slug,
+        run_id=request.run_id,
+        user=request.principal,
+        before_model_call=before,
+        after_model_call=after,
+    )
+
+
+async def _progress(turn: Turn) -> None:
+    for extension in list(_extensions):
+        try:
+            await extension.on_progress(turn)
+        except Exception:  # a heartbeat that failed once must not fail the turn
+            logger.exception("turn progress extension failed", extra={"run": turn.run_id})
+
+
+async def _finish(
+    turn: Turn,
+    recorder: RunRecorder | None,
+    outcome: TurnOutcome,
+    store: Callable[[TurnOutcome], None] | None,
+) -> None:
+    from django_tenants.utils import schema_context
+
+    def then() -> None:
+        for extension in list(_extensions):
+            extension.on_finish(turn, outcome)
+        if store is not None:
+            store(outcome)
+
+    def write() -> None:
+        if recorder is None:  # the runtime was never acquired: there is no run to record
+            with schema_context(turn.request.schema_name):
+                then()
+            return
+        recorder.finish(
+            status=outcome.status,
+            output=outcome.content,
+            usage=outcome.usage,
+            error=outcome.error_text,
+            error_code=outcome.error.code if outcome.error is not None else "",
+            then=then,
+        )
+
+    try:
+        await _db(write)
+    except Exception:
+        logger.exception("recording a turn failed", extra={"run": turn.run_id})
+
+
+async def _db(fn: Callable[[], Any]) -> Any:
+    """A synchronous database call from the turn, on the thread its caller's context maps to.
+
+    As channels' database_sync_to_async, stale connections are closed around it, except while
+    the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
+    invoke, the admin's try-it) keeps its request's transaction (ATOMIC_REQUESTS, a test's) and
+    the run is written inside it.
+    """
+
+    def call() -> Any:
+        outside = not connection.in_atomic_block
+        if outside:
+            close_old_connections()
+        try:
+            return fn()
+        finally:
+            if outside:
+                close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=True)()
+
+
+async def _settle(future: asyncio.Future) -> Any:
+    """Await a future to its end even if the awaiting task is cancelled meanwhile: a cancelled
+    turn is still recorded."""
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.done():
+                return future.result()
+
+
+def turn_launch(coro: Awaitable[Any]) -> asyncio.Task:
+    """Run a turn in its own task on the running loop, so that it outlives the request or socket
+    that started it.
+
+    A fresh context: an inherited one would tie the turn's database calls to the request's
+    thread executor (asgiref's ThreadSensitiveContext, or the sync middleware's
+    CurrentThreadExecutor), which is gone once the response ends; in a fresh context they run on
+    asgiref's shared thread, as consumers' do. The log context (request, organization,
+    principal) is carried over by hand.
+    """
+    context = contextvars.Context()
+    for var in (request_id_var, org_var, principal_var):
+        context.run(var.set, var.get())
+    task = asyncio.get_running_loop().create_task(coro, context=context)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+    return task

@@ -1,0 +1,176 @@
+"""Proofs, bundles and the transparency log over REST (read-only: viewers and up)."""
+
+from __future__ import annotations
+
+import base64
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from cadence_site.api import OrgMemberApi, StrictSerializer
+from cadence_site.errors import ApplicationError, NotFoundError
+from engine.trust import log, proofs
+from engine.trust.bundle import MAX_CONSISTENCY_SIZES, bundle_build
+
+
+def _b64(values: list[bytes]) -> list[str]:
+    return [base64.b64encode(v).decode() for v in values]
+
+
+def _proven_run(run_id):
+    from engine.models import Run
+
+    run = Run.objects.filter(pk=run_id).first()
+    if run is None:
+        raise NotFoundError("No such run.", "run_not_found")
+    proof = proofs.proof_get(run_id=run.id)
+    if proof is None:
+        raise NotFoundError(
+            "This run has no proof (yet): proofs are made when a run ends.", "proof_not_found"
+        )
+    return run, proof
+
+
+class ProofOutput(serializers.Serializer):
+    payload = serializers.JSONField(help_text="The signed statement (RFC 8785 canonical JSON).")
+    digest = serializers.CharField()
+    signature = serializers.CharField()
+    key_name = serializers.CharField()
+    key_id = serializers.CharField()
+    log_index = serializers.IntegerField(allow_null=True)
+
+
+class CheckpointOutput(serializers.Serializer):
+    origin = serializers.CharField()
+    size = serializers.IntegerField()
+    root_hash = serializers.CharField(help_text="Base64.")
+    checkpoint = serializers.CharField(help_text="The signed note.")
+    created_at = serializers.DateTimeField()
+
+
+class InclusionOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    leaf_index = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    leaf_data = serializers.CharField()
+    inclusion_path = serializers.ListField(child=serializers.CharField(), help_text="Base64.")
+    checkpoint = serializers.CharField(allow_null=True)
+
+
+ConsistencyOutput = type(
+    "ConsistencyOutput",
+    (serializers.Serializer,),
+    {
+        "from": serializers.IntegerField(),
+        "to": serializers.IntegerField(),
+        "consistency_path": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
+class RunProofApi(OrgMemberApi):
+    @extend_schema(summary="A run's signed execution proof", responses={200: ProofOutput})
+    def get(self, request, org_slug, run_id):
+        _, proof = _proven_run(run_id)
+        return Response(proofs.proof_output(proof))
+
+
+class BundleQuery(StrictSerializer):
+    since = serializers.ListField(
+        child=serializers.IntegerField(min_value=1), max_length=MAX_CONSISTENCY_SIZES
+    )
+
+
+class RunBundleApi(OrgMemberApi):
+    @extend_schema(
+        summary="A run's verification bundle, for the offline verifier",
+        parameters=[OpenApiParameter("since", int, many=True, required=False)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, org_slug, run_id):
+        query = self.validated(BundleQuery, {"since": request.query_params.getlist("since")})
+        run, proof = _proven_run(run_id)
+        return Response(bundle_build(run=run, proof=proof, since=query["since"]))
+
+
+class CheckpointApi(OrgMemberApi):
+    """The latest signed tree head (signed now if the log grew since the last one)."""
+
+    @extend_schema(
+        summary="The transparency log's latest signed checkpoint",
+        responses={200: CheckpointOutput},
+    )
+    def get(self, request, org_slug):
+        return Response(log.checkpoint_output(log.tree_head_sign()))
+
+
+class InclusionQuery(StrictSerializer):
+    run = serializers.UUIDField()
+    size = serializers.IntegerField(min_value=1, required=False)
+
+
+class InclusionApi(OrgMemberApi):
+    @extend_schema(
+        summary="Proof that a run is in the transparency log",
+        parameters=[InclusionQuery],
+        responses={200: InclusionOutput},
+    )
+    def get(self, request, org_slug):
+        query = self.validated(InclusionQuery, request.query_params.dict())
+        _, proof = _proven_run(query["run"])
+        tree_head = log.tree_head_covering(index=proof.log_index)
+        size = query.get("size", tree_head.size)
+        if not proof.log_index < size <= log.log_size():
+            raise ApplicationError(
+                f"size must be above the entry's index {proof.log_index} and at most the log's size.",
+                "invalid",
+                {"field": "size"},
+            )
+        return Response(
+            {
+                "run": str(proof.run_id),
+                "leaf_index": proof.log_index,
+                "tree_size": size,
+                "leaf_data": proof.digest,
+                "inclusion_path": _b64(log.log_inclusion(index=proof.log_index, size=size)),
+                "checkpoint": tree_head.note if tree_head.size == size else None,
+            }
+        )
+
+
+# "from" is a Python keyword, so the class is built from a dict of its fields.
+ConsistencyQuery = type(
+    "ConsistencyQuery",
+    (StrictSerializer,),
+    {
+        "from": serializers.IntegerField(min_value=0),
+        "to": serializers.IntegerField(min_value=0),
+    },
+)
+
+
+class ConsistencyApi(OrgMemberApi):
+    @extend_schema(
+        summary="Proof that one log size is a prefix of another",
+        parameters=[ConsistencyQuery],
+        responses={200: ConsistencyOutput},
+    )
+    def get(self, request, org_slug):
+        query = self.validated(ConsistencyQuery, request.query_params.dict())
+        first, second = query["from"], query["to"]
+        size = log.log_size()
+        if not first <= second <= size:
+            raise ApplicationError(
+                f"Need from <= to <= {size} (the log's size).",
+                "invalid",
+                {"from": first, "to": second},
+            )
+        return Response(
+            {
+                "from": first,
+                "to": second,
+                "consistency_path": _b64(log.log_consistency(size1=first, size2=second)),
+            }
+        )

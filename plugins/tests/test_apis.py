@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django_tenants.utils import schema_context
+
+from plugins.models import PluginStatus, PluginVersion
+from plugins.services import plugin_upload
+from plugins.system.models import SystemPluginVersion
+from plugins.tests import hostile
+from plugins.tests.conftest import manifest, package, stored_files
+
+pytestmark = pytest.mark.django_db
+
+BASE = "/api/v1/orgs/alpha/plugins/"
+
+
+def upload(client, raw: bytes, base: str = BASE):
+    return client.post(base, {"package": SimpleUploadedFile("p.zip", raw)}, format="multipart")
+
+
+def alpha_rows() -> list[tuple[str, str]]:
+    with schema_context("org_alpha"):
+        return list(
+            PluginVersion.objects.order_by("plugin_id", "version").values_list(
+                "plugin_id", "version"
+            )
+        )
+
+
+@pytest.fixture
+def admin(world, as_key):
+    return as_key(world.alpha.keys["admin"])
+
+
+def test_upload_stores_the_package_and_lists_it(admin, plugin_storage):
+    response = upload(admin, package())
+
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["id"] == "com.acme.weather" and body["source"] == "tenant"
+    assert body["versions"][0]["status"] == "enabled"
+    assert stored_files(plugin_storage) == ["orgs/org_alpha/com.acme.weather/1.0.0.zip"]
+    listed = admin.get(BASE).json()["results"]
+    assert [(p["id"], p["source"], [v["version"] for v in p["versions"]]) for p in listed] == [
+        ("com.acme.weather", "tenant", ["1.0.0"])
+    ]
+
+
+def test_same_version_is_a_noop_when_identical_and_409_otherwise(admin, plugin_storage):
+    assert upload(admin, package()).status_code == 201
+    assert upload(admin, package()).status_code == 200
+    changed = upload(admin, package(manifest(description="Different.")))
+    assert changed.status_code == 409
+    assert changed.json()["error"]["code"] == "version_exists"
+    assert alpha_rows() == [("com.acme.weather", "1.0.0")]
+    assert stored_files(plugin_storage) == ["orgs/org_alpha/com.acme.weather/1.0.0.zip"]
+
+
+@pytest.mark.parametrize("name", sorted(hostile.CORPUS))
+def test_hostile_uploads_are_refused_and_nothing_is_stored(admin, plugin_storage, name):
+    build, code = hostile.CORPUS[name]
+    response = upload(admin, build())
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["code"] == code
+    assert alpha_rows() == [] and stored_files(plugin_storage) == []
+
+
+def test_a_bad_manifest_lists_every_issue_with_its_path(admin, plugin_storage):
+    response = upload(admin, package(manifest(version="one", id="bad", extra=True)))
+
+    assert response.status_code == 400
+    issues = response.json()["error"]["details"]["issues"]
+    assert [i["path"] for i in issues] == ["", "/id", "/version"]
+    assert alpha_rows() == []
+
+
+def test_missing_package_field_and_oversized_body(admin, settings):
+    assert upload(admin, b"").status_code == 400
+    response = admin.post(BASE, {"other": "x"}, format="multipart")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "package_required"
+    settings.CADENCE_PLUGIN_MAX_UPLOAD_BYTES = 1000
+    response = upload(admin, b"x" * 5000)
+    assert response.status_code == 413
+
+
+@pytest.mark.parametrize("who", ["member", "viewer"])
+def test_lower_roles_cannot_upload_but_can_read(world, as_key, plugin_storage, who):
+    client = as_key(world.alpha.keys[who])
+    response = upload(client, package())
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "role_required"
+    assert alpha_rows() == [] and stored_files(plugin_storage) == []
+    assert client.get(BASE).status_code == 200
+
+
+def test_outsiders_get_404_and_nothing_changes(world, as_key, as_user, plugin_storage):
+    for client in (as_key(world.bravo.keys["owner"]),):
+        assert upload(client, package()).status_code == 404
+        assert client.get(BASE).status_code == 404
+    outsider = as_user(world.outsider)
+    assert upload(outsider, package()).status_code == 404
+    assert alpha_rows() == [] and stored_files(plugin_storage) == []
+
+
+def test_another_organization_never_sees_a_tenant_plugin(world, as_key, admin):
+    assert upload(admin, package()).status_code == 201
+    bravo = as_key(world.bravo.keys["owner"])
+    assert bravo.get("/api/v1/orgs/bravo/plugins/").json()["results"] == []
+    assert bravo.get("/api/v1/orgs/bravo/plugins/com.acme.weather/").status_code == 404
+    action = "/api/v1/orgs/bravo/plugins/com.acme.weather/versions/1.0.0/disable/"
+    assert bravo.post(action).status_code == 404
+    admin = as_key(world.alpha.keys["admin"])
+    assert (
+        admin.get(f"{BASE}com.acme.weather/").json()["results"][0]["versions"][0]["status"]
+        == "enabled"
+    )
+
+
+def test_system_plugins_are_visible_to_every_organization_marked_system(world, as_key):
+    with schema_context("public"):
+        plugin_upload(
+            raw=package(manifest(id="io.cadence.clock", kind="system")), uploaded_by="ops"
+        )
+    for slug in ("alpha", "bravo"):
+        client = as_key(getattr(world, slug).keys["viewer"])
+        listed = client.get(f"/api/v1/orgs/{slug}/plugins/").json()["results"]
+        assert [(p["id"], p["source"], p["kind"]) for p in listed] == [
+            ("io.cadence.clock", "system", "system")
+        ]
+    admin = as_key(world.alpha.keys["admin"])
+    response = admin.post(f"{BASE}io.cadence.clock/versions/1.0.0/disable/")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "system_plugin"
+    assert SystemPluginVersion.objects.get().status == PluginStatus.ENABLED
+    # A tenant cannot squat a system plugin's id.
+    response = upload(admin, package(manifest(id="io.cadence.clock", version="9.0.0")))
+    assert response.status_code == 409 and response.json()["error"]["code"] == "plugin_id_reserved"
+
+
+def test_versions_side_by_side_and_status_changes(admin):
+    assert upload(admin, package()).status_code == 201
+    assert upload(admin, package(manifest(version="1.1.0"))).status_code == 201
+    versions = admin.get(f"{BASE}com.acme.weather/").json()["results"][0]["versions"]
+    assert [v["version"] for v in versions] == ["1.1.0", "1.0.0"]
+    for action, status in (
+        ("deprecate", "deprecated"),
+        ("disable", "disabled"),
+        ("enable", "enabled"),
+    ):
+        response = admin.post(f"{BASE}com.acme.weather/versions/1.0.0/{action}/")
+        assert response.status_code == 200 and response.json()["status"] == status
+    assert admin.post(f"{BASE}com.acme.weather/versions/1.0.0/disable/").status_code == 200
+    response = admin.post(f"{BASE}com.acme.weather/versions/1.0.0/approve/")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "invalid_transition"
+
+
+def test_an_upgrade_that_widens_capabilities_waits_for_approval(world, as_key, admin):
+    assert upload(admin, package()).status_code == 201
+    wider = manifest(
+        version="2.0.0",
+        capabilities={"egress": ["api.weather.test", "exfil.test"], "secrets": ["api_key"]},
+    )
+    response = upload(admin, package(wider))
+    assert response.status_code == 201
+    version = response.json()["versions"][0]
+    assert version["status"] == "pending_approval"
+    assert version["capability_diff"] == {
+        "added": {"egress": ["exfil.test"]},
+        "removed": {},
+        "widened": True,
+    }
+    member = as_key(world.alpha.keys["member"])
+    assert member.post(f"{BASE}com.acme.weather/versions/2.0.0/approve/").status_code == 403
+    admin = as_key(world.alpha.keys["admin"])
+    response = admin.post(f"{BASE}com.acme.weather/versions/2.0.0/approve/")
+    assert response.status_code == 200 and response.json()["status"] == "enabled"
+    assert response.json()["approved_by"] != ""
+
+
+def test_the_manifest_schema_is_published():
+    from rest_framework.test import APIClient
+
+    response = APIClient().get("/api/v1/plugins/schema/1.json")
+    assert response.status_code == 200
+    assert response.json()["$id"] == "https://cadence.local/schemas/cadence-plugin-1.json"
