@@ -321,11 +321,11 @@ def clear(*keys: str) -> None:
         redis_failed(exc)
 
 
-def clear_tenant(tenant: str) -> None:
+def clear_tenant(tenant: str, prefix: str = "cadence:rl") -> None:
     """Forget every bucket of one tenant (tests, an operator resetting an organization)."""
     try:
         client = sync_client()
-        found = list(client.scan_iter(match=f"cadence:rl:{{{tenant}}}:*", count=500))
+        found = list(client.scan_iter(match=f"{prefix}:{{{tenant}}}:*", count=500))
         if found:
             client.delete(*found)
     except (redis.RedisError, OSError) as exc:

@@ -8,3 +8,10 @@ class LimitsConfig(AppConfig):
     label = "limits"
     verbose_name = "Limits and usage"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from engine.runs.pipeline import register
+        from tenants.limits.turns import budget_extension
+
+        # Every turn, whatever triggered it: budgets reserved and settled, usage recorded.
+        register(budget_extension)
