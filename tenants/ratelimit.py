@@ -269,6 +269,16 @@ def _decision(buckets: Sequence[Bucket], raw: list) -> Decision:
     )
 
 
+_async_scripts: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _async_script(client: aioredis.Redis):
+    script = _async_scripts.get(client)
+    if script is None:
+        script = _async_scripts[client] = client.register_script(GCRA_LUA)
+    return script
+
+
 def _sync_script():
     url = settings.REDIS_URL
     script = _sync_scripts.get(url)
@@ -303,8 +313,7 @@ async def adecide(
     keys, args = _script_args(buckets, cost, now)
     client = async_client()
     try:
-        script = client.register_script(GCRA_LUA)  # local: hashes the text, no round trip
-        raw = await script(keys=keys, args=args, client=client)
+        raw = await _async_script(client)(keys=keys, args=args, client=client)
     except (redis.RedisError, OSError, TimeoutError) as exc:
         redis_failed(exc)
         return _without_redis(buckets)
