@@ -279,6 +279,12 @@ CADENCE_API_KEY_TOUCH_INTERVAL = 60
 # Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
 # this is off, which refuses them instead (tenants/ratelimit.py).
 CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+if TESTING:
+    # The surfaces' own buckets (tenants/limits/enforce.py: tickets, plugin uploads, socket
+    # frames; login attempts) are for people, not for a test suite that uploads fifty packages a
+    # minute; the tests of the limits set their own figures.
+    CADENCE_SCOPE_LIMITS = {"tickets": 100_000, "uploads": 100_000, "frames": 100_000}
+    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = 100_000
 # How long a limiter waits for Redis's reply (seconds) before deciding without it.
 CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
 # Plans, overrides and key limits are kept this long in each process (0 under tests: a test that

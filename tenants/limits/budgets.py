@@ -31,6 +31,8 @@ _PERIODS = {
     "tokens_per_minute": ("m", 120),
     "tokens_per_day": ("d", 2 * 86400),
     "tokens_per_month": ("M", 32 * 86400),
+    # Not a period: turns streaming at once, each holding 1 until it ends or its lease lapses.
+    "concurrent_streams": ("s", 86400),
 }
 
 RESERVE_LUA = """
@@ -110,6 +112,7 @@ class Budget:
             "m": str(int(now // 60)),
             "d": when.strftime("%Y%m%d"),
             "M": when.strftime("%Y%m"),
+            "s": "",
         }[prefix]
         return f"cadence:budget:{{{self.tenant}}}:{self.principal}:{prefix}{period}"
 
@@ -120,7 +123,7 @@ class Budget:
     @property
     def seeded(self) -> bool:
         """Per-day and per-month figures are rebuilt from usage records; per-minute ones not."""
-        return self.field != "tokens_per_minute"
+        return self.field in ("tokens_per_day", "tokens_per_month")
 
 
 @dataclass(frozen=True, slots=True)

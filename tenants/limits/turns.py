@@ -107,6 +107,7 @@ class _Who:
     principal: str
     key_id: str | None
     budgets: list[budgets.Budget]
+    streams: list[budgets.Budget] = field(default_factory=list)
 
 
 @dataclass
@@ -122,6 +123,7 @@ class _TurnState:
     who: _Who
     calls: list[_CallState] = field(default_factory=list)
     seq: int = 0
+    stream: budgets.Lease | None = None  # this turn's place among the concurrent streams
 
 
 def _who(*, schema_name: str, principal: str) -> _Who:
@@ -150,7 +152,15 @@ def _who(*, schema_name: str, principal: str) -> _Who:
         for name in TOKEN_FIELDS
         if key_id is not None and getattr(key_limits, name) is not None
     ]
-    return _Who(org_id, principal, key_id, chosen)
+    streams = [
+        budgets.Budget(limits.tenant, who, "concurrent_streams", value, owner)
+        for who, value, owner in (
+            (ORG_PRINCIPAL, limits.concurrent_streams, "organization"),
+            (principal, key_limits.concurrent_streams if key_id else None, "api key"),
+        )
+        if value is not None
+    ]
+    return _Who(org_id, principal, key_id, chosen, streams)
 
 
 def _seeds(*, who: _Who, indexes: list[int]) -> dict[int, int]:
@@ -233,6 +243,8 @@ class BudgetExtension(TurnExtension):
             )
             state = _TurnState(who)
             turn._cadence_budget = state  # type: ignore[attr-defined]
+            if who.streams:
+                state.stream = await self._stream_place(turn, who)
         model = _model_of(turn)
         prompt = messages_tokens(messages, model)
         call = _CallState(None, prompt, len(turn.text), model)
@@ -256,6 +268,32 @@ class BudgetExtension(TurnExtension):
             state.calls.pop()
             raise budget_refusal(result, amount)
         call.lease = result
+
+    async def _stream_place(self, turn: Turn, who: _Who) -> budgets.Lease | None:
+        try:
+            result = await sync_to_async(budgets.reserve, thread_sensitive=False)(
+                budgets=who.streams, lease_id=f"{turn.run_id}:stream", amount=1
+            )
+        except budgets.BudgetsUnavailable:
+            if budgets.fail_open():
+                return None
+            raise ApplicationError(
+                "Stream limits cannot be checked right now; try again shortly.",
+                "budget_unavailable",
+                status=503,
+            ) from None
+        if isinstance(result, budgets.Refusal):
+            error = ApplicationError(
+                f"Too many replies streaming at once: the {result.budget.owner} allows "
+                f"{result.budget.limit}. Try again when one has finished.",
+                "too_many_streams",
+                {"limit": result.budget.limit, "owner": result.budget.owner},
+                status=429,
+            )
+            error.headers = {"Retry-After": "1"}
+            raise error
+        assert isinstance(result, budgets.Lease)
+        return result
 
     async def after_model_call(self, turn: Turn, usage: RuntimeUsage) -> None:
         state = self._state(turn)
@@ -284,8 +322,19 @@ class BudgetExtension(TurnExtension):
         state = self._state(turn)
         if state is not None:
             leases = [c.lease for c in state.calls if c.lease is not None]
+            if state.stream is not None:
+                leases.append(state.stream)
             if leases:
                 await sync_to_async(budgets.lease_refresh, thread_sensitive=False)(leases=leases)
+
+    def on_finish(self, turn, outcome) -> None:
+        state = self._state(turn)
+        if state is None or state.stream is None:
+            return
+        try:
+            budgets.settle(lease=state.stream, actual=0)
+        except budgets.BudgetsUnavailable:
+            pass  # its lease lapses on its own within LEASE_SECONDS
 
 
 def _settle(*, who: _Who, call: _CallState, usage: Usage, orchestrator: str) -> None:

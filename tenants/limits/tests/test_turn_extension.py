@@ -1,5 +1,6 @@
-"""Redis away: budgets fail open (or closed by setting), usage is still recorded in PostgreSQL,
-and the day's figure is rebuilt from those records when Redis is back."""
+"""The pipeline extension: usage recorded per call, our own count when a stream broke, concurrent
+streams, and Redis away (budgets fail open, or closed by setting; usage still recorded in
+PostgreSQL; the day's figure rebuilt from those records when Redis is back)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,18 @@ def test_a_call_that_broke_mid_stream_is_charged_by_our_own_count(world, turn_of
     row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
     assert row.completion_tokens == 4  # 12 characters at the 3-per-token estimate
     assert row.estimated_tokens == row.total_tokens > 4
+
+
+def test_concurrent_streams_are_held_per_turn_and_released_when_it_ends(world, turn_of):
+    first, second, third = turn_of(), turn_of(), turn_of()
+    message = [{"role": "user", "content": "hi"}]
+    with overridden(world.alpha.org, concurrent_streams=1):
+        asyncio.run(budget_extension.before_model_call(first, message))
+        with pytest.raises(ApplicationError) as refused:
+            asyncio.run(budget_extension.before_model_call(second, message))
+        budget_extension.on_finish(first, None)
+        asyncio.run(budget_extension.before_model_call(third, message))
+        budget_extension.on_finish(third, None)
+
+    assert (refused.value.code, refused.value.status_code) == ("too_many_streams", 429)
+    assert refused.value.headers == {"Retry-After": "1"}
