@@ -195,7 +195,7 @@ def redis_failed(exc: BaseException) -> None:
     slow, and skipping Redis for everyone on that account would let a whole burst through."""
     global _down_until, _last_warning
     now = time.monotonic()
-    if not isinstance(exc, TimeoutError | redis.TimeoutError):
+    if _unreachable(exc):
         _down_until = now + _BACKOFF_SECONDS
     if now - _last_warning >= _WARN_EVERY_SECONDS:
         _last_warning = now
@@ -204,6 +204,19 @@ def redis_failed(exc: BaseException) -> None:
             "not enforced" if fail_open() else "refusing requests",
             extra={"error": type(exc).__name__},
         )
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """Redis refused or could not be reached (an OSError at the root), as opposed to a slow
+    reply or a wait for a pooled connection, which say this process is busy, not Redis gone."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and not isinstance(exc, TimeoutError):
+            return True
+        if isinstance(exc, redis.ConnectionError) and "connecting to" in str(exc):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def reset_backoff() -> None:
@@ -218,7 +231,7 @@ def _sync_client(url: str) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         url,
         max_connections=_POOL_SIZE,
-        timeout=10.0,
+        timeout=30.0,
         socket_timeout=_TIMEOUT,
         socket_connect_timeout=_CONNECT_TIMEOUT,
     )
@@ -240,7 +253,7 @@ def async_client() -> aioredis.Redis:
             url,
             blocking=True,
             max_connections=_POOL_SIZE,
-            timeout=10.0,  # waiting for a free socket is queueing, not Redis being down
+            timeout=30.0,  # waiting for a free socket is queueing, not Redis being down
             socket_timeout=_TIMEOUT,
             socket_connect_timeout=_CONNECT_TIMEOUT,
         )
