@@ -84,6 +84,7 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "plugins.system",
+    "tenants.limits",
     "tenants.invitations",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
@@ -120,6 +121,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenants.limits.http.LoginRateLimitMiddleware",
     # After authentication: sessions and users live in public, found through the search_path.
     "tenants.middleware.TenantResolutionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -278,6 +280,22 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
+# Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
+# this is off, which refuses them instead (tenants/ratelimit.py).
+CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+if TESTING:
+    # The surfaces' own buckets (tenants/limits/enforce.py: tickets, plugin uploads, socket
+    # frames; login attempts) are for people, not for a test suite that uploads fifty packages a
+    # minute; the tests of the limits set their own figures.
+    CADENCE_SCOPE_LIMITS = {"tickets": 100_000, "uploads": 100_000, "frames": 100_000}
+    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = 100_000
+# How long a limiter waits for Redis's reply (seconds) before deciding without it.
+CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
+# Plans, overrides and key limits are kept this long in each process (0 under tests: a test that
+# changes a plan sees it at once in a live server process too).
+CADENCE_LIMITS_CACHE_SECONDS = env.float(
+    "CADENCE_LIMITS_CACHE_SECONDS", default=0.0 if TESTING else 5.0
+)
 
 # Email (invitations). The console backend prints messages, which is what `make run` wants; a
 # deployment sets EMAIL_URL-style settings through these variables.

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/v1/", include("tenants.invitations.urls")),
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
+    path("api/v1/", include("tenants.limits.urls")),
     path("api/v1/", include("plugins.urls")),
     path("api/v1/", include("engine.runs.urls")),
     path("api/v1/", include("engine.trust.urls")),

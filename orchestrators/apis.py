@@ -310,15 +310,8 @@ class InstanceListApi(OrgMemberApi):
         responses={201: InstanceOutput},
     )
     def post(self, request, org_slug):
-        from tenants.models import Organization
-
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
-        plan = Organization.objects.select_related("plan").get(pk=request.org.id).plan
-        instance = services.orchestrator_create(
-            plan_limit=plan.max_orchestrators if plan else None,
-            actor=self.actor(request),
-            **data,
-        )
+        instance = services.orchestrator_create(actor=self.actor(request), **data)
         return Response(instance_output(instance), status=201)
 
 

@@ -372,20 +372,22 @@ def _schedule_build(instance: OrchestratorInstance) -> None:
     transaction.on_commit(lambda: orchestrator_build.delay(schema, instance_id, digest))
 
 
-def orchestrator_create(
-    *, plan_limit: int | None = None, actor=None, **fields: Any
-) -> OrchestratorInstance:
+def orchestrator_create(*, actor=None, **fields: Any) -> OrchestratorInstance:
+    """In the organization's schema; the plan's max_orchestrators holds under concurrency."""
+    from tenants.limits.quotas import current_org_id, quota_enforce
+
     unknown = set(fields) - set(INSTANCE_FIELDS)
     if unknown:
         raise ApplicationError(
             f"Unknown fields {sorted(unknown)}.", "unknown_field", {"fields": sorted(unknown)}
         )
     with transaction.atomic():
-        if plan_limit is not None and OrchestratorInstance.objects.count() >= plan_limit:
-            raise ApplicationError(
-                f"The plan allows {plan_limit} orchestrators.",
-                "quota_exceeded",
-                {"limit": plan_limit},
+        org_id = current_org_id()
+        if org_id is not None:
+            quota_enforce(
+                org_id=org_id,
+                quota="max_orchestrators",
+                count=OrchestratorInstance.objects.count,
             )
         if OrchestratorInstance.objects.filter(slug=fields.get("slug")).exists():
             raise _invalid(

@@ -87,6 +87,7 @@ class UploadInput(serializers.Serializer):
 class PluginListApi(OrgMemberApi):
     read_role = Role.VIEWER
     required_role = Role.ADMIN
+    rate_scope = "uploads"  # per caller, on top of the organization's request bucket
     parser_classes = [MultiPartParser]
 
     @extend_schema(

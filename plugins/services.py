@@ -78,6 +78,8 @@ def plugin_upload(
     storage.package_store(key=key, raw=raw)
     try:
         with transaction.atomic():
+            if not system:
+                _quotas_enforce(plugin_id=plugin_id, size=package.size)
             row = model.objects.create(
                 plugin_id=plugin_id,
                 version=version,
@@ -108,6 +110,29 @@ def plugin_upload(
     if not needs_approval:
         _rebuild_users(plugin_id)
     return row, True
+
+
+def _quotas_enforce(*, plugin_id: str, size: int) -> None:
+    """The plan's max_plugins and max_storage_bytes, under the organization's lock."""
+    from django.db.models import Sum
+
+    from tenants.limits.quotas import current_org_id, quota_enforce
+
+    org_id = current_org_id()
+    if org_id is None:
+        return
+    if not PluginVersion.objects.filter(plugin_id=plugin_id).exists():
+        quota_enforce(
+            org_id=org_id,
+            quota="max_plugins",
+            count=lambda: PluginVersion.objects.values("plugin_id").distinct().count(),
+        )
+    quota_enforce(
+        org_id=org_id,
+        quota="max_storage_bytes",
+        count=lambda: PluginVersion.objects.aggregate(total=Sum("size"))["total"] or 0,
+        adding=size,
+    )
 
 
 def _same_or_conflict(existing, sha256: str):

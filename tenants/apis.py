@@ -472,6 +472,7 @@ class MemberKeysReassignApi(ApiKeyReassignApi):
 
 class WsTicketApi(OrgMemberApi):
     required_role = Role.VIEWER
+    rate_scope = "tickets"
 
     @extend_schema(
         request=None,
