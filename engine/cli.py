@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = commands.add_parser("init", help="create a starter package")
     init.add_argument("directory")
     init.set_defaults(func=cmd_init)
+    __import__("engine.plugin_commands").plugin_commands.add_plugin_commands(commands)
     return parser
 
 

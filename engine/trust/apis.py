@@ -13,6 +13,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.trust import log, proofs
 from engine.trust.bundle import MAX_CONSISTENCY_SIZES, bundle_build
+from tenants.roles import Role
 
 
 def _b64(values: list[bytes]) -> list[str]:
@@ -174,3 +175,38 @@ class ConsistencyApi(OrgMemberApi):
                 "consistency_path": _b64(log.log_consistency(size1=first, size2=second)),
             }
         )
+
+
+class RunDriftApi(OrgMemberApi):
+    def get(self, request, org_slug, run_id):
+        from engine.models import Run
+        from engine.trust.drift import run_drift
+
+        run = (
+            Run.objects.select_related("orchestrator__llm_config", "snapshot")
+            .filter(pk=run_id)
+            .first()
+        )
+        if run is None:
+            raise NotFoundError("No such run.", "run_not_found")
+        return Response({"run": str(run.id), **run_drift(run=run)})
+
+
+class DriftReportApi(OrgMemberApi):
+    def get(self, request, org_slug):
+        from engine.trust.drift import drift_report
+
+        return Response({"results": drift_report()})
+
+
+class RunProofReplayApi(OrgMemberApi):
+    """Re-execute the run from its snapshot and recorded responses; compare with its proof."""
+
+    required_role = Role.MEMBER
+
+    @extend_schema(request=None)
+    def post(self, request, org_slug, run_id):
+        from engine.trust.replay import replay_against_proof
+
+        run, proof = _proven_run(run_id)
+        return Response(replay_against_proof(run=run, proof=proof))
