@@ -709,3 +709,79 @@ def test_reporter_factories_tracing_context_and_metrics_middleware():
     assert sent[0] == {"type": "passed", "path": "/other"}
     body = b"".join(m.get("body", b"") for m in sent[1:])
     assert b"compat_note_total" in body
+
+
+def _pay_cadence() -> cadence.Cadence:
+    async def pay(score: S) -> None:
+        score.status = f"paid {score.value}"
+
+    return cadence.Cadence("pay", S()).then("pay", pay)
+
+
+def test_fastapi_helpers_run_the_cadence_on_the_request_score():
+    from fastapi import Depends, FastAPI
+    from fastapi.testclient import TestClient
+
+    from engine.integrations import fastapi as integration
+
+    app = FastAPI()
+    app.add_middleware(integration.CadenceMiddleware, reporter=cadence.json_reporter)
+    app.post("/endpoint")(
+        integration.cadence_endpoint(
+            _pay_cadence(),
+            score_factory=lambda value: S(value=int(value)),
+            response_mapper=lambda s: {"status": s.status},
+        )
+    )
+
+    @app.post("/decorated")
+    @integration.with_cadence(lambda score: _pay_cadence(), lambda s: {"status": s.status})
+    async def decorated(value: int):  # noqa: ANN202 - a return annotation becomes FastAPI's response model
+        return S(value=value)
+
+    dependency = integration.CadenceDependency(_pay_cadence())
+
+    @app.post("/dependency")
+    async def with_dependency(value: int, execute=Depends(dependency)):  # noqa: B008
+        return {"status": (await execute(S(value=value))).status}
+
+    client = TestClient(app)
+    for path in ("/endpoint", "/decorated", "/dependency"):
+        assert client.post(f"{path}?value=3").json() == {"status": "paid 3"}, path
+    assert issubclass(integration.CadenceRoute, __import__("fastapi").routing.APIRoute)
+
+
+def test_flask_helpers_register_and_decorate_views():
+    from flask import Flask
+
+    from engine.integrations import flask as integration
+
+    bp = integration.CadenceBlueprint("orders", __name__)
+    assert bp.blueprint is bp
+    bp.register_cadence(
+        "/pay/<int:value>",
+        _pay_cadence(),
+        score_factory=lambda request, value: S(value=value),
+        response_factory=lambda s: {"status": s.status},
+    )
+    app = Flask(__name__)
+    app.register_blueprint(bp)
+
+    @app.route("/route/<int:value>")
+    @integration.cadence_route(_pay_cadence(), response_factory=lambda s: {"status": s.status})
+    def route(value: int) -> S:
+        return S(value=value)
+
+    @app.route("/with", methods=["POST"])
+    @integration.with_cadence(S)
+    def with_score(score: S) -> dict:
+        return {"status": _pay_cadence().run_sync(score).status}
+
+    extension = integration.CadenceExtension()
+    extension.set_reporter(cadence.console_reporter)
+    extension.init_app(app)
+    client = app.test_client()
+    assert client.get("/pay/4").get_json() == {"status": "paid 4"}
+    assert client.get("/route/5").get_json() == {"status": "paid 5"}
+    assert client.post("/with", json={"value": 6}).get_json() == {"status": "paid 6"}
+    assert app.extensions["cadence"].reporter is cadence.console_reporter

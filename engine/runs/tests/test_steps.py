@@ -113,7 +113,8 @@ def test_a_failed_model_call_records_the_error_type_message_and_stack(
     call, agent = steps[2], steps[1]
     assert call.error_type == "LLMError" and "Traceback" in call.stack
     assert agent.error_type == "LLMError" and "LLMError" in agent.stack
-    assert agent.error.startswith("NoteError: note 'agent' failed: LLMError")
+    # NoteError's text is the library's "[NOTE_ERROR] <the original error's message>" (issue 14)
+    assert agent.error.startswith("NoteError: [NOTE_ERROR] The provider is unavailable")
     assert "sk-flaky-secret" not in json.dumps(
         [[s.data, s.error, s.stack] for s in steps] + [run.environment, run.error]
     )
