@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 
 from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
 from tenants.access import caller_role
+from tenants.limits.http import rate_headers_add, request_limit_enforce
 from tenants.roles import Role, role_at_least
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -37,6 +38,8 @@ class OrgMemberApi(APIView):
 
     read_role: str = Role.VIEWER
     required_role: str = Role.ADMIN
+    # A surface bucket for writes, on top of the organization's (tenants/limits/enforce.py).
+    rate_scope: str | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
@@ -55,6 +58,13 @@ class OrgMemberApi(APIView):
             )
         request.org = org
         request.role = role
+        # Counted once the caller is known to belong here: outsiders spend nothing of the org's.
+        scope = self.rate_scope if request.method not in SAFE_METHODS else None
+        request_limit_enforce(request, org=org, scope=scope)
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        response = super().finalize_response(request, response, *args, **kwargs)
+        return rate_headers_add(request, response)
 
     def validated(
         self, serializer_class: type[serializers.Serializer], data: Any, **kwargs: Any

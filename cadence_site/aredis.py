@@ -68,9 +68,13 @@ _CANCELLABLE = {
 }
 
 
-def async_redis(url: str, **options) -> aioredis.Redis:
-    """`redis.asyncio.Redis.from_url(url, **options)` with cancellable connections."""
-    pool = aioredis.ConnectionPool.from_url(url, **options)
+def async_redis(url: str, *, blocking: bool = False, **options) -> aioredis.Redis:
+    """`redis.asyncio.Redis.from_url(url, **options)` with cancellable connections.
+
+    `blocking`: a bounded pool (`max_connections`) whose callers wait for a free connection
+    instead of opening one each: hundreds of requests in flight then share a few sockets."""
+    pool_class = aioredis.BlockingConnectionPool if blocking else aioredis.ConnectionPool
+    pool = pool_class.from_url(url, **options)
     # The URL's scheme picks the class (redis://, rediss://, unix://); swap in its twin.
     pool.connection_class = _CANCELLABLE.get(pool.connection_class, pool.connection_class)
     return aioredis.Redis(connection_pool=pool)

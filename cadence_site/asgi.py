@@ -16,6 +16,7 @@ from cadence_site.handlers import ApiASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
 from cadence_site.requestlog import install_server_log_filters  # noqa: E402
 from cadence_site.routing import websocket_urlpatterns  # noqa: E402
+from tenants.limits.sockets import FrameRateLimitMiddleware  # noqa: E402
 from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
 
 install_server_log_filters()
@@ -27,7 +28,9 @@ application = Lifespan(
             # No Origin validator in front: the Origin check guards cookie-authenticated sockets
             # only (tenants/ws.py), so scripts and apps with a ticket or a key connect too.
             "websocket": AuthMiddlewareStack(
-                TenantWebsocketMiddleware(URLRouter(websocket_urlpatterns))
+                TenantWebsocketMiddleware(
+                    FrameRateLimitMiddleware(URLRouter(websocket_urlpatterns))
+                )
             ),
         }
     )

@@ -111,7 +111,9 @@ def _drf_code(exc: drf.APIException) -> str:
 def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
     """DRF's handler, then every exception mapped to the one shape; unknown ones are a logged 500."""
     if isinstance(exc, ApplicationError):
-        return error_response(exc.status_code, exc.code, exc.message, exc.extra)
+        return error_response(
+            exc.status_code, exc.code, exc.message, exc.extra, getattr(exc, "headers", None)
+        )
     if isinstance(exc, RequestDataTooBig):
         return _too_large()
     if isinstance(exc, ValidationError):

@@ -147,10 +147,15 @@ class Launcher:
         worker = [PYTHON, "-m", "celery", "-A", "cadence_site", "worker", "-l", "INFO"]
         # One machine: the worker also runs beat (periodic signed tree heads, engine/trust/tasks.py).
         worker += ["--beat", "--schedule", str(self.var_dir / "celerybeat-schedule")]
+        worker += ["-Q", "celery,runs"]  # queued runs have their own queue (engine/durable)
         manager = Manager()
         # exec: the shell honcho starts is replaced, so its SIGTERM reaches the server itself.
         manager.add_process("web", f"exec {shlex.join(web)}", env=self.env, cwd=str(BASE_DIR))
-        manager.add_process("worker", f"exec {shlex.join(worker)}", env=self.env, cwd=str(BASE_DIR))
+        # The worker runs supervised: a crashed worker is restarted instead of stopping the stack.
+        supervised = [PYTHON, "-m", "cadence_site.supervise", "worker", "--", *worker]
+        manager.add_process(
+            "worker", f"exec {shlex.join(supervised)}", env=self.env, cwd=str(BASE_DIR)
+        )
         logger.info(
             "serving http://127.0.0.1:%s/ (HTTP and WebSocket) with a Celery worker; "
             "Ctrl-C stops them and the embedded services",

@@ -84,11 +84,14 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "plugins.system",
+    "tenants.limits",
+    "tenants.invitations",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
 TENANT_APPS = [
     "tenants.audit",
+    "tenants.teams",
     "orchestrators",
     "plugins",
     "chat",
@@ -111,12 +114,14 @@ MIDDLEWARE = [
     "cadence_site.requestlog.RequestContextMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "cadence_site.errors.BodySizeLimitMiddleware",
+    "cadence_site.inputguard.RequestCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "tenants.limits.http.LoginRateLimitMiddleware",
     # After authentication: sessions and users live in public, found through the search_path.
     "tenants.middleware.TenantResolutionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -206,6 +211,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CADENCE_BUILD_LEASE_SECONDS = env.int("CADENCE_BUILD_LEASE_SECONDS", default=60)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CADENCE_CELERY_EAGER", default=False)
 
 # --- files ------------------------------------------------------------------------------------
@@ -274,6 +280,37 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
+# Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
+# this is off, which refuses them instead (tenants/ratelimit.py).
+CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+if TESTING:
+    # The surfaces' own buckets (tenants/limits/enforce.py: tickets, plugin uploads, socket
+    # frames; login attempts) are for people, not for a test suite that uploads fifty packages a
+    # minute; the tests of the limits set their own figures.
+    CADENCE_SCOPE_LIMITS = {"tickets": 100_000, "uploads": 100_000, "frames": 100_000}
+    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = 100_000
+# How long a limiter waits for Redis's reply (seconds) before deciding without it.
+CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
+# Plans, overrides and key limits are kept this long in each process (0 under tests: a test that
+# changes a plan sees it at once in a live server process too).
+CADENCE_LIMITS_CACHE_SECONDS = env.float(
+    "CADENCE_LIMITS_CACHE_SECONDS", default=0.0 if TESTING else 5.0
+)
+
+# Email (invitations). The console backend prints messages, which is what `make run` wants; a
+# deployment sets EMAIL_URL-style settings through these variables.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default=f"Cadence <no-reply@{CADENCE_BASE_DOMAIN}>"
+)
+# How long an invitation's link works; a resend starts a new period with a new link.
+CADENCE_INVITATION_TTL_HOURS = env.int("CADENCE_INVITATION_TTL_HOURS", default=72)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -281,21 +318,45 @@ REST_FRAMEWORK = {
         "tenants.authentication.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Caps JSON depth before parsing; refuses NUL and lone surrogates naming the field.
+    "DEFAULT_PARSER_CLASSES": ["cadence_site.inputguard.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "cadence_site.openapi.CadenceAutoSchema",
     "EXCEPTION_HANDLER": "cadence_site.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Cadence API",
-    "DESCRIPTION": "Multi-tenant AI orchestration backend.",
+    "DESCRIPTION": (
+        "Cadence runs organizations' AI orchestrators. Authenticate with an organization's API "
+        "key (`Authorization: Bearer ck_…`) or a signed-in session. Every error of the Cadence "
+        'API has one shape, `{"error": {"code", "message", "details"}}`; the '
+        "OpenAI-compatible surface under `/v1` answers in OpenAI's own shapes."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # cadence_site/openapi.py: error responses, the /v1 surface, security schemes, names.
+    "OAS_VERSION": "3.1.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "cadence_site.openapi.postprocess",
+    ],
+    "ENUM_NAME_OVERRIDES": {
+        "Role": "tenants.roles.Role.choices",
+        "TeamRole": "tenants.teams.models.TeamRole.choices",
+        "InvitationStatus": "tenants.invitations.models.INVITATION_STATUSES",
+        "Framework": "cadence_site.openapi_enums.FRAMEWORK",
+        "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
+        "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
+        "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+        "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
+        "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
+    },
 }
 
 LANGUAGE_CODE = "en-us"
@@ -350,4 +411,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "trust.tree_heads_publish",
         "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
     },
+    # A build whose worker died is re-enqueued once its lease expires, not after the broker's
+    # visibility timeout (an hour).
+    "orchestrator-builds-sweep": {"task": "orchestrators.builds_sweep", "schedule": 15.0},
+    "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
 }
+# Queued runs (engine/durable): organizations whose runs only their own workers take,
+# {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.
+CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
+CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
+CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}

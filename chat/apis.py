@@ -5,13 +5,15 @@ import json
 
 from asgiref.sync import async_to_sync
 from django.http import StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import renderers, serializers
 from rest_framework.response import Response
 
 from cadence_site.api import OrgMemberApi, StrictSerializer
+from cadence_site.openapi import results_of
 from chat import services, turns
-from chat.models import Conversation
+from chat.models import Conversation, Message
 from tenants.roles import Role
 
 PAGE_SIZE = 100
@@ -30,6 +32,62 @@ def conversation_output(conversation: Conversation) -> dict:
     }
 
 
+# --- response bodies (the schema; the functions that build them are what the views send) ------
+
+
+class ConversationOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    orchestrator = serializers.UUIDField()
+    orchestrator_slug = serializers.CharField()
+    title = serializers.CharField(allow_blank=True)
+    metadata = serializers.JSONField()
+    last_seq = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class MessageOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    conversation = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    content = serializers.CharField(allow_blank=True)
+    tool_calls = serializers.ListField(child=serializers.DictField())
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    usage = serializers.DictField()
+    error = serializers.CharField(allow_blank=True)
+    run = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+class MessagePageOutput(serializers.Serializer):
+    results = MessageOutput(many=True)
+    next_after = serializers.IntegerField(
+        allow_null=True, help_text="Pass as `after` for the next page; null on the last one."
+    )
+
+
+class ReplyOutput(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["done"])
+    message_id = serializers.UUIDField()
+    seq = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Message.Status.choices)
+    content = serializers.CharField(allow_blank=True)
+    usage = serializers.DictField()
+    run = serializers.UUIDField(allow_null=True)
+    tool_calls = serializers.ListField(child=serializers.DictField())
+    error = serializers.CharField(allow_blank=True)
+
+
+class MessagePostedOutput(serializers.Serializer):
+    user_message = MessageOutput()
+    reply = ReplyOutput()
+
+
+class CancelOutput(serializers.Serializer):
+    cancelled = serializers.BooleanField(help_text="Whether a reply was being written.")
+
+
 class ConversationListApi(OrgMemberApi):
     required_role = Role.MEMBER
 
@@ -38,6 +96,10 @@ class ConversationListApi(OrgMemberApi):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         metadata = serializers.JSONField(required=False)
 
+    @extend_schema(
+        summary="Your conversations, newest first (at most 200)",
+        responses={200: results_of(ConversationOutput)},
+    )
     def get(self, request, org_slug):
         return Response(
             {
@@ -48,7 +110,12 @@ class ConversationListApi(OrgMemberApi):
             }
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Start a conversation with an orchestrator",
+        description="`orchestrator` is the orchestrator's slug or UUID.",
+        request=InputSerializer,
+        responses={201: ConversationOutput},
+    )
     def post(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data)
         conversation = services.conversation_create(
@@ -67,6 +134,7 @@ class ConversationDetailApi(OrgMemberApi):
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         metadata = serializers.JSONField(required=False)
 
+    @extend_schema(summary="One of your conversations", responses={200: ConversationOutput})
     def get(self, request, org_slug, conversation_id):
         return Response(
             conversation_output(
@@ -74,7 +142,11 @@ class ConversationDetailApi(OrgMemberApi):
             )
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Rename a conversation or change its metadata",
+        request=InputSerializer,
+        responses={200: ConversationOutput},
+    )
     def patch(self, request, org_slug, conversation_id):
         data = self.validated(self.InputSerializer, request.data)
         conversation = services.conversation_get(
@@ -84,6 +156,7 @@ class ConversationDetailApi(OrgMemberApi):
             conversation_output(services.conversation_update(conversation=conversation, **data))
         )
 
+    @extend_schema(summary="Delete a conversation and its messages", responses={204: None})
     def delete(self, request, org_slug, conversation_id):
         services.conversation_delete(
             conversation=services.conversation_get(
@@ -141,6 +214,20 @@ class MessageListApi(OrgMemberApi):
     class InputSerializer(StrictSerializer):
         content = serializers.CharField(max_length=services.MAX_CONTENT, trim_whitespace=False)
 
+    @extend_schema(
+        summary="Messages, oldest first",
+        parameters=[
+            OpenApiParameter(
+                "after",
+                OpenApiTypes.INT,
+                description="Only messages after this `seq` (what a reconnecting client missed).",
+            ),
+            OpenApiParameter(
+                "limit", OpenApiTypes.INT, description=f"Page size, 1-{PAGE_SIZE} (default)."
+            ),
+        ],
+        responses={200: MessagePageOutput},
+    )
     def get(self, request, org_slug, conversation_id):
         conversation = services.conversation_get(
             principal=request.user, conversation_id=conversation_id
@@ -161,7 +248,20 @@ class MessageListApi(OrgMemberApi):
             }
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Send a message; the reply as JSON or server-sent events",
+        description="The user's message is stored before the model runs. With `Accept: "
+        "text/event-stream` the reply streams as events (`token`, `tool_call`, `tool_result`, "
+        "`error`, then `done` with the stored reply); otherwise the answer waits for the reply "
+        "(502 when it failed, with the same body).",
+        request=InputSerializer,
+        responses={
+            (201, "application/json"): MessagePostedOutput,
+            (200, "text/event-stream"): OpenApiTypes.STR,
+            (502, "application/json"): MessagePostedOutput,
+            409: None,
+        },
+    )
     def post(self, request, org_slug, conversation_id):
         data = self.validated(self.InputSerializer, request.data)
         conversation = services.conversation_get(
@@ -188,7 +288,9 @@ class MessageListApi(OrgMemberApi):
 class MessageCancelApi(OrgMemberApi):
     required_role = Role.MEMBER
 
-    @extend_schema(request=None)
+    @extend_schema(
+        summary="Stop the reply being written", request=None, responses={200: CancelOutput}
+    )
     def post(self, request, org_slug, conversation_id):
         conversation = services.conversation_get(
             principal=request.user, conversation_id=conversation_id

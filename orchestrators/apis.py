@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -9,6 +10,7 @@ from rest_framework.response import Response
 
 from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
+from cadence_site.openapi import results_of
 from orchestrators import services
 from orchestrators.models import LLMConfig, OrchestratorInstance
 from plugins.binding import plugin_set_output
@@ -63,6 +65,110 @@ def instance_output(instance: OrchestratorInstance) -> dict[str, Any]:
     }
 
 
+# --- response bodies (the schema; outputs above are what the views send) ----------------------
+
+
+class LLMConfigOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    provider = serializers.ChoiceField(choices=LLMConfig.Provider.choices)
+    base_url = serializers.CharField(allow_blank=True)
+    model = serializers.CharField()
+    api_key = serializers.CharField(
+        allow_null=True, help_text="A hint (`sk-…1234`), never the key."
+    )
+    has_api_key = serializers.BooleanField()
+    temperature = serializers.FloatField(allow_null=True)
+    max_tokens = serializers.IntegerField(allow_null=True)
+    timeout_seconds = serializers.FloatField()
+    max_retries = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    warnings = serializers.ListField(
+        child=serializers.CharField(), help_text="What this save warned about; empty on reads."
+    )
+
+
+class PluginBindingOutput(serializers.Serializer):
+    id = serializers.CharField()
+    version = serializers.CharField(allow_blank=True)
+    settings = serializers.DictField()
+    secrets_set = serializers.ListField(
+        child=serializers.CharField(), help_text="Which secrets are set, never their values."
+    )
+
+
+class InstanceOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    framework = serializers.ChoiceField(choices=OrchestratorInstance.Framework.choices)
+    flow = serializers.JSONField(help_text="The engine's JSON flow (cadence framework).")
+    system_prompt = serializers.CharField(allow_blank=True)
+    llm_config = serializers.UUIDField(allow_null=True)
+    tools = serializers.ListField(child=serializers.CharField())
+    plugins = PluginBindingOutput(many=True)
+    plugin_lock = serializers.DictField(help_text="The resolved plugin versions it was built with.")
+    max_steps = serializers.IntegerField()
+    tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices)
+    status = serializers.ChoiceField(choices=OrchestratorInstance.Status.choices)
+    status_message = serializers.CharField(allow_blank=True)
+    config_hash = serializers.CharField(allow_blank=True)
+    version = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class FrameworkOutput(serializers.Serializer):
+    name = serializers.ChoiceField(choices=OrchestratorInstance.Framework.choices)
+    label = serializers.CharField()
+    available = serializers.BooleanField(help_text="Installed on this server.")
+    install = serializers.CharField(allow_null=True, help_text="How to add it when missing.")
+
+
+class DiagramOutput(serializers.Serializer):
+    format = serializers.ChoiceField(choices=["mermaid"])
+    diagram = serializers.CharField()
+
+
+class InvokeOutput(serializers.Serializer):
+    class MessageOutput(serializers.Serializer):
+        role = serializers.ChoiceField(choices=["assistant"])
+        content = serializers.CharField(allow_blank=True)
+
+    class UsageOutput(serializers.Serializer):
+        prompt_tokens = serializers.IntegerField()
+        completion_tokens = serializers.IntegerField()
+        total_tokens = serializers.IntegerField()
+
+    class ToolCallOutput(serializers.Serializer):
+        id = serializers.CharField()
+        name = serializers.CharField()
+        arguments = serializers.JSONField()
+        result = serializers.JSONField(required=False)
+        error = serializers.CharField(required=False, allow_null=True)
+
+    class StepOutput(serializers.Serializer):
+        name = serializers.CharField()
+        status = serializers.CharField()
+        duration_ms = serializers.FloatField(allow_null=True)
+
+    class OrchestratorOutput(serializers.Serializer):
+        id = serializers.UUIDField()
+        slug = serializers.CharField()
+        version = serializers.IntegerField()
+        config_hash = serializers.CharField()
+
+    message = MessageOutput()
+    finish_reason = serializers.CharField()
+    usage = UsageOutput()
+    tool_calls = ToolCallOutput(many=True)
+    steps = StepOutput(many=True)
+    run = serializers.UUIDField(help_text="The recorded run of this turn.")
+    orchestrator = OrchestratorOutput()
+
+
 class LLMConfigInput(StrictSerializer):
     name = serializers.CharField(max_length=100)
     provider = serializers.ChoiceField(choices=LLMConfig.Provider.choices)
@@ -82,10 +188,16 @@ class LLMConfigInput(StrictSerializer):
 class LLMConfigListApi(OrgMemberApi):
     required_role = Role.ADMIN
 
+    @extend_schema(summary="List LLM configurations", responses={200: results_of(LLMConfigOutput)})
     def get(self, request, org_slug):
         return Response({"results": [llm_config_output(c) for c in LLMConfig.objects.all()]})
 
-    @extend_schema(request=LLMConfigInput)
+    @extend_schema(
+        summary="Create an LLM configuration",
+        description="The API key is write-only: stored encrypted, never returned.",
+        request=LLMConfigInput,
+        responses={201: LLMConfigOutput},
+    )
     def post(self, request, org_slug):
         data = self.validated(LLMConfigInput, request.data)
         return Response(
@@ -103,10 +215,17 @@ class LLMConfigDetailApi(OrgMemberApi):
             raise NotFoundError("No such LLM configuration.")
         return config
 
+    @extend_schema(summary="One LLM configuration", responses={200: LLMConfigOutput})
     def get(self, request, org_slug, config_id):
         return Response(llm_config_output(self._get(config_id)))
 
-    @extend_schema(request=LLMConfigInput)
+    @extend_schema(
+        summary="Change an LLM configuration",
+        description="An empty `api_key` removes the stored key; leaving it out keeps it. "
+        "Orchestrators using this configuration are rebuilt.",
+        request=LLMConfigInput,
+        responses={200: LLMConfigOutput},
+    )
     def patch(self, request, org_slug, config_id):
         data = self.validated(LLMConfigInput, request.data, partial=True)
         api_key = data.pop("api_key", None)
@@ -121,6 +240,7 @@ class LLMConfigDetailApi(OrgMemberApi):
             )
         )
 
+    @extend_schema(summary="Delete an LLM configuration", responses={204: None})
     def delete(self, request, org_slug, config_id):
         services.llm_config_delete(config=self._get(config_id), actor=self.actor(request))
         return Response(status=204)
@@ -129,6 +249,11 @@ class LLMConfigDetailApi(OrgMemberApi):
 class FrameworkListApi(OrgMemberApi):
     """The frameworks an orchestrator can run on, which this server has, and how to add the rest."""
 
+    @extend_schema(
+        summary="Frameworks an orchestrator can run on",
+        description="Which are installed on this server, and how to add a missing one.",
+        responses={200: results_of(FrameworkOutput)},
+    )
     def get(self, request, org_slug):
         from orchestrators.adapters import framework_catalog
 
@@ -171,30 +296,34 @@ def _resolve_llm(data: dict) -> dict:
 class InstanceListApi(OrgMemberApi):
     required_role = Role.ADMIN
 
+    @extend_schema(summary="List orchestrators", responses={200: results_of(InstanceOutput)})
     def get(self, request, org_slug):
         return Response(
             {"results": [instance_output(i) for i in OrchestratorInstance.objects.all()]}
         )
 
-    @extend_schema(request=InstanceInput)
+    @extend_schema(
+        summary="Create an orchestrator",
+        description="Validated in full, then built in the background (`status` says when it is "
+        "ready).",
+        request=InstanceInput,
+        responses={201: InstanceOutput},
+    )
     def post(self, request, org_slug):
-        from tenants.models import Organization
-
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
-        plan = Organization.objects.select_related("plan").get(pk=request.org.id).plan
-        instance = services.orchestrator_create(
-            plan_limit=plan.max_orchestrators if plan else None,
-            actor=self.actor(request),
-            **data,
-        )
+        instance = services.orchestrator_create(actor=self.actor(request), **data)
         return Response(instance_output(instance), status=201)
 
 
 class InstanceMixin:
-    def _get(self, instance_id) -> OrchestratorInstance:
-        instance = (
-            OrchestratorInstance.objects.select_related("llm_config").filter(pk=instance_id).first()
-        )
+    def _get(self, instance_id: str) -> OrchestratorInstance:
+        """By UUID or slug, as conversations name their orchestrator."""
+        instances = OrchestratorInstance.objects.select_related("llm_config")
+        try:
+            lookup = {"pk": uuid.UUID(instance_id)}
+        except ValueError:
+            lookup = {"slug": instance_id}
+        instance = instances.filter(**lookup).first()
         if instance is None:
             raise NotFoundError("No such orchestrator.")
         return instance
@@ -203,10 +332,16 @@ class InstanceMixin:
 class InstanceDetailApi(InstanceMixin, OrgMemberApi):
     required_role = Role.ADMIN
 
+    @extend_schema(summary="One orchestrator", responses={200: InstanceOutput})
     def get(self, request, org_slug, instance_id):
         return Response(instance_output(self._get(instance_id)))
 
-    @extend_schema(request=InstanceInput)
+    @extend_schema(
+        summary="Change an orchestrator",
+        description="A change is validated, then rebuilt in the background on every process.",
+        request=InstanceInput,
+        responses={200: InstanceOutput},
+    )
     def patch(self, request, org_slug, instance_id):
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data, partial=True)))
         return Response(
@@ -217,6 +352,7 @@ class InstanceDetailApi(InstanceMixin, OrgMemberApi):
             )
         )
 
+    @extend_schema(summary="Delete an orchestrator", responses={204: None})
     def delete(self, request, org_slug, instance_id):
         services.orchestrator_delete(instance=self._get(instance_id), actor=self.actor(request))
         return Response(status=204)
@@ -226,7 +362,13 @@ class InstanceActionApi(InstanceMixin, OrgMemberApi):
     required_role = Role.ADMIN
     action = ""
 
-    @extend_schema(request=None)
+    @extend_schema(
+        summary="Activate, suspend or rebuild an orchestrator",
+        description="`activate` and `rebuild` answer 202 and build in the background; "
+        "`suspend` takes effect at once (200).",
+        request=None,
+        responses={200: InstanceOutput, 202: InstanceOutput},
+    )
     def post(self, request, org_slug, instance_id):
         instance = self._get(instance_id)
         handler = {
@@ -241,6 +383,9 @@ class InstanceActionApi(InstanceMixin, OrgMemberApi):
 
 
 class InstanceDiagramApi(InstanceMixin, OrgMemberApi):
+    @extend_schema(
+        summary="The orchestrator's flow as a Mermaid diagram", responses={200: DiagramOutput}
+    )
     def get(self, request, org_slug, instance_id):
         from orchestrators.diagrams import instance_mermaid
 
@@ -249,12 +394,19 @@ class InstanceDiagramApi(InstanceMixin, OrgMemberApi):
 
 class InvokeInput(StrictSerializer):
     class MessageInput(StrictSerializer):
-        role = serializers.ChoiceField(choices=["system", "user", "assistant"])
+        role = serializers.ChoiceField(choices=["user", "assistant", "system"])
         content = serializers.CharField(
             max_length=MAX_CONTENT, allow_blank=True, trim_whitespace=False
         )
 
     messages = serializers.ListField(child=MessageInput(), min_length=1, max_length=MAX_MESSAGES)
+
+
+def _run_owner(principal) -> dict:
+    key = getattr(principal, "api_key", None)
+    if key is not None:
+        return {"owner_api_key_id": str(key.pk)}
+    return {"owner_user_id": principal.pk}
 
 
 class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
@@ -263,7 +415,11 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
     read_role = Role.MEMBER
     required_role = Role.MEMBER
 
-    @extend_schema(request=InvokeInput)
+    @extend_schema(
+        summary="One turn: the conversation in, the assistant's reply out",
+        request=InvokeInput,
+        responses={200: InvokeOutput, 502: None, 504: None},
+    )
     def post(self, request, org_slug, instance_id):
         from orchestrators.invoke import invoke
 
@@ -277,9 +433,12 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             )
         result = async_to_sync(invoke)(
             org=request.org,
-            ref=str(instance_id),
+            # The resolved id, not the slug the path may carry: a slug can be reused by a newer
+            # instance, an id cannot.
+            ref=str(self._get(instance_id).id),
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),
+            **_run_owner(request.user),
         )
         return Response(result)

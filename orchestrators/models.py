@@ -95,6 +95,10 @@ class OrchestratorInstance(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     status_message = models.TextField(blank=True)
     config_hash = models.CharField(max_length=64, blank=True)
+    # A build is claimed with a lease (orchestrators/tasks.py): a worker that dies mid-build
+    # leaves an expired lease, and the sweeper hands the build to another worker.
+    build_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    build_owner = models.CharField(max_length=200, blank=True, editable=False)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -239,8 +239,11 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         raise _invalid("llm_config", "An LLM configuration is required.", "llm_config_required")
     if not isinstance(instance.tools, list) or not all(isinstance(t, str) for t in instance.tools):
         raise _invalid("tools", "tools must be a list of tool names.")
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_refs_check
+
     known = set(_tool_registry().names())
-    unknown = [t for t in instance.tools if t not in known]
+    unknown = [t for t in instance.tools if t not in known and not t.startswith(MCP_PREFIX)]
     if unknown:
         raise ApplicationError(
             f"Unknown tools: {', '.join(unknown)}. Available: {', '.join(sorted(known))}.",
@@ -249,14 +252,20 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         )
     if len(set(instance.tools)) != len(instance.tools):
         raise _invalid("tools", "A tool is listed twice.")
+    mcp_refs_check(instance)
     from plugins.binding import plugin_set_check
+    from plugins.notes import expand_prompt
 
     plugin_set_check(instance)
+    expand_prompt(instance)  # a {{plugin:…}} template must come from the plugin set
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
+        from plugins.binding import plugin_notes
+        from plugins.notes import plugin_flow
+
         try:
-            check_flow(instance.flow, agent_notes())
+            check_flow(plugin_flow(instance) or instance.flow, agent_notes(plugin_notes(instance)))
         except FlowValidationError as exc:
             issues = [
                 {"path": issue.path, "message": issue.message, "code": issue.code}
@@ -293,6 +302,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
     """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
     from engine.flow import flow_hash
     from plugins.binding import plugin_material
+    from plugins.mcp import mcp_material
 
     llm = instance.llm_config
     material = {
@@ -302,6 +312,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
         "tools": instance.tools,
         "max_steps": instance.max_steps,
         "plugins": plugin_material(instance),
+        "mcp": mcp_material(instance),
         "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
         if llm
         else None,
@@ -312,20 +323,25 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
-    from plugins.binding import plugin_tools
+    from plugins.binding import plugin_notes, plugin_tools
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_tools
+    from plugins.notes import expand_prompt, plugin_flow
 
     registry = _tool_registry()
-    tools = [registry.get(name) for name in instance.tools]
+    tools = [registry.get(name) for name in instance.tools if not name.startswith(MCP_PREFIX)]
     tools += plugin_tools(instance, taken={tool.name for tool in tools})
+    tools += mcp_tools(instance, taken={tool.name for tool in tools})
     return RuntimeConfig(
         org_slug=org_slug,
         instance_id=str(instance.id),
         slug=instance.slug,
         framework=instance.framework,
-        flow=instance.flow,
-        system_prompt=instance.system_prompt,
+        flow=plugin_flow(instance) or instance.flow,
+        system_prompt=expand_prompt(instance),
         llm=llm_settings(instance.llm_config),
         tools=tuple(tools),
+        notes=plugin_notes(instance),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
     )
@@ -335,7 +351,18 @@ def _mark_building(instance: OrchestratorInstance) -> None:
     instance.status = OrchestratorInstance.Status.BUILDING
     instance.status_message = ""
     instance.config_hash = config_hash(instance)
-    instance.save(update_fields=["status", "status_message", "config_hash", "updated_at"])
+    # A new build is free to be claimed at once, whatever lease the previous one left.
+    instance.build_lease_until, instance.build_owner = None, ""
+    instance.save(
+        update_fields=[
+            "status",
+            "status_message",
+            "config_hash",
+            "build_lease_until",
+            "build_owner",
+            "updated_at",
+        ]
+    )
 
 
 def _schedule_build(instance: OrchestratorInstance) -> None:
@@ -345,20 +372,22 @@ def _schedule_build(instance: OrchestratorInstance) -> None:
     transaction.on_commit(lambda: orchestrator_build.delay(schema, instance_id, digest))
 
 
-def orchestrator_create(
-    *, plan_limit: int | None = None, actor=None, **fields: Any
-) -> OrchestratorInstance:
+def orchestrator_create(*, actor=None, **fields: Any) -> OrchestratorInstance:
+    """In the organization's schema; the plan's max_orchestrators holds under concurrency."""
+    from tenants.limits.quotas import current_org_id, quota_enforce
+
     unknown = set(fields) - set(INSTANCE_FIELDS)
     if unknown:
         raise ApplicationError(
             f"Unknown fields {sorted(unknown)}.", "unknown_field", {"fields": sorted(unknown)}
         )
     with transaction.atomic():
-        if plan_limit is not None and OrchestratorInstance.objects.count() >= plan_limit:
-            raise ApplicationError(
-                f"The plan allows {plan_limit} orchestrators.",
-                "quota_exceeded",
-                {"limit": plan_limit},
+        org_id = current_org_id()
+        if org_id is not None:
+            quota_enforce(
+                org_id=org_id,
+                quota="max_orchestrators",
+                count=OrchestratorInstance.objects.count,
             )
         if OrchestratorInstance.objects.filter(slug=fields.get("slug")).exists():
             raise _invalid(
@@ -415,6 +444,7 @@ def orchestrator_update(
         instance.config_hash = config_hash(instance)
         if not suspended:
             instance.status, instance.status_message = OrchestratorInstance.Status.BUILDING, ""
+            instance.build_lease_until, instance.build_owner = None, ""
         instance.save()
         audit_change(
             action="orchestrator.updated",

@@ -15,32 +15,32 @@ urlpatterns = [
     path(_org + "frameworks/", apis.FrameworkListApi.as_view(), name="framework-list"),
     path(_org + "orchestrators/", apis.InstanceListApi.as_view(), name="orchestrator-list"),
     path(
-        _org + "orchestrators/<uuid:instance_id>/",
+        _org + "orchestrators/<str:instance_id>/",
         apis.InstanceDetailApi.as_view(),
         name="orchestrator-detail",
     ),
     path(
-        _org + "orchestrators/<uuid:instance_id>/activate/",
+        _org + "orchestrators/<str:instance_id>/activate/",
         apis.InstanceActionApi.as_view(action="activate"),
         name="orchestrator-activate",
     ),
     path(
-        _org + "orchestrators/<uuid:instance_id>/suspend/",
+        _org + "orchestrators/<str:instance_id>/suspend/",
         apis.InstanceActionApi.as_view(action="suspend"),
         name="orchestrator-suspend",
     ),
     path(
-        _org + "orchestrators/<uuid:instance_id>/rebuild/",
+        _org + "orchestrators/<str:instance_id>/rebuild/",
         apis.InstanceActionApi.as_view(action="rebuild"),
         name="orchestrator-rebuild",
     ),
     path(
-        _org + "orchestrators/<uuid:instance_id>/diagram/",
+        _org + "orchestrators/<str:instance_id>/diagram/",
         apis.InstanceDiagramApi.as_view(),
         name="orchestrator-diagram",
     ),
     path(
-        _org + "orchestrators/<uuid:instance_id>/invoke/",
+        _org + "orchestrators/<str:instance_id>/invoke/",
         apis.InstanceInvokeApi.as_view(),
         name="orchestrator-invoke",
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import MultiPartParser
@@ -13,6 +14,7 @@ from rest_framework.views import APIView
 
 from cadence_site.api import OrgMemberApi
 from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
+from cadence_site.openapi import results_of
 from plugins import selectors, services
 from plugins.archive import MAX_PACKAGE_BYTES
 from plugins.manifest import MANIFEST_SCHEMA
@@ -55,6 +57,29 @@ def plugins_output(rows: list[tuple[str, Any]], *, manifest: bool = False) -> li
     return list(grouped.values())
 
 
+class PluginVersionOutput(serializers.Serializer):
+    version = serializers.CharField()
+    source = serializers.ChoiceField(choices=["system", "tenant"])
+    status = serializers.CharField()
+    sha256 = serializers.CharField()
+    size = serializers.IntegerField()
+    capabilities = serializers.JSONField()
+    capability_diff = serializers.JSONField()
+    uploaded_by = serializers.CharField(allow_blank=True, allow_null=True)
+    approved_by = serializers.CharField(allow_blank=True, allow_null=True)
+    created_at = serializers.DateTimeField()
+    manifest = serializers.JSONField(required=False, help_text="On detail and upload answers.")
+
+
+class PluginOutput(serializers.Serializer):
+    id = serializers.CharField()
+    source = serializers.ChoiceField(choices=["system", "tenant"])
+    name = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    kind = serializers.CharField(allow_null=True)
+    versions = PluginVersionOutput(many=True)
+
+
 class UploadInput(serializers.Serializer):
     package = serializers.FileField()
 
@@ -62,12 +87,22 @@ class UploadInput(serializers.Serializer):
 class PluginListApi(OrgMemberApi):
     read_role = Role.VIEWER
     required_role = Role.ADMIN
+    rate_scope = "uploads"  # per caller, on top of the organization's request bucket
     parser_classes = [MultiPartParser]
 
+    @extend_schema(
+        summary="Plugins this organization sees (system and its own)",
+        responses={200: results_of(PluginOutput)},
+    )
     def get(self, request, org_slug):
         return Response({"results": plugins_output(selectors.plugin_version_list())})
 
-    @extend_schema(request={"multipart/form-data": UploadInput})
+    @extend_schema(
+        summary="Upload a plugin package (ZIP)",
+        description="201 for a new version, 200 when the same package was already uploaded.",
+        request={"multipart/form-data": UploadInput},
+        responses={201: PluginOutput, 200: PluginOutput, 409: None},
+    )
     def post(self, request, org_slug):
         upload = request.FILES.get("package")
         if upload is None:
@@ -89,6 +124,10 @@ class PluginListApi(OrgMemberApi):
 class PluginDetailApi(OrgMemberApi):
     read_role = Role.VIEWER
 
+    @extend_schema(
+        summary="One plugin's versions, with their manifests",
+        responses={200: results_of(PluginOutput)},
+    )
     def get(self, request, org_slug, plugin_id):
         rows = selectors.plugin_versions_get(plugin_id=plugin_id)
         if not rows:
@@ -100,7 +139,11 @@ class PluginVersionActionApi(OrgMemberApi):
     required_role = Role.ADMIN
     action = ""
 
-    @extend_schema(request=None)
+    @extend_schema(
+        summary="Change a plugin version's status",
+        request=None,
+        responses={200: PluginVersionOutput, 409: None},
+    )
     def post(self, request, org_slug, plugin_id, version):
         source, row = selectors.plugin_version_get(plugin_id=plugin_id, version=version)
         if row is None:
@@ -119,5 +162,9 @@ class ManifestSchemaApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        summary="The plugin manifest's JSON Schema (version 1)",
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request):
         return Response(MANIFEST_SCHEMA)

@@ -78,6 +78,8 @@ def plugin_upload(
     storage.package_store(key=key, raw=raw)
     try:
         with transaction.atomic():
+            if not system:
+                _quotas_enforce(plugin_id=plugin_id, size=package.size)
             row = model.objects.create(
                 plugin_id=plugin_id,
                 version=version,
@@ -108,6 +110,29 @@ def plugin_upload(
     if not needs_approval:
         _rebuild_users(plugin_id)
     return row, True
+
+
+def _quotas_enforce(*, plugin_id: str, size: int) -> None:
+    """The plan's max_plugins and max_storage_bytes, under the organization's lock."""
+    from django.db.models import Sum
+
+    from tenants.limits.quotas import current_org_id, quota_enforce
+
+    org_id = current_org_id()
+    if org_id is None:
+        return
+    if not PluginVersion.objects.filter(plugin_id=plugin_id).exists():
+        quota_enforce(
+            org_id=org_id,
+            quota="max_plugins",
+            count=lambda: PluginVersion.objects.values("plugin_id").distinct().count(),
+        )
+    quota_enforce(
+        org_id=org_id,
+        quota="max_storage_bytes",
+        count=lambda: PluginVersion.objects.aggregate(total=Sum("size"))["total"] or 0,
+        adding=size,
+    )
 
 
 def _same_or_conflict(existing, sha256: str):
@@ -153,18 +178,23 @@ def plugin_version_transition(*, row, action: str, actor: str = "") -> Any:
 
 def _rebuild_users(plugin_id: str) -> None:
     """Rebuild the orchestrators whose plugin set names or pulled in `plugin_id`: in this schema
-    for a tenant plugin, in every organization for a system plugin."""
+    for a tenant plugin; for a system plugin, one task per organization once this commits."""
     from plugins.binding import orchestrators_using_rebuild
 
-    if catalog_is_system():
-        from django_tenants.utils import schema_context
-
-        from tenants.models import Organization
-
-        for schema_name in Organization.objects.exclude(
-            schema_name=get_public_schema_name()
-        ).values_list("schema_name", flat=True):
-            with schema_context(schema_name):
-                orchestrators_using_rebuild(plugin_id=plugin_id)
-    else:
+    if not catalog_is_system():
         orchestrators_using_rebuild(plugin_id=plugin_id)
+        return
+    from plugins.tasks import plugin_users_rebuild
+    from tenants.models import Organization
+
+    schemas = list(
+        Organization.objects.exclude(schema_name=get_public_schema_name()).values_list(
+            "schema_name", flat=True
+        )
+    )
+
+    def enqueue() -> None:
+        for schema_name in schemas:
+            plugin_users_rebuild.delay(schema_name, plugin_id)
+
+    transaction.on_commit(enqueue)

@@ -18,12 +18,50 @@ class PlanAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "slug",
+        "requests_per_minute",
+        "request_burst",
+        "tokens_per_day",
+        "tokens_per_month",
         "max_members",
         "max_api_keys",
         "max_orchestrators",
-        "requests_per_minute",
+        "max_plugins",
     )
     prepopulated_fields = {"slug": ("name",)}
+    fieldsets = (
+        (None, {"fields": ("name", "slug")}),
+        ("Request rate", {"fields": ("requests_per_minute", "request_burst")}),
+        (
+            "Token budgets (empty: none)",
+            {
+                "fields": (
+                    "tokens_per_minute",
+                    "tokens_per_day",
+                    "tokens_per_month",
+                    "concurrent_streams",
+                )
+            },
+        ),
+        (
+            "Quotas",
+            {
+                "fields": (
+                    "max_orchestrators",
+                    "max_members",
+                    "max_api_keys",
+                    "max_plugins",
+                    "max_storage_bytes",
+                    "run_retention_days",
+                )
+            },
+        ),
+    )
+
+    def save_model(self, request, obj, form, change):
+        from tenants.limits.plans import limits_forget
+
+        super().save_model(request, obj, form, change)
+        limits_forget()
 
 
 class OrganizationCreateForm(forms.ModelForm):

@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 
 from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, ForbiddenError, NotFoundError
+from cadence_site.openapi import results_of
 from tenants import selectors, services, tickets
 from tenants.models import ApiKey, Membership, Organization, Plan
 from tenants.rights import api_key_effective_role, api_key_rights_for_org, api_keys_vouched_by
@@ -56,12 +57,116 @@ def api_key_output(key: ApiKey, effective_role: str | None = ...) -> dict:
     }
 
 
+# --- response bodies (the schema; the functions above are what the views send) ----------------
+
+
+class OrganizationOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=Organization.Status.choices)
+    plan = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    role = serializers.ChoiceField(
+        choices=Role.choices, required=False, help_text="The caller's role in it."
+    )
+
+
+class OrganizationCreatedOutput(OrganizationOutput):
+    class OwnerOutput(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(help_text="Shown once.")
+
+    owner = OwnerOutput()
+    api_key = serializers.CharField(help_text="The owner's first API key, shown once.")
+
+
+class UserRefOutput(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField(allow_blank=True)
+
+
+class MembershipOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    user = UserRefOutput()
+    role = serializers.ChoiceField(choices=Role.choices)
+    created_at = serializers.DateTimeField()
+
+
+class ApiKeySummaryOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberDetailOutput(MembershipOutput):
+    api_keys_stopping_on_removal = ApiKeySummaryOutput(
+        many=True, help_text="The API keys that stop working when this member leaves."
+    )
+
+
+class MembershipCreatedOutput(MembershipOutput):
+    initial_password = serializers.CharField(
+        required=False, help_text="Only when the user was created by this call; shown once."
+    )
+
+
+class ApiKeyOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    name = serializers.CharField()
+    prefix = serializers.CharField()
+    role = serializers.ChoiceField(choices=Role.choices)
+    effective_role = serializers.ChoiceField(
+        choices=Role.choices,
+        allow_null=True,
+        help_text="What the key may do now: the lower of its role and its creator's current role.",
+    )
+    created_by = serializers.CharField(allow_null=True)
+    created_by_key = serializers.UUIDField(
+        allow_null=True, help_text="The key that created this one, when a key did."
+    )
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    last_used_at = serializers.DateTimeField(allow_null=True)
+
+
+class ApiKeyCreatedOutput(ApiKeyOutput):
+    key = serializers.CharField(help_text="The secret (`ck_…`), shown once.")
+
+
+class MeOutput(serializers.Serializer):
+    class KeyOutput(ApiKeyOutput):
+        org = serializers.CharField()
+
+    class UserOutput(UserRefOutput):
+        is_staff = serializers.BooleanField()
+
+    class MembershipRefOutput(serializers.Serializer):
+        org = serializers.CharField()
+        role = serializers.ChoiceField(choices=Role.choices)
+        name = serializers.CharField(required=False)
+        status = serializers.ChoiceField(choices=Organization.Status.choices, required=False)
+
+    api_key = KeyOutput(required=False, help_text="When an API key calls.")
+    user = UserOutput(required=False, help_text="When a signed-in user calls.")
+    memberships = MembershipRefOutput(many=True)
+
+
+class WsTicketOutput(serializers.Serializer):
+    ticket = serializers.CharField()
+    expires_in = serializers.IntegerField(help_text="Seconds.")
+
+
 def api_key_summary(key: ApiKey) -> dict:
     return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "role": key.role}
 
 
 class MeApi(APIView):
-    @extend_schema(summary="The caller and its memberships")
+    @extend_schema(summary="The caller and its memberships", responses={200: MeOutput})
     def get(self, request):
         key = getattr(request.user, "api_key", None)
         if key is not None:
@@ -102,7 +207,10 @@ class OrgListCreateApi(APIView):
         owner_email = serializers.EmailField(max_length=254)
         plan = serializers.SlugField(required=False, max_length=50)
 
-    @extend_schema(summary="Organizations the caller belongs to")
+    @extend_schema(
+        summary="Organizations the caller belongs to",
+        responses={200: results_of(OrganizationOutput)},
+    )
     def get(self, request):
         key = getattr(request.user, "api_key", None)
         if key is not None:
@@ -114,7 +222,11 @@ class OrgListCreateApi(APIView):
         orgs = selectors.organization_list_for_user(user=request.user)
         return Response({"results": [organization_output(o, roles.get(o.id)) for o in orgs]})
 
-    @extend_schema(summary="Create an organization (platform staff only)", request=InputSerializer)
+    @extend_schema(
+        summary="Create an organization (platform staff only)",
+        request=InputSerializer,
+        responses={201: OrganizationCreatedOutput},
+    )
     def post(self, request):
         if not request.user.is_staff:
             raise ForbiddenError("Only platform staff can create organizations.", "staff_required")
@@ -148,12 +260,17 @@ class OrgDetailApi(OrgMemberApi):
     class InputSerializer(StrictSerializer):
         name = serializers.CharField(max_length=200)
 
+    @extend_schema(summary="One organization", responses={200: OrganizationOutput})
     def get(self, request, org_slug):
         return Response(
             organization_output(selectors.organization_get(org_id=request.org.id), request.role)
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Rename an organization",
+        request=InputSerializer,
+        responses={200: OrganizationOutput},
+    )
     def patch(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data, partial=True)
         org = services.organization_update(
@@ -170,6 +287,7 @@ class MemberListApi(OrgMemberApi):
         role = serializers.ChoiceField(choices=Role.choices)
         username = serializers.CharField(max_length=150, required=False)
 
+    @extend_schema(summary="List members", responses={200: results_of(MembershipOutput)})
     def get(self, request, org_slug):
         return Response(
             {
@@ -179,7 +297,13 @@ class MemberListApi(OrgMemberApi):
             }
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Add a member",
+        description="An unknown email creates the user; its initial password is in this "
+        "response only.",
+        request=InputSerializer,
+        responses={201: MembershipCreatedOutput},
+    )
     def post(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data)
         org = selectors.organization_get(org_id=request.org.id)
@@ -204,6 +328,7 @@ class MemberDetailApi(OrgMemberApi):
             raise NotFoundError("No such member.")
         return membership
 
+    @extend_schema(summary="One member", responses={200: MemberDetailOutput})
     def get(self, request, org_slug, member_id):
         membership = self._membership(request, member_id)
         stopping = api_keys_vouched_by(org_id=request.org.id, user_id=membership.user_id)
@@ -213,17 +338,23 @@ class MemberDetailApi(OrgMemberApi):
             | {"api_keys_stopping_on_removal": [api_key_summary(k) for k in stopping]}
         )
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema(
+        summary="Change a member's role", request=InputSerializer, responses={200: MembershipOutput}
+    )
     def patch(self, request, org_slug, member_id):
-        data = self.validated(self.InputSerializer, request.data)
+        data = self.validated(self.InputSerializer, request.data, partial=True)
+        membership = self._membership(request, member_id)
+        if "role" not in data:  # PATCH semantics: nothing to change
+            return Response(membership_output(membership))
         membership = services.membership_update(
-            membership=self._membership(request, member_id),
+            membership=membership,
             role=data["role"],
             actor_role=request.role,
             actor=self.actor(request),
         )
         return Response(membership_output(membership))
 
+    @extend_schema(summary="Remove a member", responses={204: None})
     def delete(self, request, org_slug, member_id):
         services.membership_remove(
             membership=self._membership(request, member_id),
@@ -242,13 +373,16 @@ class ApiKeyListApi(OrgMemberApi):
         role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
+    @extend_schema(summary="List API keys", responses={200: results_of(ApiKeyOutput)})
     def get(self, request, org_slug):
         keys = list(selectors.api_key_list(org_id=request.org.id))
         rights = api_key_rights_for_org(org_id=request.org.id, keys=keys)
         return Response({"results": [api_key_output(k, rights[k.pk]) for k in keys]})
 
     @extend_schema(
-        request=InputSerializer, summary="Create an API key; its secret is in this response only"
+        request=InputSerializer,
+        summary="Create an API key; its secret is in this response only",
+        responses={201: ApiKeyCreatedOutput},
     )
     def post(self, request, org_slug):
         data = self.validated(self.InputSerializer, request.data)
@@ -263,6 +397,7 @@ class ApiKeyDetailApi(OrgMemberApi):
     read_role = Role.ADMIN
     required_role = Role.ADMIN
 
+    @extend_schema(summary="Revoke an API key", responses={200: ApiKeyOutput})
     def delete(self, request, org_slug, key_id):
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
         if key is None:
@@ -285,7 +420,11 @@ class ApiKeyReassignApi(OrgMemberApi):
             raise ApplicationError("No such member.", "unknown_member", {"field": "member_id"})
         return target
 
-    @extend_schema(request=InputSerializer, summary="Make a current member this key's creator")
+    @extend_schema(
+        request=InputSerializer,
+        summary="Make a current member this key's creator",
+        responses={200: ApiKeyOutput},
+    )
     def post(self, request, org_slug, key_id):
         data = self.validated(self.InputSerializer, request.data)
         key = selectors.api_key_get(org_id=request.org.id, key_id=key_id)
@@ -307,6 +446,7 @@ class MemberKeysReassignApi(ApiKeyReassignApi):
     @extend_schema(
         request=ApiKeyReassignApi.InputSerializer,
         summary="Reassign the keys a member vouches for to another member",
+        responses={200: results_of(ApiKeyOutput)},
     )
     def post(self, request, org_slug, member_id):
         data = self.validated(self.InputSerializer, request.data)
@@ -332,9 +472,12 @@ class MemberKeysReassignApi(ApiKeyReassignApi):
 
 class WsTicketApi(OrgMemberApi):
     required_role = Role.VIEWER
+    rate_scope = "tickets"
 
     @extend_schema(
-        request=None, summary="A single-use ticket for a WebSocket connection (?ticket=)"
+        request=None,
+        summary="A single-use ticket for a WebSocket connection (?ticket=)",
+        responses={201: WsTicketOutput},
     )
     def post(self, request, org_slug):
         ticket = tickets.ticket_issue(org=request.org, user=request.user)

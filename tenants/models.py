@@ -25,11 +25,37 @@ class Plan(models.Model):
     requests_per_minute = models.PositiveIntegerField(
         default=600, validators=[MinValueValidator(1)]
     )
+    # The limits below are enforced by tenants/limits and tenants/ratelimit.py; empty token
+    # budgets mean "no budget", an empty burst means "the per-minute figure".
+    request_burst = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Requests allowed at once before the per-minute rate applies.",
+    )
+    tokens_per_minute = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_day = models.PositiveBigIntegerField(null=True, blank=True)
+    tokens_per_month = models.PositiveBigIntegerField(null=True, blank=True)
+    concurrent_streams = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MinValueValidator(1)]
+    )
+    max_plugins = models.PositiveIntegerField(default=50)
+    max_storage_bytes = models.PositiveBigIntegerField(default=1024**3)
+    run_retention_days = models.PositiveIntegerField(default=30, validators=[MinValueValidator(1)])
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(request_burst__isnull=True) | models.Q(request_burst__gte=1),
+                name="plan_request_burst_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(requests_per_minute__gte=1), name="plan_rpm_positive"
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.name

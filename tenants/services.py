@@ -19,6 +19,7 @@ from cadence_site.errors import ApplicationError, ForbiddenError
 from tenants import keys, provisioning
 from tenants.audit.feed import audit_publish
 from tenants.audit.models import AuditEvent
+from tenants.limits.quotas import quota_enforce
 from tenants.models import ApiKey, Domain, Membership, Organization, Plan
 from tenants.resolution import domain_cache_invalidate, org_cache_invalidate  # noqa: F401 (re-exported for admin)
 from tenants.roles import RANK, Role, role_at_least
@@ -278,15 +279,11 @@ def membership_add(
     username: str | None = None,
 ) -> tuple[Membership, str | None]:
     _guard_role_change(actor_role=actor_role, target_role=None, new_role=role)
-    plan = org.plan
-    # Lock the organization row: two concurrent adds cannot both squeeze under the plan's limit.
-    Organization.objects.select_for_update().filter(pk=org.pk).first()
-    if plan and Membership.objects.filter(organization=org).count() >= plan.max_members:
-        raise ApplicationError(
-            f"The plan allows {plan.max_members} members.",
-            "quota_exceeded",
-            {"limit": plan.max_members},
-        )
+    quota_enforce(
+        org_id=org.pk,
+        quota="max_members",
+        count=lambda: Membership.objects.filter(organization=org).count(),
+    )
     user, password = user_get_or_create(email=email, username=username)
     membership, created = Membership.objects.get_or_create(
         user=user, organization=org, defaults={"role": role}
@@ -331,7 +328,13 @@ def membership_remove(*, membership: Membership, actor_role: str, actor=None) ->
     _ensure_owner_remains(membership.organization, membership)
     org = membership.organization
     username = membership.user.get_username()
+    user_id = membership.user_id
     membership.delete()
+    # Their team rows go with them (selectors already ignore rows of users who left).
+    from tenants.teams.services import team_memberships_end_for_user
+
+    with schema_context(org.schema_name):
+        team_memberships_end_for_user(user_id=user_id)
     audit_record(org=org, action="member.removed", actor=_actor_label(actor), target=username)
 
 
@@ -389,15 +392,11 @@ def api_key_create(
             "expires_at must be in the future.", "invalid_expiry", {"field": "expires_at"}
         )
     with transaction.atomic():
-        Organization.objects.select_for_update().filter(pk=org.pk).first()
-        plan = org.plan
-        active = ApiKey.objects.filter(organization=org, revoked_at__isnull=True).count()
-        if plan and active >= plan.max_api_keys:
-            raise ApplicationError(
-                f"The plan allows {plan.max_api_keys} active API keys.",
-                "quota_exceeded",
-                {"limit": plan.max_api_keys},
-            )
+        quota_enforce(
+            org_id=org.pk,
+            quota="max_api_keys",
+            count=lambda: ApiKey.objects.filter(organization=org, revoked_at__isnull=True).count(),
+        )
         # A key minted with a key names that key as its creator: its rights follow the minting
         # key's (tenants/rights.py), and it stops when that key does.
         creator = created_by if isinstance(created_by, User) else None

@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from rest_framework.exceptions import AuthenticationFailed
 
 from cadence_site.requestlog import org_var, principal_var
-from chat.openai import DEFAULT_REQUESTS_PER_MINUTE
 from chat.openai.errors import openai_error
 from tenants import ratelimit
 from tenants.context import in_public
+from tenants.limits import enforce, plans
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +26,15 @@ class Caller:
     org_slug: str
     schema_name: str
     org_active: bool
-    requests_per_minute: int
+    limits: plans.Limits
+    key_limits: plans.KeyLimits
     key_id: str
     key_prefix: str
     role: str
+
+    @property
+    def requests_per_minute(self) -> int:
+        return self.limits.requests_per_minute
 
     @property
     def principal(self) -> str:
@@ -44,10 +48,10 @@ def _caller_for_secret(*, secret: str) -> Caller:
 
     principal = api_key_authenticate(secret)
     key = principal.api_key
-    # Read per request (one primary-key query) so a plan or status change applies at once.
+    # Read per request (one primary-key query) so a status change applies at once; the limits
+    # are kept in-process for a few seconds (tenants/limits/plans.py).
     org = (
-        Organization.objects.select_related("plan")
-        .only("id", "public_id", "slug", "schema_name", "status", "plan__requests_per_minute")
+        Organization.objects.only("id", "public_id", "slug", "schema_name", "status")
         .filter(pk=key.organization_id)
         .first()
     )
@@ -59,13 +63,8 @@ def _caller_for_secret(*, secret: str) -> Caller:
         org_slug=org.slug,
         schema_name=org.schema_name,
         org_active=org.is_active,
-        requests_per_minute=(
-            org.plan.requests_per_minute
-            if org.plan is not None
-            else getattr(
-                settings, "CADENCE_DEFAULT_REQUESTS_PER_MINUTE", DEFAULT_REQUESTS_PER_MINUTE
-            )
-        ),
+        limits=plans.org_limits(org_id=org.id),
+        key_limits=plans.key_limits(key_id=key.id),
         key_id=str(key.id),
         key_prefix=key.prefix,
         role=principal.role,
@@ -101,21 +100,24 @@ async def _authorize(request: HttpRequest) -> Caller | JsonResponse:
             code="org_suspended",
             type="permission_error",
         )
-    decision = await ratelimit.ahit(
-        org_public_id=caller.org_public_id, limit=caller.requests_per_minute
+    decision = await ratelimit.adecide(
+        enforce.request_buckets(
+            limits=caller.limits,
+            caller=enforce.Caller(caller.principal, caller.key_id),
+            key_limits=caller.key_limits,
+        )
     )
     if not decision.allowed:
         return openai_error(
             429,
-            f"Rate limit reached: this organization's plan allows {decision.limit} requests per "
-            f"minute. Try again in {decision.retry_after} s.",
+            enforce.refusal_message(decision),
             code="rate_limit_exceeded",
             type="rate_limit_exceeded",
             headers={
-                "Retry-After": str(decision.retry_after),
+                **decision.headers(),
                 "x-ratelimit-limit-requests": str(decision.limit),
                 "x-ratelimit-remaining-requests": "0",
-                "x-ratelimit-reset-requests": f"{decision.retry_after}s",
+                "x-ratelimit-reset-requests": f"{decision.retry_after_seconds}s",
             },
         )
     return caller

@@ -121,6 +121,7 @@ async def _run(turn: Turn) -> None:
                 conversation_id=request.conversation_id,
                 run_id=turn.run_id,
                 acquired=turn.acquired,
+                owner_api_key_id=str(caller.key_id),
             ),
             on_event=on_event,
             store=store,

@@ -99,7 +99,7 @@ def parse_completion_request(body: Any) -> CompletionRequest:
                 f"'{role}' messages are not supported: tools run inside the orchestrator.",
                 f"{where}.role",
             )
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list or an object is unhashable
             raise BadRequest(
                 f"Unknown role {role!r}: use one of {', '.join(ROLES)}.", f"{where}.role"
             )

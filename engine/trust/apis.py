@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -12,6 +13,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.trust import log, proofs
 from engine.trust.bundle import MAX_CONSISTENCY_SIZES, bundle_build
+from tenants.roles import Role
 
 
 def _b64(values: list[bytes]) -> list[str]:
@@ -32,7 +34,45 @@ def _proven_run(run_id):
     return run, proof
 
 
+class ProofOutput(serializers.Serializer):
+    payload = serializers.JSONField(help_text="The signed statement (RFC 8785 canonical JSON).")
+    digest = serializers.CharField()
+    signature = serializers.CharField()
+    key_name = serializers.CharField()
+    key_id = serializers.CharField()
+    log_index = serializers.IntegerField(allow_null=True)
+
+
+class CheckpointOutput(serializers.Serializer):
+    origin = serializers.CharField()
+    size = serializers.IntegerField()
+    root_hash = serializers.CharField(help_text="Base64.")
+    checkpoint = serializers.CharField(help_text="The signed note.")
+    created_at = serializers.DateTimeField()
+
+
+class InclusionOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    leaf_index = serializers.IntegerField()
+    tree_size = serializers.IntegerField()
+    leaf_data = serializers.CharField()
+    inclusion_path = serializers.ListField(child=serializers.CharField(), help_text="Base64.")
+    checkpoint = serializers.CharField(allow_null=True)
+
+
+ConsistencyOutput = type(
+    "ConsistencyOutput",
+    (serializers.Serializer,),
+    {
+        "from": serializers.IntegerField(),
+        "to": serializers.IntegerField(),
+        "consistency_path": serializers.ListField(child=serializers.CharField()),
+    },
+)
+
+
 class RunProofApi(OrgMemberApi):
+    @extend_schema(summary="A run's signed execution proof", responses={200: ProofOutput})
     def get(self, request, org_slug, run_id):
         _, proof = _proven_run(run_id)
         return Response(proofs.proof_output(proof))
@@ -45,7 +85,11 @@ class BundleQuery(StrictSerializer):
 
 
 class RunBundleApi(OrgMemberApi):
-    @extend_schema(parameters=[OpenApiParameter("since", int, many=True, required=False)])
+    @extend_schema(
+        summary="A run's verification bundle, for the offline verifier",
+        parameters=[OpenApiParameter("since", int, many=True, required=False)],
+        responses={200: OpenApiTypes.OBJECT},
+    )
     def get(self, request, org_slug, run_id):
         query = self.validated(BundleQuery, {"since": request.query_params.getlist("since")})
         run, proof = _proven_run(run_id)
@@ -55,6 +99,10 @@ class RunBundleApi(OrgMemberApi):
 class CheckpointApi(OrgMemberApi):
     """The latest signed tree head (signed now if the log grew since the last one)."""
 
+    @extend_schema(
+        summary="The transparency log's latest signed checkpoint",
+        responses={200: CheckpointOutput},
+    )
     def get(self, request, org_slug):
         return Response(log.checkpoint_output(log.tree_head_sign()))
 
@@ -65,7 +113,11 @@ class InclusionQuery(StrictSerializer):
 
 
 class InclusionApi(OrgMemberApi):
-    @extend_schema(parameters=[InclusionQuery])
+    @extend_schema(
+        summary="Proof that a run is in the transparency log",
+        parameters=[InclusionQuery],
+        responses={200: InclusionOutput},
+    )
     def get(self, request, org_slug):
         query = self.validated(InclusionQuery, request.query_params.dict())
         _, proof = _proven_run(query["run"])
@@ -101,7 +153,11 @@ ConsistencyQuery = type(
 
 
 class ConsistencyApi(OrgMemberApi):
-    @extend_schema(parameters=[ConsistencyQuery])
+    @extend_schema(
+        summary="Proof that one log size is a prefix of another",
+        parameters=[ConsistencyQuery],
+        responses={200: ConsistencyOutput},
+    )
     def get(self, request, org_slug):
         query = self.validated(ConsistencyQuery, request.query_params.dict())
         first, second = query["from"], query["to"]
@@ -119,3 +175,94 @@ class ConsistencyApi(OrgMemberApi):
                 "consistency_path": _b64(log.log_consistency(size1=first, size2=second)),
             }
         )
+
+
+class DriftChange(serializers.Serializer):
+    area = serializers.CharField()
+    path = serializers.CharField()
+    before = serializers.JSONField(allow_null=True)
+    after = serializers.JSONField(allow_null=True)
+
+
+class RunDriftOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    drifted = serializers.BooleanField(allow_null=True)
+    snapshot = serializers.CharField(required=False)
+    current = serializers.CharField(allow_null=True, required=False)
+    changes = DriftChange(many=True)
+
+
+class DriftReportEntry(serializers.Serializer):
+    orchestrator = serializers.UUIDField()
+    slug = serializers.CharField()
+    current_snapshot = serializers.CharField()
+    outdated_runs = serializers.IntegerField()
+    outdated_queued = serializers.IntegerField()
+    outdated_snapshots = serializers.ListField(child=serializers.CharField())
+
+
+class DriftReportOutput(serializers.Serializer):
+    results = DriftReportEntry(many=True)
+
+
+class ReplayMismatch(serializers.Serializer):
+    seq = serializers.IntegerField()
+    name = serializers.CharField()
+    committed = serializers.CharField(allow_null=True)
+    replayed = serializers.CharField(allow_null=True)
+
+
+class ReplayOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    matches = serializers.BooleanField()
+    steps = serializers.IntegerField()
+    mismatches = ReplayMismatch(many=True)
+    output_matches = serializers.BooleanField()
+    error = serializers.CharField(allow_blank=True)
+
+
+class RunDriftApi(OrgMemberApi):
+    @extend_schema(
+        summary="Whether a run's definition differs from its orchestrator's current one",
+        responses={200: RunDriftOutput},
+    )
+    def get(self, request, org_slug, run_id):
+        from engine.models import Run
+        from engine.trust.drift import run_drift
+
+        run = (
+            Run.objects.select_related("orchestrator__llm_config", "snapshot")
+            .filter(pk=run_id)
+            .first()
+        )
+        if run is None:
+            raise NotFoundError("No such run.", "run_not_found")
+        return Response({"run": str(run.id), **run_drift(run=run)})
+
+
+class DriftReportApi(OrgMemberApi):
+    @extend_schema(
+        summary="Runs and queued work on outdated definitions, per orchestrator",
+        responses={200: DriftReportOutput},
+    )
+    def get(self, request, org_slug):
+        from engine.trust.drift import drift_report
+
+        return Response({"results": drift_report()})
+
+
+class RunProofReplayApi(OrgMemberApi):
+    """Re-execute the run from its snapshot and recorded responses; compare with its proof."""
+
+    required_role = Role.MEMBER
+
+    @extend_schema(
+        summary="Re-execute a run from its recorded responses and compare it with its proof",
+        request=None,
+        responses={200: ReplayOutput},
+    )
+    def post(self, request, org_slug, run_id):
+        from engine.trust.replay import replay_against_proof
+
+        run, proof = _proven_run(run_id)
+        return Response(replay_against_proof(run=run, proof=proof))

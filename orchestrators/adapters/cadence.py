@@ -14,13 +14,22 @@ import asyncio
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import Cadence, CadenceHooks, Score
+from engine import Cadence, Score
 from engine.flow import NoteRegistry, build_cadence
-from engine.recording import RecordingHooks, StepRecord
+from engine.measures import ChildMeasure, SplitMeasure, SyncMeasure
+from engine.tracing import (
+    StepEnd,
+    StepStart,
+    TracingHooks,
+    current_step,
+    new_step_id,
+    resource_usage,
+    stack_of,
+)
 from orchestrators.runtime import (
     FinalEvent,
     LLMDelta,
@@ -103,7 +112,10 @@ async def agent(score: AgentScore) -> None:
                     {
                         "id": c.id,
                         "type": "function",
-                        "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        "function": {
+                            "name": c.name,
+                            "arguments": json.dumps(c.arguments, sort_keys=True),
+                        },
                     }
                     for c in result.tool_calls
                 ],
@@ -116,22 +128,73 @@ async def agent(score: AgentScore) -> None:
 async def _model_call(
     call: _Call, messages: list[dict[str, Any]], specs: list[dict[str, Any]] | None
 ) -> LLMResult:
+    """One model call, a step of its own (kind `llm_call`) under the note that made it."""
     context = call.context
     if context.before_model_call is not None:
         await context.before_model_call(messages)
+    llm = call.runtime.config.llm
+    step, parent = new_step_id(), current_step.get()
+    _emit(
+        StepEvent("llm_call", "started", None, {"id": step, "parent": parent, "kind": "llm_call"})
+    )
+    started, (cpu0, _) = time.perf_counter(), resource_usage()
+    first_token: float | None = None
     result: LLMResult | None = None
+    error: BaseException | None = None
     try:
         async for chunk in call.runtime.provider.stream(messages, specs):
             if isinstance(chunk, LLMDelta):
                 if chunk.content:
+                    if first_token is None:
+                        first_token = time.perf_counter()
                     _emit(TokenEvent(chunk.content))
             else:
                 result = chunk
         if result is None:
             raise LLMError("the model ended without a result", "llm_protocol_error")
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        usage = result.usage if result is not None else Usage()
+        detail: dict[str, Any] = {
+            "id": step,
+            "parent": parent,
+            "kind": "llm_call",
+            "inputs": {"messages": messages, "tools": [t["function"]["name"] for t in specs or []]},
+            "outputs": {
+                "content": result.content if result is not None else "",
+                "tool_calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in (result.tool_calls if result is not None else ())
+                ],
+                "finish_reason": result.finish_reason if result is not None else "",
+            },
+            "llm": {
+                "provider": llm.provider,
+                "model": llm.model,
+                "config_id": llm.config_id,
+                "parameters": {"temperature": llm.temperature, "max_tokens": llm.max_tokens},
+                "tokens_in": usage.prompt_tokens,
+                "tokens_out": usage.completion_tokens,
+                "ttft_ms": round((first_token - started) * 1000, 3) if first_token else None,
+            },
+            "cpu_ms": round((resource_usage()[0] - cpu0) * 1000, 3),
+        }
+        if error is not None:
+            detail["error"] = f"{type(error).__name__}: {error}"
+            detail["error_type"] = type(error).__name__
+            detail["stack"] = stack_of(error)
+        _emit(
+            StepEvent(
+                "llm_call",
+                "failed" if error is not None else "completed",
+                round((time.perf_counter() - started) * 1000, 3),
+                detail,
+            )
+        )
         if context.after_model_call is not None:
-            await context.after_model_call(result.usage if result is not None else Usage())
+            await context.after_model_call(usage)
     return result
 
 
@@ -143,9 +206,13 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
 
     def note_for(index: int, tool_call):
         async def run_tool(s: AgentScore) -> None:
+            step, parent = new_step_id(), current_step.get()
+            base = {"id": step, "parent": parent, "kind": "tool_call", "call_id": tool_call.id}
+            _emit(StepEvent(tool_call.name, "started", None, base))
             _emit(ToolCallEvent(tool_call.id, tool_call.name, tool_call.arguments))
+            started = time.perf_counter()
             tool = tools.get(tool_call.name)
-            error = None
+            error, failure = None, None
             if tool is None:
                 output: Any = {"error": f"unknown tool {tool_call.name!r}"}
                 error = output["error"]
@@ -153,9 +220,30 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
                 try:
                     output = await tool.fn(tool_call.arguments, tool_context)
                 except Exception as exc:  # a tool's failure is the model's to handle, not the run's
-                    output, error = {"error": f"{type(exc).__name__}: {exc}"}, str(exc)
+                    output, error, failure = (
+                        {"error": f"{type(exc).__name__}: {exc}"},
+                        str(exc),
+                        exc,
+                    )
             s.tool_results[tool_call.id] = output
             _emit(ToolResultEvent(tool_call.id, tool_call.name, output, error))
+            detail = {
+                **base,
+                "inputs": {"arguments": tool_call.arguments},
+                "outputs": {"result": output},
+            }
+            if error is not None:
+                detail["error"] = error
+                detail["error_type"] = type(failure).__name__ if failure else "UnknownTool"
+                detail["stack"] = stack_of(failure) if failure else ""
+            _emit(
+                StepEvent(
+                    tool_call.name,
+                    "failed" if error is not None else "completed",
+                    round((time.perf_counter() - started) * 1000, 3),
+                    detail,
+                )
+            )
 
         run_tool.__name__ = f"tool_{index}_{tool_call.name}"
         return run_tool
@@ -173,7 +261,9 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
             {
                 "role": "tool",
                 "tool_call_id": tool_call.id,
-                "content": output if isinstance(output, str) else json.dumps(output, default=str),
+                "content": output
+                if isinstance(output, str)
+                else json.dumps(output, default=str, sort_keys=True),
             }
         )
 
@@ -183,37 +273,58 @@ async def finalize(score: AgentScore) -> None:
         score.finish_reason = "stop"
 
 
-def agent_notes() -> NoteRegistry:
-    return NoteRegistry({"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize})
-
-
-class _StepStarts(CadenceHooks):
-    """Engine hooks → "started" step events; stateless, so one instance serves every call."""
-
-    async def before_note(self, note_name: str, score: Any) -> None:
-        if _current.get(None) is not None:
-            _emit(StepEvent(note_name, "started"))
-
-
-def _step_recorded(record: StepRecord) -> None:
-    """The engine's record of a finished measure → a step event carrying what it changed in the
-    score (the run log stores it as the step's output)."""
-    if _current.get(None) is None:
-        return
-    detail: dict[str, Any] = {"changes": record.changes}
-    if record.error is not None:
-        detail["error"] = f"{type(record.error).__name__}: {record.error}"
-    _emit(
-        StepEvent(
-            record.note_name,
-            "failed" if record.error is not None else "completed",
-            round(record.duration * 1000, 3),
-            detail,
-        )
+def agent_notes(extra: Mapping[str, Any] | None = None) -> NoteRegistry:
+    """The agent's notes, plus `extra` ones (plugins' code notes, named `plugin.note`)."""
+    return NoteRegistry(
+        {"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize, **(extra or {})}
     )
 
 
-_HOOKS = (_StepStarts(), RecordingHooks(_step_recorded))
+def _step_started(start: StepStart) -> None:
+    if _current.get(None) is not None:
+        _emit(
+            StepEvent(
+                start.name,
+                "started",
+                None,
+                {"id": start.step_id, "parent": start.parent_id, "kind": start.kind},
+            )
+        )
+
+
+def _step_ended(end: StepEnd) -> None:
+    """The engine's record of a finished measure → a step event with what it read and wrote."""
+    if _current.get(None) is None:
+        return
+    detail: dict[str, Any] = {
+        "id": end.step_id,
+        "parent": end.parent_id,
+        "kind": end.kind,
+        "inputs": end.inputs,
+        "outputs": end.changes,
+        "cpu_ms": end.cpu_ms,
+        "memory_kb": end.memory_kb,
+    }
+    if end.error is not None:
+        original = getattr(end.error, "original_error", None) or end.error
+        detail["error"] = f"{type(end.error).__name__}: {end.error}"
+        detail["error_type"] = type(original).__name__
+        detail["stack"] = end.stack
+    _emit(StepEvent(end.name, end.outcome, round(end.duration * 1000, 3), detail))
+
+
+def _measure_kinds(cadence: Cadence) -> dict[str, str]:
+    kinds = {}
+    for measure in cadence._measures:
+        if isinstance(measure, SyncMeasure):
+            kinds[measure.name] = "sync"
+        elif isinstance(measure, ChildMeasure):
+            kinds[measure.name] = "child"
+        elif isinstance(measure, SplitMeasure):
+            kinds[measure.name] = "split"
+    return kinds
+
+
 _DONE = object()
 
 
@@ -221,7 +332,10 @@ class NativeRuntime:
     def __init__(self, config: RuntimeConfig, provider: Any) -> None:
         self.config = config
         self.provider = provider
-        self.cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes()).with_hooks(_HOOKS)
+        cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes(config.notes))
+        self.cadence = cadence.with_hooks(
+            (TracingHooks(_step_started, _step_ended, _measure_kinds(cadence)),)
+        )
 
     async def stream(
         self, history: list[dict[str, Any]], message: str, context: RunContext

@@ -599,3 +599,24 @@ def test_a_missing_framework_error_says_how_to_install_it(world, admin, monkeypa
     assert "pip install -r requirements-extras.txt" in response.json()["error"]["message"]
     with schema_context("org_alpha"):
         assert not OrchestratorInstance.objects.filter(slug="ag").exists()
+
+
+def test_orchestrator_endpoints_take_the_slug_as_conversations_do(
+    admin, eager, django_capture_on_commit_callbacks, world, as_key
+):
+    config_id = _offline_config(admin)
+    created = _create(admin, django_capture_on_commit_callbacks, llm_config=config_id)
+
+    by_slug = admin.get(f"{BASE}/orchestrators/helper/")
+    invoked = admin.post(
+        f"{BASE}/orchestrators/helper/invoke/",
+        {"messages": [{"role": "user", "content": "by slug"}]},
+        format="json",
+    )
+    other_org = as_key(world.bravo.keys["owner"]).get(f"{BASE}/orchestrators/helper/")
+    unknown = admin.get(f"{BASE}/orchestrators/nope/")
+
+    assert (by_slug.status_code, by_slug.json()["id"]) == (200, created["id"])
+    assert invoked.status_code == 200, invoked.json()
+    assert invoked.json()["message"]["content"] == "Offline model. You said: by slug"
+    assert (other_org.status_code, unknown.status_code) == (404, 404)

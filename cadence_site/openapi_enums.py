@@ -1,0 +1,15 @@
+"""Choice sets that share a name in several models, named once for the schema (ENUM_NAME_OVERRIDES)."""
+
+from __future__ import annotations
+
+from chat.models import Message
+from engine.models import Run
+from orchestrators.models import OrchestratorInstance
+from tenants.models import Organization
+
+FRAMEWORK = OrchestratorInstance.Framework.choices
+ORCHESTRATOR_STATUS = OrchestratorInstance.Status.choices
+ORGANIZATION_STATUS = Organization.Status.choices
+MESSAGE_STATUS = Message.Status.choices
+RUN_STATUS = Run.Status.choices
+RUN_TRIGGER = Run.Trigger.choices

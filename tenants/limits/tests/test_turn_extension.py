@@ -1,0 +1,116 @@
+"""The pipeline extension: usage recorded per call, our own count when a stream broke, concurrent
+streams, and Redis away (budgets fail open, or closed by setting; usage still recorded in
+PostgreSQL; the day's figure rebuilt from those records when Redis is back)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from cadence_site.errors import ApplicationError
+from engine.runs.pipeline import Turn, TurnRequest
+from orchestrators.runtime import Usage as RuntimeUsage
+from tenants import ratelimit
+from tenants.limits import budgets
+from tenants.limits.models import UsageDay
+from tenants.limits.tests.conftest import overridden
+from tenants.limits.turns import budget_extension
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+
+
+@pytest.fixture
+def turn_of(world, committed_db, empty_buckets):
+    UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
+
+    def make() -> Turn:
+        return Turn(
+            TurnRequest(
+                schema_name="org_alpha",
+                org_slug="alpha",
+                ref="any",
+                message="hi",
+                history=[],
+                trigger="invoke",
+                principal="user:redis-down",
+            )
+        )
+
+    yield make
+    UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
+    ratelimit.reset_backoff()
+
+
+async def _call(turn: Turn, usage: RuntimeUsage) -> None:
+    await budget_extension.before_model_call(turn, [{"role": "user", "content": "hello"}])
+    await budget_extension.after_model_call(turn, usage)
+
+
+def test_budgets_fail_open_and_usage_is_recorded_then_reconciled(world, turn_of, settings):
+    budget = budgets.Budget(
+        str(world.alpha.org.public_id), "*", "tokens_per_day", 10_000, "organization"
+    )
+    live_redis = settings.REDIS_URL
+    with overridden(world.alpha.org, tokens_per_day=10_000):
+        settings.REDIS_URL = DEAD_REDIS
+        asyncio.run(_call(turn_of(), RuntimeUsage(300, 200)))
+        settings.REDIS_URL = live_redis
+        ratelimit.reset_backoff()
+        row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+        # Back: the day's figure is missing from Redis and is seeded from the records.
+        asyncio.run(_call(turn_of(), RuntimeUsage(10, 10)))
+        settled, held = budgets.used(budget=budget)
+
+    assert (row.requests, row.total_tokens) == (1, 500)
+    assert (settled, held) == (520, 0)
+
+
+def test_budgets_fail_closed_when_configured(world, turn_of, settings):
+    settings.CADENCE_LIMITS_FAIL_OPEN = False
+    live_redis = settings.REDIS_URL
+    with overridden(world.alpha.org, tokens_per_day=10_000):
+        settings.REDIS_URL = DEAD_REDIS
+        with pytest.raises(ApplicationError) as refused:
+            asyncio.run(_call(turn_of(), RuntimeUsage(1, 1)))
+        settings.REDIS_URL = live_redis
+
+    assert (refused.value.code, refused.value.status_code) == ("budget_unavailable", 503)
+    assert not UsageDay.objects.filter(organization_id=world.alpha.org.pk).exists()
+
+
+def test_an_organization_without_budgets_still_records_usage(world, turn_of):
+    asyncio.run(_call(turn_of(), RuntimeUsage(7, 3)))
+
+    row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+    assert (row.principal, row.total_tokens, row.estimated_tokens) == ("user:redis-down", 10, 0)
+
+
+def test_a_call_that_broke_mid_stream_is_charged_by_our_own_count(world, turn_of):
+    turn = turn_of()
+
+    async def broken() -> None:
+        await budget_extension.before_model_call(turn, [{"role": "user", "content": "hello"}])
+        turn.text.append("twelve chars")  # what streamed before the connection dropped
+        await budget_extension.after_model_call(turn, RuntimeUsage())
+
+    asyncio.run(broken())
+
+    row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+    assert row.completion_tokens == 4  # 12 characters at the 3-per-token estimate
+    assert row.estimated_tokens == row.total_tokens > 4
+
+
+def test_concurrent_streams_are_held_per_turn_and_released_when_it_ends(world, turn_of):
+    first, second, third = turn_of(), turn_of(), turn_of()
+    message = [{"role": "user", "content": "hi"}]
+    with overridden(world.alpha.org, concurrent_streams=1):
+        asyncio.run(budget_extension.before_model_call(first, message))
+        with pytest.raises(ApplicationError) as refused:
+            asyncio.run(budget_extension.before_model_call(second, message))
+        budget_extension.on_finish(first, None)
+        asyncio.run(budget_extension.before_model_call(third, message))
+        budget_extension.on_finish(third, None)
+
+    assert (refused.value.code, refused.value.status_code) == ("too_many_streams", 429)
+    assert refused.value.headers == {"Retry-After": "1"}

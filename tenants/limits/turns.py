@@ -1,0 +1,358 @@
+"""Budgets and usage on the turn pipeline (engine/runs/pipeline.py's extension point).
+
+Before every model call: estimate it (the prompt's tokens, plus the configured max_tokens or
+CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS) and reserve that against every token budget of the
+organization and of the calling key, all or nothing; a refusal fails the turn with 402
+`budget_exceeded` (not retryable, unlike a 429). After it: settle with the provider's usage, or,
+when the call broke before its usage arrived, with our own count of what streamed (marked
+estimated), and add the call to the usage records. No principal is exempt: every key type and
+every session user go through the same reservation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import date
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections, connection
+from django.db.models import Sum
+from django_tenants.utils import schema_context
+
+from cadence_site.errors import ApplicationError
+from engine.runs.pipeline import Turn, TurnExtension
+from orchestrators.runtime import Usage as RuntimeUsage
+from tenants.limits import budgets, plans
+from tenants.limits.enforce import ORG_PRINCIPAL
+from tenants.limits.models import TOKEN_FIELDS, UsageDay
+from tenants.limits.usage import Usage, usage_add
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMPLETION_TOKENS = 1024
+
+
+async def _in_public(fn, /, **kwargs):
+    """As the pipeline's own database calls: on the caller's thread, in the public schema,
+    stale connections closed around it unless a sync caller's transaction is open (REST invoke
+    and the admin's try-it run turns inside their request's transaction)."""
+
+    def call():
+        outside = not connection.in_atomic_block
+        if outside:
+            close_old_connections()
+        try:
+            with schema_context("public"):
+                return fn(**kwargs)
+        finally:
+            if outside:
+                close_old_connections()
+
+    return await sync_to_async(call, thread_sensitive=True)()
+
+
+def count_tokens(text: str, model: str = "") -> int:
+    """tiktoken's count where its encoding is on disk, else a conservative 1 token per 3 chars.
+
+    tiktoken downloads encodings on first use; a server must not reach out for that, so it is
+    used only when TIKTOKEN_CACHE_DIR already holds the file."""
+    encoding = _encoding(model)
+    if encoding is not None:
+        return len(encoding.encode(text, disallowed_special=()))
+    return math.ceil(len(text) / 3)
+
+
+_encodings: dict[str, object] = {}
+
+
+def _encoding(model: str):
+    import os
+
+    if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        return None
+    if model in _encodings:
+        return _encodings[model]
+    try:
+        import tiktoken
+
+        try:
+            encoding = tiktoken.encoding_for_model(model)
+        except KeyError:
+            encoding = tiktoken.get_encoding("cl100k_base")
+    except Exception:  # no cached file, no network: fall back to the estimate
+        encoding = None
+    _encodings[model] = encoding
+    return encoding
+
+
+def messages_tokens(messages: list[dict], model: str = "") -> int:
+    text = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+        text.append(f"{message.get('role', '')}: {content or ''}")
+        if message.get("tool_calls"):
+            text.append(str(message["tool_calls"]))
+    # A few tokens of framing per message, as the chat formats add.
+    return count_tokens("\n".join(text), model) + 4 * len(messages)
+
+
+@dataclass
+class _Who:
+    org_id: int
+    principal: str
+    key_id: str | None
+    budgets: list[budgets.Budget]
+    streams: list[budgets.Budget] = field(default_factory=list)
+
+
+@dataclass
+class _CallState:
+    lease: budgets.Lease | None
+    prompt_estimate: int
+    text_from: int
+    model: str
+
+
+@dataclass
+class _TurnState:
+    who: _Who
+    calls: list[_CallState] = field(default_factory=list)
+    seq: int = 0
+    stream: budgets.Lease | None = None  # this turn's place among the concurrent streams
+
+
+def _who(*, schema_name: str, principal: str) -> _Who:
+    from tenants.models import ApiKey, Organization
+
+    org_id = Organization.objects.filter(schema_name=schema_name).values_list("id", flat=True).get()
+    limits = plans.org_limits(org_id=org_id)
+    key_id = None
+    key_limits = plans.NO_KEY_LIMITS
+    if principal.startswith("key:"):
+        key_id = (
+            ApiKey.objects.filter(prefix=principal[4:], organization_id=org_id)
+            .values_list("id", flat=True)
+            .first()
+        )
+        if key_id is not None:
+            key_id = str(key_id)
+            key_limits = plans.key_limits(key_id=key_id)
+    chosen = [
+        budgets.Budget(limits.tenant, ORG_PRINCIPAL, name, getattr(limits, name), "organization")
+        for name in TOKEN_FIELDS
+        if getattr(limits, name) is not None
+    ]
+    chosen += [
+        budgets.Budget(limits.tenant, principal, name, getattr(key_limits, name), "api key")
+        for name in TOKEN_FIELDS
+        if key_id is not None and getattr(key_limits, name) is not None
+    ]
+    streams = [
+        budgets.Budget(limits.tenant, who, "concurrent_streams", value, owner)
+        for who, value, owner in (
+            (ORG_PRINCIPAL, limits.concurrent_streams, "organization"),
+            (principal, key_limits.concurrent_streams if key_id else None, "api key"),
+        )
+        if value is not None
+    ]
+    return _Who(org_id, principal, key_id, chosen, streams)
+
+
+def _seeds(*, who: _Who, indexes: list[int]) -> dict[int, int]:
+    from django.utils import timezone
+
+    today = timezone.now().date()
+    seeds = {}
+    for index in indexes:
+        budget = who.budgets[index]
+        rows = UsageDay.objects.filter(organization_id=who.org_id)
+        if budget.principal != ORG_PRINCIPAL:
+            rows = rows.filter(principal=budget.principal)
+        if budget.field == "tokens_per_day":
+            rows = rows.filter(day=today)
+        else:
+            rows = rows.filter(day__gte=date(today.year, today.month, 1), day__lte=today)
+        seeds[index] = int(rows.aggregate(t=Sum("total_tokens"))["t"] or 0)
+    return seeds
+
+
+def budget_refusal(refusal: budgets.Refusal, amount: int) -> ApplicationError:
+    period = refusal.budget.field.removeprefix("tokens_per_")
+    return ApplicationError(
+        f"Token budget reached: the {refusal.budget.owner}'s budget of {refusal.budget.limit} "
+        f"tokens per {period} has {refusal.available} left and this call needs up to {amount}.",
+        "budget_exceeded",
+        {
+            "budget": refusal.budget.field,
+            "owner": refusal.budget.owner,
+            "limit": refusal.budget.limit,
+            "available": refusal.available,
+            "requested": amount,
+        },
+        status=402,
+    )
+
+
+def _reserve(*, who: _Who, lease_id: str, amount: int) -> budgets.Lease | budgets.Refusal:
+    result = budgets.reserve(budgets=who.budgets, lease_id=lease_id, amount=amount)
+    if isinstance(result, list):  # Redis lost a day's or month's figure: rebuild it
+        result = budgets.reserve(
+            budgets=who.budgets,
+            lease_id=lease_id,
+            amount=amount,
+            seeds=_seeds(who=who, indexes=result),
+        )
+    assert not isinstance(result, list)
+    return result
+
+
+def _model_of(turn: Turn) -> str:
+    runtime = getattr(turn.acquired, "runtime", None)
+    llm = getattr(getattr(runtime, "config", None), "llm", None)
+    return getattr(llm, "model", "") or ""
+
+
+def _max_tokens(turn: Turn) -> int:
+    runtime = getattr(turn.acquired, "runtime", None)
+    llm = getattr(getattr(runtime, "config", None), "llm", None)
+    requested = turn.request.parameters.get("max_tokens") or turn.request.parameters.get(
+        "max_completion_tokens"
+    )
+    configured = getattr(llm, "max_tokens", None)
+    default = getattr(
+        settings, "CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS", DEFAULT_COMPLETION_TOKENS
+    )
+    candidates = [v for v in (configured, requested) if isinstance(v, int) and v > 0]
+    return min(candidates) if candidates else default
+
+
+class BudgetExtension(TurnExtension):
+    def _state(self, turn: Turn) -> _TurnState | None:
+        return getattr(turn, "_cadence_budget", None)
+
+    async def before_model_call(self, turn: Turn, messages: list[dict]) -> None:
+        state = self._state(turn)
+        if state is None:
+            who = await _in_public(
+                _who, schema_name=turn.request.schema_name, principal=turn.request.principal
+            )
+            state = _TurnState(who)
+            turn._cadence_budget = state  # type: ignore[attr-defined]
+            if who.streams:
+                state.stream = await self._stream_place(turn, who)
+        model = _model_of(turn)
+        prompt = messages_tokens(messages, model)
+        call = _CallState(None, prompt, len(turn.text), model)
+        state.calls.append(call)
+        if not state.who.budgets:
+            return
+        state.seq += 1
+        amount = prompt + _max_tokens(turn)
+        lease_id = f"{turn.run_id}:{state.seq}"
+        try:
+            result = await _in_public(_reserve, who=state.who, lease_id=lease_id, amount=amount)
+        except budgets.BudgetsUnavailable:
+            if budgets.fail_open():
+                return
+            raise ApplicationError(
+                "Token budgets cannot be checked right now; try again shortly.",
+                "budget_unavailable",
+                status=503,
+            ) from None
+        if isinstance(result, budgets.Refusal):
+            state.calls.pop()
+            raise budget_refusal(result, amount)
+        call.lease = result
+
+    async def _stream_place(self, turn: Turn, who: _Who) -> budgets.Lease | None:
+        try:
+            result = await sync_to_async(budgets.reserve, thread_sensitive=False)(
+                budgets=who.streams, lease_id=f"{turn.run_id}:stream", amount=1
+            )
+        except budgets.BudgetsUnavailable:
+            if budgets.fail_open():
+                return None
+            raise ApplicationError(
+                "Stream limits cannot be checked right now; try again shortly.",
+                "budget_unavailable",
+                status=503,
+            ) from None
+        if isinstance(result, budgets.Refusal):
+            error = ApplicationError(
+                f"Too many replies streaming at once: the {result.budget.owner} allows "
+                f"{result.budget.limit}. Try again when one has finished.",
+                "too_many_streams",
+                {"limit": result.budget.limit, "owner": result.budget.owner},
+                status=429,
+            )
+            error.headers = {"Retry-After": "1"}
+            raise error
+        assert isinstance(result, budgets.Lease)
+        return result
+
+    async def after_model_call(self, turn: Turn, usage: RuntimeUsage) -> None:
+        state = self._state(turn)
+        if state is None or not state.calls:
+            return
+        call = state.calls.pop()
+        estimated = usage.total_tokens == 0
+        if estimated:
+            streamed = "".join(turn.text[call.text_from :])
+            if not streamed:
+                # Nothing came back: charge nothing but release the hold.
+                prompt, completion = 0, 0
+            else:
+                prompt, completion = call.prompt_estimate, count_tokens(streamed, call.model)
+        else:
+            prompt, completion = usage.prompt_tokens, usage.completion_tokens
+        await _in_public(
+            _settle,
+            who=state.who,
+            call=call,
+            usage=Usage(prompt, completion, estimated=estimated and prompt + completion > 0),
+            orchestrator=getattr(turn.acquired, "slug", "") or "",
+        )
+
+    async def on_progress(self, turn: Turn) -> None:
+        state = self._state(turn)
+        if state is not None:
+            leases = [c.lease for c in state.calls if c.lease is not None]
+            if state.stream is not None:
+                leases.append(state.stream)
+            if leases:
+                await sync_to_async(budgets.lease_refresh, thread_sensitive=False)(leases=leases)
+
+    def on_finish(self, turn, outcome) -> None:
+        state = self._state(turn)
+        if state is None or state.stream is None:
+            return
+        try:
+            budgets.settle(lease=state.stream, actual=0)
+        except budgets.BudgetsUnavailable:
+            pass  # its lease lapses on its own within LEASE_SECONDS
+
+
+def _settle(*, who: _Who, call: _CallState, usage: Usage, orchestrator: str) -> None:
+    first = True
+    if call.lease is not None:
+        try:
+            first = budgets.settle(lease=call.lease, actual=usage.total_tokens)
+        except budgets.BudgetsUnavailable:
+            first = True  # recorded below all the same; Redis is rebuilt from the records
+    if first and (usage.total_tokens or call.lease is not None):
+        usage_add(
+            org_id=who.org_id,
+            principal=who.principal,
+            api_key_id=who.key_id,
+            orchestrator=orchestrator,
+            model=call.model,
+            usage=usage,
+        )
+
+
+budget_extension = BudgetExtension()
