@@ -102,7 +102,12 @@ def test_the_organization_dashboard_shows_failures_to_admins_only(world, run_and
 
 @pytest.mark.parametrize("role", ["owner", "member", "viewer"])
 def test_a_runs_steps_are_shown_to_every_role_that_reads_runs(world, run_and_conversation, role):
+    from engine.models import Run
+
     run, _ = run_and_conversation
+    # Members and viewers read their own runs (engine/runs/selectors.py): make it theirs.
+    with schema_context("org_alpha"):
+        Run.objects.filter(pk=run.pk).update(owner_user_id=world.alpha.users[role].pk)
 
     response = _client(world.alpha.users[role]).get(
         f"/orgs/alpha/admin/engine/run/{run.pk}/change/"
