@@ -63,5 +63,10 @@ DEFAULT_REQUESTS_PER_MINUTE = (
     600  # Plan.requests_per_minute's default, for an organization without a plan
 )
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# Cadence finish reasons → OpenAI's. Tool calls are internal, so "tool_calls" never reaches a client.
-FINISH_REASONS = {"stop": "stop", "length": "length", "max_steps": "length"}
+# Cadence finish reasons → OpenAI's. The orchestrator's own tool calls stay internal.
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "max_steps": "length",
+    "tool_calls": "tool_calls",  # a call of one of the client's own tools (request `tools`)
+}
