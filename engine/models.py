@@ -12,6 +12,7 @@ from django.db import models
 
 class Run(models.Model):
     class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
@@ -23,6 +24,7 @@ class Run(models.Model):
         OPENAI = "openai", "OpenAI-compatible API"
         INVOKE = "invoke", "Invoke"
         ADMIN = "admin", "Admin try-it"
+        QUEUE = "queue", "Queued run"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     orchestrator = models.ForeignKey(
@@ -41,15 +43,28 @@ class Run(models.Model):
     output = models.TextField(blank=True)
     usage = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    # Where it ran: orchestrator version and hash, LLM configuration, plugin versions, process.
+    environment = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
+    # The definition the run executes (engine/trust): recovery, retries and replay use it.
+    snapshot = models.ForeignKey(
+        "trust.DefinitionSnapshot",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="runs",
+    )
 
     class Meta:
         ordering = ["-started_at"]
         constraints = [
             models.CheckConstraint(
-                condition=models.Q(status__in=["running", "succeeded", "failed", "cancelled"]),
+                condition=models.Q(
+                    status__in=["queued", "running", "succeeded", "failed", "cancelled"]
+                ),
                 name="run_status_valid",
             )
         ]
@@ -59,21 +74,40 @@ class Run(models.Model):
 
 
 class RunEvent(models.Model):
-    """One step of a run: a note (or graph node, or agent turn), a tool call, a tool result."""
+    """One step of a run: a note (or `.sync` group, `.split`, child cadence, graph node, agent
+    turn), a model call, a tool call. `parent_seq` nests it exactly; `data` holds its `inputs`
+    and `outputs` (and, for a model call, `llm`: provider, model, parameters, tokens, time to
+    first token), truncated past engine.runs.recorder.INLINE_BYTES with the whole in `payload`
+    (a file in the default storage)."""
 
     id = models.BigAutoField(primary_key=True)
     run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveIntegerField()
-    kind = models.CharField(max_length=16)  # step | tool_call | tool_result | error
+    parent_seq = models.PositiveIntegerField(null=True, blank=True)
+    kind = models.CharField(
+        max_length=16
+    )  # note | sync | split | child | llm_call | tool_call | step
     name = models.CharField(max_length=200)
-    outcome = models.CharField(max_length=16, blank=True)  # started | completed | failed
+    # running | completed | failed | interrupted (the run ended before the step did)
+    outcome = models.CharField(max_length=16, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.FloatField(null=True, blank=True)
     data = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
-    at = models.DateTimeField()
+    error_type = models.CharField(max_length=200, blank=True)
+    stack = models.TextField(blank=True)
+    cpu_ms = models.FloatField(null=True, blank=True)
+    memory_kb = models.IntegerField(null=True, blank=True)
+    payload = models.CharField(max_length=300, blank=True)
+    at = models.DateTimeField()  # when it ended (or was recorded)
 
     class Meta:
         ordering = ["run", "seq"]
         constraints = [
-            models.UniqueConstraint(fields=["run", "seq"], name="runevent_run_seq_unique")
+            models.UniqueConstraint(fields=["run", "seq"], name="runevent_run_seq_unique"),
+            models.CheckConstraint(
+                condition=models.Q(parent_seq__isnull=True)
+                | models.Q(parent_seq__lt=models.F("seq")),
+                name="runevent_parent_before_child",
+            ),
         ]

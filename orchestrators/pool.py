@@ -37,6 +37,7 @@ class Entry:
     slug: str
     version: int
     built_at: float
+    snapshot: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Acquired:
     slug: str
     config_hash: str
     version: int
+    # The definition snapshot (engine/trust/snapshots.py) the runtime was built from.
+    snapshot: str = ""
 
 
 def _load(schema_name: str, org_slug: str, ref: str) -> tuple[Any, dict]:
@@ -72,8 +75,11 @@ def _load(schema_name: str, org_slug: str, ref: str) -> tuple[Any, dict]:
             raise OrchestratorUnavailable(
                 message, f"orchestrator_{instance.status}", {"status": instance.status}
             )
+        from engine.trust.snapshots import snapshot_for_orchestrator
+
         config = runtime_config(instance, org_slug=org_slug)
         info = {
+            "snapshot": snapshot_for_orchestrator(instance=instance).hash,
             "id": str(instance.id),
             "slug": instance.slug,
             "tier": instance.tier,
@@ -119,7 +125,12 @@ class RuntimePool:
                         if key in self._entries:
                             self._entries.move_to_end(key)
                     return Acquired(
-                        entry.runtime, instance_id, entry.slug, entry.config_hash, entry.version
+                        entry.runtime,
+                        instance_id,
+                        entry.slug,
+                        entry.config_hash,
+                        entry.version,
+                        entry.snapshot,
                     )
                 self.drop(schema_name, instance_id)
         return await self._build(schema_name, org_slug, ref)
@@ -138,7 +149,9 @@ class RuntimePool:
                 schema_name, org_slug, ref
             )
             self.builds += 1
-            acquired = Acquired(runtime, info["id"], info["slug"], info["hash"], info["version"])
+            acquired = Acquired(
+                runtime, info["id"], info["slug"], info["hash"], info["version"], info["snapshot"]
+            )
             if info["tier"] != "cold":
                 self._store(schema_name, info, runtime)
             future.set_result(acquired)
@@ -154,7 +167,13 @@ class RuntimePool:
         key = (schema_name, info["id"])
         with self._lock:
             self._entries[key] = Entry(
-                runtime, info["hash"], info["tier"], info["slug"], info["version"], time.monotonic()
+                runtime,
+                info["hash"],
+                info["tier"],
+                info["slug"],
+                info["version"],
+                time.monotonic(),
+                info["snapshot"],
             )
             self._entries.move_to_end(key)
             self._slugs[(schema_name, info["slug"])] = info["id"]
@@ -200,6 +219,7 @@ class RuntimePool:
         """
         from django_tenants.utils import schema_context
 
+        from engine.trust.snapshots import snapshot_for_orchestrator
         from orchestrators.adapters import adapter_for
         from orchestrators.models import OrchestratorInstance
         from orchestrators.services import runtime_config
@@ -218,13 +238,15 @@ class RuntimePool:
                 configs = []
                 for instance in hot:
                     try:
-                        configs.append((instance, runtime_config(instance, org_slug=org.slug)))
+                        config = runtime_config(instance, org_slug=org.slug)
+                        snapshot = snapshot_for_orchestrator(instance=instance).hash
+                        configs.append((instance, config, snapshot))
                     except Exception as exc:
                         logger.warning(
                             "hot orchestrator not preloaded",
                             extra={"org": org.slug, "instance": instance.slug, "error": str(exc)},
                         )
-            for instance, config in configs:
+            for instance, config, snapshot in configs:
                 try:
                     runtime = adapter_for(config.framework).build(config)
                 except Exception as exc:
@@ -239,6 +261,7 @@ class RuntimePool:
                     "tier": instance.tier,
                     "hash": instance.config_hash,
                     "version": instance.version,
+                    "snapshot": snapshot,
                 }
                 self._store(org.schema_name, info, runtime)
                 count += 1

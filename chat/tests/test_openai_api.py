@@ -353,11 +353,11 @@ def test_conversation_extension_stores_the_replys_tool_calls(live, world, commit
     run = _wait_for_run(completion.id, "succeeded")
     with schema_context("org_alpha"):
         reply = Message.objects.get(conversation=conversation, role="assistant")
-        recorded = run.events.get(kind="tool_result")
+        recorded = run.events.get(kind="tool_call")
     assert [(c["name"], c["arguments"]) for c in reply.tool_calls] == [
         ("calculator", {"expression": "2+3"})
     ]
-    assert reply.tool_calls[0]["result"] == recorded.data["result"]
+    assert reply.tool_calls[0]["result"] == recorded.data["outputs"]["result"]
     assert reply.content == completion.choices[0].message.content
 
 

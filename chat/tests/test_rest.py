@@ -43,13 +43,13 @@ def test_a_message_gets_a_stored_reply_and_a_recorded_run(world, chat_orchestrat
             "rest",
             conversation.replace("-", ""),
         )
-        assert [e.name for e in run.events.filter(kind="step", outcome="completed")][:3] == [
+        assert [e.name for e in run.events.filter(kind="note", outcome="completed")][:3] == [
             "prepare_prompt",
             "agent",
             "finalize",
         ]
-        prepared = run.events.get(kind="step", name="prepare_prompt", outcome="completed")
-        assert prepared.data["changes"]["messages"][-1] == {"role": "user", "content": "hello"}
+        prepared = run.events.get(kind="note", name="prepare_prompt", outcome="completed")
+        assert prepared.data["outputs"]["messages"][-1] == {"role": "user", "content": "hello"}
         assert prepared.duration_ms is not None
 
 

@@ -281,11 +281,33 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
         principal=request.principal,
         conversation_id=request.conversation_id,
         input=_run_input(request),
+        environment=_environment(acquired),
     )
     recorder.fields["id"] = request.run_id
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
     return recorder
+
+
+def _environment(acquired: Acquired) -> dict[str, Any]:
+    """What the run ran on; never a secret (the LLM settings' key stays out)."""
+    environment: dict[str, Any] = {
+        "orchestrator": {
+            "id": acquired.instance_id,
+            "slug": acquired.slug,
+            "version": acquired.version,
+            "config_hash": acquired.config_hash,
+        }
+    }
+    config = getattr(acquired.runtime, "config", None)
+    if config is not None:
+        environment["framework"] = config.framework
+        environment["llm"] = {
+            "config_id": config.llm.config_id,
+            "provider": config.llm.provider,
+            "model": config.llm.model,
+        }
+    return environment
 
 
 def _run_input(request: TurnRequest) -> dict[str, Any]:
@@ -357,6 +379,7 @@ async def _finish(
             output=outcome.content,
             usage=outcome.usage,
             error=outcome.error_text,
+            error_code=outcome.error.code if outcome.error is not None else "",
             then=then,
         )
 

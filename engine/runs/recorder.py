@@ -1,23 +1,44 @@
-"""Recording a run (the Django side of runs): one row when it starts, its events and outcome when it ends.
+"""Recording a run (the Django side of runs): one row when it starts, its steps and outcome when it ends.
 
-Events are kept in memory while the run streams and written in one batch at the end, so that
+Steps are kept in memory while the run streams and written in one batch at the end, so that
 recording adds no database round trip per token or step; a crash mid-run leaves the run
 `running` with its start time, which is what an operator needs to find it.
+
+A step is built from the runtime's step events: a "started" event carrying an `id` (and its
+`parent`'s id) opens it, with its sequence number, so that nesting is exact and a parent's
+number is always below its children's; the matching "completed"/"failed" event fills it. Events
+without an id (adapters that report only finished steps) make one row each. Tool call and tool
+result events make a `tool_call` step unless a step event already covers that call.
+
+A step's data over INLINE_BYTES of JSON is kept whole in file storage
+(`runs/<schema>/<run id>/<seq>.json`) and truncated in the row, each large field replaced by
+{"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, is_dataclass
+from datetime import timedelta
 from typing import Any
 
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from engine.models import Run, RunEvent
+
+INLINE_BYTES = 16 * 1024
+PREVIEW_CHARS = 2000
+_STEP_FIELDS = ("error_type", "stack", "cpu_ms", "memory_kb")
+_HOST = socket.gethostname()
 
 
 def _jsonable(value: Any) -> Any:
@@ -30,6 +51,15 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return str(value)
+
+
+def process_environment() -> dict[str, Any]:
+    """The process a run ran in; a Celery worker names itself in CADENCE_WORKER_ID."""
+    return {"host": _HOST, "pid": os.getpid(), "worker": os.environ.get("CADENCE_WORKER_ID", "")}
+
+
+def payload_name(schema_name: str, run_id: str, seq: int) -> str:
+    return f"runs/{schema_name}/{run_id}/{seq}.json"
 
 
 class RunRecorder:
@@ -46,6 +76,7 @@ class RunRecorder:
         principal: str = "",
         conversation_id: str | None = None,
         input: dict | None = None,
+        environment: dict | None = None,
     ) -> None:
         self.schema_name = schema_name
         self.fields = {
@@ -56,11 +87,15 @@ class RunRecorder:
             "principal": principal[:200],
             "conversation_id": conversation_id,
             "input": _jsonable(input or {}),
+            "environment": {**(environment or {}), "process": process_environment()},
         }
         # The id is known before the row exists: the row can be written off the streaming path.
         self.fields["id"] = str(uuid.uuid4())
         self.created = False
         self.events: list[RunEvent] = []
+        self._open: dict[str, RunEvent] = {}  # step id → its row, while it runs
+        self._open_named: dict[str, list[RunEvent]] = {}  # steps started without an id
+        self._tools: dict[str, tuple[RunEvent, bool]] = {}  # call id → (row, from a step event)
         self.started = time.perf_counter()
 
     @property
@@ -71,61 +106,106 @@ class RunRecorder:
         """The `running` row; optional (finish writes it when start never ran), and never to be
         run concurrently with finish."""
         with schema_context(self.schema_name):
+            self._add_plugins()
             Run.objects.create(**self.fields)
         self.created = True
         return self.run_id
+
+    def _add_plugins(self) -> None:
+        environment = self.fields["environment"]
+        if "plugins" in environment or not self.fields["orchestrator_id"]:
+            return
+        from orchestrators.models import OrchestratorInstance
+
+        lock = (
+            OrchestratorInstance.objects.filter(pk=self.fields["orchestrator_id"])
+            .values_list("plugin_lock", flat=True)
+            .first()
+        ) or {}
+        environment["plugins"] = {
+            str(pid): pinned.get("version", "") if isinstance(pinned, dict) else str(pinned)
+            for pid, pinned in sorted(lock.items())
+        }
+
+    # --- steps --------------------------------------------------------------------------------
 
     def observe(self, event: Any) -> None:
         """A runtime event (orchestrators.runtime); tokens are not steps and are not recorded."""
         kind = getattr(event, "type", "")
         if kind == "step":
-            self._add(
-                "step",
-                event.name,
-                event.status,
-                event.duration_ms,
-                event.detail,
-                event.detail.get("error", "") if isinstance(event.detail, dict) else "",
-            )
+            self._step(event)
         elif kind == "tool_call":
-            self._add(
-                "tool_call",
-                event.name,
-                "started",
-                None,
-                {"id": event.id, "arguments": event.arguments},
-            )
+            if event.id not in self._tools:
+                row = self._new("tool_call", event.name, None)
+                row.data = {"inputs": {"arguments": _jsonable(event.arguments)}}
+                self._tools[event.id] = (row, False)
         elif kind == "tool_result":
-            self._add(
-                "tool_result",
-                event.name,
-                "failed" if event.error else "completed",
-                None,
-                {"id": event.id, "result": event.result},
-                event.error or "",
-            )
+            row, from_step = self._tools.get(event.id, (None, True))
+            if row is not None and not from_step:
+                row.data["outputs"] = {"result": _jsonable(event.result)}
+                self._close(row, "failed" if event.error else "completed", None, event.error or "")
 
-    def _add(
-        self,
-        kind: str,
-        name: str,
-        outcome: str,
-        duration_ms: float | None,
-        data: Any,
-        error: str = "",
-    ) -> None:
-        self.events.append(
-            RunEvent(
-                seq=len(self.events) + 1,
-                kind=kind,
-                name=name[:200],
-                outcome=outcome,
-                duration_ms=duration_ms,
-                data=_jsonable(data),
-                error=error,
-                at=timezone.now(),
-            )
+    def _step(self, event: Any) -> None:
+        detail = event.detail if isinstance(event.detail, dict) else {}
+        step_id = detail.get("id")
+        if event.status == "started":
+            parent = self._open.get(detail.get("parent") or "")
+            row = self._new(detail.get("kind") or "step", event.name, parent)
+            if step_id:
+                self._open[step_id] = row
+            else:
+                self._open_named.setdefault(event.name, []).append(row)
+            if detail.get("call_id"):
+                self._tools[detail["call_id"]] = (row, True)
+            return
+        row = self._open.pop(step_id, None) if step_id else None
+        if row is None and not step_id and self._open_named.get(event.name):
+            row = self._open_named[event.name].pop()
+        if row is None:
+            parent = self._open.get(detail.get("parent") or "")
+            row = self._new(detail.get("kind") or "step", event.name, parent)
+            if event.duration_ms is not None:
+                row.started_at = row.at - timedelta(milliseconds=event.duration_ms)
+        data = {k: _jsonable(detail[k]) for k in ("inputs", "outputs", "llm") if k in detail}
+        if not data:  # an adapter's own detail (a graph node's, an agent's): kept as it came
+            data = {
+                k: _jsonable(v)
+                for k, v in detail.items()
+                if k not in ("id", "parent", "kind", "error", *_STEP_FIELDS)
+            }
+        row.data = data
+        for name in _STEP_FIELDS:
+            if detail.get(name) is not None:
+                setattr(row, name, detail[name])
+        error = detail.get("error", "")
+        self._close(row, event.status, event.duration_ms, error if isinstance(error, str) else "")
+
+    def _new(self, kind: str, name: str, parent: RunEvent | None) -> RunEvent:
+        now = timezone.now()
+        row = RunEvent(
+            seq=len(self.events) + 1,
+            parent_seq=parent.seq if parent is not None else None,
+            kind=kind[:16],
+            name=name[:200],
+            outcome="running",
+            started_at=now,
+            data={},
+            at=now,
         )
+        self.events.append(row)
+        return row
+
+    def _close(self, row: RunEvent, outcome: str, duration_ms: float | None, error: str) -> None:
+        row.at = timezone.now()
+        row.outcome = outcome
+        row.duration_ms = (
+            duration_ms
+            if duration_ms is not None
+            else round((row.at - row.started_at).total_seconds() * 1000, 3)
+        )
+        row.error = error[:5000]
+
+    # --- the end ------------------------------------------------------------------------------
 
     def finish(
         self,
@@ -134,13 +214,21 @@ class RunRecorder:
         output: str = "",
         usage: dict | None = None,
         error: str = "",
+        error_code: str = "",
         then: Callable[[], Any] | None = None,
     ) -> None:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
         what a caller stores beside the run (a chat reply) is written with it or not at all."""
         duration = (time.perf_counter() - self.started) * 1000
+        for row in self.events:
+            if row.outcome == "running":
+                row.outcome = "interrupted"
+            row.run_id = self.run_id
+        # Files before the transaction: storage writes cannot roll back with it.
+        self._offload()
         with schema_context(self.schema_name), transaction.atomic():
             if not self.created:
+                self._add_plugins()
                 Run.objects.create(**self.fields)
                 self.created = True
             Run.objects.filter(pk=self.run_id).update(
@@ -148,11 +236,26 @@ class RunRecorder:
                 output=output,
                 usage=usage or {},
                 error=error[:5000],
+                error_code=error_code[:64],
                 finished_at=timezone.now(),
                 duration_ms=round(duration, 3),
             )
-            for event in self.events:
-                event.run_id = self.run_id
             RunEvent.objects.bulk_create(self.events)
             if then is not None:
                 then()
+
+    def _offload(self) -> None:
+        for row in self.events:
+            text = json.dumps(row.data, separators=(",", ":"), default=str)
+            if len(text) <= INLINE_BYTES:
+                continue
+            name = payload_name(self.schema_name, self.run_id, row.seq)
+            row.payload = default_storage.save(name, ContentFile(text.encode()))
+            row.data = {key: _truncated(value) for key, value in row.data.items()}
+
+
+def _truncated(value: Any) -> Any:
+    text = json.dumps(value, separators=(",", ":"), default=str)
+    if len(text) <= INLINE_BYTES // 4:
+        return value
+    return {"truncated": True, "bytes": len(text.encode()), "preview": text[:PREVIEW_CHARS]}

@@ -7,3 +7,9 @@ class TrustConfig(AppConfig):
     label = "trust"
     verbose_name = "Run proofs and transparency log"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from engine.runs.pipeline import register
+        from engine.trust.turns import proven_runs
+
+        register(proven_runs)

@@ -32,6 +32,17 @@ def _tools(names: list[str]) -> list[dict[str, Any]]:
     return described
 
 
+def _plugins(instance: Any) -> dict[str, Any]:
+    """What resolution chose (id, version, source, package hash) and the non-secret settings;
+    secret settings are named, never their values (plugins.binding keeps them encrypted)."""
+    from plugins.binding import plugin_set_output
+
+    return {
+        "lock": getattr(instance, "plugin_lock", None) or {},
+        "settings": plugin_set_output(getattr(instance, "plugins", None) or []),
+    }
+
+
 def orchestrator_definition(instance: Any) -> dict[str, Any]:
     """The behaviour-deciding part of an orchestrator instance (and its LLM configuration)."""
     llm = instance.llm_config
@@ -43,8 +54,7 @@ def orchestrator_definition(instance: Any) -> dict[str, Any]:
             "system_prompt": instance.system_prompt,
             "tools": _tools(list(instance.tools or [])),
             "max_steps": instance.max_steps,
-            # Plugin sets join here (ids, versions, package hashes) once orchestrators carry them.
-            "plugins": list(getattr(instance, "plugin_pins", []) or []),
+            "plugins": _plugins(instance),
             "llm": None
             if llm is None
             else {

@@ -21,9 +21,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine import Cadence, CadenceHooks, Score
+from engine import Cadence, Score
 from engine.flow import NoteRegistry, build_cadence
-from engine.recording import RecordingHooks, StepRecord
+from engine.measures import ChildMeasure, SplitMeasure, SyncMeasure
+from engine.tracing import StepEnd, StepStart, TracingHooks, current_step, new_step_id, stack_of
 from orchestrators.runtime import (
     FinalEvent,
     LLMDelta,
@@ -39,6 +40,8 @@ from orchestrators.runtime import (
     ToolContext,
     ToolResultEvent,
     Usage,
+    effective_max_tokens,
+    effective_temperature,
 )
 
 DEFAULT_FLOW: dict[str, Any] = {
@@ -143,24 +146,79 @@ def _tool_name(spec: dict[str, Any]) -> str:
 async def _model_call(
     call: _Call, messages: list[dict[str, Any]], specs: list[dict[str, Any]] | None
 ) -> LLMResult:
+    """One model call, a step of its own (kind `llm_call`) under the note that made it."""
     context = call.context
     if context.before_model_call is not None:
         await context.before_model_call(messages)
+    llm = call.runtime.config.llm
+    step, parent = new_step_id(), current_step.get()
+    _emit(
+        StepEvent("llm_call", "started", None, {"id": step, "parent": parent, "kind": "llm_call"})
+    )
+    started, cpu0 = time.perf_counter(), time.process_time()
+    first_token: float | None = None
     result: LLMResult | None = None
     # Only when the request asks for something: providers written before options took none.
     extra = {"options": context.options} if context.options is not None else {}
+    error: BaseException | None = None
     try:
         async for chunk in call.runtime.provider.stream(messages, specs, **extra):
             if isinstance(chunk, LLMDelta):
                 if chunk.content:
+                    if first_token is None:
+                        first_token = time.perf_counter()
                     _emit(TokenEvent(chunk.content))
             else:
                 result = chunk
         if result is None:
             raise LLMError("the model ended without a result", "llm_protocol_error")
+    except BaseException as exc:
+        error = exc
+        raise
     finally:
+        usage = result.usage if result is not None else Usage()
+        detail: dict[str, Any] = {
+            "id": step,
+            "parent": parent,
+            "kind": "llm_call",
+            "inputs": {"messages": messages, "tools": [t["function"]["name"] for t in specs or []]},
+            "outputs": {
+                "content": result.content if result is not None else "",
+                "tool_calls": [
+                    {"id": c.id, "name": c.name, "arguments": c.arguments}
+                    for c in (result.tool_calls if result is not None else ())
+                ],
+                "finish_reason": result.finish_reason if result is not None else "",
+            },
+            "llm": {
+                "provider": llm.provider,
+                "model": llm.model,
+                "config_id": llm.config_id,
+                # What the model was asked with: the request's options over the configuration.
+                "parameters": {
+                    "temperature": effective_temperature(llm, context.options),
+                    "max_tokens": effective_max_tokens(llm, context.options),
+                },
+                "tokens_in": usage.prompt_tokens,
+                "tokens_out": usage.completion_tokens,
+                "ttft_ms": round((first_token - started) * 1000, 3) if first_token else None,
+            },
+            "cpu_ms": round((time.process_time() - cpu0) * 1000, 3),
+        }
+        if error is not None:
+            detail["error"] = f"{type(error).__name__}: {error}"
+            detail["error_type"] = type(error).__name__
+            detail["stack"] = stack_of(error)
+        _emit(
+            StepEvent(
+                "llm_call",
+                "failed" if error is not None else "completed",
+                round((time.perf_counter() - started) * 1000, 3),
+                detail,
+            )
+        )
         if context.after_model_call is not None:
-            await context.after_model_call(result.usage if result is not None else Usage())
+            await context.after_model_call(usage)
     return result
 
 
@@ -172,9 +230,13 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
 
     def note_for(index: int, tool_call):
         async def run_tool(s: AgentScore) -> None:
+            step, parent = new_step_id(), current_step.get()
+            base = {"id": step, "parent": parent, "kind": "tool_call", "call_id": tool_call.id}
+            _emit(StepEvent(tool_call.name, "started", None, base))
             _emit(ToolCallEvent(tool_call.id, tool_call.name, tool_call.arguments))
+            started = time.perf_counter()
             tool = tools.get(tool_call.name)
-            error = None
+            error, failure = None, None
             if tool is None:
                 output: Any = {"error": f"unknown tool {tool_call.name!r}"}
                 error = output["error"]
@@ -182,9 +244,30 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
                 try:
                     output = await tool.fn(tool_call.arguments, tool_context)
                 except Exception as exc:  # a tool's failure is the model's to handle, not the run's
-                    output, error = {"error": f"{type(exc).__name__}: {exc}"}, str(exc)
+                    output, error, failure = (
+                        {"error": f"{type(exc).__name__}: {exc}"},
+                        str(exc),
+                        exc,
+                    )
             s.tool_results[tool_call.id] = output
             _emit(ToolResultEvent(tool_call.id, tool_call.name, output, error))
+            detail = {
+                **base,
+                "inputs": {"arguments": tool_call.arguments},
+                "outputs": {"result": output},
+            }
+            if error is not None:
+                detail["error"] = error
+                detail["error_type"] = type(failure).__name__ if failure else "UnknownTool"
+                detail["stack"] = stack_of(failure) if failure else ""
+            _emit(
+                StepEvent(
+                    tool_call.name,
+                    "failed" if error is not None else "completed",
+                    round((time.perf_counter() - started) * 1000, 3),
+                    detail,
+                )
+            )
 
         run_tool.__name__ = f"tool_{index}_{tool_call.name}"
         return run_tool
@@ -216,33 +299,51 @@ def agent_notes() -> NoteRegistry:
     return NoteRegistry({"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize})
 
 
-class _StepStarts(CadenceHooks):
-    """Engine hooks → "started" step events; stateless, so one instance serves every call."""
+def _step_started(start: StepStart) -> None:
+    if _current.get(None) is not None:
+        _emit(
+            StepEvent(
+                start.name,
+                "started",
+                None,
+                {"id": start.step_id, "parent": start.parent_id, "kind": start.kind},
+            )
+        )
 
-    async def before_note(self, note_name: str, score: Any) -> None:
-        if _current.get(None) is not None:
-            _emit(StepEvent(note_name, "started"))
 
-
-def _step_recorded(record: StepRecord) -> None:
-    """The engine's record of a finished measure → a step event carrying what it changed in the
-    score (the run log stores it as the step's output)."""
+def _step_ended(end: StepEnd) -> None:
+    """The engine's record of a finished measure → a step event with what it read and wrote."""
     if _current.get(None) is None:
         return
-    detail: dict[str, Any] = {"changes": record.changes}
-    if record.error is not None:
-        detail["error"] = f"{type(record.error).__name__}: {record.error}"
-    _emit(
-        StepEvent(
-            record.note_name,
-            "failed" if record.error is not None else "completed",
-            round(record.duration * 1000, 3),
-            detail,
-        )
-    )
+    detail: dict[str, Any] = {
+        "id": end.step_id,
+        "parent": end.parent_id,
+        "kind": end.kind,
+        "inputs": end.inputs,
+        "outputs": end.changes,
+        "cpu_ms": end.cpu_ms,
+        "memory_kb": end.memory_kb,
+    }
+    if end.error is not None:
+        original = getattr(end.error, "original_error", None) or end.error
+        detail["error"] = f"{type(end.error).__name__}: {end.error}"
+        detail["error_type"] = type(original).__name__
+        detail["stack"] = end.stack
+    _emit(StepEvent(end.name, end.outcome, round(end.duration * 1000, 3), detail))
 
 
-_HOOKS = (_StepStarts(), RecordingHooks(_step_recorded))
+def _measure_kinds(cadence: Cadence) -> dict[str, str]:
+    kinds = {}
+    for measure in cadence._measures:
+        if isinstance(measure, SyncMeasure):
+            kinds[measure.name] = "sync"
+        elif isinstance(measure, ChildMeasure):
+            kinds[measure.name] = "child"
+        elif isinstance(measure, SplitMeasure):
+            kinds[measure.name] = "split"
+    return kinds
+
+
 _DONE = object()
 
 
@@ -250,7 +351,10 @@ class NativeRuntime:
     def __init__(self, config: RuntimeConfig, provider: Any) -> None:
         self.config = config
         self.provider = provider
-        self.cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes()).with_hooks(_HOOKS)
+        cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes())
+        self.cadence = cadence.with_hooks(
+            (TracingHooks(_step_started, _step_ended, _measure_kinds(cadence)),)
+        )
 
     async def stream(
         self, history: list[dict[str, Any]], message: str, context: RunContext

@@ -22,7 +22,7 @@ def _run(run_id: str) -> tuple[Run, list[tuple]]:
 
 
 def _completed_steps(events: list[tuple]) -> list[str]:
-    return [name for kind, name, outcome in events if kind == "step" and outcome == "completed"]
+    return [name for kind, name, outcome in events if kind == "note" and outcome == "completed"]
 
 
 def _invoke(client, instance, content: str):
@@ -48,10 +48,9 @@ def test_rest_invoke_records_a_run_with_its_steps_and_tool_calls(world, chat_orc
     assert run.output == body["message"]["content"]
     assert run.usage == body["usage"]
     assert _completed_steps(events)[:2] == ["prepare_prompt", "agent"]
-    assert ("tool_call", "calculator", "started") in events
-    assert ("tool_result", "calculator", "completed") in events
+    assert ("tool_call", "calculator", "completed") in events
     with schema_context("org_alpha"):
-        stored = run.events.get(kind="tool_result").data["result"]
+        stored = run.events.get(kind="tool_call").data["outputs"]["result"]
     assert body["tool_calls"][0]["result"] == stored
 
 
@@ -67,7 +66,7 @@ def test_admin_try_it_records_a_run(world, chat_orchestrator):
     assert response.status_code == 302
     with schema_context("org_alpha"):
         run = Run.objects.filter(trigger="admin", orchestrator=chat_orchestrator["fast"]).get()
-        steps = list(run.events.filter(kind="step", outcome="completed").values_list("name"))
+        steps = list(run.events.filter(kind="note", outcome="completed").values_list("name"))
     assert (run.status, run.output, run.principal) == (
         "succeeded",
         "Offline model. You said: ping",
@@ -98,7 +97,7 @@ async def test_websocket_turn_records_a_chat_run_and_stores_its_tool_calls(
         "chat",
         conversation,
     )
-    assert ("tool_result", "calculator", "completed") in events
+    assert ("tool_call", "calculator", "completed") in events
     assert [c["name"] for c in done["tool_calls"]] == ["calculator"]
 
 

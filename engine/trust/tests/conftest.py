@@ -6,6 +6,7 @@ import uuid
 import pytest
 from django_tenants.utils import schema_context
 
+from chat.tests.conftest import chat_orchestrator  # noqa: F401
 from engine.trust.signing import Signer
 
 

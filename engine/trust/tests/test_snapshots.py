@@ -67,6 +67,7 @@ def test_an_orchestrator_definition_covers_its_behaviour_and_never_its_key(world
         assert [t["name"] for t in definition["tools"]] == ["calculator"]
         assert definition["system_prompt"] == instance.system_prompt
         assert definition["framework"] == "cadence"
+        assert definition["plugins"] == {"lock": {}, "settings": []}
         # an edit that changes behaviour is a new snapshot; the old one stays
         instance.system_prompt = "Answer in French."
         changed = snapshot_for_orchestrator(instance=instance)

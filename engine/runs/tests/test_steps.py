@@ -1,0 +1,136 @@
+"""Step records: exact nesting, inputs and outputs, errors with stacks, resources, model call
+details, the environment, and large payloads kept whole in file storage."""
+
+from __future__ import annotations
+
+import json
+
+from django.core.files.storage import default_storage
+from django_tenants.utils import schema_context
+
+from engine.models import Run
+
+TOOL = '/tool calculator {"expression": "2+3"}'
+
+
+def _invoke(client, instance, content: str):
+    return client.post(
+        f"/api/v1/orgs/alpha/orchestrators/{instance.id}/invoke/",
+        {"messages": [{"role": "user", "content": content}]},
+        format="json",
+    )
+
+
+def _steps(run_id: str) -> tuple[Run, list]:
+    with schema_context("org_alpha"):
+        run = Run.objects.get(pk=run_id)
+        return run, list(run.events.order_by("seq"))
+
+
+def test_steps_nest_exactly_with_their_inputs_outputs_and_model_calls(
+    world, chat_orchestrator, as_key
+):
+    body = _invoke(as_key(world.alpha.keys["member"]), chat_orchestrator["fast"], TOOL).json()
+
+    run, steps = _steps(body["run"])
+    shape = [(s.seq, s.parent_seq, s.kind, s.name, s.outcome) for s in steps]
+    assert shape == [
+        (1, None, "note", "prepare_prompt", "completed"),
+        (2, None, "note", "agent", "completed"),
+        (3, 2, "llm_call", "llm_call", "completed"),
+        (4, 2, "tool_call", "calculator", "completed"),
+        (5, 2, "llm_call", "llm_call", "completed"),
+        (6, None, "note", "finalize", "completed"),
+        (7, None, "step", "run", "completed"),
+    ]
+    prepare, agent, first_call, tool = steps[0], steps[1], steps[2], steps[3]
+    assert prepare.data["inputs"]["messages"] == []
+    assert prepare.data["outputs"]["messages"][-1] == {"role": "user", "content": TOOL}
+    assert agent.data["inputs"]["messages"] == prepare.data["outputs"]["messages"]
+    assert agent.data["outputs"]["final"] == body["message"]["content"]
+    assert tool.data == {
+        "inputs": {"arguments": {"expression": "2+3"}},
+        "outputs": {"result": body["tool_calls"][0]["result"]},
+    }
+    llm = first_call.data["llm"]
+    assert (llm["provider"], llm["model"]) == ("offline", "cadence-offline")
+    assert llm["tokens_in"] + llm["tokens_out"] > 0
+    assert (
+        sum(s.data["llm"]["tokens_in"] for s in steps if s.kind == "llm_call")
+        == (body["usage"]["prompt_tokens"])
+    )
+    assert first_call.data["outputs"]["tool_calls"][0]["name"] == "calculator"
+    assert first_call.data["inputs"]["tools"] == ["calculator"]
+    for step in steps:
+        assert step.started_at <= step.at
+        assert step.duration_ms is not None and step.duration_ms >= 0
+    assert all(s.cpu_ms is not None for s in steps if s.kind in ("note", "llm_call"))
+    assert all(isinstance(s.memory_kb, int) for s in steps if s.kind == "note")
+
+
+def test_the_run_records_its_environment(world, chat_orchestrator, as_key):
+    import os
+
+    instance = chat_orchestrator["fast"]
+    body = _invoke(as_key(world.alpha.keys["member"]), instance, "hi").json()
+
+    run, _ = _steps(body["run"])
+    environment = run.environment
+    assert environment["orchestrator"] == {
+        "id": str(instance.id),
+        "slug": "chatbot",
+        "version": instance.version,
+        "config_hash": instance.config_hash,
+    }
+    assert environment["framework"] == "cadence"
+    assert environment["llm"] == {
+        "config_id": f"org_alpha:{instance.llm_config_id}",
+        "provider": "offline",
+        "model": "cadence-offline",
+    }
+    assert environment["plugins"] == {}
+    assert environment["process"]["pid"] == os.getpid()
+
+
+def test_a_failed_model_call_records_the_error_type_message_and_stack(
+    world, flaky, openai_server, as_key
+):
+    openai_server.error(500, message="boom")
+
+    response = _invoke(as_key(world.alpha.keys["member"]), flaky, "hi")
+
+    assert response.status_code == 502
+    with schema_context("org_alpha"):
+        run = Run.objects.get(orchestrator=flaky)
+        steps = list(run.events.order_by("seq"))
+    assert (run.status, run.error_code) == ("failed", "llm_unavailable")
+    shape = [(s.seq, s.parent_seq, s.kind, s.name, s.outcome) for s in steps]
+    assert shape == [
+        (1, None, "note", "prepare_prompt", "completed"),
+        (2, None, "note", "agent", "failed"),
+        (3, 2, "llm_call", "llm_call", "failed"),
+    ]
+    call, agent = steps[2], steps[1]
+    assert call.error_type == "LLMError" and "Traceback" in call.stack
+    assert agent.error_type == "LLMError" and "LLMError" in agent.stack
+    assert agent.error.startswith("NoteError: note 'agent' failed: LLMError")
+    assert "sk-flaky-secret" not in json.dumps(
+        [[s.data, s.error, s.stack] for s in steps] + [run.environment, run.error]
+    )
+
+
+def test_a_large_payload_is_truncated_in_the_row_and_kept_whole_in_storage(
+    world, chat_orchestrator, as_key
+):
+    big = "x" * 20_000
+    body = _invoke(as_key(world.alpha.keys["member"]), chat_orchestrator["fast"], big).json()
+
+    _, steps = _steps(body["run"])
+    prepare = steps[0]
+    assert prepare.payload == f"runs/org_alpha/{body['run']}/1.json"
+    kept = prepare.data["outputs"]
+    assert (kept["truncated"], kept["bytes"] > 20_000, len(kept["preview"])) == (True, True, 2000)
+    with default_storage.open(prepare.payload) as stored:
+        whole = json.loads(stored.read())
+    assert whole["outputs"]["messages"][-1] == {"role": "user", "content": big}
+    assert steps[-1].payload == ""  # small steps stay inline

@@ -1,0 +1,98 @@
+"""Every trigger's run points at its definition snapshot and ends with a proof in the log."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from django_tenants.utils import schema_context
+
+from engine.models import Run
+from engine.trust import signing
+from engine.trust.bundle import bundle_build
+from engine.trust.models import ExecutionProof, LogLeaf
+from engine.trust.snapshots import orchestrator_definition
+from engine.trust.verify_bundle import digest, verify_bundle
+
+TOOL = '/tool calculator {"expression": "2+3"}'
+
+
+def _proven(run_id: str) -> tuple[Run, dict]:
+    with schema_context("org_alpha"):
+        run = Run.objects.select_related("orchestrator__llm_config").get(pk=run_id)
+        proof = ExecutionProof.objects.get(run_id=run.id)
+        assert LogLeaf.objects.get(index=proof.log_index).digest == proof.digest
+        return run, bundle_build(run=run, proof=proof)
+
+
+def test_a_rest_invoke_run_is_pinned_to_its_snapshot_and_proven(world, chat_orchestrator, as_key):
+    instance = chat_orchestrator["fast"]
+    response = as_key(world.alpha.keys["member"]).post(
+        f"/api/v1/orgs/alpha/orchestrators/{instance.id}/invoke/",
+        {"messages": [{"role": "user", "content": TOOL}]},
+        format="json",
+    )
+    assert response.status_code == 200, response.json()
+    run, bundle = _proven(response.json()["run"])
+    with schema_context("org_alpha"):
+        assert run.snapshot_id == digest(orchestrator_definition(run.orchestrator))
+    assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
+    kinds = [s["kind"] for s in bundle["steps"]]
+    assert "tool_call" in kinds and "tool_result" in kinds
+    assert bundle["output"] == response.json()["message"]["content"]
+
+
+@pytest.mark.asyncio
+async def test_a_chat_run_is_pinned_and_proven_too(world, chat_orchestrator):
+    from chat.tests.test_ws import _make_conversation, _open, _until_done
+
+    member = world.alpha.users["member"]
+    conversation = await database_sync_to_async(_make_conversation)(
+        chat_orchestrator["fast"], member
+    )
+    tab, connected, _ = await _open(conversation, member)
+    assert connected
+    await tab.send_json_to({"type": "message", "content": "hello"})
+    done = (await _until_done(tab))[-1]
+    await tab.disconnect()
+    run, bundle = await database_sync_to_async(_proven)(done["run"])
+    assert run.trigger == "chat" and run.snapshot_id is not None
+    assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
+
+
+def test_an_edit_pins_later_runs_to_a_new_snapshot_and_leaves_old_runs_on_theirs(
+    world, chat_orchestrator, as_key, django_capture_on_commit_callbacks
+):
+    from orchestrators.tasks import instance_build
+
+    instance = chat_orchestrator["fast"]
+    api = as_key(world.alpha.keys["owner"])
+
+    def invoke():
+        response = api.post(
+            f"/api/v1/orgs/alpha/orchestrators/{instance.id}/invoke/",
+            {"messages": [{"role": "user", "content": "hi"}]},
+            format="json",
+        )
+        assert response.status_code == 200, response.json()
+        return _proven(response.json()["run"])[0]
+
+    before = invoke()
+    edited = api.patch(
+        f"/api/v1/orgs/alpha/orchestrators/{instance.id}/",
+        {"system_prompt": "Answer tersely."},
+        format="json",
+    )
+    assert edited.status_code == 200, edited.json()
+    assert (
+        instance_build(
+            schema_name="org_alpha",
+            instance_id=str(instance.id),
+            expected_hash=edited.json()["config_hash"],
+        )
+        == "ready"
+    )
+    after = invoke()
+    assert after.snapshot_id != before.snapshot_id
+    with schema_context("org_alpha"):
+        assert Run.objects.get(pk=before.pk).snapshot.value["system_prompt"] != "Answer tersely."
+        assert Run.objects.get(pk=after.pk).snapshot.value["system_prompt"] == "Answer tersely."
