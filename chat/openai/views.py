@@ -224,12 +224,11 @@ def _unsupported_by_framework(parsed, acquired) -> str | None:
 
     if isinstance(acquired.runtime, NativeRuntime):
         return None
+    # The LangGraph and Agents SDK runtimes build their own model calls: what they cannot be
+    # told is refused, never silently dropped.
     if parsed.tools:
         return "tools"
-    for name in ("response_format", "tool_choice", "stop", "max_tokens"):
-        if name in parsed.parameters:
-            return name
-    return None
+    return next(iter(parsed.parameters), None)
 
 
 def _message(outcome: CompletionOutcome) -> dict[str, Any]:

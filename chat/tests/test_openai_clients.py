@@ -295,3 +295,43 @@ async def test_the_agents_sdk_runs_an_orchestrator_as_its_model(live, world, com
 
     assert ran == ["Paris"]
     assert result.final_output == "The get_weather tool returned: rain in Paris."
+
+
+def test_a_framework_that_cannot_honour_a_parameter_refuses_it(
+    live, world, upstream, committed_db, settings
+):
+    from django_tenants.utils import schema_context
+
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+    from orchestrators.services import orchestrator_create
+    from orchestrators.tasks import instance_build
+
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = ["127.0.0.1"]  # the build checks the upstream's URL
+    with schema_context("org_alpha"):
+        config = LLMConfig.objects.get(name="oai-upstream")
+        instance = orchestrator_create(
+            slug="oai-graph", name="Graph", llm_config=config, framework="langgraph"
+        )
+    try:
+        assert (
+            instance_build(
+                schema_name="org_alpha",
+                instance_id=str(instance.id),
+                expected_hash=instance.config_hash,
+            )
+            == "ready"
+        )
+        upstream.reset()
+        asked = {"model": "oai-graph", "messages": [{"role": "user", "content": "x"}]}
+        with_tools = _post(live, world, asked | {"tools": [WEATHER]})
+        with_temperature = _post(live, world, asked | {"temperature": 0.1})
+
+        assert (with_tools.status_code, with_tools.json()["error"]["param"]) == (400, "tools")
+        assert with_temperature.status_code == 400
+        assert with_temperature.json()["error"]["code"] == "unsupported_parameter"
+        assert with_temperature.json()["error"]["param"] == "temperature"
+        # Refused before any model call.
+        assert [r for r in upstream.requests if r.method == "POST"] == []
+    finally:
+        with schema_context("org_alpha"):
+            OrchestratorInstance.objects.filter(slug="oai-graph").delete()
