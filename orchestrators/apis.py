@@ -410,6 +410,8 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
         from orchestrators.invoke import invoke
 
         data = self.validated(InvokeInput, request.data)
+        # By the id the path's slug or UUID resolves to now: the pool caches slugs per process.
+        instance = self._get(instance_id)
         messages = [dict(m) for m in data["messages"]]
         if messages[-1]["role"] != "user":
             raise ApplicationError(
@@ -419,7 +421,7 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             )
         result = async_to_sync(invoke)(
             org=request.org,
-            ref=str(instance_id),
+            ref=str(instance.id),
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),
