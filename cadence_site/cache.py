@@ -93,3 +93,27 @@ class ResilientRedisCache(RedisCache):
             return super().delete_many(keys, version)
         except _UNAVAILABLE as exc:
             _warn(exc)
+
+    def has_key(self, key, version=None):
+        # Sessions (cached_db) ask this on every login: a miss sends them to the database.
+        try:
+            return super().has_key(key, version)
+        except _UNAVAILABLE as exc:
+            _warn(exc)
+            return False
+
+    def touch(self, key, timeout=..., version=None):
+        timeout = self.default_timeout if timeout is ... else timeout
+        try:
+            return super().touch(key, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn(exc)
+            return False
+
+    def set_many(self, data, timeout=..., version=None):
+        timeout = self.default_timeout if timeout is ... else timeout
+        try:
+            return super().set_many(data, timeout, version)
+        except _UNAVAILABLE as exc:
+            _warn(exc)
+            return list(data)

@@ -55,6 +55,7 @@ class ApiASGIHandler(ASGIHandler):
         "cadence_site.requestlog.RequestContextMiddleware",
         "corsheaders.middleware.CorsMiddleware",
         "cadence_site.errors.BodySizeLimitMiddleware",
+        "cadence_site.inputguard.RequestCharactersMiddleware",
         "cadence_site.handlers.ApiSecurityMiddleware",
     )
 

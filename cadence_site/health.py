@@ -1,4 +1,7 @@
-"""/healthz: the process answers. /readyz: each dependency, 503 when the database is down."""
+"""/healthz: the process answers. /readyz: each dependency, 503 when the database or Redis is down.
+
+Failures are reported by kind (`ConnectionError`), never with the exception's text: that names
+internal hosts and ports, and the probe answers anyone."""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ def _check(fn) -> dict:
     try:
         detail = fn()
     except Exception as exc:  # a readiness probe reports failures, it does not raise them
-        return {"status": "down", "error": type(exc).__name__ + ": " + str(exc)[:200]}
+        return {"status": "down", "error": type(exc).__name__}
     result = {"status": "ok", "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
     if isinstance(detail, dict):
         result.update(detail)
@@ -68,7 +71,15 @@ def readyz(request):
     from orchestrators.lifecycle import transport_status
 
     checks["lifecycle_events"] = transport_status()
-    required_down = checks["database"]["status"] != "ok"
+    # Without Redis Cadence still serves (slower, no live feeds or tickets), but a balancer should
+    # prefer a process that has it: 503, naming what is missing.
+    unavailable = [name for name in ("database", "redis") if checks[name]["status"] != "ok"]
     degraded = any(c["status"] == "down" for c in checks.values())
-    status = "down" if required_down else ("degraded" if degraded else "ok")
-    return JsonResponse({"status": status, "checks": checks}, status=503 if required_down else 200)
+    if checks["database"]["status"] != "ok":
+        status = "down"
+    else:
+        status = "degraded" if degraded else "ok"
+    body = {"status": status, "checks": checks}
+    if unavailable:
+        body["unavailable"] = unavailable
+    return JsonResponse(body, status=503 if unavailable else 200)

@@ -147,6 +147,7 @@ class Launcher:
         worker = [PYTHON, "-m", "celery", "-A", "cadence_site", "worker", "-l", "INFO"]
         # One machine: the worker also runs beat (periodic signed tree heads, engine/trust/tasks.py).
         worker += ["--beat", "--schedule", str(self.var_dir / "celerybeat-schedule")]
+        worker += ["-Q", "celery,runs"]  # queued runs have their own queue (engine/durable)
         manager = Manager()
         # exec: the shell honcho starts is replaced, so its SIGTERM reaches the server itself.
         manager.add_process("web", f"exec {shlex.join(web)}", env=self.env, cwd=str(BASE_DIR))

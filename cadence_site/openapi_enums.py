@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from chat.models import Message
+from engine.models import Run
 from orchestrators.models import OrchestratorInstance
 from tenants.models import Organization
+from tenants.teams.models import TeamRole
 
 FRAMEWORK = OrchestratorInstance.Framework.choices
 ORCHESTRATOR_STATUS = OrchestratorInstance.Status.choices
 ORGANIZATION_STATUS = Organization.Status.choices
 MESSAGE_STATUS = Message.Status.choices
+RUN_STATUS = Run.Status.choices
+RUN_TRIGGER = Run.Trigger.choices
+TEAM_ROLE = TeamRole.choices

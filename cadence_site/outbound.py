@@ -268,8 +268,13 @@ async def _resolve_public(host: str, port: int) -> list[str]:
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
     """Resolves, checks and connects to the checked address: closes the DNS-rebinding window."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend):
+    def __init__(
+        self,
+        inner: httpcore.AsyncNetworkBackend,
+        connect_errors: tuple[type[Exception], ...] = (httpcore.ConnectError,),
+    ):
         self._inner = inner
+        self._connect_errors = connect_errors
 
     async def connect_tcp(
         self,
@@ -297,7 +302,7 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
                     local_address=local_address,
                     socket_options=socket_options,
                 )
-            except httpcore.ConnectError:
+            except self._connect_errors:
                 if index == len(targets) - 1:
                     raise
         raise AssertionError("unreachable")
@@ -348,6 +353,33 @@ def async_client(timeout: float | None = None, **kwargs: Any) -> httpx.AsyncClie
             "request": [_check_request, *hooks.get("request", [])],
             "response": list(hooks.get("response", [])),
         },
+        **kwargs,
+    )
+
+
+def httpx2_client(timeout: float | None = None, **kwargs: Any):
+    """The same policy for the MCP SDK, which speaks `httpx2` (a fork of httpx, same API): the
+    request hook checks every request (the SDK's same-origin redirects included), the guarded
+    backend every connection. Close it (``async with``) when done."""
+    import httpcore2
+    import httpx2
+
+    transport = httpx2.AsyncHTTPTransport(retries=0)
+    pool = getattr(transport, "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if inner is not None:
+        pool._network_backend = _GuardedBackend(inner, (httpcore2.ConnectError,))  # type: ignore[union-attr]
+    else:  # pragma: no cover - depends on the httpx2 version
+        logger.warning("outbound: DNS-rebinding guard unavailable with this httpx2 version")
+    seconds = float(settings.CADENCE_OUTBOUND_TIMEOUT if timeout is None else timeout)
+    return httpx2.AsyncClient(
+        timeout=httpx2.Timeout(
+            connect=min(seconds, 10.0), read=seconds, write=seconds, pool=seconds
+        ),
+        follow_redirects=False,
+        trust_env=False,
+        transport=transport,
+        event_hooks={"request": [_check_request], "response": []},
         **kwargs,
     )
 

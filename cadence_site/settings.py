@@ -84,11 +84,13 @@ SHARED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "plugins.system",
+    "tenants.invitations",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
 TENANT_APPS = [
     "tenants.audit",
+    "tenants.teams",
     "orchestrators",
     "plugins",
     "chat",
@@ -111,6 +113,7 @@ MIDDLEWARE = [
     "cadence_site.requestlog.RequestContextMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "cadence_site.errors.BodySizeLimitMiddleware",
+    "cadence_site.inputguard.RequestCharactersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -275,13 +278,29 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
 
+# Email (invitations). The console backend prints messages, which is what `make run` wants; a
+# deployment sets EMAIL_URL-style settings through these variables.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default=f"Cadence <no-reply@{CADENCE_BASE_DOMAIN}>"
+)
+# How long an invitation's link works; a resend starts a new period with a new link.
+CADENCE_INVITATION_TTL_HOURS = env.int("CADENCE_INVITATION_TTL_HOURS", default=72)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "tenants.authentication.ApiKeyAuthentication",
         "tenants.authentication.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Caps JSON depth before parsing; refuses NUL and lone surrogates naming the field.
+    "DEFAULT_PARSER_CLASSES": ["cadence_site.inputguard.GuardedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "cadence_site.openapi.CadenceAutoSchema",
     "EXCEPTION_HANDLER": "cadence_site.errors.api_exception_handler",
@@ -314,6 +333,9 @@ SPECTACULAR_SETTINGS = {
         "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+        "TeamRole": "cadence_site.openapi_enums.TEAM_ROLE",
+        "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
+        "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },
 }
 
@@ -369,4 +391,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "trust.tree_heads_publish",
         "schedule": float(CADENCE_TREE_HEAD_INTERVAL),
     },
+    "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
 }
+# Queued runs (engine/durable): organizations whose runs only their own workers take,
+# {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.
+CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
+CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
+CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}

@@ -102,6 +102,40 @@ def start_live_server(
     raise AssertionError("the server did not start within 30 s")
 
 
+# --- headless Chromium (Debian's), driven by Playwright -------------------------------------------
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def find_chromium() -> str | None:
+    import shutil
+
+    found = shutil.which("chromium")
+    if found:
+        return found
+    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+
+
+def browser_skip_reason() -> str:
+    """Why browser tests cannot run here, or "" when they can."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:  # pragma: no cover - depends on the machine
+        return "playwright is not installed (pip install -r requirements-dev.txt)"
+    if find_chromium() is None:
+        return "no Chromium found (apt-get install chromium; .ci/run does this when root)"
+    return ""
+
+
 async def ws_connect(communicator, wait: float = 5) -> tuple[bool, int | None]:
     """(open, close code) of a WebsocketCommunicator's handshake.
 

@@ -14,10 +14,14 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/", include("tenants.urls")),
+    path("api/v1/", include("tenants.teams.urls")),
+    path("api/v1/", include("tenants.invitations.urls")),
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
     path("api/v1/", include("plugins.urls")),
+    path("api/v1/", include("engine.runs.urls")),
     path("api/v1/", include("engine.trust.urls")),
+    path("api/v1/", include("engine.durable.urls")),
     path("v1/", include("chat.openai_urls")),
 ]
 
@@ -26,10 +30,12 @@ handler403 = "cadence_site.errors.handler403"
 handler404 = "cadence_site.errors.handler404"
 handler500 = "cadence_site.errors.handler500"
 
+from tenants.invitations.pages import invitation_page  # noqa: E402
 from tenants.landing import landing_page  # noqa: E402
 from tenants.tenant_admin import login_page  # noqa: E402
 
 urlpatterns += [path("accounts/login/", login_page, name="login")]
+urlpatterns += [path("invitations/", invitation_page, name="invitation-page")]
 urlpatterns += [
     path("accounts/logout/", LogoutView.as_view(next_page="/"), name="logout"),
     path("", landing_page, name="landing"),

@@ -18,6 +18,7 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from cadence_site import streams
+from cadence_site.inputguard import InputError, json_loads
 from chat import services, turns
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
@@ -107,9 +108,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 "invalid_frame", f"Send JSON text frames of at most {MAX_FRAME} characters."
             )
         try:
-            frame = json.loads(text_data)
-        except ValueError:
-            return await self._error("malformed_json", "The frame is not valid JSON.")
+            # Depth capped before parsing; a NUL or a lone surrogate is refused naming its field.
+            frame = json_loads(text_data, prefix="frame")
+        except InputError as exc:
+            return await self.send_json(
+                {"type": "error", "code": exc.code, "message": exc.message, "field": exc.field}
+            )
         if not isinstance(frame, dict) or frame.get("type") not in ("message", "cancel"):
             return await self._error(
                 "unknown_type",

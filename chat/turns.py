@@ -78,6 +78,8 @@ class TurnStart:
     content: str
     principal: str
     trigger: str
+    owner_user_id: int | None = None
+    owner_api_key_id: str | None = None
 
 
 def message_output(message: Message) -> dict[str, Any]:
@@ -143,6 +145,8 @@ def turn_begin(
         content,
         principal,
         trigger,
+        conversation.owner_user_id,
+        str(conversation.owner_api_key_id) if conversation.owner_api_key_id else None,
     )
 
 
@@ -198,7 +202,7 @@ class Turn:
             )
             await client.expire(key, STREAM_TTL)
         except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
-            logger.warning("chat event not fanned out", extra={"error": str(exc)})
+            logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
 
 
 def turn_launch(start: TurnStart) -> Turn:
@@ -220,9 +224,30 @@ async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str
             task.get_loop().call_soon_threadsafe(task.cancel)
         return True
     if message_id:
-        await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)
+        try:
+            await redis_client().set(cancel_key(schema_name, message_id), "1", ex=600)
+        except Exception as exc:
+            # The reply runs in another process, reachable only through Redis.
+            from cadence_site.errors import ApplicationError
+
+            logger.warning("cancel flag not set", extra={"error": type(exc).__name__})
+            raise ApplicationError(
+                "The reply runs on another server and cannot be reached right now; try again.",
+                "cancel_unavailable",
+                status=503,
+            ) from None
         return True
     return False
+
+
+async def _cancel_requested(flag: str) -> bool:
+    """Whether another process asked to cancel; with Redis away, no (the turn goes on: losing
+    Redis slows Cadence, it does not fail replies)."""
+    try:
+        return bool(await redis_client().exists(flag))
+    except Exception as exc:
+        logger.warning("cancel flag unreadable", extra={"error": type(exc).__name__})
+        return False
 
 
 async def _run(turn: Turn) -> None:
@@ -245,7 +270,7 @@ async def _run(turn: Turn) -> None:
         # A cancel from another process is a Redis flag: checked a few times a second, not per flush.
         if last_flush - last_cancel_check >= 0.25:
             last_cancel_check = last_flush
-            if await redis_client().exists(cancel_flag):
+            if await _cancel_requested(cancel_flag):
                 raise asyncio.CancelledError("cancelled by the client")
 
     async def on_event(event: RuntimeEvent) -> None:
@@ -279,6 +304,8 @@ async def _run(turn: Turn) -> None:
                 trigger=s.trigger,
                 principal=s.principal,
                 conversation_id=s.conversation_id,
+                owner_user_id=s.owner_user_id,
+                owner_api_key_id=s.owner_api_key_id,
             ),
             on_event=on_event,
             store=lambda outcome: reply_store(message_id=s.assistant_message_id, outcome=outcome),

@@ -1,13 +1,23 @@
 """Cadence engine: a declarative orchestration library (pure Python, no Django).
 
-``from engine import Cadence, Score, note, retry, timeout, fallback, circuit_breaker``.
+``from engine import Cadence, Score, note, retry, timeout, fallback, circuit_breaker``. A
+superset of the published ``cadence-orchestration`` 0.7.2 API: code written against ``cadence``
+runs with ``engine`` in its place (see the compatibility table in ``engine/README.md``).
 """
 
 from __future__ import annotations
 
 from .cadence import Cadence
-from .checkpoint import Checkpoint, CheckpointStore, InMemoryCheckpointStore
+from .checkpoint import (
+    Checkpoint,
+    CheckpointHooks,
+    CheckpointStore,
+    InMemoryCheckpointStore,
+    restore_score,
+    serialize_score,
+)
 from .diagram import to_dot, to_mermaid
+from .emitter import EventEmitter
 from .errors import (
     CadenceError,
     CircuitOpenError,
@@ -27,8 +37,8 @@ from .events import (
     NOTE_FAILED,
     NOTE_RETRIED,
     NOTE_STARTED,
+    CadenceEvent,
     Event,
-    EventEmitter,
 )
 from .hooks import (
     CadenceHooks,
@@ -39,11 +49,21 @@ from .hooks import (
     TimingHooks,
     TracingHooks,
 )
-from .merge import Changes, fail_on_conflict, last_write_wins, smart_merge
-from .note import note
+from .measure_diagram import print_cadence, render_svg, save_diagram
+from .merge import (
+    Changes,
+    MergeStrategy,
+    fail_on_conflict,
+    last_write_wins,
+    merge_snapshots,
+    smart_merge,
+)
+from .note import Note, note
 from .recording import RecordingHooks, StepRecord
+from .reporters import console_reporter, json_reporter
 from .resilience import (
     CircuitBreaker,
+    CircuitState,
     ManualClock,
     SystemClock,
     circuit_breaker,
@@ -53,9 +73,30 @@ from .resilience import (
     retry,
     timeout,
 )
+from .result import Err, Ok, Result, err, ok
 from .score import Atomic, AtomicDict, AtomicList, ImmutableScore, Score
 
+__version__ = "0.7.2"  # the library version whose public API this package covers
+
 __all__ = [
+    "serialize_score",
+    "save_diagram",
+    "restore_score",
+    "render_svg",
+    "print_cadence",
+    "ok",
+    "merge_snapshots",
+    "json_reporter",
+    "err",
+    "console_reporter",
+    "Result",
+    "Ok",
+    "Note",
+    "MergeStrategy",
+    "Err",
+    "CircuitState",
+    "CheckpointHooks",
+    "CadenceEvent",
     "CADENCE_COMPLETED",
     "CADENCE_FAILED",
     "CADENCE_STARTED",

@@ -5,7 +5,12 @@ from __future__ import annotations
 from django.contrib import admin
 
 from engine.models import Run, RunEvent
-from tenants.tenant_admin import TenantModelAdmin, TenantReadOnlyInline, tenant_admin_site
+from tenants.tenant_admin import (
+    TenantModelAdmin,
+    TenantReadOnlyInline,
+    request_role,
+    tenant_admin_site,
+)
 
 
 class RunEventInline(TenantReadOnlyInline):
@@ -44,6 +49,14 @@ class RunAdmin(TenantModelAdmin):
         "duration_ms",
     )
     inlines = [RunEventInline]
+
+    def get_queryset(self, request):
+        # The runs' privacy rule (engine/runs/selectors.py): members see their own runs only.
+        from engine.runs.selectors import runs_visible
+
+        return runs_visible(
+            principal=request.user, role=request_role(request), org=getattr(request, "org", None)
+        )
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -1,9 +1,9 @@
 """``Cadence``: the fluent builder and its runner.
 
-Two run paths. With nothing attached (no hooks, reporters, error handler or checkpoint store)
-the runner is a tight loop that awaits async notes directly: no task, copy or hook dispatch per
-note. Anything attached selects the observed path, which adds hooks, reporting, error handling
-and checkpoints around each measure.
+Two run paths. With nothing attached (no hooks, reporters, error handler or checkpoint store,
+or only hooks that want no call this run) the runner is a tight loop that awaits async notes
+directly: no task, copy or hook dispatch per note. Anything else selects the observed path,
+which adds hooks, reporting, error handling and checkpoints around each measure.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .checkpoint import CheckpointStore
-from .errors import CadenceError, Interrupt, NoteError, Skip
+from .errors import CadenceError, Interrupt, Skip, note_failure
 from .hooks import HooksManager
 from .measures import (
     KIND_ASYNC_NOTE,
@@ -29,7 +29,7 @@ from .measures import (
     ThenMeasure,
 )
 from .parallel import run_parallel
-from .runner import PASS_THROUGH, run_observed
+from .runner import run_observed
 from .score import SCORE_TYPES
 
 S = TypeVar("S")
@@ -128,6 +128,15 @@ class Cadence(Generic[S]):
         return self
 
     def with_checkpoint(self, store: CheckpointStore, run_id: str | None = None) -> Cadence[S]:
+        """Checkpoint after every measure into ``store`` (either store protocol) under
+        ``run_id`` (or the ``run_id`` given to ``run``); one store per cadence."""
+        if self._store is not None:
+            raise CadenceError(
+                "with_checkpoint() called twice — only one checkpoint store per cadence",
+                code="CHECKPOINT_ALREADY_SET",
+            )
+        if not isinstance(store, CheckpointStore):
+            raise TypeError(f"{type(store).__name__} is not a checkpoint store")
         self._store = store
         self._run_id = run_id
         return self
@@ -139,48 +148,47 @@ class Cadence(Generic[S]):
         if score is None:
             score = self.score
             if score is None:
-                raise CadenceError(f"cadence {self.name!r} has no score to run on", code="no_score")
+                raise CadenceError(f"cadence {self.name!r} has no score to run on", code="NO_SCORE")
         if (
-            self._hooks is not None
-            or self._reporters
+            self._reporters
             or self._error_handler is not None
             or self._store is not None
+            or (self._hooks is not None and not self._hooks.plan().idle)
         ):
             return await run_observed(self, score, run_id or self._run_id)
-        # The hot path, inlined here rather than in a helper so a run costs one frame less:
-        # nothing is attached, so each async note is one direct await.
+        # The hot path (nothing attached, or hooks that want nothing this run, such as an event
+        # emitter without listeners), inlined here rather than in a helper so a run costs one
+        # frame less: each async note is one direct await.
         measures = self._measures
         i = 0
         n = len(measures)
-        while True:
-            try:
-                while i < n:
-                    m = measures[i]
-                    kind = m.kind
-                    if kind == KIND_ASYNC_NOTE:
-                        result = await m.fn(score)  # type: ignore[attr-defined]
-                    elif kind == KIND_SYNC_NOTE:
-                        result = m.fn(score)  # type: ignore[attr-defined]
-                        if result is not None and inspect.isawaitable(result):
-                            result = await result
-                    elif kind == KIND_SYNC_GROUP:
-                        result = await run_parallel(m.name, m.steps, score, m.merge)  # type: ignore[attr-defined]
-                    else:
-                        result = await m.execute(score)
-                    if result is not None and isinstance(result, SCORE_TYPES):
+        try:
+            while i < n:
+                m = measures[i]
+                kind = m.kind
+                if kind == KIND_ASYNC_NOTE:
+                    result = await m.fn(score)  # type: ignore[attr-defined]
+                elif kind == KIND_SYNC_NOTE:
+                    result = m.fn(score)  # type: ignore[attr-defined]
+                    if result is not None and inspect.isawaitable(result):
+                        result = await result
+                elif kind == KIND_SYNC_GROUP:
+                    result = await run_parallel(m.name, m.steps, score, m.merge)  # type: ignore[attr-defined]
+                else:
+                    result = await m.execute(score)
+                if result is not None:
+                    if isinstance(result, SCORE_TYPES):
                         score = result
-                    i += 1
-                return score
-            except Skip:
+                    elif result is True and m.can_interrupt:
+                        return score  # an interruptible note returned True: stop here
                 i += 1
-            except Interrupt as exc:
-                if measures[i].can_interrupt:
-                    return score
-                raise NoteError(measures[i].name, exc) from exc
-            except PASS_THROUGH:
-                raise
-            except Exception as exc:
-                raise NoteError(measures[i].name, exc) from exc
+            return score
+        except Skip:
+            return score  # a clean stop: the score so far is the result
+        except Exception as exc:
+            if isinstance(exc, Interrupt) and measures[i].can_interrupt:
+                return score
+            raise note_failure(measures[i].name, exc) from exc
 
     def run_sync(self, score: S | None = None, *, run_id: str | None = None) -> S:
         """Run from synchronous code; from inside a running loop it uses a private thread."""
@@ -204,8 +212,12 @@ class Cadence(Generic[S]):
             out["cadences"] = cadences
         return out
 
+    def get_score(self) -> S | None:
+        """The cadence's own score (the one ``run()`` without arguments runs on and returns)."""
+        return self.score
+
     def __repr__(self) -> str:
-        return f"Cadence({self.name!r}, measures={[m.name for m in self._measures]})"
+        return f"<Cadence: {self.name} ({len(self._measures)} measures)>"
 
 
 def _descendants(cadence: Cadence[Any]) -> list[Cadence[Any]]:

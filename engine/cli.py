@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from .cadence import Cadence
 from .diagram import to_dot, to_mermaid
 from .flow import flow_hash, schema_text, validate_flow
@@ -65,9 +66,17 @@ def _as_flow(obj: Any) -> Any:
 
 
 def cmd_diagram(args: argparse.Namespace) -> int:
-    target = _as_flow(_load_target(args.target))
+    # A Cadence is drawn in the library's layout, a flow in the engine's.
+    target = _load_target(args.target)
     render = to_dot if args.format == "dot" else to_mermaid
-    sys.stdout.write(render(target))
+    text = render(target)
+    if not text.endswith("\n"):
+        text += "\n"
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}")  # noqa: T201
+    else:
+        sys.stdout.write(text)
     return 0
 
 
@@ -116,13 +125,17 @@ def _identifier(name: str) -> str:
     return ident
 
 
-def note_source(name: str, retry: int | None, timeout: float | None, sync: bool) -> str:
+def note_source(
+    name: str, retry: int | None, timeout: float | None, sync: bool, fallback: str | None = None
+) -> str:
     ident = _identifier(name)
     options = []
     if retry is not None:
         options.append(f"retry={retry}")
     if timeout is not None:
         options.append(f"timeout={timeout:g}")
+    if fallback is not None:
+        options.append(f"fallback={{'default': {fallback!r}}}")
     decorator = f"@note({', '.join(options)})" if options else "@note"
     head = "def" if sync else "async def"
     return (
@@ -154,13 +167,13 @@ def cadence_source(name: str) -> str:
 
 def cmd_new(args: argparse.Namespace) -> int:
     if args.kind == "note":
-        source = note_source(args.name, args.retry, args.timeout, args.sync)
+        source = note_source(args.name, args.retry, args.timeout, args.sync, args.fallback)
     else:
         source = cadence_source(args.name)
     if args.output:
         path = Path(args.output)
-        if path.exists():
-            raise CliError(f"{path} already exists")
+        if path.exists() and not args.force:
+            raise CliError(f"{path} already exists (--force overwrites it)")
         path.write_text(source, encoding="utf-8")
         print(f"wrote {path}")  # noqa: T201
     else:
@@ -185,11 +198,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m engine", description="Cadence engine tools")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     diagram = commands.add_parser("diagram", help="draw a cadence or flow")
     diagram.add_argument("target", help="module:attr or flow.json")
     diagram.add_argument("--format", choices=("mermaid", "dot"), default="mermaid")
+    diagram.add_argument("--output", "-o", help="write to this file instead of stdout")
     diagram.set_defaults(func=cmd_diagram)
 
     validate = commands.add_parser("validate", help="validate flows or cadences")
@@ -212,12 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     new.add_argument("--retry", type=int, help="max attempts")
     new.add_argument("--timeout", type=float, help="seconds")
     new.add_argument("--sync", action="store_true", help="a sync note instead of async")
+    new.add_argument("--fallback", help="a fallback default value for the note")
     new.add_argument("--output", "-o", help="write to this file instead of stdout")
+    new.add_argument("--force", "-f", action="store_true", help="overwrite --output")
     new.set_defaults(func=cmd_new)
 
     init = commands.add_parser("init", help="create a starter package")
     init.add_argument("directory")
     init.set_defaults(func=cmd_init)
+    __import__("engine.plugin_commands").plugin_commands.add_plugin_commands(commands)
     return parser
 
 

@@ -15,14 +15,31 @@ if TYPE_CHECKING:
 
 
 class RunInfo:
-    __slots__ = ("cadence_name", "run_id", "hooks", "loop", "loop_thread", "pending", "note")
+    __slots__ = (
+        "cadence_name",
+        "run_id",
+        "hooks",
+        "loop",
+        "loop_thread",
+        "pending",
+        "note",
+    )
 
-    def __init__(self, cadence_name: str, run_id: str | None, hooks: HooksManager | None) -> None:
+    def __init__(
+        self,
+        cadence_name: str,
+        run_id: str | None,
+        hooks: HooksManager | None,
+        retried: bool | None = None,
+    ) -> None:
         self.cadence_name = cadence_name
         self.run_id = run_id
         self.hooks = hooks
-        self.loop = asyncio.get_running_loop()
-        self.loop_thread = threading.get_ident()
+        # Only retries from sync notes (maybe on worker threads) need the run's loop and thread.
+        if retried is None:
+            retried = hooks is not None and hooks.has_on_retry
+        self.loop = asyncio.get_running_loop() if retried else None
+        self.loop_thread = threading.get_ident() if retried else 0
         # Strong references to fire-and-forget hook tasks so they are not collected mid-flight;
         # created on first use, since most runs never retry.
         self.pending: set[Any] | None = None
@@ -37,18 +54,24 @@ current_note: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-async def notify_retry(note_name: str | None, attempt: int, error: BaseException) -> None:
+async def notify_retry(
+    note_name: str | None, score: Any, attempt: int, max_attempts: int, error: BaseException
+) -> None:
     run = current_run.get()
     if run is not None and run.hooks is not None and run.hooks.has_on_retry:
-        await run.hooks.on_retry(note_name or current_note.get() or run.note or "", attempt, error)
+        name = note_name or current_note.get() or run.note or ""
+        await run.hooks.on_retry(name, score, attempt, max_attempts, error)
 
 
-def notify_retry_sync(note_name: str | None, attempt: int, error: BaseException) -> None:
+def notify_retry_sync(
+    note_name: str | None, score: Any, attempt: int, max_attempts: int, error: BaseException
+) -> None:
     """From a sync note (maybe on a worker thread): schedule on_retry on the run's loop."""
     run = current_run.get()
     if run is None or run.hooks is None or not run.hooks.has_on_retry:
         return
-    coro = run.hooks.on_retry(note_name or current_note.get() or run.note or "", attempt, error)
+    name = note_name or current_note.get() or run.note or ""
+    coro = run.hooks.on_retry(name, score, attempt, max_attempts, error)
     if run.pending is None:
         run.pending = set()
     if threading.get_ident() == run.loop_thread:

@@ -1,5 +1,9 @@
 """Mermaid and Graphviz DOT diagrams of a cadence or of a flow in the JSON form.
 
+``to_mermaid``/``to_dot`` draw a ``Cadence`` in the published library's layout
+(``engine.measure_diagram``, with ``render_svg``, ``save_diagram`` and ``print_cadence``) and a
+flow dict — or a cadence with ``form="flow"`` — in the engine's layout described here.
+
 Both renderers draw the same graph: a start node, one node per note, a fork/join pair around a
 ``sync`` (and a parallel split), a decision diamond per ``split`` with true/false edges, and a
 cluster (subgraph) per ``child`` holding the child's own steps, nested to any depth. A child
@@ -196,10 +200,47 @@ def _mermaid_text(text: str) -> str:
     return text.replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;").replace("\n", " ")
 
 
-def to_mermaid(target: Any) -> str:
-    """A Mermaid ``flowchart TD`` of a cadence or a flow dict."""
+def to_mermaid(
+    target: Any, *, direction: str = "TD", theme: str | None = None, form: str | None = None
+) -> str:
+    """A Mermaid flowchart. Of a ``Cadence``: the library's layout (``form="flow"`` for the
+    engine's, which nests child cadences). Of a flow dict: the engine's layout."""
+    if form != "flow" and _is_cadence(target):
+        from .measure_diagram import cadence_to_mermaid
+
+        return cadence_to_mermaid(target, direction=direction, theme=theme)
+    return flow_mermaid(target, direction=direction, theme=theme)
+
+
+def to_dot(
+    target: Any,
+    *,
+    rankdir: str = "TB",
+    node_color: str = "#4A90D9",
+    edge_color: str = "#333333",
+    form: str | None = None,
+) -> str:
+    """A Graphviz digraph, laid out as :func:`to_mermaid` says (colours apply to the
+    library's layout)."""
+    if form != "flow" and _is_cadence(target):
+        from .measure_diagram import cadence_to_dot
+
+        return cadence_to_dot(target, rankdir=rankdir, node_color=node_color, edge_color=edge_color)
+    return flow_dot(target, rankdir=rankdir)
+
+
+def _is_cadence(target: Any) -> bool:
+    from .cadence import Cadence
+
+    return isinstance(target, Cadence)
+
+
+def flow_mermaid(target: Any, *, direction: str = "TD", theme: str | None = None) -> str:
+    """The engine's Mermaid layout of a cadence or a flow dict (children drawn nested)."""
     g = _Drawer(_document(target)).draw()
-    lines = ["flowchart TD"]
+    lines = [f"flowchart {direction}"]
+    if theme:
+        lines.insert(0, f"%%{{init: {{'theme': '{theme}'}}}}%%")
 
     def emit(cluster: _Cluster, indent: str) -> None:
         for item in cluster.items:
@@ -234,11 +275,11 @@ def _dot_text(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def to_dot(target: Any) -> str:
-    """A Graphviz ``digraph`` of a cadence or a flow dict."""
+def flow_dot(target: Any, *, rankdir: str = "TB") -> str:
+    """The engine's Graphviz layout of a cadence or a flow dict."""
     doc = _document(target)
     g = _Drawer(doc).draw()
-    lines = [f"digraph {_dot_text(str(doc.get('name', 'cadence')))} {{", "    rankdir=TB;"]
+    lines = [f"digraph {_dot_text(str(doc.get('name', 'cadence')))} {{", f"    rankdir={rankdir};"]
 
     def emit(cluster: _Cluster, indent: str) -> None:
         for item in cluster.items:
@@ -257,3 +298,11 @@ def to_dot(target: Any) -> str:
         lines.append(f"    {source} -> {target_id}{suffix};")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("print_cadence", "render_svg", "save_diagram"):
+        from . import measure_diagram
+
+        return getattr(measure_diagram, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,22 +1,20 @@
-"""Lifecycle hooks: ``CadenceHooks`` and the built-in logging, timing, metrics, tracing and
-debug hooks.
+"""Lifecycle hooks: ``CadenceHooks``, ``HooksManager``, the functional hooks ``before_note``,
+``after_note`` and ``on_error``, and (from ``engine.builtin_hooks``) the built-in logging,
+timing, metrics, tracing and debug hooks.
 
 Hook methods may be sync or async. A hook that raises is logged and ignored: observability must
 never change the outcome of a run. ``HooksManager`` keeps, per event, only the methods a hook
 actually overrides, so attaching a hook that implements one method costs one call per event.
+``on_retry`` has the library's signature ``(note_name, score, attempt, max_attempts, error)``;
+a hook written with the engine's former ``(note_name, attempt, error)`` is still called.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import threading
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
-
-from .context import current_run
-from .score import to_jsonable
 
 logger = logging.getLogger("engine.hooks")
 
@@ -49,10 +47,14 @@ class CadenceHooks:
     ) -> None:
         pass
 
-    async def on_error(self, note_name: str, score: Any, error: BaseException) -> None:
-        pass
+    async def on_error(self, note_name: str, score: Any, error: BaseException) -> bool | None:
+        """Called when a measure fails (after ``after_note``)."""
+        return None
 
-    async def on_retry(self, note_name: str, attempt: int, error: BaseException) -> None:
+    async def on_retry(
+        self, note_name: str, score: Any, attempt: int, max_attempts: int, error: BaseException
+    ) -> None:
+        """Called after failed attempt ``attempt`` of ``max_attempts``, before the next one."""
         pass
 
 
@@ -63,7 +65,24 @@ def _overridden(hook: Any, method: str) -> Callable[..., Any] | None:
     base = getattr(CadenceHooks, method)
     if getattr(type(hook), method, None) is base:
         return None  # the base class no-op: skip it entirely
+    if method == "on_retry" and _positional_count(fn) == 3:
+        legacy = fn
+
+        def fn(note_name: str, score: Any, attempt: int, max_attempts: int, error: Any) -> Any:
+            return legacy(note_name, attempt, error)
+
+        fn.__self__ = getattr(legacy, "__self__", None)  # type: ignore[attr-defined]
     return fn
+
+
+def _positional_count(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return -1
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return -1
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
 class HookPlan:
@@ -76,11 +95,13 @@ class HookPlan:
         "after_note",
         "on_error",
         "on_retry",
+        "idle",
     )
 
     def __init__(self, *fns: tuple[Callable[..., Any], ...]) -> None:
-        for slot, value in zip(self.__slots__, fns, strict=True):
+        for slot, value in zip(HOOK_METHODS, fns, strict=True):
             setattr(self, slot, value)
+        self.idle = not any(fns)  # no hook wants any call: the run may take the bare path
 
 
 class HooksManager:
@@ -107,8 +128,32 @@ class HooksManager:
         for hook in hooks:
             self.add(hook)
 
-    def add(self, hook: Any) -> None:
+    def add(self, hook: Any) -> HooksManager:
         self.hooks.append(hook)
+        self._index(hook)
+        return self
+
+    def remove(self, hook: Any) -> HooksManager:
+        if hook in self.hooks:
+            self.hooks.remove(hook)
+            self._rebuild()
+        return self
+
+    def clear(self) -> None:
+        self.hooks.clear()
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self.table = {m: () for m in HOOK_METHODS}
+        self._selective = set()
+        self._selective_hooks = []
+        for hook in self.hooks:
+            self._index(hook)
+        self.has_on_retry = bool(self.table["on_retry"])
+        self.any = any(self.table.values())
+        self._plan = None
+
+    def _index(self, hook: Any) -> None:
         selective = callable(getattr(hook, "wants", None))
         if selective:
             self._selective_hooks.append(hook)
@@ -141,7 +186,7 @@ class HooksManager:
             stamp = tuple(getattr(h, "wants_version", 0) for h in selective)
         plan = self._plan
         if plan is None or stamp != self._plan_stamp:
-            plan = self._plan = HookPlan(*(self.active(m) for m in HookPlan.__slots__))
+            plan = self._plan = HookPlan(*(self.active(m) for m in HOOK_METHODS))
             self._plan_stamp = stamp
         return plan
 
@@ -177,13 +222,25 @@ class HooksManager:
         if self.table["after_note"]:
             await self._dispatch("after_note", note_name, score, duration, error)
 
-    async def on_error(self, note_name: str, score: Any, error: BaseException) -> None:
-        if self.table["on_error"]:
-            await self._dispatch("on_error", note_name, score, error)
+    async def on_error(self, note_name: str, score: Any, error: BaseException) -> bool:
+        """True when a hook returned True (the library's "suppressed"; the run ignores it, as
+        the library's does)."""
+        suppressed = False
+        for fn in self.table["on_error"]:
+            try:
+                result = fn(note_name, score, error)
+                if result is not None and inspect.isawaitable(result):
+                    result = await result
+                suppressed = suppressed or result is True
+            except Exception:
+                hook_failed(fn, "on_error")
+        return suppressed
 
-    async def on_retry(self, note_name: str, attempt: int, error: BaseException) -> None:
+    async def on_retry(
+        self, note_name: str, score: Any, attempt: int, max_attempts: int, error: BaseException
+    ) -> None:
         if self.table["on_retry"]:
-            await self._dispatch("on_retry", note_name, attempt, error)
+            await self._dispatch("on_retry", note_name, score, attempt, max_attempts, error)
 
 
 def fire(fns: tuple[Callable[..., Any], ...], method: str, *args: Any) -> Any:
@@ -227,179 +284,65 @@ def hook_failed(fn: Callable[..., Any], method: str) -> None:
     logger.exception("hook %r.%s failed", fn, method)
 
 
-def _run_key() -> int:
-    run = current_run.get()
-    return id(run) if run is not None else 0
+class _CallbackHooks(CadenceHooks):
+    """A hook around one callback (what ``before_note``/``after_note``/``on_error`` build)."""
+
+    def __init__(self, callback: Callable[..., Any]) -> None:
+        self.callback = callback
 
 
-class LoggingHooks(CadenceHooks):
-    """Logs every lifecycle event to ``logging`` (logger ``engine``)."""
+def before_note(callback: Callable[..., Any]) -> CadenceHooks:
+    """A hook calling ``callback(note_name, score)`` (sync or async) before each note."""
 
-    def __init__(self, logger_: logging.Logger | None = None, level: int = logging.INFO) -> None:
-        self.logger = logger_ or logging.getLogger("engine")
-        self.level = level
+    class BeforeNote(_CallbackHooks):
+        def before_note(self, note_name: str, score: Any) -> Any:
+            return self.callback(note_name, score)
 
-    def before_cadence(self, cadence_name: str, score: Any) -> None:
-        self.logger.log(self.level, "cadence %s started", cadence_name)
-
-    def after_cadence(
-        self, cadence_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        if error is None:
-            self.logger.log(self.level, "cadence %s completed in %.6fs", cadence_name, duration)
-        else:
-            self.logger.error("cadence %s failed after %.6fs: %r", cadence_name, duration, error)
-
-    def before_note(self, note_name: str, score: Any) -> None:
-        self.logger.log(self.level, "note %s started", note_name)
-
-    def after_note(
-        self, note_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        if error is None:
-            self.logger.log(self.level, "note %s completed in %.6fs", note_name, duration)
-        else:
-            self.logger.error("note %s failed after %.6fs: %r", note_name, duration, error)
-
-    def on_retry(self, note_name: str, attempt: int, error: BaseException) -> None:
-        self.logger.warning("note %s attempt %d failed, retrying: %r", note_name, attempt, error)
+    return BeforeNote(callback)
 
 
-class TimingHooks(CadenceHooks):
-    """Collects durations: ``timings[note] -> [seconds, ...]`` and ``cadence_timings``."""
+def after_note(callback: Callable[..., Any]) -> CadenceHooks:
+    """A hook calling ``callback(note_name, score, duration, error)`` after each note."""
 
-    def __init__(self) -> None:
-        self.timings: dict[str, list[float]] = {}
-        self.cadence_timings: dict[str, list[float]] = {}
+    class AfterNote(_CallbackHooks):
+        def after_note(
+            self, note_name: str, score: Any, duration: float, error: BaseException | None = None
+        ) -> Any:
+            return self.callback(note_name, score, duration, error)
 
-    def after_note(
-        self, note_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self.timings.setdefault(note_name, []).append(duration)
-
-    def after_cadence(
-        self, cadence_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self.cadence_timings.setdefault(cadence_name, []).append(duration)
-
-    def total(self, note_name: str) -> float:
-        return sum(self.timings.get(note_name, ()))
+    return AfterNote(callback)
 
 
-class MetricsHooks(CadenceHooks):
-    """In-process counters and duration sums, safe under threads; read with ``snapshot()``."""
+def on_error(callback: Callable[..., Any]) -> CadenceHooks:
+    """A hook calling ``callback(note_name, score, error)`` when a note fails."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.counters: dict[str, int] = {}
-        self.durations: dict[str, float] = {}
+    class OnError(_CallbackHooks):
+        async def on_error(self, note_name: str, score: Any, error: BaseException) -> bool | None:
+            result = self.callback(note_name, score, error)
+            if inspect.isawaitable(result):
+                result = await result
+            return bool(result) if result is not None else None
 
-    def _count(self, key: str, by: int = 1) -> None:
-        with self._lock:
-            self.counters[key] = self.counters.get(key, 0) + by
-
-    def before_cadence(self, cadence_name: str, score: Any) -> None:
-        self._count(f"cadence.{cadence_name}.started")
-
-    def after_cadence(
-        self, cadence_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self._count(f"cadence.{cadence_name}.{'failed' if error else 'completed'}")
-
-    def after_note(
-        self, note_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self._count(f"note.{note_name}.{'failed' if error else 'completed'}")
-        with self._lock:
-            self.durations[note_name] = self.durations.get(note_name, 0.0) + duration
-
-    def on_retry(self, note_name: str, attempt: int, error: BaseException) -> None:
-        self._count(f"note.{note_name}.retried")
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"counters": dict(self.counters), "durations": dict(self.durations)}
+    return OnError(callback)
 
 
-class Span:
-    __slots__ = ("name", "kind", "start", "end", "error", "run")
+from .builtin_hooks import (  # noqa: E402 - they subclass CadenceHooks, defined above
+    DebugHooks,
+    LoggingHooks,
+    MetricsHooks,
+    TimingHooks,
+    TracingHooks,
+)
 
-    def __init__(self, name: str, kind: str, start: float, run: int) -> None:
-        self.name = name
-        self.kind = kind
-        self.start = start
-        self.end: float | None = None
-        self.error: BaseException | None = None
-        self.run = run
-
-    def __repr__(self) -> str:
-        return f"Span({self.kind}:{self.name}, error={self.error!r})"
-
-
-class TracingHooks(CadenceHooks):
-    """Records a span per cadence and per note; forwards them to an OpenTelemetry tracer if given."""
-
-    def __init__(self, tracer: Any = None) -> None:
-        self.tracer = tracer
-        self.spans: list[Span] = []
-        self._open: dict[tuple[int, str, str], tuple[Span, Any]] = {}
-
-    def _start(self, kind: str, name: str) -> None:
-        run = _run_key()
-        span = Span(name, kind, time.perf_counter(), run)
-        otel = self.tracer.start_span(f"{kind} {name}") if self.tracer is not None else None
-        self._open[(run, kind, name)] = (span, otel)
-
-    def _end(self, kind: str, name: str, error: BaseException | None) -> None:
-        entry = self._open.pop((_run_key(), kind, name), None)
-        if entry is None:
-            return
-        span, otel = entry
-        span.end = time.perf_counter()
-        span.error = error
-        self.spans.append(span)
-        if otel is not None:
-            if error is not None:
-                otel.record_exception(error)
-            otel.end()
-
-    def before_cadence(self, cadence_name: str, score: Any) -> None:
-        self._start("cadence", cadence_name)
-
-    def after_cadence(
-        self, cadence_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self._end("cadence", cadence_name, error)
-
-    def before_note(self, note_name: str, score: Any) -> None:
-        self._start("note", note_name)
-
-    def after_note(
-        self, note_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        self._end("note", note_name, error)
-
-
-class DebugHooks(CadenceHooks):
-    """Captures the score before and after every note (``records``) and logs it at DEBUG."""
-
-    def __init__(self, logger_: logging.Logger | None = None) -> None:
-        self.logger = logger_ or logging.getLogger("engine.debug")
-        self.records: list[dict[str, Any]] = []
-
-    def before_note(self, note_name: str, score: Any) -> None:
-        state = _state(score)
-        self.records.append({"note": note_name, "phase": "before", "score": state})
-        self.logger.debug("before %s: %r", note_name, state)
-
-    def after_note(
-        self, note_name: str, score: Any, duration: float, error: BaseException | None = None
-    ) -> None:
-        state = _state(score)
-        self.records.append({"note": note_name, "phase": "after", "score": state, "error": error})
-        self.logger.debug("after %s (%.6fs, error=%r): %r", note_name, duration, error, state)
-
-
-def _state(score: Any) -> Any:
-    to_dict = getattr(score, "to_dict", None)
-    return to_dict() if callable(to_dict) else to_jsonable(score)
+__all__ = [
+    "CadenceHooks",
+    "DebugHooks",
+    "HooksManager",
+    "LoggingHooks",
+    "MetricsHooks",
+    "TimingHooks",
+    "TracingHooks",
+    "after_note",
+    "before_note",
+    "on_error",
+]

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import inspect
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import MergeConflict, NoteError, Skip
+from .callables import is_async_callable
+from .errors import Skip, note_failure
 from .merge import resolve_strategy
-from .note import is_async_callable, note_name
+from .note import Note, note_name
 from .parallel import run_parallel
 from .score import SCORE_TYPES, ImmutableScore, field_names
 
@@ -36,6 +38,9 @@ class Step:
     def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
         if not callable(fn):
             raise TypeError(f"a note must be callable, not {type(fn).__name__}")
+        if isinstance(fn, Note):  # run what the Note wraps: no extra call per note
+            name = name or fn.name
+            fn = fn.fn
         self.fn = fn
         attrs = getattr(fn, "__dict__", None)
         if attrs is not None:
@@ -76,22 +81,22 @@ def as_steps(fns: Any) -> tuple[Step, ...]:
 
 async def run_steps(measure_name: str, steps: Sequence[Step], score: Any) -> Any:
     """Run notes one after another on the same score (sequence and sequential split)."""
-    for step in steps:
-        try:
+    i = 0
+    try:
+        for step in steps:
             if step.is_async:
                 result = await step.fn(score)
             else:
                 result = step.fn(score)
                 if result is not None and inspect.isawaitable(result):
                     result = await result
-        except Skip:
-            continue
-        except NoteError:
-            raise
-        except Exception as exc:
-            raise NoteError(step.name, exc, measure_name=measure_name) from exc
-        if result is not None and isinstance(result, SCORE_TYPES):
-            score = result
+            if result is not None and isinstance(result, SCORE_TYPES):
+                score = result
+            i += 1
+    except Skip:
+        raise
+    except Exception as exc:
+        raise note_failure(measure_name, exc, details={"step": steps[i].name}) from exc
     return score
 
 
@@ -220,16 +225,34 @@ class SplitMeasure(Measure):
     async def execute(self, score: Any) -> Any:
         try:
             chosen = self.condition(score)
-            if inspect.isawaitable(chosen):
-                chosen = await chosen
+            if chosen is not None and chosen is not True and chosen is not False:
+                if inspect.isawaitable(chosen):
+                    chosen = await chosen
         except Exception as exc:
-            raise NoteError(self.condition_name, exc, measure_name=self.name) from exc
+            raise note_failure(self.name, exc, details={"step": self.condition_name}) from exc
         steps = self.if_true if chosen else self.if_false
         if not steps:
             return score
         if self.parallel:
             return await run_parallel(self.name, steps, score, self.merge)
-        return await run_steps(self.name, steps, score)
+        # run_steps, inlined: a split is one frame, as a chain of notes is
+        i = 0
+        try:
+            for step in steps:
+                if step.is_async:
+                    result = await step.fn(score)
+                else:
+                    result = step.fn(score)
+                    if result is not None and inspect.isawaitable(result):
+                        result = await result
+                if result is not None and isinstance(result, SCORE_TYPES):
+                    score = result
+                i += 1
+        except Skip:
+            raise
+        except Exception as exc:
+            raise note_failure(self.name, exc, details={"step": steps[i].name}) from exc
+        return score
 
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -281,11 +304,9 @@ class ChildMeasure(Measure):
             merged = merge(score, result)
             if inspect.isawaitable(merged):
                 merged = await merged
-        except (NoteError, MergeConflict):
-            raise
         except Exception as exc:
-            raise NoteError(
-                getattr(merge, "__name__", "merge"), exc, measure_name=self.name
+            raise note_failure(
+                self.name, exc, details={"step": getattr(merge, "__name__", "merge")}
             ) from exc
         if merged is not None and isinstance(merged, SCORE_TYPES):
             return merged
@@ -296,3 +317,58 @@ class ChildMeasure(Measure):
         if self.merge is not None:
             out["merge"] = getattr(self.merge, "__name__", "merge")
         return out
+
+
+def _timed(fn: Any, is_async: bool, label: str, reporters: tuple[Any, ...]) -> Any:
+    """``fn`` calling every reporter with ``(label, seconds, score)`` after it returns."""
+    clock = time.perf_counter
+    if is_async:
+
+        async def timed_async(score: Any) -> Any:
+            t0 = clock()
+            result = fn(score)
+            if inspect.isawaitable(result):
+                result = await result
+            elapsed = clock() - t0
+            for reporter in reporters:
+                outcome = reporter(label, elapsed, score)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            return result
+
+        return timed_async
+
+    def timed_sync(score: Any) -> Any:
+        t0 = clock()
+        result = fn(score)
+        elapsed = clock() - t0
+        for reporter in reporters:
+            outcome = reporter(label, elapsed, score)
+            if inspect.iscoroutine(outcome):
+                outcome.close()  # a sync note cannot await it (the library drops it too)
+        return result
+
+    return timed_sync
+
+
+def _timed_steps(steps: Sequence[Step], label: str, reporters: tuple[Any, ...]) -> tuple[Step, ...]:
+    return tuple(
+        Step(_timed(s.fn, s.is_async, label.format(i), reporters), s.name)
+        for i, s in enumerate(steps)
+    )
+
+
+def with_step_reports(m: Measure, reporters: tuple[Any, ...]) -> Measure:
+    """A copy of a group measure whose notes report their own times, named as the library
+    names them: ``group[i]`` for ``.sequence``/``.sync``, ``route_if[i]``/``route_else[i]``
+    for ``.split``. Other measures are returned as they are."""
+    if isinstance(m, (SequenceMeasure, SyncMeasure)):
+        clone = copy.copy(m)
+        clone.steps = _timed_steps(m.steps, m.name + "[{}]", reporters)
+        return clone
+    if isinstance(m, SplitMeasure):
+        clone = copy.copy(m)
+        clone.if_true = _timed_steps(m.if_true, m.name + "_if[{}]", reporters)
+        clone.if_false = _timed_steps(m.if_false, m.name + "_else[{}]", reporters)
+        return clone
+    return m

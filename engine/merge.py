@@ -3,13 +3,17 @@
 A ``.sync`` group snapshots the score, gives each task its own copy, records which fields each
 task changed, and hands the list of changes to a merge strategy. A strategy is any callable
 ``(original, changes) -> None | new_score``; ``changes`` is a list of dicts (one per task, in the
-order the tasks finished) whose ``note_name`` / ``task_index`` attributes say who made them.
+order the tasks finished) whose ``note_name`` / ``task_index`` / ``snapshot`` attributes say who
+made them. Strategies written for the library, ``(original, snapshots, changes) -> None``, are
+recognised by their three parameters and work too; ``MergeStrategy`` holds the built-ins under
+that convention.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,17 +57,24 @@ def _isolate(value: Any) -> Any:
 
 
 class Changes(dict):
-    """The fields one parallel task changed, with the task's name and index."""
+    """The fields one parallel task changed, with the task's name, index and score copy."""
 
-    __slots__ = ("note_name", "task_index")
+    __slots__ = ("note_name", "task_index", "snapshot")
 
-    def __init__(self, values: dict[str, Any], note_name: str = "", task_index: int = 0) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any],
+        note_name: str = "",
+        task_index: int = 0,
+        snapshot: Any = None,
+    ) -> None:
         super().__init__(values)
         self.note_name = note_name
         self.task_index = task_index
+        self.snapshot = snapshot
 
 
-MergeStrategy = Callable[[Any, list[dict[str, Any]]], Any]
+MergeFn = Callable[[Any, list[dict[str, Any]]], Any]
 
 
 class Fork:
@@ -143,13 +154,24 @@ def _note(change: dict[str, Any]) -> str:
     return getattr(change, "note_name", "") or f"task {getattr(change, 'task_index', '?')}"
 
 
+def _distinct(values: list[Any]) -> list[Any]:
+    unique: list[Any] = []
+    for value in values:
+        if value not in unique:
+            unique.append(value)
+    return unique
+
+
 def fail_on_conflict(original: Any, changes: list[dict[str, Any]]) -> Any:
-    """Apply every change; two tasks changing the same field is a :class:`MergeConflict`."""
+    """Apply every change; two tasks writing different values to one field is a
+    :class:`MergeConflict` (tasks that agree on the value do not conflict)."""
     merged: dict[str, Any] = {}
     for name, writers in _writers(changes).items():
         if len(writers) > 1:
-            raise MergeConflict(name, [_note(w) for w in writers])
-        merged[name] = writers[0][name]
+            values = _distinct([w[name] for w in writers])
+            if len(values) > 1:
+                raise MergeConflict(name, values, note_names=[_note(w) for w in writers])
+        merged[name] = writers[-1][name]
     return apply_changes(original, merged)
 
 
@@ -169,8 +191,10 @@ def _merge_lists(name: str, old: Any, writers: list[dict[str, Any]]) -> list[Any
         if new[: len(base)] != base:
             raise MergeConflict(
                 name,
-                [_note(w) for w in writers],
-                f"field {name!r}: {_note(change)} rewrote the list instead of extending it",
+                [w[name] for w in writers],
+                f"Conflict on field '{name}': {_note(change)} rewrote the list instead of "
+                "extending it",
+                note_names=[_note(w) for w in writers],
             )
         result.extend(new[len(base) :])
     return result
@@ -212,18 +236,75 @@ def smart_merge(original: Any, changes: list[dict[str, Any]]) -> Any:
         elif all(v == values[0] for v in values[1:]):
             merged[name] = values[0]  # several tasks agreed on the same value
         else:
-            raise MergeConflict(name, [_note(w) for w in writers])
+            raise MergeConflict(name, values, note_names=[_note(w) for w in writers])
     return apply_changes(original, merged)
 
 
-STRATEGIES: dict[str, MergeStrategy] = {
+def _library_form(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A native strategy, callable as the library calls strategies:
+    ``(original, snapshots, changes) -> None``."""
+
+    def strategy(original: Any, snapshots: list[Any], changes: list[dict[str, Any]]) -> None:
+        fn(original, changes)
+
+    strategy.__name__ = fn.__name__
+    strategy.__doc__ = fn.__doc__
+    strategy.__engine_strategy__ = fn  # type: ignore[attr-defined]
+    return strategy
+
+
+class MergeStrategy:
+    """The built-in strategies under the library's names and calling convention
+    (``MergeStrategy.smart_merge(original, snapshots, changes)``); pass them to ``.sync``."""
+
+    fail_on_conflict = staticmethod(_library_form(fail_on_conflict))
+    last_write_wins = staticmethod(_library_form(last_write_wins))
+    smart_merge = staticmethod(_library_form(smart_merge))
+
+
+def _positional_arity(fn: Callable[..., Any]) -> int:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return 2
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 2
+    return sum(1 for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+
+def _adapt_three_argument(fn: Callable[..., Any]) -> MergeFn:
+    """A strategy written for the library, ``(original, snapshots, changes)``."""
+
+    def strategy(original: Any, changes: list[dict[str, Any]]) -> Any:
+        snapshots = [getattr(c, "snapshot", None) for c in changes]
+        return fn(original, snapshots, [dict(c) for c in changes])
+
+    strategy.__name__ = getattr(fn, "__name__", "custom")
+    return strategy
+
+
+def merge_snapshots(
+    original: Any,
+    snapshots: list[Any],
+    strategy: Callable[..., Any] = MergeStrategy.fail_on_conflict,
+) -> Any:
+    """Merge the changes of score snapshots (from ``Score._snapshot()``) back into
+    ``original`` with ``strategy`` (either calling convention). Returns what the strategy
+    returned (a new score for frozen scores, else None)."""
+    changes = [
+        Changes(s._get_changes(), getattr(s, "__name__", ""), i, s) for i, s in enumerate(snapshots)
+    ]
+    return resolve_strategy(strategy)(original, changes)
+
+
+STRATEGIES: dict[str, MergeFn] = {
     "fail_on_conflict": fail_on_conflict,
     "last_write_wins": last_write_wins,
     "smart_merge": smart_merge,
 }
 
 
-def resolve_strategy(strategy: str | MergeStrategy | None) -> MergeStrategy:
+def resolve_strategy(strategy: str | MergeFn | None) -> MergeFn:
     if strategy is None:
         return fail_on_conflict
     if isinstance(strategy, str):
@@ -237,4 +318,9 @@ def resolve_strategy(strategy: str | MergeStrategy | None) -> MergeStrategy:
         raise TypeError(
             f"merge strategy must be a name or a callable, not {type(strategy).__name__}"
         )
+    native = getattr(strategy, "__engine_strategy__", None)
+    if native is not None:
+        return native
+    if _positional_arity(strategy) >= 3:
+        return _adapt_three_argument(strategy)
     return strategy

@@ -38,6 +38,10 @@ class Run(models.Model):
     conversation_id = models.UUIDField(null=True, blank=True, db_index=True)
     trigger = models.CharField(max_length=16, choices=Trigger.choices)
     principal = models.CharField(max_length=200, blank=True)
+    # Whose run it is (issue 9: members see their own runs, admins and owners all of them): the
+    # user or API key that started it, or that owns the conversation it ran in.
+    owner_user_id = models.BigIntegerField(null=True, blank=True)
+    owner_api_key_id = models.UUIDField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     input = models.JSONField(default=dict, blank=True)
     output = models.TextField(blank=True)
@@ -60,6 +64,16 @@ class Run(models.Model):
 
     class Meta:
         ordering = ["-started_at"]
+        # The run list is keyset-paginated on (started_at, id), under each filter it offers.
+        indexes = [
+            models.Index(fields=["-started_at", "-id"], name="run_recent"),
+            models.Index(fields=["status", "-started_at", "-id"], name="run_status_recent"),
+            models.Index(fields=["orchestrator", "-started_at", "-id"], name="run_orch_recent"),
+            models.Index(fields=["trigger", "-started_at", "-id"], name="run_trigger_recent"),
+            models.Index(fields=["owner_user_id", "-started_at", "-id"], name="run_user_recent"),
+            models.Index(fields=["owner_api_key_id", "-started_at", "-id"], name="run_key_recent"),
+            models.Index(fields=["error_code", "-started_at", "-id"], name="run_error_recent"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import current_note, current_run
 from .errors import ParallelNoteError, Skip
-from .merge import Changes, Fork, MergeStrategy
+from .merge import Changes, Fork, MergeFn
 from .score import SCORE_TYPES
 
 if TYPE_CHECKING:
@@ -57,10 +57,8 @@ class _Group:
             if exc is None:
                 self.results[i] = task.result()
                 self.order.append(i)
-            elif isinstance(exc, Skip):
-                self.order.append(i)
             else:
-                self.fail(i, exc)
+                self.fail(i, exc)  # a Skip too: it stops the group (and the run), unmerged
         if self.pending == 0 and self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
@@ -90,9 +88,7 @@ def _start(step: Step, isolated: Any) -> Any:
     return asyncio.to_thread(step.fn, isolated)
 
 
-async def run_parallel(
-    group_name: str, steps: Sequence[Step], score: Any, merge: MergeStrategy
-) -> Any:
+async def run_parallel(group_name: str, steps: Sequence[Step], score: Any, merge: MergeFn) -> Any:
     """Fork the score per note, run the notes concurrently, merge their changes back."""
     fork = Fork(score)
     n = len(steps)
@@ -116,8 +112,6 @@ async def run_parallel(
     group.inline = True
     try:
         group.results[0] = await _start(steps[0], copies[0])
-        group.order.append(0)
-    except Skip:
         group.order.append(0)
     except asyncio.CancelledError:
         group.inline = False
@@ -147,6 +141,8 @@ async def run_parallel(
 
     if group.errors:
         index, exc = group.errors[0]
+        if isinstance(exc, Skip):
+            raise exc
         error = ParallelNoteError(group_name, index, steps[index].name, exc)
         if len(group.errors) > 1:
             error.details["other_failures"] = [
@@ -157,10 +153,17 @@ async def run_parallel(
 
     changes: list[dict[str, Any]] = []
     results = group.results
+    diff, new_changes, update = fork.diff, Changes.__new__, dict.update
     for i in group.order:
         result = results[i]
         outcome = result if result is not None and isinstance(result, SCORE_TYPES) else copies[i]
-        changes.append(Changes(fork.diff(outcome), steps[i].name, i))
+        # Changes(diff, name, i, outcome) without a Python-level __init__ call per task
+        change = new_changes(Changes)
+        update(change, diff(outcome))
+        change.note_name = steps[i].name
+        change.task_index = i
+        change.snapshot = outcome
+        changes.append(change)
     merged = merge(score, changes)
     if merged is not None and isinstance(merged, SCORE_TYPES):
         return merged

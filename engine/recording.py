@@ -66,7 +66,11 @@ class StepRecord:
             "changes": self.changes,
             "error": None
             if self.error is None
-            else {"type": type(self.error).__name__, "message": str(self.error)},
+            else {
+                "type": type(self.error).__name__,
+                # without the "[CODE] " prefix str() gives engine errors
+                "message": getattr(self.error, "message", None) or str(self.error),
+            },
         }
 
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ notes share on purpose: copy-on-write isolation in ``.sync`` never copies them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -27,6 +28,28 @@ class Score:
 
     def to_dict(self) -> dict[str, Any]:
         return {name: to_jsonable(getattr(self, name)) for name in field_names(self)}
+
+    # The library's copy-on-write helpers (``merge_snapshots`` uses them; ``.sync`` has its own).
+    def _get_fields(self) -> list[str]:
+        """The public field names."""
+        return [name for name in field_names(self) if not name.startswith("_")]
+
+    def _snapshot(self) -> Score:
+        """A shallow copy that remembers (shallow copies of) the values it started from."""
+        snapshot = copy.copy(self)
+        original = {name: copy.copy(getattr(self, name)) for name in self._get_fields()}
+        object.__setattr__(snapshot, "_original_values", original)
+        return snapshot
+
+    def _get_changes(self) -> dict[str, Any]:
+        """The fields whose value differs from the snapshot's starting values."""
+        original = self.__dict__.get("_original_values", {})
+        changes: dict[str, Any] = {}
+        for name in self._get_fields():
+            current = getattr(self, name)
+            if name not in original or current != original[name]:
+                changes[name] = current
+        return changes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +122,14 @@ class Atomic(_Locked, Generic[T]):
             self._value = fn(self._value)
             return self._value
 
+    def compare_and_swap(self, expected: Any, new_value: T) -> bool:
+        """Set ``new_value`` if the value equals ``expected``; True if it did."""
+        with self._lock:
+            if self._value == expected:
+                self._value = new_value
+                return True
+            return False
+
     @property
     def value(self) -> T | None:
         return self.get()
@@ -126,9 +157,9 @@ class AtomicList(_Locked, Generic[T]):
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Iterable[T] = ()) -> None:
+    def __init__(self, initial: Iterable[T] | None = None) -> None:
         super().__init__()
-        self._items: list[T] = list(items)
+        self._items: list[T] = list(initial or ())
 
     def append(self, item: T) -> None:
         with self._lock:
@@ -151,13 +182,17 @@ class AtomicList(_Locked, Generic[T]):
         with self._lock:
             self._items.remove(item)
 
-    def clear(self) -> None:
+    def clear(self) -> list[T]:
+        """Empty the list; returns what it held."""
         with self._lock:
-            self._items.clear()
+            items, self._items = self._items, []
+            return items
 
     def snapshot(self) -> list[T]:
         with self._lock:
             return list(self._items)
+
+    get_all = snapshot  # the library's name
 
     copy = snapshot
 
@@ -210,9 +245,9 @@ class AtomicDict(_Locked, Generic[K, V]):
 
     __slots__ = ("_data",)
 
-    def __init__(self, data: Any = None, **kwargs: V) -> None:
+    def __init__(self, initial: Any = None, **kwargs: V) -> None:
         super().__init__()
-        self._data: dict[K, V] = dict(data or {}, **kwargs)
+        self._data: dict[K, V] = dict(initial or {}, **kwargs)
 
     def __getitem__(self, key: K) -> V:
         with self._lock:
@@ -234,9 +269,15 @@ class AtomicDict(_Locked, Generic[K, V]):
         with self._lock:
             return self._data.setdefault(key, default)
 
-    def pop(self, key: K, *default: Any) -> Any:
+    def set(self, key: K, value: V) -> None:
         with self._lock:
-            return self._data.pop(key, *default)
+            self._data[key] = value
+
+    def pop(self, key: K, default: Any = None) -> Any:
+        """Remove ``key`` and return its value, or ``default`` (None) if absent (as in the
+        library: no KeyError)."""
+        with self._lock:
+            return self._data.pop(key, default)
 
     def update(self, other: Any = (), **kwargs: V) -> None:
         with self._lock:
@@ -255,6 +296,8 @@ class AtomicDict(_Locked, Generic[K, V]):
     def snapshot(self) -> dict[K, V]:
         with self._lock:
             return dict(self._data)
+
+    get_all = snapshot  # the library's name
 
     copy = snapshot
 
@@ -299,6 +342,21 @@ class AtomicDict(_Locked, Generic[K, V]):
 
 
 ATOMIC_TYPES = (Atomic, AtomicList, AtomicDict)
+
+# ``from engine.score import MergeConflict, MergeStrategy, merge_snapshots`` works as the
+# library's ``cadence.score`` does (they live in engine.errors and engine.merge).
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("MergeStrategy", "merge_snapshots"):
+        from . import merge
+
+        return getattr(merge, name)
+    if name in ("MergeConflict", "MergeConflictError"):
+        from . import errors
+
+        return getattr(errors, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def to_jsonable(value: Any) -> Any:

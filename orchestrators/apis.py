@@ -200,7 +200,10 @@ class LLMConfigListApi(OrgMemberApi):
     )
     def post(self, request, org_slug):
         data = self.validated(LLMConfigInput, request.data)
-        return Response(llm_config_output(services.llm_config_create(**data)), status=201)
+        return Response(
+            llm_config_output(services.llm_config_create(actor=self.actor(request), **data)),
+            status=201,
+        )
 
 
 class LLMConfigDetailApi(OrgMemberApi):
@@ -228,13 +231,18 @@ class LLMConfigDetailApi(OrgMemberApi):
         api_key = data.pop("api_key", None)
         return Response(
             llm_config_output(
-                services.llm_config_update(config=self._get(config_id), api_key=api_key, **data)
+                services.llm_config_update(
+                    config=self._get(config_id),
+                    api_key=api_key,
+                    actor=self.actor(request),
+                    **data,
+                )
             )
         )
 
     @extend_schema(summary="Delete an LLM configuration", responses={204: None})
     def delete(self, request, org_slug, config_id):
-        services.llm_config_delete(config=self._get(config_id))
+        services.llm_config_delete(config=self._get(config_id), actor=self.actor(request))
         return Response(status=204)
 
 
@@ -307,7 +315,9 @@ class InstanceListApi(OrgMemberApi):
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
         plan = Organization.objects.select_related("plan").get(pk=request.org.id).plan
         instance = services.orchestrator_create(
-            plan_limit=plan.max_orchestrators if plan else None, **data
+            plan_limit=plan.max_orchestrators if plan else None,
+            actor=self.actor(request),
+            **data,
         )
         return Response(instance_output(instance), status=201)
 
@@ -342,12 +352,16 @@ class InstanceDetailApi(InstanceMixin, OrgMemberApi):
     def patch(self, request, org_slug, instance_id):
         data = _resolve_llm(dict(self.validated(InstanceInput, request.data, partial=True)))
         return Response(
-            instance_output(services.orchestrator_update(instance=self._get(instance_id), **data))
+            instance_output(
+                services.orchestrator_update(
+                    instance=self._get(instance_id), actor=self.actor(request), **data
+                )
+            )
         )
 
     @extend_schema(summary="Delete an orchestrator", responses={204: None})
     def delete(self, request, org_slug, instance_id):
-        services.orchestrator_delete(instance=self._get(instance_id))
+        services.orchestrator_delete(instance=self._get(instance_id), actor=self.actor(request))
         return Response(status=204)
 
 
@@ -370,7 +384,7 @@ class InstanceActionApi(InstanceMixin, OrgMemberApi):
             "rebuild": services.orchestrator_rebuild,
         }[self.action]
         return Response(
-            instance_output(handler(instance=instance)),
+            instance_output(handler(instance=instance, actor=self.actor(request))),
             status=202 if self.action != "suspend" else 200,
         )
 
@@ -393,6 +407,13 @@ class InvokeInput(StrictSerializer):
         )
 
     messages = serializers.ListField(child=MessageInput(), min_length=1, max_length=MAX_MESSAGES)
+
+
+def _run_owner(principal) -> dict:
+    key = getattr(principal, "api_key", None)
+    if key is not None:
+        return {"owner_api_key_id": str(key.pk)}
+    return {"owner_user_id": principal.pk}
 
 
 class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
@@ -425,5 +446,6 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),
+            **_run_owner(request.user),
         )
         return Response(result)

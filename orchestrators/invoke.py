@@ -15,6 +15,8 @@ async def invoke(
     message: str,
     user: str = "",
     trigger: str = "invoke",
+    owner_user_id: int | None = None,
+    owner_api_key_id: str | None = None,
 ) -> dict[str, Any]:
     outcome = await turn_run(
         TurnRequest(
@@ -25,6 +27,8 @@ async def invoke(
             history=history,
             trigger=trigger,
             principal=user,
+            owner_user_id=owner_user_id,
+            owner_api_key_id=owner_api_key_id,
         )
     )
     if outcome.error is not None:

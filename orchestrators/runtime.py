@@ -6,7 +6,7 @@ Django side hands them plain settings (with secrets already decrypted) and reads
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -167,6 +167,14 @@ class LLMError(Exception):
         self.status = status
 
 
+class StepError(LLMError):
+    """A step of the run that failed for good outside the model (a plugin's code note breaking a
+    sandbox cap): surfaces, like a model failure, mapped to an error the caller can show."""
+
+    def __init__(self, message: str, code: str = "step_failed"):
+        super().__init__(message, code)
+
+
 class ChatProvider(Protocol):
     async def stream(
         self,
@@ -249,6 +257,8 @@ class RuntimeConfig:
     tools: tuple[Tool, ...] = ()
     max_steps: int = 8
     config_hash: str = ""
+    # Extra engine notes a flow may name (a plugin's code notes), by name.
+    notes: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
 
 
 class Adapter(Protocol):

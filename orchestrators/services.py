@@ -20,6 +20,7 @@ from cadence_site.errors import ApplicationError
 from orchestrators import crypto
 from orchestrators.models import LLMConfig, OrchestratorInstance
 from orchestrators.runtime import LLMSettings, RuntimeConfig
+from tenants.audit.changes import audit_change
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,22 @@ INSTANCE_FIELDS = (
     "max_steps",
     "tier",
 )
+
+
+def llm_config_snapshot(config: LLMConfig) -> dict[str, Any]:
+    """What the audit trail keeps of a configuration: its fields and the key's hint, never the key."""
+    return {
+        **{name: getattr(config, name) for name in LLM_FIELDS},
+        "api_key_hint": config.api_key_hint,
+    }
+
+
+def instance_snapshot(instance: OrchestratorInstance) -> dict[str, Any]:
+    data = {name: getattr(instance, name) for name in INSTANCE_FIELDS if name != "llm_config"}
+    data["llm_config"] = str(instance.llm_config_id) if instance.llm_config_id else None
+    data["status"] = instance.status
+    data["version"] = instance.version
+    return data
 
 
 def _invalid(field: str, message: str, code: str = "invalid") -> ApplicationError:
@@ -107,7 +124,7 @@ def _set_key(config: LLMConfig, api_key: str | None) -> None:
 
 @transaction.atomic
 def llm_config_create(
-    *, name: str, provider: str, model: str, api_key: str = "", **fields: Any
+    *, name: str, provider: str, model: str, api_key: str = "", actor=None, **fields: Any
 ) -> LLMConfig:
     unknown = set(fields) - set(LLM_FIELDS)
     if unknown:
@@ -121,13 +138,22 @@ def llm_config_create(
     _set_key(config, api_key)
     config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
     config.save()
+    audit_change(
+        action="llm_config.created",
+        target=config.name,
+        actor=actor,
+        after=llm_config_snapshot(config),
+    )
     config.save_warnings = warnings
     return config
 
 
-def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields: Any) -> LLMConfig:
+def llm_config_update(
+    *, config: LLMConfig, api_key: str | None = None, actor=None, **fields: Any
+) -> LLMConfig:
     """`api_key=None` keeps the stored key; an empty string clears it."""
     with transaction.atomic():
+        before = llm_config_snapshot(config)
         for name, value in fields.items():
             if name not in LLM_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
@@ -136,6 +162,13 @@ def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields
         _set_key(config, api_key)
         config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
         config.save()
+        after = llm_config_snapshot(config)
+        if api_key is not None and before["api_key_hint"] == after["api_key_hint"]:
+            # A new key with the same last characters is still a change worth recording.
+            after["api_key_hint"] = f"{after['api_key_hint']} (replaced)" if api_key else ""
+        audit_change(
+            action="llm_config.updated", target=config.name, actor=actor, before=before, after=after
+        )
         config.save_warnings = warnings
         dependants = list(
             config.orchestrators.exclude(status=OrchestratorInstance.Status.SUSPENDED)
@@ -147,9 +180,14 @@ def llm_config_update(*, config: LLMConfig, api_key: str | None = None, **fields
     return config
 
 
-def llm_config_delete(*, config: LLMConfig) -> None:
+def llm_config_delete(*, config: LLMConfig, actor=None) -> None:
+    before = llm_config_snapshot(config)
     try:
-        config.delete()
+        with transaction.atomic():
+            config.delete()
+            audit_change(
+                action="llm_config.deleted", target=before["name"], actor=actor, before=before
+            )
     except ProtectedError:
         names = sorted(config.orchestrators.values_list("slug", flat=True))
         raise ApplicationError(
@@ -201,8 +239,11 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         raise _invalid("llm_config", "An LLM configuration is required.", "llm_config_required")
     if not isinstance(instance.tools, list) or not all(isinstance(t, str) for t in instance.tools):
         raise _invalid("tools", "tools must be a list of tool names.")
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_refs_check
+
     known = set(_tool_registry().names())
-    unknown = [t for t in instance.tools if t not in known]
+    unknown = [t for t in instance.tools if t not in known and not t.startswith(MCP_PREFIX)]
     if unknown:
         raise ApplicationError(
             f"Unknown tools: {', '.join(unknown)}. Available: {', '.join(sorted(known))}.",
@@ -211,14 +252,20 @@ def instance_validate(instance: OrchestratorInstance) -> None:
         )
     if len(set(instance.tools)) != len(instance.tools):
         raise _invalid("tools", "A tool is listed twice.")
+    mcp_refs_check(instance)
     from plugins.binding import plugin_set_check
+    from plugins.notes import expand_prompt
 
     plugin_set_check(instance)
+    expand_prompt(instance)  # a {{plugin:…}} template must come from the plugin set
     if instance.framework == OrchestratorInstance.Framework.CADENCE:
         if not instance.flow:
             instance.flow = DEFAULT_FLOW
+        from plugins.binding import plugin_notes
+        from plugins.notes import plugin_flow
+
         try:
-            check_flow(instance.flow, agent_notes())
+            check_flow(plugin_flow(instance) or instance.flow, agent_notes(plugin_notes(instance)))
         except FlowValidationError as exc:
             issues = [
                 {"path": issue.path, "message": issue.message, "code": issue.code}
@@ -255,6 +302,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
     """Changes whenever anything a runtime is built from changes; equal hashes are the same runtime."""
     from engine.flow import flow_hash
     from plugins.binding import plugin_material
+    from plugins.mcp import mcp_material
 
     llm = instance.llm_config
     material = {
@@ -264,6 +312,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
         "tools": instance.tools,
         "max_steps": instance.max_steps,
         "plugins": plugin_material(instance),
+        "mcp": mcp_material(instance),
         "llm": [llm.id.hex, llm.updated_at.isoformat(), llm.provider, llm.base_url, llm.model]
         if llm
         else None,
@@ -274,20 +323,25 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
-    from plugins.binding import plugin_tools
+    from plugins.binding import plugin_notes, plugin_tools
+    from plugins.mcp import PREFIX as MCP_PREFIX
+    from plugins.mcp import mcp_tools
+    from plugins.notes import expand_prompt, plugin_flow
 
     registry = _tool_registry()
-    tools = [registry.get(name) for name in instance.tools]
+    tools = [registry.get(name) for name in instance.tools if not name.startswith(MCP_PREFIX)]
     tools += plugin_tools(instance, taken={tool.name for tool in tools})
+    tools += mcp_tools(instance, taken={tool.name for tool in tools})
     return RuntimeConfig(
         org_slug=org_slug,
         instance_id=str(instance.id),
         slug=instance.slug,
         framework=instance.framework,
-        flow=instance.flow,
-        system_prompt=instance.system_prompt,
+        flow=plugin_flow(instance) or instance.flow,
+        system_prompt=expand_prompt(instance),
         llm=llm_settings(instance.llm_config),
         tools=tuple(tools),
+        notes=plugin_notes(instance),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
     )
@@ -307,7 +361,9 @@ def _schedule_build(instance: OrchestratorInstance) -> None:
     transaction.on_commit(lambda: orchestrator_build.delay(schema, instance_id, digest))
 
 
-def orchestrator_create(*, plan_limit: int | None = None, **fields: Any) -> OrchestratorInstance:
+def orchestrator_create(
+    *, plan_limit: int | None = None, actor=None, **fields: Any
+) -> OrchestratorInstance:
     unknown = set(fields) - set(INSTANCE_FIELDS)
     if unknown:
         raise ApplicationError(
@@ -335,12 +391,21 @@ def orchestrator_create(*, plan_limit: int | None = None, **fields: Any) -> Orch
         instance.status = OrchestratorInstance.Status.BUILDING
         instance.config_hash = config_hash(instance)
         instance.save()
+        audit_change(
+            action="orchestrator.created",
+            target=instance.slug,
+            actor=actor,
+            after=instance_snapshot(instance),
+        )
         _schedule_build(instance)
     return instance
 
 
-def orchestrator_update(*, instance: OrchestratorInstance, **fields: Any) -> OrchestratorInstance:
+def orchestrator_update(
+    *, instance: OrchestratorInstance, actor=None, **fields: Any
+) -> OrchestratorInstance:
     with transaction.atomic():
+        before = instance_snapshot(OrchestratorInstance.objects.get(pk=instance.pk))
         for name, value in fields.items():
             if name not in INSTANCE_FIELDS:
                 raise ApplicationError(f"Unknown field {name!r}.", "unknown_field", {"field": name})
@@ -367,15 +432,30 @@ def orchestrator_update(*, instance: OrchestratorInstance, **fields: Any) -> Orc
         if not suspended:
             instance.status, instance.status_message = OrchestratorInstance.Status.BUILDING, ""
         instance.save()
+        audit_change(
+            action="orchestrator.updated",
+            target=instance.slug,
+            actor=actor,
+            before=before,
+            after=instance_snapshot(instance),
+        )
         if not suspended:
             _schedule_build(instance)
     return instance
 
 
-def orchestrator_activate(*, instance: OrchestratorInstance) -> OrchestratorInstance:
+def orchestrator_activate(*, instance: OrchestratorInstance, actor=None) -> OrchestratorInstance:
     with transaction.atomic():
         instance_validate(instance)
+        before = instance.status
         _mark_building(instance)
+        audit_change(
+            action="orchestrator.rebuilt",
+            target=instance.slug,
+            actor=actor,
+            before={"status": before},
+            after={"status": instance.status},
+        )
         _schedule_build(instance)
     return instance
 
@@ -383,10 +463,17 @@ def orchestrator_activate(*, instance: OrchestratorInstance) -> OrchestratorInst
 orchestrator_rebuild = orchestrator_activate
 
 
-def orchestrator_suspend(*, instance: OrchestratorInstance) -> OrchestratorInstance:
+def orchestrator_suspend(*, instance: OrchestratorInstance, actor=None) -> OrchestratorInstance:
     from orchestrators import lifecycle
 
     with transaction.atomic():
+        audit_change(
+            action="orchestrator.suspended",
+            target=instance.slug,
+            actor=actor,
+            before={"status": instance.status},
+            after={"status": OrchestratorInstance.Status.SUSPENDED},
+        )
         OrchestratorInstance.objects.filter(pk=instance.pk).update(
             status=OrchestratorInstance.Status.SUSPENDED,
             status_message="Suspended by an administrator.",
@@ -401,11 +488,17 @@ def orchestrator_suspend(*, instance: OrchestratorInstance) -> OrchestratorInsta
     return instance
 
 
-def orchestrator_delete(*, instance: OrchestratorInstance) -> None:
+def orchestrator_delete(*, instance: OrchestratorInstance, actor=None) -> None:
     from orchestrators import lifecycle
 
     with transaction.atomic():
         schema, instance_id = connection.schema_name, str(instance.id)
+        audit_change(
+            action="orchestrator.deleted",
+            target=instance.slug,
+            actor=actor,
+            before=instance_snapshot(instance),
+        )
         instance.delete()
         transaction.on_commit(
             lambda: lifecycle.announce(

@@ -100,7 +100,7 @@ class PluginListApi(OrgMemberApi):
         summary="Upload a plugin package (ZIP)",
         description="201 for a new version, 200 when the same package was already uploaded.",
         request={"multipart/form-data": UploadInput},
-        responses={201: PluginOutput, 200: PluginOutput},
+        responses={201: PluginOutput, 200: PluginOutput, 409: None},
     )
     def post(self, request, org_slug):
         upload = request.FILES.get("package")
@@ -141,7 +141,7 @@ class PluginVersionActionApi(OrgMemberApi):
     @extend_schema(
         summary="Change a plugin version's status",
         request=None,
-        responses={200: PluginVersionOutput},
+        responses={200: PluginVersionOutput, 409: None},
     )
     def post(self, request, org_slug, plugin_id, version):
         source, row = selectors.plugin_version_get(plugin_id=plugin_id, version=version)

@@ -282,3 +282,40 @@ def plugin_tools(instance, *, taken: set[str]) -> list:
         names.add(name)
         tools.append(build_tool(name=name, plugin=row, spec=tool, settings=settings))
     return tools
+
+
+def plugin_notes(instance) -> dict[str, Any]:
+    """Code notes of every locked plugin, as engine notes named `plugin.note`."""
+    from plugins.notes import code_note, note_name
+    from plugins.tooling import code_source, http_tool_call
+
+    entries = {e["id"]: e for e in instance.plugins or []}
+    notes: dict[str, Any] = {}
+    for pid, pinned in sorted((instance.plugin_lock or {}).items()):
+        row = selectors.locked_row(pid, pinned)
+        specs = row.manifest.get("provides", {}).get("notes", []) if row else []
+        if not specs:
+            continue
+        secrets = set(secret_fields(row.manifest))
+        settings = dict(entries.get(pid, {}).get("settings", {}))
+        full = settings | {
+            name: crypto.decrypt(token)
+            for name, token in entries.get(pid, {}).get("secrets", {}).items()
+        }
+        egress = row.manifest.get("capabilities", {}).get("egress", [])
+        tools = {
+            t["name"]: http_tool_call(t, egress, full)
+            for t in row.manifest.get("provides", {}).get("tools", [])
+            if t["type"] == "http"
+        }
+        visible = {k: v for k, v in settings.items() if k not in secrets}
+        for spec in specs:
+            name = note_name(pid, spec["name"])
+            notes[name] = code_note(
+                name=name,
+                spec=spec,
+                source=code_source(row, spec["source"]),
+                settings=visible,
+                tools=tools,
+            )
+    return notes

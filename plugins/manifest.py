@@ -15,6 +15,7 @@ import json
 import re
 import string
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -52,6 +53,7 @@ def pointer(parts: Any) -> str:
     )
 
 
+@lru_cache(maxsize=4096)
 def parse_version(text: str) -> Version:
     """A manifest version as a `packaging` Version; ValueError for anything outside the subset."""
     match = _SEMVER.match(text or "") if isinstance(text, str) else None
@@ -63,6 +65,7 @@ def parse_version(text: str) -> Version:
     return Version(f"{major}.{minor}.{patch}{_PRERELEASE[pre] + number if pre else ''}")
 
 
+@lru_cache(maxsize=4096)
 def parse_range(text: str) -> SpecifierSet:
     """A version range in PEP 440 specifier syntax; "" and "*" mean any version."""
     if not isinstance(text, str):

@@ -71,18 +71,31 @@ class ResolutionFailed(Exception):
 
 class _Provider(AbstractProvider):
     def __init__(self, catalog: Mapping[str, list[Candidate]]):
-        # Highest first, parsed once: find_matches runs on every backtracking round.
+        # Highest first: find_matches runs on every round, in preference order.
+        self.versions: dict[str, Version] = {}
         self.catalog = {
-            pid: sorted(cands, key=lambda c: c.parsed, reverse=True)
-            for pid, cands in catalog.items()
+            pid: sorted(cands, key=self._version, reverse=True) for pid, cands in catalog.items()
         }
         self.specifiers: dict[str, SpecifierSet] = {}
+        # resolvelib re-checks the same (range, version) pairs every round; packaging's
+        # `contains` is the cost of resolution, so each pair is decided once.
+        self.decided: dict[tuple[str, str], bool] = {}
 
-    def _spec(self, requirement: Requirement) -> SpecifierSet:
-        spec = self.specifiers.get(requirement.range_text)
-        if spec is None:
-            spec = self.specifiers[requirement.range_text] = requirement.specifier
-        return spec
+    def _version(self, candidate: Candidate) -> Version:
+        parsed = self.versions.get(candidate.version)
+        if parsed is None:
+            parsed = self.versions[candidate.version] = candidate.parsed
+        return parsed
+
+    def _contains(self, requirement: Requirement, candidate: Candidate) -> bool:
+        key = (requirement.range_text, candidate.version)
+        found = self.decided.get(key)
+        if found is None:
+            spec = self.specifiers.get(requirement.range_text)
+            if spec is None:
+                spec = self.specifiers[requirement.range_text] = requirement.specifier
+            found = self.decided[key] = spec.contains(self._version(candidate), prereleases=True)
+        return found
 
     def identify(self, requirement_or_candidate: Requirement | Candidate) -> str:
         return requirement_or_candidate.plugin_id
@@ -95,14 +108,11 @@ class _Provider(AbstractProvider):
         wanted = list(requirements[identifier])
         bad = {c.version for c in incompatibilities[identifier]}
         for candidate in self.catalog.get(identifier, []):
-            if candidate.version in bad:
-                continue
-            version = candidate.parsed
-            if all(self._spec(r).contains(version, prereleases=True) for r in wanted):
+            if candidate.version not in bad and all(self._contains(r, candidate) for r in wanted):
                 yield candidate
 
     def is_satisfied_by(self, requirement: Requirement, candidate: Candidate) -> bool:
-        return self._spec(requirement).contains(candidate.parsed, prereleases=True)
+        return self._contains(requirement, candidate)
 
     def get_dependencies(self, candidate: Candidate) -> Iterable[Requirement]:
         return [Requirement(pid, text, candidate) for pid, text in candidate.dependencies]
@@ -171,8 +181,53 @@ def resolve(
                     )
     if issues:
         raise ResolutionFailed(issues)
-    resolver = Resolver(provider, BaseReporter())
     roots = [Requirement(pid, text) for pid, text in requirements]
+    mapping = _greedy(roots, provider)
+    if mapping is None:
+        mapping = _backtrack(roots, provider)
+    cycles = _cycles(mapping)
+    if cycles:
+        raise ResolutionFailed(
+            [
+                ResolutionIssue("dependency_cycle", "Dependency cycle: " + " → ".join(c), [c])
+                for c in cycles
+            ]
+        )
+    return mapping
+
+
+def _greedy(roots: list[Requirement], provider: _Provider) -> dict[str, Candidate] | None:
+    """The common case in one pass: each plugin at the highest version every range seen so far
+    allows. None as soon as a later range rules out an earlier pick (or nothing fits): then
+    resolvelib backtracks, and explains the failure if there is one."""
+    constraints: dict[str, list[Requirement]] = {}
+    chosen: dict[str, Candidate] = {}
+    queue = list(roots)
+    while queue:
+        requirement = queue.pop(0)
+        pid = requirement.plugin_id
+        constraints.setdefault(pid, []).append(requirement)
+        if pid in chosen:
+            if not provider._contains(requirement, chosen[pid]):
+                return None
+            continue
+        pick = next(
+            (
+                c
+                for c in provider.catalog.get(pid, [])
+                if all(provider._contains(r, c) for r in constraints[pid])
+            ),
+            None,
+        )
+        if pick is None:
+            return None
+        chosen[pid] = pick
+        queue.extend(provider.get_dependencies(pick))
+    return chosen
+
+
+def _backtrack(roots: list[Requirement], provider: _Provider) -> dict[str, Candidate]:
+    resolver = Resolver(provider, BaseReporter())
     try:
         result = resolver.resolve(roots, max_rounds=2000)
     except ResolutionImpossible as exc:
@@ -185,14 +240,6 @@ def resolve(
                 )
             ]
         ) from None
-    cycles = _cycles(result.mapping)
-    if cycles:
-        raise ResolutionFailed(
-            [
-                ResolutionIssue("dependency_cycle", "Dependency cycle: " + " → ".join(c), [c])
-                for c in cycles
-            ]
-        )
     return dict(result.mapping)
 
 

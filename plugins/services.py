@@ -153,18 +153,23 @@ def plugin_version_transition(*, row, action: str, actor: str = "") -> Any:
 
 def _rebuild_users(plugin_id: str) -> None:
     """Rebuild the orchestrators whose plugin set names or pulled in `plugin_id`: in this schema
-    for a tenant plugin, in every organization for a system plugin."""
+    for a tenant plugin; for a system plugin, one task per organization once this commits."""
     from plugins.binding import orchestrators_using_rebuild
 
-    if catalog_is_system():
-        from django_tenants.utils import schema_context
-
-        from tenants.models import Organization
-
-        for schema_name in Organization.objects.exclude(
-            schema_name=get_public_schema_name()
-        ).values_list("schema_name", flat=True):
-            with schema_context(schema_name):
-                orchestrators_using_rebuild(plugin_id=plugin_id)
-    else:
+    if not catalog_is_system():
         orchestrators_using_rebuild(plugin_id=plugin_id)
+        return
+    from plugins.tasks import plugin_users_rebuild
+    from tenants.models import Organization
+
+    schemas = list(
+        Organization.objects.exclude(schema_name=get_public_schema_name()).values_list(
+            "schema_name", flat=True
+        )
+    )
+
+    def enqueue() -> None:
+        for schema_name in schemas:
+            plugin_users_rebuild.delay(schema_name, plugin_id)
+
+    transaction.on_commit(enqueue)

@@ -130,7 +130,7 @@ def python_tool_call(plugin, spec: dict, settings: dict[str, Any]):
 def code_tool_call(plugin, spec: dict, settings: dict[str, Any], siblings: dict[str, Any]):
     from plugins.sandbox import SandboxError, run_code
 
-    source = _code_source(plugin, spec["source"])
+    source = code_source(plugin, spec["source"])
     secrets = set(secret_fields(plugin.manifest))
     visible = {k: v for k, v in settings.items() if k not in secrets}
 
@@ -158,7 +158,7 @@ def code_tool_call(plugin, spec: dict, settings: dict[str, Any], siblings: dict[
     return call
 
 
-def _code_source(plugin, name: str) -> str:
+def code_source(plugin, name: str) -> str:
     import zipfile
 
     archive = storage.package_path(key=plugin.storage_key, sha256=plugin.sha256)

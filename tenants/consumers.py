@@ -14,6 +14,7 @@ import logging
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from cadence_site import streams
+from cadence_site.inputguard import InputError, json_loads
 from tenants.audit.feed import audit_event_output, audit_stream_key
 from tenants.audit.models import AuditEvent
 from tenants.context import in_tenant
@@ -68,14 +69,10 @@ class AuditConsumer(AsyncWebsocketConsumer):
                 }
             )
         try:
-            frame = json.loads(text_data)
-        except ValueError:
+            frame = json_loads(text_data, prefix="frame")
+        except InputError as exc:
             return await self.send_json(
-                {
-                    "type": "error",
-                    "code": "malformed_json",
-                    "message": "The frame is not valid JSON.",
-                }
+                {"type": "error", "code": exc.code, "message": exc.message, "field": exc.field}
             )
         if not isinstance(frame, dict) or frame.get("type") != "audit.list":
             return await self.send_json(

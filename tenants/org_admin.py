@@ -280,8 +280,16 @@ class ApiKeyTenantAdmin(TenantModelAdmin):
 
     @admin.action(description="Revoke selected keys", permissions=["revoke"])
     def revoke_selected(self, request, queryset):
-        revoked = 0
+        revoked, refused = 0, []
         for key in queryset.filter(revoked_at__isnull=True):
-            services.api_key_revoke(key=key, actor=request.user)
-            revoked += 1
+            try:
+                services.api_key_revoke(
+                    key=key, actor_role=request_role(request), actor=request.user
+                )
+            except ApplicationError as exc:
+                refused.append(f"{key.name}: {exc.message}")
+            else:
+                revoked += 1
         self.message_user(request, f"Revoked {revoked} key(s).")
+        for reason in refused:
+            self.message_user(request, reason, messages.ERROR)

@@ -331,7 +331,13 @@ def membership_remove(*, membership: Membership, actor_role: str, actor=None) ->
     _ensure_owner_remains(membership.organization, membership)
     org = membership.organization
     username = membership.user.get_username()
+    user_id = membership.user_id
     membership.delete()
+    # Their team rows go with them (selectors already ignore rows of users who left).
+    from tenants.teams.services import team_memberships_end_for_user
+
+    with schema_context(org.schema_name):
+        team_memberships_end_for_user(user_id=user_id)
     audit_record(org=org, action="member.removed", actor=_actor_label(actor), target=username)
 
 

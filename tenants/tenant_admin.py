@@ -13,7 +13,7 @@ from urllib.parse import quote
 from django.contrib import admin
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpResponseForbidden, HttpResponseRedirect
-from django.utils.html import escape
+from django.utils.html import escape, format_html
 
 from tenants.access import caller_role
 from tenants.audit.models import AuditEvent
@@ -133,12 +133,53 @@ class TenantReadOnlyInline(admin.TabularInline):
         return False
 
 
+class ActorKindFilter(admin.SimpleListFilter):
+    title = "actor"
+    parameter_name = "actor_kind"
+
+    def lookups(self, request, model_admin):
+        return (("user", "People"), ("key", "API keys"), ("system", "System and commands"))
+
+    def queryset(self, request, queryset):
+        if self.value() in ("user", "key"):
+            return queryset.filter(actor__startswith=f"{self.value()}:")
+        if self.value() == "system":
+            return queryset.exclude(actor__startswith="user:").exclude(actor__startswith="key:")
+        return queryset
+
+
 @admin.register(AuditEvent, site=tenant_admin_site)
 class AuditEventAdmin(TenantModelAdmin):
-    list_display = ("created_at", "action", "actor", "target")
-    list_filter = ("action",)
+    list_display = ("created_at", "action", "actor", "target", "changed")
+    list_filter = ("action", ActorKindFilter, "created_at")
     search_fields = ("action", "actor", "target")
-    readonly_fields = ("action", "actor", "target", "details", "created_at")
+    date_hierarchy = "created_at"
+    fields = ("created_at", "action", "actor", "target", "before_after", "details")
+    readonly_fields = fields
+
+    @admin.display(description="changed")
+    def changed(self, obj):
+        return ", ".join(obj.details.get("changed", [])) if isinstance(obj.details, dict) else ""
+
+    @admin.display(description="before → after")
+    def before_after(self, obj):
+        from django.utils.html import format_html_join
+
+        details = obj.details if isinstance(obj.details, dict) else {}
+        before, after = details.get("before") or {}, details.get("after") or {}
+        keys = details.get("changed") or sorted(set(before) | set(after))
+        if not keys:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td><code>{}</code></td><td><code>{}</code></td></tr>",
+            ((k, _short(before.get(k, "")), _short(after.get(k, ""))) for k in keys),
+        )
+        return format_html(
+            '<table class="cadence-diff"><thead><tr><th>field</th><th>before</th>'
+            "<th>after</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
 
     # Readable by the same rule as /ws/orgs/<slug>/audit/: admins and owners.
     def has_module_permission(self, request) -> bool:
@@ -155,6 +196,13 @@ class AuditEventAdmin(TenantModelAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def _short(value, limit: int = 400) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def login_page(request):

@@ -36,8 +36,22 @@ def ticket_issue(*, org: OrgRef, user) -> str:
     ticket = secrets.token_urlsafe(32)
     key = getattr(user, "api_key", None)
     principal = {"api_key_id": str(key.pk)} if key is not None else {"user_id": user.pk}
-    _client().set(_key(ticket), json.dumps({"org_id": org.id, **principal}), ex=ticket_ttl())
+    try:
+        _store(ticket, org, principal)
+    except (redis.RedisError, OSError):
+        from cadence_site.errors import ApplicationError
+
+        raise ApplicationError(
+            "WebSocket tickets are unavailable right now (the ticket store cannot be reached). "
+            "Try again shortly, or connect with an API key (Authorization: Bearer).",
+            "tickets_unavailable",
+            status=503,
+        ) from None
     return ticket
+
+
+def _store(ticket: str, org: OrgRef, principal: dict) -> None:
+    _client().set(_key(ticket), json.dumps({"org_id": org.id, **principal}), ex=ticket_ttl())
 
 
 def ticket_redeem(*, ticket: str) -> dict | None:

@@ -13,9 +13,11 @@ and the caller authenticated here. Credentials, first match wins:
 
 Refusals accept the handshake and close at once with a code and a reason, so every client sees
 why (closing before the accept makes the server answer a bare HTTP 403):
+4400 a NUL character or a lone surrogate in the path,
 4401 not authenticated (no, unknown, used or expired ticket; bad, revoked or expired key),
 4403 forbidden (suspended organization, Origin not allowed, role too low, rights lost),
-4404 unknown organization or a caller who does not belong to it (the same answer for both).
+4404 unknown organization or a caller who does not belong to it (the same answer for both),
+1013 the ticket store (Redis) cannot be reached: try again later.
 
 Once open, a socket follows its caller's rights (tenants/ws_access.py): it closes within about
 a second of a revocation, removal, demotion below what the socket needs or a suspension.
@@ -26,11 +28,13 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework.exceptions import AuthenticationFailed
 
+from cadence_site.inputguard import bad_character
 from cadence_site.requestlog import org_var, principal_var
 from tenants import tickets
 from tenants.access import caller_role
@@ -44,6 +48,8 @@ from tenants.ws_access import LiveAccess, guard
 
 _WS_ORG = re.compile(r"^/ws/orgs/(?P<slug>[^/]+)/")
 
+CLOSE_TRY_AGAIN = 1013  # RFC 6455's "try again later": the ticket store is unreachable
+CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -59,7 +65,10 @@ class Refusal(Exception):
 
 def _principal_from_ticket(ticket: str) -> tuple[int, object]:
     """(org id, principal) of a ticket, once; Refusal when it cannot be used."""
-    redeemed = tickets.ticket_redeem(ticket=ticket)
+    try:
+        redeemed = tickets.ticket_redeem(ticket=ticket)
+    except (redis.RedisError, OSError):
+        raise Refusal(CLOSE_TRY_AGAIN, "tickets_unavailable: try again shortly") from None
     if redeemed is None:
         raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: unknown, used or expired")
     org_id = redeemed["org_id"]
@@ -167,6 +176,9 @@ class TenantWebsocketMiddleware:
         match = _WS_ORG.match(scope.get("path", ""))
         if match is None:
             return await self.inner(scope, receive, send)
+        if bad_character(scope.get("path", "")):
+            await receive()
+            return await refuse(send, CLOSE_BAD_REQUEST, "invalid_characters: path")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         ticket = (query.get("ticket") or [None])[0]
         secret, as_subprotocol = (None, False) if ticket is not None else _bearer(scope)

@@ -126,6 +126,7 @@ async def _run(turn: Turn) -> None:
                 acquired=turn.acquired,
                 parameters=dict(request.parameters),
                 client_tools=list(request.tools),
+                owner_api_key_id=str(caller.key_id),
             ),
             on_event=on_event,
             store=store,

@@ -193,7 +193,8 @@ def _messages(body: dict) -> list[dict[str, Any]]:
             raise BadRequest(
                 "'function' messages are deprecated: use 'tool' messages.", f"{where}.role"
             )
-        if role not in ROLES and role != "tool":
+        # A list or an object is unhashable: checked as a string first.
+        if not isinstance(role, str) or (role not in ROLES and role != "tool"):
             raise BadRequest(
                 f"Unknown role {role!r}: use one of {', '.join([*ROLES, 'tool'])}.",
                 f"{where}.role",

@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from cadence_site.errors import ApplicationError
+from cadence_site.inputguard import InputError, json_loads
 from chat.openai import DEFAULT_KEEPALIVE_SECONDS
 from chat.openai.access import _authorize
 from chat.openai.errors import BadRequest, _error_type, openai_error
@@ -130,9 +131,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             code="payload_too_large",
         )
     try:
-        parsed = parse_completion_request(json.loads(raw or b"null"))
-    except ValueError as exc:
-        return openai_error(400, f"The request body is not valid JSON: {exc}", code="invalid_json")
+        parsed = parse_completion_request(json_loads(raw or b"null"))
+    except InputError as exc:
+        code = "invalid_json" if exc.code == "malformed_json" else exc.code
+        return openai_error(400, exc.message, code=code, param=exc.field)
     except BadRequest as exc:
         return openai_error(400, exc.message, code=exc.code, param=exc.param)
 

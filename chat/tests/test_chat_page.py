@@ -8,53 +8,32 @@ catch up, reload and resume.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 from django.test import Client
 from django_tenants.utils import schema_context
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import (
+    CHROMIUM_ARGS,
+    browser_skip_reason,
+    find_chromium,
+    start_live_server,
+    test_database_url,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "/orgs/alpha/chat/"
-SCREENSHOT = "/tmp/chat.png"
+ARTIFACTS = ROOT / "var" / "test-artifacts" / "chat"
+SCREENSHOT = str(ARTIFACTS / "chat-desktop.png")
 
 
-def _find_chromium() -> str | None:
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
-
-
-CHROMIUM = _find_chromium()
-try:
+CHROMIUM = find_chromium()
+BROWSER_SKIP = browser_skip_reason()
+if not BROWSER_SKIP:
     from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = None
-
-if sync_playwright is None:
-    BROWSER_SKIP = "playwright is not installed (pip install -r requirements-dev.txt)"
-elif CHROMIUM is None:
-    BROWSER_SKIP = "no Chromium found (apt-get install chromium; .ci/run does this when root)"
-else:
-    BROWSER_SKIP = ""
 needs_browser = pytest.mark.skipif(bool(BROWSER_SKIP), reason=BROWSER_SKIP)
-
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _client(user=None) -> Client:
@@ -238,6 +217,7 @@ def test_member_chats_streams_sees_tools_and_resumes(
     expect(tool_reply.locator(".tool-call")).to_contain_text("calculator")
     expect(tool_reply.locator(".tool-call")).to_contain_text("6*7")
     expect(tool_reply.locator(".tool-result")).to_contain_text("42")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOT)
     shown = _bodies(page)
 
@@ -418,3 +398,74 @@ def test_text_is_shown_as_text_and_failures_are_visible(
     )
     expect(page.locator("#send")).to_be_enabled()
     expect(page.locator(".msg")).to_have_count(4)
+
+
+@needs_browser
+def test_a_message_typed_while_a_reply_is_streaming_is_queued_and_sent_after_it(
+    world, chat_orchestrator, live_server_url, page
+):
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    _start(page, "slowbot")
+    _say(page, "first " * 20)
+    first = page.locator(".msg-assistant").nth(0)
+    expect(first).to_have_attribute("data-status", "streaming")
+
+    _say(page, "second, typed during the reply")
+    expect(page.locator(".msg-queued")).to_have_count(1)
+
+    second = page.locator(".msg-assistant").nth(1)
+    expect(second).to_have_attribute("data-status", "complete", timeout=30_000)
+    expect(second.locator(".body")).to_have_text(
+        "Offline model. You said: second, typed during the reply"
+    )
+    expect(page.locator(".msg-queued")).to_have_count(0)
+    assert _bodies(page)[2] == "second, typed during the reply"
+    expect(page.locator(".msg")).to_have_count(4)
+
+
+@needs_browser
+def test_replies_are_rendered_as_sanitized_markdown(
+    world, chat_orchestrator, live_server_url, page
+):
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    _start(page, "chatbot")
+    text = (
+        "**bold** and `code` and [docs](https://example.com/x) and [bad](javascript:alert(1))\n\n"
+        "- one\n- two\n\n```\nx = 1\n```"
+    )
+    page.fill("#input", text)
+    page.click("#send")
+
+    reply = page.locator(".msg-assistant").nth(0)
+    expect(reply).to_have_attribute("data-status", "complete")
+    body = reply.locator(".body")
+    expect(body.locator("strong")).to_have_text("bold")
+    expect(body.locator("li")).to_have_count(2)
+    expect(body.locator("pre code")).to_have_text("x = 1\n")
+    link = body.locator('a[href="https://example.com/x"]')
+    expect(link).to_have_attribute("rel", "noopener noreferrer")
+    expect(link).to_have_attribute("target", "_blank")
+    assert body.locator('a[href^="javascript"]').count() == 0
+    # What the user typed stays text.
+    assert page.locator(".msg-user .body").text_content() == text
+    assert page.locator(".msg-user strong").count() == 0
+
+
+@needs_browser
+def test_the_page_is_usable_at_phone_width(world, chat_orchestrator, live_server_url, page):
+    page.set_viewport_size({"width": 360, "height": 740})
+    _log_in(page, live_server_url, "alpha-member", "pw-member")
+    expect(page.locator("#start")).to_be_visible()
+    _start(page, "chatbot")
+    expect(page.locator("#sidebar")).to_be_hidden()
+    _say(page, "a sentence long enough to wrap over a few lines on a small phone screen")
+    reply = page.locator(".msg-assistant").nth(0)
+    expect(reply).to_have_attribute("data-status", "complete")
+
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    assert reply.bounding_box()["width"] > 250
+    assert page.locator("#input").bounding_box()["width"] > 200
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "chat-phone.png"))
+    page.click("#toggle-sidebar")
+    expect(page.locator("#sidebar")).to_be_visible()

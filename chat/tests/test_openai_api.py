@@ -332,6 +332,7 @@ def test_conversation_extension_stores_the_exchange(live, world, committed_db):
     assert messages[1].usage == run.usage
     assert last_seq == 2
     assert run.conversation_id == conversation.id
+    assert str(run.owner_api_key_id) == world.alpha.key_ids["member"]
     assert completion.model_extra["cadence"]["assistant_message_id"] == str(messages[1].id)
 
 

@@ -39,3 +39,50 @@ class LockFence(models.Model):
 
     class Meta:
         ordering = ["key"]
+
+
+class QueuedRun(models.Model):
+    """A run handed to Cadence to finish on a worker: its queue state beside the Run row.
+
+    `state` moves queued -> running -> succeeded | dead; a worker claims it with a conditional
+    update (only one wins), holds it under a lease it renews, and a run whose lease expired
+    (its worker died) is claimed again by the next worker.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        DEAD = "dead", "Dead letter"
+        DISCARDED = "discarded", "Discarded"
+
+    run = models.OneToOneField("engine.Run", primary_key=True, on_delete=models.CASCADE)
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    orchestrator_id = models.UUIDField()
+    message = models.TextField()
+    queue = models.CharField(max_length=100)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    deadline = models.DateTimeField(null=True, blank=True)
+    callback_url = models.URLField(max_length=500, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=3)
+    claimed_by = models.CharField(max_length=200, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    replay_of = models.UUIDField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["state", "lease_until"], name="queuedrun_state_lease")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(attempts__lte=models.F("max_attempts")),
+                name="queuedrun_attempts_bounded",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.state}"

@@ -25,7 +25,7 @@ def error_status(error: CadenceError) -> int:
 def error_payload(error: CadenceError) -> dict[str, Any]:
     return {
         "error": {
-            "code": error.code,
+            "code": error.code.lower(),  # the project's error shape uses snake_case codes
             "message": error.message,
             "details": to_jsonable(error.details),
         }

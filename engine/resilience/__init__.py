@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from ..errors import CircuitOpenError
 from .circuit import (
     CLOSED,
     HALF_OPEN,
     OPEN,
     CircuitBreaker,
+    CircuitState,
     circuit_breaker,
+    get_circuit,
     get_circuit_breaker,
     reset_circuit_breakers,
 )
@@ -21,12 +24,15 @@ __all__ = [
     "HALF_OPEN",
     "OPEN",
     "CircuitBreaker",
+    "CircuitOpenError",
+    "CircuitState",
     "Clock",
     "ManualClock",
     "SystemClock",
     "circuit_breaker",
     "compute_delay",
     "fallback",
+    "get_circuit",
     "get_circuit_breaker",
     "get_default_clock",
     "reset_circuit_breakers",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-import inspect
 import random
 from collections.abc import Callable
 from typing import Any
 
+from ..callables import is_async_callable
 from ..context import notify_retry, notify_retry_sync
 from ..errors import Interrupt, RetryExhaustedError, Skip
 from .clock import Clock, get_default_clock
@@ -52,7 +52,7 @@ def retry(
     *,
     delay: float = 1.0,
     backoff: str | float = "exponential",
-    max_delay: float | None = None,
+    max_delay: float | None = 60.0,
     jitter: float | bool = False,
     on: type[BaseException] | tuple[type[BaseException], ...] = (Exception,),
     clock: Clock | None = None,
@@ -61,7 +61,10 @@ def retry(
     """Retry the decorated note (sync or async) up to ``max_attempts`` times in all.
 
     Only exceptions matching ``on`` are retried; anything else propagates at once. When every
-    attempt failed, :class:`RetryExhaustedError` is raised from the last error.
+    attempt failed, :class:`RetryExhaustedError` is raised from the last error. Defaults as in
+    the library (``delay=1.0``, ``max_delay=60.0``) except ``backoff``, exponential as the
+    design seed describes the decorator, and ``jitter``, off so that delays are reproducible
+    (``jitter=True`` adds the library's up to 25 %).
     """
     if callable(max_attempts):  # bare @retry
         return retry()(max_attempts)
@@ -80,7 +83,7 @@ def retry(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = getattr(fn, "__name__", "note")
 
-        if inspect.iscoroutinefunction(fn):
+        if is_async_callable(fn):
 
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -93,7 +96,7 @@ def retry(
                     except retry_on as exc:
                         if attempt == attempts:
                             raise RetryExhaustedError(attempts, exc, note_name=name) from exc
-                        await notify_retry(None, attempt, exc)
+                        await notify_retry(None, args[0] if args else None, attempt, attempts, exc)
                         await clk.sleep(wait_for(attempt))
                 raise AssertionError("unreachable")
 
@@ -111,7 +114,7 @@ def retry(
                     except retry_on as exc:
                         if attempt == attempts:
                             raise RetryExhaustedError(attempts, exc, note_name=name) from exc
-                        notify_retry_sync(None, attempt, exc)
+                        notify_retry_sync(None, args[0] if args else None, attempt, attempts, exc)
                         clk.sleep_sync(wait_for(attempt))
                 raise AssertionError("unreachable")
 

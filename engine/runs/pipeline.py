@@ -86,6 +86,9 @@ class TurnRequest:
     trigger: str  # a Run.Trigger value
     principal: str = ""
     conversation_id: str | None = None
+    # Whose run it is: who sees it besides the organization's admins and owners.
+    owner_user_id: int | None = None
+    owner_api_key_id: str | None = None
     # Known before the row exists, so a response can name the run at once.
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # A runtime the caller already took from the pool (to answer "no such model" its own way).
@@ -284,6 +287,8 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
         environment=_environment(acquired),
     )
     recorder.fields["id"] = request.run_id
+    recorder.fields["owner_user_id"] = request.owner_user_id
+    recorder.fields["owner_api_key_id"] = request.owner_api_key_id
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
     return recorder

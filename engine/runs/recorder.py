@@ -106,10 +106,20 @@ class RunRecorder:
         """The `running` row; optional (finish writes it when start never ran), and never to be
         run concurrently with finish."""
         with schema_context(self.schema_name):
-            self._add_plugins()
-            Run.objects.create(**self.fields)
+            self._write_row()
         self.created = True
         return self.run_id
+
+    def _write_row(self) -> None:
+        self._add_plugins()
+        if self.fields["trigger"] == Run.Trigger.QUEUE:
+            # A queued run's row exists from its enqueue (engine/durable): the turn adopts it.
+            fields = {k: v for k, v in self.fields.items() if k != "id"}
+            if Run.objects.filter(pk=self.run_id, status=Run.Status.QUEUED).update(
+                status=Run.Status.RUNNING, **fields
+            ):
+                return
+        Run.objects.create(**self.fields)
 
     def _add_plugins(self) -> None:
         environment = self.fields["environment"]
@@ -228,8 +238,7 @@ class RunRecorder:
         self._offload()
         with schema_context(self.schema_name), transaction.atomic():
             if not self.created:
-                self._add_plugins()
-                Run.objects.create(**self.fields)
+                self._write_row()
                 self.created = True
             Run.objects.filter(pk=self.run_id).update(
                 status=status,

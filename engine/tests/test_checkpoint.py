@@ -75,7 +75,7 @@ def test_run_id_can_be_given_per_run_and_is_required():
     cadence = Cadence("c", Pay()).with_checkpoint(store).then("a", noop)
     with pytest.raises(CadenceError) as info:
         asyncio.run(cadence.run())
-    assert info.value.code == "no_run_id"
+    assert info.value.code == "NO_RUN_ID"
     asyncio.run(cadence.run(Pay(), run_id="r-1"))
     assert "r-1" in store
 
@@ -90,7 +90,7 @@ def test_a_checkpoint_from_another_definition_is_refused():
     cadence = Cadence("c", Pay()).with_checkpoint(store, "r").then("a", noop).then("b", noop)
     with pytest.raises(CadenceError) as info:
         asyncio.run(cadence.run())
-    assert info.value.code == "checkpoint_mismatch"
+    assert info.value.code == "CHECKPOINT_MISMATCH"
 
 
 def test_store_protocol_and_isolation_of_saved_state():

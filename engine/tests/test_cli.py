@@ -40,7 +40,13 @@ def test_diagram_of_a_cadence_in_both_formats(plugin, capsys):
     assert main(["diagram", "myplugin:checkout", "--format", "mermaid"]) == 0
     assert capsys.readouterr().out.startswith("flowchart TD\n")
     assert main(["diagram", "myplugin:checkout", "--format", "dot"]) == 0
-    assert capsys.readouterr().out.startswith('digraph "checkout" {')
+    assert capsys.readouterr().out.startswith("digraph cadence {")  # the library's layout
+
+
+def test_diagram_to_a_file(plugin, tmp_path, capsys):
+    out = tmp_path / "checkout.mmd"
+    assert main(["diagram", "myplugin:checkout", "-o", str(out)]) == 0
+    assert out.read_text().startswith("flowchart TD\n    START([checkout])")
 
 
 def test_validate_a_json_file_reports_every_problem(plugin, capsys):

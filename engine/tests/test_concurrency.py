@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine import AtomicList, Cadence, MergeConflict, Score, note
+from engine import AtomicList, Cadence, MergeConflict, NoteError, Score, note
 
 
 def make_score_class(n: int) -> type:
@@ -39,9 +39,13 @@ def test_parallel_writes_to_one_field_conflict_by_default():
     async def b(score) -> None:
         score.f0 = 2
 
-    with pytest.raises(MergeConflict) as info:
+    # As in the library, the conflict reaches the caller as the group's NoteError.
+    with pytest.raises(NoteError) as info:
         asyncio.run(Cadence("c", wide()).sync("g", [a, b]).run())
-    assert (info.value.field, sorted(info.value.note_names)) == ("f0", ["a", "b"])
+    conflict = info.value.original_error
+    assert info.value.note_name == "g"
+    assert isinstance(conflict, MergeConflict)
+    assert (conflict.field, sorted(conflict.note_names)) == ("f0", ["a", "b"])
 
 
 def test_sync_notes_in_a_group_run_concurrently_in_threads():

@@ -80,8 +80,8 @@ def reachable(edges: list[tuple[str, str]], start: str) -> set[str]:
     return seen
 
 
-def test_mermaid_covers_every_construct_and_nested_children():
-    text = to_mermaid(everything())
+def test_flow_form_mermaid_covers_every_construct_and_nested_children():
+    text = to_mermaid(everything(), form="flow")
     nodes, edges = check_mermaid(text)
     # every node is reachable from the start node (n1)
     assert reachable(edges, "n1") == nodes
@@ -96,8 +96,8 @@ def test_mermaid_covers_every_construct_and_nested_children():
     assert text.count('["deep: a"]') == 1
 
 
-def test_dot_covers_every_construct_and_nested_children():
-    text = to_dot(everything())
+def test_flow_form_dot_covers_every_construct_and_nested_children():
+    text = to_dot(everything(), form="flow")
     nodes, edges = check_dot(text)
     assert reachable(edges, "n1") == nodes
     assert text.count("subgraph cluster_") == 3  # sequence, child pay, nested child

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine import Cadence, MergeConflict, Score
+from engine import Cadence, MergeConflict, NoteError, Score
 from engine.flow import (
     FLOW_SCHEMA,
     FlowIssue,
@@ -274,8 +274,9 @@ def test_on_error_handler_and_child_field_merge_and_default_child_merge():
 
 def test_sync_in_json_conflicts_by_default():
     flow = {"name": "c", "steps": [{"sync": "g", "notes": ["fetch_a", "fetch_b"]}]}
-    with pytest.raises(MergeConflict):
+    with pytest.raises(NoteError) as info:
         asyncio.run(build_cadence(flow, registry(), Order()).run())
+    assert isinstance(info.value.original_error, MergeConflict)
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ def test_fastapi_router_serves_a_cadence():
     )
     failed = client.post("/orders/down")
     assert failed.status_code == 503
-    assert failed.json()["error"]["code"] == "note_failed"
+    assert failed.json()["error"]["code"] == "note_error"
     assert client.get("/orders/ORD-1").status_code == 405
 
 
@@ -75,7 +75,7 @@ def test_flask_blueprint_serves_a_cadence():
         {"order_id": "ORD-123", "status": "paid"},
     )
     failed = client.post("/orders/down")
-    assert (failed.status_code, failed.get_json()["error"]["code"]) == (503, "note_failed")
+    assert (failed.status_code, failed.get_json()["error"]["code"]) == (503, "note_error")
 
 
 DJANGO_SCRIPT = textwrap.dedent(
@@ -126,7 +126,7 @@ def test_django_and_drf_views_serve_a_cadence_in_a_configured_subprocess():
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
         "ok": [200, {"order_id": "A", "status": "paid"}],
-        "down": [503, "note_failed"],
+        "down": [503, "note_error"],
         "wrong": 405,
         "drf": [200, {"order_id": "B", "status": "paid"}],
     }

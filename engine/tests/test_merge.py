@@ -43,22 +43,26 @@ def as_changes(dicts: list[dict]) -> list[Changes]:
 
 
 @given(change_dicts)
-def test_fail_on_conflict_applies_disjoint_changes_and_rejects_overlaps(dicts):
+def test_fail_on_conflict_applies_agreeing_changes_and_rejects_different_values(dicts):
     # given a list of per-task changes
     bag = Bag()
+    values: dict[str, set[int]] = {}
     writers: dict[str, int] = {}
     for d in dicts:
-        for name in d:
+        for name, value in d.items():
+            values.setdefault(name, set()).add(value)
             writers[name] = writers.get(name, 0) + 1
-    overlap = any(count > 1 for count in writers.values())
+    conflict = any(len(v) > 1 for v in values.values())
     # when merged with the default strategy
-    if overlap:
+    if conflict:
         with pytest.raises(MergeConflict) as info:
             fail_on_conflict(bag, as_changes(dicts))
-        # then the conflict names the field and every task that wrote it
-        assert writers[info.value.field] > 1
+        # then the conflict names the field, its values and every task that wrote it
+        assert len(values[info.value.field]) > 1
+        assert set(info.value.values) == values[info.value.field]
         assert len(info.value.note_names) == writers[info.value.field]
     else:
+        # tasks writing the same value to a field agree: no conflict (as in the library)
         fail_on_conflict(bag, as_changes(dicts))
         expected = {name: 0 for name in FIELDS}
         for d in dicts:

@@ -69,7 +69,7 @@ def test_async_reporters_are_awaited():
         seen.append(name)
 
     asyncio.run(Cadence("c", S()).with_reporter(reporter).then("a", inc).run())
-    assert seen == ["a", "c"]
+    assert seen == ["a", "c:TOTAL"]
 
 
 def test_retry_hook_from_a_sync_note_on_the_loop_thread(clock):
@@ -240,7 +240,6 @@ def test_after_note_only_hooks_see_every_construct_skip_errors_and_interrupts():
         .then("a", inc)
         .sequence("seq", [inc])
         .sync("group", [inc])
-        .then("skip", skipper)
         .then("boom", boom)
         .on_error(lambda s, e: s.trail.append(e.note_name), stop=False)
         .then("stop", stop, can_interrupt=True)
@@ -253,11 +252,15 @@ def test_after_note_only_hooks_see_every_construct_skip_errors_and_interrupts():
         ("a", None),
         ("seq", None),
         ("group", None),
-        ("skip", None),
         ("boom", "NoteError"),
         ("stop", None),
     ]
     assert (result.value, result.trail) == (3, ["boom"])
+    # and a Skip stops the run there, reported without an error
+    hooks.calls.clear()
+    skipping = Cadence("c", S()).with_hooks(hooks).then("a", inc).then("skip", skipper)
+    assert asyncio.run(skipping.then("never", inc).run()).value == 1
+    assert hooks.calls == [("a", None), ("skip", None)]
 
 
 def test_after_note_only_hooks_and_a_stopping_error():

@@ -31,7 +31,7 @@ def test_console_reporter_writes_one_line_per_measure_and_total():
     stream = io.StringIO()
     asyncio.run(Cadence("c", S()).with_reporter(ConsoleReporter(stream)).then("a", inc).run())
     lines = stream.getvalue().splitlines()
-    assert [line.split(":")[0] for line in lines] == ["[cadence] a", "[cadence] c"]
+    assert [line.split(":")[0] for line in lines] == ["[cadence] a", "[cadence] c TOTAL"]
     assert all(line.endswith("ms") for line in lines)
 
 
@@ -53,7 +53,7 @@ def test_prometheus_reporter_records_histogram_and_counter():
     asyncio.run(cadence.run(S()))
     assert registry.get_sample_value("myapp_note_total", {"note": "note1"}) == 2.0
     assert registry.get_sample_value("myapp_note_duration_seconds_count", {"note": "note1"}) == 2.0
-    assert registry.get_sample_value("myapp_note_total", {"note": "tracked"}) == 2.0
+    assert registry.get_sample_value("myapp_cadence_total", {"cadence": "tracked"}) == 2.0
 
 
 def test_opentelemetry_reporter_emits_back_dated_spans():

@@ -15,6 +15,7 @@ from engine import (
     CadenceError,
     CircuitOpenError,
     MergeConflict,
+    NoteError,
     Score,
     circuit_breaker,
     fallback,
@@ -152,9 +153,11 @@ def test_readme_rag_pipeline_as_written_when_web_search_falls_back(clock):
 def test_readme_rag_pipeline_both_sources_need_smart_merge(clock):
     # As written, both notes change `context`: the default strategy refuses to guess...
     rag, _ = rag_pipeline(search_fails=False)
-    with pytest.raises(MergeConflict) as info:
+    with pytest.raises(NoteError) as info:
         asyncio.run(rag.run())
-    assert (info.value.field, sorted(info.value.note_names)) == (
+    conflict = info.value.original_error
+    assert isinstance(conflict, MergeConflict)
+    assert (conflict.field, sorted(conflict.note_names)) == (
         "context",
         ["retrieve", "web_search"],
     )
@@ -389,7 +392,7 @@ def test_readme_timeout(clock):
 
     with pytest.raises(CadenceError) as info:
         asyncio.run(slow_operation(ApiScore()))
-    assert (info.value.code, info.value.seconds) == ("timeout", 5.0)
+    assert (info.value.code, info.value.seconds) == ("TIMEOUT", 5.0)
     assert timeout is not None
 
 

@@ -87,7 +87,7 @@ def test_readme_custom_hooks():
         "Starting: note2",
         "Completed: note2 in 0.00s",
     ]
-    assert alerts == ["Error in note2: note 'note2' failed: ValueError: bad"]
+    assert alerts == ["Error in note2: [NOTE_ERROR] bad"]
 
 
 def test_readme_prometheus_reporter():
@@ -132,7 +132,7 @@ def test_readme_event_emitter():
     with pytest.raises(NoteError):
         asyncio.run(cadence.run())
     assert done == ["validate done in 0.00s"]
-    assert alerts == ["checkout failed: note 'charge' failed: ConnectionError: card declined"]
+    assert alerts == ["checkout failed: [NOTE_ERROR] card declined"]
     assert audit_log == [
         "cadence.started",
         "note.started",
@@ -192,8 +192,10 @@ def test_readme_diagrams():
     my_cadence = (
         Cadence("checkout", MyScore()).then("note1", do_work).sync("both", [do_first, do_second])
     )
-    assert to_mermaid(my_cadence).startswith("flowchart TD\n")
-    assert to_dot(my_cadence).startswith('digraph "checkout" {')
+    assert to_mermaid(my_cadence).startswith("flowchart TD\n    START([checkout])")
+    assert to_dot(my_cadence).startswith("digraph cadence {")
+    # the engine's own layout (children nested) on request
+    assert to_dot(my_cadence, form="flow").startswith('digraph "checkout" {')
 
 
 def test_readme_cli(tmp_path, monkeypatch, capsys):
@@ -281,10 +283,10 @@ def test_readme_error_handling_continue():
         .then("cleanup", cleanup)
     )
     result = asyncio.run(cadence.run())
-    assert result.errors == ["note 'risky' failed: ValueError: risky"]
+    assert result.errors == ["[NOTE_ERROR] risky"]
     assert (result.value, logged) == (
         99,
-        ["Note risky failed: note 'risky' failed: ValueError: risky"],
+        ["Note risky failed: [NOTE_ERROR] risky"],
     )
 
 
@@ -406,7 +408,7 @@ def test_design_note_score_reporter_and_merge_signatures(clock):
         .then("pay", process_payment)
     )
     result = asyncio.run(cadence.run())
-    assert (result.payment_status, reports) == ("charged 5.0", ["price", "pay", "design"])
+    assert (result.payment_status, reports) == ("charged 5.0", ["price[0]", "pay", "design:TOTAL"])
 
     # Retry: "Attempt N → Fail → Raise exception"
     @retry(max_attempts=3, delay=1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -13,6 +13,7 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.trust import log, proofs
 from engine.trust.bundle import MAX_CONSISTENCY_SIZES, bundle_build
+from tenants.roles import Role
 
 
 def _b64(values: list[bytes]) -> list[str]:
@@ -174,3 +175,54 @@ class ConsistencyApi(OrgMemberApi):
                 "consistency_path": _b64(log.log_consistency(size1=first, size2=second)),
             }
         )
+
+
+class RunDriftApi(OrgMemberApi):
+    @extend_schema(
+        summary="What changed since the run's definition snapshot",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, org_slug, run_id):
+        from engine.models import Run
+        from engine.trust.drift import run_drift
+
+        run = (
+            Run.objects.select_related("orchestrator__llm_config", "snapshot")
+            .filter(pk=run_id)
+            .first()
+        )
+        if run is None:
+            raise NotFoundError("No such run.", "run_not_found")
+        return Response({"run": str(run.id), **run_drift(run=run)})
+
+
+class DriftReportApi(OrgMemberApi):
+    @extend_schema(
+        summary="Orchestrators whose definition drifted from their runs' snapshots",
+        responses={
+            200: inline_serializer(
+                "DriftReport", {"results": serializers.ListField(child=serializers.DictField())}
+            )
+        },
+    )
+    def get(self, request, org_slug):
+        from engine.trust.drift import drift_report
+
+        return Response({"results": drift_report()})
+
+
+class RunProofReplayApi(OrgMemberApi):
+    """Re-execute the run from its snapshot and recorded responses; compare with its proof."""
+
+    required_role = Role.MEMBER
+
+    @extend_schema(
+        summary="Replay a run from its snapshot and compare it with its proof",
+        request=None,
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def post(self, request, org_slug, run_id):
+        from engine.trust.replay import replay_against_proof
+
+        run, proof = _proven_run(run_id)
+        return Response(replay_against_proof(run=run, proof=proof))

@@ -76,8 +76,14 @@ def log_append(*, entries: Sequence[tuple[str, uuid.UUID | str]]) -> list[int]:
 def fetch_nodes(keys: Sequence[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
     if not keys:
         return {}
-    rows = LogNode.objects.filter(pk__in=list(keys)).values_list("level", "index", "hash")
-    found = {(level, index): bytes(value) for level, index, value in rows}
+    # One indexed lookup per key (a join on unnest), not a planner's guess over an OR list.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT n.level, n.index, n.hash FROM {LogNode._meta.db_table} n "
+            "JOIN unnest(%s::smallint[], %s::bigint[]) AS k(l, i) ON n.level = k.l AND n.index = k.i",
+            [[k[0] for k in keys], [k[1] for k in keys]],
+        )
+        found = {(level, index): bytes(value) for level, index, value in cursor.fetchall()}
     missing = set(keys) - found.keys()
     if missing:
         raise LookupError(f"the log is missing {len(missing)} node(s), e.g. {min(missing)}")

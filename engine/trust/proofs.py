@@ -16,33 +16,37 @@ from engine.trust.canonical import canonical_json, jsonable, sha256_of
 from engine.trust.models import ExecutionProof
 from engine.trust.verify_bundle import PROOF_VERSION, chain, digest
 
-# Keys of a step's data that are its inputs and its outputs; the rest is detail. Tool calls keep
-# their arguments, tool results their result, engine steps the fields they read and wrote.
-_INPUT_KEYS = ("inputs", "arguments")
-_OUTPUT_KEYS = ("outputs", "result", "changes")
 
+def _whole_data(event: Any) -> dict[str, Any]:
+    """The step's data as recorded: from file storage when the row holds a truncated copy."""
+    if getattr(event, "payload", ""):
+        import json
 
-def _pick(data: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    for key in keys:
-        if key in data:
-            return data[key]
-    return None
+        from django.core.files.storage import default_storage
+
+        with default_storage.open(event.payload) as fh:
+            return json.loads(fh.read())
+    return event.data if isinstance(event.data, dict) else {"value": event.data}
 
 
 def step_record(event: Any) -> dict[str, Any]:
-    """The record a proof chains for one step (a RunEvent row)."""
-    data = event.data if isinstance(event.data, dict) else {"value": event.data}
-    detail = {k: v for k, v in data.items() if k not in _INPUT_KEYS + _OUTPUT_KEYS}
+    """The record a proof chains for one step (a RunEvent row): everything the row says, with
+    its whole inputs and outputs (a large payload is read back from file storage, so the proof
+    covers the file too)."""
+    data = _whole_data(event)
     return jsonable(
         {
             "seq": event.seq,
+            "parent_seq": getattr(event, "parent_seq", None),
             "kind": event.kind,
             "name": event.name,
             "outcome": event.outcome,
-            "inputs": _pick(data, _INPUT_KEYS),
-            "outputs": _pick(data, _OUTPUT_KEYS),
-            "detail": detail,
+            "inputs": data.get("inputs"),
+            "outputs": data.get("outputs"),
+            "detail": {k: v for k, v in data.items() if k not in ("inputs", "outputs")},
             "error": event.error,
+            "error_type": getattr(event, "error_type", ""),
+            "started_at": getattr(event, "started_at", None),
             "duration_ms": event.duration_ms,
             "at": event.at,
         }

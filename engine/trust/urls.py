@@ -9,6 +9,13 @@ urlpatterns = [
     path(_org + "runs/<uuid:run_id>/proof/", apis.RunProofApi.as_view(), name="run-proof"),
     path(_org + "runs/<uuid:run_id>/bundle/", apis.RunBundleApi.as_view(), name="run-bundle"),
     path(
+        _org + "runs/<uuid:run_id>/proof/replay/",
+        apis.RunProofReplayApi.as_view(),
+        name="run-proof-replay",
+    ),
+    path(_org + "runs/<uuid:run_id>/drift/", apis.RunDriftApi.as_view(), name="run-drift"),
+    path(_org + "drift/", apis.DriftReportApi.as_view(), name="drift-report"),
+    path(
         _org + "transparency/checkpoint/",
         apis.CheckpointApi.as_view(),
         name="transparency-checkpoint",

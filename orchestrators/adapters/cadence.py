@@ -17,7 +17,7 @@ import asyncio
 import contextvars
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,7 +129,10 @@ async def agent(score: AgentScore) -> None:
                     {
                         "id": c.id,
                         "type": "function",
-                        "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                        "function": {
+                            "name": c.name,
+                            "arguments": json.dumps(c.arguments, sort_keys=True),
+                        },
                     }
                     for c in result.tool_calls
                 ],
@@ -285,7 +288,9 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
             {
                 "role": "tool",
                 "tool_call_id": tool_call.id,
-                "content": output if isinstance(output, str) else json.dumps(output, default=str),
+                "content": output
+                if isinstance(output, str)
+                else json.dumps(output, default=str, sort_keys=True),
             }
         )
 
@@ -295,8 +300,11 @@ async def finalize(score: AgentScore) -> None:
         score.finish_reason = "stop"
 
 
-def agent_notes() -> NoteRegistry:
-    return NoteRegistry({"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize})
+def agent_notes(extra: Mapping[str, Any] | None = None) -> NoteRegistry:
+    """The agent's notes, plus `extra` ones (plugins' code notes, named `plugin.note`)."""
+    return NoteRegistry(
+        {"prepare_prompt": prepare_prompt, "agent": agent, "finalize": finalize, **(extra or {})}
+    )
 
 
 def _step_started(start: StepStart) -> None:
@@ -351,7 +359,7 @@ class NativeRuntime:
     def __init__(self, config: RuntimeConfig, provider: Any) -> None:
         self.config = config
         self.provider = provider
-        cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes())
+        cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes(config.notes))
         self.cadence = cadence.with_hooks(
             (TracingHooks(_step_started, _step_ended, _measure_kinds(cadence)),)
         )

@@ -93,6 +93,11 @@ def test_try_it_runs_one_turn_and_shows_the_reply(world, eager, django_capture_o
     assert response.status_code == 200
     messages = [str(m) for m in response.context["messages"]]
     assert any("Reply: Offline model. You said: ping" in m for m in messages)
+    from engine.models import Run
+
+    with schema_context("org_alpha"):
+        run = Run.objects.filter(orchestrator_slug="try-it", trigger="admin").get()
+    assert any(f'href="/orgs/alpha/admin/engine/run/{run.pk}/change/"' in m for m in messages)
     page = response.content.decode()
     assert 'class="mermaid"' in page and "prepare_prompt" in page
 

@@ -109,6 +109,15 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _answer(self):
+        if self.path.startswith("/redirect"):
+            self.server.requests.append(
+                {"method": self.command, "path": self.path, "headers": {}, "body": ""}
+            )
+            self.send_response(307)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length).decode() if length else ""
         self.server.requests.append(

@@ -417,3 +417,162 @@ def test_a_tenant_upload_of_a_system_kind_plugin_is_refused(admin):
     assert ("/kind", "wrong_kind") in [
         (i["path"], i["code"]) for i in response.json()["error"]["details"]["issues"]
     ]
+
+
+SIGN_NOTE = b"""
+text = read('final')
+write('final', text + ' -- ' + settings['signature'])
+"""
+LOOP_NOTE = b"""
+while True:
+    pass
+"""
+SNEAKY_NOTE = b"""
+write('messages', [])
+"""
+
+
+def signing_plugin(note_source: bytes = SIGN_NOTE) -> bytes:
+    data = {
+        "schema_version": 1,
+        "id": "com.acme.sign",
+        "name": "Signature",
+        "version": "1.0.0",
+        "kind": "tenant",
+        "provides": {
+            "notes": [
+                {"name": "sign", "source": "code/sign.py", "reads": ["final"], "writes": ["final"]}
+            ],
+            "flows": [
+                {
+                    "name": "signed",
+                    "flow": {
+                        "name": "signed",
+                        "steps": [
+                            {"then": "prepare_prompt"},
+                            {"then": "agent"},
+                            {"then": "sign.sign"},
+                            {"then": "finalize"},
+                        ],
+                    },
+                }
+            ],
+            "prompts": [{"name": "tone", "template": "Answer like a pirate."}],
+        },
+        "settings": {
+            "type": "object",
+            "properties": {"signature": {"type": "string"}},
+            "required": ["signature"],
+        },
+    }
+    return package(data, {"code/sign.py": note_source})
+
+
+def test_a_plugin_flow_with_a_code_note_and_a_prompt(
+    admin, llm, eager, django_capture_on_commit_callbacks
+):
+    upload(admin, signing_plugin())
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post(
+            f"{BASE}/orchestrators/",
+            {
+                "slug": "signed",
+                "name": "Signed",
+                "llm_config": llm,
+                "flow": {"use": "com.acme.sign/signed"},
+                "system_prompt": "{{plugin:com.acme.sign/tone}} Be kind.",
+                "plugins": [{"id": "com.acme.sign", "settings": {"signature": "Cadence"}}],
+            },
+            format="json",
+        )
+    assert response.status_code == 201, response.json()
+    created = response.json()
+    detail = admin.get(f"{BASE}/orchestrators/{created['id']}/").json()
+    assert detail["status"] == "ready", detail["status_message"]
+    from orchestrators.services import runtime_config
+
+    with schema_context("org_alpha"):
+        instance = OrchestratorInstance.objects.select_related("llm_config").get(pk=created["id"])
+        config = runtime_config(instance, org_slug="alpha")
+    assert config.system_prompt == "Answer like a pirate. Be kind."
+    assert [s["then"] for s in config.flow["steps"]][2] == "sign.sign"
+    reply = admin.post(
+        f"{BASE}/orchestrators/{created['id']}/invoke/",
+        {"messages": [{"role": "user", "content": "hello"}]},
+        format="json",
+    )
+    assert reply.status_code == 200, reply.json()
+    assert reply.json()["message"]["content"] == "Offline model. You said: hello -- Cadence"
+
+
+@pytest.mark.parametrize(
+    "source,reason", [(LOOP_NOTE, "time limit"), (SNEAKY_NOTE, "may not write 'messages'")]
+)
+def test_a_code_note_that_breaks_a_rule_fails_its_step(
+    admin, llm, eager, django_capture_on_commit_callbacks, source, reason
+):
+    upload(admin, signing_plugin(source))
+    with django_capture_on_commit_callbacks(execute=True):
+        created = admin.post(
+            f"{BASE}/orchestrators/",
+            {
+                "slug": "signed",
+                "name": "Signed",
+                "llm_config": llm,
+                "flow": {"use": "com.acme.sign/signed"},
+                "plugins": [{"id": "com.acme.sign", "settings": {"signature": "x"}}],
+            },
+            format="json",
+        ).json()
+    reply = admin.post(
+        f"{BASE}/orchestrators/{created['id']}/invoke/",
+        {"messages": [{"role": "user", "content": "hello"}]},
+        format="json",
+    )
+    assert reply.status_code >= 400 and reply.status_code < 600
+    assert reason in json.dumps(reply.json())
+    # The sandbox still serves the next call.
+    from asgiref.sync import async_to_sync
+
+    from plugins.sandbox import run_code
+
+    assert async_to_sync(run_code)("2 * 21", inputs={})["result"] == 42
+
+
+def test_a_flow_from_a_plugin_outside_the_set_is_refused(
+    admin, llm, django_capture_on_commit_callbacks
+):
+    upload(admin, signing_plugin())
+    response = admin.post(
+        f"{BASE}/orchestrators/",
+        {"slug": "x", "name": "X", "llm_config": llm, "flow": {"use": "com.acme.sign/signed"}},
+        format="json",
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "unknown_plugin_flow"
+
+
+def test_a_new_system_plugin_version_rebuilds_users_in_every_organization(
+    world, as_key, llm, eager, django_capture_on_commit_callbacks
+):
+    from plugins.services import plugin_upload
+
+    def system(version):
+        return simple("io.cadence.base", version, kind="system")
+
+    with schema_context("public"):
+        plugin_upload(raw=system("1.0.0"), uploaded_by="ops")
+    admin = as_key(world.alpha.keys["admin"])
+    created = create(
+        admin, llm, django_capture_on_commit_callbacks, [{"id": "io.cadence.base", "version": "<2"}]
+    ).json()
+    assert created["plugin_lock"]["io.cadence.base"]["version"] == "1.0.0"
+    with django_capture_on_commit_callbacks(execute=True), schema_context("public"):
+        plugin_upload(raw=system("1.1.0"), uploaded_by="ops")
+    detail = admin.get(f"{BASE}/orchestrators/{created['id']}/").json()
+    assert detail["plugin_lock"]["io.cadence.base"] == {
+        "version": "1.1.0",
+        "source": "system",
+        "sha256": detail["plugin_lock"]["io.cadence.base"]["sha256"],
+    }
+    assert detail["status"] == "ready" and detail["config_hash"] != created["config_hash"]

@@ -1,6 +1,9 @@
 // The chat page: plain JavaScript, no framework. It talks to the same REST API and WebSocket as any
 // client: REST for conversations and history, a WebSocket (single-use ?ticket=) for live frames.
-// Everything that comes from the server is inserted with textContent, never as HTML.
+// What people type is inserted with textContent, never as HTML. Replies are Markdown: rendered by
+// the vendored marked with raw HTML escaped, then sanitized by the vendored DOMPurify, links opened
+// with rel="noopener noreferrer". A message typed while a reply is still being written is queued
+// and sent when the reply ends, never dropped.
 (function () {
   "use strict";
 
@@ -29,6 +32,62 @@
   var lastSeq = 0;        // highest seq of a message in its final state
   var busy = false;       // a turn is in flight (ours or another tab's)
   var bubbles = {};       // message id -> bubble
+  var queue = [];         // messages typed while a reply is in flight: [{content, bubble}]
+  var inflight = null;    // the queued message sent and not yet acknowledged by message.created
+  var queuedCount = 0;
+  var flushTimer = null;
+  var pendingCheck = null; // the in-flight message when the socket dropped
+
+  // --- Markdown ---------------------------------------------------------------------------------
+
+  function escapeHtml(text) {
+    return String(text).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+
+  var markdown = null;
+  if (window.marked && window.DOMPurify) {
+    markdown = new window.marked.Marked({ gfm: true, breaks: true, async: false });
+    // Raw HTML in a reply is shown as text: a model's output is not markup for this page.
+    markdown.use({ renderer: { html: function (token) { return escapeHtml(token.text); } } });
+    window.DOMPurify.addHook("afterSanitizeAttributes", function (node) {
+      if (node.tagName === "A" && node.hasAttribute("href")) {
+        node.setAttribute("target", "_blank");
+        node.setAttribute("rel", "noopener noreferrer");
+      }
+    });
+  }
+  var ALLOWED_TAGS = ["p", "br", "strong", "em", "del", "code", "pre", "blockquote", "ul", "ol", "li",
+    "a", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "table", "thead", "tbody", "tr", "th", "td", "span"];
+
+  function renderMarkdown(node, text) {
+    if (!markdown) { node.textContent = text; return; }
+    var html = markdown.parse(text || "");
+    node.innerHTML = window.DOMPurify.sanitize(html.trim(), {
+      ALLOWED_TAGS: ALLOWED_TAGS,
+      ALLOWED_ATTR: ["href", "title", "class", "start", "align"],
+      ALLOW_DATA_ATTR: false,
+    });
+  }
+
+  function setBody(b, text) {
+    b.raw = text || "";
+    if (b.markdown) {
+      renderMarkdown(b.body, b.raw);
+    } else {
+      b.body.textContent = b.raw;
+    }
+  }
+
+  // Tokens arrive faster than frames are painted: render at most once per frame.
+  function appendBody(b, delta) {
+    b.raw = (b.raw || "") + delta;
+    if (!b.markdown) { b.body.textContent = b.raw; return; }
+    if (b.pending) return;
+    b.pending = true;
+    requestAnimationFrame(function () { b.pending = false; renderMarkdown(b.body, b.raw); });
+  }
 
   // --- HTTP -------------------------------------------------------------------------------------
 
@@ -83,10 +142,10 @@
   }
 
   function refreshControls() {
-    var open = socket !== null && socket.readyState === WebSocket.OPEN;
     var usable = cfg.canSend && current !== null;
     els.input.disabled = !usable;
-    els.send.disabled = !usable || !open || busy;
+    // Send stays usable during a reply: what is typed then waits in the queue.
+    els.send.disabled = !usable;
     // Cancel goes over REST, so it works while the socket reconnects.
     els.cancel.disabled = !usable || !busy;
   }
@@ -94,6 +153,7 @@
   function setBusy(value) {
     busy = value;
     refreshControls();
+    if (!busy) flush();
   }
 
   // --- rendering --------------------------------------------------------------------------------
@@ -117,14 +177,16 @@
       root.dataset.id = id;
       var who = el("div", "who", role === "user" ? "You" : (role === "assistant" ? (current && current.orchestrator) || "assistant" : role));
       var tools = el("div", "tools");
-      var body = el("div", "body");
+      var body = el("div", role === "assistant" ? "body md" : "body");
       var note = el("div", "note");
       var error = el("div", "error");
       error.hidden = true;
       note.hidden = true;
       root.append(who, tools, body, note, error);
-      b = bubbles[id] = { root: root, tools: tools, body: body, note: note, error: error, seq: Infinity, status: "" };
-      els.messages.appendChild(root);
+      b = bubbles[id] = { root: root, tools: tools, body: body, note: note, error: error, seq: Infinity, status: "", raw: "", markdown: role === "assistant" };
+      // Queued messages stay last, after whatever the server has stored.
+      var firstQueued = els.messages.querySelector(".msg-queued");
+      els.messages.insertBefore(root, firstQueued);
     }
     if (typeof seq === "number" && seq !== b.seq) {
       b.seq = seq;
@@ -134,7 +196,7 @@
       var nodes = els.messages.children;
       for (var i = 0; i < nodes.length; i++) {
         var other = bubbles[nodes[i].dataset.id];
-        if (other && other !== b && other.seq > seq) { next = nodes[i]; break; }
+        if (nodes[i].classList.contains("msg-queued") || (other && other !== b && other.seq > seq)) { next = nodes[i]; break; }
       }
       if (next !== b.root.nextSibling || next === null) els.messages.insertBefore(b.root, next);
     }
@@ -188,7 +250,7 @@
   // A stored message (REST), shown or updated in place.
   function renderStored(m) {
     var b = bubble(m.id, m.role, m.seq);
-    b.body.textContent = m.content;
+    setBody(b, m.content);
     (m.tool_calls || []).forEach(function (call, i) {
       var callId = call.id || String(i);
       toolLine(b, "call", callId, callText(call));
@@ -209,6 +271,10 @@
     var b;
     switch (frame.type) {
       case "message.created":
+        if (inflight !== null && frame.message.role === "user" && frame.message.content === inflight.content) {
+          inflight.bubble.remove();
+          inflight = null;
+        }
         renderStored(frame.message);
         b = bubble(frame.reply_to, "assistant", frame.reply_seq);
         setStatus(b, "streaming");
@@ -217,7 +283,7 @@
       case "token":
         b = bubble(frame.message_id, "assistant");
         if (!b.status) setStatus(b, "streaming");
-        b.body.textContent += frame.delta;
+        appendBody(b, frame.delta);
         break;
       case "tool_call":
         toolLine(bubble(frame.message_id, "assistant"), "call", frame.id, callText(frame));
@@ -230,7 +296,21 @@
         if (frame.message_id) {
           setError(bubble(frame.message_id, "assistant"), text);
         } else {
-          // A refused frame (role, validation): no turn started.
+          // A refused frame (role, validation, another reply still running): no turn started.
+          if (inflight !== null && frame.code === "turn_in_progress") {
+            // Another tab or client is being answered: ours waits for that reply to end.
+            queue.unshift(inflight);
+            inflight = null;
+            setBusy(true);
+            flushLater();
+            break;
+          }
+          if (inflight !== null) {
+            // Refused for good: the text goes back into the box rather than being lost.
+            inflight.bubble.remove();
+            if (!els.input.value) els.input.value = inflight.content;
+            inflight = null;
+          }
           showBanner(text);
           setBusy(false);
         }
@@ -238,7 +318,7 @@
       case "done":
         b = bubble(frame.message_id, "assistant", frame.seq);
         // The stored content, complete even if this tab joined the stream halfway.
-        b.body.textContent = frame.content || "";
+        setBody(b, frame.content || "");
         setStatus(b, frame.status);
         if (frame.error) setError(b, frame.error);
         noteFinal(frame.seq);
@@ -262,12 +342,20 @@
     return Math.max(0, after);
   }
 
-  function catchUp(conversationId, after) {
+  function catchUp(conversationId, after, check) {
     return api("GET", "conversations/" + conversationId + "/messages/?after=" + after).then(function (page) {
       if (!current || current.id !== conversationId) return null;
-      page.results.forEach(renderStored);
+      page.results.forEach(function (m) {
+        if (check && m.role === "user" && m.content === check.content) {
+          check.bubble.remove();
+          check = null;
+        }
+        renderStored(m);
+      });
       scrollDown();
-      if (page.next_after !== null && page.next_after !== undefined) return catchUp(conversationId, page.next_after);
+      if (page.next_after !== null && page.next_after !== undefined) return catchUp(conversationId, page.next_after, check);
+      // A message sent just before the socket dropped that never arrived goes out again.
+      if (check) queue.unshift(check);
       // A reply that ended while we were away is complete now; one still being written keeps
       // Send disabled until its done frame.
       setBusy(anyStreaming());
@@ -301,7 +389,11 @@
         clearBanner();
         setConnection("open", "connected");
         // Whatever was written before this socket started reading (or while it was away).
-        catchUp(conversation.id, catchUpFrom()).catch(function (err) { showBanner(err.message); });
+        var check = pendingCheck;
+        pendingCheck = null;
+        catchUp(conversation.id, catchUpFrom(), check)
+          .catch(function (err) { showBanner(err.message); })
+          .then(function () { flush(); });
       };
       ws.onmessage = function (event) {
         if (mine !== generation) return;
@@ -312,6 +404,12 @@
       ws.onclose = function () {
         if (mine !== generation) return;
         socket = null;
+        if (inflight !== null) {
+          // Unknown whether it arrived: the catch-up on reconnect shows it if it did; otherwise
+          // it goes out again.
+          pendingCheck = inflight;
+          inflight = null;
+        }
         reconnectLater("Connection lost; reconnecting…");
       };
     }).catch(function (err) {
@@ -356,6 +454,10 @@
     bubbles = {};
     lastSeq = 0;
     busy = false;
+    // A queue belongs to its conversation; switching away abandons what was not sent yet.
+    queue = [];
+    inflight = null;
+    pendingCheck = null;
     els.messages.textContent = "";
     clearBanner();
     els.title.textContent = (conversation.title || "Untitled") + " — " + conversation.orchestrator;
@@ -364,6 +466,7 @@
       buttons[i].classList.toggle("active", buttons[i].dataset.id === conversation.id);
     }
     history.replaceState(null, "", "#" + conversation.id);
+    showSidebar(false);
     refreshControls();
     catchUp(conversation.id, 0)
       .catch(function (err) { showBanner("Could not load the messages: " + err.message); })
@@ -401,15 +504,50 @@
 
   function send() {
     var content = els.input.value;
-    if (!content.trim() || socket === null || socket.readyState !== WebSocket.OPEN || busy) return;
+    if (!content.trim() || current === null || !cfg.canSend) return;
     clearBanner();
-    socket.send(JSON.stringify({ type: "message", content: content }));
     els.input.value = "";
-    setBusy(true);
+    var b = el("div", "msg msg-user msg-queued");
+    b.dataset.status = "queued";
+    b.dataset.id = "queued-" + (++queuedCount);
+    b.append(el("div", "who", "You"), el("div", "body", content), el("div", "note", "Queued: sent when the reply ends."));
+    els.messages.appendChild(b);
+    queue.push({ content: content, bubble: b });
     nameAfterFirstMessage(current, content);
+    scrollDown();
+    flush();
+  }
+
+  // Sends the next queued message once nothing is in flight and the socket is open.
+  function flush() {
+    if (inflight !== null || busy || queue.length === 0) return;
+    if (socket === null || socket.readyState !== WebSocket.OPEN) return; // onopen flushes
+    inflight = queue.shift();
+    inflight.bubble.querySelector(".note").textContent = "Sending…";
+    socket.send(JSON.stringify({ type: "message", content: inflight.content }));
+    setBusy(true);
+  }
+
+  // A reply elsewhere whose end this tab never hears about must not hold the queue forever.
+  function flushLater() {
+    clearTimeout(flushTimer);
+    flushTimer = setTimeout(function () {
+      if (inflight === null && queue.length && busy && !anyStreaming()) setBusy(false);
+      else if (queue.length) flushLater();
+    }, 1500);
   }
 
   // --- wiring -----------------------------------------------------------------------------------
+
+  // On a narrow screen the conversation list folds away behind a button.
+  var toggle = $("toggle-sidebar");
+  function showSidebar(open) {
+    document.body.classList.toggle("sidebar-open", open);
+    if (toggle) toggle.setAttribute("aria-expanded", open ? "true" : "false");
+  }
+  if (toggle) toggle.addEventListener("click", function () {
+    showSidebar(!document.body.classList.contains("sidebar-open"));
+  });
 
   if (els.start) els.start.addEventListener("click", startConversation);
   els.list.addEventListener("click", function (event) {
@@ -444,4 +582,6 @@
       if (buttons[i].dataset.id === wanted) { openConversation(fromButton(buttons[i])); break; }
     }
   }
+  // Nothing open yet: on a phone, start on the list (where a conversation is started or picked).
+  if (current === null) showSidebar(true);
 })();

@@ -14,6 +14,7 @@ from django.conf import settings
 from django_tenants.utils import schema_context
 
 from cadence_site.aredis import async_redis
+from cadence_site.testing import test_database_url
 from engine.durable.locking import (
     LockLostError,
     LockTimeout,
@@ -62,10 +63,9 @@ def _fenced(key, token):
 def test_two_worker_processes_racing_on_one_key_never_overlap(fences, prefix):
     import redis as sync_redis
 
-    db = settings.DATABASES["default"]
     env = {
         **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "DATABASE_URL": test_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "CADENCE_TESTING": "1",
     }

@@ -39,6 +39,7 @@ def test_rest_invoke_records_a_run_with_its_steps_and_tool_calls(world, chat_orc
     assert response.status_code == 200, response.json()
     body = response.json()
     run, events = _run(body["run"])
+    assert str(run.owner_api_key_id) == world.alpha.key_ids["member"]
     assert (run.status, run.trigger, run.orchestrator_id) == (
         "succeeded",
         "invoke",
@@ -67,6 +68,7 @@ def test_admin_try_it_records_a_run(world, chat_orchestrator):
     with schema_context("org_alpha"):
         run = Run.objects.filter(trigger="admin", orchestrator=chat_orchestrator["fast"]).get()
         steps = list(run.events.filter(kind="note", outcome="completed").values_list("name"))
+    assert run.owner_user_id == world.alpha.users["member"].pk
     assert (run.status, run.output, run.principal) == (
         "succeeded",
         "Offline model. You said: ping",
@@ -98,6 +100,7 @@ async def test_websocket_turn_records_a_chat_run_and_stores_its_tool_calls(
         conversation,
     )
     assert ("tool_call", "calculator", "completed") in events
+    assert (run.owner_user_id, run.owner_api_key_id) == (member.pk, None)
     assert [c["name"] for c in done["tool_calls"]] == ["calculator"]
 
 

@@ -58,7 +58,7 @@ def make_run(world):
                         name=f"step-{i + 1}",
                         outcome="completed",
                         duration_ms=1.5 * (i + 1),
-                        data={"arguments": {"n": i}} if i % 2 else {"changes": {"x": i}},
+                        data={"inputs": {"n": i}} if i % 2 else {"outputs": {"x": i}},
                         at=started + dt.timedelta(milliseconds=100 * i),
                     )
                     for i in range(steps)

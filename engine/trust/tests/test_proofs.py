@@ -111,7 +111,7 @@ def test_a_changed_step_record_in_the_database_fails_verification(proven_run):
 
     run, proof = proven_run()
     with schema_context("org_alpha"):
-        RunEvent.objects.filter(run=run, seq=2).update(data={"arguments": {"n": 1000}})
+        RunEvent.objects.filter(run=run, seq=2).update(data={"inputs": {"n": 1000}})
     report = verify_bundle(_bundle(run, proof), _keys())
     assert report.failures == [
         "step records: step 2 differs from the proof: inputs_hash, record_hash"
@@ -183,3 +183,33 @@ def test_a_rewritten_log_is_caught_by_a_witnessed_checkpoint(proven_run):
     assert verify_bundle(forged, _keys()).failures == []  # alone, the forgery looks fine
     failures = verify_bundle(forged, _keys(), [witnessed]).failures
     assert len(failures) == 1 and failures[0].startswith(f"witness (size {size})")
+
+
+def test_a_large_payload_kept_in_file_storage_is_covered_by_the_proof(make_run, settings, tmp_path):
+    import json
+
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import default_storage
+
+    from engine.models import RunEvent
+    from engine.trust.proofs import proof_create
+
+    run, snapshot = make_run(steps=1)
+    whole = {"inputs": {"text": "z" * 50_000}, "outputs": {"ok": True}}
+    with schema_context("org_alpha"):
+        name = default_storage.save(f"test-payloads/{run.id}.json", ContentFile(json.dumps(whole)))
+        RunEvent.objects.filter(run=run, seq=1).update(
+            payload=name, data={"inputs": {"truncated": True}, "outputs": {"ok": True}}
+        )
+        proof = proof_create(run=run, snapshot_hash=snapshot.hash)
+        bundle = bundle_build(run=run, proof=proof)
+    try:
+        assert bundle["steps"][0]["inputs"] == {"text": "z" * 50_000}
+        assert verify_bundle(bundle, _keys()).failures == []
+        with default_storage.open(name, "w") as fh:  # someone edits the stored payload
+            fh.write(json.dumps({**whole, "inputs": {"text": "forged"}}))
+        assert verify_bundle(_bundle(run, proof), _keys()).failures == [
+            "step records: step 1 differs from the proof: inputs_hash, record_hash"
+        ]
+    finally:
+        default_storage.delete(name)

@@ -72,3 +72,16 @@ def test_witness_files_split_into_their_notes():
     notes = [signer.sign_note(f"origin\n{i}\nAAAA\n") for i in range(3)]
     assert split_notes("\n".join(notes)) == notes
     assert split_notes("".join(notes)) == notes
+
+
+def test_the_rotate_command_prints_every_verifier_key(settings, tmp_path, capsys):
+    from django.core.management import call_command
+
+    settings.CADENCE_SIGNING_KEYS = ""
+    settings.VAR_DIR = tmp_path
+    call_command("signing_key_rotate", "--show")
+    before = capsys.readouterr().out.splitlines()
+    call_command("signing_key_rotate")
+    after = capsys.readouterr().out.splitlines()
+    assert len(before) == 1 and len(after) == 2 and after[1] == before[0]
+    assert VerifierKey.parse(after[0]).id == signing.keyring().current.key_id

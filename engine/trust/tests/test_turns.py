@@ -37,7 +37,7 @@ def test_a_rest_invoke_run_is_pinned_to_its_snapshot_and_proven(world, chat_orch
         assert run.snapshot_id == digest(orchestrator_definition(run.orchestrator))
     assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
     kinds = [s["kind"] for s in bundle["steps"]]
-    assert "tool_call" in kinds and "tool_result" in kinds
+    assert "tool_call" in kinds and "llm_call" in kinds
     assert bundle["output"] == response.json()["message"]["content"]
 
 

@@ -101,7 +101,7 @@ def test_verify_run_passes_then_fails_after_a_step_record_changes(proven_run, ca
     from engine.models import RunEvent
 
     run, _ = proven_run()
-    call_command("verify_run", str(run.id), "--audit")
+    call_command("verify_run", str(run.id))
     assert capsys.readouterr().out.splitlines()[-1] == "verified"
     with schema_context("org_alpha"):
         RunEvent.objects.filter(run=run, seq=1).update(name="renamed")

@@ -1,0 +1,172 @@
+"""Durable, provable runs: transparency-log appends, inclusion proofs at 1,000,000 entries,
+verifying one run's bundle.
+
+    .venv/bin/python benchmarks/durable.py [--entries 1000000] [--appends 20000]
+
+In a scratch database with one organization. Targets (issue 11): log appends >= 1,000/s; an
+inclusion proof at 1,000,000 entries <= 1 ms; verifying one run's bundle <= 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+import uuid
+
+from _setup import drop_scratch_database, use_scratch_database
+
+DB_NAME = "cadence_bench_durable"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=1_000_000)
+    parser.add_argument("--appends", type=int, default=20_000)
+    args = parser.parse_args()
+
+    original = use_scratch_database(DB_NAME)
+    import logging
+    import os
+
+    os.environ.setdefault("CADENCE_SIGNING_KEYS", "")
+    import django
+
+    django.setup()
+    logging.disable(logging.WARNING)
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.db import connection, transaction
+    from django_tenants.utils import schema_context
+
+    from engine.models import Run, RunEvent
+    from engine.trust import log, merkle, signing
+    from engine.trust.bundle import bundle_build
+    from engine.trust.models import LogHead
+    from engine.trust.proofs import proof_create
+    from engine.trust.snapshots import snapshot_store
+    from engine.trust.verify_bundle import leaf_hash, verify_bundle, verify_inclusion
+    from tenants.services import organization_create
+
+    try:
+        call_command("migrate", interactive=False, verbosity=0)
+        get_user_model().objects.create_user(username="bench-owner", email="o@example.test")
+        organization_create(
+            name="Bench", slug="bench", owner_email="o@example.test", owner_username="bench-o"
+        )
+        schema = "org_bench"
+
+        with schema_context(schema):
+            # --- appends -----------------------------------------------------------------------
+            singles = 500
+            started = time.perf_counter()
+            for i in range(singles):
+                log.log_append(entries=[(f"{i:064x}", uuid.uuid4())])
+            single_rate = singles / (time.perf_counter() - started)
+            batch, done = 200, singles
+            started = time.perf_counter()
+            while done < singles + args.appends:
+                log.log_append(entries=[(f"{done + j:064x}", uuid.uuid4()) for j in range(batch)])
+                done += batch
+            batch_rate = args.appends / (time.perf_counter() - started)
+            print("transparency log appends (PostgreSQL, one organization):")
+            print(f"  one entry per transaction      {single_rate:8.0f} appends/s")
+            print(f"  {batch} entries per transaction  {batch_rate:8.0f} appends/s")
+
+            # --- a bundle: prove and verify one run -------------------------------------------
+            snapshot = snapshot_store(definition={"flow": {"steps": [{"then": "a"}]}})
+            run = Run.objects.create(
+                orchestrator_slug="bench",
+                trigger="rest",
+                status="succeeded",
+                input={"message": "hi"},
+                output="hello",
+                snapshot=snapshot,
+            )
+            RunEvent.objects.bulk_create(
+                [
+                    RunEvent(
+                        run=run,
+                        seq=i + 1,
+                        kind="step",
+                        name=f"s{i}",
+                        outcome="completed",
+                        data={"changes": {"x": i, "text": "y" * 200}},
+                        at=run.started_at,
+                    )
+                    for i in range(12)
+                ]
+            )
+            with transaction.atomic():
+                proof = proof_create(run=run, snapshot_hash=snapshot.hash)
+            bundle = bundle_build(run=run, proof=proof)
+            keys = signing.keyring().verifiers
+            assert verify_bundle(bundle, keys).ok
+            timings = []
+            for _ in range(200):
+                t0 = time.perf_counter()
+                verify_bundle(bundle, keys)
+                timings.append((time.perf_counter() - t0) * 1000)
+            print("verifying one run's bundle (12 steps, in process):")
+            print(f"  p50 {statistics.median(timings):.2f} ms  p99 {_pct(timings, 0.99):.2f} ms")
+
+            # --- a log of N entries, written straight into the tables ------------------------
+            print(f"building a log of {args.entries:,} entries ...", flush=True)
+            tree = merkle.MemoryTree()
+            digests = [random.randbytes(32) for _ in range(args.entries)]
+            for d in digests:
+                tree.append(leaf_hash(d))
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL session_replication_role = replica")
+                cursor.execute("DELETE FROM trust_lognode; DELETE FROM trust_logleaf")
+                cursor.execute("DELETE FROM trust_treehead; DELETE FROM trust_executionproof")
+                with cursor.copy("COPY trust_lognode (level, index, hash) FROM STDIN") as copy:
+                    for (level, index), value in tree.nodes.items():
+                        copy.write_row((level, index, value))
+                run_id = str(uuid.uuid4())
+                with cursor.copy(
+                    "COPY trust_logleaf (index, digest, run_id, created_at) FROM STDIN"
+                ) as copy:
+                    for i, d in enumerate(digests):
+                        copy.write_row((i, d.hex(), run_id, "2026-12-01T00:00:00Z"))
+                LogHead.objects.filter(pk=1).update(
+                    size=tree.size,
+                    root=tree.frontier.root().hex(),
+                    frontier=tree.frontier.to_json(),
+                )
+            cursor = connection.cursor()
+            cursor.execute("ANALYZE trust_lognode")
+            size = log.log_size()
+            root = log.log_root(size)
+            assert root == tree.root()
+            db_times, mem_times = [], []
+            for _ in range(1000):
+                index = random.randrange(size)
+                t0 = time.perf_counter()
+                path = log.log_inclusion(index=index, size=size)
+                db_times.append((time.perf_counter() - t0) * 1000)
+                t0 = time.perf_counter()
+                tree.inclusion(index, size)
+                mem_times.append((time.perf_counter() - t0) * 1000)
+                verify_inclusion(index, size, leaf_hash(digests[index]), path, root)
+            print(f"inclusion proof at {size:,} entries ({len(path)} hashes):")
+            print(
+                f"  from PostgreSQL (one query)  p50 {statistics.median(db_times):.3f} ms"
+                f"  p99 {_pct(db_times, 0.99):.3f} ms"
+            )
+            print(
+                f"  from memory                  p50 {statistics.median(mem_times):.3f} ms"
+                f"  p99 {_pct(mem_times, 0.99):.3f} ms"
+            )
+    finally:
+        drop_scratch_database(original, DB_NAME)
+
+
+if __name__ == "__main__":
+    main()

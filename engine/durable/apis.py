@@ -1,0 +1,120 @@
+"""Queued runs and dead letters over REST. Members enqueue; admins replay and discard."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from cadence_site.api import OrgMemberApi, StrictSerializer
+from cadence_site.errors import NotFoundError
+from cadence_site.openapi import results_of
+from engine.durable import services
+from engine.durable.models import QueuedRun
+from tenants.roles import Role
+
+
+class EnqueueInput(StrictSerializer):
+    class RunInput(StrictSerializer):
+        message = serializers.CharField(max_length=services.MAX_INPUT_BYTES, trim_whitespace=False)
+
+    input = RunInput()
+    idempotency_key = serializers.CharField(max_length=128)
+    deadline = serializers.DateTimeField(required=False)
+    callback_url = serializers.URLField(max_length=500, required=False)
+    max_attempts = serializers.IntegerField(min_value=1, max_value=10, required=False)
+
+
+class QueuedRunOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.CharField()
+    state = serializers.CharField()
+    orchestrator = serializers.UUIDField()
+    idempotency_key = serializers.CharField(allow_blank=True, allow_null=True)
+    attempts = serializers.IntegerField()
+    reason = serializers.CharField(allow_blank=True, allow_null=True)
+    replay_of = serializers.UUIDField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    deadline = serializers.DateTimeField(allow_null=True)
+
+
+class RunEnqueueApi(OrgMemberApi):
+    read_role = Role.MEMBER
+    required_role = Role.MEMBER
+
+    @extend_schema(
+        summary="Queue a durable run of this orchestrator",
+        request=EnqueueInput,
+        responses={202: QueuedRunOutput},
+    )
+    def post(self, request, org_slug, instance_id):
+        from orchestrators.models import OrchestratorInstance
+
+        data = self.validated(EnqueueInput, request.data)
+        instance = (
+            OrchestratorInstance.objects.select_related("llm_config").filter(pk=instance_id).first()
+        )
+        if instance is None:
+            raise NotFoundError("No such orchestrator.", "orchestrator_not_found")
+        queued, _ = services.queued_run_enqueue(
+            instance=instance,
+            message=data["input"]["message"],
+            idempotency_key=data["idempotency_key"],
+            deadline=data.get("deadline"),
+            callback_url=data.get("callback_url", ""),
+            principal=str(self.actor(request)),
+            max_attempts=data.get("max_attempts", 3),
+        )
+        return Response(services.queued_output(queued), status=202)
+
+
+class DeadLetterListApi(OrgMemberApi):
+    @extend_schema(
+        summary="Runs that exhausted their retries (dead letters)",
+        responses={200: results_of(QueuedRunOutput)},
+    )
+    def get(self, request, org_slug):
+        dead = QueuedRun.objects.select_related("run").filter(state=QueuedRun.State.DEAD)[:200]
+        return Response({"results": [services.queued_output(q) for q in dead]})
+
+
+class DeadLetterDetailApi(OrgMemberApi):
+    @extend_schema(summary="One dead letter", responses={200: QueuedRunOutput})
+    def get(self, request, org_slug, run_id):
+        return Response(services.queued_output(services.dead_letter_get(run_id=run_id)))
+
+
+class DeadLetterActionApi(OrgMemberApi):
+    required_role = Role.ADMIN
+    action: str = ""
+
+    @extend_schema(
+        summary="Replay (202) or discard (200) a dead letter",
+        request=None,
+        responses={202: QueuedRunOutput, 200: QueuedRunOutput},
+    )
+    def post(self, request, org_slug, run_id):
+        queued = services.dead_letter_get(run_id=run_id)
+        if self.action == "replay":
+            replay = services.dead_letter_replay(queued=queued, principal=str(self.actor(request)))
+            return Response(services.queued_output(replay), status=202)
+        return Response(services.queued_output(services.dead_letter_discard(queued=queued)))
+
+
+class CallbackSecretApi(OrgMemberApi):
+    """The secret that signs this organization's run callbacks (admins only)."""
+
+    read_role = Role.ADMIN
+
+    @extend_schema(
+        summary="The secret that signs run callbacks",
+        responses={
+            200: inline_serializer("CallbackSecretOutput", {"secret": serializers.CharField()})
+        },
+    )
+    def get(self, request, org_slug):
+        from django.db import connection
+
+        from engine.durable.callbacks import callback_secret
+
+        return Response({"secret": callback_secret(connection.schema_name)})

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from chat.tests.conftest import chat_orchestrator  # noqa: F401
+
+
+@pytest.fixture
+def queue_name(settings, monkeypatch):
+    """Runs of this test go to a queue of their own (never another test's or a real worker's);
+    the Celery token is not published (the test calls the worker's function itself)."""
+    from engine.durable.tasks import run_next
+
+    monkeypatch.setattr(run_next, "apply_async", lambda *args, **kwargs: None)
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    settings.CADENCE_ORG_QUEUES = {"alpha": name, "bravo": name}
+    yield name
+    from engine.durable.services import _redis
+
+    client = _redis()
+    keys = list(client.scan_iter(match=f"cadence:runq:{name}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def no_dispatch(monkeypatch):
+    """Record dispatches instead of publishing Celery messages."""
+    sent: list[dict] = []
+    from engine.durable import services
+
+    def record(**kwargs):
+        from engine.durable import fairqueue
+
+        fairqueue.push(
+            services._redis(),
+            queue=kwargs["queue"],
+            schema_name=kwargs["schema_name"],
+            run_id=kwargs["run_id"],
+        )
+        sent.append(kwargs)
+
+    monkeypatch.setattr(services, "_dispatch", record)
+    return sent

@@ -1,0 +1,95 @@
+"""REST for runs: the filtered list, a run, its steps, a step's whole payload, the export.
+
+Readable by every member and viewer of the organization, each seeing the runs the privacy rule
+of engine/runs/selectors.py lets them see (admins and owners: all).
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.response import Response
+
+from cadence_site.api import OrgMemberApi
+from cadence_site.errors import ApplicationError
+from engine.runs import export, schema, selectors
+from tenants.roles import Role
+
+
+class RunsApi(OrgMemberApi):
+    read_role = Role.VIEWER
+
+    def run(self, request, run_id):
+        return selectors.run_get_for_user(
+            principal=request.user, role=request.role, run_id=run_id, org=request.org
+        )
+
+
+_LIST_PARAMETERS = [
+    OpenApiParameter(name, OpenApiTypes.STR, description=description)
+    for name, description in (
+        ("status", "running, succeeded, failed or cancelled"),
+        ("orchestrator", "an orchestrator's id or slug"),
+        ("trigger", "chat, rest, openai, invoke or admin"),
+        ("since", "ISO 8601 time: runs started at or after it"),
+        ("until", "ISO 8601 time: runs started before it"),
+        ("slower_than_ms", "runs that took longer than this many milliseconds"),
+        ("error_code", "runs that failed with this error code"),
+        ("q", "text in the run's error or its steps' names and errors"),
+        ("cursor", "the next_cursor of the previous page"),
+        ("limit", "runs per page, 1-200 (default 50)"),
+    )
+]
+
+
+class RunListApi(RunsApi):
+    @extend_schema(
+        summary="Runs you may see, newest first, filtered",
+        parameters=_LIST_PARAMETERS,
+        responses={200: schema.RunPageOutput},
+    )
+    def get(self, request, org_slug):
+        runs, cursor = selectors.run_list(
+            principal=request.user,
+            role=request.role,
+            params={k: request.query_params.get(k, "") for k in request.query_params},
+            org=request.org,
+        )
+        return Response(
+            {"results": [export.run_output(run) for run in runs], "next_cursor": cursor}
+        )
+
+
+class RunDetailApi(RunsApi):
+    @extend_schema(summary="One run", responses={200: schema.RunDetailOutput})
+    def get(self, request, org_slug, run_id):
+        return Response(export.run_output(self.run(request, run_id), detail=True))
+
+
+class RunStepsApi(RunsApi):
+    @extend_schema(summary="A run's steps in order", responses={200: schema.StepListOutput})
+    def get(self, request, org_slug, run_id):
+        steps = selectors.run_steps(run=self.run(request, run_id))
+        return Response({"results": [export.step_output(step) for step in steps]})
+
+
+class StepPayloadApi(RunsApi):
+    @extend_schema(summary="A step's whole payload", responses={200: schema.StepPayloadOutput})
+    def get(self, request, org_slug, run_id, seq):
+        step = selectors.step_get(run=self.run(request, run_id), seq=seq)
+        return Response({"seq": step.seq, "data": selectors.step_payload(step=step)})
+
+
+class RunExportApi(RunsApi):
+    # `as`, not `format`: DRF reads ?format= for content negotiation.
+    @extend_schema(
+        summary="A run exported as JSON or OTLP/JSON",
+        parameters=[OpenApiParameter("as", OpenApiTypes.STR, enum=["json", "otlp"])],
+        responses={200: schema.RunExportOutput},
+    )
+    def get(self, request, org_slug, run_id):
+        fmt = request.query_params.get("as", "json")
+        if fmt not in ("json", "otlp"):
+            raise ApplicationError("as must be json or otlp.", "invalid_format", {"field": "as"})
+        run = self.run(request, run_id)
+        return Response(export.run_otlp(run) if fmt == "otlp" else export.run_export(run))

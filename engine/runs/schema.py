@@ -1,0 +1,97 @@
+"""The response bodies of the runs API, for the OpenAPI schema (engine/runs/export.py builds them)."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from engine.models import Run
+
+
+class OrchestratorRefOutput(serializers.Serializer):
+    id = serializers.UUIDField(allow_null=True)
+    slug = serializers.CharField()
+
+
+class RunErrorOutput(serializers.Serializer):
+    code = serializers.CharField(allow_blank=True)
+    message = serializers.CharField()
+
+
+class RunOutput(serializers.Serializer):
+    id = serializers.UUIDField()
+    status = serializers.ChoiceField(choices=Run.Status.choices)
+    trigger = serializers.ChoiceField(choices=Run.Trigger.choices)
+    orchestrator = OrchestratorRefOutput()
+    conversation = serializers.UUIDField(allow_null=True)
+    principal = serializers.CharField(allow_blank=True)
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    duration_ms = serializers.FloatField(allow_null=True)
+    usage = serializers.JSONField()
+    error = RunErrorOutput(allow_null=True)
+
+
+class RunDetailOutput(RunOutput):
+    input = serializers.JSONField()
+    output = serializers.CharField(allow_blank=True)
+    config_hash = serializers.CharField(allow_blank=True)
+    environment = serializers.JSONField(
+        help_text="Orchestrator version and hash, framework, LLM configuration, plugins, process."
+    )
+
+
+class RunPageOutput(serializers.Serializer):
+    results = RunOutput(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last one."
+    )
+
+
+class StepErrorOutput(serializers.Serializer):
+    type = serializers.CharField(allow_blank=True)
+    message = serializers.CharField(allow_blank=True)
+    stack = serializers.CharField(allow_blank=True)
+
+
+class StepResourcesOutput(serializers.Serializer):
+    cpu_ms = serializers.FloatField(allow_null=True)
+    memory_kb = serializers.IntegerField(allow_null=True)
+
+
+class StepOutput(serializers.Serializer):
+    seq = serializers.IntegerField()
+    parent = serializers.IntegerField(allow_null=True, help_text="The parent step's `seq`.")
+    name = serializers.CharField()
+    kind = serializers.CharField(help_text="note, sync, split, child, llm_call, tool_call or step")
+    status = serializers.CharField(help_text="running, completed, failed or interrupted")
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField()
+    duration_ms = serializers.FloatField(allow_null=True)
+    inputs = serializers.JSONField(help_text="What it read; null when not recorded.")
+    outputs = serializers.JSONField(help_text="What it wrote or returned; null when not recorded.")
+    detail = serializers.JSONField()
+    llm = serializers.JSONField(
+        help_text="Model calls: provider, model, parameters, tokens_in, tokens_out, ttft_ms.",
+    )
+    error = StepErrorOutput(allow_null=True)
+    resources = StepResourcesOutput()
+    truncated = serializers.BooleanField(
+        help_text="Whether the row holds a truncated copy; the payload endpoint has it whole."
+    )
+
+
+class StepListOutput(serializers.Serializer):
+    results = StepOutput(many=True)
+
+
+class StepPayloadOutput(serializers.Serializer):
+    seq = serializers.IntegerField()
+    data = serializers.JSONField(help_text="The step's whole inputs, outputs and detail.")
+
+
+class RunExportOutput(serializers.Serializer):
+    run = RunDetailOutput(required=False)
+    steps = StepOutput(many=True, required=False)
+    resourceSpans = serializers.JSONField(  # noqa: N815 - OTLP's own field name
+        required=False, help_text="With `as=otlp`: the run as one OTLP/JSON trace."
+    )

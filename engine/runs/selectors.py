@@ -1,0 +1,201 @@
+"""Reading runs (in the tenant's schema): who may see which, the filtered list, a run's steps.
+
+Privacy follows what the run ran: admins and owners see every run of the organization; members
+and viewers see the runs they started, those of their own conversations (a run of a
+conversation carries the conversation's owner) and those of the API keys they created; a key
+sees its own runs. One rule, used by REST, the admin and sockets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.core.files.storage import default_storage
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.utils.dateparse import parse_datetime
+from django_tenants.utils import schema_context
+
+from cadence_site.errors import ApplicationError, NotFoundError
+from engine.models import Run, RunEvent
+from tenants.roles import Role, role_at_least
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+MAX_TEXT = 200
+FILTERS = (
+    "status",
+    "orchestrator",
+    "trigger",
+    "since",
+    "until",
+    "slower_than_ms",
+    "error_code",
+    "q",
+    "cursor",
+    "limit",
+)
+
+
+def runs_visible(*, principal, role: str | None, org=None) -> QuerySet[Run]:
+    runs = Run.objects.all()
+    if role_at_least(role, Role.ADMIN):
+        return runs
+    key = getattr(principal, "api_key", None)
+    if key is not None:
+        return runs.filter(owner_api_key_id=key.pk)
+    if getattr(principal, "pk", None) is None:
+        return runs.none()
+    from django.db import connection
+
+    from tenants.models import ApiKey
+
+    org = org if org is not None else connection.tenant
+    # A user's keys are the keys they created in this organization. Keys live in the public
+    # schema only: the tenant's search path would find its own (empty) table first.
+    with schema_context("public"):
+        keys = list(
+            ApiKey.objects.filter(
+                organization_id=getattr(org, "id", None), created_by_id=principal.pk
+            ).values_list("id", flat=True)
+        )
+    return runs.filter(Q(owner_user_id=principal.pk) | Q(owner_api_key_id__in=keys))
+
+
+def run_get_for_user(*, principal, role: str | None, run_id, org=None) -> Run:
+    """Another member's run is the same 404 as a run that does not exist."""
+    run = (
+        runs_visible(principal=principal, role=role, org=org)
+        .filter(pk=_uuid(run_id, "run"))
+        .first()
+        if run_id
+        else None
+    )
+    if run is None:
+        raise NotFoundError("No such run.", "run_not_found")
+    return run
+
+
+def _bad(message: str, field: str, **details: Any) -> ApplicationError:
+    return ApplicationError(message, "invalid_filter", {"field": field, **details})
+
+
+def _uuid(value: Any, field: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise NotFoundError(f"No such {field}.", f"{field}_not_found") from None
+
+
+def _when(value: str, field: str) -> datetime:
+    parsed = parse_datetime(value) if len(value) <= 64 else None
+    if parsed is None or parsed.tzinfo is None:
+        raise _bad(
+            f"{field} must be an ISO 8601 time with a zone, e.g. 2026-01-31T12:00:00Z.", field
+        )
+    return parsed
+
+
+def encode_cursor(run: Run) -> str:
+    raw = json.dumps([run.started_at.isoformat(), str(run.id)]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(value: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        started, run_id = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+        return _when(started, "cursor"), uuid.UUID(run_id)
+    except (ValueError, TypeError, binascii.Error, ApplicationError):
+        raise _bad("cursor is not one this API gave out.", "cursor") from None
+
+
+def run_list(
+    *, principal, role: str | None, params: dict[str, str], org=None
+) -> tuple[list[Run], str | None]:
+    """One page of the runs the caller may see, newest first, and the cursor of the next page.
+    Every filter is checked: an unknown one, or a bad value, is a 400 naming it."""
+    unknown = sorted(set(params) - set(FILTERS))
+    if unknown:
+        raise _bad(
+            f"Unknown filter {unknown[0]!r}; the filters are {', '.join(FILTERS)}.",
+            unknown[0],
+            allowed=list(FILTERS),
+        )
+    for name, value in params.items():
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise _bad(f"{name} must be at most {MAX_TEXT} characters, without NUL.", name)
+    runs = runs_visible(principal=principal, role=role, org=org)
+    if "status" in params:
+        if params["status"] not in Run.Status.values:
+            raise _bad(f"status must be one of {', '.join(Run.Status.values)}.", "status")
+        runs = runs.filter(status=params["status"])
+    if "trigger" in params:
+        if params["trigger"] not in Run.Trigger.values:
+            raise _bad(f"trigger must be one of {', '.join(Run.Trigger.values)}.", "trigger")
+        runs = runs.filter(trigger=params["trigger"])
+    if "orchestrator" in params:
+        ref = params["orchestrator"]
+        try:
+            runs = runs.filter(orchestrator_id=uuid.UUID(ref))
+        except ValueError:
+            runs = runs.filter(orchestrator_slug=ref)
+    if "since" in params:
+        runs = runs.filter(started_at__gte=_when(params["since"], "since"))
+    if "until" in params:
+        runs = runs.filter(started_at__lt=_when(params["until"], "until"))
+    if "slower_than_ms" in params:
+        try:
+            slower = float(params["slower_than_ms"])
+        except ValueError:
+            slower = -1
+        if not 0 <= slower < 10**9:
+            raise _bad("slower_than_ms must be a number of milliseconds ≥ 0.", "slower_than_ms")
+        runs = runs.filter(duration_ms__gt=slower)
+    if "error_code" in params:
+        runs = runs.filter(error_code=params["error_code"])
+    if params.get("q"):
+        text = params["q"]
+        steps = RunEvent.objects.filter(run=OuterRef("pk")).filter(
+            Q(name__icontains=text) | Q(error__icontains=text)
+        )
+        runs = runs.filter(Q(error__icontains=text) | Exists(steps))
+    try:
+        limit = int(params.get("limit", PAGE_SIZE))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise _bad(f"limit must be an integer from 1 to {MAX_PAGE_SIZE}.", "limit")
+    if params.get("cursor"):
+        started, after = _decode_cursor(params["cursor"])
+        runs = runs.filter(Q(started_at__lt=started) | Q(started_at=started, id__lt=after))
+    page = list(runs.order_by("-started_at", "-id")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, encode_cursor(page[-1]) if more else None
+
+
+def run_steps(*, run: Run) -> list[RunEvent]:
+    return list(run.events.order_by("seq"))
+
+
+def step_get(*, run: Run, seq: Any) -> RunEvent:
+    try:
+        number = int(seq)
+    except (TypeError, ValueError):
+        number = -1
+    step = run.events.filter(seq=number).first() if number >= 0 else None
+    if step is None:
+        raise NotFoundError(f"The run has no step {seq}.", "step_not_found")
+    return step
+
+
+def step_payload(*, step: RunEvent) -> dict[str, Any]:
+    """The step's whole data: from file storage when the row holds a truncated copy."""
+    if not step.payload:
+        return step.data
+    with default_storage.open(step.payload) as stored:
+        return json.loads(stored.read())
