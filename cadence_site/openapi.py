@@ -163,7 +163,7 @@ def _statuses_for(path: str, operation: dict[str, Any]) -> list[str]:
         statuses.append("400")
     if needs_caller:
         statuses += ["401", "403"]
-    if "{" in path:
+    if "{" in path or has_body:  # a body can name what is not there (an invitation's token)
         statuses.append("404")
     if has_body:
         statuses.append("413")

@@ -6,6 +6,7 @@ from chat.models import Message
 from engine.models import Run
 from orchestrators.models import OrchestratorInstance
 from tenants.models import Organization
+from tenants.teams.models import TeamRole
 
 FRAMEWORK = OrchestratorInstance.Framework.choices
 ORCHESTRATOR_STATUS = OrchestratorInstance.Status.choices
@@ -13,3 +14,4 @@ ORGANIZATION_STATUS = Organization.Status.choices
 MESSAGE_STATUS = Message.Status.choices
 RUN_STATUS = Run.Status.choices
 RUN_TRIGGER = Run.Trigger.choices
+TEAM_ROLE = TeamRole.choices

@@ -44,7 +44,10 @@ class RequestContextMiddleware:
         return (request_id_var.set(request.request_id), org_var.set(None), principal_var.set(None))
 
     @staticmethod
-    def _end(tokens: tuple) -> None:
+    def _end(request, tokens: tuple) -> None:
+        # Django logs a 4xx/5xx ("Not Found: /x", django.request) after every middleware has
+        # returned; the values stay on the request for ContextFilter to find there.
+        request.log_context = (request_id_var.get(), org_var.get(), principal_var.get())
         request_id_var.reset(tokens[0])
         org_var.reset(tokens[1])
         principal_var.reset(tokens[2])
@@ -56,7 +59,7 @@ class RequestContextMiddleware:
         try:
             response = self.get_response(request)
         finally:
-            self._end(tokens)
+            self._end(request, tokens)
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -65,7 +68,7 @@ class RequestContextMiddleware:
         try:
             response = await self.get_response(request)
         finally:
-            self._end(tokens)
+            self._end(request, tokens)
         response["X-Request-ID"] = request.request_id
         return response
 
@@ -75,6 +78,14 @@ class ContextFilter(logging.Filter):
         record.request_id = request_id_var.get()
         record.org = org_var.get()
         record.principal = principal_var.get()
+        if record.request_id is None:
+            # A line about a request logged once its middleware returned (django.request).
+            request = getattr(record, "request", None)
+            saved = getattr(request, "log_context", None)
+            if saved is not None:
+                record.request_id, record.org, record.principal = saved
+                if record.org is None:  # the tenant middleware resets its own value on the way out
+                    record.org = getattr(getattr(request, "org", None), "slug", None)
         return True
 
 

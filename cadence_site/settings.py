@@ -348,12 +348,12 @@ SPECTACULAR_SETTINGS = {
     ],
     "ENUM_NAME_OVERRIDES": {
         "Role": "tenants.roles.Role.choices",
-        "TeamRole": "tenants.teams.models.TeamRole.choices",
         "InvitationStatus": "tenants.invitations.models.INVITATION_STATUSES",
         "Framework": "cadence_site.openapi_enums.FRAMEWORK",
         "OrchestratorStatus": "cadence_site.openapi_enums.ORCHESTRATOR_STATUS",
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
+        "TeamRole": "cadence_site.openapi_enums.TEAM_ROLE",
         "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
         "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },

@@ -424,6 +424,8 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
         from orchestrators.invoke import invoke
 
         data = self.validated(InvokeInput, request.data)
+        # By the id the path's slug or UUID resolves to now: the pool caches slugs per process.
+        instance = self._get(instance_id)
         messages = [dict(m) for m in data["messages"]]
         if messages[-1]["role"] != "user":
             raise ApplicationError(
@@ -435,7 +437,7 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
             org=request.org,
             # The resolved id, not the slug the path may carry: a slug can be reused by a newer
             # instance, an id cannot.
-            ref=str(self._get(instance_id).id),
+            ref=str(instance.id),
             history=messages[:-1],
             message=messages[-1]["content"],
             user=str(request.user),

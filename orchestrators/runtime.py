@@ -75,6 +75,9 @@ class FinalEvent:
     content: str
     usage: Usage
     finish_reason: str = "stop"
+    # Calls of the client's own tools (RunContext.client_tools) the turn ended on, for the client
+    # to run and answer in its next request (finish_reason "tool_calls").
+    tool_calls: tuple[ToolCall, ...] = ()
     type: Literal["final"] = "final"
 
 
@@ -122,6 +125,39 @@ class LLMResult:
     finish_reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class ModelOptions:
+    """What one request asks of the model, on top of its LLM configuration.
+
+    The configuration's `temperature` is the default when the request sets none; its
+    `max_tokens` caps the request's. Providers that cannot honour an option refuse the call
+    (LLMError `unsupported_parameter`, 400) rather than ignore it.
+    """
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    # {"type": "json_object"} or {"type": "json_schema", "json_schema": {name, schema, strict}}
+    response_format: dict[str, Any] | None = None
+    # "required" or {"type": "function", "function": {"name": …}}; unset means "auto".
+    tool_choice: Any = None
+
+
+def effective_max_tokens(settings: LLMSettings, options: ModelOptions | None) -> int | None:
+    values = [v for v in (options.max_tokens if options else None, settings.max_tokens) if v]
+    return min(values) if values else None
+
+
+def effective_temperature(settings: LLMSettings, options: ModelOptions | None) -> float | None:
+    if options is not None and options.temperature is not None:
+        return options.temperature
+    return settings.temperature
+
+
 class LLMError(Exception):
     """A model call that failed for good (after retries): a code a caller can show and a message."""
 
@@ -141,7 +177,11 @@ class StepError(LLMError):
 
 class ChatProvider(Protocol):
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
         """Yields LLMDelta pieces, then exactly one LLMResult. Raises LLMError."""
         ...
@@ -189,6 +229,10 @@ class RunContext:
     # The turn pipeline (engine/runs/pipeline.py) sets them; None elsewhere.
     before_model_call: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
     after_model_call: Callable[[Usage], Awaitable[None]] | None = None
+    # What the request asks of the model (sampling, response format), and the tools the client
+    # declared and runs itself: a call of one ends the turn (FinalEvent.tool_calls).
+    options: ModelOptions | None = None
+    client_tools: tuple[dict[str, Any], ...] = ()
 
 
 class Runtime(Protocol):

@@ -21,16 +21,18 @@ same ownership rule as the REST chat API) and to the orchestrator named by `mode
 `extra_body={"cadence": {...}}` the official client sends it as is. A non-streamed response then
 carries `"cadence": {"conversation_id", "user_message_id", "assistant_message_id"}`.
 
-Parameters: `model`, `messages`, `stream`, `stream_options.include_usage` and `n` (1 only) are
-read. `tools` and `functions` are refused (400): an orchestrator's tools are configured on the
-server and run there; tool calls and steps stay internal and never appear in the stream. Every
-other OpenAI parameter (temperature, top_p, max_tokens, max_completion_tokens, stop, user, seed,
-presence/frequency penalties, response_format, tool_choice, …) is accepted and ignored: the
-orchestrator's own LLM configuration decides.
+Parameters are validated as OpenAI does (`chat/openai/validation.py`): ranges, types, an unknown
+parameter or one Cadence cannot honour is a 400 naming it. Sampling parameters and
+`response_format` travel to the model as `orchestrators.runtime.ModelOptions` (the LLM
+configuration's `max_tokens` caps the request's). `tools` / `tool_choice` declare the client's
+own tools: a call of one ends the turn with `finish_reason: "tool_calls"`, and `role: "tool"`
+messages continue it. The orchestrator's own tool calls and steps stay internal.
 
 Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`:
 
-    400 invalid_request_error   malformed JSON, a missing or wrong field (param names it), n != 1, tools
+    400 <OpenAI's codes>        malformed JSON, a missing, wrong, unknown or unsupported parameter
+                                (param names it; code: decimal_above_max_value, invalid_type,
+                                unknown_parameter, unsupported_parameter, …)
     401 invalid_api_key         missing, unknown, revoked or expired key
     403 org_suspended           the key's organization is suspended
     403 insufficient_role       a viewer key asking for a completion (viewers read, members chat)
@@ -63,5 +65,10 @@ DEFAULT_REQUESTS_PER_MINUTE = (
     600  # Plan.requests_per_minute's default, for an organization without a plan
 )
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
-# Cadence finish reasons → OpenAI's. Tool calls are internal, so "tool_calls" never reaches a client.
-FINISH_REASONS = {"stop": "stop", "length": "length", "max_steps": "length"}
+# Cadence finish reasons → OpenAI's. The orchestrator's own tool calls stay internal.
+FINISH_REASONS = {
+    "stop": "stop",
+    "length": "length",
+    "max_steps": "length",
+    "tool_calls": "tool_calls",  # a call of one of the client's own tools (request `tools`)
+}

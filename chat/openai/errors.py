@@ -33,10 +33,11 @@ def openai_error(
 
 
 class BadRequest(Exception):
-    def __init__(self, message: str, param: str | None = None):
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request_error"):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.code = code
 
 
 def _error_type(status: int) -> str:

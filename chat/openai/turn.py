@@ -4,6 +4,7 @@ queue the response reads; stored in a conversation when the request asks."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ class CompletionOutcome:
     http_status: int = 200
     user_message_id: str | None = None
     assistant_message_id: str | None = None
+    # Calls of the client's tools (finish_reason "tool_calls"), in OpenAI's shape.
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -121,6 +124,8 @@ async def _run(turn: Turn) -> None:
                 conversation_id=request.conversation_id,
                 run_id=turn.run_id,
                 acquired=turn.acquired,
+                parameters=dict(request.parameters),
+                client_tools=list(request.tools),
                 owner_api_key_id=str(caller.key_id),
             ),
             on_event=on_event,
@@ -129,6 +134,14 @@ async def _run(turn: Turn) -> None:
         result.status, result.content = outcome.status, outcome.content
         result.usage = outcome.usage
         result.finish_reason = FINISH_REASONS.get(outcome.finish_reason, "stop")
+        result.tool_calls = [
+            {
+                "id": call["id"],
+                "type": "function",
+                "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])},
+            }
+            for call in outcome.client_tool_calls
+        ]
         if outcome.error is not None:
             result.error, result.http_status = (
                 _error_payload(outcome.error),

@@ -136,7 +136,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         code = "invalid_json" if exc.code == "malformed_json" else exc.code
         return openai_error(400, exc.message, code=code, param=exc.field)
     except BadRequest as exc:
-        return openai_error(400, exc.message, code="invalid_request_error", param=exc.param)
+        return openai_error(400, exc.message, code=exc.code, param=exc.param)
 
     try:
         acquired = await pool.acquire(
@@ -152,6 +152,15 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
                 exc.status_code, exc.message, code=exc.code, type=_error_type(exc.status_code)
             )
         return openai_error(404, message, code="model_not_found", param="model")
+    refused = _unsupported_by_framework(parsed, acquired)
+    if refused is not None:
+        return openai_error(
+            400,
+            f"'{refused}' needs an orchestrator on the cadence framework; {acquired.slug!r} "
+            "runs on another.",
+            code="unsupported_parameter",
+            param=refused,
+        )
     if parsed.conversation_id is not None and not await in_tenant(
         caller.schema_name,
         _conversation_exists,
@@ -194,7 +203,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": outcome.content, "refusal": None},
+                "message": _message(outcome),
                 "logprobs": None,
                 "finish_reason": outcome.finish_reason,
             }
@@ -209,6 +218,30 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             "assistant_message_id": outcome.assistant_message_id,
         }
     return JsonResponse(body)
+
+
+def _unsupported_by_framework(parsed, acquired) -> str | None:
+    """The first request parameter only the native runtime honours, when another would run it."""
+    from orchestrators.adapters.cadence import NativeRuntime
+
+    if isinstance(acquired.runtime, NativeRuntime):
+        return None
+    # The LangGraph and Agents SDK runtimes build their own model calls: what they cannot be
+    # told is refused, never silently dropped.
+    if parsed.tools:
+        return "tools"
+    return next(iter(parsed.parameters), None)
+
+
+def _message(outcome: CompletionOutcome) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": outcome.content or (None if outcome.tool_calls else ""),
+        "refusal": None,
+    }
+    if outcome.tool_calls:
+        message["tool_calls"] = outcome.tool_calls
+    return message
 
 
 def _public_error(error: dict[str, Any]) -> dict[str, Any]:
@@ -265,6 +298,15 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
         if outcome.error is not None:
             yield _sse({"error": _public_error(outcome.error)})
         else:
+            if outcome.tool_calls:
+                yield chunk(
+                    {
+                        "tool_calls": [
+                            {"index": index, **call}
+                            for index, call in enumerate(outcome.tool_calls)
+                        ]
+                    }
+                )
             yield chunk({}, outcome.finish_reason)
             if with_usage:
                 yield _sse({**base, "choices": [], "usage": outcome.usage})

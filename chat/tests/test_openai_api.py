@@ -86,6 +86,7 @@ def live(_session_world, django_db_blocker, upstream):
                 model="gpt-test",
                 api_key="sk-test-upstream",
                 max_retries=0,
+                max_tokens=100,  # the cap a request's max_tokens cannot exceed
             )
         with schema_context("org_bravo"):
             bravo = llm_config_create(name=CONFIGS[0], provider="offline", model="cadence-offline")
@@ -205,7 +206,12 @@ def test_non_streamed_completion_is_recorded_as_an_openai_run(live, world, commi
     assert run.orchestrator_id == live.instances[FAST].id
     assert run.output == _reply("hello there")
     assert run.principal == f"key:{world.alpha.keys['member'][:PREFIX_LENGTH]}"
-    assert run.input == {"message": "hello there", "history_messages": 3}
+    # The request's sampling parameters reach the model and are recorded with the run.
+    assert run.input == {
+        "message": "hello there",
+        "history_messages": 3,
+        "parameters": {"max_tokens": 50, "temperature": 0.2},
+    }
     assert run.usage == completion.usage.model_dump(
         include={"prompt_tokens", "completion_tokens", "total_tokens"}
     )
@@ -489,9 +495,9 @@ def test_viewer_key_cannot_chat(live, world):
             {
                 "model": FAST,
                 "messages": [{"role": "user", "content": "x"}],
-                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tools": [{"type": "function", "function": {"name": "not a name"}}],
             },
-            "tools",
+            "tools[0].function.name",
         ),
         (
             {

@@ -29,10 +29,11 @@ every method is optional and all run for every turn, in registration order):
   writes the run's outcome.
 
 Per-request model parameters and client-side tools (issue 9) travel on the request:
-`TurnRequest.parameters` (temperature, max_tokens, … as the client sent them) and
-`TurnRequest.client_tools` (OpenAI tool declarations the client executes itself). The pipeline
-records them in the run's input; an adapter that honours them reads them from the request
-(`Turn.request`) once `RunContext` carries them.
+`TurnRequest.parameters` (the fields of `orchestrators.runtime.ModelOptions`: temperature,
+max_tokens, stop, response_format, …) and `TurnRequest.client_tools` (OpenAI tool declarations
+the client executes itself). The pipeline records them in the run's input and hands them to the
+runtime in `RunContext.options` / `RunContext.client_tools`; a turn that ends on a call of a
+client tool has `finish_reason` "tool_calls" and the calls in `TurnOutcome.client_tool_calls`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from orchestrators.pool import Acquired, pool
 from orchestrators.runtime import (
     FinalEvent,
     LLMError,
+    ModelOptions,
     RunContext,
     RuntimeEvent,
     StepEvent,
@@ -106,6 +108,8 @@ class TurnOutcome:
     steps: list[dict[str, Any]] = field(default_factory=list)
     error: ApplicationError | None = None
     acquired: Acquired | None = None
+    # Calls of the client's own tools the turn ended on (finish_reason "tool_calls").
+    client_tool_calls: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def recorded(self) -> bool:
@@ -255,6 +259,9 @@ async def turn_run(
         outcome.content = final.content
         outcome.usage = final.usage.as_dict()
         outcome.finish_reason = final.finish_reason
+        outcome.client_tool_calls = [
+            {"id": c.id, "name": c.name, "arguments": c.arguments} for c in final.tool_calls
+        ]
     except (Exception, asyncio.CancelledError) as exc:
         outcome.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
         outcome.content = "".join(turn.text)
@@ -340,6 +347,8 @@ def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
         user=request.principal,
         before_model_call=before,
         after_model_call=after,
+        options=ModelOptions(**request.parameters) if request.parameters else None,
+        client_tools=tuple(request.client_tools),
     )
 
 

@@ -2,7 +2,10 @@
 
 The default flow is `prepare_prompt → agent → finalize`; `agent` calls the model, runs the tool
 calls it asked for in parallel with the engine's `.sync`, and repeats until the model stops asking
-or the step limit is reached. Flows name notes from `agent_notes()`; plugins add more later.
+or the step limit is reached. Tools the client declared (`RunContext.client_tools`, from `/v1`)
+are offered beside the orchestrator's own; a call of one ends the turn with finish reason
+`tool_calls` and the calls in `FinalEvent.tool_calls`, and the client's next request carries
+their results as `tool` messages at the end of the history (no new user message). Flows name notes from `agent_notes()`; plugins add more later.
 
 Events leave the engine through a context variable holding the running call's queue, so that the
 built cadence is shared by every concurrent call (built once per instance, ~µs per run).
@@ -40,10 +43,13 @@ from orchestrators.runtime import (
     RuntimeEvent,
     StepEvent,
     TokenEvent,
+    ToolCall,
     ToolCallEvent,
     ToolContext,
     ToolResultEvent,
     Usage,
+    effective_max_tokens,
+    effective_temperature,
 )
 
 DEFAULT_FLOW: dict[str, Any] = {
@@ -62,6 +68,7 @@ class AgentScore(Score):
     completion_tokens: int = 0
     turns: int = 0
     tool_results: dict[str, Any] = field(default_factory=dict)
+    client_calls: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -85,17 +92,23 @@ def _emit(event: RuntimeEvent) -> None:
 async def prepare_prompt(score: AgentScore) -> None:
     call = _current.get()
     system = call.runtime.config.system_prompt
+    history = list(call.history)
+    # A client answering its tools' calls sends their results last and no new user message.
+    continuing = not call.message and history and history[-1].get("role") == "tool"
     score.messages = (
         ([{"role": "system", "content": system}] if system else [])
-        + list(call.history)
-        + [{"role": "user", "content": call.message}]
+        + history
+        + ([] if continuing else [{"role": "user", "content": call.message}])
     )
 
 
 async def agent(score: AgentScore) -> None:
     call = _current.get()
     runtime = call.runtime
-    specs = [tool.spec() for tool in runtime.config.tools] or None
+    own = {tool.name for tool in runtime.config.tools}
+    client = [t for t in call.context.client_tools if _tool_name(t) not in own]
+    specs = [tool.spec() for tool in runtime.config.tools] + client or None
+    client_names = {_tool_name(t) for t in client}
     for _ in range(runtime.config.max_steps):
         score.turns += 1
         result = await _model_call(call, score.messages, specs)
@@ -103,6 +116,18 @@ async def agent(score: AgentScore) -> None:
         score.completion_tokens += result.usage.completion_tokens
         if not result.tool_calls:
             score.final, score.finish_reason = result.content, result.finish_reason or "stop"
+            return
+        wanted = [c for c in result.tool_calls if c.name in client_names]
+        if wanted:
+            # The client runs these: the turn ends here and its next request carries the results.
+            # Calls of the orchestrator's own tools in the same answer are dropped: the model
+            # asks again, if it still needs them, once it has the client's results.
+            score.final, score.finish_reason = result.content, "tool_calls"
+            score.client_calls = [
+                {"id": c.id, "name": c.name, "arguments": c.arguments} for c in wanted
+            ]
+            for c in wanted:
+                _emit(ToolCallEvent(c.id, c.name, c.arguments))
             return
         score.messages.append(
             {
@@ -125,6 +150,10 @@ async def agent(score: AgentScore) -> None:
     score.final, score.finish_reason = "I stopped after reaching the step limit.", "max_steps"
 
 
+def _tool_name(spec: dict[str, Any]) -> str:
+    return str((spec.get("function") or {}).get("name", ""))
+
+
 async def _model_call(
     call: _Call, messages: list[dict[str, Any]], specs: list[dict[str, Any]] | None
 ) -> LLMResult:
@@ -140,9 +169,11 @@ async def _model_call(
     started, (cpu0, _) = time.perf_counter(), resource_usage()
     first_token: float | None = None
     result: LLMResult | None = None
+    # Only when the request asks for something: providers written before options took none.
+    extra = {"options": context.options} if context.options is not None else {}
     error: BaseException | None = None
     try:
-        async for chunk in call.runtime.provider.stream(messages, specs):
+        async for chunk in call.runtime.provider.stream(messages, specs, **extra):
             if isinstance(chunk, LLMDelta):
                 if chunk.content:
                     if first_token is None:
@@ -174,7 +205,11 @@ async def _model_call(
                 "provider": llm.provider,
                 "model": llm.model,
                 "config_id": llm.config_id,
-                "parameters": {"temperature": llm.temperature, "max_tokens": llm.max_tokens},
+                # What the model was asked with: the request's options over the configuration.
+                "parameters": {
+                    "temperature": effective_temperature(llm, context.options),
+                    "max_tokens": effective_max_tokens(llm, context.options),
+                },
                 "tokens_in": usage.prompt_tokens,
                 "tokens_out": usage.completion_tokens,
                 "ttft_ms": round((first_token - started) * 1000, 3) if first_token else None,
@@ -377,7 +412,10 @@ class NativeRuntime:
             {"turns": score.turns},
         )
         yield FinalEvent(
-            score.final, Usage(score.prompt_tokens, score.completion_tokens), score.finish_reason
+            score.final,
+            Usage(score.prompt_tokens, score.completion_tokens),
+            score.finish_reason,
+            tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in score.client_calls),
         )
 
 

@@ -17,7 +17,17 @@ import httpx
 
 from orchestrators.llm.offline import message_text, parse_arguments
 from orchestrators.llm.openai_compatible import OpenAICompatibleProvider
-from orchestrators.runtime import LLMDelta, LLMResult, LLMSettings, ToolCall, Usage
+from orchestrators.runtime import (
+    LLMDelta,
+    LLMError,
+    LLMResult,
+    LLMSettings,
+    ModelOptions,
+    ToolCall,
+    Usage,
+    effective_max_tokens,
+    effective_temperature,
+)
 
 DEFAULT_MAX_TOKENS = 1024  # the API requires a value; a chat reply rarely needs more
 FINISH_REASONS = {
@@ -117,22 +127,52 @@ class AnthropicProvider(OpenAICompatibleProvider):
             timeout=self.settings.timeout,
         )
 
+    def check_options(self, options: ModelOptions | None) -> None:
+        if options is None:
+            return
+        for name in (
+            "response_format",
+            "seed",
+            "presence_penalty",
+            "frequency_penalty",
+            "tool_choice",
+        ):
+            if getattr(options, name) is not None:
+                raise LLMError(
+                    f"The anthropic provider does not support {name!r}.",
+                    "unsupported_parameter",
+                    400,
+                )
+
     def _request(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        options: ModelOptions | None = None,
     ) -> dict[str, Any]:
         s = self.settings
         kwargs = to_anthropic(messages, tools)
-        kwargs.update(model=s.model, max_tokens=s.max_tokens or DEFAULT_MAX_TOKENS, stream=True)
-        if s.temperature is not None:
-            kwargs["temperature"] = s.temperature
+        max_tokens = effective_max_tokens(s, options) or DEFAULT_MAX_TOKENS
+        kwargs.update(model=s.model, max_tokens=max_tokens, stream=True)
+        temperature = effective_temperature(s, options)
+        if temperature is not None:
+            kwargs["temperature"] = min(temperature, 1.0)  # Anthropic's range is 0-1
+        if options is not None and options.top_p is not None:
+            kwargs["top_p"] = options.top_p
+        if options is not None and options.stop:
+            kwargs["stop_sequences"] = list(options.stop)
         return kwargs
 
     async def _once(
-        self, client: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        client: Any,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
         limit = self.settings.timeout
         async with asyncio.timeout(limit):
-            stream = await client.messages.create(**self._request(messages, tools))
+            stream = await client.messages.create(**self._request(messages, tools, options))
         parts: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         prompt = completion = 0

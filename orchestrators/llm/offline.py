@@ -10,6 +10,13 @@ What it answers, from the last message of the conversation:
   ``The <name> tool returned: <result>.`` for each, the result cut at 200 characters;
 - any other user message: ``Offline model. You said: <message>``.
 
+A request's options (``ModelOptions``) are honoured as a model would: ``max_tokens`` (capped by the
+configuration's) keeps that many words and ends with finish reason ``length``; ``stop`` cuts the
+reply before the first stop sequence; ``response_format`` ``json_object`` answers
+``{"reply": <the text>}``, and ``json_schema`` answers the smallest instance of the schema, every
+string the text (so a client's structured-output parsing can be tested with no model). The
+sampling options change nothing: the model is deterministic.
+
 The reply streams one word (with its trailing space) per delta. Usage counts whitespace-separated
 words: every message's text for the prompt, the reply for the completion. Nothing sleeps unless
 ``token_delay`` (seconds between deltas) is set; a configuration's model name ending in
@@ -25,7 +32,15 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
-from orchestrators.runtime import LLMDelta, LLMResult, LLMSettings, ToolCall, Usage
+from orchestrators.runtime import (
+    LLMDelta,
+    LLMResult,
+    LLMSettings,
+    ModelOptions,
+    ToolCall,
+    Usage,
+    effective_max_tokens,
+)
 
 PREAMBLE = "Offline model."
 RESULT_PREVIEW_CHARS = 200
@@ -104,10 +119,33 @@ class OfflineProvider:
             return f"{PREAMBLE} You said nothing.", ()
         return f"{PREAMBLE} You said: {text}", ()
 
+    def shaped(self, content: str, options: ModelOptions | None) -> tuple[str, str]:
+        """The text as the request's options shape it: (content, finish reason)."""
+        finish = "stop"
+        if options is None:
+            return content, finish
+        if options.response_format is not None:
+            content = json.dumps(_formatted(options.response_format, content))
+        for stop in options.stop:
+            if stop and stop in content:
+                content = content[: content.index(stop)]
+        limit = (
+            effective_max_tokens(self.settings, options) if self.settings else options.max_tokens
+        )
+        words = re.split(r"(?<=\s)(?=\S)", content) if content else []
+        if limit is not None and len(words) > limit:
+            content, finish = "".join(words[:limit]), "length"
+        return content, finish
+
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
         content, tool_calls = self.answer(messages)
+        content, finish = self.shaped(content, options)
         for index, piece in enumerate(re.split(r"(?<=\s)(?=\S)", content) if content else ()):
             if self.token_delay and index:
                 await asyncio.sleep(self.token_delay)
@@ -117,5 +155,54 @@ class OfflineProvider:
             content=content,
             tool_calls=tool_calls,
             usage=Usage(prompt_tokens=prompt, completion_tokens=len(content.split())),
-            finish_reason="tool_calls" if tool_calls else "stop",
+            finish_reason="tool_calls" if tool_calls else finish,
         )
+
+
+def _formatted(response_format: dict[str, Any], text: str) -> Any:
+    if response_format.get("type") == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        return _instance(schema, schema, text)
+    if response_format.get("type") == "json_object":
+        return {"reply": text}
+    return text
+
+
+def _instance(node: Any, root: dict[str, Any], text: str, depth: int = 0) -> Any:
+    """The smallest instance of a JSON Schema, strings set to ``text``: what a client can parse."""
+    if not isinstance(node, dict) or depth > 20:
+        return None
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return _instance(target, root, text, depth + 1)
+    if "const" in node:
+        return node["const"]
+    if node.get("enum"):
+        return node["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if node.get(key):
+            return _instance(node[key][0], root, text, depth + 1)
+    kind = node.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = node.get("properties") or {}
+        required = node.get("required", list(properties))
+        return {
+            name: _instance(sub, root, text, depth + 1)
+            for name, sub in properties.items()
+            if name in required
+        }
+    if kind == "array":
+        minimum = node.get("minItems", 0)
+        return [_instance(node.get("items", {}), root, text, depth + 1) for _ in range(minimum)]
+    if kind == "string":
+        return text
+    if kind in ("integer", "number"):
+        return node.get("minimum", 0)
+    if kind == "boolean":
+        return False
+    return None

@@ -39,7 +39,17 @@ from cadence_site.outbound import EgressDenied, acheck_url, async_client
 from engine.errors import CircuitOpenError
 from engine.resilience import Clock, compute_delay, get_circuit_breaker, get_default_clock
 from orchestrators.llm.offline import parse_arguments
-from orchestrators.runtime import LLMDelta, LLMError, LLMResult, LLMSettings, ToolCall, Usage
+from orchestrators.runtime import (
+    LLMDelta,
+    LLMError,
+    LLMResult,
+    LLMSettings,
+    ModelOptions,
+    ToolCall,
+    Usage,
+    effective_max_tokens,
+    effective_temperature,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,8 +130,13 @@ class OpenAICompatibleProvider:
     # --- the ChatProvider API -------------------------------------------------------------------
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
+        self.check_options(options)
         try:
             self.circuit.before_call()
         except CircuitOpenError as exc:
@@ -133,7 +148,7 @@ class OpenAICompatibleProvider:
             ) from None
         outcome: str | None = None
         try:
-            async with aclosing(self._with_retries(messages, tools)) as items:
+            async with aclosing(self._with_retries(messages, tools, options)) as items:
                 async for item in items:
                     if isinstance(item, LLMResult):
                         # Decided before yielding: a consumer may stop reading at the result.
@@ -153,8 +168,14 @@ class OpenAICompatibleProvider:
 
     # --- attempts -------------------------------------------------------------------------------
 
+    def check_options(self, options: ModelOptions | None) -> None:
+        """OpenAI-compatible servers take every option; a subclass refuses what its API lacks."""
+
     async def _with_retries(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
         s = self.settings
         base_url = s.base_url or self.default_base_url
@@ -171,7 +192,7 @@ class OpenAICompatibleProvider:
             for attempt in range(1, attempts + 1):
                 yielded = False
                 try:
-                    async with aclosing(self._once(client, messages, tools)) as items:
+                    async with aclosing(self._once(client, messages, tools, options)) as items:
                         async for item in items:
                             if isinstance(item, LLMDelta):
                                 yielded = True
@@ -212,7 +233,10 @@ class OpenAICompatibleProvider:
         )
 
     def _request(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None,
+        options: ModelOptions | None = None,
     ) -> dict[str, Any]:
         s = self.settings
         kwargs: dict[str, Any] = {
@@ -223,10 +247,22 @@ class OpenAICompatibleProvider:
         }
         if tools:
             kwargs["tools"] = tools
-        if s.temperature is not None:
-            kwargs["temperature"] = s.temperature
-        if s.max_tokens is not None:
-            kwargs["max_tokens"] = s.max_tokens
+        temperature = effective_temperature(s, options)
+        if temperature is not None:
+            kwargs["temperature"] = temperature
+        max_tokens = effective_max_tokens(s, options)
+        if max_tokens is not None:
+            kwargs["max_tokens"] = max_tokens
+        if options is not None:
+            for name in ("top_p", "seed", "presence_penalty", "frequency_penalty"):
+                if getattr(options, name) is not None:
+                    kwargs[name] = getattr(options, name)
+            if options.stop:
+                kwargs["stop"] = list(options.stop)
+            if options.response_format is not None:
+                kwargs["response_format"] = options.response_format
+            if options.tool_choice is not None and tools:
+                kwargs["tool_choice"] = options.tool_choice
         return kwargs
 
     async def _once(
@@ -234,10 +270,11 @@ class OpenAICompatibleProvider:
         client: Any,
         messages: list[dict[str, Any]],
         tools: list[dict[str, Any]] | None,
+        options: ModelOptions | None = None,
     ) -> AsyncIterator[LLMDelta | LLMResult]:
         limit = self.settings.timeout
         async with asyncio.timeout(limit):
-            stream = await client.chat.completions.create(**self._request(messages, tools))
+            stream = await client.chat.completions.create(**self._request(messages, tools, options))
         parts: list[str] = []
         calls: dict[int, dict[str, Any]] = {}
         usage = Usage()

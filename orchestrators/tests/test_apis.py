@@ -605,15 +605,17 @@ def test_orchestrator_endpoints_take_the_slug_as_conversations_do(
     admin, eager, django_capture_on_commit_callbacks, world, as_key
 ):
     config_id = _offline_config(admin)
-    created = _create(admin, django_capture_on_commit_callbacks, llm_config=config_id)
+    created = _create(
+        admin, django_capture_on_commit_callbacks, llm_config=config_id, slug="by-slug"
+    )
 
-    by_slug = admin.get(f"{BASE}/orchestrators/helper/")
+    by_slug = admin.get(f"{BASE}/orchestrators/by-slug/")
     invoked = admin.post(
-        f"{BASE}/orchestrators/helper/invoke/",
+        f"{BASE}/orchestrators/by-slug/invoke/",
         {"messages": [{"role": "user", "content": "by slug"}]},
         format="json",
     )
-    other_org = as_key(world.bravo.keys["owner"]).get(f"{BASE}/orchestrators/helper/")
+    other_org = as_key(world.bravo.keys["owner"]).get(f"{BASE}/orchestrators/by-slug/")
     unknown = admin.get(f"{BASE}/orchestrators/nope/")
 
     assert (by_slug.status_code, by_slug.json()["id"]) == (200, created["id"])

@@ -203,7 +203,7 @@ async def test_never_retries_after_text_was_streamed(openai_server, monkeypatch)
     p = provider(llm(openai_server.base_url))
     calls = 0
 
-    async def flaky_once(client, messages, tools):
+    async def flaky_once(client, messages, tools, options=None):
         nonlocal calls
         calls += 1
         yield LLMDelta("Hel")

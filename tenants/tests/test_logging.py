@@ -87,6 +87,26 @@ def test_log_lines_carry_request_id_org_and_principal(world, as_key, captured):
     assert lines[0]["principal"].startswith("key:")
 
 
+def test_4xx_lines_carry_request_id_org_and_principal(world, as_key, captured):
+    # Django logs "Not Found: …" after every middleware has returned.
+    response = as_key(world.alpha.keys["admin"]).get(
+        "/api/v1/orgs/alpha/llm-configs/6b0e8a9e-0000-4000-8000-000000000000/",
+        HTTP_X_REQUEST_ID="req-404",
+    )
+
+    import json
+
+    lines = [
+        json.loads(line)
+        for line in captured.getvalue().splitlines()
+        if '"django.request"' in line and "Not Found" in line
+    ]
+    assert response.status_code == 404
+    assert len(lines) == 1
+    assert (lines[0]["request_id"], lines[0]["org"]) == ("req-404", "alpha")
+    assert lines[0]["principal"].startswith("key:")
+
+
 def test_redact_masks_known_secret_shapes():
     assert redact("key ck_abcdefghijklmnop used") == "key ck_[redacted] used"
     assert redact("Authorization: Bearer abc.def-ghi") == "Authorization: Bearer [redacted]"
