@@ -80,6 +80,7 @@ def admin_data(world, committed_db):
             output="Offline model. You said: hello pages",
             usage={"total_tokens": 12},
             finished_at=now,
+            owner_user_id=world.alpha.users["member"].pk,
             duration_ms=3.5,
         )
         for seq, name in enumerate(["prepare_prompt", "call_model", "finish"], start=1):
@@ -105,7 +106,8 @@ def admin_data(world, committed_db):
 
 
 def _pages(data, world) -> list[tuple[str, str, str]]:
-    """(name, path, who may open it): "all" members, "admin" and owners, or "operator"."""
+    """(name, path, who may open it): "all" members, "admin" and owners, "run-owner" (admins and
+    the member whose conversation it ran), "operator", or "anyone"."""
     from tenants.models import ApiKey, Membership
 
     member = Membership.objects.get(user=world.alpha.users["member"], organization__slug="alpha")
@@ -125,7 +127,7 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ),
         ("orch-add", f"{ORG}/orchestrators/orchestratorinstance/add/", "admin"),
         ("run-list", f"{ORG}/engine/run/", "all"),
-        ("run-change", f"{ORG}/engine/run/{data['run'].pk}/change/", "all"),
+        ("run-change", f"{ORG}/engine/run/{data['run'].pk}/change/", "run-owner"),
         ("conv-list", f"{ORG}/chat/conversation/", "admin"),
         ("conv-change", f"{ORG}/chat/conversation/{data['conversation'].pk}/change/", "admin"),
         ("members", f"{ORG}/tenants/membership/", "all"),
@@ -170,6 +172,10 @@ def _expected(who: str, role: str | None, operator: bool) -> str:
         return "missing"
     if who == "admin" and role not in ("owner", "admin"):
         return "forbidden"
+    if who == "run-owner" and role == "viewer":
+        # Runs follow their conversation's privacy: another member's run is not in the list,
+        # and Django's admin sends its address back to the index.
+        return "hidden"
     return "ok"
 
 
@@ -192,6 +198,8 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
     status = response.status if response else 0
     if "/login/" in page.url and "/login/" not in path:
         got = "login"
+    elif status == 200 and page.url.rstrip("/").endswith("/admin") and not path.endswith("/admin/"):
+        got = "hidden"
     else:
         got = {200: "ok", 403: "forbidden", 404: "missing"}.get(status, f"http {status}")
     if got != expected:

@@ -32,6 +32,7 @@ def run_and_conversation(world):
             status="failed",
             error="boom",
             usage={"total_tokens": 7},
+            owner_user_id=world.alpha.users["member"].pk,
         )
         RunEvent.objects.create(run=run, seq=1, kind="step", name="call_model", at=timezone.now())
         conversation = Conversation.objects.create(
@@ -100,8 +101,9 @@ def test_the_organization_dashboard_shows_failures_to_admins_only(world, run_and
     assert b"/static/vendor/chartjs/chart.umd.min.js" in member.content
 
 
-@pytest.mark.parametrize("role", ["owner", "member", "viewer"])
-def test_a_runs_steps_are_shown_to_every_role_that_reads_runs(world, run_and_conversation, role):
+@pytest.mark.parametrize("role", ["owner", "admin", "member"])
+def test_a_runs_steps_are_shown_to_every_role_that_reads_the_run(world, run_and_conversation, role):
+    """Owners and admins read every run; the member whose conversation it ran, this one."""
     from engine.models import Run
 
     run, _ = run_and_conversation
