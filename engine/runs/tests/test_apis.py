@@ -156,7 +156,6 @@ def test_cursor_pages_cover_every_run_once_newest_first(world, runs, as_key):
         ("limit=1000", "limit"),
         ("cursor=not-a-cursor", "cursor"),
         ("q=" + "x" * 201, "q"),
-        ("q=a%00b", "q"),
     ],
 )
 def test_bad_filters_are_400_naming_the_filter(world, runs, as_key, query, field):
@@ -165,6 +164,14 @@ def test_bad_filters_are_400_naming_the_filter(world, runs, as_key, query, field
     assert response.status_code == 400, response.json()
     error = response.json()["error"]
     assert (error["code"], error["details"]["field"]) == ("invalid_filter", field)
+
+
+def test_a_nul_byte_in_a_filter_is_400_naming_it(world, runs, as_key):
+    # Refused before the view, by the site's request checks, in the one error shape.
+    response = as_key(world.alpha.keys["admin"]).get(f"{BASE}/?q=a%00b")
+
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "query.q"
 
 
 def test_unknown_runs_steps_and_formats(world, runs, as_key):
