@@ -166,16 +166,12 @@ def test_bad_filters_are_400_naming_the_filter(world, runs, as_key, query, field
     assert (error["code"], error["details"]["field"]) == ("invalid_filter", field)
 
 
-def test_a_nul_in_a_filter_is_refused_by_the_input_guard_naming_it(world, runs, as_key):
-    # Refused before any view runs (cadence_site/inputguard.py), with the query parameter named.
+def test_a_nul_byte_in_a_filter_is_400_naming_it(world, runs, as_key):
+    # Refused before the view, by the site's request checks, in the one error shape.
     response = as_key(world.alpha.keys["admin"]).get(f"{BASE}/?q=a%00b")
 
-    error = response.json()["error"]
-    assert (response.status_code, error["code"], error["details"]["field"]) == (
-        400,
-        "invalid_characters",
-        "query.q",
-    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "query.q"
 
 
 def test_unknown_runs_steps_and_formats(world, runs, as_key):
