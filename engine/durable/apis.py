@@ -80,13 +80,24 @@ class DeadLetterListApi(OrgMemberApi):
         summary="Queued runs that failed for good", responses={200: DeadLetterListOutput}
     )
     def get(self, request, org_slug):
-        dead = QueuedRun.objects.select_related("run").filter(state=QueuedRun.State.DEAD)[:200]
+        from engine.runs.selectors import runs_visible
+
+        visible = runs_visible(principal=request.user, role=request.role, org=request.org)
+        dead = QueuedRun.objects.select_related("run").filter(
+            state=QueuedRun.State.DEAD, run__in=visible.values("pk")
+        )[:200]
         return Response({"results": [services.queued_output(q) for q in dead]})
 
 
 class DeadLetterDetailApi(OrgMemberApi):
     @extend_schema(summary="One queued run's state", responses={200: QueuedRunOutput})
     def get(self, request, org_slug, run_id):
+        from engine.runs.selectors import run_get_for_user
+
+        # Members read the dead letters of their own runs, as they read runs.
+        run_get_for_user(
+            principal=request.user, role=request.role, run_id=str(run_id), org=request.org
+        )
         return Response(services.queued_output(services.dead_letter_get(run_id=run_id)))
 
 

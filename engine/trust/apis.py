@@ -20,12 +20,18 @@ def _b64(values: list[bytes]) -> list[str]:
     return [base64.b64encode(v).decode() for v in values]
 
 
-def _proven_run(run_id):
-    from engine.models import Run
+def _visible_run(request, run_id):
+    """The run if the caller may read it (engine/runs/selectors.py: members read their own runs,
+    admins every run); another member's run is the same 404 as a missing one."""
+    from engine.runs.selectors import run_get_for_user
 
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None:
-        raise NotFoundError("No such run.", "run_not_found")
+    return run_get_for_user(
+        principal=request.user, role=request.role, run_id=str(run_id), org=request.org
+    )
+
+
+def _proven_run(request, run_id):
+    run = _visible_run(request, run_id)
     proof = proofs.proof_get(run_id=run.id)
     if proof is None:
         raise NotFoundError(
@@ -74,7 +80,7 @@ ConsistencyOutput = type(
 class RunProofApi(OrgMemberApi):
     @extend_schema(summary="A run's signed execution proof", responses={200: ProofOutput})
     def get(self, request, org_slug, run_id):
-        _, proof = _proven_run(run_id)
+        _, proof = _proven_run(request, run_id)
         return Response(proofs.proof_output(proof))
 
 
@@ -92,7 +98,7 @@ class RunBundleApi(OrgMemberApi):
     )
     def get(self, request, org_slug, run_id):
         query = self.validated(BundleQuery, {"since": request.query_params.getlist("since")})
-        run, proof = _proven_run(run_id)
+        run, proof = _proven_run(request, run_id)
         return Response(bundle_build(run=run, proof=proof, since=query["since"]))
 
 
@@ -120,7 +126,7 @@ class InclusionApi(OrgMemberApi):
     )
     def get(self, request, org_slug):
         query = self.validated(InclusionQuery, request.query_params.dict())
-        _, proof = _proven_run(query["run"])
+        _, proof = _proven_run(request, query["run"])
         tree_head = log.tree_head_covering(index=proof.log_index)
         size = query.get("size", tree_head.size)
         if not proof.log_index < size <= log.log_size():
@@ -230,13 +236,8 @@ class RunDriftApi(OrgMemberApi):
         from engine.models import Run
         from engine.trust.drift import run_drift
 
-        run = (
-            Run.objects.select_related("orchestrator__llm_config", "snapshot")
-            .filter(pk=run_id)
-            .first()
-        )
-        if run is None:
-            raise NotFoundError("No such run.", "run_not_found")
+        visible = _visible_run(request, run_id)
+        run = Run.objects.select_related("orchestrator__llm_config", "snapshot").get(pk=visible.pk)
         return Response({"run": str(run.id), **run_drift(run=run)})
 
 
@@ -264,5 +265,5 @@ class RunProofReplayApi(OrgMemberApi):
     def post(self, request, org_slug, run_id):
         from engine.trust.replay import replay_against_proof
 
-        run, proof = _proven_run(run_id)
+        run, proof = _proven_run(request, run_id)
         return Response(replay_against_proof(run=run, proof=proof))

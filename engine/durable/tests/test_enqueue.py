@@ -150,7 +150,12 @@ def test_outsiders_and_a_viewer_are_refused_and_nothing_is_queued(
 def test_dead_letter_endpoints_need_admin_to_act_and_hide_from_outsiders(world, as_key, bot):
     with schema_context("org_alpha"):
         run = Run.objects.create(
-            orchestrator_slug="queuebot", trigger="queue", status="failed", input={}
+            orchestrator_slug="queuebot",
+            trigger="queue",
+            status="failed",
+            input={},
+            # Queued by the viewer's key: members and viewers read their own runs' dead letters.
+            owner_api_key_id=world.alpha.key_ids["viewer"],
         )
         queued = QueuedRun.objects.create(
             run=run,
@@ -165,6 +170,10 @@ def test_dead_letter_endpoints_need_admin_to_act_and_hide_from_outsiders(world, 
         )
     listing = as_key(world.alpha.keys["viewer"]).get("/api/v1/orgs/alpha/dead-letters/")
     assert [d["id"] for d in listing.json()["results"]] == [str(run.id)]
+    # Another member sees neither the list entry nor the letter.
+    others = as_key(world.alpha.keys["member"])
+    assert others.get("/api/v1/orgs/alpha/dead-letters/").json()["results"] == []
+    assert others.get(f"/api/v1/orgs/alpha/dead-letters/{run.id}/").status_code == 404
     assert listing.json()["results"][0]["reason"] == "llm_unavailable: down (last step: agent)"
     for key, status in (("member", 403), ("viewer", 403)):
         for action in ("replay", "discard"):

@@ -32,7 +32,12 @@ def make_run(world):
     from engine.trust.snapshots import snapshot_store
 
     def make(
-        *, steps: int = 3, output: str = "42", definition: dict | None = None, schema="org_alpha"
+        *,
+        steps: int = 3,
+        output: str = "42",
+        definition: dict | None = None,
+        schema="org_alpha",
+        owner_key: str | None = None,
     ):
         with schema_context(schema):
             snapshot = snapshot_store(
@@ -46,6 +51,8 @@ def make_run(world):
                 input={"message": "what is 6 * 7?"},
                 output=output,
                 finished_at=started + dt.timedelta(seconds=2),
+                # Members read only their own runs (engine/runs/selectors.py): a key to own it.
+                owner_api_key_id=owner_key,
             )
             Run.objects.filter(pk=run.pk).update(started_at=started)
             run.refresh_from_db()

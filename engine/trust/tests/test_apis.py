@@ -30,7 +30,7 @@ def _urls(run_id):
 
 
 def test_a_viewer_gets_a_bundle_that_verifies(world, as_key, proven_run):
-    run, proof = proven_run()
+    run, proof = proven_run(owner_key=world.alpha.key_ids["viewer"])
     api = as_key(world.alpha.keys["viewer"])
     body = api.get(f"/api/v1/orgs/alpha/runs/{run.id}/bundle/").json()
     assert verify_bundle(body, signing.keyring().verifiers).failures == []
@@ -42,7 +42,7 @@ def test_checkpoint_inclusion_and_consistency_answer_per_rfc_9162(world, as_key,
 
     with schema_context("org_alpha"):
         base = log.log_size()  # committed runs of other tests may be in the log already
-    runs = [proven_run() for _ in range(3)]
+    runs = [proven_run(owner_key=world.alpha.key_ids["member"]) for _ in range(3)]
     api = as_key(world.alpha.keys["member"])
     first = api.get("/api/v1/orgs/alpha/transparency/checkpoint/").json()
     keys = signing.keyring().verifiers
@@ -92,12 +92,26 @@ def test_bad_queries_are_a_clear_400(world, as_key, proven_run, query, field):
 
 def test_an_unknown_or_unproven_run_is_a_404(world, as_key, make_run):
     api = as_key(world.alpha.keys["viewer"])
-    run, _ = make_run()
+    run, _ = make_run(owner_key=world.alpha.key_ids["viewer"])
     assert api.get(f"/api/v1/orgs/alpha/runs/{run.id}/proof/").json()["error"]["code"] == (
         "proof_not_found"
     )
     missing = "00000000-0000-0000-0000-000000000000"
     assert api.get(f"/api/v1/orgs/alpha/runs/{missing}/bundle/").status_code == 404
+
+
+def test_another_members_run_is_a_404_on_every_proof_path(world, as_key, as_user, api, proven_run):
+    run, _ = proven_run(owner_key=world.alpha.key_ids["member"])
+    private = [url for url in _urls(run.id) if "checkpoint" not in url and "consistency" not in url]
+
+    for url in private:
+        assert as_key(world.alpha.keys["viewer"]).get(url).status_code == 404, url
+        assert as_key(world.alpha.keys["member"]).get(url).status_code == 200, url
+        assert as_key(world.alpha.keys["admin"]).get(url).status_code == 200, url
+    api.credentials()
+    other_member = as_user(world.alpha.users["viewer"])
+    for url in private:
+        assert other_member.get(url).status_code == 404, url
 
 
 def test_another_organizations_key_and_user_and_a_non_member_get_404(

@@ -27,6 +27,7 @@ def pinned_run(world):
             trigger="rest",
             status="succeeded",
             snapshot=snapshot_for_orchestrator(instance=instance),
+            owner_api_key_id=world.alpha.key_ids["viewer"],
         )
         return instance, llm, run
 
@@ -35,6 +36,13 @@ def test_a_run_on_the_current_definition_has_not_drifted(world, as_key, pinned_r
     _, _, run = pinned_run
     body = as_key(world.alpha.keys["viewer"]).get(f"/api/v1/orgs/alpha/runs/{run.id}/drift/").json()
     assert (body["drifted"], body["changes"], body["current"]) == (False, [], body["snapshot"])
+
+
+def test_another_members_run_drift_is_a_404(world, as_key, pinned_run):
+    _, _, run = pinned_run
+    url = f"/api/v1/orgs/alpha/runs/{run.id}/drift/"
+    assert as_key(world.alpha.keys["member"]).get(url).status_code == 404
+    assert as_key(world.alpha.keys["admin"]).get(url).status_code == 200
 
 
 def test_an_edit_is_drift_with_what_changed(world, as_key, pinned_run):
