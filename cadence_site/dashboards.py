@@ -162,17 +162,25 @@ def organization_dashboard(*, org, role: str) -> dict:
     read their own through the Runs page's rules)."""
     from engine.models import Run
     from orchestrators.models import OrchestratorInstance
+    from tenants.limits.plans import limits_compute
+    from tenants.limits.usage import UsageQuery, usage_totals
     from tenants.models import ApiKey, Membership
     from tenants.roles import Role, role_at_least
     from tenants.selectors import organization_get
 
-    plan = organization_get(org_id=org.id).plan
+    organization = organization_get(org_id=org.id)
+    plan = organization.plan
+    # What applies: the plan with this organization's override, as the quotas enforce it.
+    limits = limits_compute(org=organization)
+    today = timezone.now().date()
+    month = usage_totals(org_id=org.id, query=UsageQuery(today.replace(day=1), today, ()))
     members = Membership.objects.filter(organization_id=org.id).select_related("user")
     orchestrators = list(
         OrchestratorInstance.objects.only(
             "id", "slug", "name", "status", "status_message", "framework", "updated_at"
         ).order_by("slug")[:50]
     )
+    orchestrator_count = OrchestratorInstance.objects.count()
     daily = runs_per_day([org.schema_name])
     active_keys = ApiKey.objects.filter(organization_id=org.id, revoked_at__isnull=True).count()
     member_count = members.count()
@@ -181,18 +189,20 @@ def organization_dashboard(*, org, role: str) -> dict:
         "member_count": member_count,
         "api_key_count": active_keys,
         "orchestrators": orchestrators,
-        "orchestrators_failed": sum(
-            o.status == OrchestratorInstance.Status.FAILED for o in orchestrators
-        ),
+        "orchestrator_count": orchestrator_count,
+        "orchestrators_failed": OrchestratorInstance.objects.filter(
+            status=OrchestratorInstance.Status.FAILED
+        ).count(),
         "chart": {k: daily[k] for k in ("labels", "runs", "failed", "tokens")},
         "runs_total": sum(daily["runs"]),
         "runs_failed": sum(daily["failed"]),
         "tokens_total": sum(daily["tokens"]),
         "plan": plan,
         "usage": {
-            "members": _usage(member_count, plan.max_members if plan else None),
-            "api_keys": _usage(active_keys, plan.max_api_keys if plan else None),
-            "orchestrators": _usage(len(orchestrators), plan.max_orchestrators if plan else None),
+            "members": _usage(member_count, limits.max_members),
+            "api_keys": _usage(active_keys, limits.max_api_keys),
+            "orchestrators": _usage(orchestrator_count, limits.max_orchestrators),
+            "tokens_month": _usage(month["total_tokens"], limits.tokens_per_month),
         },
         "members": list(members.order_by("user__username")[:8]),
         "show_runs": is_admin,

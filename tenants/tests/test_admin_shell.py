@@ -101,6 +101,39 @@ def test_the_organization_dashboard_shows_failures_to_admins_only(world, run_and
     assert b"/static/vendor/chartjs/chart.umd.min.js" in member.content
 
 
+def test_the_organization_dashboard_measures_usage_against_the_limits_that_apply(
+    world, run_and_conversation
+):
+    """The organization's override, not the bare plan: what the quotas enforce is what it shows."""
+    from tenants.limits.models import OrganizationLimits
+    from tenants.limits.usage import Usage, usage_add
+
+    org = world.alpha.org
+    OrganizationLimits.objects.create(
+        organization_id=org.pk, max_orchestrators=4, tokens_per_month=1000
+    )
+    usage_add(org_id=org.pk, principal="user:1", usage=Usage(150, 100))
+    try:
+        dashboard = (
+            _client(world.alpha.users["owner"]).get("/orgs/alpha/admin/").context["dashboard"]
+        )
+    finally:
+        OrganizationLimits.objects.filter(organization_id=org.pk).delete()
+
+    with schema_context("org_alpha"):
+        from orchestrators.models import OrchestratorInstance
+
+        count = OrchestratorInstance.objects.count()
+    assert dashboard["usage"]["orchestrators"] == {
+        "used": count,
+        "limit": 4,
+        "percent": min(100, round(100 * count / 4)),
+        "full": count >= 4,
+    }
+    assert dashboard["usage"]["tokens_month"]["limit"] == 1000
+    assert dashboard["usage"]["tokens_month"]["used"] >= 250
+
+
 @pytest.mark.parametrize("role", ["owner", "admin", "member"])
 def test_a_runs_steps_are_shown_to_every_role_that_reads_the_run(world, run_and_conversation, role):
     """Owners and admins read every run; the member whose conversation it ran, this one."""
