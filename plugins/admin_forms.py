@@ -29,7 +29,7 @@ class UploadForm(forms.ModelForm):
             return cleaned
         try:
             self.uploaded, self.created = services.plugin_upload(
-                raw=upload.read(), uploaded_by=str(self.uploader)
+                raw=upload.read(), uploaded_by=str(self.uploader), actor=self.uploader
             )
         except ApplicationError as exc:
             issues = exc.extra.get("issues", []) if isinstance(exc.extra, dict) else []
@@ -95,7 +95,7 @@ class PluginVersionAdminMixin:
     def _transition(self, request, queryset, action: str):
         for row in queryset:
             try:
-                services.plugin_version_transition(row=row, action=action, actor=str(request.user))
+                services.plugin_version_transition(row=row, action=action, actor=request.user)
             except ApplicationError as exc:
                 messages.error(request, f"{row}: {exc.message}")
 

@@ -114,7 +114,7 @@ class PluginListApi(OrgMemberApi):
                 f"The package exceeds {MAX_PACKAGE_BYTES} bytes.", "too_large", status=413
             )
         row, created = services.plugin_upload(
-            raw=upload.read(), uploaded_by=str(self.actor(request))
+            raw=upload.read(), uploaded_by=str(self.actor(request)), actor=self.actor(request)
         )
         return Response(
             plugins_output([("tenant", row)], manifest=True)[0], status=201 if created else 200
@@ -151,7 +151,7 @@ class PluginVersionActionApi(OrgMemberApi):
         if source == "system":
             raise ForbiddenError("System plugins are managed by operators.", "system_plugin")
         row = services.plugin_version_transition(
-            row=row, action=self.action, actor=str(self.actor(request))
+            row=row, action=self.action, actor=self.actor(request)
         )
         return Response(version_output(source, row))
 

@@ -26,6 +26,7 @@ from cadence_site.errors import ApplicationError
 from cadence_site.outbound import EgressDenied, acheck_url, check_url, httpx2_client
 from orchestrators import crypto
 from plugins.models import McpServer
+from tenants.audit.changes import audit_change
 
 logger = logging.getLogger(__name__)
 
@@ -147,17 +148,32 @@ def mcp_server_register(
             f"An MCP server named {name!r} exists.", "name_taken", {"field": "name"}
         )
     tools, protocol = _fetch(url, mode, credential)
-    return McpServer.objects.create(
-        name=name,
-        url=url,
-        mode=mode,
-        allowed_tools=sorted(set(allowed_tools)),
-        credential_encrypted=crypto.encrypt(credential),
-        credential_hint=crypto.mask(credential),
-        protocol_version=protocol,
-        tools=_allowed(tools, allowed_tools),
-        tools_hash=tools_digest(tools),
-    )
+    with transaction.atomic():
+        server = McpServer.objects.create(
+            name=name,
+            url=url,
+            mode=mode,
+            allowed_tools=sorted(set(allowed_tools)),
+            credential_encrypted=crypto.encrypt(credential),
+            credential_hint=crypto.mask(credential),
+            protocol_version=protocol,
+            tools=_allowed(tools, allowed_tools),
+            tools_hash=tools_digest(tools),
+        )
+        audit_change(action="mcp_server.registered", target=name, after=_audited(server))
+    return server
+
+
+def _audited(server: McpServer) -> dict:
+    """What the audit trail keeps of a server: never its credential, only the hint."""
+    return {
+        "url": server.url,
+        "mode": server.mode,
+        "allowed_tools": list(server.allowed_tools),
+        "credential_hint": server.credential_hint,
+        "status": server.status,
+        "tools_hash": server.tools_hash,
+    }
 
 
 def mcp_server_refresh(*, server: McpServer) -> McpServer:
@@ -166,6 +182,7 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
     digest = tools_digest(tools)
     with transaction.atomic():
         server = McpServer.objects.select_for_update().get(pk=server.pk)
+        before = _audited(server)
         server.protocol_version = protocol
         if digest == server.tools_hash:
             server.pending_tools, server.pending_hash, server.status = (
@@ -177,6 +194,12 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
             server.pending_tools, server.pending_hash = tools, digest
             server.status = McpServer.Status.NEEDS_APPROVAL
         server.save()
+        audit_change(
+            action="mcp_server.refreshed",
+            target=server.name,
+            before=before,
+            after={**_audited(server), "pending_hash": server.pending_hash},
+        )
     return server
 
 
@@ -185,11 +208,15 @@ def mcp_server_approve(*, server: McpServer) -> McpServer:
         server = McpServer.objects.select_for_update().get(pk=server.pk)
         if server.status != McpServer.Status.NEEDS_APPROVAL:
             return server
+        before = _audited(server)
         server.tools = _allowed(server.pending_tools, server.allowed_tools)
         server.tools_hash = server.pending_hash
         server.pending_tools, server.pending_hash = [], ""
         server.status = McpServer.Status.ACTIVE
         server.save()
+        audit_change(
+            action="mcp_server.approved", target=server.name, before=before, after=_audited(server)
+        )
         _rebuild_users(server.name)
     return server
 
@@ -204,7 +231,9 @@ def mcp_server_delete(*, server: McpServer) -> None:
         raise ApplicationError(
             f"In use by orchestrators: {', '.join(users)}.", "in_use", {"orchestrators": users}
         )
-    server.delete()
+    with transaction.atomic():
+        audit_change(action="mcp_server.deleted", target=server.name, before=_audited(server))
+        server.delete()
 
 
 def _rebuild_users(name: str) -> None:

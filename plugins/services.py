@@ -20,6 +20,7 @@ from plugins.archive import PackageError, inspect_package
 from plugins.manifest import capabilities, capability_diff, parse_version
 from plugins.models import PluginStatus, PluginVersion
 from plugins.system.models import SystemPluginVersion
+from tenants.audit.changes import audit_change
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _previous(model, plugin_id: str):
 
 
 def plugin_upload(
-    *, raw: bytes, uploaded_by: str = ""
+    *, raw: bytes, uploaded_by: str = "", actor=None
 ) -> tuple[PluginVersion | SystemPluginVersion, bool]:
     """Store a package in the current schema's catalog (public = the system catalog).
 
@@ -95,6 +96,18 @@ def plugin_upload(
                 uploaded_by=uploaded_by[:150],
                 approved_by="" if needs_approval else uploaded_by[:150],
             )
+            if not system:
+                audit_change(
+                    action="plugin.uploaded",
+                    target=f"{plugin_id}@{version}",
+                    actor=actor,
+                    after={
+                        "status": row.status,
+                        "sha256": row.sha256,
+                        "size": row.size,
+                        "capabilities": caps,
+                    },
+                )
     except IntegrityError:
         # A concurrent upload of the same id and version won the unique constraint.
         storage.package_delete(key=key)
@@ -154,15 +167,24 @@ ALLOWED_TRANSITIONS = {
 }
 
 
-def plugin_version_transition(*, row, action: str, actor: str = "") -> Any:
+def plugin_version_transition(*, row, action: str, actor=None) -> Any:
     """enable / disable / deprecate / approve one version, claimed with a conditional update."""
     target, sources = ALLOWED_TRANSITIONS[action]
     fields: dict[str, Any] = {"status": target}
     if action == "approve":
-        fields["approved_by"] = actor[:150]
+        fields["approved_by"] = str(actor or "")[:150]
     with transaction.atomic():
+        before = row.status
         updated = type(row).objects.filter(pk=row.pk, status__in=sources).update(**fields)
         row.refresh_from_db()
+        if updated and not catalog_is_system():
+            audit_change(
+                action=f"plugin.{action}",
+                target=f"{row.plugin_id}@{row.version}",
+                actor=actor,
+                before={"status": before},
+                after={"status": row.status},
+            )
         if not updated:
             if row.status == target:
                 return row

@@ -50,10 +50,17 @@ class QueuedRunAdmin(TenantModelAdmin):
         self._each(
             request,
             queryset,
-            lambda q: services.dead_letter_replay(queued=q, principal=principal),
+            lambda q: services.dead_letter_replay(
+                queued=q, principal=principal, actor=request.user
+            ),
             "replayed",
         )
 
     @admin.action(description="Discard the selected dead letters")
     def discard(self, request, queryset):
-        self._each(request, queryset, lambda q: services.dead_letter_discard(queued=q), "discarded")
+        self._each(
+            request,
+            queryset,
+            lambda q: services.dead_letter_discard(queued=q, actor=request.user),
+            "discarded",
+        )

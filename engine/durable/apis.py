@@ -113,9 +113,15 @@ class DeadLetterActionApi(OrgMemberApi):
     def post(self, request, org_slug, run_id):
         queued = services.dead_letter_get(run_id=run_id)
         if self.action == "replay":
-            replay = services.dead_letter_replay(queued=queued, principal=str(self.actor(request)))
+            replay = services.dead_letter_replay(
+                queued=queued, principal=str(self.actor(request)), actor=self.actor(request)
+            )
             return Response(services.queued_output(replay), status=202)
-        return Response(services.queued_output(services.dead_letter_discard(queued=queued)))
+        return Response(
+            services.queued_output(
+                services.dead_letter_discard(queued=queued, actor=self.actor(request))
+            )
+        )
 
 
 class CallbackSecretApi(OrgMemberApi):

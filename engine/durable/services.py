@@ -20,6 +20,7 @@ from cadence_site.errors import ApplicationError, NotFoundError
 from engine.durable import fairqueue
 from engine.durable.models import QueuedRun
 from engine.models import Run
+from tenants.audit.changes import audit_change
 
 logger = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ def queued_run_settle(*, run_id: str, status: str, reason: str = "") -> QueuedRu
     return queued
 
 
-def dead_letter_replay(*, queued: QueuedRun, principal: str = "") -> QueuedRun:
+def dead_letter_replay(*, queued: QueuedRun, principal: str = "", actor=None) -> QueuedRun:
     """A dead run again, from the start, as a new run under the same snapshot (linked)."""
     if queued.state != QueuedRun.State.DEAD:
         raise ApplicationError("Only a dead letter can be replayed.", "not_dead_letter", status=409)
@@ -204,17 +205,35 @@ def dead_letter_replay(*, queued: QueuedRun, principal: str = "") -> QueuedRun:
         QueuedRun.objects.filter(pk=queued.pk).update(
             state=QueuedRun.State.DISCARDED, reason=queued.reason + f" (replayed as {run.id})"
         )
+        audit_change(
+            action="dead_letter.replayed",
+            target=str(queued.run_id),
+            actor=actor,
+            before={"state": QueuedRun.State.DEAD, "reason": queued.reason},
+            after={"state": QueuedRun.State.DISCARDED, "replayed_as": str(run.id)},
+        )
     schema, run_id, queue = connection.schema_name, str(run.id), replay.queue
     transaction.on_commit(lambda: _dispatch(schema_name=schema, run_id=run_id, queue=queue))
     return replay
 
 
-def dead_letter_discard(*, queued: QueuedRun) -> QueuedRun:
+def dead_letter_discard(*, queued: QueuedRun, actor=None) -> QueuedRun:
     if queued.state != QueuedRun.State.DEAD:
         raise ApplicationError(
             "Only a dead letter can be discarded.", "not_dead_letter", status=409
         )
-    QueuedRun.objects.filter(pk=queued.pk).update(state=QueuedRun.State.DISCARDED)
+    with transaction.atomic():
+        discarded = QueuedRun.objects.filter(pk=queued.pk, state=QueuedRun.State.DEAD).update(
+            state=QueuedRun.State.DISCARDED
+        )
+        if discarded:
+            audit_change(
+                action="dead_letter.discarded",
+                target=str(queued.run_id),
+                actor=actor,
+                before={"state": QueuedRun.State.DEAD, "reason": queued.reason},
+                after={"state": QueuedRun.State.DISCARDED},
+            )
     queued.refresh_from_db()
     return queued
 

@@ -155,6 +155,33 @@ def test_versions_side_by_side_and_status_changes(admin):
     assert response.status_code == 409 and response.json()["error"]["code"] == "invalid_transition"
 
 
+def test_uploads_and_status_changes_are_audited(world, admin):
+    from tenants.audit.models import AuditEvent
+
+    assert upload(admin, package()).status_code == 201
+    assert admin.post(f"{BASE}com.acme.weather/versions/1.0.0/disable/").status_code == 200
+    # A refused transition changes nothing and records nothing.
+    assert admin.post(f"{BASE}com.acme.weather/versions/1.0.0/approve/").status_code == 409
+
+    with schema_context("org_alpha"):
+        events = list(
+            AuditEvent.objects.filter(action__startswith="plugin.")
+            .order_by("created_at")
+            .values("action", "actor", "target", "details")
+        )
+    from tenants.models import ApiKey
+
+    prefix = ApiKey.objects.get(pk=world.alpha.key_ids["admin"]).prefix
+    assert [(e["action"], e["actor"], e["target"]) for e in events] == [
+        ("plugin.uploaded", f"key:{prefix}", "com.acme.weather@1.0.0"),
+        ("plugin.disable", f"key:{prefix}", "com.acme.weather@1.0.0"),
+    ]
+    assert events[0]["details"]["after"]["status"] == "enabled"
+    assert len(events[0]["details"]["after"]["sha256"]) == 64
+    assert events[1]["details"]["before"] == {"status": "enabled"}
+    assert events[1]["details"]["after"] == {"status": "disabled"}
+
+
 def test_an_upgrade_that_widens_capabilities_waits_for_approval(world, as_key, admin):
     assert upload(admin, package()).status_code == 201
     wider = manifest(

@@ -107,6 +107,29 @@ def test_registration_lists_the_allowed_tools_and_hides_the_credential(
         assert TOKEN not in McpServer.objects.get().credential_encrypted
 
 
+def test_registration_and_deletion_are_audited_without_the_credential(admin, mcp_server):
+    from tenants.audit.models import AuditEvent
+
+    assert register(admin, mcp_server.url).status_code == 201
+    server_id = admin.get(f"{BASE}/mcp-servers/").json()["results"][0]["id"]
+    assert admin.delete(f"{BASE}/mcp-servers/{server_id}/").status_code == 204
+
+    with schema_context("org_alpha"):
+        events = list(
+            AuditEvent.objects.filter(action__startswith="mcp_server.")
+            .order_by("created_at")
+            .values_list("action", "target", "details")
+        )
+    assert [(action, target) for action, target, _ in events] == [
+        ("mcp_server.registered", "calc"),
+        ("mcp_server.deleted", "calc"),
+    ]
+    assert events[0][2]["after"]["url"] == mcp_server.url
+    assert events[0][2]["after"]["credential_hint"] == "…oken"
+    assert events[1][2]["before"]["allowed_tools"] == ["add", "echo"]
+    assert TOKEN not in json.dumps([details for _, _, details in events])
+
+
 @pytest.mark.parametrize(
     "url",
     [

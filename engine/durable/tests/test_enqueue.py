@@ -194,3 +194,22 @@ def test_dead_letter_endpoints_need_admin_to_act_and_hide_from_outsiders(world, 
         f"/api/v1/orgs/alpha/dead-letters/{run.id}/replay/"
     )
     assert (again.status_code, again.json()["error"]["code"]) == (409, "not_dead_letter")
+    with schema_context("org_alpha"):
+        from tenants.audit.models import AuditEvent
+
+        audited = list(
+            AuditEvent.objects.filter(action__startswith="dead_letter.").values_list(
+                "action", "target", "details"
+            )
+        )
+    assert audited == [
+        (
+            "dead_letter.discarded",
+            str(run.id),
+            {
+                "before": {"state": "dead", "reason": "llm_unavailable: down (last step: agent)"},
+                "after": {"state": "discarded"},
+                "changed": ["reason", "state"],
+            },
+        )
+    ]
