@@ -8,7 +8,7 @@ from plugins.models import PluginStatus, PluginVersion
 from plugins.services import plugin_upload
 from plugins.system.models import SystemPluginVersion
 from plugins.tests import hostile
-from plugins.tests.conftest import manifest, package, stored_files
+from plugins.tests.conftest import manifest, package, simple, stored_files
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +211,35 @@ def test_the_manifest_schema_is_published():
     response = APIClient().get("/api/v1/plugins/schema/1.json")
     assert response.status_code == 200
     assert response.json()["$id"] == "https://cadence.local/schemas/cadence-plugin-1.json"
+
+
+def test_an_upload_opens_no_connection_and_starts_no_process(world, monkeypatch):
+    """Installing is reading bytes: no pip, no index, no network, whatever the package declares
+    (dependencies on other plugins are resolved from the catalogs, never fetched)."""
+    import socket
+    import subprocess
+
+    attempts: list[str] = []
+
+    def no_connect(self, address):
+        attempts.append(f"connect {address}")
+        raise OSError("network is off in this test")
+
+    def no_process(*args, **kwargs):
+        attempts.append(f"process {args[:1]}")
+        raise OSError("processes are off in this test")
+
+    with schema_context("org_alpha"):
+        plugin_upload(raw=simple("com.acme.base", "1.0.0"))
+        monkeypatch.setattr(socket.socket, "connect", no_connect)
+        monkeypatch.setattr(socket.socket, "connect_ex", no_connect)
+        monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+        row, created = plugin_upload(
+            raw=package(
+                manifest(dependencies={"com.acme.base": ">=1.0,<2"}),
+                files={"requirements.txt": b"requests==2.0\n"},
+            )
+        )
+
+    assert created and row.status == PluginStatus.ENABLED
+    assert attempts == []
