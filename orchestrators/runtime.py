@@ -224,10 +224,10 @@ class RunContext:
     run_id: str = ""
     user: str = ""
     # Awaited around every model call a runtime makes: before it with the messages about to be
-    # sent (may raise to refuse the call), after a call it let through with the call's usage (zero
-    # when it failed).
+    # sent (may raise to refuse the call; returns the most completion tokens the call may use, or
+    # None), after a call it let through with the call's usage (zero when it failed).
     # The turn pipeline (engine/runs/pipeline.py) sets them; None elsewhere.
-    before_model_call: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+    before_model_call: Callable[[list[dict[str, Any]]], Awaitable[int | None]] | None = None
     after_model_call: Callable[[Usage], Awaitable[None]] | None = None
     # What the request asks of the model (sampling, response format), and the tools the client
     # declared and runs itself: a call of one ends the turn (FinalEvent.tool_calls).

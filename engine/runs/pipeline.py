@@ -140,7 +140,7 @@ class TurnExtension:
     def run_fields(self, request: TurnRequest, acquired: Acquired) -> dict[str, Any]:
         return {}
 
-    async def before_model_call(self, turn: Turn, messages: list[dict[str, Any]]) -> None:
+    async def before_model_call(self, turn: Turn, messages: list[dict[str, Any]]) -> int | None:
         return None
 
     async def after_model_call(self, turn: Turn, usage: Usage) -> None:
@@ -333,9 +333,13 @@ def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
     before = after = None
     if _extensions:
 
-        async def before(messages: list[dict[str, Any]]) -> None:
+        async def before(messages: list[dict[str, Any]]) -> int | None:
+            caps = []
             for extension in list(_extensions):
-                await extension.before_model_call(turn, messages)
+                cap = await extension.before_model_call(turn, messages)
+                if cap is not None:
+                    caps.append(cap)
+            return min(caps) if caps else None
 
         async def after(usage: Usage) -> None:
             for extension in list(_extensions):

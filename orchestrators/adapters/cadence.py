@@ -18,7 +18,7 @@ import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine import Cadence, Score
@@ -38,6 +38,7 @@ from orchestrators.runtime import (
     LLMDelta,
     LLMError,
     LLMResult,
+    ModelOptions,
     RunContext,
     RuntimeConfig,
     RuntimeEvent,
@@ -159,8 +160,17 @@ async def _model_call(
 ) -> LLMResult:
     """One model call, a step of its own (kind `llm_call`) under the note that made it."""
     context = call.context
+    options = context.options
     if context.before_model_call is not None:
-        await context.before_model_call(messages)
+        # The most tokens this call may produce (a token budget's reservation): the model is
+        # asked for no more, so a reply with no max_tokens ends with finish reason "length"
+        # when its reservation is used up instead of overrunning the budget.
+        cap = await context.before_model_call(messages)
+        if cap is not None:
+            asked = options.max_tokens if options is not None else None
+            options = replace(
+                options or ModelOptions(), max_tokens=min(cap, asked) if asked else cap
+            )
     llm = call.runtime.config.llm
     step, parent = new_step_id(), current_step.get()
     _emit(
@@ -170,7 +180,7 @@ async def _model_call(
     first_token: float | None = None
     result: LLMResult | None = None
     # Only when the request asks for something: providers written before options took none.
-    extra = {"options": context.options} if context.options is not None else {}
+    extra = {"options": options} if options is not None else {}
     error: BaseException | None = None
     try:
         async for chunk in call.runtime.provider.stream(messages, specs, **extra):
@@ -207,8 +217,8 @@ async def _model_call(
                 "config_id": llm.config_id,
                 # What the model was asked with: the request's options over the configuration.
                 "parameters": {
-                    "temperature": effective_temperature(llm, context.options),
-                    "max_tokens": effective_max_tokens(llm, context.options),
+                    "temperature": effective_temperature(llm, options),
+                    "max_tokens": effective_max_tokens(llm, options),
                 },
                 "tokens_in": usage.prompt_tokens,
                 "tokens_out": usage.completion_tokens,

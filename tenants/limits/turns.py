@@ -235,7 +235,9 @@ class BudgetExtension(TurnExtension):
     def _state(self, turn: Turn) -> _TurnState | None:
         return getattr(turn, "_cadence_budget", None)
 
-    async def before_model_call(self, turn: Turn, messages: list[dict]) -> None:
+    async def before_model_call(self, turn: Turn, messages: list[dict]) -> int | None:
+        """Reserve the call's estimate; returns the completion tokens reserved, the most the call
+        may produce (the runtime asks the model for no more)."""
         state = self._state(turn)
         if state is None:
             who = await _in_public(
@@ -250,15 +252,16 @@ class BudgetExtension(TurnExtension):
         call = _CallState(None, prompt, len(turn.text), model)
         state.calls.append(call)
         if not state.who.budgets:
-            return
+            return None
         state.seq += 1
-        amount = prompt + _max_tokens(turn)
+        completion = _max_tokens(turn)
+        amount = prompt + completion
         lease_id = f"{turn.run_id}:{state.seq}"
         try:
             result = await _in_public(_reserve, who=state.who, lease_id=lease_id, amount=amount)
         except budgets.BudgetsUnavailable:
             if budgets.fail_open():
-                return
+                return None
             raise ApplicationError(
                 "Token budgets cannot be checked right now; try again shortly.",
                 "budget_unavailable",
@@ -268,6 +271,7 @@ class BudgetExtension(TurnExtension):
             state.calls.pop()
             raise budget_refusal(result, amount)
         call.lease = result
+        return completion
 
     async def _stream_place(self, turn: Turn, who: _Who) -> budgets.Lease | None:
         try:

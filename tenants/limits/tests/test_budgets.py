@@ -200,3 +200,38 @@ def test_a_keys_budget_applies_on_top_of_the_organizations(world, bot, as_key, e
     assert refused.status_code == 402
     assert refused.json()["error"]["details"]["owner"] == "api key"
     assert other.status_code == 200
+
+
+def test_a_reply_without_max_tokens_stops_where_its_reservation_ends(
+    world, bot, as_key, empty_buckets, settings
+):
+    """No max_tokens in the request or the configuration: the call reserves the default allowance
+    and the model is asked for no more, so the reply ends with finish reason "length" there
+    instead of spending past what was reserved."""
+    from engine.models import RunEvent
+
+    settings.CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS = 3
+    with overridden(world.alpha.org, tokens_per_day=100_000):
+        response = _invoke(as_key(world.alpha.keys["member"]), bot, "one two three four five six")
+        org_day = budgets.Budget(
+            str(world.alpha.org.public_id), "*", "tokens_per_day", 100_000, "organization"
+        )
+        settled, held = budgets.used(budget=org_day)
+
+    assert response.status_code == 200, response.json()
+    usage = response.json()["usage"]
+    assert usage["completion_tokens"] == 3
+    assert (settled, held) == (usage["total_tokens"], 0)
+    with schema_context("org_alpha"):
+        call = RunEvent.objects.get(run_id=response.json()["run"], kind="llm_call")
+    assert response.json()["finish_reason"] == "length"
+    assert call.data["outputs"]["finish_reason"] == "length"
+    assert call.data["llm"]["parameters"]["max_tokens"] == 3
+
+
+def test_without_budgets_the_reply_is_not_capped(world, bot, as_key, empty_buckets, settings):
+    settings.CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS = 3
+    response = _invoke(as_key(world.alpha.keys["member"]), bot, "one two three four five six")
+
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] > 3
