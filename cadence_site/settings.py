@@ -283,6 +283,13 @@ CADENCE_API_KEY_TOUCH_INTERVAL = 60
 # Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
 # this is off, which refuses them instead (tenants/ratelimit.py).
 CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)
+# A model call with no max_tokens reserves this many completion tokens against token budgets and
+# is asked for no more; a reservation whose worker died lapses this many seconds after its last
+# heartbeat (tenants/limits/budgets.py).
+CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS = env.int(
+    "CADENCE_BUDGET_DEFAULT_COMPLETION_TOKENS", default=1024
+)
+CADENCE_BUDGET_LEASE_SECONDS = env.float("CADENCE_BUDGET_LEASE_SECONDS", default=45.0)
 if TESTING:
     # The surfaces' own buckets (tenants/limits/enforce.py: tickets, plugin uploads, socket
     # frames; login attempts) are for people, not for a test suite that uploads fifty packages a

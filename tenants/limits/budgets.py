@@ -26,7 +26,13 @@ from django.conf import settings
 
 from tenants import ratelimit
 
-LEASE_SECONDS = 45
+LEASE_SECONDS = 45  # CADENCE_BUDGET_LEASE_SECONDS overrides it
+
+
+def lease_seconds() -> float:
+    return float(getattr(settings, "CADENCE_BUDGET_LEASE_SECONDS", LEASE_SECONDS))
+
+
 _PERIODS = {
     "tokens_per_minute": ("m", 120),
     "tokens_per_day": ("d", 2 * 86400),
@@ -163,7 +169,7 @@ def reserve(
     of budgets whose figure must be seeded from the usage records (call again with `seeds`)."""
     now = time.time() if now is None else now
     keys = [b.key(now) for b in budgets]
-    args: list = [repr(now * 1000), lease_id, LEASE_SECONDS * 1000, amount, len(budgets)]
+    args: list = [repr(now * 1000), lease_id, repr(lease_seconds() * 1000), amount, len(budgets)]
     for index, budget in enumerate(budgets):
         if not budget.seeded:
             seed = ""
@@ -210,7 +216,7 @@ def lease_refresh(*, leases: list[Lease], now: float | None = None) -> None:
     if not leases:
         return
     now = time.time() if now is None else now
-    deadline = repr((now + LEASE_SECONDS) * 1000)
+    deadline = repr((now + lease_seconds()) * 1000)
     try:
         pipe = _client().pipeline(transaction=False)
         for lease in leases:
