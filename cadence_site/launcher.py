@@ -144,6 +144,11 @@ class Launcher:
             PYTHON, "-m", "uvicorn", "cadence_site.asgi:application",
             "--host", "127.0.0.1", "--port", port, "--lifespan", "on",
         ]  # fmt: skip
+        workers = web_concurrency(os.environ)
+        if workers > 1:
+            # Several processes on one port: nothing a request needs lives in one process (live
+            # feeds are Redis streams, sessions and limits in the database and Redis).
+            web += ["--workers", str(workers)]
         worker = [PYTHON, "-m", "celery", "-A", "cadence_site", "worker", "-l", "INFO"]
         # One machine: the worker also runs beat (periodic signed tree heads, engine/trust/tasks.py).
         worker += ["--beat", "--schedule", str(self.var_dir / "celerybeat-schedule")]
@@ -157,9 +162,11 @@ class Launcher:
             "worker", f"exec {shlex.join(supervised)}", env=self.env, cwd=str(BASE_DIR)
         )
         logger.info(
-            "serving http://127.0.0.1:%s/ (HTTP and WebSocket) with a Celery worker; "
-            "Ctrl-C stops them and the embedded services",
+            "serving http://127.0.0.1:%s/ (HTTP and WebSocket, %d server process%s) with a "
+            "Celery worker; Ctrl-C stops them and the embedded services",
             port,
+            workers,
+            "" if workers == 1 else "es",
         )
         # honcho installs its own SIGINT/SIGTERM handlers: it stops every process, then returns.
         manager.loop()
@@ -182,6 +189,20 @@ class Launcher:
         logger.info("embedded services running; Ctrl-C stops them")
         while True:
             signal.pause()
+
+
+def web_concurrency(environ: Mapping[str, str]) -> int:
+    """Server processes for `make run`: WEB_CONCURRENCY (as uvicorn and gunicorn read it), else 1."""
+    raw = environ.get("WEB_CONCURRENCY", "").strip()
+    if not raw:
+        return 1
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise SystemExit(f"WEB_CONCURRENCY must be a whole number, not {raw!r}") from None
+    if not 1 <= workers <= 64:
+        raise SystemExit(f"WEB_CONCURRENCY must be between 1 and 64, not {workers}")
+    return workers
 
 
 # Loopback model servers (Ollama on :11434, vLLM, llama.cpp) for `make run` on one machine. A

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from cadence_site import launcher
 
 
@@ -39,3 +41,13 @@ def test_the_start_reports_missing_frameworks_and_how_to_add_them(caplog, monkey
     assert "frameworks installed: cadence, langgraph, openai_agents" in caplog.text
     assert "frameworks not installed: langgraph, openai_agents" in caplog.text
     assert "requirements-extras.txt" in caplog.text
+
+
+def test_web_concurrency_sets_the_server_processes_and_refuses_nonsense():
+    from cadence_site.launcher import web_concurrency
+
+    assert web_concurrency({}) == 1
+    assert web_concurrency({"WEB_CONCURRENCY": " 2 "}) == 2
+    for bad in ("two", "0", "65", "1.5"):
+        with pytest.raises(SystemExit, match="WEB_CONCURRENCY"):
+            web_concurrency({"WEB_CONCURRENCY": bad})
