@@ -243,3 +243,44 @@ def test_an_upload_opens_no_connection_and_starts_no_process(world, monkeypatch)
 
     assert created and row.status == PluginStatus.ENABLED
     assert attempts == []
+
+
+def test_plugin_and_storage_quotas_refuse_an_upload_and_store_nothing(world, admin, plugin_storage):
+    from tenants.limits.tests.conftest import overridden
+
+    assert upload(admin, simple("com.acme.first")).status_code == 201
+    first_size = len(simple("com.acme.first"))
+    with overridden(world.alpha.org, max_plugins=1):
+        refused = upload(admin, simple("com.acme.second"))
+        # A new version of a plugin already counted is not one more plugin.
+        again = upload(admin, simple("com.acme.first", "1.1.0"))
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"] == {
+        "quota": "max_plugins",
+        "limit": 1,
+        "used": 1,
+        "requested": 1,
+    }
+    assert again.status_code == 201
+
+    used = first_size + len(simple("com.acme.first", "1.1.0"))
+    with overridden(world.alpha.org, max_storage_bytes=used + 10):
+        too_big = upload(admin, simple("com.acme.third"))
+    assert too_big.status_code == 409
+    assert too_big.json()["error"]["details"]["quota"] == "max_storage_bytes"
+    assert too_big.json()["error"]["details"]["used"] == used
+    assert alpha_rows() == [("com.acme.first", "1.0.0"), ("com.acme.first", "1.1.0")]
+    assert stored_files(plugin_storage) == [
+        "orgs/org_alpha/com.acme.first/1.0.0.zip",
+        "orgs/org_alpha/com.acme.first/1.1.0.zip",
+    ]
+
+
+def test_uploads_have_their_own_rate_limit_per_caller(world, admin, settings):
+    from tenants.limits.tests.conftest import overridden
+
+    settings.CADENCE_SCOPE_LIMITS = {"uploads": 2}
+    with overridden(world.alpha.org, requests_per_minute=100):
+        statuses = [upload(admin, simple(f"com.acme.rate{i}")).status_code for i in range(3)]
+    assert statuses == [201, 201, 429]
+    assert alpha_rows() == [("com.acme.rate0", "1.0.0"), ("com.acme.rate1", "1.0.0")]
