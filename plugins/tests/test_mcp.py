@@ -318,3 +318,51 @@ def test_a_plugin_can_bring_a_registered_servers_tools(
         assert [t.name for t in runtime_config(instance, org_slug="alpha").tools] == ["add"]
     reply = _invoke(as_key(world.alpha.keys["member"]), created["id"], '/tool add {"a": 2, "b": 3}')
     assert reply.json()["tool_calls"][0]["result"] == 5
+
+
+def _admin_page(user):
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_admins_register_an_mcp_server_in_the_admin_and_members_cannot(world, mcp_server):
+    add = "/orgs/alpha/admin/plugins/mcpserver/add/"
+    form = {
+        "name": "calc",
+        "url": mcp_server.url,
+        "mode": "auto",
+        "allowed_tools": "add, echo",
+        "credential": TOKEN,
+    }
+    assert _admin_page(world.alpha.users["member"]).post(add, form).status_code == 403
+    assert servers() == []
+
+    admin_page = _admin_page(world.alpha.users["admin"])
+    refused = admin_page.post(add, {**form, "allowed_tools": "add, nope"})
+    assert refused.status_code == 200  # the form again, the error beside its field
+    assert refused.context["adminform"].form.errors["allowed_tools"]
+    private = admin_page.post(add, {**form, "url": "http://10.0.0.8/mcp"})
+    assert private.context["adminform"].form.errors["url"]
+    assert servers() == []
+
+    created = admin_page.post(add, form)
+    assert created.status_code == 302, created.context["adminform"].form.errors
+    with schema_context("org_alpha"):
+        server = McpServer.objects.get()
+    assert [t["name"] for t in server.tools] == ["add", "echo"]
+    assert TOKEN not in server.credential_encrypted
+    page = admin_page.get(f"/orgs/alpha/admin/plugins/mcpserver/{server.pk}/change/")
+    assert page.status_code == 200 and TOKEN.encode() not in page.content
+
+    refreshed = admin_page.post(
+        "/orgs/alpha/admin/plugins/mcpserver/",
+        {"action": "refresh", "_selected_action": [str(server.pk)]},
+    )
+    assert refreshed.status_code == 302
+    deleted = admin_page.post(
+        f"/orgs/alpha/admin/plugins/mcpserver/{server.pk}/delete/", {"post": "yes"}
+    )
+    assert deleted.status_code == 302 and servers() == []

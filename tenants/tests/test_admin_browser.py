@@ -53,9 +53,16 @@ def admin_data(world, committed_db):
     from orchestrators.models import LLMConfig, OrchestratorInstance
     from orchestrators.services import llm_config_create, orchestrator_create
     from orchestrators.tasks import instance_build
+    from plugins.models import PluginVersion
+    from plugins.services import plugin_upload
+    from plugins.storage import package_delete
+    from plugins.tests.conftest import manifest, package
 
     def cleanup():
         with schema_context("org_alpha"):
+            for row in PluginVersion.objects.filter(plugin_id="com.acme.pagetour"):
+                package_delete(key=row.storage_key)
+                row.delete()
             Run.objects.filter(orchestrator_slug="pagebot").delete()
             Conversation.objects.filter(title="page tour").delete()
             OrchestratorInstance.objects.filter(slug="pagebot").delete()
@@ -101,7 +108,14 @@ def admin_data(world, committed_db):
             content="Offline model. You said: hello pages",
             run=run,
         )
-    yield {"run": run, "conversation": conversation, "bot": bot, "config": config}
+        plugin, _ = plugin_upload(raw=package(manifest(id="com.acme.pagetour")))
+    yield {
+        "run": run,
+        "conversation": conversation,
+        "bot": bot,
+        "config": config,
+        "plugin": plugin,
+    }
     cleanup()
 
 
@@ -136,6 +150,13 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ("keys", f"{ORG}/tenants/apikey/", "admin"),
         ("key-change", f"{ORG}/tenants/apikey/{key.pk}/change/", "admin"),
         ("key-add", f"{ORG}/tenants/apikey/add/", "admin"),
+        ("plugin-list", f"{ORG}/plugins/pluginversion/", "all"),
+        ("plugin-change", f"{ORG}/plugins/pluginversion/{data['plugin'].pk}/change/", "all"),
+        ("plugin-add", f"{ORG}/plugins/pluginversion/add/", "admin"),
+        ("mcp-list", f"{ORG}/plugins/mcpserver/", "all"),
+        ("dead-letters", f"{ORG}/durable/queuedrun/", "all"),
+        ("usage", f"{ORG}/limits/usageday/", "admin"),
+        ("member-history", f"{ORG}/tenants/membership/{member.pk}/history/", "all"),
         ("op-dashboard", "/admin/", "operator"),
         ("op-orgs", "/admin/tenants/organization/", "operator"),
         ("op-org-change", f"/admin/tenants/organization/{org_pk}/change/", "operator"),
@@ -144,6 +165,16 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ("op-members", "/admin/tenants/membership/", "operator"),
         ("op-keys", "/admin/tenants/apikey/", "operator"),
         ("op-users", "/admin/auth/user/", "operator"),
+        ("op-plan-add", "/admin/tenants/plan/add/", "operator"),
+        ("op-domains", "/admin/tenants/domain/", "operator"),
+        ("op-system-plugins", "/admin/system_plugins/systempluginversion/", "operator"),
+        ("op-system-plugin-add", "/admin/system_plugins/systempluginversion/add/", "operator"),
+        ("op-org-limits", "/admin/limits/organizationlimits/", "operator"),
+        ("op-org-limits-add", "/admin/limits/organizationlimits/add/", "operator"),
+        ("op-key-limits", "/admin/limits/apikeylimits/", "operator"),
+        ("op-usage", "/admin/limits/usageday/", "operator"),
+        ("op-org-history", f"/admin/tenants/organization/{org_pk}/history/", "operator"),
+        ("op-org-delete", f"/admin/tenants/organization/{org_pk}/delete/", "operator"),
         ("landing", "/", "anyone"),
     ]
 
@@ -230,7 +261,7 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
     page.set_viewport_size({"width": WIDTHS["phone"][0], "height": WIDTHS["phone"][1]})
     overflow = page.evaluate("document.documentElement.scrollWidth")
     page.screenshot(path=str(folder / f"{name}-phone.png"))
-    if name == "landing" and overflow > WIDTHS["phone"][0]:
+    if overflow > WIDTHS["phone"][0] + 1:
         problems.append(f"{name}: wider than a phone ({overflow} px)")
     return True, problems
 
