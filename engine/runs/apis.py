@@ -7,7 +7,7 @@ of engine/runs/selectors.py lets them see (admins and owners: all).
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework.response import Response
 
 from cadence_site.api import OrgMemberApi
@@ -93,3 +93,24 @@ class RunExportApi(RunsApi):
             raise ApplicationError("as must be json or otlp.", "invalid_format", {"field": "as"})
         run = self.run(request, run_id)
         return Response(export.run_otlp(run) if fmt == "otlp" else export.run_export(run))
+
+
+class RunLineageApi(RunsApi):
+    @extend_schema(
+        summary="Where each value a step read came from: the run's graph, or one value's chain",
+        parameters=[
+            OpenApiParameter("step", OpenApiTypes.INT, description="a step's seq (with field)"),
+            OpenApiParameter("field", OpenApiTypes.STR, description="a score field (with step)"),
+        ],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="RunLineageOutput",
+                serializers=[schema.LineageGraphOutput, schema.LineageChainOutput],
+                resource_type_field_name=None,
+            )
+        },
+    )
+    def get(self, request, org_slug, run_id):
+        run = self.run(request, run_id)
+        params = {k: request.query_params.get(k, "") for k in request.query_params}
+        return Response(selectors.run_lineage(run=run, params=params))

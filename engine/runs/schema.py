@@ -95,3 +95,46 @@ class RunExportOutput(serializers.Serializer):
     resourceSpans = serializers.JSONField(  # noqa: N815 - OTLP's own field name
         required=False, help_text="With `as=otlp`: the run as one OTLP/JSON trace."
     )
+
+
+class LineageNodeOutput(serializers.Serializer):
+    seq = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    status = serializers.CharField(allow_null=True)
+
+
+class LineageEdgeOutput(serializers.Serializer):
+    # "from" is a Python keyword: declared below.
+    to = serializers.IntegerField(help_text="The step that read the field (or merged it).")
+    field = serializers.CharField()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.IntegerField(
+            allow_null=True, help_text="The step that wrote the value; null: the run's input."
+        )
+        return fields
+
+
+class LineageGraphOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    nodes = LineageNodeOutput(many=True)
+    edges = LineageEdgeOutput(many=True)
+
+
+class LineageChainItemOutput(serializers.Serializer):
+    seq = serializers.IntegerField(allow_null=True, help_text="null: the run's input.")
+    name = serializers.CharField()
+    kind = serializers.CharField(help_text="A step's kind, or input.")
+    field = serializers.CharField(
+        allow_null=True, help_text="null: the writer read no field; the value came with the input."
+    )
+    value_preview = serializers.CharField(help_text="The value as JSON, cut at 200 characters.")
+
+
+class LineageChainOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    step = serializers.IntegerField()
+    field = serializers.CharField()
+    chain = LineageChainItemOutput(many=True)
