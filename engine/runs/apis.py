@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 
-from cadence_site.api import OrgMemberApi
+from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError
 from engine.runs import export, schema, selectors
 from tenants.roles import Role
@@ -114,3 +115,32 @@ class RunLineageApi(RunsApi):
         run = self.run(request, run_id)
         params = {k: request.query_params.get(k, "") for k in request.query_params}
         return Response(selectors.run_lineage(run=run, params=params))
+
+
+class RunReplayApi(RunsApi):
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        step = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        from_step = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        live = serializers.BooleanField(default=False)
+
+        def validate(self, data):
+            if ("step" in data) == ("from_step" in data):
+                raise serializers.ValidationError(
+                    {"step": ["Give exactly one of step and from_step."]}
+                )
+            return data
+
+    @extend_schema(
+        summary="Replay one step (or the run from a step) as a new run, and diff its outputs",
+        request=InputSerializer,
+        responses={201: schema.ReplayOutput},
+    )
+    def post(self, request, org_slug, run_id):
+        from engine.runs.replay import run_replay
+
+        data = self.validated(self.InputSerializer, request.data)
+        run = self.run(request, run_id)
+        body = run_replay(run=run, org=request.org, principal=request.user, **data)
+        return Response(body, status=201)

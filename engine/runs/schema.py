@@ -29,6 +29,10 @@ class RunOutput(serializers.Serializer):
     duration_ms = serializers.FloatField(allow_null=True)
     usage = serializers.JSONField()
     error = RunErrorOutput(allow_null=True)
+    replay_of = serializers.UUIDField(allow_null=True, help_text="The run this one replays.")
+    replay_step = serializers.IntegerField(
+        allow_null=True, help_text="The step a replay re-ran (or re-ran the run from)."
+    )
 
 
 class RunDetailOutput(RunOutput):
@@ -138,3 +142,17 @@ class LineageChainOutput(serializers.Serializer):
     step = serializers.IntegerField()
     field = serializers.CharField()
     chain = LineageChainItemOutput(many=True)
+
+
+class ReplayOutput(serializers.Serializer):
+    id = serializers.UUIDField(help_text="The replay: a run of its own (trigger replay).")
+    status = serializers.ChoiceField(choices=Run.Status.choices)
+    replay_of = serializers.UUIDField()
+    step = serializers.IntegerField(required=False, help_text="The step re-run alone.")
+    from_step = serializers.IntegerField(required=False, help_text="The step re-run from.")
+    live = serializers.BooleanField()
+    diff = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text='{field: {"before": original, "after": replayed}} for every output that differs.',
+    )
+    error = RunErrorOutput(allow_null=True)

@@ -12,4 +12,5 @@ urlpatterns = [
     path(_run + "steps/<str:seq>/payload/", apis.StepPayloadApi.as_view(), name="run-step-payload"),
     path(_run + "export/", apis.RunExportApi.as_view(), name="run-export"),
     path(_run + "lineage/", apis.RunLineageApi.as_view(), name="run-lineage"),
+    path(_run + "replay/", apis.RunReplayApi.as_view(), name="run-replay"),
 ]

@@ -29,7 +29,10 @@ class RecordedProvider:
         self.calls = list(calls)
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        **options: Any,  # the request's model options: recorded answers need none
     ):
         from orchestrators.runtime import LLMDelta, LLMError, LLMResult, ToolCall, Usage
 
