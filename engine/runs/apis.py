@@ -135,7 +135,7 @@ class RunReplayApi(RunsApi):
     @extend_schema(
         summary="Replay one step (or the run from a step) as a new run, and diff its outputs",
         request=InputSerializer,
-        responses={201: schema.ReplayOutput},
+        responses={201: schema.StepReplayOutput},
     )
     def post(self, request, org_slug, run_id):
         from engine.runs.replay import run_replay

@@ -144,7 +144,7 @@ class LineageChainOutput(serializers.Serializer):
     chain = LineageChainItemOutput(many=True)
 
 
-class ReplayOutput(serializers.Serializer):
+class StepReplayOutput(serializers.Serializer):
     id = serializers.UUIDField(help_text="The replay: a run of its own (trigger replay).")
     status = serializers.ChoiceField(choices=Run.Status.choices)
     replay_of = serializers.UUIDField()
