@@ -222,6 +222,11 @@ def run_replay(
     )
     key = getattr(principal, "api_key", None)
     message = str((run.input or {}).get("message", ""))
+    parameters = dict((run.input or {}).get("parameters") or {})
+    recorded_input: dict[str, Any] = {"message": message, "history_messages": 0}
+    if parameters:
+        recorded_input["parameters"] = parameters
+    recorded_input["replay"] = {"of": str(run.id), field: seq, "live": live}
     outcome = async_to_sync(turn_run)(
         TurnRequest(
             schema_name=connection.schema_name,
@@ -241,15 +246,8 @@ def run_replay(
                 instance.version,
                 run.snapshot_id or "",
             ),
-            parameters=dict((run.input or {}).get("parameters") or {}),
-            run_fields={
-                "replay_of_id": run.id,
-                "replay_step": seq,
-                "input": {
-                    "message": message,
-                    "replay": {"of": str(run.id), field: seq, "live": live},
-                },
-            },
+            parameters=parameters,
+            run_fields={"replay_of_id": run.id, "replay_step": seq, "input": recorded_input},
         )
     )
     replay = Run.objects.filter(pk=outcome.run_id).first()
