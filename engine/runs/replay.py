@@ -160,7 +160,10 @@ def _runtime(run: Run, records: _Records, scope: list[RunEvent], live: bool, org
     if not live:
         recorded = [step_record(s) for s in scope if s.kind in ("llm_call", "tool_call")]
         config = dataclasses.replace(config, tools=_recorded_tools(config, recorded))
-        provider = RecordedProvider([r for r in recorded if r["kind"] == "llm_call"])
+        provider = RecordedProvider(
+            [r for r in recorded if r["kind"] == "llm_call"],
+            failure_code=run.error_code or "llm_error",
+        )
     return adapter_for("cadence").build(config, provider=provider), instance
 
 

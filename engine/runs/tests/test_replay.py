@@ -177,6 +177,40 @@ def test_live_replay_calls_the_model_again_and_the_diff_shows_what_changed(
     assert set(body["diff"]) <= {"final", "prompt_tokens", "completion_tokens"}
 
 
+def test_a_failed_step_fails_again_from_its_record_and_live_once_the_provider_recovers(
+    world, flaky, openai_server, as_key
+):
+    openai_server.error(500, message="boom")
+    assert _invoke_status(as_key(world.alpha.keys["member"]), flaky) == 502
+    with schema_context("org_alpha"):
+        run = Run.objects.get(orchestrator=flaky)
+    client = as_key(world.alpha.keys["admin"])
+
+    again = client.post(f"{BASE}/{run.id}/replay/", {"step": 2}, format="json").json()
+    openai_server.reply("recovered")
+    live = client.post(f"{BASE}/{run.id}/replay/", {"step": 2, "live": True}, format="json").json()
+
+    assert (again["status"], again["error"]["code"], again["diff"]) == (
+        "failed",
+        run.error_code,
+        {},
+    )
+    assert [(s.kind, s.outcome) for s in _steps(again["id"])] == [
+        ("note", "failed"),
+        ("llm_call", "failed"),
+    ]
+    assert (live["status"], live["error"]) == ("succeeded", None)
+    assert live["diff"]["final"] == {"before": None, "after": "recovered"}
+
+
+def _invoke_status(client, instance) -> int:
+    return client.post(
+        f"/api/v1/orgs/alpha/orchestrators/{instance.id}/invoke/",
+        {"messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    ).status_code
+
+
 @pytest.mark.parametrize(
     ("payload", "code", "field"),
     [
