@@ -229,3 +229,65 @@ def test_a_score_without_read_tracking_records_no_reads():
     steps, result = record(Cadence("plain", Plain()).then("bump", bump), Plain())
 
     assert (steps[0]["reads"], steps[0]["outputs"], result.n) == (None, {"n": 1}, 1)
+
+
+@dataclass
+class Pair(ReadTracked, Score):
+    seed: int = 0
+    x: int = 0
+    y: int = 0
+    z: int = 0
+
+
+async def first(s: Pair) -> None:
+    s.x = s.seed + 1
+    s.y = 7
+
+
+async def second(s: Pair) -> None:
+    await asyncio.sleep(0.01)  # finishes last: last_write_wins keeps its x
+    s.x = s.seed + 2
+    s.y = 7
+
+
+async def use(s: Pair) -> None:
+    s.z = s.x + s.y
+
+
+def test_last_write_wins_and_agreeing_branches_parallel_splits_and_sequences():
+    cadence = (
+        Cadence("pair", Pair())
+        .sync("both", [first, second], merge_strategy="last_write_wins")
+        .split(
+            "fork", lambda s: s.x > 0, [first, second], parallel=True, merge_strategy="smart_merge"
+        )
+        .sequence("then", [use])
+    )
+
+    steps, result = record(cadence, Pair(seed=1))
+
+    assert [(s["seq"], s["parent"], s["kind"], s["name"], s["forked"]) for s in steps] == [
+        (1, None, "sync", "both", False),
+        (2, 1, "note", "first", True),
+        (3, 1, "note", "second", True),
+        (4, None, "split", "fork", False),
+        (5, 4, "note", "first", True),
+        (6, 4, "note", "second", True),
+        (7, None, "sequence", "then", False),
+        (8, 7, "note", "use", False),
+    ]
+    assert (result.x, result.y, result.z) == (2, 7, 9)
+    edges = {(e["from"], e["to"], e["field"]) for e in Lineage(steps).graph()["edges"]}
+    assert edges == {
+        (None, 2, "seed"),
+        (None, 3, "seed"),
+        # last_write_wins kept second's x; both wrote y = 7, so the merge made y from both
+        (2, 1, "y"),
+        (3, 1, "y"),
+        (3, 4, "x"),  # the split's condition read the merged x
+        (None, 5, "seed"),
+        (None, 6, "seed"),
+        # from x = 3, only `first` changed x (to 2); `second` wrote the value x already had
+        (5, 8, "x"),
+        (1, 8, "y"),
+    }
