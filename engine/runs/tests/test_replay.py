@@ -88,14 +88,12 @@ def test_a_deterministic_step_replayed_gives_the_same_output_byte_for_byte(world
     )
 
 
-def test_a_run_replayed_from_a_step_runs_the_rest_of_the_flow(world, tool_run, as_key):
+def test_a_run_replayed_from_a_step_runs_the_rest_of_the_flow(world, tool_run, as_user, api):
     run_id = tool_run["run"]
+    owner = world.alpha.users["owner"]
+    api.credentials()
 
-    body = (
-        as_key(world.alpha.keys["owner"])
-        .post(f"{BASE}/{run_id}/replay/", {"from_step": 2}, format="json")
-        .json()
-    )
+    body = as_user(owner).post(f"{BASE}/{run_id}/replay/", {"from_step": 2}, format="json").json()
 
     assert (body["status"], body["from_step"], body["diff"]) == ("succeeded", 2, {})
     assert "step" not in body
@@ -108,7 +106,9 @@ def test_a_run_replayed_from_a_step_runs_the_rest_of_the_flow(world, tool_run, a
         ("step", "run"),
     ]
     with schema_context("org_alpha"):
-        assert Run.objects.get(pk=body["id"]).output == tool_run["message"]["content"]
+        replay = Run.objects.get(pk=body["id"])
+    assert replay.output == tool_run["message"]["content"]
+    assert (replay.owner_user_id, replay.owner_api_key_id) == (owner.pk, None)  # whose it is
 
 
 def test_steps_inside_child_sync_and_split_replay_alone(world, traced_orchestrator, as_key):
