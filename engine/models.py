@@ -108,7 +108,7 @@ class RunEvent(models.Model):
     parent_seq = models.PositiveIntegerField(null=True, blank=True)
     kind = models.CharField(
         max_length=16
-    )  # note | sync | split | child | llm_call | tool_call | step
+    )  # note | sync | split | child | sequence | llm_call | tool_call | step
     name = models.CharField(max_length=200)
     # running | completed | failed | interrupted (the run ended before the step did)
     outcome = models.CharField(max_length=16, blank=True)

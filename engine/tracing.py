@@ -143,8 +143,14 @@ class StepEnd:
 
 def _snapshot(score: Any) -> dict[str, Any]:
     """The score's fields as JSON-ready copies: one pass that both freezes them (a note may
-    mutate them in place) and makes them storable."""
-    return {name: to_jsonable(getattr(score, name)) for name in field_names(score)}
+    mutate them in place) and makes them storable. Read from the instance's dict when it has
+    one: no attribute lookup per field (and no read tracking: the tracer's reads are no step's)."""
+    names = field_names(score)
+    try:
+        state = object.__getattribute__(score, "__dict__")
+        return {name: to_jsonable(state[name]) for name in names}
+    except (AttributeError, KeyError):  # slots, properties: the attributes themselves
+        return {name: to_jsonable(getattr(score, name)) for name in names}
 
 
 def stack_of(error: BaseException) -> str:

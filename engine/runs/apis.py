@@ -31,7 +31,7 @@ _LIST_PARAMETERS = [
     for name, description in (
         ("status", "running, succeeded, failed or cancelled"),
         ("orchestrator", "an orchestrator's id or slug"),
-        ("trigger", "chat, rest, openai, invoke or admin"),
+        ("trigger", "chat, rest, openai, invoke, admin, queue or replay"),
         ("since", "ISO 8601 time: runs started at or after it"),
         ("until", "ISO 8601 time: runs started before it"),
         ("slower_than_ms", "runs that took longer than this many milliseconds"),

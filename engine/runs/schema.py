@@ -66,7 +66,9 @@ class StepOutput(serializers.Serializer):
     seq = serializers.IntegerField()
     parent = serializers.IntegerField(allow_null=True, help_text="The parent step's `seq`.")
     name = serializers.CharField()
-    kind = serializers.CharField(help_text="note, sync, split, child, llm_call, tool_call or step")
+    kind = serializers.CharField(
+        help_text="note, sync, split, child, sequence, llm_call, tool_call or step"
+    )
     status = serializers.CharField(help_text="running, completed, failed or interrupted")
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField()
