@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/runs.py [--runs 2000]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
-   the native adapter attaches (a step id, parent, score snapshots, CPU and RSS per measure)
+   the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
+   per measure)
    feeding StepEvents into the run recorder (one RunEvent built per step), as in a turn.
    Reported: µs per step of recording, CPU time (process_time).
 2. A whole native turn (prepare_prompt → agent → finalize with the offline model, its model
@@ -40,6 +41,7 @@ def _setup_django() -> None:
 
 def _flow():
     from engine import Cadence, Score
+    from engine.tracing import ReadTracked
 
     @dataclass
     class Small(Score):
@@ -62,7 +64,12 @@ def _flow():
             cadence.then(f"n{i}", make(i))
         return cadence
 
-    return build, lambda: Small(items=[1, 2, 3])
+    @dataclass
+    class Tracked(ReadTracked, Small):  # as the native adapter's score: reads are recorded
+        pass
+
+    # Off runs on the plain score, so that read tracking counts as recording's cost.
+    return build, lambda: Small(items=[1, 2, 3]), lambda: Tracked(items=[1, 2, 3])
 
 
 def bench_flow(runs: int) -> tuple[float, float]:
@@ -70,7 +77,7 @@ def bench_flow(runs: int) -> tuple[float, float]:
     from engine.tracing import TracingHooks
     from orchestrators.runtime import StepEvent
 
-    build, score = _flow()
+    build, plain, tracked = _flow()
     bare = build()
     traced = build()
     recorder_box: list[RunRecorder] = []
@@ -92,6 +99,7 @@ def bench_flow(runs: int) -> tuple[float, float]:
                     "kind": end.kind,
                     "inputs": end.inputs,
                     "outputs": end.changes,
+                    "reads": end.reads,
                     "cpu_ms": end.cpu_ms,
                     "memory_kb": end.memory_kb,
                 },
@@ -110,6 +118,7 @@ def bench_flow(runs: int) -> tuple[float, float]:
         )
 
     async def go(cadence, with_recorder: bool) -> float:
+        score = tracked if with_recorder else plain
         for _ in range(50):  # warm-up
             if with_recorder:
                 recorder_box[:] = [recorder()]

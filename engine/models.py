@@ -25,6 +25,7 @@ class Run(models.Model):
         INVOKE = "invoke", "Invoke"
         ADMIN = "admin", "Admin try-it"
         QUEUE = "queue", "Queued run"
+        REPLAY = "replay", "Replay"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     orchestrator = models.ForeignKey(
@@ -61,6 +62,13 @@ class Run(models.Model):
         on_delete=models.PROTECT,
         related_name="runs",
     )
+
+    # A replay (engine/runs/replay.py) is a run of its own: the run it replays, and the step it
+    # re-ran (or the step it re-ran the flow from: its input says which).
+    replay_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays"
+    )
+    replay_step = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-started_at"]
@@ -100,7 +108,7 @@ class RunEvent(models.Model):
     parent_seq = models.PositiveIntegerField(null=True, blank=True)
     kind = models.CharField(
         max_length=16
-    )  # note | sync | split | child | llm_call | tool_call | step
+    )  # note | sync | split | child | sequence | llm_call | tool_call | step
     name = models.CharField(max_length=200)
     # running | completed | failed | interrupted (the run ended before the step did)
     outcome = models.CharField(max_length=16, blank=True)

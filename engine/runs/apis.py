@@ -7,10 +7,11 @@ of engine/runs/selectors.py lets them see (admins and owners: all).
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers
 from rest_framework.response import Response
 
-from cadence_site.api import OrgMemberApi
+from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import ApplicationError
 from engine.runs import export, schema, selectors
 from tenants.roles import Role
@@ -30,7 +31,7 @@ _LIST_PARAMETERS = [
     for name, description in (
         ("status", "running, succeeded, failed or cancelled"),
         ("orchestrator", "an orchestrator's id or slug"),
-        ("trigger", "chat, rest, openai, invoke or admin"),
+        ("trigger", "chat, rest, openai, invoke, admin, queue or replay"),
         ("since", "ISO 8601 time: runs started at or after it"),
         ("until", "ISO 8601 time: runs started before it"),
         ("slower_than_ms", "runs that took longer than this many milliseconds"),
@@ -93,3 +94,53 @@ class RunExportApi(RunsApi):
             raise ApplicationError("as must be json or otlp.", "invalid_format", {"field": "as"})
         run = self.run(request, run_id)
         return Response(export.run_otlp(run) if fmt == "otlp" else export.run_export(run))
+
+
+class RunLineageApi(RunsApi):
+    @extend_schema(
+        summary="Where each value a step read came from: the run's graph, or one value's chain",
+        parameters=[
+            OpenApiParameter("step", OpenApiTypes.INT, description="a step's seq (with field)"),
+            OpenApiParameter("field", OpenApiTypes.STR, description="a score field (with step)"),
+        ],
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="RunLineageOutput",
+                serializers=[schema.LineageGraphOutput, schema.LineageChainOutput],
+                resource_type_field_name=None,
+            )
+        },
+    )
+    def get(self, request, org_slug, run_id):
+        run = self.run(request, run_id)
+        params = {k: request.query_params.get(k, "") for k in request.query_params}
+        return Response(selectors.run_lineage(run=run, params=params))
+
+
+class RunReplayApi(RunsApi):
+    required_role = Role.ADMIN
+
+    class InputSerializer(StrictSerializer):
+        step = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        from_step = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
+        live = serializers.BooleanField(default=False)
+
+        def validate(self, data):
+            if ("step" in data) == ("from_step" in data):
+                raise serializers.ValidationError(
+                    {"step": ["Give exactly one of step and from_step."]}
+                )
+            return data
+
+    @extend_schema(
+        summary="Replay one step (or the run from a step) as a new run, and diff its outputs",
+        request=InputSerializer,
+        responses={201: schema.StepReplayOutput},
+    )
+    def post(self, request, org_slug, run_id):
+        from engine.runs.replay import run_replay
+
+        data = self.validated(self.InputSerializer, request.data)
+        run = self.run(request, run_id)
+        body = run_replay(run=run, org=request.org, principal=request.user, **data)
+        return Response(body, status=201)

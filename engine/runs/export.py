@@ -37,6 +37,8 @@ def run_output(run: Run, *, detail: bool = False) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "usage": run.usage,
         "error": {"code": run.error_code, "message": run.error} if run.error else None,
+        "replay_of": str(run.replay_of_id) if run.replay_of_id else None,
+        "replay_step": run.replay_step,
     }
     if detail:
         out.update(

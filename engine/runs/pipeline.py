@@ -95,6 +95,8 @@ class TurnRequest:
     acquired: Acquired | None = None
     parameters: dict[str, Any] = field(default_factory=dict)  # issue 9
     client_tools: list[dict[str, Any]] = field(default_factory=list)  # issue 9
+    # Columns the trigger sets on the Run row itself (a replay: replay_of, replay_step, input).
+    run_fields: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -289,6 +291,7 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
     recorder.fields["id"] = request.run_id
     recorder.fields["owner_user_id"] = request.owner_user_id
     recorder.fields["owner_api_key_id"] = request.owner_api_key_id
+    recorder.fields.update(request.run_fields)
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
     return recorder

@@ -38,7 +38,7 @@ from engine.models import Run, RunEvent
 INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
 _STEP_FIELDS = ("error_type", "stack", "cpu_ms", "memory_kb")
-_JSON_READY = frozenset({"note", "sync", "split", "child", "llm_call"})
+_JSON_READY = frozenset({"note", "sync", "split", "child", "sequence", "llm_call"})
 _HOST = socket.gethostname()
 
 
@@ -182,7 +182,7 @@ class RunRecorder:
         ready = row.kind in _JSON_READY
         data = {
             k: detail[k] if ready else _jsonable(detail[k])
-            for k in ("inputs", "outputs", "llm")
+            for k in ("inputs", "outputs", "reads", "forked", "llm")
             if k in detail
         }
         if not data:  # an adapter's own detail (a graph node's, an agent's): kept as it came

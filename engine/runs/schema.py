@@ -29,6 +29,10 @@ class RunOutput(serializers.Serializer):
     duration_ms = serializers.FloatField(allow_null=True)
     usage = serializers.JSONField()
     error = RunErrorOutput(allow_null=True)
+    replay_of = serializers.UUIDField(allow_null=True, help_text="The run this one replays.")
+    replay_step = serializers.IntegerField(
+        allow_null=True, help_text="The step a replay re-ran (or re-ran the run from)."
+    )
 
 
 class RunDetailOutput(RunOutput):
@@ -62,7 +66,9 @@ class StepOutput(serializers.Serializer):
     seq = serializers.IntegerField()
     parent = serializers.IntegerField(allow_null=True, help_text="The parent step's `seq`.")
     name = serializers.CharField()
-    kind = serializers.CharField(help_text="note, sync, split, child, llm_call, tool_call or step")
+    kind = serializers.CharField(
+        help_text="note, sync, split, child, sequence, llm_call, tool_call or step"
+    )
     status = serializers.CharField(help_text="running, completed, failed or interrupted")
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField()
@@ -95,3 +101,60 @@ class RunExportOutput(serializers.Serializer):
     resourceSpans = serializers.JSONField(  # noqa: N815 - OTLP's own field name
         required=False, help_text="With `as=otlp`: the run as one OTLP/JSON trace."
     )
+
+
+class LineageNodeOutput(serializers.Serializer):
+    seq = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    status = serializers.CharField(allow_null=True)
+
+
+class LineageEdgeOutput(serializers.Serializer):
+    # "from" is a Python keyword: declared below.
+    to = serializers.IntegerField(help_text="The step that read the field (or merged it).")
+    field = serializers.CharField()
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.IntegerField(
+            allow_null=True, help_text="The step that wrote the value; null: the run's input."
+        )
+        return fields
+
+
+class LineageGraphOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    nodes = LineageNodeOutput(many=True)
+    edges = LineageEdgeOutput(many=True)
+
+
+class LineageChainItemOutput(serializers.Serializer):
+    seq = serializers.IntegerField(allow_null=True, help_text="null: the run's input.")
+    name = serializers.CharField()
+    kind = serializers.CharField(help_text="A step's kind, or input.")
+    field = serializers.CharField(
+        allow_null=True, help_text="null: the writer read no field; the value came with the input."
+    )
+    value_preview = serializers.CharField(help_text="The value as JSON, cut at 200 characters.")
+
+
+class LineageChainOutput(serializers.Serializer):
+    run = serializers.UUIDField()
+    step = serializers.IntegerField()
+    field = serializers.CharField()
+    chain = LineageChainItemOutput(many=True)
+
+
+class StepReplayOutput(serializers.Serializer):
+    id = serializers.UUIDField(help_text="The replay: a run of its own (trigger replay).")
+    status = serializers.ChoiceField(choices=Run.Status.choices)
+    replay_of = serializers.UUIDField()
+    step = serializers.IntegerField(required=False, help_text="The step re-run alone.")
+    from_step = serializers.IntegerField(required=False, help_text="The step re-run from.")
+    live = serializers.BooleanField()
+    diff = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text='{field: {"before": original, "after": replayed}} for every output that differs.',
+    )
+    error = RunErrorOutput(allow_null=True)

@@ -21,6 +21,7 @@ from django.utils.dateparse import parse_datetime
 from django_tenants.utils import schema_context
 
 from cadence_site.errors import ApplicationError, NotFoundError
+from engine.lineage import SCORE_KINDS, Lineage, LineageError
 from engine.models import Run, RunEvent
 from tenants.roles import Role, role_at_least
 
@@ -199,3 +200,59 @@ def step_payload(*, step: RunEvent) -> dict[str, Any]:
         return step.data
     with default_storage.open(step.payload) as stored:
         return json.loads(stored.read())
+
+
+# --- lineage ------------------------------------------------------------------------------
+
+LINEAGE_PARAMS = ("step", "field")
+
+
+def _lineage_record(step: RunEvent) -> dict[str, Any]:
+    data = step.data if isinstance(step.data, dict) else {}
+    if step.payload and step.kind in SCORE_KINDS:
+        data = step_payload(step=step)  # the row's copy may be truncated: lineage needs values
+    return {
+        "seq": step.seq,
+        "parent": step.parent_seq,
+        "name": step.name,
+        "kind": step.kind,
+        "status": step.outcome,
+        "inputs": data.get("inputs"),
+        "outputs": data.get("outputs"),
+        "reads": data.get("reads"),
+        "forked": bool(data.get("forked")),
+    }
+
+
+def run_lineage(*, run: Run, params: dict[str, str]) -> dict[str, Any]:
+    """The run's graph of steps and the fields that connect them (no parameters), or the chain
+    of one value (`step` and `field`) back to the run's input (engine/lineage.py)."""
+    unknown = sorted(set(params) - set(LINEAGE_PARAMS))
+    if unknown:
+        raise _lineage_bad(
+            f"Unknown parameter {unknown[0]!r}; lineage takes step and field.", unknown[0]
+        )
+    if params and set(params) != set(LINEAGE_PARAMS):
+        missing = "field" if "step" in params else "step"
+        raise _lineage_bad(f"step and field go together: {missing} is missing.", missing)
+    lineage = Lineage([_lineage_record(s) for s in run_steps(run=run)], run_input=run.input)
+    if not params:
+        return {"run": str(run.id), **lineage.graph()}
+    raw_step, field = params["step"], params["field"]
+    if not raw_step.isdigit() or len(raw_step) > 9:
+        raise _lineage_bad("step must be a step's seq, a positive integer.", "step")
+    if not field or len(field) > MAX_TEXT:
+        raise _lineage_bad(
+            f"field must be a score field's name (1-{MAX_TEXT} characters).", "field"
+        )
+    seq = int(raw_step)
+    try:
+        chain = lineage.chain(seq, field)
+    except LineageError as exc:
+        code = "unknown_step" if exc.field == "step" else "unknown_field"
+        raise ApplicationError(str(exc), code, {"field": exc.field}) from None
+    return {"run": str(run.id), "step": seq, "field": field, "chain": chain}
+
+
+def _lineage_bad(message: str, field: str) -> ApplicationError:
+    return ApplicationError(message, "invalid_parameter", {"field": field})

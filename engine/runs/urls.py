@@ -11,4 +11,6 @@ urlpatterns = [
     path(_run + "steps/", apis.RunStepsApi.as_view(), name="run-steps"),
     path(_run + "steps/<str:seq>/payload/", apis.StepPayloadApi.as_view(), name="run-step-payload"),
     path(_run + "export/", apis.RunExportApi.as_view(), name="run-export"),
+    path(_run + "lineage/", apis.RunLineageApi.as_view(), name="run-lineage"),
+    path(_run + "replay/", apis.RunReplayApi.as_view(), name="run-replay"),
 ]

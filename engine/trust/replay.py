@@ -23,19 +23,29 @@ from engine.trust.verify_bundle import chain, digest
 
 
 class RecordedProvider:
-    """Answers each model call with the next recorded response of the run."""
+    """Answers each model call with the next recorded response of the run; a call that failed
+    fails again, with its recorded message and `failure_code`."""
 
-    def __init__(self, calls: list[dict[str, Any]]) -> None:
+    def __init__(self, calls: list[dict[str, Any]], failure_code: str = "llm_error") -> None:
         self.calls = list(calls)
+        self.failure_code = failure_code
 
     async def stream(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        **options: Any,  # the request's model options: recorded answers need none
     ):
         from orchestrators.runtime import LLMDelta, LLMError, LLMResult, ToolCall, Usage
 
         if not self.calls:
             raise LLMError("the replay ran out of recorded model responses", "replay_exhausted")
         record = self.calls.pop(0)
+        if record.get("outcome") == "failed":
+            message, kind = record.get("error") or "", record.get("error_type") or ""
+            if kind and message.startswith(f"{kind}: "):
+                message = message[len(kind) + 2 :]
+            raise LLMError(message or "the recorded model call failed", self.failure_code)
         out = record.get("outputs") or {}
         llm = (record.get("detail") or {}).get("llm") or {}
         if out.get("content"):

@@ -23,8 +23,8 @@ from typing import Any
 
 from engine import Cadence, Score
 from engine.flow import NoteRegistry, build_cadence
-from engine.measures import ChildMeasure, SplitMeasure, SyncMeasure
 from engine.tracing import (
+    ReadTracked,
     StepEnd,
     StepStart,
     TracingHooks,
@@ -61,7 +61,8 @@ DEFAULT_FLOW: dict[str, Any] = {
 
 
 @dataclass
-class AgentScore(Score):
+class AgentScore(ReadTracked, Score):
+    # ReadTracked: each step's record names the fields it read (engine/lineage.py).
     messages: list[dict[str, Any]] = field(default_factory=list)
     final: str = ""
     finish_reason: str = ""
@@ -350,6 +351,10 @@ def _step_ended(end: StepEnd) -> None:
         "cpu_ms": end.cpu_ms,
         "memory_kb": end.memory_kb,
     }
+    if end.reads is not None:
+        detail["reads"] = end.reads
+    if end.forked:
+        detail["forked"] = True
     if end.error is not None:
         original = getattr(end.error, "original_error", None) or end.error
         detail["error"] = f"{type(end.error).__name__}: {end.error}"
@@ -358,41 +363,43 @@ def _step_ended(end: StepEnd) -> None:
     _emit(StepEvent(end.name, end.outcome, round(end.duration * 1000, 3), detail))
 
 
-def _measure_kinds(cadence: Cadence) -> dict[str, str]:
-    kinds = {}
-    for measure in cadence._measures:
-        if isinstance(measure, SyncMeasure):
-            kinds[measure.name] = "sync"
-        elif isinstance(measure, ChildMeasure):
-            kinds[measure.name] = "child"
-        elif isinstance(measure, SplitMeasure):
-            kinds[measure.name] = "split"
-    return kinds
-
-
 _DONE = object()
+
+
+def traced(cadence: Cadence) -> Cadence:
+    """`cadence` with every step (inner notes and child measures too) recorded as step events."""
+    return TracingHooks(_step_started, _step_ended).instrument(cadence)
 
 
 class NativeRuntime:
     def __init__(self, config: RuntimeConfig, provider: Any) -> None:
         self.config = config
         self.provider = provider
-        cadence = build_cadence(config.flow or DEFAULT_FLOW, agent_notes(config.notes))
-        self.cadence = cadence.with_hooks(
-            (TracingHooks(_step_started, _step_ended, _measure_kinds(cadence)),)
-        )
+        # The flow as built (replay runs parts of it) and as run: every step recorded.
+        self.flow = build_cadence(config.flow or DEFAULT_FLOW, agent_notes(config.notes))
+        self.cadence = traced(self.flow)
 
     async def stream(
-        self, history: list[dict[str, Any]], message: str, context: RunContext
+        self,
+        history: list[dict[str, Any]],
+        message: str,
+        context: RunContext,
+        *,
+        cadence: Cadence | None = None,
+        score: AgentScore | None = None,
     ) -> AsyncIterator[RuntimeEvent]:
+        """The turn's events; `cadence` and `score` (a traced part of the flow and the state it
+        starts from) let a replay run one step, or the flow from a step, on recorded inputs."""
         queue: asyncio.Queue = asyncio.Queue()
         call = _Call(self, queue, context, history, message)
         started = time.perf_counter()
+        flow = cadence if cadence is not None else self.cadence
+        start = score if score is not None else AgentScore()
 
         async def run() -> AgentScore:
             token = _current.set(call)
             try:
-                return await self.cadence.run(AgentScore())
+                return await flow.run(start)
             finally:
                 _current.reset(token)
                 queue.put_nowait(_DONE)

@@ -35,3 +35,58 @@ def flaky(world, committed_db, openai_server):  # noqa: F811
     )
     yield instance
     cleanup()
+
+
+# A flow through every grammar form: prepare, a child cadence whose .sync group finalizes, a
+# .split on what that wrote, the agent, and finalize again.
+TRACED_FLOW = {
+    "name": "traced",
+    "steps": [
+        {"then": "prepare_prompt"},
+        {"child": "post", "cadence": "post"},
+        {
+            "split": "route",
+            "condition": {"field": "finish_reason", "op": "eq", "value": "stop"},
+            "if_true": ["agent"],
+            "if_false": ["finalize"],
+        },
+        {"then": "finalize"},
+    ],
+    "cadences": {"post": {"steps": [{"sync": "fin", "notes": ["finalize"]}]}},
+}
+
+
+@pytest.fixture
+def traced_orchestrator(world, committed_db):
+    """A ready offline orchestrator in alpha whose flow uses .child, .sync and .split."""
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+    from orchestrators.services import llm_config_create, orchestrator_create
+    from orchestrators.tasks import instance_build
+
+    def cleanup():
+        with schema_context("org_alpha"):
+            OrchestratorInstance.objects.filter(slug="traced").delete()
+            LLMConfig.objects.filter(name="traced-offline").delete()
+
+    cleanup()
+    with schema_context("org_alpha"):
+        config = llm_config_create(
+            name="traced-offline", provider="offline", model="cadence-offline"
+        )
+        instance = orchestrator_create(
+            slug="traced",
+            name="Traced",
+            llm_config=config,
+            flow=TRACED_FLOW,
+            tools=["calculator"],
+        )
+    assert (
+        instance_build(
+            schema_name="org_alpha",
+            instance_id=str(instance.id),
+            expected_hash=instance.config_hash,
+        )
+        == "ready"
+    )
+    yield instance
+    cleanup()
