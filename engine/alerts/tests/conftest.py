@@ -7,6 +7,7 @@ import pytest
 from django_tenants.utils import schema_context
 
 from chat.tests.conftest import chat_orchestrator  # noqa: F401
+from engine.durable.tests.conftest import queue_name  # noqa: F401
 from engine.runs.tests.conftest import flaky  # noqa: F401
 from orchestrators.tests.conftest import _openai_server_process, openai_server  # noqa: F401
 
@@ -75,3 +76,18 @@ def queued(monkeypatch):
     pending_drain = drain
     pending_drain.pending = pending
     return pending_drain
+
+
+@pytest.fixture
+def make_rule():
+    """Create a rule in alpha through the service; its webhook secret is on `.secret`."""
+    from engine.alerts.services import alert_rule_create
+
+    def make(**fields):
+        fields.setdefault("name", fields["kind"])
+        with schema_context("org_alpha"):
+            rule, secret = alert_rule_create(actor="test", **fields)
+        rule.secret = secret
+        return rule
+
+    return make
