@@ -38,7 +38,9 @@ def test_a_failed_run_fires_its_rules_signed_to_the_webhook_and_by_email(
 ):
     failed = make_rule(kind="run_failed", webhook_url=receiver.url, emails=["ops@alpha.test"])
     step = make_rule(kind="step_failed", error_code="LLMError", emails=["ops@alpha.test"])
-    logged = make_rule(kind="log_match", pattern=r"provider is (un)?available", webhook_url=receiver.url)
+    logged = make_rule(
+        kind="log_match", pattern=r"provider is (un)?available", webhook_url=receiver.url
+    )
     other_code = make_rule(kind="run_failed", error_code="llm_timeout", emails=["x@alpha.test"])
     other_orch = make_rule(kind="run_failed", orchestrator="chatbot", emails=["x@alpha.test"])
     openai_server.error(500, message="boom")
@@ -65,7 +67,7 @@ def test_a_failed_run_fires_its_rules_signed_to_the_webhook_and_by_email(
     assert _events(other_code) == [] and _events(other_orch) == []
 
     bodies = {}
-    for headers, body, status in receiver.received:
+    for headers, body, _status in receiver.received:
         payload = json.loads(body)
         secret = failed.secret if payload["rule"]["id"] == str(failed.id) else logged.secret
         assert signature_valid(secret, body, headers["X-Cadence-Signature"])
@@ -260,9 +262,7 @@ def test_a_run_log_source_plugs_into_log_match_rules(world, committed_db, make_r
     )  # fmt: skip
 
 
-def test_failure_rate_fires_once_per_window_at_its_minimum_of_runs(
-    world, committed_db, make_rule
-):
+def test_failure_rate_fires_once_per_window_at_its_minimum_of_runs(world, committed_db, make_rule):
     slug = f"win-{uuid.uuid4().hex[:8]}"
     rule = make_rule(
         kind="failure_rate", window_seconds=600, failure_rate=0.5, min_runs=3,
@@ -270,6 +270,7 @@ def test_failure_rate_fires_once_per_window_at_its_minimum_of_runs(
     )  # fmt: skip
     now = timezone.now()
     with schema_context("org_alpha"):
+
         def run(status, ago=10):
             made = Run.objects.create(orchestrator_slug=slug, trigger="rest", status=status)
             Run.objects.filter(pk=made.pk).update(started_at=now - timedelta(seconds=ago))
