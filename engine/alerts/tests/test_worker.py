@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django_tenants.utils import schema_context
 
 from cadence_site.testing import test_database_url
