@@ -84,6 +84,25 @@ class AlertRuleAdmin(TenantModelAdmin):
         ("Notify", {"fields": ("webhook_url", "rotate_secret", "emails")}),
     )
 
+    def _admin(self, request) -> bool:
+        from tenants.roles import Role, role_at_least
+        from tenants.tenant_admin import request_role
+
+        return role_at_least(request_role(request), Role.ADMIN)
+
+    def get_list_display(self, request):
+        # A chat service's incoming-webhook URL is a credential: admins only, as over REST.
+        shown = super().get_list_display(request)
+        return shown if self._admin(request) else [f for f in shown if f != "webhook_url"]
+
+    def get_fieldsets(self, request, obj=None):
+        if self._admin(request):
+            return super().get_fieldsets(request, obj)
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f != "webhook_url"]})
+            for name, options in super().get_fieldsets(request, obj)
+        ]
+
     @admin.display(description="History")
     def history(self, obj: AlertRule):
         from django.urls import reverse

@@ -7,6 +7,8 @@ the answer that created it (or rotated it, `rotate_secret`) and never again.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -16,13 +18,22 @@ from cadence_site.openapi import results_of
 from engine.alerts import selectors, services
 from engine.alerts.evaluate import MAX_PATTERN_CHARS
 from engine.alerts.models import AlertEvent, AlertRule
-from tenants.roles import Role
+from tenants.roles import Role, role_at_least
 
 MAX_EMAILS = 20
 MAX_WINDOW_SECONDS = 31 * 24 * 3600
 
 
-def rule_output(rule: AlertRule, secret: str | None = None) -> dict:
+def _url_shown(url: str, role: str | None) -> str:
+    """Admins see the whole webhook URL; members and viewers its scheme and host only (a chat
+    service's incoming-webhook URL is itself a credential)."""
+    if not url or role_at_least(role, Role.ADMIN):
+        return url
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}/…"
+
+
+def rule_output(rule: AlertRule, secret: str | None = None, *, role: str | None = None) -> dict:
     out = {
         "id": str(rule.id),
         "name": rule.name,
@@ -36,7 +47,7 @@ def rule_output(rule: AlertRule, secret: str | None = None) -> dict:
         "min_runs": rule.min_runs,
         "failure_rate": rule.failure_rate,
         "tokens": rule.tokens,
-        "webhook_url": rule.webhook_url,
+        "webhook_url": _url_shown(rule.webhook_url, role),
         "emails": list(rule.emails),
         "has_webhook_secret": bool(rule.webhook_secret),
         "created_by": rule.created_by,
@@ -84,7 +95,9 @@ class AlertRuleOutput(serializers.Serializer):
     min_runs = serializers.IntegerField(allow_null=True)
     failure_rate = serializers.FloatField(allow_null=True)
     tokens = serializers.IntegerField(allow_null=True)
-    webhook_url = serializers.CharField(allow_blank=True)
+    webhook_url = serializers.CharField(
+        allow_blank=True, help_text="Members and viewers see its scheme and host only."
+    )
     emails = serializers.ListField(child=serializers.EmailField())
     has_webhook_secret = serializers.BooleanField()
     created_by = serializers.CharField(allow_blank=True)
@@ -163,7 +176,8 @@ class AlertRuleListApi(OrgMemberApi):
         summary="The organization's alert rules", responses={200: results_of(AlertRuleOutput)}
     )
     def get(self, request, org_slug):
-        return Response({"results": [rule_output(r) for r in selectors.alert_rule_list()]})
+        rules = selectors.alert_rule_list()
+        return Response({"results": [rule_output(r, role=request.role) for r in rules]})
 
     @extend_schema(
         summary="Create an alert rule",
@@ -173,7 +187,7 @@ class AlertRuleListApi(OrgMemberApi):
     def post(self, request, org_slug):
         data = self.validated(self.AlertRuleInput, request.data)
         rule, secret = services.alert_rule_create(actor=self.actor(request), **data)
-        return Response(rule_output(rule, secret), status=201)
+        return Response(rule_output(rule, secret, role=request.role), status=201)
 
 
 class AlertRuleDetailApi(OrgMemberApi):
@@ -186,7 +200,7 @@ class AlertRuleDetailApi(OrgMemberApi):
 
     @extend_schema(summary="One alert rule", responses={200: AlertRuleOutput})
     def get(self, request, org_slug, rule_id):
-        return Response(rule_output(selectors.alert_rule_get(rule_id=rule_id)))
+        return Response(rule_output(selectors.alert_rule_get(rule_id=rule_id), role=request.role))
 
     @extend_schema(
         summary="Change an alert rule",
@@ -197,7 +211,7 @@ class AlertRuleDetailApi(OrgMemberApi):
         rule = selectors.alert_rule_get(rule_id=rule_id)
         data = self.validated(self.AlertRuleUpdateInput, request.data, partial=True)
         rule, secret = services.alert_rule_update(rule=rule, actor=self.actor(request), **data)
-        return Response(rule_output(rule, secret))
+        return Response(rule_output(rule, secret, role=request.role))
 
     @extend_schema(summary="Delete an alert rule and its history", responses={204: None})
     def delete(self, request, org_slug, rule_id):

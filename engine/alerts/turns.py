@@ -24,7 +24,14 @@ class AlertingRuns(TurnExtension):
             return
         from engine.alerts.services import rules_exist
 
-        if not rules_exist():
+        try:
+            # A savepoint: a failing check (a schema not yet migrated) must not break the
+            # transaction that records the run.
+            with transaction.atomic():
+                if not rules_exist():
+                    return
+        except Exception:
+            logger.exception("alert rules not checked", extra={"run": turn.run_id})
             return
         schema_name, run_id = turn.request.schema_name, turn.run_id
         transaction.on_commit(lambda: _publish(schema_name, run_id))

@@ -64,19 +64,27 @@ def test_the_admin_form_names_what_the_services_refuse(world):
         assert AlertRule.objects.count() == 0
 
 
-def test_a_member_reads_rules_and_the_history_of_their_own_runs_but_cannot_change(world):
+def test_a_member_reads_rules_and_the_history_of_their_own_runs_but_cannot_change(world, settings):
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = ["hooks.example.com"]
     with schema_context("org_alpha"):
-        rule, _ = alert_rule_create(actor="test", name="fails", kind="run_failed", emails=["a@b.co"])
+        rule, _ = alert_rule_create(
+            actor="test", name="fails", kind="run_failed", emails=["a@b.co"],
+            webhook_url="https://hooks.example.com/T0/secret-token",
+        )  # fmt: skip
         mine = Run.objects.create(
             orchestrator_slug="x", trigger="rest", status="failed",
             owner_user_id=world.alpha.users["member"].pk,
         )  # fmt: skip
         theirs = Run.objects.create(orchestrator_slug="x", trigger="rest", status="failed")
         alert_fire(rule=rule, finding=Finding(f"run:{mine.id}", "mine failed", {}, str(mine.id)))
-        alert_fire(rule=rule, finding=Finding(f"run:{theirs.id}", "theirs failed", {}, str(theirs.id)))
+        alert_fire(
+            rule=rule, finding=Finding(f"run:{theirs.id}", "theirs failed", {}, str(theirs.id))
+        )
     member = _client(world.alpha.users["member"])
 
     assert b"fails" in member.get(RULES).content
+    assert b"secret-token" not in member.get(RULES).content
+    assert b"secret-token" not in member.get(f"{RULES}{rule.pk}/change/").content
     history = member.get(f"{HISTORY}?rule__id__exact={rule.pk}")
     assert history.status_code == 200
     assert b"mine failed" in history.content and b"theirs failed" not in history.content

@@ -211,3 +211,21 @@ def test_history_pages_and_members_see_firings_about_their_own_runs(world, as_ke
     assert (bad.status_code, bad.json()["error"]["details"]) == (400, {"field": "limit"})
     bad = owner.get(f"{BASE}{rule_id}/history/?cursor=zz")
     assert (bad.status_code, bad.json()["error"]["details"]) == (400, {"field": "cursor"})
+
+
+def test_members_and_viewers_see_only_the_webhooks_host(world, as_key, db, public_hooks):
+    url = "https://hooks.example.com/services/T000/B000/secret-token"
+    rule = (
+        as_key(world.alpha.keys["admin"])
+        .post(BASE, {**RULE, "webhook_url": url}, format="json")
+        .json()
+    )
+    assert (
+        as_key(world.alpha.keys["admin"]).get(f"{BASE}{rule['id']}/").json()["webhook_url"] == url
+    )
+    for role in ("member", "viewer"):
+        api = as_key(world.alpha.keys[role])
+        assert (
+            api.get(f"{BASE}{rule['id']}/").json()["webhook_url"] == "https://hooks.example.com/…"
+        )
+        assert "secret-token" not in str(api.get(BASE).json())
