@@ -147,14 +147,33 @@ class AlertRuleAdmin(TenantModelAdmin):
 
 @admin.register(AlertEvent, site=tenant_admin_site)
 class AlertEventAdmin(TenantModelAdmin):
-    list_display = (
-        "created_at", "rule", "run_id", "reason", "webhook_status", "webhook_attempts",
-        "email_status", "email_attempts",
-    )  # fmt: skip
+    list_display = ("created_at", "rule", "run", "reason", "delivery")
     list_filter = ("rule", "webhook_status", "email_status")
     search_fields = ("reason", "run_id")
     readonly_fields = [f.name for f in AlertEvent._meta.fields]
     list_select_related = ("rule",)
+
+    @admin.display(description="Run", ordering="run_id")
+    def run(self, obj: AlertEvent):
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        if obj.run_id is None:
+            return "—"
+        url = reverse("tenant_admin:engine_run_change", args=[obj.run_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.run_id)[:8])
+
+    @admin.display(description="Delivery")
+    def delivery(self, obj: AlertEvent) -> str:
+        parts = [
+            f"{target}: {status} ({attempts})"
+            for target, status, attempts in (
+                ("webhook", obj.webhook_status, obj.webhook_attempts),
+                ("email", obj.email_status, obj.email_attempts),
+            )
+            if status != AlertEvent.Delivery.NONE
+        ]
+        return " · ".join(parts) or "—"
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -88,6 +88,8 @@ def test_a_member_reads_rules_and_the_history_of_their_own_runs_but_cannot_chang
     history = member.get(f"{HISTORY}?rule__id__exact={rule.pk}")
     assert history.status_code == 200
     assert b"mine failed" in history.content and b"theirs failed" not in history.content
+    assert b"email: pending (0)" in history.content
+    assert f"/engine/run/{mine.id}/change/".encode() in history.content
     assert member.post(f"{RULES}{rule.pk}/change/", _form(kind="run_failed")).status_code == 403
     assert member.post(f"{RULES}{rule.pk}/delete/", {"post": "yes"}).status_code == 403
     admin_history = _client(world.alpha.users["admin"]).get(HISTORY)
