@@ -147,6 +147,8 @@ def alert_rule_update(
     secret = None
     if rule.webhook_url and (rotate_secret or not rule.webhook_secret):
         secret = _new_secret(rule)
+    elif not rule.webhook_url:
+        rule.webhook_secret = ""  # a webhook added later gets a new secret, shown then
     rule.save()
     audit_change(
         action="alert_rule.updated", target=f"alert_rule:{rule.id}", actor=actor,

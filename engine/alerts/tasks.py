@@ -14,6 +14,7 @@ import random
 
 from celery import shared_task
 from django.conf import settings
+from django.db import OperationalError
 from django_tenants.utils import schema_context
 
 from engine.alerts import services
@@ -27,7 +28,15 @@ def enqueue(task, **kwargs) -> None:
     task.apply_async(kwargs=kwargs, queue=queue)
 
 
-@shared_task(name="alerts.evaluate_run", acks_late=True)
+@shared_task(
+    name="alerts.evaluate_run",
+    acks_late=True,
+    # The database went away for a moment: judge again (firing is idempotent).
+    autoretry_for=(OperationalError,),
+    retry_backoff=1,
+    retry_backoff_max=60,
+    max_retries=5,
+)
 def evaluate_run(*, schema_name: str, run_id: str) -> int:
     with schema_context(schema_name):
         return len(services.alerts_for_run(run_id=run_id))

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from engine.models import Run, RunEvent
@@ -99,7 +100,7 @@ def _purge_batch(ids: list) -> PurgeReport:
         RunCheckpoint.objects.filter(run_id__in=[str(i) for i in ids]).delete()
         # Messages keep their text; their link to the run is cleared (SET_NULL), queued-run
         # rows go (CASCADE): Django's collector does both in bulk for these ids.
-        _, by_model = Run.objects.filter(id__in=ids).delete()
+        _, by_model = Run.objects.filter(id__in=ids).only("id").delete()
         report.runs = by_model.get(Run._meta.label, 0)
     return report
 
@@ -108,16 +109,20 @@ def runs_purge(*, older_than: datetime, batch: int | None = None) -> PurgeReport
     """Purge the current schema's finished runs started before `older_than`."""
     size = batch or settings.CADENCE_RETENTION_BATCH
     report = PurgeReport()
-    last = None
+    after: tuple[datetime, object] | None = None
     while True:
+        # Oldest first along the run list's (started_at, id) index, from where the last batch
+        # ended: runs still active are skipped, and the index is not walked from the start again.
         candidates = Run.objects.filter(started_at__lt=older_than).exclude(status__in=ACTIVE)
-        if last is not None:
-            candidates = candidates.filter(id__gt=last)
-        ids = list(candidates.order_by("id").values_list("id", flat=True)[:size])
-        if not ids:
+        if after is not None:
+            candidates = candidates.filter(
+                Q(started_at__gt=after[0]) | Q(started_at=after[0], id__gt=after[1])
+            )
+        rows = list(candidates.order_by("started_at", "id").values_list("started_at", "id")[:size])
+        if not rows:
             break
-        report.add(_purge_batch(ids))
-        last = ids[-1]
+        report.add(_purge_batch([run_id for _, run_id in rows]))
+        after = rows[-1]
     return report
 
 
