@@ -303,3 +303,29 @@ def test_a_turn_enqueues_no_judgement_without_enabled_rules(
     _invoke(as_key(world.alpha.keys["member"]), chat_orchestrator["fast"], "hi")
 
     assert queued.pending == []
+
+
+def test_the_beat_sweep_judges_windows_in_every_organization_once_per_period(
+    world, committed_db, make_rule
+):
+    from engine.alerts.tasks import windows_sweep
+
+    slug = f"tok-{uuid.uuid4().hex[:8]}"
+    rule = make_rule(
+        kind="tokens_over", window_seconds=3600, tokens=100, orchestrator=slug,
+        emails=["a@alpha.test"],
+    )  # fmt: skip
+    with schema_context("org_alpha"):
+        for used in (60, 50):
+            Run.objects.create(
+                orchestrator_slug=slug, trigger="rest", status="succeeded",
+                usage={"total_tokens": used},
+            )  # fmt: skip
+    try:
+        windows_sweep()
+        windows_sweep()
+        (event,) = _events(rule)
+        assert event.details == {"tokens": 110, "limit": 100}
+    finally:
+        with schema_context("org_alpha"):
+            Run.objects.filter(orchestrator_slug=slug).delete()
