@@ -131,6 +131,10 @@ def test_a_purged_runs_proof_and_inclusion_answer_and_its_data_is_gone(
         bundle = api.get(f"/api/v1/orgs/alpha/runs/{run_id}/bundle/")
         assert (bundle.status_code, bundle.json()["error"]["code"]) == (410, "run_purged")
         assert api.get(f"/api/v1/orgs/alpha/runs/{run_id}/").status_code == 404
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="purged by retention on .*: its step records are gone"):
+        call_command("verify_run", run_id, "--org", "alpha")
     # Not their run, not their proof; another organization's key sees nothing.
     assert (
         as_key(world.alpha.keys["viewer"])
