@@ -98,6 +98,8 @@ TENANT_APPS = [
     "engine",
     "engine.trust",
     "engine.durable",
+    "engine.alerts",
+    "engine.retention",
 ]
 INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
 
@@ -413,6 +415,17 @@ CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
 CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
 CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
 CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
+# --- alerts (engine/alerts) and retention (engine/retention) -----------------------------------
+# Alert tasks' queue (empty: Celery's default queue).
+CADENCE_ALERTS_QUEUE = env.str("CADENCE_ALERTS_QUEUE", default="")
+CADENCE_ALERT_WEBHOOK_TIMEOUT = env.float("CADENCE_ALERT_WEBHOOK_TIMEOUT", default=10.0)
+# A failed notification is retried after base, 2·base, 4·base, … seconds (capped), jittered.
+CADENCE_ALERT_RETRY_BASE_SECONDS = env.float("CADENCE_ALERT_RETRY_BASE_SECONDS", default=5.0)
+CADENCE_ALERT_RETRY_MAX_SECONDS = env.float("CADENCE_ALERT_RETRY_MAX_SECONDS", default=900.0)
+CADENCE_ALERT_MAX_ATTEMPTS = env.int("CADENCE_ALERT_MAX_ATTEMPTS", default=8)
+# How often runs past their organization's plan retention are purged, and how many per batch.
+CADENCE_RETENTION_INTERVAL = env.int("CADENCE_RETENTION_INTERVAL", default=3600)
+CADENCE_RETENTION_BATCH = env.int("CADENCE_RETENTION_BATCH", default=1000)
 CELERY_BEAT_SCHEDULE = {
     "trust-tree-heads": {
         "task": "trust.tree_heads_publish",
@@ -422,6 +435,10 @@ CELERY_BEAT_SCHEDULE = {
     # visibility timeout (an hour).
     "orchestrator-builds-sweep": {"task": "orchestrators.builds_sweep", "schedule": 15.0},
     "durable-orphans": {"task": "durable.orphans_sweep", "schedule": 15.0},
+    # Windowed alert rules are judged when a run ends; this catches a window whose last run's
+    # judgement was lost (a broker outage).
+    "alerts-windows": {"task": "alerts.windows_sweep", "schedule": 60.0},
+    "runs-retention": {"task": "retention.purge", "schedule": float(CADENCE_RETENTION_INTERVAL)},
 }
 # Queued runs (engine/durable): organizations whose runs only their own workers take,
 # {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.

@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("engine.runs.urls")),
     path("api/v1/", include("engine.trust.urls")),
     path("api/v1/", include("engine.durable.urls")),
+    path("api/v1/", include("engine.alerts.urls")),
     path("v1/", include("chat.openai_urls")),
 ]
 

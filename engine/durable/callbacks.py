@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 
+from cadence_site.webhooks import WebhookError, signature_header, webhook_post
 
-class CallbackError(Exception):
-    pass
+# A failed callback is retried by its Celery task; the shared webhook error is that signal.
+CallbackError = WebhookError
+__all__ = ["CallbackError", "callback_secret", "callback_send", "signature_header"]
 
 
 def callback_secret(schema_name: str) -> str:
@@ -26,32 +26,5 @@ def callback_secret(schema_name: str) -> str:
     ).hexdigest()
 
 
-def signature_header(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    stamp = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={stamp},sha256={mac}"
-
-
-async def _post(url: str, body: bytes, signature: str) -> int:
-    import httpx
-
-    from cadence_site.outbound import acheck_url, async_client
-
-    await acheck_url(url)
-    try:
-        async with async_client(timeout=10.0) as client:
-            response = await client.post(
-                url,
-                content=body,
-                headers={"Content-Type": "application/json", "X-Cadence-Signature": signature},
-            )
-    except httpx.HTTPError as exc:
-        raise CallbackError(f"the callback URL is unreachable: {type(exc).__name__}") from None
-    return response.status_code
-
-
 def callback_send(*, schema_name: str, url: str, body: bytes) -> int:
-    status = async_to_sync(_post)(url, body, signature_header(callback_secret(schema_name), body))
-    if not 200 <= status < 300:
-        raise CallbackError(f"the callback URL answered {status}")
-    return status
+    return webhook_post(url=url, body=body, secret=callback_secret(schema_name))

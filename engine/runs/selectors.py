@@ -42,15 +42,16 @@ FILTERS = (
 )
 
 
-def runs_visible(*, principal, role: str | None, org=None) -> QuerySet[Run]:
-    runs = Run.objects.all()
+def run_owner_q(*, principal, role: str | None, org=None) -> Q | None:
+    """The runs (or any rows with `owner_user_id` / `owner_api_key_id`, as purged runs) a caller
+    may read: None for every row (admins and owners), else the rows they own."""
     if role_at_least(role, Role.ADMIN):
-        return runs
+        return None
     key = getattr(principal, "api_key", None)
     if key is not None:
-        return runs.filter(owner_api_key_id=key.pk)
+        return Q(owner_api_key_id=key.pk)
     if getattr(principal, "pk", None) is None:
-        return runs.none()
+        return Q(pk__in=[])
     from django.db import connection
 
     from tenants.models import ApiKey
@@ -64,7 +65,12 @@ def runs_visible(*, principal, role: str | None, org=None) -> QuerySet[Run]:
                 organization_id=getattr(org, "id", None), created_by_id=principal.pk
             ).values_list("id", flat=True)
         )
-    return runs.filter(Q(owner_user_id=principal.pk) | Q(owner_api_key_id__in=keys))
+    return Q(owner_user_id=principal.pk) | Q(owner_api_key_id__in=keys)
+
+
+def runs_visible(*, principal, role: str | None, org=None) -> QuerySet[Run]:
+    owned = run_owner_q(principal=principal, role=role, org=org)
+    return Run.objects.all() if owned is None else Run.objects.filter(owned)
 
 
 def run_get_for_user(*, principal, role: str | None, run_id, org=None) -> Run:

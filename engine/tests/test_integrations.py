@@ -162,6 +162,8 @@ DJANGO_SIDE = [
     "runs",
     "durable",  # queued runs (a Django app of its own)
     "trust",  # snapshots, proofs and the transparency log (a Django app of its own)
+    "alerts",  # alert rules and their history (a Django app of its own)
+    "retention",  # purging runs past their plan's retention (a Django app of its own)
     "tests",
     "integrations/django.py",  # the library's optional Django integration imports Django by design
 ]

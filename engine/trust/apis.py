@@ -30,8 +30,31 @@ def _visible_run(request, run_id):
     )
 
 
-def _proven_run(request, run_id):
-    run = _visible_run(request, run_id)
+def _proven_run(request, run_id, *, purged_too: bool = False):
+    """The run and its proof. With `purged_too`, a run purged by retention that the caller could
+    read answers with its proof (its run is then None): engine/retention/models.py."""
+    try:
+        run = _visible_run(request, run_id)
+    except NotFoundError:
+        from engine.retention.selectors import purged_run_get_for_user
+
+        purged = purged_run_get_for_user(
+            principal=request.user, role=request.role, run_id=run_id, org=request.org
+        )
+        if purged is None:
+            raise
+        if not purged_too:
+            raise ApplicationError(
+                "This run was purged by the organization's retention: its steps and data are "
+                "gone. Its proof (…/proof/) and its log entry (…/transparency/inclusion/) remain.",
+                "run_purged",
+                {"purged_at": purged.purged_at.isoformat()},
+                status=410,
+            ) from None
+        proof = proofs.proof_get(run_id=purged.run_id)
+        if proof is None:
+            raise
+        return None, proof
     proof = proofs.proof_get(run_id=run.id)
     if proof is None:
         raise NotFoundError(
@@ -80,7 +103,7 @@ ConsistencyOutput = type(
 class RunProofApi(OrgMemberApi):
     @extend_schema(summary="A run's signed execution proof", responses={200: ProofOutput})
     def get(self, request, org_slug, run_id):
-        _, proof = _proven_run(request, run_id)
+        _, proof = _proven_run(request, run_id, purged_too=True)
         return Response(proofs.proof_output(proof))
 
 
@@ -126,7 +149,7 @@ class InclusionApi(OrgMemberApi):
     )
     def get(self, request, org_slug):
         query = self.validated(InclusionQuery, request.query_params.dict())
-        _, proof = _proven_run(request, query["run"])
+        _, proof = _proven_run(request, query["run"], purged_too=True)
         tree_head = log.tree_head_covering(index=proof.log_index)
         size = query.get("size", tree_head.size)
         if not proof.log_index < size <= log.log_size():

@@ -148,7 +148,11 @@ def log_audit() -> list[str]:
     problems: list[str] = []
     tree = merkle.MemoryTree()
     proofs = dict(ExecutionProof.objects.values_list("log_index", "digest"))
+    from engine.retention.models import PurgedRun
+
     runs = {str(pk) for pk in Run.objects.values_list("id", flat=True)}
+    # A run purged by retention left its record: purged, not removed (engine/retention).
+    runs |= {str(pk) for pk in PurgedRun.objects.values_list("run_id", flat=True)}
     expected = 0
     for index, proof_digest, run_id in LogLeaf.objects.order_by("index").values_list(
         "index", "digest", "run_id"

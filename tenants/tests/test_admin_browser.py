@@ -49,6 +49,9 @@ def admin_data(world, committed_db):
     """In alpha: an LLM configuration, a built orchestrator, a conversation with its messages and a
     run with its steps (committed: the live server reads them from its own connections)."""
     from chat.models import Conversation, Message
+    from engine.alerts.evaluate import Finding
+    from engine.alerts.models import AlertRule
+    from engine.alerts.services import alert_fire, alert_rule_create
     from engine.models import Run, RunEvent
     from orchestrators.models import LLMConfig, OrchestratorInstance
     from orchestrators.services import llm_config_create, orchestrator_create
@@ -63,6 +66,7 @@ def admin_data(world, committed_db):
             for row in PluginVersion.objects.filter(plugin_id="com.acme.pagetour"):
                 package_delete(key=row.storage_key)
                 row.delete()
+            AlertRule.objects.filter(name="page tour").delete()
             Run.objects.filter(orchestrator_slug="pagebot").delete()
             Conversation.objects.filter(title="page tour").delete()
             OrchestratorInstance.objects.filter(slug="pagebot").delete()
@@ -109,12 +113,17 @@ def admin_data(world, committed_db):
             run=run,
         )
         plugin, _ = plugin_upload(raw=package(manifest(id="com.acme.pagetour")))
+        rule, _ = alert_rule_create(
+            actor="test", name="page tour", kind="run_failed", emails=["ops@alpha.test"]
+        )
+        alert_fire(rule=rule, finding=Finding(f"run:{run.id}", "page tour firing", {}, str(run.id)))
     yield {
         "run": run,
         "conversation": conversation,
         "bot": bot,
         "config": config,
         "plugin": plugin,
+        "rule": rule,
     }
     cleanup()
 
@@ -144,6 +153,10 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ("run-change", f"{ORG}/engine/run/{data['run'].pk}/change/", "run-owner"),
         ("conv-list", f"{ORG}/chat/conversation/", "admin"),
         ("conv-change", f"{ORG}/chat/conversation/{data['conversation'].pk}/change/", "admin"),
+        ("alert-list", f"{ORG}/alerts/alertrule/", "all"),
+        ("alert-change", f"{ORG}/alerts/alertrule/{data['rule'].pk}/change/", "all"),
+        ("alert-add", f"{ORG}/alerts/alertrule/add/", "admin"),
+        ("alert-history", f"{ORG}/alerts/alertevent/?rule__id__exact={data['rule'].pk}", "all"),
         ("members", f"{ORG}/tenants/membership/", "all"),
         ("member-change", f"{ORG}/tenants/membership/{member.pk}/change/", "all"),
         ("member-add", f"{ORG}/tenants/membership/add/", "admin"),

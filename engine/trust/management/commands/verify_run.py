@@ -27,6 +27,7 @@ class Command(BaseCommand):
 
     def _find(self, run_id: uuid.UUID, slug: str | None) -> str:
         from engine.models import Run
+        from engine.retention.models import PurgedRun
         from tenants.models import Organization
 
         orgs = Organization.objects.exclude(
@@ -38,6 +39,14 @@ class Command(BaseCommand):
             with schema_context(schema_name):
                 if Run.objects.filter(pk=run_id).exists():
                     return schema_name
+                purged = PurgedRun.objects.filter(pk=run_id).first()
+                if purged is not None:
+                    raise CommandError(
+                        f"run {run_id} was purged by retention on {purged.purged_at:%Y-%m-%d}: "
+                        "its step records are gone, so they cannot be checked against its "
+                        "proof; the proof and its log entry remain (…/proof/, "
+                        "…/transparency/inclusion/?run=)"
+                    )
         raise CommandError(f"run {run_id} not found" + (f" in {slug}" if slug else ""))
 
     def handle(self, *args, **options):

@@ -1,0 +1,15 @@
+from django.apps import AppConfig
+
+
+class AlertsConfig(AppConfig):
+    # Tenant schema: an organization's rules and what they fired live beside its runs.
+    name = "engine.alerts"
+    label = "alerts"
+    verbose_name = "Alerts"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from engine.alerts.turns import alerting_runs
+        from engine.runs.pipeline import register
+
+        register(alerting_runs)

@@ -1,0 +1,99 @@
+"""An alert fires within 5 s of its cause on a real Celery worker process, and a failed delivery
+is retried with backoff by that worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from django_tenants.utils import schema_context
+
+from cadence_site.testing import test_database_url
+from cadence_site.webhooks import signature_valid
+from engine.alerts.models import AlertEvent
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def alert_worker(settings):
+    """A worker on a queue of this test's own, started and ready before the test goes on."""
+    queue = f"alerts-{uuid.uuid4().hex[:8]}"
+    settings.CADENCE_ALERTS_QUEUE = queue
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "REDIS_URL": settings.REDIS_URL,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CADENCE_TESTING": "1",
+        "CADENCE_ALERTS_QUEUE": queue,
+        "CADENCE_EGRESS_ALLOWED_NETWORKS": "127.0.0.0/8",
+        "CADENCE_ALERT_RETRY_BASE_SECONDS": "0.5",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "cadence_site", "worker", "-Q", queue,
+         "-P", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle",
+         "-l", "INFO"],
+        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    ready = threading.Event()
+
+    def watch():
+        for line in process.stderr:
+            if " ready." in line:
+                ready.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        assert ready.wait(90), "the worker did not start"
+        yield queue
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.usefixtures("clean_rules")
+def test_an_alert_reaches_its_webhook_within_5_s_and_a_failed_delivery_is_retried(
+    world, flaky, openai_server, as_key, receiver, make_rule, alert_worker
+):
+    rule = make_rule(kind="run_failed", webhook_url=receiver.url)
+    receiver.statuses = [503]  # the first delivery fails; the worker retries it
+    openai_server.error(500, message="boom")
+
+    response = as_key(world.alpha.keys["member"]).post(
+        f"/api/v1/orgs/alpha/orchestrators/{flaky.id}/invoke/",
+        {"messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+    caused = time.monotonic()
+
+    assert response.status_code == 502
+    assert receiver.arrived.wait(5), "no alert within 5 s of the failed run"
+    first = time.monotonic() - caused
+    deadline = time.monotonic() + 30
+    while len(receiver.received) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [status for _, _, status in receiver.received] == [503, 200]
+    (headers, body, _), (retried_headers, retried_body, _) = receiver.received
+    assert retried_body == body
+    assert retried_headers["X-Cadence-Event"] == headers["X-Cadence-Event"]
+    assert signature_valid(rule.secret, retried_body, retried_headers["X-Cadence-Signature"])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with schema_context("org_alpha"):
+            event = AlertEvent.objects.get(rule=rule)
+        if event.webhook_status == "delivered":
+            break
+        time.sleep(0.05)
+    assert (event.webhook_status, event.webhook_attempts) == ("delivered", 2)
+    assert first < 5

@@ -1,0 +1,1 @@
+from chat.tests.conftest import chat_orchestrator  # noqa: F401
