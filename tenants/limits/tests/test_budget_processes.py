@@ -13,9 +13,9 @@ from collections import Counter
 
 import httpx
 import pytest
-from django_tenants.utils import schema_context
 
 from cadence_site.testing import start_live_server, test_database_url
+from orchestrators.tests.factories import orchestrators_remove, ready_orchestrator
 from tenants.limits import budgets
 from tenants.limits.models import UsageDay
 from tenants.limits.tests.conftest import overridden
@@ -46,33 +46,17 @@ def servers(_session_world, django_db_blocker):
         server.stop()
 
 
-def _bot(slug: str, model: str):
-    from orchestrators.models import LLMConfig, OrchestratorInstance
-    from orchestrators.services import llm_config_create, orchestrator_create
-    from orchestrators.tasks import instance_build
-
-    with schema_context("org_alpha"):
-        OrchestratorInstance.objects.filter(slug=slug).delete()
-        LLMConfig.objects.filter(name=slug).delete()
-        config = llm_config_create(name=slug, provider="offline", model=model)
-        instance = orchestrator_create(slug=slug, name=slug, llm_config=config)
-    built = instance_build(
-        schema_name="org_alpha", instance_id=str(instance.id), expected_hash=instance.config_hash
-    )
-    assert built == "ready"
-    return instance
-
-
 @pytest.fixture
 def bots(world, committed_db, empty_buckets):
-    from orchestrators.models import LLMConfig, OrchestratorInstance
-
+    slugs = ("spendbot", "slowbot")
+    orchestrators_remove("org_alpha", *slugs)
     UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
-    yield _bot("spendbot", "cadence-offline"), _bot("slowbot", "cadence-offline@150ms")
+    yield (
+        ready_orchestrator("org_alpha", "spendbot"),
+        ready_orchestrator("org_alpha", "slowbot", model="cadence-offline@150ms"),
+    )
     UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
-    with schema_context("org_alpha"):
-        OrchestratorInstance.objects.filter(slug__in=["spendbot", "slowbot"]).delete()
-        LLMConfig.objects.filter(name__in=["spendbot", "slowbot"]).delete()
+    orchestrators_remove("org_alpha", *slugs)
 
 
 def _body(model: str, text: str, max_tokens: int | None) -> dict:

@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from orchestrators.tests.factories import orchestrators_remove, ready_orchestrator
 from tenants.limits import budgets
 from tenants.limits.models import UsageDay
 from tenants.limits.tests.conftest import overridden
@@ -109,33 +110,11 @@ def test_concurrent_reservations_never_pass_the_budget(tenant):
 @pytest.fixture
 def bot(world, committed_db):
     """A ready offline orchestrator in alpha."""
-    from orchestrators.models import LLMConfig, OrchestratorInstance
-    from orchestrators.services import llm_config_create, orchestrator_create
-    from orchestrators.tasks import instance_build
-
-    def cleanup():
-        with schema_context("org_alpha"):
-            OrchestratorInstance.objects.filter(slug="budgetbot").delete()
-            LLMConfig.objects.filter(name="budget-offline").delete()
-
-    cleanup()
-    with schema_context("org_alpha"):
-        config = llm_config_create(
-            name="budget-offline", provider="offline", model="cadence-offline"
-        )
-        instance = orchestrator_create(slug="budgetbot", name="Budget bot", llm_config=config)
-    assert (
-        instance_build(
-            schema_name="org_alpha",
-            instance_id=str(instance.id),
-            expected_hash=instance.config_hash,
-        )
-        == "ready"
-    )
+    orchestrators_remove("org_alpha", "budgetbot")
     UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
-    yield instance
+    yield ready_orchestrator("org_alpha", "budgetbot", name="Budget bot")
     UsageDay.objects.filter(organization_id=world.alpha.org.pk).delete()
-    cleanup()
+    orchestrators_remove("org_alpha", "budgetbot")
 
 
 def _invoke(client, instance, text="hello there"):
