@@ -86,6 +86,7 @@ SHARED_APPS = [
     "plugins.system",
     "tenants.limits",
     "tenants.invitations",
+    "tenants.sso",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
@@ -311,6 +312,8 @@ DEFAULT_FROM_EMAIL = env.str(
 )
 # How long an invitation's link works; a resend starts a new period with a new link.
 CADENCE_INVITATION_TTL_HOURS = env.int("CADENCE_INVITATION_TTL_HOURS", default=72)
+# How long a single sign-on may take between leaving for the provider and coming back.
+CADENCE_SSO_STATE_TTL_SECONDS = env.int("CADENCE_SSO_STATE_TTL_SECONDS", default=600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
