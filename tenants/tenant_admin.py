@@ -209,7 +209,11 @@ def login_page(request):
     """Login for members (who are not platform staff), then back to where they were going."""
     from django.contrib.auth.views import LoginView
 
+    from tenants.sso.enforcement import SsoAwareAuthenticationForm
+
     view = LoginView.as_view(
+        # Refuses password login to members of organizations that require single sign-on.
+        authentication_form=SsoAwareAuthenticationForm,
         template_name="admin/login.html",
         extra_context={
             "site_header": "Cadence",

@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 
 from cadence_site.errors import ApplicationError
+from tenants.models import Organization
 from tenants.roles import Role, role_at_least
 from tenants.services import audit_record
 from tenants.sso import oidc
@@ -85,9 +86,15 @@ def _provider(org):
     return provider
 
 
+def _organization(request) -> Organization:
+    # The middleware's cached reference is enough to route; a sign-in writes rows that need the
+    # organization itself.
+    return Organization.objects.get(pk=request.org.id)
+
+
 @never_cache
 def sso_login(request):
-    org = request.org
+    org = _organization(request)
     try:
         provider = _provider(org)
         document = async_to_sync(oidc.discover)(provider.issuer)
@@ -203,7 +210,7 @@ def oidc_secret(provider) -> str:
 
 @never_cache
 def sso_callback(request):
-    org = request.org
+    org = _organization(request)
     try:
         target = _callback(request, org)
     except ApplicationError as exc:  # SsoError, and the services' own (a plan's member quota)

@@ -156,12 +156,9 @@ def provider_snapshot(provider: SsoProvider) -> dict:
     }
 
 
-@transaction.atomic
-def sso_provider_set(
+def sso_provider_validate(
     *,
     org: Organization,
-    actor,
-    actor_role: str,
     issuer: str,
     client_id: str,
     allowed_domains: list[str],
@@ -171,10 +168,8 @@ def sso_provider_set(
     mapping: dict | None = None,
     default_role: str = Role.MEMBER,
     sso_required: bool = False,
-) -> SsoProvider:
-    """Create or replace the organization's provider. `client_secret=None` keeps the stored one
-    ("" removes it: a public client that authenticates with PKCE alone)."""
-    _require_admin(actor_role)
+) -> dict[str, Any]:
+    """The fields as they will be stored, plus `warnings`; ApplicationError naming the field."""
     issuer, warnings = issuer_clean(issuer)
     client_id = client_id.strip()
     if not client_id or len(client_id) > 255:
@@ -192,24 +187,43 @@ def sso_provider_set(
         raise _invalid("A mapping needs the claim whose values it maps.", "claim")
     if default_role not in MAPPABLE_ROLES:
         raise _invalid("The default role is admin, member or viewer.", "default_role")
+    return {
+        "issuer": issuer,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "scopes": " ".join(words),
+        "allowed_domains": _domains_clean(allowed_domains),
+        "claim": claim,
+        "mapping": mapping,
+        "default_role": default_role,
+        "sso_required": bool(sso_required),
+        "warnings": warnings,
+    }
 
-    provider = SsoProvider.objects.select_for_update().filter(organization_id=org.pk).first()
+
+@transaction.atomic
+def sso_provider_set(*, org: Organization, actor, actor_role: str, **fields) -> SsoProvider:
+    """Create or replace the organization's provider (fields: `sso_provider_validate`'s).
+    `client_secret=None` keeps the stored one ("" removes it: a public client that
+    authenticates with PKCE alone)."""
+    _require_admin(actor_role)
+    # Requests carry a cached OrgRef; the provider row needs the organization itself.
+    org = Organization.objects.get(pk=org.id)
+    clean = sso_provider_validate(org=org, **fields)
+    client_secret = clean["client_secret"]
+    provider = SsoProvider.objects.select_for_update().filter(organization_id=org.id).first()
     before = provider_snapshot(provider) if provider else None
     if provider is None:
         provider = SsoProvider(organization=org)
         if client_secret is None:
             client_secret = ""
-    provider.issuer = issuer
-    provider.client_id = client_id
+    for name in ("issuer", "client_id", "scopes", "allowed_domains", "claim", "mapping"):
+        setattr(provider, name, clean[name])
+    provider.default_role = clean["default_role"]
+    provider.sso_required = clean["sso_required"]
     if client_secret is not None:
         provider.client_secret_encrypted = crypto.encrypt(client_secret)
         provider.client_secret_hint = crypto.mask(client_secret)
-    provider.scopes = " ".join(words)
-    provider.allowed_domains = _domains_clean(allowed_domains)
-    provider.claim = claim
-    provider.mapping = mapping
-    provider.default_role = default_role
-    provider.sso_required = bool(sso_required)
     provider.save()
     after = provider_snapshot(provider)
     changed = sorted(k for k in after if before is None or before.get(k) != after[k])
@@ -220,17 +234,17 @@ def sso_provider_set(
         org=org,
         action="sso.provider_created" if before is None else "sso.provider_updated",
         actor=_actor_label(actor),
-        target=issuer,
+        target=provider.issuer,
         details={"before": before, "after": after, "changed": sorted(changed)},
     )
-    provider.save_warnings = warnings
+    provider.save_warnings = clean["warnings"]
     return provider
 
 
 @transaction.atomic
 def sso_provider_delete(*, org: Organization, actor, actor_role: str) -> bool:
     _require_admin(actor_role)
-    provider = SsoProvider.objects.select_for_update().filter(organization_id=org.pk).first()
+    provider = SsoProvider.objects.select_for_update().filter(organization_id=org.id).first()
     if provider is None:
         return False
     before = provider_snapshot(provider)
