@@ -71,7 +71,9 @@ def issuer_clean(issuer: str) -> tuple[str, list[str]]:
         check_url(issuer)
     except EgressDenied as exc:
         if exc.extra.get("reason") != UNRESOLVABLE:
-            raise ApplicationError(exc.message, exc.code, {"field": "issuer", **exc.extra}) from None
+            raise ApplicationError(
+                exc.message, exc.code, {"field": "issuer", **exc.extra}
+            ) from None
         warnings.append(
             f"The issuer's host {host} does not resolve now; it is checked again at each sign-in."
         )

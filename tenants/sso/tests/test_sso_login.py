@@ -121,7 +121,9 @@ def test_second_sign_in_reaches_the_same_account_and_follows_the_claim(sso):
     assert response.status_code == 302
     assert response["Location"] == "/orgs/alpha/chat/"
     assert _session_user(second) == user.pk
-    assert User.objects.filter(email__in=["ada@alpha-corp.test", "ada.l@alpha-corp.test"]).count() == 1
+    assert (
+        User.objects.filter(email__in=["ada@alpha-corp.test", "ada.l@alpha-corp.test"]).count() == 1
+    )
     assert Membership.objects.get(organization=sso["org"], user=user).role == "member"
     assert _team_slugs(user.pk) == ["support"]
     assert SsoIdentity.objects.get(organization=sso["org"]).email == "ada.l@alpha-corp.test"
