@@ -357,6 +357,7 @@ SPECTACULAR_SETTINGS = {
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
         "TeamRole": "cadence_site.openapi_enums.TEAM_ROLE",
+        "SsoRole": "tenants.sso.models.MAPPABLE_ROLE_CHOICES",
         "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
         "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },

@@ -14,10 +14,9 @@ from cadence_site.api import OrgMemberApi, StrictSerializer
 from cadence_site.errors import NotFoundError
 from tenants.roles import Role
 from tenants.sso import selectors, services
-from tenants.sso.models import MAPPABLE_ROLES, SsoProvider
+from tenants.sso.models import MAPPABLE_ROLE_CHOICES as ROLE_CHOICES
+from tenants.sso.models import SsoProvider
 from tenants.sso.pages import redirect_uri
-
-ROLE_CHOICES = [(r.value, r.label) for r in MAPPABLE_ROLES]
 
 
 def sso_provider_output(request, provider: SsoProvider) -> dict:

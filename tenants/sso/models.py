@@ -11,6 +11,7 @@ from tenants.roles import Role
 # Roles a provider's claim may grant. Owner is granted by people only: an identity provider
 # that an admin configures must not be able to mint owners.
 MAPPABLE_ROLES = (Role.ADMIN, Role.MEMBER, Role.VIEWER)
+MAPPABLE_ROLE_CHOICES = [(r.value, r.label) for r in MAPPABLE_ROLES]
 
 
 class SsoProvider(models.Model):
