@@ -289,7 +289,7 @@ if TESTING:
     # frames; login attempts) are for people, not for a test suite that uploads fifty packages a
     # minute; the tests of the limits set their own figures.
     CADENCE_SCOPE_LIMITS = {"tickets": 100_000, "uploads": 100_000, "frames": 100_000}
-    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = 100_000
+    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = CADENCE_SSO_PER_ADDRESS = 100_000
 # How long a limiter waits for Redis's reply (seconds) before deciding without it.
 CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
 # Plans, overrides and key limits are kept this long in each process (0 under tests: a test that

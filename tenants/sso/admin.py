@@ -38,10 +38,12 @@ class SsoProviderForm(forms.ModelForm):
     mapping = JsonTextField(
         required=False,
         initial=dict,
-        help_text='{"claim value": {"role": "admin|member|viewer", "team": "<team id or name>"}}',
+        help_text='{"claim value": {"role": "admin|member|viewer", "team": "a team\'s id, slug '
+        'or name, or null"}}',
     )
     default_role = forms.ChoiceField(
         choices=[(r.value, r.label) for r in MAPPABLE_ROLES],
+        initial=Role.MEMBER,
         help_text="The role of someone no mapping entry matches.",
     )
 

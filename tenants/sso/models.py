@@ -26,7 +26,7 @@ class SsoProvider(models.Model):
         Organization, on_delete=models.CASCADE, related_name="sso_provider"
     )
     issuer = models.CharField(max_length=500)
-    client_id = models.CharField(max_length=255)
+    client_id = models.CharField("client ID", max_length=255)
     client_secret_encrypted = models.TextField(blank=True)
     client_secret_hint = models.CharField(max_length=16, blank=True)
     scopes = models.CharField(max_length=300, default="openid email profile")
@@ -37,7 +37,7 @@ class SsoProvider(models.Model):
     # {"claim value": {"role": "member", "team": "<team uuid>" | null}}
     mapping = models.JSONField(default=dict, blank=True)
     default_role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
-    sso_required = models.BooleanField(default=False)
+    sso_required = models.BooleanField("SSO required", default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -136,6 +136,8 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ("keys", f"{ORG}/tenants/apikey/", "admin"),
         ("key-change", f"{ORG}/tenants/apikey/{key.pk}/change/", "admin"),
         ("key-add", f"{ORG}/tenants/apikey/add/", "admin"),
+        ("sso-list", f"{ORG}/sso/ssoprovider/", "admin"),
+        ("sso-add", f"{ORG}/sso/ssoprovider/add/", "admin"),
         ("op-dashboard", "/admin/", "operator"),
         ("op-orgs", "/admin/tenants/organization/", "operator"),
         ("op-org-change", f"/admin/tenants/organization/{org_pk}/change/", "operator"),

@@ -3,6 +3,8 @@ the happy path, the second sign-in, and every way a sign-in must be refused (wit
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
@@ -332,3 +334,14 @@ def test_platform_staff_keep_a_recorded_break_glass_password_login(world, provid
     assert response.status_code == 302
     assert _session_user(client) == staff.pk
     assert _actions("sso.break_glass") == ["sso.break_glass_login"]
+
+
+def test_sign_in_starts_are_rate_limited_per_address_before_the_provider_is_called(sso, settings):
+    settings.CADENCE_SSO_PER_ADDRESS = 2
+    address = f"203.0.113.{uuid.uuid4().int % 250}"
+    client = Client(REMOTE_ADDR=address)
+
+    answers = [client.get("/orgs/alpha/sso/login/").status_code for _ in range(3)]
+
+    assert answers == [302, 302, 429]
+    assert SsoLoginState.objects.count() == 2
