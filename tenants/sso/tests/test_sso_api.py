@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import pytest
 from django_tenants.utils import schema_context
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from orchestrators import crypto
 from tenants.audit.models import AuditEvent
@@ -197,3 +200,29 @@ def test_a_provider_on_a_private_address_is_refused_unless_the_operator_allows_i
 
     assert (refused.status_code, refused.json()["error"]["code"]) == (400, "egress_denied")
     assert allowed.status_code == 200
+
+
+HOSTILE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=300),
+    st.lists(st.text(max_size=30), max_size=5),
+    st.dictionaries(
+        st.text(max_size=20),
+        st.one_of(
+            st.text(max_size=20),
+            st.dictionaries(st.sampled_from(["role", "team", "x"]), st.text(max_size=20)),
+        ),
+        max_size=4,
+    ),
+)
+
+
+@given(field=st.sampled_from(sorted(_body())), value=HOSTILE)
+@hypothesis_settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_no_put_body_is_a_5xx(world, as_key, field, value):
+    response = as_key(world.alpha.keys["admin"]).put(URL, _body(**{field: value}), format="json")
+
+    assert response.status_code in (200, 400), (field, value, response.content[:300])
+    assert response.json().get("client_secret") is None
