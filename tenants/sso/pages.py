@@ -23,6 +23,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 
 from cadence_site.errors import ApplicationError
+from orchestrators import crypto
 from tenants.models import Organization
 from tenants.roles import Role, role_at_least
 from tenants.services import audit_record
@@ -195,8 +196,6 @@ def _callback(request, org):
 
 
 def oidc_secret(provider) -> str:
-    from orchestrators import crypto
-
     try:
         return crypto.decrypt(provider.client_secret_encrypted)
     except ValueError:

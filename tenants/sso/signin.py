@@ -15,10 +15,11 @@ Which account an assertion signs in as:
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
@@ -129,6 +130,16 @@ def _teams_apply(*, org: Organization, user, granted: set[str], managed: set[str
     return {"teams_added": added, "teams_removed": removed}
 
 
+def _lock_subject(*, org: Organization, assertion: Assertion) -> None:
+    """Two first sign-ins of one subject at once would each create an account: the second waits
+    here for the first to commit, then finds its link."""
+    digest = hashlib.sha256(f"{org.pk}|{assertion.issuer}|{assertion.subject}".encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)]
+        )
+
+
 @transaction.atomic
 def sso_sign_in(*, org: Organization, provider: SsoProvider, assertion: Assertion):
     """The user to log in, member of `org` with the mapped role and teams."""
@@ -148,6 +159,7 @@ def sso_sign_in(*, org: Organization, provider: SsoProvider, assertion: Assertio
             "sso_email_domain",
             status=403,
         )
+    _lock_subject(org=org, assertion=assertion)
     user, how = _account_for(org=org, assertion=assertion)
     role, granted, managed = mapped_access(provider, assertion.claims)
     actor = f"sso:{assertion.issuer}"[:200]
