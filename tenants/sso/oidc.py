@@ -250,8 +250,10 @@ async def code_exchange(
     code: str,
     code_verifier: str,
     nonce: str,
+    claim: str = "",
 ) -> Assertion:
-    """Trade the code for tokens, verify the ID token, and read the email it vouches for."""
+    """Trade the code for tokens, verify the ID token, and read the email it vouches for (and
+    `claim`, the mapping's), from the userinfo endpoint when the ID token does not carry them."""
 
     async def run() -> Assertion:
         async with async_client(TIMEOUT_SECONDS) as client:
@@ -286,7 +288,8 @@ async def code_exchange(
                 nonce=nonce,
                 access_token=access_token,
             )
-            if "email" not in claims and access_token and document.get("userinfo_endpoint"):
+            missing = "email" not in claims or (claim and claim not in claims)
+            if missing and access_token and document.get("userinfo_endpoint"):
                 info = await _get(
                     client,
                     _endpoint(document, "userinfo_endpoint"),

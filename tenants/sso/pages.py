@@ -186,6 +186,7 @@ def _callback(request, org):
         code=code,
         code_verifier=row.code_verifier,
         nonce=row.nonce,
+        claim=provider.claim,
     )
     user, membership = sso_sign_in(org=org, provider=provider, assertion=assertion)
     login(request, user, backend="django.contrib.auth.backends.ModelBackend")

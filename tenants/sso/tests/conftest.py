@@ -66,6 +66,7 @@ def provider(oidc_provider_url, settings) -> Provider:
         user=dict(DEFAULT_USER),
         fault=None,
         userinfo_only=False,
+        userinfo_claims=[],
     )
     return found
 

@@ -6,7 +6,8 @@ approves the configured test user at once), token (client_secret_basic or _post,
 codes, PKCE S256 required), JWKS and userinfo.
 
 The tests steer it through `POST /_test/config` (JSON, merged): `client_id`, `client_secret`,
-`redirect_uris`, `user` (the claims of the person who "signs in"), `userinfo_only`, and `fault`, which makes the
+`redirect_uris`, `user` (the claims of the person who "signs in"), `userinfo_only` and
+`userinfo_claims` (claims only userinfo gives), and `fault`, which makes the
 next ID tokens wrong in one way: `issuer` (another iss), `rogue_key` (signed with a key that is
 not in the JWKS, under the published key's kid), `expired`, `nonce` (another nonce), `audience`.
 
@@ -41,6 +42,8 @@ config: dict = {
     "fault": None,
     # True: the ID token carries only `sub`, the rest comes from userinfo.
     "userinfo_only": False,
+    # Claims left out of the ID token (userinfo has them).
+    "userinfo_claims": [],
 }
 codes: dict[str, dict] = {}
 access_tokens: dict[str, dict] = {}
@@ -132,7 +135,11 @@ def _client_ok() -> bool:
 def _id_token(grant: dict, access_token: str) -> str:
     fault = config.get("fault")
     now = int(time.time())
-    user = {"sub": grant["user"]["sub"]} if config.get("userinfo_only") else grant["user"]
+    user = dict(grant["user"])
+    if config.get("userinfo_only"):
+        user = {"sub": user["sub"]}
+    for name in config.get("userinfo_claims") or ():
+        user.pop(name, None)
     claims = {
         **user,
         "iss": "https://evil.example.test" if fault == "issuer" else issuer(),

@@ -258,6 +258,18 @@ def test_claims_from_userinfo_when_the_id_token_has_only_the_subject(sso):
     assert Membership.objects.get(organization=sso["org"], user=user).role == "admin"
 
 
+def test_the_mapped_claim_from_userinfo_when_the_id_token_lacks_it(sso):
+    sso["provider"].configure(userinfo_claims=["groups"])
+    client = Client()
+
+    response = sign_in(client)
+
+    assert response.status_code == 302
+    user = User.objects.get(email="ada@alpha-corp.test")
+    assert Membership.objects.get(organization=sso["org"], user=user).role == "admin"
+    assert _team_slugs(user.pk) == ["platform"]
+
+
 def test_the_egress_policy_applies_to_the_provider(sso, settings):
     settings.CADENCE_EGRESS_ALLOWED_NETWORKS = []
     client = Client()
