@@ -9,10 +9,13 @@ exception: their way back in past a broken provider is an operator.
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.db import transaction
 
+from tenants.models import Organization
 from tenants.services import audit_record
 from tenants.sso.selectors import sso_login_path, sso_required_orgs_for_user
 
@@ -47,3 +50,18 @@ class SsoAwareAuthenticationForm(AuthenticationForm):
                 "links": ", ".join(sso_login_path(org) for org in orgs),
             },
         )
+
+
+_NEXT_ORG = re.compile(r"^/orgs/(?P<slug>[a-z0-9-]{1,40})/")
+
+
+def sso_org_for_next(next_path: str) -> Organization | None:
+    """The organization a login's `next` leads to, when it signs people in with its provider."""
+    match = _NEXT_ORG.match(next_path or "")
+    if match is None:
+        return None
+    return (
+        Organization.objects.filter(slug=match["slug"], sso_provider__isnull=False)
+        .select_related("sso_provider")
+        .first()
+    )

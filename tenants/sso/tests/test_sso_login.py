@@ -357,3 +357,18 @@ def test_sign_in_starts_are_rate_limited_per_address_before_the_provider_is_call
 
     assert answers == [302, 302, 429]
     assert SsoLoginState.objects.count() == 2
+
+
+def test_the_login_page_offers_the_organizations_sign_in_on_the_way_there(world, provider):
+    _require_sso(world, provider, required=False)
+
+    towards_alpha = Client().get("/accounts/login/?next=/orgs/alpha/admin/")
+    towards_bravo = Client().get("/accounts/login/?next=/orgs/bravo/admin/")
+
+    assert towards_alpha.status_code == 200
+    assert (
+        b'href="/orgs/alpha/sso/login/?next=/orgs/alpha/admin/"' in towards_alpha.content
+        or b'href="/orgs/alpha/sso/login/?next=%2Forgs%2Falpha%2Fadmin%2F"' in towards_alpha.content
+    )
+    assert b'id="sso-link"' not in towards_bravo.content
+    assert b'id="id_username"' in towards_bravo.content
