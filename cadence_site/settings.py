@@ -86,6 +86,7 @@ SHARED_APPS = [
     "plugins.system",
     "tenants.limits",
     "tenants.invitations",
+    "tenants.sso",
 ]
 # One PostgreSQL schema per organization. Decided once: moving an app later means faked
 # migrations in every schema.
@@ -297,7 +298,7 @@ if TESTING:
     # frames; login attempts) are for people, not for a test suite that uploads fifty packages a
     # minute; the tests of the limits set their own figures.
     CADENCE_SCOPE_LIMITS = {"tickets": 100_000, "uploads": 100_000, "frames": 100_000}
-    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = 100_000
+    CADENCE_LOGIN_PER_ACCOUNT = CADENCE_LOGIN_PER_ADDRESS = CADENCE_SSO_PER_ADDRESS = 100_000
 # How long a limiter waits for Redis's reply (seconds) before deciding without it.
 CADENCE_LIMITS_REDIS_TIMEOUT = env.float("CADENCE_LIMITS_REDIS_TIMEOUT", default=5.0)
 # Plans, overrides and key limits are kept this long in each process (0 under tests: a test that
@@ -320,6 +321,8 @@ DEFAULT_FROM_EMAIL = env.str(
 )
 # How long an invitation's link works; a resend starts a new period with a new link.
 CADENCE_INVITATION_TTL_HOURS = env.int("CADENCE_INVITATION_TTL_HOURS", default=72)
+# How long a single sign-on may take between leaving for the provider and coming back.
+CADENCE_SSO_STATE_TTL_SECONDS = env.int("CADENCE_SSO_STATE_TTL_SECONDS", default=600)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -363,6 +366,7 @@ SPECTACULAR_SETTINGS = {
         "OrganizationStatus": "cadence_site.openapi_enums.ORGANIZATION_STATUS",
         "MessageStatus": "cadence_site.openapi_enums.MESSAGE_STATUS",
         "TeamRole": "cadence_site.openapi_enums.TEAM_ROLE",
+        "SsoRole": "tenants.sso.models.MAPPABLE_ROLE_CHOICES",
         "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
         "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
     },

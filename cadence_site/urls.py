@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/", include("tenants.urls")),
     path("api/v1/", include("tenants.teams.urls")),
     path("api/v1/", include("tenants.invitations.urls")),
+    path("api/v1/", include("tenants.sso.urls")),
     path("api/v1/", include("orchestrators.urls")),
     path("api/v1/", include("chat.urls")),
     path("api/v1/", include("tenants.limits.urls")),

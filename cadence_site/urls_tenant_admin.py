@@ -6,11 +6,14 @@ from django.urls import path
 from django.views.generic import RedirectView
 
 from chat.pages import chat_page
+from tenants.sso.pages import sso_callback, sso_login
 from tenants.tenant_admin import tenant_admin_site
 
 urlpatterns = [
     path("admin/", tenant_admin_site.urls),
     path("chat/", chat_page, name="chat"),
+    path("sso/login/", sso_login, name="sso-login"),
+    path("sso/callback/", sso_callback, name="sso-callback"),
     path("", RedirectView.as_view(url="admin/", permanent=False)),
 ]
 

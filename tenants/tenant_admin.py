@@ -209,13 +209,21 @@ def login_page(request):
     """Login for members (who are not platform staff), then back to where they were going."""
     from django.contrib.auth.views import LoginView
 
+    from tenants.sso.enforcement import SsoAwareAuthenticationForm, sso_org_for_next
+
+    next_path = request.POST.get("next") or request.GET.get("next") or ""
     view = LoginView.as_view(
-        template_name="admin/login.html",
+        # Refuses password login to members of organizations that require single sign-on.
+        authentication_form=SsoAwareAuthenticationForm,
+        template_name="sso/password_login.html",
         extra_context={
             "site_header": "Cadence",
             "site_title": "Cadence",
             "title": "Log in",
             "app_path": request.get_full_path(),
+            # On the way to an organization that has single sign-on: its link, first.
+            "sso_org": sso_org_for_next(next_path),
+            "sso_next": next_path,
         },
         redirect_authenticated_user=False,
         # Without a ?next=, the landing page (which lists the user's organizations).

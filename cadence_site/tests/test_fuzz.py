@@ -27,6 +27,8 @@ FIELDS = [
     "max_tokens", "timeout_seconds", "framework", "flow", "tools", "plugins", "llm_config",
     "system_prompt", "description", "tier", "max_steps", "orchestrator", "title", "content",
     "stream", "messages", "metadata", "input", "limit", "after", "type", "cadence",
+    "issuer", "client_id", "client_secret", "allowed_domains", "claim", "mapping",
+    "default_role", "sso_required", "scopes",
 ]  # fmt: skip
 HOSTILE = ["\x00", "\ud800", "a\udfffb", "%00", "../../etc", "9" * 400, "ck_" + "x" * 43, ""]
 text = st.one_of(st.text(max_size=16), st.sampled_from(HOSTILE))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 
 from django.conf import settings
 from django.http import HttpResponse
@@ -23,6 +24,9 @@ from tenants.limits import plans
 from tenants.limits.enforce import RateLimited, caller_of, refusal_message, request_buckets
 
 LOGIN_PATHS = ("/accounts/login/", "/admin/login/")
+# Single sign-on: each start and callback costs requests to the organization's provider.
+SSO_PATHS = re.compile(r"^(/orgs/[^/]+)?/sso/(login|callback)/$")
+DEFAULT_SSO_PER_ADDRESS = 30
 # Per minute. Generous for a person who mistypes, slow for a guesser: 10 per account means a
 # 6-character lowercase password takes centuries, and 30 per address bounds spraying.
 DEFAULT_LOGIN_PER_ACCOUNT = 10
@@ -82,8 +86,20 @@ def login_buckets(*, username: str, address: str) -> list[ratelimit.Bucket]:
     ]
 
 
+def sso_bucket(*, address: str) -> ratelimit.Bucket:
+    per_address = getattr(settings, "CADENCE_SSO_PER_ADDRESS", DEFAULT_SSO_PER_ADDRESS)
+    return ratelimit.Bucket(
+        ratelimit.bucket_key("login", f"address:{address}", "sso"),
+        per_address,
+        60.0,
+        None,
+        "single sign-on address",
+    )
+
+
 class LoginRateLimitMiddleware:
-    """POSTs to the login pages: 429 with Retry-After before the password is checked."""
+    """POSTs to the login pages: 429 with Retry-After before the password is checked; GETs of
+    single sign-on's start and callback per address, before any request to the provider."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -94,6 +110,10 @@ class LoginRateLimitMiddleware:
             decision = ratelimit.decide(
                 login_buckets(username=username, address=client_address(request))
             )
+            if not decision.allowed:
+                return self._refuse(request, decision)
+        elif request.method == "GET" and SSO_PATHS.match(request.path_info):
+            decision = ratelimit.decide([sso_bucket(address=client_address(request))])
             if not decision.allowed:
                 return self._refuse(request, decision)
         return self.get_response(request)

@@ -170,6 +170,8 @@ def _pages(data, world) -> list[tuple[str, str, str]]:
         ("dead-letters", f"{ORG}/durable/queuedrun/", "all"),
         ("usage", f"{ORG}/limits/usageday/", "admin"),
         ("member-history", f"{ORG}/tenants/membership/{member.pk}/history/", "all"),
+        ("sso-list", f"{ORG}/sso/ssoprovider/", "admin"),
+        ("sso-add", f"{ORG}/sso/ssoprovider/add/", "admin"),
         ("op-dashboard", "/admin/", "operator"),
         ("op-orgs", "/admin/tenants/organization/", "operator"),
         ("op-org-change", f"/admin/tenants/organization/{org_pk}/change/", "operator"),
