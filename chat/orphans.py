@@ -44,7 +44,8 @@ INTERRUPTED_ERROR = f"{INTERRUPTED}: {INTERRUPTED_MESSAGE}"
 def replies_orphaned_finish(verdict: Verdict, *, conversation_id=None) -> list[dict]:
     """In the tenant's schema: claim the streaming replies whose owner is gone (one conditional
     UPDATE … RETURNING: a reply another sweeper or the live owner ended is not touched) and end
-    their runs the same way; what it ended, as {id, conversation, run, status}."""
+    their runs the same way; the replies it ended, as {id, conversation, run, status, seq,
+    content, run_ended}."""
     table = connection.ops.quote_name(Message._meta.db_table)
     scope, params = "", []
     if conversation_id is not None:
@@ -91,6 +92,12 @@ def replies_orphaned_finish(verdict: Verdict, *, conversation_id=None) -> list[d
     return ended
 
 
+def replies_sweep(verdict: Verdict) -> int:
+    """The sweep's part for replies: how many replies and runs it ended."""
+    ended = replies_orphaned_finish(verdict)
+    return len(ended) + sum(1 for e in ended if e["run_ended"])
+
+
 def _end_runs(ended: list[dict]) -> None:
     """The replies' runs, ended as their replies were: the run the heartbeat linked, else the
     conversation's running run (the process died before the first heartbeat linked it)."""
@@ -104,10 +111,12 @@ def _end_runs(ended: list[dict]) -> None:
             reply = unlinked[str(conversation_id)]
             reply["run"] = str(run_id)
             Message.objects.filter(pk=reply["id"], run_id__isnull=True).update(run_id=run_id)
+    finished: set[str] = set()
     for status in (Message.Status.CANCELLED, Message.Status.FAILED):
-        runs_end(
-            run_ids=[e["run"] for e in ended if e["run"] and e["status"] == status], status=status
-        )
+        run_ids = [e["run"] for e in ended if e["run"] and e["status"] == status]
+        finished.update(runs_end(run_ids=run_ids, status=status))
+    for reply in ended:
+        reply["run_ended"] = reply["run"] in finished
 
 
 def _announce(schema_name: str, ended: list[dict]) -> None:
@@ -213,6 +222,6 @@ REPLIES = Source(
     model=Message,
     status=Message.Status.STREAMING,
     since="updated_at",
-    finish=lambda verdict: len(replies_orphaned_finish(verdict)),
+    finish=replies_sweep,
     name="chat.replies",
 )
