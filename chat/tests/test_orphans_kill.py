@@ -158,12 +158,15 @@ def test_a_server_killed_mid_reply_leaves_no_conversation_broken(world, servers)
     for stream in streams:
         stream.start()
 
-    # Each reply has stored text with a heartbeat that linked its run, and its client has tokens.
+    # Each reply and its run have stored text with a heartbeat (which linked the reply to its
+    # run), and each client has tokens.
     def heartbeats_seen():
         replies = [_reply(c) for c in conversations]
-        return all(
-            r is not None and r.status == "streaming" and r.content and r.run_id for r in replies
-        ) and all(s.tokens >= 5 for s in streams)
+        return (
+            all(r is not None and r.status == "streaming" and r.content for r in replies)
+            and all(r.run_id and _run(r.run_id).output for r in replies)
+            and all(s.tokens >= 5 for s in streams)
+        )
 
     _until(heartbeats_seen, "a heartbeat with text on every reply")
     a.process.send_signal(signal.SIGSTOP)
