@@ -10,6 +10,8 @@ reports a task's unretrieved exception), then the server stops and its log is re
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import time
 
 import httpx
@@ -54,13 +56,28 @@ def _reply_status(conversation: str) -> str | None:
         )
 
 
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset: no FIN, no close frame, as a client that crashed or lost its network."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def _raw_post(port: int, path: str, body: dict, headers: dict) -> socket.socket:
+    data = json.dumps(body).encode()
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(data)}"]
+    lines += ["Content-Type: application/json", *(f"{k}: {v}" for k, v in headers.items())]
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
+    return sock
+
+
 def test_clients_that_leave_mid_reply_log_no_error(world, logged_server):
     server, log = logged_server
     key = world.alpha.keys["member"]
     headers = {"Authorization": f"Bearer {key}"}
     api = httpx.Client(base_url=server.url, headers=headers, timeout=30)
-    sse, ws = (
-        api.post(f"{BASE}/", json={"orchestrator": "slowbot"}).json()["id"] for _ in range(2)
+    sse, ws, reset_ws, reset_sse = (
+        api.post(f"{BASE}/", json={"orchestrator": "slowbot"}).json()["id"] for _ in range(4)
     )
 
     # SSE: the connection closes after the first token.
@@ -97,9 +114,30 @@ def test_clients_that_leave_mid_reply_log_no_error(world, logged_server):
             ):
                 break
 
+    # Clients that vanish without a goodbye (the connection reset mid-stream): a socket, and SSE.
+    with connect(
+        f"{ws_url}/ws/orgs/alpha/conversations/{reset_ws}/",
+        additional_headers=headers,
+        open_timeout=10,
+    ) as socket:
+        socket.send(json.dumps({"type": "message", "content": WORDS}))
+        while json.loads(socket.recv(timeout=10)).get("type") != "token":
+            pass
+        _reset(socket.socket)
+    raw = _raw_post(
+        server.port,
+        f"{BASE}/{reset_sse}/messages/",
+        {"content": WORDS},
+        {**headers, "Accept": "text/event-stream"},
+    )
+    _until(lambda: b"event: token" in raw.recv(65536), "a token over raw SSE")
+    _reset(raw)
+
     # The replies go on without their clients and are stored whole.
     _until(lambda: _reply_status(sse) == "complete", "the SSE reply")
     _until(lambda: _reply_status(ws) == "complete", "the socket's reply")
+    _until(lambda: _reply_status(reset_ws) == "complete", "the reset socket's reply")
+    _until(lambda: _reply_status(reset_sse) == "complete", "the reset SSE reply")
     for _ in range(30):
         assert api.get(f"{BASE}/{sse}/messages/").status_code == 200
     server.stop()
