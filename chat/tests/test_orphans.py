@@ -329,3 +329,62 @@ def test_the_heartbeat_ticks_while_the_model_is_silent(world, chat_orchestrator,
         run = Run.objects.get(pk=outcome.run_id)
     assert run.owner == owners.owner_token()
     assert run.heartbeat_at is not None and run.status == "succeeded"
+
+
+# --- the chat socket ------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_socket_cancel_ends_an_orphaned_reply_and_open_tabs_see_it_end(
+    world, chat_orchestrator
+):
+    from channels.db import database_sync_to_async
+
+    from chat.tests.test_ws import _make_conversation, _open, _until_done
+
+    user = world.alpha.users["member"]
+    conversation = await database_sync_to_async(_make_conversation)(chat_orchestrator["fast"], user)
+    dead = await database_sync_to_async(_dead_local_owner)()
+    orphan = await database_sync_to_async(_in_flight)(conversation, owner=dead, age=0)
+    tab, connected, _ = await _open(conversation, user)
+    assert connected
+
+    await tab.send_json_to({"type": "cancel"})
+    frames = await _until_done(tab)
+
+    assert (frames[-1]["message_id"], frames[-1]["status"]) == (orphan[0], "cancelled")
+    assert frames[-1]["content"] == "Offline model. You"
+    assert await database_sync_to_async(_state)(*orphan) == (
+        ("cancelled", "Offline model. You", ""),
+        ("cancelled", "cancelled", "Offline model. You", True),
+    )
+    await tab.send_json_to({"type": "message", "content": "next"})
+    frames = await _until_done(tab)
+    assert (frames[-1]["status"], frames[-1]["content"]) == (
+        "complete",
+        "Offline model. You said: next",
+    )
+    await tab.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_viewers_socket_cannot_cancel_an_orphaned_reply(world, chat_orchestrator):
+    from channels.db import database_sync_to_async
+
+    from chat.tests.test_ws import _make_conversation, _open
+
+    viewer = world.alpha.users["viewer"]
+    conversation = await database_sync_to_async(_make_conversation)(
+        chat_orchestrator["fast"], viewer
+    )
+    dead = await database_sync_to_async(_dead_local_owner)()
+    orphan = await database_sync_to_async(_in_flight)(conversation, owner=dead, age=0)
+    tab, connected, _ = await _open(conversation, viewer)
+    assert connected
+
+    await tab.send_json_to({"type": "cancel"})
+    frame = await tab.receive_json_from(timeout=5)
+
+    assert (frame["type"], frame["code"]) == ("error", "role_required")
+    assert (await database_sync_to_async(_state)(*orphan))[0][0] == "streaming"
+    await tab.disconnect()
