@@ -157,6 +157,42 @@ def test_the_sweep_ends_orphans_keeps_their_text_and_leaves_live_work_alone(
         assert Run.objects.get(pk=queued).status == "running"
 
 
+def test_two_sweepers_at_once_end_each_orphan_once(world, chat_orchestrator, as_key):
+    import threading
+
+    from django.db import connection
+
+    from engine.runs.tasks import runs_orphans_sweep
+
+    client = as_key(world.alpha.keys["member"])
+    orphans = [_in_flight(_conversation(client), owner=ELSEWHERE, age=3600) for _ in range(3)]
+    orphans.append((None, _queued_run(owner=ELSEWHERE, age=3600)))
+    with schema_context("org_alpha"):
+        Run.objects.filter(pk=orphans[-1][1]).update(trigger="invoke")
+    counts: list[int] = []
+    start = threading.Barrier(2)
+
+    def sweep(fn) -> None:
+        start.wait()
+        try:
+            counts.append(fn())
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=sweep, args=(fn,)) for fn in (orphans_sweep, runs_orphans_sweep)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sum(counts) == 7  # three replies, their three runs, one run of its own: each once
+    for message_id, run_id in orphans[:3]:
+        assert _state(message_id, run_id)[0][0] == "failed"
+        assert _state(message_id, run_id)[1][:2] == ("failed", "interrupted")
+
+
 def test_a_reply_whose_cancel_was_asked_ends_cancelled(world, chat_orchestrator, as_key, settings):
     settings.CADENCE_ORPHAN_SECONDS = 1
     client = as_key(world.alpha.keys["member"])
