@@ -1,6 +1,8 @@
 """ASGI lifespan: what each server process starts with and stops with.
 
-Start: the orchestrator lifecycle listener and the hot orchestrators (orchestrators/pool.py).
+Start: the orchestrator lifecycle listener and the hot orchestrators (orchestrators/pool.py), and
+the orphan sweep (engine/runs/orphans.py): replies and runs a dead process left in flight (this
+host's previous server, killed) are ended before the first request, not at the next beat.
 Channels' router has no lifespan of its own, so this wraps it.
 """
 
@@ -31,8 +33,22 @@ class Lifespan:
                     logger.exception("start-up failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
+                await sync_to_async(_sweep_orphans, thread_sensitive=True)()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_process_services()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _sweep_orphans() -> None:
+    from django.db import close_old_connections
+
+    from engine.runs.orphans import orphans_sweep
+
+    try:
+        orphans_sweep()
+    except Exception:  # beat sweeps again; a server that cannot sweep now still serves
+        logger.exception("the start-up orphan sweep failed")
+    finally:
+        close_old_connections()

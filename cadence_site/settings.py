@@ -215,6 +215,10 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CADENCE_BUILD_LEASE_SECONDS = env.int("CADENCE_BUILD_LEASE_SECONDS", default=60)
+# A reply or run whose owner's heartbeat (every engine.runs.pipeline.PROGRESS_SECONDS, 1 s) is
+# older than this is an orphan (engine/runs/orphans.py): 3 missed heartbeats plus a wide margin
+# for a busy database thread. An owner on this host known to be gone is an orphan at once.
+CADENCE_ORPHAN_SECONDS = env.float("CADENCE_ORPHAN_SECONDS", default=15.0)
 CELERY_TASK_ALWAYS_EAGER = env.bool("CADENCE_CELERY_EAGER", default=False)
 
 # --- files ------------------------------------------------------------------------------------
@@ -443,6 +447,8 @@ CELERY_BEAT_SCHEDULE = {
     # judgement was lost (a broker outage).
     "alerts-windows": {"task": "alerts.windows_sweep", "schedule": 60.0},
     "runs-retention": {"task": "retention.purge", "schedule": float(CADENCE_RETENTION_INTERVAL)},
+    # Replies and runs whose process died are finished (failed `interrupted`, or cancelled).
+    "runs-orphans": {"task": "runs.orphans_sweep", "schedule": 10.0},
 }
 # Queued runs (engine/durable): organizations whose runs only their own workers take,
 # {"slug": "celery-queue-name"}; every other organization shares the "runs" queue.

@@ -298,7 +298,7 @@ class MessageCancelApi(OrgMemberApi):
         streaming = (
             conversation.messages.filter(status="streaming").values_list("id", flat=True).first()
         )
-        cancelled = async_to_sync(turns.turn_cancel)(
+        cancelled = async_to_sync(turns.reply_cancel)(
             schema_name=request.org.schema_name,
             conversation_id=str(conversation.id),
             message_id=str(streaming) if streaming else None,

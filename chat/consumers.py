@@ -132,7 +132,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     principal=self.principal,
                     conversation_id=self.conversation_id,
                 )
-                await turns.turn_cancel(
+                await turns.reply_cancel(
                     schema_name=self.org.schema_name,
                     conversation_id=self.conversation_id,
                     message_id=message_id,

@@ -60,11 +60,25 @@ class Message(models.Model):
     run = models.ForeignKey(
         "engine.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="messages"
     )
+    # While `streaming`: the process writing the reply (engine/runs/owners.py), its last heartbeat
+    # (the text so far is stored with it), and when a cancel was asked (a reply whose owner is
+    # gone ends `cancelled` then, `failed` otherwise: chat/orphans.py).
+    owner = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["conversation", "seq"]
+        indexes = [
+            # The orphan sweep reads only replies in flight, in every schema, every few seconds.
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(status="streaming"),
+                name="message_inflight",
+            )
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["conversation", "seq"], name="message_conversation_seq_unique"

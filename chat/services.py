@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from cadence_site.errors import ApplicationError, NotFoundError
 from chat.models import Conversation, Message
@@ -96,8 +97,10 @@ def message_append(
     usage: dict | None = None,
     run_id=None,
     tool_calls: list | None = None,
+    owner: str = "",
 ) -> Message:
-    """Appends with the next sequence number; concurrent appends are serialised on the conversation row."""
+    """Appends with the next sequence number; concurrent appends are serialised on the conversation
+    row. A streaming reply names its `owner` (the process writing it, chat/orphans.py)."""
     updated = Conversation.objects.filter(pk=conversation_id).update(last_seq=F("last_seq") + 1)
     if not updated:
         raise NotFoundError("No such conversation.", "conversation_not_found")
@@ -111,6 +114,8 @@ def message_append(
         usage=usage or {},
         run_id=run_id,
         tool_calls=tool_calls or [],
+        owner=owner,
+        heartbeat_at=timezone.now() if owner else None,
     )
 
 

@@ -27,6 +27,7 @@ from cadence_site.aredis import async_redis
 from chat import services
 from chat.models import Conversation, Message
 from engine.runs import pipeline
+from engine.runs.owners import owner_token
 from orchestrators.runtime import (
     RuntimeEvent,
     StepEvent,
@@ -155,10 +156,10 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
     placeholder (so the two keep adjacent sequence numbers); one reply at a time per
     conversation. Every chat trigger, the /v1 conversation extension included, begins here."""
     from cadence_site.errors import ApplicationError
+    from chat.orphans import conversation_free
 
-    if Message.objects.filter(
-        conversation_id=conversation_id, status=Message.Status.STREAMING
-    ).exists():
+    # A reply whose process is gone is ended here, so the conversation is usable again at once.
+    if not conversation_free(conversation_id=conversation_id):
         raise ApplicationError(
             "A reply is still being written in this conversation; wait for it or cancel it.",
             "turn_in_progress",
@@ -172,6 +173,7 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
         role=Message.Role.ASSISTANT,
         content="",
         status=Message.Status.STREAMING,
+        owner=owner_token(),
     )
     return user, assistant
 
@@ -238,6 +240,28 @@ async def turn_cancel(*, schema_name: str, conversation_id: str, message_id: str
             ) from None
         return True
     return False
+
+
+async def reply_cancel(*, schema_name: str, conversation_id: str, message_id: str | None) -> bool:
+    """Cancel the reply being written: a reply whose process is gone is ended `cancelled` here
+    and now (its text kept); a live one is cancelled where it runs (`turn_cancel`). The cancel
+    is recorded with the reply either way, so a reply whose process dies before it sees the
+    cancel ends `cancelled` too. Whether a reply was being written."""
+    from chat.orphans import reply_cancel_request
+    from tenants.context import in_tenant
+
+    if not message_id:
+        return False
+    if await in_tenant(
+        schema_name,
+        reply_cancel_request,
+        conversation_id=conversation_id,
+        message_id=message_id,
+    ):
+        return True
+    return await turn_cancel(
+        schema_name=schema_name, conversation_id=conversation_id, message_id=message_id
+    )
 
 
 async def _cancel_requested(flag: str) -> bool:

@@ -62,6 +62,10 @@ class Run(models.Model):
         on_delete=models.PROTECT,
         related_name="runs",
     )
+    # The process running it (engine/runs/owners.py) and its last sign of life, while `running`:
+    # a run whose owner is gone is finished `failed` (`interrupted`) by engine/runs/orphans.py.
+    owner = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     # A replay (engine/runs/replay.py) is a run of its own: the run it replays, and the step it
     # re-ran (or the step it re-ran the flow from: its input says which).
@@ -81,6 +85,12 @@ class Run(models.Model):
             models.Index(fields=["owner_user_id", "-started_at", "-id"], name="run_user_recent"),
             models.Index(fields=["owner_api_key_id", "-started_at", "-id"], name="run_key_recent"),
             models.Index(fields=["error_code", "-started_at", "-id"], name="run_error_recent"),
+            # The orphan sweep reads only runs in flight, in every schema, every few seconds.
+            models.Index(
+                fields=["heartbeat_at"],
+                condition=models.Q(status="running"),
+                name="run_inflight",
+            ),
         ]
         constraints = [
             models.CheckConstraint(

@@ -194,3 +194,6 @@ async def guard(inner, scope, connect_message, receive, send, *, access: LiveAcc
         await asyncio.gather(watcher, return_exceptions=True)
         if pending is not None:
             pending.cancel()
+            # Retrieved, whatever it ended with: a receive that failed as the client went away
+            # would otherwise be logged as "Task exception was never retrieved".
+            await asyncio.gather(pending, return_exceptions=True)

@@ -22,9 +22,12 @@ every method is optional and all run for every turn, in registration order):
   native adapter calls them). Reserve a token budget before (raise `ApplicationError` to refuse
   the call: the turn fails with that error) and settle it after (usage is zero when the call
   failed; a call refused before it was made is not settled) (issue 13).
-- `on_progress(turn)`: awaited at most every `PROGRESS_SECONDS` while tokens stream, and once at
-  the end, with `turn.text` (the reply so far) and `turn.run_id`: a heartbeat for the process
-  that owns the run and the partial reply, for orphan recovery (issue 8).
+- `on_progress(turn)`: awaited every `PROGRESS_SECONDS` while the turn runs (tokens streaming
+  or not: a model slow to its first token or a long tool call sends no event, and a heartbeat
+  that waited for one would let a sweep take a live turn), never concurrently with itself, and
+  once at the end, with `turn.text` (the reply so far) and `turn.run_id`: the heartbeat of the
+  process that owns the run and the partial reply, for orphan recovery (issue 8:
+  engine/runs/orphans.py for runs, chat/orphans.py for replies).
 - `on_finish(turn, outcome)`: synchronous, in the tenant's schema, inside the transaction that
   writes the run's outcome.
 
@@ -41,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
@@ -212,6 +214,8 @@ async def turn_run(
     recorder: RunRecorder | None = None
     starting: asyncio.Future | None = None
     final: FinalEvent | None = None
+    stop_pulse = asyncio.Event()
+    pulse = asyncio.ensure_future(_pulse(turn, stop_pulse)) if _extensions else None
     try:
         acquired = turn.acquired or await pool.acquire(
             schema_name=request.schema_name, org_slug=request.org_slug, ref=request.ref
@@ -223,7 +227,6 @@ async def turn_run(
         events = acquired.runtime.stream(
             request.history, request.message, _run_context(turn, request)
         )
-        last_progress = time.monotonic()
         # aclosing: on an error or a cancel the runtime's own cleanup (its engine task, open
         # provider streams) runs now, not whenever the generator is garbage-collected.
         async with aclosing(events):
@@ -251,9 +254,6 @@ async def turn_run(
                     final = event
                 if on_event is not None:
                     await on_event(event)
-                if _extensions and time.monotonic() - last_progress >= PROGRESS_SECONDS:
-                    last_progress = time.monotonic()
-                    await _progress(turn)
         if final is None:
             raise ApplicationError(
                 "The orchestrator ended without a reply.", "no_reply", status=502
@@ -270,6 +270,10 @@ async def turn_run(
         outcome.error = error_for(exc, run_id=request.run_id)
     if starting is not None:
         await _settle(asyncio.gather(starting, return_exceptions=True))
+    if pulse is not None:
+        # Stopped, not cancelled: a heartbeat being written finishes before the last one.
+        stop_pulse.set()
+        await _settle(asyncio.gather(pulse, return_exceptions=True))
     if _extensions:
         await _progress(turn)
     await _settle(asyncio.ensure_future(_finish(turn, recorder, outcome, store)))
@@ -359,6 +363,16 @@ def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
     )
 
 
+async def _pulse(turn: Turn, stop: asyncio.Event) -> None:
+    """`on_progress` every PROGRESS_SECONDS until `stop` is set."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=PROGRESS_SECONDS)
+            return
+        except TimeoutError:
+            await _progress(turn)
+
+
 async def _progress(turn: Turn) -> None:
     for extension in list(_extensions):
         try:
@@ -421,6 +435,10 @@ async def _db(fn: Callable[[], Any]) -> Any:
                 close_old_connections()
 
     return await sync_to_async(call, thread_sensitive=True)()
+
+
+# Extensions write through the same path as the turn's own database calls (see `_db`).
+db_call = _db
 
 
 async def _settle(future: asyncio.Future) -> Any:
