@@ -34,5 +34,18 @@ class Lifespan:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_process_services()
+                await sync_to_async(_stop_telemetry, thread_sensitive=False)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def _stop_telemetry() -> None:
+    """Queued traces sent; this process's live gauges out of /metrics' sum (multiprocess mode)."""
+    from cadence_site.metrics import mark_process_dead
+    from engine.runs import traces
+
+    try:
+        traces.flush(timeout=5.0)
+        mark_process_dead()
+    except Exception:
+        logger.exception("stopping telemetry failed")
