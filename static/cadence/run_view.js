@@ -67,7 +67,8 @@
     text($("run-duration"), run.duration_ms == null ? "running" : run.duration_ms.toFixed(1) + " ms");
     var error = $("run-error");
     if (run.error) {
-      text(error, (run.error.code ? run.error.code + ": " : "") + run.error.message);
+      // The recorded message already starts with its code ("llm_timeout: …").
+      text(error, run.error.message || run.error.code);
       error.hidden = false;
     }
   }
