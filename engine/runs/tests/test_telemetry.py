@@ -304,3 +304,24 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr
+
+
+def test_a_stopped_server_leaves_the_live_gauge_and_keeps_its_counts(
+    world, chat_orchestrator, servers
+):
+    """Runs last in this module: it stops server b (the fixture's stop is then a no-op)."""
+    a, b, directory = servers["a"], servers["b"], servers["dir"]
+    _invoke(b, world.alpha.keys["member"], "one more from b")
+    before = _scrape(a)
+    gauge = directory / f"gauge_livesum_{b.process.pid}.db"
+    assert gauge.exists()
+
+    b.stop()
+
+    assert not gauge.exists()  # the lifespan's shutdown marked the process dead
+    after = _scrape(a)
+    labels = {"org": "alpha", "orchestrator": "chatbot", "status": "succeeded"}
+    assert _total(after, "cadence_runs_total", **labels) == _total(
+        before, "cadence_runs_total", **labels
+    )
+    assert _total(after, "cadence_runs_in_progress", org="alpha") == 0
