@@ -223,3 +223,36 @@ def test_clean_command_needs_a_directory(tmp_path):
         [*run, "clean", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_a_celery_worker_process_marks_itself_dead_when_it_stops(tmp_path):
+    """cadence_site/celery.py: worker_process_shutdown takes the child's live gauges out."""
+    code = (
+        "import os, django\n"
+        "django.setup()\n"
+        "from celery.signals import worker_process_shutdown\n"
+        "import cadence_site.celery\n"
+        "from engine.runs import metrics\n"
+        "metrics.run_started(org='alpha', orchestrator='bot')\n"
+        "metrics.RUNS.labels('alpha', 'bot', 'queue', 'succeeded').inc()\n"
+        "assert os.path.exists(os.path.join(os.environ['PROMETHEUS_MULTIPROC_DIR'],"
+        " f'gauge_livesum_{os.getpid()}.db'))\n"
+        "worker_process_shutdown.send(sender=None, pid=os.getpid(), exitcode=0)\n"
+    )
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    env["DJANGO_SETTINGS_MODULE"] = "cadence_site.settings"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+    samples = _collect(tmp_path)
+    assert list(tmp_path.glob("gauge_livesum_*.db")) == []
+    assert not any(
+        name == "cadence_runs_in_progress" and value for (name, _), value in samples.items()
+    )
+    key = (
+        "cadence_runs_total",
+        (("orchestrator", "bot"), ("org", "alpha"), ("status", "succeeded"), ("trigger", "queue")),
+    )
+    assert samples[key] == 1

@@ -53,6 +53,18 @@ ERRORS = Counter(
 _orgs = LabelCap()
 _orchestrators = LabelCap()
 _codes = LabelCap()
+# Labelled children by their label values: `.labels()` costs more than the observation itself.
+_children: dict[tuple, Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (metric, *values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 _STEP_KINDS = frozenset({"note", "sync", "split", "child", "llm_call", "tool_call", "step"})
 _STEP_STATUSES = frozenset({"completed", "failed", "interrupted", "running"})
 
@@ -104,8 +116,8 @@ def run_finished(
         kind = step.kind if step.kind in _STEP_KINDS else "step"
         outcome = step.outcome if step.outcome in _STEP_STATUSES else "completed"
         if step.duration_ms is not None:
-            STEP_DURATION.labels(org_label, orch_label, kind, outcome).observe(
+            _child(STEP_DURATION, org_label, orch_label, kind, outcome).observe(
                 step.duration_ms / 1000
             )
         if kind == "tool_call":
-            TOOL_CALLS.labels(org_label, orch_label, outcome).inc()
+            _child(TOOL_CALLS, org_label, orch_label, outcome).inc()
