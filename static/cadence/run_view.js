@@ -78,8 +78,13 @@
     var name = String(step.name || step.kind || "step").replace(/[^A-Za-z0-9 _.:\/()-]/g, "_").slice(0, 60);
     return step.seq + ". " + name + " (" + String(step.kind || "").replace(/[^a-z_]/g, "") + ")";
   }
+  var MAX_DRAWN = 300; // mermaid refuses very large graphs; the table and timeline show all
   function diagramSource(steps) {
     var lines = ["flowchart TD", '  run(["run"])'];
+    if (steps.length > MAX_DRAWN) {
+      lines.push('  more["… ' + (steps.length - MAX_DRAWN) + ' more steps in the table"]');
+      steps = steps.slice(0, MAX_DRAWN);
+    }
     var lastChild = {}; // parent seq (0: the run) -> last child's seq, for the order among siblings
     steps.forEach(function (step) {
       lines.push("  s" + step.seq + '["' + label(step) + '"]:::' + statusClass(step.status));
@@ -91,6 +96,7 @@
     if (state.lineage && state.lineage.edges) {
       state.lineage.edges.forEach(function (edge) {
         if (edge.from == null || !state.steps[edge.from] || !state.steps[edge.to]) return;
+        if (edge.from > MAX_DRAWN || edge.to > MAX_DRAWN) return;
         var field = String(edge.field || "").replace(/[^A-Za-z0-9_.]/g, "_").slice(0, 40);
         lines.push("  s" + edge.from + " == " + (field || "value") + " ==> s" + edge.to);
       });
@@ -423,7 +429,7 @@
       else { $("run-log").hidden = false; logLine(frame); }
     } else if (frame.type === "run") {
       showRun(Object.assign({}, state.run || {}, frame));
-      if (TERMINAL[frame.status]) finish();
+      if (TERMINAL[frame.status]) refresh(); // the stored steps and outcome, then finish()
     }
   }
   var redrawTimer = null;
@@ -484,6 +490,8 @@
   }
 
   function finish() {
+    if (state.finished) return;
+    state.finished = true;
     if (state.pollTimer) { clearInterval(state.pollTimer); state.pollTimer = null; }
     if (state.endTimer) { clearInterval(state.endTimer); state.endTimer = null; }
     if (state.socket) { state.socket.close(); state.socket = null; }
