@@ -392,3 +392,137 @@ def test_the_step_table_follows_a_running_run(world, view_runs, live_server_url,
     else:
         expect(page.locator("#step-actions")).to_be_hidden()
     assert errors == []
+
+
+OTHER_BRANCH_ENDPOINTS = ("lineage/", "logs/", "replay/")
+
+
+@needs_browser
+@pytest.mark.skipif(
+    all(_has_endpoint(suffix) for suffix in OTHER_BRANCH_ENDPOINTS),
+    reason="lineage, logs and replay are served for real: their own tests drive them",
+)
+def test_lineage_log_and_replay_panels_read_the_documented_shapes(
+    world, view_runs, live_server_url, browser_page
+):
+    """Where this server lacks the lineage, log and replay endpoints (built on other branches),
+    the browser answers for them in their documented shapes, so the panels are exercised."""
+    login, errors = browser_page
+    page = login("alpha-admin", "pw-admin")
+    run = view_runs["mine"]
+    run_id = str(run.pk)
+    replay_id = "7f1d4b7e-0000-4000-8000-000000000001"
+    posted: list[dict] = []
+
+    def answer(route):
+        request = route.request
+        path = request.url.split(f"/runs/{run_id}/", 1)[-1]
+        suffix = path.split("?", 1)[0]
+        if _has_endpoint(suffix):
+            return route.continue_()
+        body: dict | None = None
+        status = 200
+        if suffix == "lineage/" and "step=" not in path:
+            body = {
+                "run": run_id,
+                "nodes": [
+                    {"seq": s, "name": n, "kind": k, "status": st}
+                    for s, n, k, st in (
+                        (1, "agent", "note", "completed"),
+                        (3, "calculator", "tool_call", "completed"),
+                        (4, "finish", "note", "failed"),
+                    )
+                ],
+                "edges": [
+                    {"from": None, "to": 1, "field": "question"},
+                    {"from": 3, "to": 4, "field": "answer"},
+                ],
+            }
+        elif suffix == "lineage/":
+            assert "step=4" in path and "field=answer" in path
+            body = {
+                "run": run_id,
+                "step": 4,
+                "field": "answer",
+                "chain": [
+                    {
+                        "seq": 3,
+                        "name": "calculator",
+                        "kind": "tool_call",
+                        "field": "answer",
+                        "value_preview": "42",
+                    },
+                    {
+                        "seq": None,
+                        "name": "input",
+                        "kind": "input",
+                        "field": "question",
+                        "value_preview": '"6*7"',
+                    },
+                ],
+            }
+        elif suffix == "logs/":
+            body = {
+                "results": [
+                    {
+                        "step": 3,
+                        "level": "info",
+                        "message": "calculating 6*7",
+                        "at": "2026-06-01T12:00:00.140Z",
+                    },
+                    {
+                        "step": 4,
+                        "level": "error",
+                        "message": "finish broke",
+                        "at": "2026-06-01T12:00:00.360Z",
+                    },
+                ]
+            }
+        elif suffix == "replay/" and request.method == "OPTIONS":
+            body = {"name": "Replay"}
+        elif suffix == "replay/" and request.method == "POST":
+            assert request.headers.get("x-csrftoken")
+            posted.append(json.loads(request.post_data))
+            status = 201
+            body = {
+                "id": replay_id,
+                "status": "succeeded",
+                "replay_of": run_id,
+                "diff": {"answer": {"before": 42, "after": 43}},
+            }
+        if body is None:
+            return route.continue_()
+        return route.fulfill(status=status, content_type="application/json", body=json.dumps(body))
+
+    page.route(lambda url: f"/runs/{run_id}/" in url and "/api/v1/" in url, answer)
+    page.goto(live_server_url + _view(run))
+
+    page.locator("#run-diagram[data-drawn='1'] svg").wait_for()
+    # The data edge from the lineage graph is drawn, labelled with its field.
+    expect(page.locator("#run-diagram .edgeLabels")).to_contain_text("answer")
+    log = page.locator("#run-log-lines li")
+    expect(page.locator("#run-log")).to_be_visible()
+    expect(log).to_have_count(2)
+    expect(log.nth(0)).to_contain_text("step 3  calculating 6*7")
+    expect(log.nth(1)).to_have_class("log-error")
+
+    page.locator("#step-table tbody tr").nth(3).click()
+    page.locator("#lineage-fields button", has_text="answer").click()
+    chain = page.locator("#lineage-chain li")
+    expect(chain).to_have_count(2)
+    expect(chain.nth(0)).to_have_text("step 3 calculator (tool_call) · answer = 42")
+    expect(chain.nth(1)).to_have_text('the run\'s input · question = "6*7"')
+    chain.nth(0).click()
+    expect(page.locator("#step-title")).to_contain_text("calculator")
+
+    page.locator("#replay-step").click()
+    result = page.locator("#replay-result")
+    expect(result).to_contain_text("answer: 42 → 43")
+    assert posted == [{"step": 3}]
+    link = result.locator("a")
+    assert link.get_attribute("href") == f"{PAGES}/{replay_id}/view/"
+    page.locator("#replay-from").click()
+    expect(result).to_contain_text("answer: 42 → 43")
+    assert posted == [{"step": 3}, {"from_step": 3}]
+    page.screenshot(path=str(ARTIFACTS / "run-view-panels.png"), full_page=True)
+    assert errors == []
