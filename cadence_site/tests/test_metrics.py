@@ -256,3 +256,24 @@ def test_a_celery_worker_process_marks_itself_dead_when_it_stops(tmp_path):
         (("orchestrator", "bot"), ("org", "alpha"), ("status", "succeeded"), ("trigger", "queue")),
     )
     assert samples[key] == 1
+
+
+def test_make_run_gives_every_process_one_emptied_directory(tmp_path, monkeypatch):
+    from cadence_site.launcher import Launcher
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    monkeypatch.setenv("CADENCE_VAR_DIR", str(tmp_path))
+    stale = tmp_path / "prometheus-multiproc" / "counter_4242.db"
+    stale.parent.mkdir()
+    stale.write_bytes(b"left by an earlier run")
+
+    env = Launcher().metrics_directory()
+
+    assert env == {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus-multiproc")}
+    assert not stale.exists()
+
+    # A directory the environment names is used (and emptied of metric files) instead.
+    chosen = tmp_path / "chosen"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(chosen))
+    assert Launcher().metrics_directory() == {"PROMETHEUS_MULTIPROC_DIR": str(chosen)}
+    assert chosen.is_dir()
