@@ -129,6 +129,7 @@ def test_run_finished_counts_failures_by_code_and_steps_by_kind():
 
     metrics.run_finished(
         pair=labels,
+        recorded=True,
         org="alpha",
         orchestrator="unit-bot",
         trigger="rest",
@@ -147,6 +148,7 @@ def test_run_finished_counts_failures_by_code_and_steps_by_kind():
     runs_before = value(metrics.RUNS, *labels, "rest", "failed")
     metrics.run_finished(
         pair=None,
+        recorded=False,
         org="alpha",
         orchestrator="unit-bot",
         trigger="rest",

@@ -87,6 +87,7 @@ def run_started(*, org: str, orchestrator: str) -> tuple[str, str]:
 def run_finished(
     *,
     pair: tuple[str, str] | None,
+    recorded: bool,
     org: str,
     orchestrator: str,
     trigger: str,
@@ -96,14 +97,15 @@ def run_finished(
     error_code: str,
     steps: list[Any],
 ) -> None:
-    """`pair` is what run_started returned (None: the run never started, nothing is in progress);
-    `steps` are the recorder's rows (kind, outcome, duration_ms)."""
+    """`pair` is what run_started returned (None: nothing was counted in progress); `recorded`
+    whether a run was recorded (not when the runtime could not be acquired: only the error
+    counts); `steps` are the recorder's rows (kind, outcome, duration_ms)."""
     if pair is not None:
         RUNS_IN_PROGRESS.labels(*pair).dec()
     org_label, orch_label = pair or labels(org, orchestrator)
     if status == "failed":
         ERRORS.labels(org_label, orch_label, _codes(error_code or "unknown")).inc()
-    if pair is None:  # no run was recorded: only the error counts
+    if not recorded:
         return
     RUNS.labels(org_label, orch_label, trigger, status).inc()
     if duration_s is not None:

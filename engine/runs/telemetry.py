@@ -38,7 +38,8 @@ def run_ended(
     duration_ms = getattr(recorder, "duration_ms", None)
     try:
         metrics.run_finished(
-            pair=pair if recorder is not None else None,
+            pair=pair,
+            recorded=recorder is not None,
             org=org,
             orchestrator=orchestrator,
             trigger=trigger,
