@@ -129,6 +129,7 @@ class Launcher:
             raise SystemExit(f"port {port} on 127.0.0.1 is in use: stop what uses it or set PORT")
         self.acquire_services()
         self.env.update(local_development_defaults(os.environ))
+        self.env.update(self.metrics_directory())
         report_frameworks()
         manage = [PYTHON, "manage.py"]
         self.check(
@@ -136,6 +137,18 @@ class Launcher:
         )
         self.check("creating the demo organization and logins", [*manage, "bootstrap_demo"])
         return self.serve(port)
+
+    def metrics_directory(self) -> dict[str, str]:
+        """One directory where the server and the worker processes write their metrics, emptied
+        now (before any of them starts): /metrics sums them (cadence_site/metrics.py)."""
+        from cadence_site.metrics import clean
+
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(
+            self.var_dir / "prometheus-multiproc"
+        )
+        clean(directory)
+        logger.info("metrics of every process in %s (PROMETHEUS_MULTIPROC_DIR)", directory)
+        return {"PROMETHEUS_MULTIPROC_DIR": directory}
 
     def serve(self, port: str) -> int:
         from honcho.manager import Manager

@@ -37,6 +37,7 @@ class Lifespan:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_process_services()
+                await sync_to_async(_stop_telemetry, thread_sensitive=False)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -52,3 +53,15 @@ def _sweep_orphans() -> None:
         logger.exception("the start-up orphan sweep failed")
     finally:
         close_old_connections()
+
+
+def _stop_telemetry() -> None:
+    """Queued traces sent; this process's live gauges out of /metrics' sum (multiprocess mode)."""
+    from cadence_site.metrics import mark_process_dead
+    from engine.runs import traces
+
+    try:
+        traces.flush(timeout=5.0)
+        mark_process_dead()
+    except Exception:
+        logger.exception("stopping telemetry failed")

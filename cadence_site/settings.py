@@ -455,3 +455,13 @@ CELERY_BEAT_SCHEDULE = {
 CADENCE_ORG_QUEUES = env.dict("CADENCE_ORG_QUEUES", default={})
 CADENCE_RUN_LEASE_SECONDS = env.int("CADENCE_RUN_LEASE_SECONDS", default=30)
 CELERY_TASK_ROUTES = {"durable.run_next": {"queue": "runs"}}
+
+# --- metrics and traces (cadence_site/metrics.py, engine/runs/traces.py) ----------------------
+# /metrics: with a token, only `Authorization: Bearer <token>`; without, direct loopback requests.
+CADENCE_METRICS_TOKEN = env.str("CADENCE_METRICS_TOKEN", default="")
+# Distinct values per label (organization, orchestrator, error code) per process; then "other".
+CADENCE_METRICS_MAX_LABEL_VALUES = env.int("CADENCE_METRICS_MAX_LABEL_VALUES", default=100)
+# PROMETHEUS_MULTIPROC_DIR (several processes) and OTEL_EXPORTER_OTLP_ENDPOINT (traces) are read
+# from the environment by prometheus_client and OpenTelemetry themselves.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ on to the child, and the supervisor exits when the child has.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ def supervise(name: str, command: Sequence[str]) -> int:
         if stopping:
             return 0
         how = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+        _forget_dead_processes()
         if time.monotonic() - started >= HEALTHY_AFTER:
             backoff = 1.0
         logger.warning("%s stopped (%s); restarting in %.0f s", name, how, backoff)
@@ -57,6 +59,18 @@ def supervise(name: str, command: Sequence[str]) -> int:
         if stopping:
             return 0
         backoff = min(MAX_BACKOFF, backoff * 2)
+
+
+def _forget_dead_processes() -> None:
+    """A crashed child (and its pool) never marked itself dead for /metrics' live gauges."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        from cadence_site.metrics import forget_dead_processes
+
+        forget_dead_processes()
+    except Exception:
+        logger.exception("clearing the metrics of dead processes failed")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

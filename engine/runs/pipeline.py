@@ -56,6 +56,7 @@ from django.db import close_old_connections, connection
 from cadence_site.errors import ApplicationError
 from cadence_site.requestlog import org_var, principal_var, request_id_var
 from engine.errors import CadenceError
+from engine.runs import telemetry
 from engine.runs.recorder import RunRecorder
 from orchestrators.pool import Acquired, pool
 from orchestrators.runtime import (
@@ -212,6 +213,7 @@ async def turn_run(
     turn = Turn(request, acquired=request.acquired)
     outcome = TurnOutcome(run_id=request.run_id, status="succeeded")
     recorder: RunRecorder | None = None
+    in_progress: tuple[str, str] | None = None  # the run's metrics labels while it runs
     starting: asyncio.Future | None = None
     final: FinalEvent | None = None
     stop_pulse = asyncio.Event()
@@ -222,6 +224,7 @@ async def turn_run(
         )
         turn.acquired = outcome.acquired = acquired
         recorder = _recorder(request, acquired)
+        in_progress = telemetry.run_started(org=request.org_slug, orchestrator=acquired.slug)
         # The run's row is written beside the model call, not before it: first tokens don't wait.
         starting = asyncio.ensure_future(_db(recorder.start))
         events = acquired.runtime.stream(
@@ -276,7 +279,7 @@ async def turn_run(
         await _settle(asyncio.gather(pulse, return_exceptions=True))
     if _extensions:
         await _progress(turn)
-    await _settle(asyncio.ensure_future(_finish(turn, recorder, outcome, store)))
+    await _settle(asyncio.ensure_future(_finish(turn, recorder, outcome, store, in_progress)))
     return outcome
 
 
@@ -386,6 +389,7 @@ async def _finish(
     recorder: RunRecorder | None,
     outcome: TurnOutcome,
     store: Callable[[TurnOutcome], None] | None,
+    in_progress: tuple[str, str] | None = None,
 ) -> None:
     from django_tenants.utils import schema_context
 
@@ -413,6 +417,14 @@ async def _finish(
         await _db(write)
     except Exception:
         logger.exception("recording a turn failed", extra={"run": turn.run_id})
+    # Metrics and the trace, from what the recorder holds (no database read); never raises.
+    telemetry.run_ended(
+        org=turn.request.org_slug,
+        trigger=turn.request.trigger,
+        recorder=recorder,
+        outcome=outcome,
+        pair=in_progress,
+    )
 
 
 async def _db(fn: Callable[[], Any]) -> Any:

@@ -98,6 +98,7 @@ class RunRecorder:
         self._open_named: dict[str, list[_Step]] = {}  # steps started without an id
         self._tools: dict[str, tuple[_Step, bool]] = {}  # call id → (row, from a step event)
         self.started = time.perf_counter()
+        self.duration_ms: float | None = None  # set by finish
 
     @property
     def run_id(self) -> str:
@@ -232,6 +233,7 @@ class RunRecorder:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
         what a caller stores beside the run (a chat reply) is written with it or not at all."""
         duration = (time.perf_counter() - self.started) * 1000
+        self.duration_ms = duration
         for row in self.events:
             if row.outcome == "running":
                 row.outcome = "interrupted"
