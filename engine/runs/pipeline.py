@@ -54,6 +54,7 @@ from django.db import close_old_connections, connection
 from cadence_site.errors import ApplicationError
 from cadence_site.requestlog import org_var, principal_var, request_id_var
 from engine.errors import CadenceError
+from engine.runs import live, runlog
 from engine.runs.recorder import RunRecorder
 from orchestrators.pool import Acquired, pool
 from orchestrators.runtime import (
@@ -210,14 +211,17 @@ async def turn_run(
     recorder: RunRecorder | None = None
     starting: asyncio.Future | None = None
     final: FinalEvent | None = None
+    logging_to: contextvars.Token | None = None
     try:
         acquired = turn.acquired or await pool.acquire(
             schema_name=request.schema_name, org_slug=request.org_slug, ref=request.ref
         )
         turn.acquired = outcome.acquired = acquired
         recorder = _recorder(request, acquired)
+        # What the run's code logs from here on is the run's (engine/runs/runlog.py).
+        logging_to = runlog.bind(runlog.RunLogBinding(recorder.log, _secrets(acquired)))
         # The run's row is written beside the model call, not before it: first tokens don't wait.
-        starting = asyncio.ensure_future(_db(recorder.start))
+        starting = asyncio.ensure_future(_start(recorder))
         events = acquired.runtime.stream(
             request.history, request.message, _run_context(turn, request)
         )
@@ -227,6 +231,8 @@ async def turn_run(
         async with aclosing(events):
             async for event in events:
                 recorder.observe(event)
+                if event.type == "log":  # the run's, not the caller's
+                    continue
                 if isinstance(event, TokenEvent):
                     turn.text.append(event.delta)
                 elif isinstance(event, ToolCallEvent):
@@ -266,6 +272,8 @@ async def turn_run(
         outcome.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
         outcome.content = "".join(turn.text)
         outcome.error = error_for(exc, run_id=request.run_id)
+    if logging_to is not None:
+        runlog.unbind(logging_to)
     if starting is not None:
         await _settle(asyncio.gather(starting, return_exceptions=True))
     if _extensions:
@@ -291,7 +299,25 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
     recorder.fields["owner_api_key_id"] = request.owner_api_key_id
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
+    recorder.publisher = live.RunPublisher(
+        schema_name=request.schema_name,
+        run_id=request.run_id,
+        owner={"user": request.owner_user_id, "key": request.owner_api_key_id},
+    )
     return recorder
+
+
+async def _start(recorder: RunRecorder) -> None:
+    await _db(recorder.start)
+    # Announced once the row exists: a watcher that hears of the run can read it.
+    recorder.publisher.org(live.recorder_org_frame(recorder))
+
+
+def _secrets(acquired: Acquired) -> tuple[str, ...]:
+    """What a run's log lines never show, whatever it looks like: its model's key."""
+    config = getattr(acquired.runtime, "config", None)
+    key = getattr(getattr(config, "llm", None), "api_key", "")
+    return (key,) if isinstance(key, str) and key else ()
 
 
 def _environment(acquired: Acquired) -> dict[str, Any]:
@@ -388,10 +414,20 @@ async def _finish(
             then=then,
         )
 
+    if recorder is not None:
+        recorder.seal()  # on the loop: the last frames' cursors, before the write stores them
+    written = True
     try:
         await _db(write)
     except Exception:
+        written = False
         logger.exception("recording a turn failed", extra={"run": turn.run_id})
+    if recorder is not None and recorder.publisher is not None:
+        # After the write: a watcher told the run ended finds it stored.
+        await recorder.publisher.close(
+            live.recorder_end_frame(recorder) if written else None,
+            live.recorder_org_frame(recorder) if written else None,
+        )
 
 
 async def _db(fn: Callable[[], Any]) -> Any:

@@ -13,6 +13,12 @@ result events make a `tool_call` step unless a step event already covers that ca
 A step's data over INLINE_BYTES of JSON is kept whole in file storage
 (`runs/<schema>/<run id>/<seq>.json`) and truncated in the row, each large field replaced by
 {"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
+
+Live: every step start, step end and log line gets the next number of the run's cursor, is
+handed to the run's publisher (engine/runs/live.py: a Redis stream, written off the turn's path)
+and keeps its cursor in the database, so that an ended run replays as it streamed. Log lines
+(engine/runs/runlog.py) are bounded by settings.CADENCE_RUN_LOG_MAX_LINES: past it one warning
+line marks the cut, and says at the end how many lines were dropped.
 """
 
 from __future__ import annotations
@@ -27,13 +33,15 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from engine.models import Run, RunEvent
+from engine.models import Run, RunEvent, RunLog
+from engine.runs.export import step_fields
 
 INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
@@ -98,6 +106,16 @@ class RunRecorder:
         self._open_named: dict[str, list[_Step]] = {}  # steps started without an id
         self._tools: dict[str, tuple[_Step, bool]] = {}  # call id → (row, from a step event)
         self.started = time.perf_counter()
+        self.started_at: datetime | None = None  # the row's, once written
+        # Live: the run's frame cursor, its publisher (engine/runs/live.py; None: not streamed),
+        # its log lines and how many were dropped past the limit.
+        self.cursor = 0
+        self.publisher: Any = None
+        self.logs: list[_Line] = []
+        self.max_logs: int = settings.CADENCE_RUN_LOG_MAX_LINES
+        self.logs_dropped = 0
+        self.sealed = False
+        self.ended: dict[str, Any] = {}
 
     @property
     def run_id(self) -> str:
@@ -119,8 +137,11 @@ class RunRecorder:
             if Run.objects.filter(pk=self.run_id, status=Run.Status.QUEUED).update(
                 status=Run.Status.RUNNING, **fields
             ):
+                self.started_at = (
+                    Run.objects.filter(pk=self.run_id).values_list("started_at", flat=True).first()
+                )
                 return
-        Run.objects.create(**self.fields)
+        self.started_at = Run.objects.create(**self.fields).started_at
 
     def _add_plugins(self) -> None:
         environment = self.fields["environment"]
@@ -140,16 +161,28 @@ class RunRecorder:
 
     # --- steps --------------------------------------------------------------------------------
 
+    def _next(self) -> int:
+        self.cursor += 1
+        return self.cursor
+
+    def _opened(self, row: _Step) -> None:
+        row.start_cursor = self._next()
+        if self.publisher is not None:
+            self.publisher.step(row, True)
+
     def observe(self, event: Any) -> None:
         """A runtime event (orchestrators.runtime); tokens are not steps and are not recorded."""
         kind = getattr(event, "type", "")
         if kind == "step":
             self._step(event)
+        elif kind == "log":
+            self.log(event.entry)
         elif kind == "tool_call":
             if event.id not in self._tools:
                 row = self._new("tool_call", event.name, None)
                 row.data = {"inputs": {"arguments": _jsonable(event.arguments)}}
                 self._tools[event.id] = (row, False)
+                self._opened(row)
         elif kind == "tool_result":
             row, from_step = self._tools.get(event.id, (None, True))
             if row is not None and not from_step:
@@ -168,6 +201,7 @@ class RunRecorder:
                 self._open_named.setdefault(event.name, []).append(row)
             if detail.get("call_id"):
                 self._tools[detail["call_id"]] = (row, True)
+            self._opened(row)
             return
         row = self._open.pop(step_id, None) if step_id else None
         if row is None and not step_id and self._open_named.get(event.name):
@@ -216,6 +250,58 @@ class RunRecorder:
             duration_ms if duration_ms is not None else round((row.at - row.started_at) * 1000, 3)
         )
         row.error = error[:5000]
+        row.end_cursor = self._next()
+        if self.publisher is not None:
+            self.publisher.step(row, False)
+
+    # --- log lines (engine/runs/runlog.py) ------------------------------------------------------
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """A captured log line, in the order it happened; on the run's event loop."""
+        if self.sealed:
+            return
+        if len(self.logs) >= self.max_logs:
+            if self.logs_dropped == 0:
+                self._line(
+                    {
+                        "level": "warning",
+                        "logger": "cadence.runlog",
+                        "message": f"Run log limit reached ({self.max_logs} lines): "
+                        "later lines are not kept.",
+                        "at": entry.get("at") or time.time(),
+                        "worker": entry.get("worker", ""),
+                    },
+                    None,
+                )
+            self.logs_dropped += 1
+            return
+        self._line(entry, self._step_of(entry.get("step_id")))
+
+    def _line(self, entry: dict[str, Any], step: int | None) -> None:
+        line = _Line(
+            self._next(),
+            step,
+            entry["level"],
+            entry.get("logger", ""),
+            entry["message"],
+            entry["at"],
+            entry.get("worker", ""),
+        )
+        self.logs.append(line)
+        if self.publisher is not None:
+            self.publisher.log(line)
+
+    def _step_of(self, step_id: str | None) -> int | None:
+        """The step a line was logged in: the engine's step when it names one the run opened,
+        else the innermost step still running (adapters that report steps without ids)."""
+        if step_id:
+            row = self._open.get(step_id)
+            if row is not None:
+                return row.seq
+        for row in reversed(self.events[-8:]):
+            if row.outcome == "running":
+                return row.seq
+        return None
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -231,10 +317,8 @@ class RunRecorder:
     ) -> None:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
         what a caller stores beside the run (a chat reply) is written with it or not at all."""
-        duration = (time.perf_counter() - self.started) * 1000
-        for row in self.events:
-            if row.outcome == "running":
-                row.outcome = "interrupted"
+        if not self.sealed:
+            self.seal()
         # Files before the transaction: storage writes cannot roll back with it.
         self._offload()
         with schema_context(self.schema_name), transaction.atomic():
@@ -247,16 +331,37 @@ class RunRecorder:
                 usage=usage or {},
                 error=error[:5000],
                 error_code=error_code[:64],
-                finished_at=timezone.now(),
-                duration_ms=round(duration, 3),
+                finished_at=self.ended["finished_at"],
+                duration_ms=self.ended["duration_ms"],
             )
             _insert_steps(self.run_id, self.events)
+            _insert_logs(self.run_id, self.logs, self.logs_dropped)
             if then is not None:
                 then()
+        self.ended.update(status=status, error_code=error_code[:64])
+
+    def seal(self) -> None:
+        """The end of the run's stream (on its event loop, before `finish` writes it): steps
+        still running are interrupted, later log lines are not kept, the end time is fixed."""
+        self.sealed = True
+        for row in self.events:
+            if row.outcome == "running":
+                row.outcome = "interrupted"
+                row.at = time.time()
+                row.end_cursor = self._next()
+                if self.publisher is not None:
+                    self.publisher.step(row, False)
+        self.ended = {
+            "finished_at": timezone.now(),
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "cursor": self._next(),
+        }
 
     def _offload(self) -> None:
         for row in self.events:
-            text = json.dumps(row.data, separators=(",", ":"), default=str)
+            # The publisher may have written the data's JSON already (a step's data is final
+            # once it ended); the same call either way.
+            text = row.json or json.dumps(row.data, separators=(",", ":"), default=str)
             if len(text) > INLINE_BYTES:
                 name = payload_name(self.schema_name, self.run_id, row.seq)
                 row.payload = default_storage.save(name, ContentFile(text.encode()))
@@ -286,6 +391,9 @@ class _Step:
         "payload",
         "at",
         "text",  # the data as JSON, once written
+        "json",  # the data as JSON, whole, as the publisher made it (None until then)
+        "start_cursor",
+        "end_cursor",
     )
 
     def __init__(self, seq: int, parent_seq: int | None, kind: str, name: str, now: float) -> None:
@@ -295,6 +403,57 @@ class _Step:
         self.data: dict[str, Any] = {}
         self.error = self.error_type = self.stack = self.payload = ""
         self.text: str | None = None
+        self.json: str | None = None
+        self.start_cursor: int | None = None
+        self.end_cursor: int | None = None
+
+    def frame(self, started: bool) -> dict[str, Any]:
+        """The run socket's frame for this step: as it started (no data yet), or as it ended,
+        each large field truncated as the stored row is (GET …/steps/ items, plus type, cursor)."""
+        iso = _iso
+        if started:
+            return {
+                "type": "step",
+                "cursor": self.start_cursor,
+                **step_fields(
+                    seq=self.seq,
+                    parent=self.parent_seq,
+                    name=self.name,
+                    kind=self.kind,
+                    status="running",
+                    started_at=iso(self.started_at),
+                    finished_at=None,
+                    duration_ms=None,
+                    data={},
+                ),
+            }
+        data = self.data
+        if self.json is None:
+            self.json = json.dumps(data, separators=(",", ":"), default=str)
+        truncated = len(self.json) > INLINE_BYTES
+        if truncated:
+            data = {key: _truncated(value) for key, value in data.items()}
+        return {
+            "type": "step",
+            "cursor": self.end_cursor,
+            **step_fields(
+                seq=self.seq,
+                parent=self.parent_seq,
+                name=self.name,
+                kind=self.kind,
+                status=self.outcome,
+                started_at=iso(self.started_at),
+                finished_at=iso(self.at),
+                duration_ms=self.duration_ms,
+                data=data,
+                error=self.error,
+                error_type=self.error_type,
+                stack=self.stack,
+                cpu_ms=self.cpu_ms,
+                memory_kb=self.memory_kb,
+                truncated=truncated,
+            ),
+        }
 
     def row(self, run_id: str) -> tuple:
         text = self.text if self.text is not None else json.dumps(self.data, default=str)
@@ -315,7 +474,37 @@ class _Step:
             self.payload,
             datetime.fromtimestamp(self.at, UTC),
             text,
+            self.start_cursor,
+            self.end_cursor,
         )
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+class _Line:
+    """A log line while the run streams; a RunLog row when the run is written."""
+
+    __slots__ = ("cursor", "step", "level", "logger", "message", "at", "worker")
+
+    def __init__(
+        self, cursor: int, step: int | None, level: str, logger: str, message: str, at, worker
+    ) -> None:
+        self.cursor, self.step, self.level, self.logger = cursor, step, level, logger
+        self.message, self.at, self.worker = message, at, worker
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "log",
+            "cursor": self.cursor,
+            "step": self.step,
+            "level": self.level,
+            "message": self.message,
+            "at": _iso(self.at),
+            "logger": self.logger,
+            "worker": self.worker,
+        }
 
 
 _COLUMNS = (
@@ -335,6 +524,8 @@ _COLUMNS = (
     "payload",
     "at",
     "data",
+    "start_cursor",
+    "end_cursor",
 )
 
 
@@ -347,12 +538,32 @@ def _insert_steps(run_id: str, steps: list[_Step]) -> None:
 
     table = connection.ops.quote_name(RunEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    values = ", ".join(["%s"] * (len(_COLUMNS) - 1) + ["%s::jsonb"])
+    values = ", ".join(["%s"] * 15 + ["%s::jsonb", "%s", "%s"])
     with connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {table} ({columns}) VALUES ({values})",  # noqa: S608 - fixed names
             [step.row(run_id) for step in steps],
         )
+
+
+def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:
+    if not lines:
+        return
+    if dropped:  # the limit's marker is the last line kept
+        lines[-1].message += f" {dropped} lines were dropped."
+    RunLog.objects.bulk_create(
+        RunLog(
+            run_id=run_id,
+            cursor=line.cursor,
+            step_seq=line.step,
+            level=line.level,
+            logger=line.logger,
+            message=line.message,
+            worker=line.worker[:200],
+            at=datetime.fromtimestamp(line.at, UTC),
+        )
+        for line in lines
+    )
 
 
 def _truncated(value: Any) -> Any:

@@ -95,3 +95,30 @@ class RunExportOutput(serializers.Serializer):
     resourceSpans = serializers.JSONField(  # noqa: N815 - OTLP's own field name
         required=False, help_text="With `as=otlp`: the run as one OTLP/JSON trace."
     )
+
+
+class RunLogOutput(serializers.Serializer):
+    cursor = serializers.IntegerField(
+        help_text="Its place among the run's frames (the run socket's cursor); lines come in order."
+    )
+    org = serializers.CharField(help_text="The organization's slug.")
+    run = serializers.UUIDField()
+    step = serializers.IntegerField(
+        allow_null=True, help_text="The `seq` of the step it was logged in; null outside any."
+    )
+    level = serializers.ChoiceField(choices=["debug", "info", "warning", "error", "critical"])
+    logger = serializers.CharField(allow_blank=True, help_text="The Python logger's name.")
+    message = serializers.CharField(
+        allow_blank=True, help_text="Secrets redacted; at most 4,000 characters, then marked."
+    )
+    at = serializers.DateTimeField()
+    worker = serializers.CharField(
+        allow_blank=True, help_text="The process: CADENCE_WORKER_ID, else <host>:<pid>."
+    )
+
+
+class RunLogPageOutput(serializers.Serializer):
+    results = RunLogOutput(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last one."
+    )

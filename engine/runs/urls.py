@@ -11,4 +11,5 @@ urlpatterns = [
     path(_run + "steps/", apis.RunStepsApi.as_view(), name="run-steps"),
     path(_run + "steps/<str:seq>/payload/", apis.StepPayloadApi.as_view(), name="run-step-payload"),
     path(_run + "export/", apis.RunExportApi.as_view(), name="run-export"),
+    path(_run + "logs/", apis.RunLogsApi.as_view(), name="run-logs"),
 ]
