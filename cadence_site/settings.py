@@ -400,10 +400,12 @@ LOGGING = {
             "filters": ["context", "redact"],
             "level": LOG_LEVEL,
         },
+        # Lines logged while a run runs are stored and streamed with it (engine/runs/runlog.py).
+        "runs": {"class": "engine.runs.runlog.RunLogHandler", "level": CADENCE_RUN_LOG_LEVEL},
     },
     # The console keeps its level; the root lets through what run logs capture too.
     "root": {
-        "handlers": ["console"],
+        "handlers": ["console", "runs"],
         "level": min(LOG_LEVEL.upper(), CADENCE_RUN_LOG_LEVEL, key=_level_number),
     },
     "loggers": {

@@ -6,11 +6,3 @@ class EngineConfig(AppConfig):
     name = "engine"
     verbose_name = "Runs"
     default_auto_field = "django.db.models.BigAutoField"
-
-    def ready(self) -> None:
-        from django.conf import settings
-
-        from engine.runs.runlog import handler_install
-
-        # Lines logged while a run runs are stored and streamed with it (engine/runs/runlog.py).
-        handler_install(settings.CADENCE_RUN_LOG_LEVEL)

@@ -3,7 +3,7 @@
 A note, a tool or a provider logs as any Python code does (`logging.getLogger(__name__)`);
 nothing is passed around. The turn pipeline binds the run to its context (`bind`), so every
 task and thread the run starts (they copy the context) carries the binding, and one handler on
-the root logger (`RunLogHandler`, installed by the engine app) turns each line logged under a
+the root logger (`RunLogHandler`, in settings.LOGGING) turns each line logged under a
 binding into an entry: the step it ran in (the engine's `current_step`), level, logger, message
 (secrets redacted, capped at MESSAGE_CHARS), time and worker. The organization and the run are
 the binding's. Lines below settings.CADENCE_RUN_LOG_LEVEL are not captured.
@@ -130,15 +130,3 @@ class RunLogHandler(logging.Handler):
             return
         except Exception:  # never let a run's log break the code that logged
             self.handleError(record)
-
-
-def handler_install(level: str) -> RunLogHandler:
-    """Once per process (the engine app's ready): the handler on the root logger."""
-    root = logging.getLogger()
-    for existing in root.handlers:
-        if isinstance(existing, RunLogHandler):
-            existing.setLevel(level.upper())
-            return existing
-    handler = RunLogHandler(level=level.upper())
-    root.addHandler(handler)
-    return handler
