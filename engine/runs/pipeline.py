@@ -52,7 +52,7 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
 from cadence_site.errors import ApplicationError
-from cadence_site.requestlog import org_var, principal_var, request_id_var
+from cadence_site.requestlog import org_var, principal_var, request_id_var, secrets_var
 from engine.errors import CadenceError
 from engine.runs import live, runlog
 from engine.runs.recorder import RunRecorder
@@ -219,7 +219,9 @@ async def turn_run(
         turn.acquired = outcome.acquired = acquired
         recorder = _recorder(request, acquired)
         # What the run's code logs from here on is the run's (engine/runs/runlog.py).
-        logging_to = runlog.bind(runlog.RunLogBinding(recorder.log, _secrets(acquired)))
+        secrets = _secrets(acquired)
+        logging_to = runlog.bind(runlog.RunLogBinding(recorder.log, secrets))
+        hiding = secrets_var.set(secrets)  # from the server's console log too
         # The run's row is written beside the model call, not before it: first tokens don't wait.
         starting = asyncio.ensure_future(_start(recorder))
         events = acquired.runtime.stream(
@@ -274,6 +276,7 @@ async def turn_run(
         outcome.error = error_for(exc, run_id=request.run_id)
     if logging_to is not None:
         runlog.unbind(logging_to)
+        secrets_var.reset(hiding)
     if starting is not None:
         await _settle(asyncio.gather(starting, return_exceptions=True))
     if _extensions:

@@ -614,3 +614,69 @@ def test_logs_follow_the_runs_privacy(world, stored_runs, as_key, as_user, api):
     assert as_user(world.outsider).get(path).status_code == 404
     api.logout()
     assert as_user(world.alpha.users["member"]).get(path).status_code == 404
+
+
+def test_the_servers_own_log_hides_the_runs_model_key_too(world, chat_orchestrator):
+    from cadence_site.requestlog import RedactSecretsFilter
+
+    class Keep(logging.Handler):
+        lines: list[str] = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+    keep = Keep()
+    keep.addFilter(RedactSecretsFilter())
+    note_log.addHandler(keep)
+    try:
+        _finished_run(chat_orchestrator["fast"], world.alpha.users["admin"].pk)
+    finally:
+        note_log.removeHandler(keep)
+
+    assert keep.lines[1] == "talk: line 0, key sk-[redacted] and [redacted]"
+    assert not any(LLM_KEY in line for line in keep.lines)
+
+
+@pytest.fixture
+def temp_admin(world, committed_db):
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import Membership
+
+    User = get_user_model()
+    User.objects.filter(username="alpha-live-admin").delete()
+    user = User.objects.create_user(username="alpha-live-admin", email="live@alpha.test")
+    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="admin")
+    yield membership
+    user.delete()
+
+
+def _demote(membership) -> None:
+    from tenants.models import Membership
+    from tenants.services import membership_update
+
+    membership = Membership.objects.select_related("user", "organization").get(pk=membership.pk)
+    membership_update(membership=membership, role="member", actor_role="owner")
+
+
+@pytest.mark.asyncio
+async def test_an_admin_watching_another_members_run_is_closed_when_demoted(
+    world, chat_orchestrator, temp_admin
+):
+    gates = [asyncio.Event(), asyncio.Event()]
+    owner = {"owner_user_id": world.alpha.users["member"].pk}
+    request = _request(_runtime(chat_orchestrator["fast"], gates), **owner)
+    task = pipeline.turn_launch(pipeline.turn_run(request))
+    await _row_written(request.run_id)
+    socket, opened = await _open(f"/ws/orgs/alpha/runs/{request.run_id}/", temp_admin.user)
+    assert opened
+    await _until(socket, _logged("talk: line 0"))
+    await asyncio.sleep(0.2)  # the socket's rights feed is subscribed
+
+    await database_sync_to_async(_demote)(temp_admin)
+    _, closed = await _to_the_close(socket, wait=2)
+
+    assert (closed["code"], closed["reason"]) == (4403, "role_required: admin")
+    gates[0].set()
+    gates[1].set()
+    assert (await task).status == "succeeded"
