@@ -145,7 +145,10 @@ def _publishing(recorder):
     from engine.runs.live import RunPublisher
 
     recorder.publisher = RunPublisher(
-        schema_name="bench", run_id=str(uuid.uuid4()), owner={"user": None, "key": None}
+        recorder=recorder,
+        schema_name="bench",
+        run_id=str(uuid.uuid4()),
+        owner={"user": None, "key": None},
     )
     return recorder
 

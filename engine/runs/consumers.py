@@ -144,13 +144,14 @@ class RunConsumer(AsyncWebsocketConsumer):
                     if frames is not None:
                         return await self._replay(frames)
                     continue
-                frame = json.loads(text)
-                if frame["cursor"] <= self.after:
-                    continue
-                self.after = frame["cursor"]
-                await self.send(text_data=text)
-                if frame["type"] == "run":
-                    return await self.close(code=1000, reason="run_ended")
+                for line in text.split("\n"):  # an entry holds the frames written together
+                    frame = json.loads(line)
+                    if frame["cursor"] <= self.after:
+                        continue
+                    self.after = frame["cursor"]
+                    await self.send(text_data=line)
+                    if frame["type"] == "run":
+                        return await self.close(code=1000, reason="run_ended")
         finally:
             hub.unsubscribe(key, queue)
 

@@ -3,9 +3,11 @@
 Two Redis streams per organization (never channel-layer groups, which drop silently when full):
 
 - `cadence:run:<schema>:<run id>`: the run's frames, step starts and ends, log lines and the
-  final run frame, each with the run's cursor (1, 2, 3, …) as its stream id `0-<cursor>`, so a
-  socket resumes after any cursor with one XREAD through the process's hub
-  (cadence_site/streams.py). Kept for RUN_STREAM_TTL after the run's last frame.
+  final run frame, each with the run's cursor (1, 2, 3, …). An entry holds the frames written
+  together (one JSON text per line) and its stream id is `0-<its last cursor>`, so a socket
+  resumes after any cursor with one XREAD through the process's hub (cadence_site/streams.py),
+  skipping the frames of the first entry at or below it. Kept for RUN_STREAM_TTL after the
+  run's last frame.
 - `cadence:runs:<schema>`: runs starting and ending in the organization, with their owners (for
   the privacy rule; never sent to a client).
 
@@ -64,6 +66,31 @@ def _redis_for_loop(loop_id: int) -> aioredis.Redis:
 
 def redis_client() -> aioredis.Redis:
     return _redis_for_loop(id(asyncio.get_running_loop()))
+
+
+# Append an entry with the given id and keep the stream an hour past its latest entry.
+_APPEND = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@lru_cache(maxsize=1)
+def _append_sha() -> str:
+    import hashlib
+
+    return hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
+async def _append(client: aioredis.Redis, key: str, *args: Any) -> None:
+    """The script by its hash, loaded on the first NOSCRIPT (a restarted Redis forgets it)."""
+    from redis.exceptions import NoScriptError
+
+    try:
+        await client.evalsha(_append_sha(), 1, key, *args)
+    except NoScriptError:
+        await client.eval(_APPEND, 1, key, *args)
 
 
 # --- frames -----------------------------------------------------------------------------------
@@ -208,97 +235,131 @@ def _ended(step: RunEvent) -> dict[str, Any]:
 
 
 class RunPublisher:
-    """One run's frames to Redis, in cursor order, from a task of its own on the run's loop.
+    """One run's frames to Redis, in cursor order, sent by its event loop's sender task.
 
-    `step`, `log` and `org` are called on the loop's thread and only queue; `close` (after the
-    run is written) queues the final frames and waits, at most CLOSE_SECONDS, for all of them to
-    be written."""
+    The recorder queues what happens and calls `kick` (on the loop's thread); each send takes
+    everything queued (`RunRecorder.take` numbers it), builds the frames and writes them as one
+    stream entry. `org` queues a frame for the organization's feed. `close` (after the run is
+    written) sends what `seal` numbered and the final frames, and waits at most CLOSE_SECONDS
+    for all of it to be written."""
 
-    def __init__(self, *, schema_name: str, run_id: str, owner: dict[str, Any]) -> None:
+    __slots__ = ("recorder", "key", "org_key", "owner", "final", "org_pending", "closed", "queued")
+
+    def __init__(self, *, recorder: Any, schema_name: str, run_id: str, owner: dict) -> None:
+        self.recorder = recorder
         self.key = run_stream_key(schema_name, run_id)
         self.org_key = org_runs_stream_key(schema_name)
         self.owner = owner
-        self.pending: list[tuple] = []
+        self.final: list[tuple] | None = None  # set by close: the last frames
         self.org_pending: list[str] = []
-        self.wake = asyncio.Event()
-        self.closing = False
-        self.task: asyncio.Task | None = None
+        self.closed: asyncio.Future | None = None
+        self.queued = False  # already waiting for the sender
 
-    def _kick(self) -> None:
-        if self.task is None:
-            # Its own context: nothing the publisher logs belongs to the run's log.
-            context = contextvars.copy_context()
-            context.run(runlog.current_binding.set, None)
-            self.task = asyncio.get_running_loop().create_task(self._run(), context=context)
-        self.wake.set()
-
-    def step(self, row: Any, started: bool) -> None:
-        self.pending.append((row, started))
-        self._kick()
-
-    def log(self, line: Any) -> None:
-        self.pending.append((line, None))
-        self._kick()
+    def kick(self) -> None:
+        if not self.queued:
+            self.queued = True
+            _sender().want(self)
 
     def org(self, frame: dict[str, Any]) -> None:
         self.org_pending.append(json.dumps({**frame, "owner": self.owner}, default=str))
-        self._kick()
+        self.kick()
 
     async def close(self, final: dict[str, Any] | None, org_frame: dict[str, Any] | None) -> None:
+        self.final = list(self.recorder.last)
         if final is not None:
-            self.pending.append((final, "final"))
+            self.final.append((final, "final"))
         if org_frame is not None:
             self.org_pending.append(json.dumps({**org_frame, "owner": self.owner}, default=str))
-        self.closing = True
-        self._kick()
+        self.closed = asyncio.get_running_loop().create_future()
+        self.kick()
         try:
             async with asyncio.timeout(CLOSE_SECONDS):
-                await asyncio.shield(self.task)
+                await asyncio.shield(self.closed)
         except TimeoutError:
             logger.warning("run frames not all published in time", extra={"stream": self.key})
 
-    def _frames(self, batch: list[tuple]) -> list[tuple[int, str]]:
+    @staticmethod
+    def _frames(batch: list[tuple]) -> list[tuple[int, str]]:
         out = []
         for item, how in batch:
             if how == "final":
-                frame = item
+                out.append((item["cursor"], json.dumps(item, default=str)))
             elif how is None:
-                frame = item.frame()
+                out.append(item.frame_text())
             else:
-                frame = item.frame(how)
-            out.append((frame["cursor"], json.dumps(frame, default=str)))
+                out.append(item.frame_text(how))
         return out
+
+    async def send(self, client: aioredis.Redis) -> None:
+        self.queued = False
+        ending = self.closed is not None
+        batch = self.recorder.take()
+        if ending and self.final is not None:
+            batch, self.final = batch + self.final, None
+        org, self.org_pending = self.org_pending, []
+        try:
+            if batch:
+                frames = self._frames(batch)
+                # One entry per send, its id the last cursor in it: a reader after cursor c gets
+                # exactly the entries holding a frame above c (and skips the rest of the first).
+                # One command per send (entry and expiry in one script) rather than per frame:
+                # redis-py costs more CPU per command than the frames do to build
+                # (benchmarks/runs.py).
+                await _append(
+                    client,
+                    self.key,
+                    stream_id(frames[-1][0]),
+                    "\n".join(text for _, text in frames),
+                    RUN_STREAM_MAXLEN,
+                    RUN_STREAM_TTL,
+                )
+            for text in org:
+                await client.xadd(self.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # stored with the run all the same
+            logger.warning(
+                "run frames not published",
+                extra={"stream": self.key, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        finally:
+            if ending and self.closed is not None and not self.closed.done():
+                self.closed.set_result(None)
+
+
+class _Sender:
+    """One task per event loop sends every run's pending frames: no task per run."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[RunPublisher, None] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def want(self, publisher: RunPublisher) -> None:
+        self.wanted[publisher] = None
+        self.wake.set()
+        if self.task is None or self.task.done():
+            # Its own context: nothing the sender logs belongs to a run's log.
+            context = contextvars.copy_context()
+            context.run(runlog.current_binding.set, None)
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=context)
 
     async def _run(self) -> None:
         client = redis_client()
         while True:
             await self.wake.wait()
             self.wake.clear()
-            batch, self.pending = self.pending, []
-            org, self.org_pending = self.org_pending, []
-            if batch or org:
-                try:
-                    frames = self._frames(batch)
-                    pipe = client.pipeline(transaction=False)
-                    for cursor, text in frames:
-                        pipe.xadd(
-                            self.key,
-                            {"e": text},
-                            id=stream_id(cursor),
-                            maxlen=RUN_STREAM_MAXLEN,
-                            approximate=True,
-                        )
-                    if frames:
-                        pipe.expire(self.key, RUN_STREAM_TTL)
-                    for text in org:
-                        pipe.xadd(self.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
-                    await pipe.execute()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:  # stored with the run all the same
-                    logger.warning(
-                        "run frames not published",
-                        extra={"stream": self.key, "error": f"{type(exc).__name__}: {exc}"},
-                    )
-            if self.closing and not self.pending and not self.org_pending:
-                return
+            wanted, self.wanted = self.wanted, {}
+            if len(wanted) == 1:
+                await next(iter(wanted)).send(client)
+            else:
+                await asyncio.gather(*(publisher.send(client) for publisher in wanted))
+
+
+@lru_cache(maxsize=8)
+def _sender_for_loop(loop_id: int) -> _Sender:
+    return _Sender()
+
+
+def _sender() -> _Sender:
+    return _sender_for_loop(id(asyncio.get_running_loop()))

@@ -303,6 +303,7 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
     recorder.publisher = live.RunPublisher(
+        recorder=recorder,
         schema_name=request.schema_name,
         run_id=request.run_id,
         owner={"user": request.owner_user_id, "key": request.owner_api_key_id},

@@ -14,9 +14,11 @@ A step's data over INLINE_BYTES of JSON is kept whole in file storage
 (`runs/<schema>/<run id>/<seq>.json`) and truncated in the row, each large field replaced by
 {"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
 
-Live: every step start, step end and log line gets the next number of the run's cursor, is
-handed to the run's publisher (engine/runs/live.py: a Redis stream, written off the turn's path)
-and keeps its cursor in the database, so that an ended run replays as it streamed. Log lines
+Live: every step start, step end and log line is queued (a list append) for the run's publisher
+(engine/runs/live.py: a Redis stream, written off the turn's path), which numbers them with the
+run's cursor when it sends them (`take`); each keeps its cursor in the database, so that an ended
+run replays as it streamed. A step that started and ended between two sends is sent once, ended
+(its start frame would tell a watcher nothing the end frame doesn't). Log lines
 (engine/runs/runlog.py) are bounded by settings.CADENCE_RUN_LOG_MAX_LINES: past it one warning
 line marks the cut, and says at the end how many lines were dropped.
 """
@@ -41,7 +43,6 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from engine.models import Run, RunEvent, RunLog
-from engine.runs.export import step_fields
 
 INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
@@ -111,6 +112,8 @@ class RunRecorder:
         # its log lines and how many were dropped past the limit.
         self.cursor = 0
         self.publisher: Any = None
+        self.unsent: list[tuple[Any, bool | None]] = []  # (step, started) or (line, None)
+        self.last: list[tuple[Any, bool | None]] = []  # what seal numbered, to send at the end
         self.logs: list[_Line] = []
         self.max_logs: int = settings.CADENCE_RUN_LOG_MAX_LINES
         self.logs_dropped = 0
@@ -166,9 +169,26 @@ class RunRecorder:
         return self.cursor
 
     def _opened(self, row: _Step) -> None:
-        row.start_cursor = self._next()
+        self.unsent.append((row, True))
         if self.publisher is not None:
-            self.publisher.step(row, True)
+            self.publisher.kick()
+
+    def take(self) -> list[tuple[Any, bool | None]]:
+        """What happened since the last call, numbered with the run's cursor, in order; on the
+        run's event loop (the publisher's sends and `seal`)."""
+        items, self.unsent = self.unsent, []
+        taken = []
+        for item, started in items:
+            if started is True:
+                if item.outcome != "running":  # ended already: its end frame says it all
+                    continue
+                item.start_cursor = self._next()
+            elif started is False:
+                item.end_cursor = self._next()
+            else:
+                item.cursor = self._next()
+            taken.append((item, started))
+        return taken
 
     def observe(self, event: Any) -> None:
         """A runtime event (orchestrators.runtime); tokens are not steps and are not recorded."""
@@ -250,9 +270,9 @@ class RunRecorder:
             duration_ms if duration_ms is not None else round((row.at - row.started_at) * 1000, 3)
         )
         row.error = error[:5000]
-        row.end_cursor = self._next()
+        self.unsent.append((row, False))
         if self.publisher is not None:
-            self.publisher.step(row, False)
+            self.publisher.kick()
 
     # --- log lines (engine/runs/runlog.py) ------------------------------------------------------
 
@@ -279,7 +299,7 @@ class RunRecorder:
 
     def _line(self, entry: dict[str, Any], step: int | None) -> None:
         line = _Line(
-            self._next(),
+            None,
             step,
             entry["level"],
             entry.get("logger", ""),
@@ -288,8 +308,9 @@ class RunRecorder:
             entry.get("worker", ""),
         )
         self.logs.append(line)
+        self.unsent.append((line, None))
         if self.publisher is not None:
-            self.publisher.log(line)
+            self.publisher.kick()
 
     def _step_of(self, step_id: str | None) -> int | None:
         """The step a line was logged in: the engine's step when it names one the run opened,
@@ -348,9 +369,8 @@ class RunRecorder:
             if row.outcome == "running":
                 row.outcome = "interrupted"
                 row.at = time.time()
-                row.end_cursor = self._next()
-                if self.publisher is not None:
-                    self.publisher.step(row, False)
+                self.unsent.append((row, False))
+        self.last = self.take()
         self.ended = {
             "finished_at": timezone.now(),
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
@@ -407,53 +427,61 @@ class _Step:
         self.start_cursor: int | None = None
         self.end_cursor: int | None = None
 
-    def frame(self, started: bool) -> dict[str, Any]:
-        """The run socket's frame for this step: as it started (no data yet), or as it ended,
-        each large field truncated as the stored row is (GET …/steps/ items, plus type, cursor)."""
-        iso = _iso
+    def frame_text(self, started: bool) -> tuple[int, str]:
+        """(cursor, JSON) of the run socket's frame for this step: as it started (no data yet),
+        or as it ended, each large field truncated as the stored row is (GET …/steps/ items,
+        plus type and cursor). One JSON encoding in the usual case: the data's own is needed
+        only when the frame is long enough that the data might be over INLINE_BYTES."""
         if started:
-            return {
-                "type": "step",
-                "cursor": self.start_cursor,
-                **step_fields(
-                    seq=self.seq,
-                    parent=self.parent_seq,
-                    name=self.name,
-                    kind=self.kind,
-                    status="running",
-                    started_at=iso(self.started_at),
-                    finished_at=None,
-                    duration_ms=None,
-                    data={},
-                ),
-            }
+            # A template: the start frame is most of what a step's publishing costs otherwise.
+            return self.start_cursor, _STARTED % (
+                self.start_cursor,
+                self.seq,
+                "null" if self.parent_seq is None else self.parent_seq,
+                _string(self.name),
+                _string(self.kind),
+                _iso(self.started_at),
+            )
         data = self.data
-        if self.json is None:
-            self.json = json.dumps(data, separators=(",", ":"), default=str)
-        truncated = len(self.json) > INLINE_BYTES
-        if truncated:
-            data = {key: _truncated(value) for key, value in data.items()}
-        return {
-            "type": "step",
-            "cursor": self.end_cursor,
-            **step_fields(
-                seq=self.seq,
-                parent=self.parent_seq,
-                name=self.name,
-                kind=self.kind,
-                status=self.outcome,
-                started_at=iso(self.started_at),
-                finished_at=iso(self.at),
-                duration_ms=self.duration_ms,
-                data=data,
-                error=self.error,
-                error_type=self.error_type,
-                stack=self.stack,
-                cpu_ms=self.cpu_ms,
-                memory_kb=self.memory_kb,
-                truncated=truncated,
-            ),
-        }
+        text = self._ended_text(data, False)
+        if self.payload or len(text) > INLINE_BYTES:
+            # _offload (at the end) sets `payload` before it truncates `data`: either way the
+            # frame says what the stored row will say.
+            whole = self.json or json.dumps(data, separators=(",", ":"), default=str)
+            self.json = whole
+            if self.payload or len(whole) > INLINE_BYTES:
+                truncated = {key: _truncated(value) for key, value in data.items()}
+                text = self._ended_text(truncated, True)
+        return self.end_cursor, text
+
+    def _ended_text(self, data: dict[str, Any], truncated: bool) -> str:
+        """export.step_fields as JSON, by a template: a frame per step is the publishing's main
+        cost (benchmarks/runs.py); the tests compare it with step_fields' own output."""
+        detail = {k: v for k, v in data.items() if k not in ("inputs", "outputs", "llm")}
+        error = (
+            _dumps({"type": self.error_type, "message": self.error, "stack": self.stack})
+            if self.error or self.error_type
+            else "null"
+        )
+        return _ENDED % (
+            self.end_cursor,
+            self.seq,
+            "null" if self.parent_seq is None else self.parent_seq,
+            _string(self.name),
+            _string(self.kind),
+            _string(self.outcome),
+            _iso(self.started_at),
+            _iso(self.at),
+            _number(self.duration_ms),
+            _dumps(data.get("inputs")),
+            _dumps(data.get("outputs")),
+            _dumps(detail) if detail else "{}",
+            _dumps(data.get("llm")),
+            error,
+            _number(self.cpu_ms),
+            _number(self.memory_kb),
+            "true" if truncated else "false",
+        )
 
     def row(self, run_id: str) -> tuple:
         text = self.text if self.text is not None else json.dumps(self.data, default=str)
@@ -479,6 +507,30 @@ class _Step:
         )
 
 
+# The frame of a step as it starts: export.step_fields with no data, as JSON (the tests compare
+# it with the replayed frames, which step_fields builds).
+_STARTED = (
+    '{"type": "step", "cursor": %d, "seq": %d, "parent": %s, "name": %s, "kind": %s, '
+    '"status": "running", "started_at": "%s", "finished_at": null, "duration_ms": null, '
+    '"inputs": null, "outputs": null, "detail": {}, "llm": null, "error": null, '
+    '"resources": {"cpu_ms": null, "memory_kb": null}, "truncated": false}'
+)
+
+
+_ENDED = (
+    '{"type": "step", "cursor": %d, "seq": %d, "parent": %s, "name": %s, "kind": %s, '
+    '"status": %s, "started_at": "%s", "finished_at": "%s", "duration_ms": %s, '
+    '"inputs": %s, "outputs": %s, "detail": %s, "llm": %s, "error": %s, '
+    '"resources": {"cpu_ms": %s, "memory_kb": %s}, "truncated": %s}'
+)
+_string = json.encoder.encode_basestring_ascii  # what json.dumps does to a str, in C
+_dumps = json.JSONEncoder(default=str).encode
+
+
+def _number(value: float | int | None) -> str:
+    return "null" if value is None else _dumps(value)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat()
 
@@ -489,10 +541,20 @@ class _Line:
     __slots__ = ("cursor", "step", "level", "logger", "message", "at", "worker")
 
     def __init__(
-        self, cursor: int, step: int | None, level: str, logger: str, message: str, at, worker
+        self,
+        cursor: int | None,
+        step: int | None,
+        level: str,
+        logger: str,
+        message: str,
+        at,
+        worker,
     ) -> None:
         self.cursor, self.step, self.level, self.logger = cursor, step, level, logger
         self.message, self.at, self.worker = message, at, worker
+
+    def frame_text(self) -> tuple[int, str]:
+        return self.cursor, json.dumps(self.frame())
 
     def frame(self) -> dict[str, Any]:
         return {

@@ -156,21 +156,14 @@ async def test_frames_arrive_live_resume_after_a_cursor_and_replay_the_same_once
     assert opened
     seen = await _until(first, _logged("talk: line 0"))
     assert not task.done()
-    assert [(f["type"], f["cursor"]) for f in seen] == [
-        ("step", 1),
-        ("step", 2),
-        ("step", 3),
-        ("log", 4),
-        ("log", 5),
-    ]
-    assert [(f["name"], f["status"]) for f in seen[:3]] == [
-        ("prepare_prompt", "running"),
-        ("prepare_prompt", "completed"),
-        ("talk", "running"),
-    ]
-    info, warning = seen[3], seen[4]
+    # prepare_prompt started and ended before its frames were sent: one frame, ended (its start
+    # frame too when the sender ran in between).
+    steps = [(f["name"], f["status"]) for f in seen if f["type"] == "step"]
+    assert steps[-2:] == [("prepare_prompt", "completed"), ("talk", "running")]
+    assert [f["cursor"] for f in seen] == list(range(1, len(seen) + 1))
+    talk, info, warning = seen[-3:]
     assert (info["step"], info["level"], info["logger"], info["message"]) == (
-        seen[2]["seq"],
+        talk["seq"],
         "info",
         "plugins.example.talk",
         "talk: thinking about the answer",
@@ -180,17 +173,18 @@ async def test_frames_arrive_live_resume_after_a_cursor_and_replay_the_same_once
     assert (warning["level"], bool(warning["worker"]), warning["at"][:2]) == ("warning", True, "20")
     await first.disconnect()
 
-    # The run goes on unwatched; a reconnect after cursor 5 gets 6, 7, 8 and then the rest live.
+    # The run goes on unwatched; a reconnect after the last cursor seen gets what followed.
     gates[0].set()
-    second, opened = await _open(f"{path}?after=5", member)
+    last = seen[-1]["cursor"]
+    second, opened = await _open(f"{path}?after={last}", member)
     assert opened
     resumed = await _until(second, _logged("more: almost there"))
-    assert [f["cursor"] for f in resumed] == [6, 7, 8]
-    assert (resumed[0]["name"], resumed[0]["status"], resumed[1]["name"]) == (
-        "talk",
-        "completed",
-        "more",
-    )
+    assert [f["cursor"] for f in resumed] == list(range(last + 1, last + 1 + len(resumed)))
+    assert [(f["type"], f.get("name"), f.get("status")) for f in resumed] == [
+        ("step", "talk", "completed"),
+        ("step", "more", "running"),
+        ("log", None, None),
+    ]
     gates[1].set()
     rest, closed = await _to_the_close(second)
     outcome = await task
@@ -214,8 +208,8 @@ async def test_frames_arrive_live_resume_after_a_cursor_and_replay_the_same_once
     replayed, closed = await _to_the_close((await _open(path, member))[0])
     assert replayed == live
     assert (closed["code"], closed["reason"]) == (1000, "run_ended")
-    tail, _ = await _to_the_close((await _open(f"{path}?after=8", member))[0])
-    assert tail == live[8:]
+    tail, _ = await _to_the_close((await _open(f"{path}?after={last + 2}", member))[0])
+    assert tail == live[last + 2 :]
 
 
 def _steps_json(run_id: str) -> list[dict]:
@@ -680,3 +674,74 @@ async def test_an_admin_watching_another_members_run_is_closed_when_demoted(
     gates[0].set()
     gates[1].set()
     assert (await task).status == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("fields", "data"),
+    [
+        ({}, {}),
+        ({"parent_seq": 2}, {"inputs": {"a": [1, 2.5, None]}, "outputs": {"b": 'é\n"x"'}}),
+        (
+            {"outcome": "failed", "error": "boom", "error_type": "ValueError", "stack": "tb"},
+            {"inputs": {}, "detail_key": {"x": True}},
+        ),
+        ({"kind": "llm_call", "cpu_ms": 1.25, "memory_kb": 12}, {"llm": {"model": "m"}, "x": 1}),
+        ({"name": "naïve \u2028 step"}, {"outputs": {"n": 10**20, "f": 1e-7}}),
+        ({}, {"inputs": {"big": "x" * 20000}}),
+    ],
+)
+def test_step_frames_are_step_fields_as_json(fields, data):
+    from engine.runs.export import step_fields
+    from engine.runs.recorder import _iso, _Step, _truncated
+
+    row = _Step(3, None, "note", "n", 1780000000.123456)
+    row.start_cursor, row.end_cursor, row.outcome, row.duration_ms = 7, 9, "completed", 0.5
+    row.at = 1780000001.5
+    for name, value in fields.items():
+        setattr(row, name, value)
+    row.data = data
+
+    started, ended = row.frame_text(True), row.frame_text(False)
+
+    common = {"seq": 3, "parent": row.parent_seq, "name": row.name, "kind": row.kind}
+    assert started == (
+        7,
+        json.dumps(
+            {
+                "type": "step",
+                "cursor": 7,
+                **step_fields(
+                    **common,
+                    status="running",
+                    started_at=_iso(row.started_at),
+                    finished_at=None,
+                    duration_ms=None,
+                    data={},
+                ),
+            }
+        ),
+    )
+    big = len(json.dumps(data, separators=(",", ":"))) > 16 * 1024
+    assert ended == (
+        9,
+        json.dumps(
+            {
+                "type": "step",
+                "cursor": 9,
+                **step_fields(
+                    **common,
+                    status=row.outcome,
+                    started_at=_iso(row.started_at),
+                    finished_at=_iso(row.at),
+                    duration_ms=0.5,
+                    data={k: _truncated(v) for k, v in data.items()} if big else data,
+                    error=row.error,
+                    error_type=row.error_type,
+                    stack=row.stack,
+                    cpu_ms=row.cpu_ms,
+                    memory_kb=row.memory_kb,
+                    truncated=big,
+                ),
+            }
+        ),
+    )
