@@ -75,9 +75,10 @@ def _ended_frames(*, run: Run, after: int) -> list[dict] | None:
     return live.replay_frames(run=run, after=after)
 
 
-def _frames_if_ended(*, run_id: str, after: int) -> list[dict] | None:
+def _frames_if_ended(*, run_id: str, after: int) -> list[dict] | None | bool:
+    """The rest of the run's frames if it ended, None while it runs, False once it is gone."""
     run = Run.objects.filter(pk=run_id).first()
-    return _ended_frames(run=run, after=after) if run is not None else None
+    return _ended_frames(run=run, after=after) if run is not None else False
 
 
 class RunConsumer(AsyncWebsocketConsumer):
@@ -141,6 +142,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                     frames = await in_tenant(
                         self.org.schema_name, _frames_if_ended, run_id=self.run_id, after=self.after
                     )
+                    if frames is False:  # deleted meanwhile (retention, its organization)
+                        return await self.close(code=CLOSE_NOT_FOUND, reason="run_not_found")
                     if frames is not None:
                         return await self._replay(frames)
                     continue

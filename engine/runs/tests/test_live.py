@@ -745,3 +745,37 @@ def test_step_frames_are_step_fields_as_json(fields, data):
             }
         ),
     )
+
+
+def _finish_row(run_id: str) -> None:
+    from django.utils import timezone
+
+    with schema_context("org_alpha"):
+        Run.objects.filter(pk=run_id).update(status="failed", finished_at=timezone.now())
+
+
+@pytest.mark.asyncio
+async def test_a_followed_run_that_ends_without_frames_is_replayed_from_the_database(
+    world, committed_db, monkeypatch
+):
+    from engine.runs import consumers
+
+    monkeypatch.setattr(consumers, "QUIET_SECONDS", 0.2)
+    member = world.alpha.users["member"]
+    run_id = await database_sync_to_async(_run_row)(member.pk, status="running")
+    try:
+        socket, opened = await _open(f"/ws/orgs/alpha/runs/{run_id}/", member)
+        assert opened
+        assert await socket.receive_nothing(timeout=0.3) is True
+
+        # Its process died, or Redis lost its last frames: the database has the end.
+        await database_sync_to_async(_finish_row)(run_id)
+        frames, closed = await _to_the_close(socket, wait=5)
+
+        assert [(f["type"], f["status"]) for f in frames] == [
+            ("step", "completed"),
+            ("run", "failed"),
+        ]
+        assert (closed["code"], closed["reason"]) == (1000, "run_ended")
+    finally:
+        await database_sync_to_async(_run_delete)(run_id)
