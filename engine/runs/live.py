@@ -32,7 +32,7 @@ from django.conf import settings
 
 from cadence_site.aredis import async_redis
 from engine.models import Run, RunEvent, RunLog
-from engine.runs import runlog
+from engine.runs import frames, runlog
 from engine.runs.export import run_output, step_fields
 
 logger = logging.getLogger(__name__)
@@ -285,9 +285,9 @@ class RunPublisher:
             if how == "final":
                 out.append((item["cursor"], json.dumps(item, default=str)))
             elif how is None:
-                out.append(item.frame_text())
+                out.append(frames.line_frame_text(item))
             else:
-                out.append(item.frame_text(how))
+                out.append(frames.step_frame_text(item, how))
         return out
 
     async def send(self, client: aioredis.Redis) -> None:

@@ -427,62 +427,6 @@ class _Step:
         self.start_cursor: int | None = None
         self.end_cursor: int | None = None
 
-    def frame_text(self, started: bool) -> tuple[int, str]:
-        """(cursor, JSON) of the run socket's frame for this step: as it started (no data yet),
-        or as it ended, each large field truncated as the stored row is (GET …/steps/ items,
-        plus type and cursor). One JSON encoding in the usual case: the data's own is needed
-        only when the frame is long enough that the data might be over INLINE_BYTES."""
-        if started:
-            # A template: the start frame is most of what a step's publishing costs otherwise.
-            return self.start_cursor, _STARTED % (
-                self.start_cursor,
-                self.seq,
-                "null" if self.parent_seq is None else self.parent_seq,
-                _string(self.name),
-                _string(self.kind),
-                _iso(self.started_at),
-            )
-        data = self.data
-        text = self._ended_text(data, False)
-        if self.payload or len(text) > INLINE_BYTES:
-            # _offload (at the end) sets `payload` before it truncates `data`: either way the
-            # frame says what the stored row will say.
-            whole = self.json or json.dumps(data, separators=(",", ":"), default=str)
-            self.json = whole
-            if self.payload or len(whole) > INLINE_BYTES:
-                truncated = {key: _truncated(value) for key, value in data.items()}
-                text = self._ended_text(truncated, True)
-        return self.end_cursor, text
-
-    def _ended_text(self, data: dict[str, Any], truncated: bool) -> str:
-        """export.step_fields as JSON, by a template: a frame per step is the publishing's main
-        cost (benchmarks/runs.py); the tests compare it with step_fields' own output."""
-        detail = {k: v for k, v in data.items() if k not in ("inputs", "outputs", "llm")}
-        error = (
-            _dumps({"type": self.error_type, "message": self.error, "stack": self.stack})
-            if self.error or self.error_type
-            else "null"
-        )
-        return _ENDED % (
-            self.end_cursor,
-            self.seq,
-            "null" if self.parent_seq is None else self.parent_seq,
-            _string(self.name),
-            _string(self.kind),
-            _string(self.outcome),
-            _iso(self.started_at),
-            _iso(self.at),
-            _number(self.duration_ms),
-            _dumps(data.get("inputs")),
-            _dumps(data.get("outputs")),
-            _dumps(detail) if detail else "{}",
-            _dumps(data.get("llm")),
-            error,
-            _number(self.cpu_ms),
-            _number(self.memory_kb),
-            "true" if truncated else "false",
-        )
-
     def row(self, run_id: str) -> tuple:
         text = self.text if self.text is not None else json.dumps(self.data, default=str)
         return (
@@ -507,34 +451,6 @@ class _Step:
         )
 
 
-# The frame of a step as it starts: export.step_fields with no data, as JSON (the tests compare
-# it with the replayed frames, which step_fields builds).
-_STARTED = (
-    '{"type": "step", "cursor": %d, "seq": %d, "parent": %s, "name": %s, "kind": %s, '
-    '"status": "running", "started_at": "%s", "finished_at": null, "duration_ms": null, '
-    '"inputs": null, "outputs": null, "detail": {}, "llm": null, "error": null, '
-    '"resources": {"cpu_ms": null, "memory_kb": null}, "truncated": false}'
-)
-
-
-_ENDED = (
-    '{"type": "step", "cursor": %d, "seq": %d, "parent": %s, "name": %s, "kind": %s, '
-    '"status": %s, "started_at": "%s", "finished_at": "%s", "duration_ms": %s, '
-    '"inputs": %s, "outputs": %s, "detail": %s, "llm": %s, "error": %s, '
-    '"resources": {"cpu_ms": %s, "memory_kb": %s}, "truncated": %s}'
-)
-_string = json.encoder.encode_basestring_ascii  # what json.dumps does to a str, in C
-_dumps = json.JSONEncoder(default=str).encode
-
-
-def _number(value: float | int | None) -> str:
-    return "null" if value is None else _dumps(value)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).isoformat()
-
-
 class _Line:
     """A log line while the run streams; a RunLog row when the run is written."""
 
@@ -552,21 +468,6 @@ class _Line:
     ) -> None:
         self.cursor, self.step, self.level, self.logger = cursor, step, level, logger
         self.message, self.at, self.worker = message, at, worker
-
-    def frame_text(self) -> tuple[int, str]:
-        return self.cursor, json.dumps(self.frame())
-
-    def frame(self) -> dict[str, Any]:
-        return {
-            "type": "log",
-            "cursor": self.cursor,
-            "step": self.step,
-            "level": self.level,
-            "message": self.message,
-            "at": _iso(self.at),
-            "logger": self.logger,
-            "worker": self.worker,
-        }
 
 
 _COLUMNS = (

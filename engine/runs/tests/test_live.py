@@ -692,7 +692,9 @@ async def test_an_admin_watching_another_members_run_is_closed_when_demoted(
 )
 def test_step_frames_are_step_fields_as_json(fields, data):
     from engine.runs.export import step_fields
-    from engine.runs.recorder import _iso, _Step, _truncated
+    from engine.runs.frames import iso as _iso
+    from engine.runs.frames import step_frame_text
+    from engine.runs.recorder import _Step, _truncated
 
     row = _Step(3, None, "note", "n", 1780000000.123456)
     row.start_cursor, row.end_cursor, row.outcome, row.duration_ms = 7, 9, "completed", 0.5
@@ -701,7 +703,7 @@ def test_step_frames_are_step_fields_as_json(fields, data):
         setattr(row, name, value)
     row.data = data
 
-    started, ended = row.frame_text(True), row.frame_text(False)
+    started, ended = step_frame_text(row, True), step_frame_text(row, False)
 
     common = {"seq": 3, "parent": row.parent_seq, "name": row.name, "kind": row.kind}
     assert started == (
