@@ -51,7 +51,11 @@ def step_frame_text(row: Any, started: bool) -> tuple[int, str]:
 def _ended_text(row: Any, data: dict[str, Any], truncated: bool) -> str:
     """export.step_fields as JSON, by a template: a frame per step is the publishing's main
     cost (benchmarks/runs.py); the tests compare it with step_fields' own output."""
-    detail = {k: v for k, v in data.items() if k not in ("inputs", "outputs", "llm")}
+    detail = (
+        {k: v for k, v in data.items() if k not in _DATA_KEYS}
+        if not _DATA_KEYS.issuperset(data)
+        else None
+    )
     error = (
         _dumps({"type": row.error_type, "message": row.error, "stack": row.stack})
         if row.error or row.error_type
@@ -67,10 +71,10 @@ def _ended_text(row: Any, data: dict[str, Any], truncated: bool) -> str:
         iso(row.started_at),
         iso(row.at),
         _number(row.duration_ms),
-        _dumps(data.get("inputs")),
-        _dumps(data.get("outputs")),
+        _value(data.get("inputs")),
+        _value(data.get("outputs")),
         _dumps(detail) if detail else "{}",
-        _dumps(data.get("llm")),
+        _value(data.get("llm")),
         error,
         _number(row.cpu_ms),
         _number(row.memory_kb),
@@ -96,9 +100,18 @@ _ENDED = (
 )
 _string = json.encoder.encode_basestring_ascii  # what json.dumps does to a str, in C
 _dumps = json.JSONEncoder(default=str).encode
+_DATA_KEYS = frozenset({"inputs", "outputs", "llm"})
+_INFINITIES = (float("inf"), float("-inf"))
 
 
 def _number(value: float | int | None) -> str:
+    if value is None:
+        return "null"
+    # What json writes for a finite number (NaN and infinities are json's own words).
+    return repr(value) if value == value and value not in _INFINITIES else _dumps(value)
+
+
+def _value(value: Any) -> str:
     return "null" if value is None else _dumps(value)
 
 

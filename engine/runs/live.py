@@ -273,8 +273,9 @@ class RunPublisher:
         self.closed = asyncio.get_running_loop().create_future()
         self.kick()
         try:
+            # The sender sets the result whether or not Redis took the frames.
             async with asyncio.timeout(CLOSE_SECONDS):
-                await asyncio.shield(self.closed)
+                await self.closed
         except TimeoutError:
             logger.warning("run frames not all published in time", extra={"stream": self.key})
 
