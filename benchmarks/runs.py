@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/runs.py [--runs 2000]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
-   the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
-   per measure)
-   feeding StepEvents into the run recorder (one RunEvent built per step), as in a turn.
+   the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS per measure)
+   feeding StepEvents into the run recorder (one RunEvent built per step), as in a turn, and the
+   recorder's publisher writing every step's start and end frame to the run's Redis stream
+   (engine/runs/live.py; REDIS_URL, else no Redis and the writes fail fast).
    Reported: µs per step of recording, CPU time (process_time).
 2. A whole native turn (prepare_prompt → agent → finalize with the offline model, its model
    call and steps recorded) through NativeRuntime.stream, recording on against off; reported:
@@ -109,12 +110,14 @@ def bench_flow(runs: int) -> tuple[float, float]:
     traced.with_hooks(TracingHooks(started, ended))
 
     def recorder() -> RunRecorder:
-        return RunRecorder(
-            schema_name="bench",
-            orchestrator_id=None,
-            orchestrator_slug="bench",
-            config_hash="",
-            trigger="invoke",
+        return _publishing(
+            RunRecorder(
+                schema_name="bench",
+                orchestrator_id=None,
+                orchestrator_slug="bench",
+                config_hash="",
+                trigger="invoke",
+            )
         )
 
     async def go(cadence, with_recorder: bool) -> float:
@@ -123,11 +126,15 @@ def bench_flow(runs: int) -> tuple[float, float]:
             if with_recorder:
                 recorder_box[:] = [recorder()]
             await cadence.run(score())
+            if with_recorder:
+                await recorder_box[0].publisher.close(None, None)
         t0 = time.process_time()
         for _ in range(runs):
             if with_recorder:
                 recorder_box[:] = [recorder()]
             await cadence.run(score())
+            if with_recorder:  # as a turn's end does: its frames written before it returns
+                await recorder_box[0].publisher.close(None, None)
         return time.process_time() - t0
 
     off = asyncio.run(go(bare, False))
@@ -138,6 +145,20 @@ def bench_flow(runs: int) -> tuple[float, float]:
         [row.row("00000000-0000-0000-0000-000000000000") for row in recorder_box[0].events]
     on += time.process_time() - t0
     return off, on
+
+
+def _publishing(recorder):
+    import uuid
+
+    from engine.runs.live import RunPublisher
+
+    recorder.publisher = RunPublisher(
+        recorder=recorder,
+        schema_name="bench",
+        run_id=str(uuid.uuid4()),
+        owner={"user": None, "key": None},
+    )
+    return recorder
 
 
 def bench_turn(runs: int) -> tuple[float, float]:
@@ -162,12 +183,14 @@ def bench_turn(runs: int) -> tuple[float, float]:
     async def go(runtime, record: bool) -> float:
         async def one() -> None:
             recorder = (
-                RunRecorder(
-                    schema_name="bench",
-                    orchestrator_id=None,
-                    orchestrator_slug="bench",
-                    config_hash="",
-                    trigger="invoke",
+                _publishing(
+                    RunRecorder(
+                        schema_name="bench",
+                        orchestrator_id=None,
+                        orchestrator_slug="bench",
+                        config_hash="",
+                        trigger="invoke",
+                    )
                 )
                 if record
                 else None
@@ -175,6 +198,8 @@ def bench_turn(runs: int) -> tuple[float, float]:
             async for event in runtime.stream([], "hello there", RunContext(org_slug="bench")):
                 if recorder is not None:
                     recorder.observe(event)
+            if recorder is not None:
+                await recorder.publisher.close(None, None)
 
         for _ in range(20):
             await one()
@@ -191,6 +216,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     args = parser.parse_args()
     _setup_django()
+    from django.conf import settings
+
+    print(f"publishing run frames to {settings.REDIS_URL.split('@')[-1]}")
 
     off, on = bench_flow(args.runs)
     per_step = (on - off) / (args.runs * STEPS) * 1e6

@@ -103,7 +103,17 @@ _SECRET_PATTERNS = [
 ]
 
 
+# Values secret in the current context whatever they look like (a run's model key, set by the
+# turn pipeline): masked in every line logged meanwhile, beside the patterns above.
+secrets_var: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "log_secrets", default=()
+)
+
+
 def redact(text: str) -> str:
+    for secret in secrets_var.get():
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

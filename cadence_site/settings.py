@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import sys
@@ -384,6 +385,17 @@ LOGIN_URL = "/accounts/login/"
 
 # --- logs -------------------------------------------------------------------------------------
 LOG_LEVEL = env.str("CADENCE_LOG_LEVEL", default="INFO")
+# Run logs (engine/runs/runlog.py): lines at or above this level logged while a run runs are
+# stored and streamed with it, whatever the console's level; at most this many lines per run.
+CADENCE_RUN_LOG_LEVEL = env.str("CADENCE_RUN_LOG_LEVEL", default="INFO").upper()
+CADENCE_RUN_LOG_MAX_LINES = env.int("CADENCE_RUN_LOG_MAX_LINES", default=1000)
+
+
+def _level_number(name: str) -> int:
+    number = logging.getLevelName(name.upper())
+    return number if isinstance(number, int) else logging.INFO
+
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -403,9 +415,16 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "formatter": "json",
             "filters": ["context", "redact"],
+            "level": LOG_LEVEL,
         },
+        # Lines logged while a run runs are stored and streamed with it (engine/runs/runlog.py).
+        "runs": {"class": "engine.runs.runlog.RunLogHandler", "level": CADENCE_RUN_LOG_LEVEL},
     },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # The console keeps its level; the root lets through what run logs capture too.
+    "root": {
+        "handlers": ["console", "runs"],
+        "level": min(LOG_LEVEL.upper(), CADENCE_RUN_LOG_LEVEL, key=_level_number),
+    },
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "django.server": {"level": "WARNING"},

@@ -132,6 +132,11 @@ class RunEvent(models.Model):
     memory_kb = models.IntegerField(null=True, blank=True)
     payload = models.CharField(max_length=300, blank=True)
     at = models.DateTimeField()  # when it ended (or was recorded)
+    # The live run socket's cursors (engine/runs/live.py) of the frames that announced the step's
+    # start and its end, so that replaying an ended run gives the frames, and cursors, a client
+    # saw live. Null for a step recorded before the socket existed, or never announced started.
+    start_cursor = models.PositiveIntegerField(null=True, blank=True)
+    end_cursor = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "seq"]
@@ -143,3 +148,43 @@ class RunEvent(models.Model):
                 name="runevent_parent_before_child",
             ),
         ]
+
+
+class RunLog(models.Model):
+    """A log line emitted while a run ran (engine/runs/runlog.py): any `logging` call made by its
+    notes, tools and model calls, with the step it ran in. Bounded per run
+    (settings.CADENCE_RUN_LOG_MAX_LINES; past it one warning line says how many were dropped),
+    secrets redacted before it is stored. The organization is the schema it lives in."""
+
+    class Level(models.TextChoices):
+        DEBUG = "debug", "Debug"
+        INFO = "info", "Info"
+        WARNING = "warning", "Warning"
+        ERROR = "error", "Error"
+        CRITICAL = "critical", "Critical"
+
+    id = models.BigAutoField(primary_key=True)
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="logs")
+    # The run's frame cursor (the live socket's), also the order of its lines.
+    cursor = models.PositiveIntegerField()
+    step_seq = models.PositiveIntegerField(null=True, blank=True)
+    level = models.CharField(max_length=8, choices=Level.choices)
+    logger = models.CharField(max_length=200, blank=True)
+    message = models.TextField()
+    # The process that ran it: CADENCE_WORKER_ID, else <host>:<pid>.
+    worker = models.CharField(max_length=200, blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["run", "cursor"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "cursor"], name="runlog_run_cursor_unique"),
+            models.CheckConstraint(
+                condition=models.Q(level__in=["debug", "info", "warning", "error", "critical"]),
+                name="runlog_level_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["run", "step_seq", "cursor"], name="runlog_run_step")]
+
+    def __str__(self) -> str:
+        return f"{self.level} {self.logger}: {self.message[:60]}"

@@ -6,6 +6,7 @@ Django side hands them plain settings (with secrets already decrypted) and reads
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -81,7 +82,24 @@ class FinalEvent:
     type: Literal["final"] = "final"
 
 
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """A log line emitted while the run ran (engine/runs/runlog.py captures it). It travels with
+    the runtime's events when the runtime routes it there (`log_route`), so that it keeps its
+    place between the step events around it; the pipeline records it and never hands it to
+    callers."""
+
+    entry: dict[str, Any]
+    type: Literal["log"] = "log"
+
+
 RuntimeEvent = TokenEvent | ToolCallEvent | ToolResultEvent | StepEvent | FinalEvent
+
+# Set by a runtime in the context its steps run in: a callable that puts a LogEvent among the
+# runtime's own events, in order (thread-safe). Unset, captured lines go to the recorder at once.
+log_route: contextvars.ContextVar[Callable[[LogEvent], None] | None] = contextvars.ContextVar(
+    "cadence_log_route", default=None
+)
 
 # --- LLM providers ----------------------------------------------------------------------------
 

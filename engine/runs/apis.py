@@ -36,7 +36,7 @@ _LIST_PARAMETERS = [
         ("until", "ISO 8601 time: runs started before it"),
         ("slower_than_ms", "runs that took longer than this many milliseconds"),
         ("error_code", "runs that failed with this error code"),
-        ("q", "text in the run's error or its steps' names and errors"),
+        ("q", "text in the run's error, its steps' names and errors, or its log lines"),
         ("cursor", "the next_cursor of the previous page"),
         ("limit", "runs per page, 1-200 (default 50)"),
     )
@@ -144,3 +144,35 @@ class RunReplayApi(RunsApi):
         run = self.run(request, run_id)
         body = run_replay(run=run, org=request.org, principal=request.user, **data)
         return Response(body, status=201)
+
+
+class RunLogsApi(RunsApi):
+    @extend_schema(
+        summary="A run's log lines in order",
+        parameters=[
+            OpenApiParameter(
+                "level",
+                OpenApiTypes.STR,
+                enum=["debug", "info", "warning", "error", "critical"],
+                description="this level and above",
+            ),
+            OpenApiParameter("step", OpenApiTypes.INT, description="one step's lines (its seq)"),
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="the previous next_cursor"),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="lines per page, 1-1000"),
+        ],
+        responses={200: schema.RunLogPageOutput},
+    )
+    def get(self, request, org_slug, run_id):
+        run = self.run(request, run_id)
+        lines, cursor = selectors.run_logs(
+            run=run, params={k: request.query_params.get(k, "") for k in request.query_params}
+        )
+        return Response(
+            {
+                "results": [
+                    export.log_output(line, run_id=str(run.id), org_slug=request.org.slug)
+                    for line in lines
+                ],
+                "next_cursor": cursor,
+            }
+        )

@@ -13,7 +13,7 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from engine.models import Run, RunEvent
+from engine.models import Run, RunEvent, RunLog
 from engine.runs.selectors import step_payload
 
 
@@ -50,28 +50,78 @@ def run_output(run: Run, *, detail: bool = False) -> dict[str, Any]:
     return out
 
 
-def step_output(step: RunEvent, *, data: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = step.data if data is None else data
+def step_fields(
+    *,
+    seq: int,
+    parent: int | None,
+    name: str,
+    kind: str,
+    status: str,
+    started_at: str | None,
+    finished_at: str | None,
+    duration_ms: float | None,
+    data: dict[str, Any],
+    error: str = "",
+    error_type: str = "",
+    stack: str = "",
+    cpu_ms: float | None = None,
+    memory_kb: int | None = None,
+    truncated: bool = False,
+) -> dict[str, Any]:
+    """A step as the API shows it; the run socket's step frames are the same object
+    (engine/runs/recorder.py builds them from a step in flight)."""
     return {
-        "seq": step.seq,
-        "parent": step.parent_seq,
-        "name": step.name,
-        "kind": step.kind,
-        "status": step.outcome,
-        "started_at": _iso(step.started_at),
-        "finished_at": _iso(step.at),
-        "duration_ms": step.duration_ms,
+        "seq": seq,
+        "parent": parent,
+        "name": name,
+        "kind": kind,
+        "status": status,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "duration_ms": duration_ms,
         "inputs": data.get("inputs"),
         "outputs": data.get("outputs"),
         "detail": {k: v for k, v in data.items() if k not in ("inputs", "outputs", "llm")},
         "llm": data.get("llm"),
         "error": (
-            {"type": step.error_type, "message": step.error, "stack": step.stack}
-            if step.error or step.error_type
-            else None
+            {"type": error_type, "message": error, "stack": stack} if error or error_type else None
         ),
-        "resources": {"cpu_ms": step.cpu_ms, "memory_kb": step.memory_kb},
-        "truncated": bool(step.payload),
+        "resources": {"cpu_ms": cpu_ms, "memory_kb": memory_kb},
+        "truncated": truncated,
+    }
+
+
+def step_output(step: RunEvent, *, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    return step_fields(
+        seq=step.seq,
+        parent=step.parent_seq,
+        name=step.name,
+        kind=step.kind,
+        status=step.outcome,
+        started_at=_iso(step.started_at),
+        finished_at=_iso(step.at),
+        duration_ms=step.duration_ms,
+        data=step.data if data is None else data,
+        error=step.error,
+        error_type=step.error_type,
+        stack=step.stack,
+        cpu_ms=step.cpu_ms,
+        memory_kb=step.memory_kb,
+        truncated=bool(step.payload),
+    )
+
+
+def log_output(line: RunLog, *, run_id: str, org_slug: str) -> dict[str, Any]:
+    return {
+        "cursor": line.cursor,
+        "org": org_slug,
+        "run": run_id,
+        "step": line.step_seq,
+        "level": line.level,
+        "logger": line.logger,
+        "message": line.message,
+        "at": line.at.isoformat(),
+        "worker": line.worker,
     }
 
 

@@ -54,9 +54,9 @@ from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
 from cadence_site.errors import ApplicationError
-from cadence_site.requestlog import org_var, principal_var, request_id_var
+from cadence_site.requestlog import org_var, principal_var, request_id_var, secrets_var
 from engine.errors import CadenceError
-from engine.runs import telemetry
+from engine.runs import live, runlog, telemetry
 from engine.runs.recorder import RunRecorder
 from orchestrators.pool import Acquired, pool
 from orchestrators.runtime import (
@@ -218,6 +218,7 @@ async def turn_run(
     final: FinalEvent | None = None
     stop_pulse = asyncio.Event()
     pulse = asyncio.ensure_future(_pulse(turn, stop_pulse)) if _extensions else None
+    logging_to: contextvars.Token | None = None
     try:
         acquired = turn.acquired or await pool.acquire(
             schema_name=request.schema_name, org_slug=request.org_slug, ref=request.ref
@@ -225,8 +226,12 @@ async def turn_run(
         turn.acquired = outcome.acquired = acquired
         recorder = _recorder(request, acquired)
         in_progress = telemetry.run_started(org=request.org_slug, orchestrator=acquired.slug)
+        # What the run's code logs from here on is the run's (engine/runs/runlog.py).
+        secrets = _secrets(acquired)
+        logging_to = runlog.bind(runlog.RunLogBinding(recorder.log, secrets))
+        hiding = secrets_var.set(secrets)  # from the server's console log too
         # The run's row is written beside the model call, not before it: first tokens don't wait.
-        starting = asyncio.ensure_future(_db(recorder.start))
+        starting = asyncio.ensure_future(_start(recorder))
         events = acquired.runtime.stream(
             request.history, request.message, _run_context(turn, request)
         )
@@ -235,6 +240,8 @@ async def turn_run(
         async with aclosing(events):
             async for event in events:
                 recorder.observe(event)
+                if event.type == "log":  # the run's, not the caller's
+                    continue
                 if isinstance(event, TokenEvent):
                     turn.text.append(event.delta)
                 elif isinstance(event, ToolCallEvent):
@@ -271,6 +278,9 @@ async def turn_run(
         outcome.status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
         outcome.content = "".join(turn.text)
         outcome.error = error_for(exc, run_id=request.run_id)
+    if logging_to is not None:
+        runlog.unbind(logging_to)
+        secrets_var.reset(hiding)
     if starting is not None:
         await _settle(asyncio.gather(starting, return_exceptions=True))
     if pulse is not None:
@@ -301,7 +311,26 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
     recorder.fields.update(request.run_fields)
     for extension in _extensions:
         recorder.fields.update(extension.run_fields(request, acquired))
+    recorder.publisher = live.RunPublisher(
+        recorder=recorder,
+        schema_name=request.schema_name,
+        run_id=request.run_id,
+        owner={"user": request.owner_user_id, "key": request.owner_api_key_id},
+    )
     return recorder
+
+
+async def _start(recorder: RunRecorder) -> None:
+    await _db(recorder.start)
+    # Announced once the row exists: a watcher that hears of the run can read it.
+    recorder.publisher.org(live.recorder_org_frame(recorder))
+
+
+def _secrets(acquired: Acquired) -> tuple[str, ...]:
+    """What a run's log lines never show, whatever it looks like: its model's key."""
+    config = getattr(acquired.runtime, "config", None)
+    key = getattr(getattr(config, "llm", None), "api_key", "")
+    return (key,) if isinstance(key, str) and key else ()
 
 
 def _environment(acquired: Acquired) -> dict[str, Any]:
@@ -413,9 +442,13 @@ async def _finish(
             then=then,
         )
 
+    if recorder is not None:
+        recorder.seal()  # on the loop: the last frames' cursors, before the write stores them
+    written = True
     try:
         await _db(write)
     except Exception:
+        written = False
         logger.exception("recording a turn failed", extra={"run": turn.run_id})
     # Metrics and the trace, from what the recorder holds (no database read); never raises.
     telemetry.run_ended(
@@ -425,6 +458,12 @@ async def _finish(
         outcome=outcome,
         pair=in_progress,
     )
+    if recorder is not None and recorder.publisher is not None:
+        # After the write: a watcher told the run ended finds it stored.
+        await recorder.publisher.close(
+            live.recorder_end_frame(recorder) if written else None,
+            live.recorder_org_frame(recorder) if written else None,
+        )
 
 
 async def _db(fn: Callable[[], Any]) -> Any:

@@ -13,6 +13,14 @@ result events make a `tool_call` step unless a step event already covers that ca
 A step's data over INLINE_BYTES of JSON is kept whole in file storage
 (`runs/<schema>/<run id>/<seq>.json`) and truncated in the row, each large field replaced by
 {"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
+
+Live: every step start, step end and log line is queued (a list append) for the run's publisher
+(engine/runs/live.py: a Redis stream, written off the turn's path), which numbers them with the
+run's cursor when it sends them (`take`); each keeps its cursor in the database, so that an ended
+run replays as it streamed. A step that started and ended between two sends is sent once, ended
+(its start frame would tell a watcher nothing the end frame doesn't). Log lines
+(engine/runs/runlog.py) are bounded by settings.CADENCE_RUN_LOG_MAX_LINES: past it one warning
+line marks the cut, and says at the end how many lines were dropped.
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
-from engine.models import Run, RunEvent
+from engine.models import Run, RunEvent, RunLog
 
 INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
@@ -98,7 +107,19 @@ class RunRecorder:
         self._open_named: dict[str, list[_Step]] = {}  # steps started without an id
         self._tools: dict[str, tuple[_Step, bool]] = {}  # call id → (row, from a step event)
         self.started = time.perf_counter()
-        self.duration_ms: float | None = None  # set by finish
+        self.duration_ms: float | None = None  # set by seal
+        self.started_at: datetime | None = None  # the row's, once written
+        # Live: the run's frame cursor, its publisher (engine/runs/live.py; None: not streamed),
+        # its log lines and how many were dropped past the limit.
+        self.cursor = 0
+        self.publisher: Any = None
+        self.unsent: list[tuple[Any, bool | None]] = []  # (step, started) or (line, None)
+        self.last: list[tuple[Any, bool | None]] = []  # what seal numbered, to send at the end
+        self.logs: list[_Line] = []
+        self.max_logs: int = settings.CADENCE_RUN_LOG_MAX_LINES
+        self.logs_dropped = 0
+        self.sealed = False
+        self.ended: dict[str, Any] = {}
 
     @property
     def run_id(self) -> str:
@@ -120,8 +141,11 @@ class RunRecorder:
             if Run.objects.filter(pk=self.run_id, status=Run.Status.QUEUED).update(
                 status=Run.Status.RUNNING, **fields
             ):
+                self.started_at = (
+                    Run.objects.filter(pk=self.run_id).values_list("started_at", flat=True).first()
+                )
                 return
-        Run.objects.create(**self.fields)
+        self.started_at = Run.objects.create(**self.fields).started_at
 
     def _add_plugins(self) -> None:
         environment = self.fields["environment"]
@@ -141,16 +165,45 @@ class RunRecorder:
 
     # --- steps --------------------------------------------------------------------------------
 
+    def _next(self) -> int:
+        self.cursor += 1
+        return self.cursor
+
+    def _opened(self, row: _Step) -> None:
+        self.unsent.append((row, True))
+        if self.publisher is not None:
+            self.publisher.kick()
+
+    def take(self) -> list[tuple[Any, bool | None]]:
+        """What happened since the last call, numbered with the run's cursor, in order; on the
+        run's event loop (the publisher's sends and `seal`)."""
+        items, self.unsent = self.unsent, []
+        taken = []
+        for item, started in items:
+            if started is True:
+                if item.outcome != "running":  # ended already: its end frame says it all
+                    continue
+                item.start_cursor = self._next()
+            elif started is False:
+                item.end_cursor = self._next()
+            else:
+                item.cursor = self._next()
+            taken.append((item, started))
+        return taken
+
     def observe(self, event: Any) -> None:
         """A runtime event (orchestrators.runtime); tokens are not steps and are not recorded."""
         kind = getattr(event, "type", "")
         if kind == "step":
             self._step(event)
+        elif kind == "log":
+            self.log(event.entry)
         elif kind == "tool_call":
             if event.id not in self._tools:
                 row = self._new("tool_call", event.name, None)
                 row.data = {"inputs": {"arguments": _jsonable(event.arguments)}}
                 self._tools[event.id] = (row, False)
+                self._opened(row)
         elif kind == "tool_result":
             row, from_step = self._tools.get(event.id, (None, True))
             if row is not None and not from_step:
@@ -169,6 +222,7 @@ class RunRecorder:
                 self._open_named.setdefault(event.name, []).append(row)
             if detail.get("call_id"):
                 self._tools[detail["call_id"]] = (row, True)
+            self._opened(row)
             return
         row = self._open.pop(step_id, None) if step_id else None
         if row is None and not step_id and self._open_named.get(event.name):
@@ -217,6 +271,59 @@ class RunRecorder:
             duration_ms if duration_ms is not None else round((row.at - row.started_at) * 1000, 3)
         )
         row.error = error[:5000]
+        self.unsent.append((row, False))
+        if self.publisher is not None:
+            self.publisher.kick()
+
+    # --- log lines (engine/runs/runlog.py) ------------------------------------------------------
+
+    def log(self, entry: dict[str, Any]) -> None:
+        """A captured log line, in the order it happened; on the run's event loop."""
+        if self.sealed:
+            return
+        if len(self.logs) >= self.max_logs:
+            if self.logs_dropped == 0:
+                self._line(
+                    {
+                        "level": "warning",
+                        "logger": "cadence.runlog",
+                        "message": f"Run log limit reached ({self.max_logs} lines): "
+                        "later lines are not kept.",
+                        "at": entry.get("at") or time.time(),
+                        "worker": entry.get("worker", ""),
+                    },
+                    None,
+                )
+            self.logs_dropped += 1
+            return
+        self._line(entry, self._step_of(entry.get("step_id")))
+
+    def _line(self, entry: dict[str, Any], step: int | None) -> None:
+        line = _Line(
+            None,
+            step,
+            entry["level"],
+            entry.get("logger", ""),
+            entry["message"],
+            entry["at"],
+            entry.get("worker", ""),
+        )
+        self.logs.append(line)
+        self.unsent.append((line, None))
+        if self.publisher is not None:
+            self.publisher.kick()
+
+    def _step_of(self, step_id: str | None) -> int | None:
+        """The step a line was logged in: the engine's step when it names one the run opened,
+        else the innermost step still running (adapters that report steps without ids)."""
+        if step_id:
+            row = self._open.get(step_id)
+            if row is not None:
+                return row.seq
+        for row in reversed(self.events[-8:]):
+            if row.outcome == "running":
+                return row.seq
+        return None
 
     # --- the end ------------------------------------------------------------------------------
 
@@ -232,11 +339,8 @@ class RunRecorder:
     ) -> None:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
         what a caller stores beside the run (a chat reply) is written with it or not at all."""
-        duration = (time.perf_counter() - self.started) * 1000
-        self.duration_ms = duration
-        for row in self.events:
-            if row.outcome == "running":
-                row.outcome = "interrupted"
+        if not self.sealed:
+            self.seal()
         # Files before the transaction: storage writes cannot roll back with it.
         self._offload()
         with schema_context(self.schema_name), transaction.atomic():
@@ -249,16 +353,37 @@ class RunRecorder:
                 usage=usage or {},
                 error=error[:5000],
                 error_code=error_code[:64],
-                finished_at=timezone.now(),
-                duration_ms=round(duration, 3),
+                finished_at=self.ended["finished_at"],
+                duration_ms=self.ended["duration_ms"],
             )
             _insert_steps(self.run_id, self.events)
+            _insert_logs(self.run_id, self.logs, self.logs_dropped)
             if then is not None:
                 then()
+        self.ended.update(status=status, error_code=error_code[:64])
+
+    def seal(self) -> None:
+        """The end of the run's stream (on its event loop, before `finish` writes it): steps
+        still running are interrupted, later log lines are not kept, the end time is fixed."""
+        self.sealed = True
+        for row in self.events:
+            if row.outcome == "running":
+                row.outcome = "interrupted"
+                row.at = time.time()
+                self.unsent.append((row, False))
+        self.last = self.take()
+        self.ended = {
+            "finished_at": timezone.now(),
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "cursor": self._next(),
+        }
+        self.duration_ms = self.ended["duration_ms"]
 
     def _offload(self) -> None:
         for row in self.events:
-            text = json.dumps(row.data, separators=(",", ":"), default=str)
+            # The publisher may have written the data's JSON already (a step's data is final
+            # once it ended); the same call either way.
+            text = row.json or json.dumps(row.data, separators=(",", ":"), default=str)
             if len(text) > INLINE_BYTES:
                 name = payload_name(self.schema_name, self.run_id, row.seq)
                 row.payload = default_storage.save(name, ContentFile(text.encode()))
@@ -288,6 +413,9 @@ class _Step:
         "payload",
         "at",
         "text",  # the data as JSON, once written
+        "json",  # the data as JSON, whole, as the publisher made it (None until then)
+        "start_cursor",
+        "end_cursor",
     )
 
     def __init__(self, seq: int, parent_seq: int | None, kind: str, name: str, now: float) -> None:
@@ -297,6 +425,9 @@ class _Step:
         self.data: dict[str, Any] = {}
         self.error = self.error_type = self.stack = self.payload = ""
         self.text: str | None = None
+        self.json: str | None = None
+        self.start_cursor: int | None = None
+        self.end_cursor: int | None = None
 
     def row(self, run_id: str) -> tuple:
         text = self.text if self.text is not None else json.dumps(self.data, default=str)
@@ -317,7 +448,28 @@ class _Step:
             self.payload,
             datetime.fromtimestamp(self.at, UTC),
             text,
+            self.start_cursor,
+            self.end_cursor,
         )
+
+
+class _Line:
+    """A log line while the run streams; a RunLog row when the run is written."""
+
+    __slots__ = ("cursor", "step", "level", "logger", "message", "at", "worker")
+
+    def __init__(
+        self,
+        cursor: int | None,
+        step: int | None,
+        level: str,
+        logger: str,
+        message: str,
+        at,
+        worker,
+    ) -> None:
+        self.cursor, self.step, self.level, self.logger = cursor, step, level, logger
+        self.message, self.at, self.worker = message, at, worker
 
 
 _COLUMNS = (
@@ -337,6 +489,8 @@ _COLUMNS = (
     "payload",
     "at",
     "data",
+    "start_cursor",
+    "end_cursor",
 )
 
 
@@ -349,12 +503,32 @@ def _insert_steps(run_id: str, steps: list[_Step]) -> None:
 
     table = connection.ops.quote_name(RunEvent._meta.db_table)
     columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
-    values = ", ".join(["%s"] * (len(_COLUMNS) - 1) + ["%s::jsonb"])
+    values = ", ".join(["%s"] * 15 + ["%s::jsonb", "%s", "%s"])
     with connection.cursor() as cursor:
         cursor.executemany(
             f"INSERT INTO {table} ({columns}) VALUES ({values})",  # noqa: S608 - fixed names
             [step.row(run_id) for step in steps],
         )
+
+
+def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:
+    if not lines:
+        return
+    if dropped:  # the limit's marker is the last line kept
+        lines[-1].message += f" {dropped} lines were dropped."
+    RunLog.objects.bulk_create(
+        RunLog(
+            run_id=run_id,
+            cursor=line.cursor,
+            step_seq=line.step,
+            level=line.level,
+            logger=line.logger,
+            message=line.message,
+            worker=line.worker[:200],
+            at=datetime.fromtimestamp(line.at, UTC),
+        )
+        for line in lines
+    )
 
 
 def _truncated(value: Any) -> Any:

@@ -158,3 +158,30 @@ class StepReplayOutput(serializers.Serializer):
         help_text='{field: {"before": original, "after": replayed}} for every output that differs.',
     )
     error = RunErrorOutput(allow_null=True)
+
+
+class RunLogOutput(serializers.Serializer):
+    cursor = serializers.IntegerField(
+        help_text="Its place among the run's frames (the run socket's cursor); lines come in order."
+    )
+    org = serializers.CharField(help_text="The organization's slug.")
+    run = serializers.UUIDField()
+    step = serializers.IntegerField(
+        allow_null=True, help_text="The `seq` of the step it was logged in; null outside any."
+    )
+    level = serializers.ChoiceField(choices=["debug", "info", "warning", "error", "critical"])
+    logger = serializers.CharField(allow_blank=True, help_text="The Python logger's name.")
+    message = serializers.CharField(
+        allow_blank=True, help_text="Secrets redacted; at most 4,000 characters, then marked."
+    )
+    at = serializers.DateTimeField()
+    worker = serializers.CharField(
+        allow_blank=True, help_text="The process: CADENCE_WORKER_ID, else <host>:<pid>."
+    )
+
+
+class RunLogPageOutput(serializers.Serializer):
+    results = RunLogOutput(many=True)
+    next_cursor = serializers.CharField(
+        allow_null=True, help_text="Pass as `cursor` for the next page; null on the last one."
+    )

@@ -22,7 +22,7 @@ from django_tenants.utils import schema_context
 
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.lineage import SCORE_KINDS, Lineage, LineageError
-from engine.models import Run, RunEvent
+from engine.models import Run, RunEvent, RunLog
 from tenants.roles import Role, role_at_least
 
 PAGE_SIZE = 50
@@ -169,7 +169,8 @@ def run_list(
         steps = RunEvent.objects.filter(run=OuterRef("pk")).filter(
             Q(name__icontains=text) | Q(error__icontains=text)
         )
-        runs = runs.filter(Q(error__icontains=text) | Exists(steps))
+        lines = RunLog.objects.filter(run=OuterRef("pk"), message__icontains=text)
+        runs = runs.filter(Q(error__icontains=text) | Exists(steps) | Exists(lines))
     try:
         limit = int(params.get("limit", PAGE_SIZE))
     except ValueError:
@@ -262,3 +263,48 @@ def run_lineage(*, run: Run, params: dict[str, str]) -> dict[str, Any]:
 
 def _lineage_bad(message: str, field: str) -> ApplicationError:
     return ApplicationError(message, "invalid_parameter", {"field": field})
+
+
+LOG_FILTERS = ("level", "step", "cursor", "limit")
+LOG_PAGE_SIZE = 200
+LOG_MAX_PAGE_SIZE = 1000
+
+
+def run_logs(*, run: Run, params: dict[str, str]) -> tuple[list[RunLog], str | None]:
+    """One page of a run's log lines in order, and the cursor of the next page. `level` keeps
+    that level and above; `step` one step's lines; `cursor` continues after a page."""
+    unknown = sorted(set(params) - set(LOG_FILTERS))
+    if unknown:
+        raise _bad(
+            f"Unknown filter {unknown[0]!r}; the filters are {', '.join(LOG_FILTERS)}.",
+            unknown[0],
+            allowed=list(LOG_FILTERS),
+        )
+    for name, value in params.items():
+        if len(value) > MAX_TEXT or "\x00" in value:
+            raise _bad(f"{name} must be at most {MAX_TEXT} characters, without NUL.", name)
+    lines = RunLog.objects.filter(run=run)
+    if "level" in params:
+        levels = list(RunLog.Level.values)
+        if params["level"] not in levels:
+            raise _bad(f"level must be one of {', '.join(levels)}.", "level")
+        lines = lines.filter(level__in=levels[levels.index(params["level"]) :])
+    numbers = {}
+    for name, low, high in (("step", 0, 2**31 - 1), ("cursor", 0, 2**31 - 1)):
+        if name in params:
+            value = params[name]
+            if not value.isdigit() or not low <= int(value) <= high:
+                raise _bad(f"{name} must be an integer ≥ {low}.", name)
+            numbers[name] = int(value)
+    if "step" in numbers:
+        lines = lines.filter(step_seq=numbers["step"])
+    if "cursor" in numbers:
+        lines = lines.filter(cursor__gt=numbers["cursor"])
+    limit_text = params.get("limit", str(LOG_PAGE_SIZE))
+    limit = int(limit_text) if limit_text.isdigit() else 0
+    if not 1 <= limit <= LOG_MAX_PAGE_SIZE:
+        raise _bad(f"limit must be an integer from 1 to {LOG_MAX_PAGE_SIZE}.", "limit")
+    page = list(lines.order_by("cursor")[: limit + 1])
+    more = len(page) > limit
+    page = page[:limit]
+    return page, str(page[-1].cursor) if more else None

@@ -13,4 +13,5 @@ urlpatterns = [
     path(_run + "export/", apis.RunExportApi.as_view(), name="run-export"),
     path(_run + "lineage/", apis.RunLineageApi.as_view(), name="run-lineage"),
     path(_run + "replay/", apis.RunReplayApi.as_view(), name="run-replay"),
+    path(_run + "logs/", apis.RunLogsApi.as_view(), name="run-logs"),
 ]

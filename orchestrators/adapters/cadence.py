@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,7 @@ from orchestrators.runtime import (
     LLMDelta,
     LLMError,
     LLMResult,
+    LogEvent,
     ModelOptions,
     RunContext,
     RuntimeConfig,
@@ -51,6 +53,7 @@ from orchestrators.runtime import (
     Usage,
     effective_max_tokens,
     effective_temperature,
+    log_route,
 )
 
 DEFAULT_FLOW: dict[str, Any] = {
@@ -183,6 +186,8 @@ async def _model_call(
     # Only when the request asks for something: providers written before options took none.
     extra = {"options": options} if options is not None else {}
     error: BaseException | None = None
+    # What the provider logs meanwhile belongs to this step (engine/runs/runlog.py).
+    inside = current_step.set(step)
     try:
         async for chunk in call.runtime.provider.stream(messages, specs, **extra):
             if isinstance(chunk, LLMDelta):
@@ -198,6 +203,7 @@ async def _model_call(
         error = exc
         raise
     finally:
+        current_step.reset(inside)
         usage = result.usage if result is not None else Usage()
         detail: dict[str, Any] = {
             "id": step,
@@ -263,6 +269,8 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
                 output: Any = {"error": f"unknown tool {tool_call.name!r}"}
                 error = output["error"]
             else:
+                # What the tool logs belongs to its step (engine/runs/runlog.py).
+                inside = current_step.set(step)
                 try:
                     output = await tool.fn(tool_call.arguments, tool_context)
                 except Exception as exc:  # a tool's failure is the model's to handle, not the run's
@@ -271,6 +279,8 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
                         str(exc),
                         exc,
                     )
+                finally:
+                    current_step.reset(inside)
             s.tool_results[tool_call.id] = output
             _emit(ToolResultEvent(tool_call.id, tool_call.name, output, error))
             detail = {
@@ -396,11 +406,22 @@ class NativeRuntime:
         flow = cadence if cadence is not None else self.cadence
         start = score if score is not None else AgentScore()
 
+        loop, thread = asyncio.get_running_loop(), threading.get_ident()
+
+        def route(event: LogEvent) -> None:
+            # Log lines join the step events in the order they happened; a line logged on
+            # another thread (a tool's executor) is handed to the loop.
+            if threading.get_ident() == thread:
+                queue.put_nowait(event)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, event)
+
         async def run() -> AgentScore:
-            token = _current.set(call)
+            token, routed = _current.set(call), log_route.set(route)
             try:
                 return await flow.run(start)
             finally:
+                log_route.reset(routed)
                 _current.reset(token)
                 queue.put_nowait(_DONE)
 

@@ -1,0 +1,366 @@
+"""Runs, live: what a run publishes while it runs, and what its sockets replay once it ended.
+
+Two Redis streams per organization (never channel-layer groups, which drop silently when full):
+
+- `cadence:run:<schema>:<run id>`: the run's frames, step starts and ends, log lines and the
+  final run frame, each with the run's cursor (1, 2, 3, …). An entry holds the frames written
+  together (one JSON text per line) and its stream id is `0-<its last cursor>`, so a socket
+  resumes after any cursor with one XREAD through the process's hub (cadence_site/streams.py),
+  skipping the frames of the first entry at or below it. Kept for RUN_STREAM_TTL after the
+  run's last frame.
+- `cadence:runs:<schema>`: runs starting and ending in the organization, with their owners (for
+  the privacy rule; never sent to a client).
+
+A run's frames are written by one task per run (`RunPublisher`), off the turn's path: the
+recorder hands it each step or line in order (a list append), and the task builds the frames and
+writes every pending one in one pipelined round trip. The database remains the record: a Redis
+outage loses liveness, never data (the steps, lines and cursors are stored with the run, and an
+ended run is replayed from there with the cursors it streamed with).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from cadence_site.aredis import async_redis
+from engine.models import Run, RunEvent, RunLog
+from engine.runs import frames, runlog
+from engine.runs.export import run_output, step_fields
+
+logger = logging.getLogger(__name__)
+
+RUN_STREAM_MAXLEN = 50_000
+RUN_STREAM_TTL = 3600
+ORG_STREAM_MAXLEN = 5_000
+CLOSE_SECONDS = 2.0  # how long a run's end waits for its last frames to reach Redis
+TERMINAL = frozenset({Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED})
+
+
+def run_stream_key(schema_name: str, run_id: str) -> str:
+    return f"cadence:run:{schema_name}:{run_id}"
+
+
+def org_runs_stream_key(schema_name: str) -> str:
+    return f"cadence:runs:{schema_name}"
+
+
+def stream_id(cursor: int) -> str:
+    return f"0-{cursor}"
+
+
+@lru_cache(maxsize=8)
+def _redis_for_loop(loop_id: int) -> aioredis.Redis:
+    # Connections belong to the loop that opened them; many runs publish at once.
+    return async_redis(
+        settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, max_connections=2000
+    )
+
+
+def redis_client() -> aioredis.Redis:
+    return _redis_for_loop(id(asyncio.get_running_loop()))
+
+
+# Append an entry with the given id and keep the stream an hour past its latest entry.
+_APPEND = """
+redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[3], ARGV[1], 'e', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+
+@lru_cache(maxsize=1)
+def _append_sha() -> str:
+    import hashlib
+
+    return hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
+async def _append(client: aioredis.Redis, key: str, *args: Any) -> None:
+    """The script by its hash, loaded on the first NOSCRIPT (a restarted Redis forgets it)."""
+    from redis.exceptions import NoScriptError
+
+    try:
+        await client.evalsha(_append_sha(), 1, key, *args)
+    except NoScriptError:
+        await client.eval(_APPEND, 1, key, *args)
+
+
+# --- frames -----------------------------------------------------------------------------------
+
+
+def run_end_frame(*, cursor: int, run_id: str, status: str, finished_at, duration_ms, error_code):
+    return {
+        "type": "run",
+        "cursor": cursor,
+        "id": run_id,
+        "status": status,
+        "finished_at": finished_at.isoformat() if finished_at is not None else None,
+        "duration_ms": duration_ms,
+        "error_code": error_code,
+    }
+
+
+def org_run_frame(run: Run) -> dict[str, Any]:
+    """The organization socket's frame for a run (its REST object's first fields)."""
+    out = run_output(run)
+    return {
+        "type": "run",
+        "id": out["id"],
+        "status": out["status"],
+        "orchestrator": out["orchestrator"],
+        "trigger": out["trigger"],
+        "started_at": out["started_at"],
+        "finished_at": out["finished_at"],
+        "duration_ms": out["duration_ms"],
+        "error_code": run.error_code,
+    }
+
+
+def recorder_org_frame(recorder: Any) -> dict[str, Any]:
+    """The organization socket's frame for a run in flight or just written (its recorder)."""
+    fields, ended = recorder.fields, recorder.ended
+    orchestrator = fields["orchestrator_id"]
+    return {
+        "type": "run",
+        "id": recorder.run_id,
+        "status": ended.get("status", Run.Status.RUNNING),
+        "orchestrator": {
+            "id": str(orchestrator) if orchestrator else None,
+            "slug": fields["orchestrator_slug"],
+        },
+        "trigger": fields["trigger"],
+        "started_at": _iso(recorder.started_at),
+        "finished_at": _iso(ended.get("finished_at")) if "status" in ended else None,
+        "duration_ms": ended.get("duration_ms") if "status" in ended else None,
+        "error_code": ended.get("error_code", ""),
+    }
+
+
+def recorder_end_frame(recorder: Any) -> dict[str, Any]:
+    ended = recorder.ended
+    return run_end_frame(
+        cursor=ended["cursor"],
+        run_id=recorder.run_id,
+        status=ended["status"],
+        finished_at=ended["finished_at"],
+        duration_ms=ended["duration_ms"],
+        error_code=ended["error_code"],
+    )
+
+
+def log_frame(line: RunLog) -> dict[str, Any]:
+    return {
+        "type": "log",
+        "cursor": line.cursor,
+        "step": line.step_seq,
+        "level": line.level,
+        "message": line.message,
+        "at": line.at.isoformat(),
+        "logger": line.logger,
+        "worker": line.worker,
+    }
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def replay_frames(*, run: Run, after: int) -> list[dict[str, Any]]:
+    """An ended run's frames after cursor `after`, as it streamed them: each step's start and
+    end, its log lines, then the run frame. In the tenant's schema.
+
+    Runs recorded before steps kept their cursors get them in step order, then their lines."""
+    steps = list(run.events.order_by("seq"))
+    lines = list(RunLog.objects.filter(run=run).order_by("cursor"))
+    frames: list[dict[str, Any]] = []
+    legacy = 0
+    if any(step.end_cursor is None for step in steps):
+        legacy = max((s.end_cursor or s.start_cursor or 0 for s in steps), default=0)
+        legacy = max(legacy, max((line.cursor for line in lines), default=0))
+    for step in steps:
+        if step.start_cursor is not None:
+            frames.append(
+                {
+                    "type": "step",
+                    "cursor": step.start_cursor,
+                    **step_fields(
+                        seq=step.seq,
+                        parent=step.parent_seq,
+                        name=step.name,
+                        kind=step.kind,
+                        status="running",
+                        started_at=_iso(step.started_at),
+                        finished_at=None,
+                        duration_ms=None,
+                        data={},
+                    ),
+                }
+            )
+        end = step.end_cursor
+        if end is None:
+            legacy += 1
+            end = legacy
+        frames.append({"type": "step", "cursor": end, **_ended(step)})
+    frames.extend(log_frame(line) for line in lines)
+    last = max((frame["cursor"] for frame in frames), default=0)
+    frames.append(
+        run_end_frame(
+            cursor=last + 1,
+            run_id=str(run.id),
+            status=run.status,
+            finished_at=run.finished_at,
+            duration_ms=run.duration_ms,
+            error_code=run.error_code,
+        )
+    )
+    frames.sort(key=lambda frame: frame["cursor"])
+    return [frame for frame in frames if frame["cursor"] > after]
+
+
+def _ended(step: RunEvent) -> dict[str, Any]:
+    from engine.runs.export import step_output
+
+    return step_output(step)
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+
+class RunPublisher:
+    """One run's frames to Redis, in cursor order, sent by its event loop's sender task.
+
+    The recorder queues what happens and calls `kick` (on the loop's thread); each send takes
+    everything queued (`RunRecorder.take` numbers it), builds the frames and writes them as one
+    stream entry. `org` queues a frame for the organization's feed. `close` (after the run is
+    written) sends what `seal` numbered and the final frames, and waits at most CLOSE_SECONDS
+    for all of it to be written."""
+
+    __slots__ = ("recorder", "key", "org_key", "owner", "final", "org_pending", "closed", "queued")
+
+    def __init__(self, *, recorder: Any, schema_name: str, run_id: str, owner: dict) -> None:
+        self.recorder = recorder
+        self.key = run_stream_key(schema_name, run_id)
+        self.org_key = org_runs_stream_key(schema_name)
+        self.owner = owner
+        self.final: list[tuple] | None = None  # set by close: the last frames
+        self.org_pending: list[str] = []
+        self.closed: asyncio.Future | None = None
+        self.queued = False  # already waiting for the sender
+
+    def kick(self) -> None:
+        if not self.queued:
+            self.queued = True
+            _sender().want(self)
+
+    def org(self, frame: dict[str, Any]) -> None:
+        self.org_pending.append(json.dumps({**frame, "owner": self.owner}, default=str))
+        self.kick()
+
+    async def close(self, final: dict[str, Any] | None, org_frame: dict[str, Any] | None) -> None:
+        self.final = list(self.recorder.last)
+        if final is not None:
+            self.final.append((final, "final"))
+        if org_frame is not None:
+            self.org_pending.append(json.dumps({**org_frame, "owner": self.owner}, default=str))
+        self.closed = asyncio.get_running_loop().create_future()
+        self.kick()
+        try:
+            # The sender sets the result whether or not Redis took the frames.
+            async with asyncio.timeout(CLOSE_SECONDS):
+                await self.closed
+        except TimeoutError:
+            logger.warning("run frames not all published in time", extra={"stream": self.key})
+
+    @staticmethod
+    def _frames(batch: list[tuple]) -> list[tuple[int, str]]:
+        out = []
+        for item, how in batch:
+            if how == "final":
+                out.append((item["cursor"], json.dumps(item, default=str)))
+            elif how is None:
+                out.append(frames.line_frame_text(item))
+            else:
+                out.append(frames.step_frame_text(item, how))
+        return out
+
+    async def send(self, client: aioredis.Redis) -> None:
+        self.queued = False
+        ending = self.closed is not None
+        batch = self.recorder.take()
+        if ending and self.final is not None:
+            batch, self.final = batch + self.final, None
+        org, self.org_pending = self.org_pending, []
+        try:
+            if batch:
+                frames = self._frames(batch)
+                # One entry per send, its id the last cursor in it: a reader after cursor c gets
+                # exactly the entries holding a frame above c (and skips the rest of the first).
+                # One command per send (entry and expiry in one script) rather than per frame:
+                # redis-py costs more CPU per command than the frames do to build
+                # (benchmarks/runs.py).
+                await _append(
+                    client,
+                    self.key,
+                    stream_id(frames[-1][0]),
+                    "\n".join(text for _, text in frames),
+                    RUN_STREAM_MAXLEN,
+                    RUN_STREAM_TTL,
+                )
+            for text in org:
+                await client.xadd(self.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # stored with the run all the same
+            logger.warning(
+                "run frames not published",
+                extra={"stream": self.key, "error": f"{type(exc).__name__}: {exc}"},
+            )
+        finally:
+            if ending and self.closed is not None and not self.closed.done():
+                self.closed.set_result(None)
+
+
+class _Sender:
+    """One task per event loop sends every run's pending frames: no task per run."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[RunPublisher, None] = {}
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def want(self, publisher: RunPublisher) -> None:
+        self.wanted[publisher] = None
+        self.wake.set()
+        if self.task is None or self.task.done():
+            # Its own context: nothing the sender logs belongs to a run's log.
+            context = contextvars.copy_context()
+            context.run(runlog.current_binding.set, None)
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=context)
+
+    async def _run(self) -> None:
+        client = redis_client()
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            wanted, self.wanted = self.wanted, {}
+            if len(wanted) == 1:
+                await next(iter(wanted)).send(client)
+            else:
+                await asyncio.gather(*(publisher.send(client) for publisher in wanted))
+
+
+@lru_cache(maxsize=8)
+def _sender_for_loop(loop_id: int) -> _Sender:
+    return _Sender()
+
+
+def _sender() -> _Sender:
+    return _sender_for_loop(id(asyncio.get_running_loop()))
