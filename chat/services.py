@@ -96,6 +96,7 @@ def message_append(
     usage: dict | None = None,
     run_id=None,
     tool_calls: list | None = None,
+    tool_call_id: str = "",
 ) -> Message:
     """Appends with the next sequence number; concurrent appends are serialised on the conversation row."""
     updated = Conversation.objects.filter(pk=conversation_id).update(last_seq=F("last_seq") + 1)
@@ -111,6 +112,7 @@ def message_append(
         usage=usage or {},
         run_id=run_id,
         tool_calls=tool_calls or [],
+        tool_call_id=tool_call_id,
     )
 
 
