@@ -17,7 +17,7 @@ import pytest
 from django_tenants.utils import schema_context
 from pydantic import BaseModel
 
-from chat.tests.test_openai_api import BRAVO, FAST, TOOLS, live, upstream  # noqa: F401
+from chat.tests.test_openai_api import BRAVO, FAST, TOOLS, UPSTREAM, live, upstream  # noqa: F401
 
 WEATHER = {
     "type": "function",
@@ -317,6 +317,74 @@ def test_an_output_for_no_call_is_refused(live, world):
     assert response.json()["error"]["param"] == "input"
 
 
+# --- what reaches the model, and its failures ---------------------------------------------------
+
+
+def test_the_upstream_receives_instructions_parameters_and_format(
+    live, world, upstream, committed_db
+):
+    upstream.reset()
+    upstream.reply('{"ok": true}')
+    fmt = {"type": "json_schema", "name": "R", "schema": {"type": "object"}, "strict": True}
+
+    response = _client(live, world.alpha.keys["member"]).responses.create(
+        model=UPSTREAM,
+        input="go",
+        instructions="Answer in JSON.",
+        temperature=0.3,
+        top_p=0.9,
+        max_output_tokens=5000,  # above the configuration's 100
+        text={"format": fmt},
+    )
+
+    sent = upstream.requests[-1].body
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in JSON."}
+    assert sent["messages"][-1] == {"role": "user", "content": "go"}
+    assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.3, 0.9, 100)
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "R", "schema": {"type": "object"}, "strict": True},
+    }
+    assert json.loads(response.output_text) == {"ok": True}
+    assert response.text.format.type == "json_schema" and response.temperature == 0.3
+
+
+def test_a_model_failure_is_an_http_error_and_a_failed_stored_response(
+    live, world, upstream, committed_db
+):
+    from chat.models import StoredResponse
+
+    upstream.reset()
+    upstream.error(500, message="boom")
+    with schema_context("org_alpha"):
+        before = set(StoredResponse.objects.values_list("id", flat=True))
+
+    with pytest.raises(openai.APIStatusError) as info:
+        _client(live, world.alpha.keys["member"]).responses.create(model=UPSTREAM, input="go")
+
+    assert info.value.status_code == 502
+    assert info.value.body["code"] == "llm_unavailable"
+    with schema_context("org_alpha"):
+        (failed,) = StoredResponse.objects.exclude(id__in=before)
+    assert failed.status == "failed" and failed.body["error"]["code"] == "llm_unavailable"
+
+
+def test_a_failure_mid_stream_ends_with_response_failed(live, world, upstream, committed_db):
+    upstream.reset()
+    upstream.reply("one two three four", error_after=2)
+
+    events = list(
+        _client(live, world.alpha.keys["member"]).responses.create(
+            model=UPSTREAM, input="go", stream=True
+        )
+    )
+
+    assert events[-1].type == "response.failed"
+    assert events[-1].response.status == "failed"
+    assert events[-1].response.error.code == "llm_unavailable"
+    assert "response.completed" not in [e.type for e in events]
+
+
 # --- structured output --------------------------------------------------------------------------
 
 
@@ -491,6 +559,32 @@ def test_another_keys_or_organizations_response_is_404(live, world, committed_db
         timeout=20,
     )
     assert viewer.status_code == 404
+
+
+def test_the_plans_rate_limit_applies(live, world, committed_db):
+    from tenants import ratelimit
+    from tenants.limits.enforce import ORG_PRINCIPAL
+    from tenants.models import Organization, Plan
+
+    org = Organization.objects.get(slug="alpha")
+    bucket = ratelimit.bucket_key(str(org.public_id), ORG_PRINCIPAL, "requests")
+    previous_plan = org.plan_id
+    plan, _ = Plan.objects.update_or_create(
+        slug="resp-tiny", defaults={"name": "Tiny", "requests_per_minute": 1}
+    )
+    Organization.objects.filter(pk=org.pk).update(plan=plan)
+    ratelimit.clear(bucket)
+    client = _client(live, world.alpha.keys["member"])
+    try:
+        client.responses.create(model=FAST, input="one", store=False)
+        with pytest.raises(openai.RateLimitError) as info:
+            client.responses.create(model=FAST, input="two", store=False)
+        assert info.value.code == "rate_limit_exceeded"
+        assert int(info.value.response.headers["retry-after"]) >= 1
+    finally:
+        Organization.objects.filter(pk=org.pk).update(plan_id=previous_plan)
+        ratelimit.clear(bucket)
+        Plan.objects.filter(slug="resp-tiny").delete()
 
 
 def test_malformed_and_unknown_ids_are_404(live, world):
