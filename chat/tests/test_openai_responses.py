@@ -338,7 +338,8 @@ def test_the_upstream_receives_instructions_parameters_and_format(
     )
 
     sent = upstream.requests[-1].body
-    assert sent["messages"][0] == {"role": "system", "content": "Answer in JSON."}
+    # The configuration's system prompt, then the request's instructions.
+    assert sent["messages"][1] == {"role": "system", "content": "Answer in JSON."}
     assert sent["messages"][-1] == {"role": "user", "content": "go"}
     assert (sent["temperature"], sent["top_p"], sent["max_tokens"]) == (0.3, 0.9, 100)
     assert sent["response_format"] == {
@@ -381,7 +382,7 @@ def test_a_failure_mid_stream_ends_with_response_failed(live, world, upstream, c
 
     assert events[-1].type == "response.failed"
     assert events[-1].response.status == "failed"
-    assert events[-1].response.error.code == "llm_unavailable"
+    assert events[-1].response.error.code == "llm_error"
     assert "response.completed" not in [e.type for e in events]
 
 
