@@ -303,6 +303,21 @@ def test_the_whole_history_without_previous_response_id(live, world, committed_d
     assert second.output_text == "The get_weather tool returned: cloudy."
 
 
+def test_a_call_left_unanswered_is_refused(live, world, committed_db):
+    client = _client(live, world.alpha.keys["member"])
+    first = client.responses.create(model=TOOLS, input=ASK, tools=[WEATHER])
+
+    with pytest.raises(openai.BadRequestError) as info:
+        client.responses.create(
+            model=TOOLS, input="never mind", previous_response_id=first.id, tools=[WEATHER]
+        )
+
+    assert info.value.body["param"] == "input"
+    assert first.output[-1].call_id in info.value.body["message"]
+    # Nothing was stored for the refused request.
+    assert len(_messages(_stored(first.id).conversation_id)) == 2
+
+
 def test_an_output_for_no_call_is_refused(live, world):
     response = _post(
         live,

@@ -87,7 +87,10 @@ def response_history(*, record: StoredResponse) -> list[dict[str, Any]]:
             if current.previous_id
             else None
         )
-    return [message for turn in reversed(turns) for message in turn]
+    messages = [message for turn in reversed(turns) for message in turn]
+    # A result whose call fell out of the budget would be an orphan the model refuses.
+    calls = {c["id"] for m in messages for c in m.get("tool_calls") or ()}
+    return [m for m in messages if m["role"] != "tool" or m["tool_call_id"] in calls]
 
 
 def _message_fields(item: dict[str, Any]) -> dict[str, Any]:
@@ -120,10 +123,12 @@ def response_begin(
     """Stores the input items and the reply's placeholder before the model runs; returns the
     conversation's id and the placeholder's. The conversation row is locked so one turn's messages stay contiguous."""
     previous = (
-        StoredResponse.objects.select_related("conversation").get(pk=previous_id)
+        StoredResponse.objects.select_related("conversation").filter(pk=previous_id).first()
         if previous_id
         else None
     )
+    if previous_id and previous is None:  # deleted since the request's context was read
+        raise NotFoundError("No such response.", "previous_response_not_found")
     conversation = None
     if previous is not None and str(previous.conversation.orchestrator_id) == str(instance_id):
         locked = Conversation.objects.select_for_update().get(pk=previous.conversation_id)

@@ -448,16 +448,24 @@ def parse_responses_request(body: Any) -> ResponsesRequest:
 
 
 def check_outputs(history: list[dict[str, Any]], items: list[dict[str, Any]]) -> None:
-    """Every function_call_output answers a call made earlier (in `history` or the input)."""
-    calls = {
-        call["id"] for message in (*history, *items) for call in message.get("tool_calls") or ()
-    }
-    for item in items:
-        if item["role"] == "tool" and item["tool_call_id"] not in calls:
-            raise BadRequest(
-                f"No tool call found for function call output with call_id {item['tool_call_id']}.",
-                "input",
-            )
+    """Every function_call_output answers a call made earlier (in `history` or the input), and
+    every call is answered before the conversation goes on, as OpenAI requires."""
+    calls: list[str] = []
+    answered: set[str] = set()
+    for message in (*history, *items):
+        if message["role"] == "tool":
+            if message["tool_call_id"] not in calls:
+                raise BadRequest(
+                    "No tool call found for function call output with call_id "
+                    f"{message['tool_call_id']}.",
+                    "input",
+                )
+            answered.add(message["tool_call_id"])
+        elif message["role"] in ("user", "assistant"):
+            waiting = [call for call in calls if call not in answered]
+            if waiting:
+                raise BadRequest(f"No tool output found for function call {waiting[0]}.", "input")
+        calls += [call["id"] for call in message.get("tool_calls") or ()]
 
 
 def arguments_text(arguments: Any) -> str:
