@@ -80,9 +80,10 @@ class Message(models.Model):
 class StoredResponse(models.Model):
     """A `/v1/responses` response kept for `previous_response_id` and retrieval (`store`, the
     default). Its turn lives in `conversation` as messages `first_seq`..`last_seq` (the input
-    items, then the assistant's reply, whose `tool_calls` hold the client's function calls); the
-    context a follow-up sees is the chain of `previous` responses' messages, so a response
-    continued twice (a fork) keeps each branch's history exact. The id is the turn's run id."""
+    items, then the assistant's reply; the client's function calls in `tool_calls` are marked
+    `"client": true`). The context a follow-up sees is the chain of `previous` responses'
+    messages, so a response continued twice (a fork) keeps each branch's history exact. The id
+    is the turn's run id."""
 
     class Status(models.TextChoices):
         IN_PROGRESS = "in_progress", "In progress"

@@ -261,6 +261,14 @@ def test_a_function_call_round_trip_with_previous_response_id(live, world, commi
         ("tool", call.call_id),
         ("assistant", ""),
     ]
+    from chat.models import Message
+
+    with schema_context("org_alpha"):
+        asked = Message.objects.get(conversation_id=conversation, seq=_stored(first.id).last_seq)
+    # Stored as every chat trigger stores calls (the chat page shows them), marked the client's.
+    assert asked.tool_calls == [
+        {"id": call.call_id, "name": "get_weather", "arguments": {"city": "Paris"}, "client": True}
+    ]
 
 
 def test_function_calls_stream_their_argument_events(live, world, committed_db):

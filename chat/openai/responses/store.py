@@ -20,6 +20,7 @@ from django.db import transaction
 from cadence_site.errors import ApplicationError, NotFoundError
 from chat import services
 from chat.models import Conversation, Message, StoredResponse
+from chat.openai.responses.validation import arguments_text
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +50,19 @@ def _chat_message(message: Message) -> dict[str, Any] | None:
             "content": message.content,
         }
     if message.role == Message.Role.ASSISTANT:
-        # The client's function calls are stored in chat format (they have a "function");
-        # the orchestrator's own calls, with their results, stay internal.
-        calls = [c for c in message.tool_calls if isinstance(c, dict) and "function" in c]
+        # The client's function calls are marked; the orchestrator's own stay internal.
+        calls = [c for c in message.tool_calls if isinstance(c, dict) and c.get("client")]
         if message.status == Message.Status.FAILED or not (message.content or calls):
             return None
         entry: dict[str, Any] = {"role": "assistant", "content": message.content or None}
         if calls:
             entry["tool_calls"] = [
-                {"id": c["id"], "type": "function", "function": c["function"]} for c in calls
+                {
+                    "id": c["id"],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": arguments_text(c["arguments"])},
+                }
+                for c in calls
             ]
         return entry
     return {"role": message.role, "content": message.content}
@@ -102,10 +107,20 @@ def _message_fields(item: dict[str, Any]) -> dict[str, Any]:
             "tool_call_id": item["tool_call_id"],
         }
     if role == "assistant":
+        # Stored as every chat trigger stores calls (the chat page shows them), marked the client's.
+        calls = [
+            {
+                "id": c["id"],
+                "name": c["function"]["name"],
+                "arguments": c["function"]["arguments"],
+                "client": True,
+            }
+            for c in item.get("tool_calls") or ()
+        ]
         return {
             "role": Message.Role.ASSISTANT,
             "content": item.get("content") or "",
-            "tool_calls": item.get("tool_calls") or [],
+            "tool_calls": calls,
         }
     return {"role": role, "content": item["content"]}
 

@@ -153,17 +153,14 @@ def final_of(turn: ResponseTurn, outcome: pipeline.TurnOutcome) -> Final:
 
 
 def _stored_calls(outcome: pipeline.TurnOutcome) -> list[dict[str, Any]]:
-    """The reply's tool calls as stored: the orchestrator's own (with their results, as every
-    chat trigger stores them) and the client's in chat format (what a follow-up's history needs)."""
+    """The reply's tool calls as every chat trigger stores them (`id`, `name`, `arguments`, and
+    the orchestrator's own calls' results), the client's marked `"client": true`: a follow-up's
+    history needs those, the orchestrator's own stay internal."""
     client_ids = {call["id"] for call in outcome.client_tool_calls}
-    own = [call for call in outcome.tool_calls if call["id"] not in client_ids]
-    return own + [
-        {
-            "id": call["id"],
-            "type": "function",
-            "function": {"name": call["name"], "arguments": arguments_text(call["arguments"])},
-        }
-        for call in outcome.client_tool_calls
+    stored = [call for call in outcome.tool_calls if call["id"] not in client_ids]
+    return stored + [
+        {"id": c["id"], "name": c["name"], "arguments": c["arguments"], "client": True}
+        for c in outcome.client_tool_calls
     ]
 
 
