@@ -211,7 +211,6 @@ async def _event_stream(turn: ResponseTurn) -> AsyncIterator[str]:
     yield event("response.in_progress", response=turn.body())
     item_id = turn.message_item_id
     where = {"item_id": item_id, "output_index": 0, "content_index": 0}
-    text: list[str] = []
     started = False
 
     def start() -> list[str]:
@@ -241,7 +240,6 @@ async def _event_stream(turn: ResponseTurn) -> AsyncIterator[str]:
                 started = True
                 for line in start():
                     yield line
-            text.append(delta)
             yield event("response.output_text.delta", **where, delta=delta, logprobs=[])
         final: Final | None = next((value for kind, value in items if kind == "done"), None)
         if final is None:
