@@ -611,6 +611,29 @@ def test_the_plans_rate_limit_applies(live, world, committed_db):
         Plan.objects.filter(slug="resp-tiny").delete()
 
 
+def test_the_keys_token_budget_applies(live, world, committed_db):
+    from tenants.limits.models import ApiKeyLimits
+
+    key_id = world.alpha.key_ids["owner"]
+    ApiKeyLimits.objects.create(api_key_id=key_id, tokens_per_minute=1)
+    try:
+        with pytest.raises(openai.APIStatusError) as info:
+            _client(live, world.alpha.keys["owner"]).responses.create(
+                model=FAST, input="too many tokens for one a minute"
+            )
+        streamed = list(
+            _client(live, world.alpha.keys["owner"]).responses.create(
+                model=FAST, input="too many tokens again", stream=True
+            )
+        )
+    finally:
+        ApiKeyLimits.objects.filter(api_key_id=key_id).delete()
+
+    assert (info.value.status_code, info.value.body["code"]) == (402, "budget_exceeded")
+    assert streamed[-1].type == "response.failed"
+    assert streamed[-1].response.error.code == "budget_exceeded"
+
+
 def test_malformed_and_unknown_ids_are_404(live, world):
     client = _client(live, world.alpha.keys["member"])
 
