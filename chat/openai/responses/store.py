@@ -20,7 +20,7 @@ from django.db import transaction
 from cadence_site.errors import ApplicationError, NotFoundError
 from chat import services
 from chat.models import Conversation, Message, StoredResponse
-from chat.openai.responses.validation import arguments_text
+from chat.openai.responses.items import arguments_text
 
 logger = logging.getLogger(__name__)
 

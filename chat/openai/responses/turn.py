@@ -11,7 +11,8 @@ from typing import Any
 
 from cadence_site.errors import ApplicationError
 from chat.openai.access import Caller
-from chat.openai.responses.validation import ResponsesRequest, arguments_text
+from chat.openai.responses.items import arguments_text
+from chat.openai.responses.validation import ResponsesRequest
 from chat.openai.turn import _error_payload
 from engine.runs import pipeline
 from orchestrators.pool import Acquired

@@ -17,6 +17,7 @@ from cadence_site.errors import ApplicationError, NotFoundError
 from chat.openai.access import _authorize
 from chat.openai.errors import BadRequest, _error_type, openai_error
 from chat.openai.responses import store
+from chat.openai.responses.items import check_outputs
 from chat.openai.responses.turn import (
     Final,
     ResponseTurn,
@@ -28,7 +29,6 @@ from chat.openai.responses.turn import (
 from chat.openai.responses.validation import (
     RESPONSE_ID,
     ResponsesRequest,
-    check_outputs,
     parse_responses_request,
 )
 from chat.openai.views import (
