@@ -340,6 +340,34 @@ def test_an_output_for_no_call_is_refused(live, world):
     assert response.json()["error"]["param"] == "input"
 
 
+def test_langchain_chat_openai_on_the_responses_api(live, world, committed_db):
+    from langchain_core.messages import HumanMessage, ToolMessage
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"snow in {city}"
+
+    model = ChatOpenAI(
+        model=TOOLS,
+        base_url=f"{live.base}/v1",
+        api_key=world.alpha.keys["member"],
+        use_responses_api=True,
+        max_retries=0,
+        timeout=20,
+    ).bind_tools([get_weather])
+    history = [HumanMessage(ASK)]
+    asked = model.invoke(history)
+    call = asked.tool_calls[0]
+    history += [asked, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
+    answered = model.invoke(history)
+
+    assert (call["name"], call["args"]) == ("get_weather", {"city": "Paris"})
+    assert answered.text() == "The get_weather tool returned: snow in Paris."
+
+
 # --- what reaches the model, and its failures ---------------------------------------------------
 
 

@@ -74,10 +74,11 @@ def input_items(raw: Any) -> list[dict[str, Any]]:
                 raise BadRequest(
                     f"Unknown role {role!r}: use one of {', '.join(ROLES)}.", f"{where}.role"
                 )
-            allowed = ("output_text", "refusal") if role == "assistant" else ("input_text",)
+            # An assistant's earlier text comes back as output_text, everyone else's as input_text.
+            allowed = ("output_text",) if role == "assistant" else ("input_text",)
             if "content" not in item:
                 raise BadRequest("A message needs 'content'.", f"{where}.content")
-            text = _text_of(item["content"], f"{where}.content", allowed=allowed[:1])
+            text = _text_of(item["content"], f"{where}.content", allowed=allowed)
             items.append({"role": ROLES[role], "content": text})
         elif kind == "function_call":
             name = item.get("name")
