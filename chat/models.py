@@ -54,6 +54,8 @@ class Message(models.Model):
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     tool_calls = models.JSONField(default=list, blank=True)
+    # A tool message: the id of the call it answers (a `/v1/responses` function_call_output).
+    tool_call_id = models.CharField(max_length=128, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE)
     usage = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
@@ -87,3 +89,45 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.conversation_id}#{self.seq} {self.role}"
+
+
+class StoredResponse(models.Model):
+    """A `/v1/responses` response kept for `previous_response_id` and retrieval (`store`, the
+    default). Its turn lives in `conversation` as messages `first_seq`..`last_seq` (the input
+    items, then the assistant's reply; the client's function calls in `tool_calls` are marked
+    `"client": true`). The context a follow-up sees is the chain of `previous` responses'
+    messages, so a response continued twice (a fork) keeps each branch's history exact. The id
+    is the turn's run id."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+        INCOMPLETE = "incomplete", "Incomplete"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="responses"
+    )
+    previous = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="followups"
+    )
+    owner_api_key_id = models.UUIDField(db_index=True)
+    first_seq = models.PositiveIntegerField()
+    last_seq = models.PositiveIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.IN_PROGRESS)
+    body = models.JSONField(default=dict, blank=True)  # the response object as last sent
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(first_seq__lte=models.F("last_seq")),
+                name="stored_response_seq_range",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"resp_{self.id.hex}"

@@ -98,6 +98,7 @@ def message_append(
     run_id=None,
     tool_calls: list | None = None,
     owner: str = "",
+    tool_call_id: str = "",
 ) -> Message:
     """Appends with the next sequence number; concurrent appends are serialised on the conversation
     row. A streaming reply names its `owner` (the process writing it, chat/orphans.py)."""
@@ -116,6 +117,7 @@ def message_append(
         tool_calls=tool_calls or [],
         owner=owner,
         heartbeat_at=timezone.now() if owner else None,
+        tool_call_id=tool_call_id,
     )
 
 

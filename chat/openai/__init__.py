@@ -1,4 +1,5 @@
-"""The OpenAI-compatible surface: `GET /v1/models`, `GET /v1/models/<id>`, `POST /v1/chat/completions`.
+"""The OpenAI-compatible surface: `GET /v1/models`, `GET /v1/models/<id>`, `POST /v1/chat/completions`,
+`POST /v1/responses` and `GET /v1/responses/<id>` (`chat/openai/responses/`).
 
 Any OpenAI client talks to an organization's orchestrators with a Cadence API key
 (`OpenAI(base_url="<server>/v1", api_key="ck_…")`). The organization comes from the key alone;
@@ -27,6 +28,13 @@ parameter or one Cadence cannot honour is a 400 naming it. Sampling parameters a
 configuration's `max_tokens` caps the request's). `tools` / `tool_choice` declare the client's
 own tools: a call of one ends the turn with `finish_reason: "tool_calls"`, and `role: "tool"`
 messages continue it. The orchestrator's own tool calls and steps stay internal.
+
+The Responses API (`chat/openai/responses/`) runs the same turn pipeline with the same key,
+role, rate-limit and budget rules. Unlike chat completions it keeps state: a response (unless
+`store: false`) is a turn of a conversation of the calling key (its input items and reply are
+messages; `chat.models.StoredResponse` maps `resp_<run id>` to them and to the response it
+continued), and `previous_response_id` continues that chain (another key's id is a 404
+`previous_response_not_found`). `instructions` apply to their own turn only, as OpenAI's do.
 
 Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`:
 

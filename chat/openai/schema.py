@@ -26,7 +26,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         400: "Invalid request: `param` names the parameter.",
         401: "Missing, unknown, revoked or expired API key.",
         403: "The key's organization is suspended, or its role may not do this.",
-        404: "No such model (orchestrator) in the key's organization, or not ready.",
+        404: "No such model (orchestrator) in the key's organization, or not ready; or no "
+        "such response of this key.",
         405: "Method not allowed.",
         413: "The request body exceeds the body limit.",
         429: "A rate limit of the organization's plan; `Retry-After` says when to retry.",
@@ -93,6 +94,118 @@ _FUNCTION_TOOL = {
         },
     },
     "required": ["type", "function"],
+}
+
+
+_TEXT_PARTS = {
+    "oneOf": [
+        {"type": "string", "maxLength": MAX_CONTENT},
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "type": {"enum": ["input_text", "output_text"]},
+                    "text": {"type": "string"},
+                },
+                "required": ["type", "text"],
+            },
+        },
+    ]
+}
+
+_INPUT_ITEM = {
+    "oneOf": [
+        {
+            "type": "object",
+            "description": "A message (`type` may be omitted).",
+            "properties": {
+                "type": {"const": "message"},
+                "role": {"enum": ["user", "assistant", "system", "developer"]},
+                "content": _TEXT_PARTS,
+            },
+            "required": ["role", "content"],
+        },
+        {
+            "type": "object",
+            "description": "A call of a client function made earlier (as the Agents SDK resends it).",
+            "properties": {
+                "type": {"const": "function_call"},
+                "call_id": {"type": "string"},
+                "name": {"type": "string"},
+                "arguments": {"type": "string"},
+            },
+            "required": ["type", "call_id", "name", "arguments"],
+        },
+        {
+            "type": "object",
+            "description": "The result of a client function call.",
+            "properties": {
+                "type": {"const": "function_call_output"},
+                "call_id": {"type": "string"},
+                "output": _TEXT_PARTS,
+            },
+            "required": ["type", "call_id", "output"],
+        },
+    ]
+}
+
+_RESPONSE_TOOL = {
+    "type": "object",
+    "properties": {
+        "type": {"const": "function"},
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        "description": {"type": ["string", "null"]},
+        "parameters": {"type": ["object", "null"]},
+        "strict": {"type": ["boolean", "null"]},
+    },
+    "required": ["type", "name"],
+}
+
+_OUTPUT_ITEM = {
+    "oneOf": [
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "message"},
+                "role": {"const": "assistant"},
+                "status": {"enum": ["in_progress", "completed", "incomplete"]},
+                "content": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "type": {"const": "output_text"},
+                            "text": {"type": "string"},
+                            "annotations": {"type": "array"},
+                            "logprobs": {"type": "array"},
+                        },
+                        "required": ["type", "text", "annotations"],
+                    },
+                },
+            },
+            "required": ["id", "type", "role", "status", "content"],
+        },
+        {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "type": {"const": "function_call"},
+                "call_id": {"type": "string"},
+                "name": {"type": "string"},
+                "arguments": {"type": "string"},
+                "status": {"enum": ["in_progress", "completed", "incomplete"]},
+            },
+            "required": ["id", "type", "call_id", "name", "arguments", "status"],
+        },
+    ]
+}
+
+_METADATA = {
+    "type": ["object", "null"],
+    "maxProperties": 16,
+    "additionalProperties": {"type": "string", "maxLength": 512},
 }
 
 
@@ -259,6 +372,135 @@ def openai_components() -> dict[str, Any]:
             "required": ["id", "object", "created", "model", "choices", "usage"],
             "additionalProperties": False,
         },
+        "ResponseCreateRequest": {
+            "type": "object",
+            "description": "OpenAI's Responses request. `model` is an orchestrator's slug; "
+            "`input` ends with a user message or function_call_output items.",
+            "properties": {
+                "model": {"type": "string"},
+                "input": {
+                    "oneOf": [
+                        {"type": "string", "maxLength": MAX_CONTENT},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": MAX_MESSAGES,
+                            "items": _INPUT_ITEM,
+                        },
+                    ]
+                },
+                "instructions": {"type": ["string", "null"], "maxLength": MAX_CONTENT},
+                "previous_response_id": {
+                    "type": ["string", "null"],
+                    "description": "A stored response of the same API key (`resp_…`).",
+                },
+                "tools": {"type": ["array", "null"], "items": _RESPONSE_TOOL, "maxItems": 128},
+                "tool_choice": {
+                    "oneOf": [
+                        {"enum": ["none", "auto", "required"]},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "type": {"const": "function"},
+                                "name": {"type": "string"},
+                            },
+                            "required": ["type", "name"],
+                        },
+                        {"type": "null"},
+                    ]
+                },
+                "parallel_tool_calls": {"type": ["boolean", "null"]},
+                "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+                "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "max_output_tokens": {"type": ["integer", "null"], "minimum": 16},
+                "text": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "format": {
+                            "type": "object",
+                            "properties": {
+                                "type": {"enum": ["text", "json_object", "json_schema"]},
+                                "name": {"type": "string"},
+                                "schema": {"type": "object"},
+                                "strict": {"type": ["boolean", "null"]},
+                                "description": {"type": "string"},
+                            },
+                            "required": ["type"],
+                        }
+                    },
+                },
+                "stream": {"type": ["boolean", "null"]},
+                "store": {
+                    "type": ["boolean", "null"],
+                    "description": "Default true: kept for retrieval and previous_response_id.",
+                },
+                "metadata": _METADATA,
+                "user": {"type": ["string", "null"], "maxLength": 256},
+            },
+            "required": ["model", "input"],
+            "additionalProperties": False,
+            "examples": [{"model": "assistant", "input": "Hello"}],
+        },
+        "Response": {
+            "type": "object",
+            "description": "OpenAI's Response object; `id` is `resp_<run id>`.",
+            "properties": {
+                "id": {"type": "string", "pattern": "^resp_[0-9a-f]{32}$"},
+                "object": {"const": "response"},
+                "created_at": {"type": "integer"},
+                "status": {"enum": ["in_progress", "completed", "incomplete", "failed"]},
+                "model": {"type": "string"},
+                "output": {"type": "array", "items": _OUTPUT_ITEM},
+                "usage": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "input_tokens": {"type": "integer"},
+                        "input_tokens_details": {"type": "object", "additionalProperties": True},
+                        "output_tokens": {"type": "integer"},
+                        "output_tokens_details": {"type": "object", "additionalProperties": True},
+                        "total_tokens": {"type": "integer"},
+                    },
+                    "required": ["input_tokens", "output_tokens", "total_tokens"],
+                },
+                "error": {
+                    "type": ["object", "null"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                },
+                "incomplete_details": {
+                    "type": ["object", "null"],
+                    "properties": {"reason": {"type": ["string", "null"]}},
+                },
+                "previous_response_id": {"type": ["string", "null"]},
+                "instructions": {"type": ["string", "null"]},
+                "metadata": _METADATA,
+                "tools": {"type": "array", "items": _RESPONSE_TOOL},
+                "tool_choice": {
+                    "oneOf": [{"type": "string"}, {"type": "object", "additionalProperties": True}]
+                },
+                "parallel_tool_calls": {"type": "boolean"},
+                "temperature": {"type": ["number", "null"]},
+                "top_p": {"type": ["number", "null"]},
+                "max_output_tokens": {"type": ["integer", "null"]},
+                "text": {"type": "object", "additionalProperties": True},
+                "store": {"type": "boolean"},
+                "user": {"type": ["string", "null"]},
+                "background": {"type": "boolean"},
+                "reasoning": {"type": ["object", "null"], "additionalProperties": True},
+                "service_tier": {"type": ["string", "null"]},
+                "truncation": {"type": ["string", "null"]},
+            },
+            "required": [
+                "id",
+                "object",
+                "created_at",
+                "status",
+                "model",
+                "output",
+                "tools",
+                "tool_choice",
+                "parallel_tool_calls",
+            ],
+        },
     }
 
 
@@ -318,6 +560,53 @@ def openai_paths() -> dict[str, Any]:
                         },
                     },
                     **_errors(400, 401, 403, 404, 413, 429, 502, 504),
+                },
+            }
+        },
+        "/v1/responses": {
+            "post": {
+                "operationId": "openai_responses_create",
+                "summary": "One turn with an orchestrator, as OpenAI's Responses API",
+                "description": "Stored as a turn of a conversation of the calling key (unless "
+                "`store: false`); `previous_response_id` continues it. With `stream: true` the "
+                "reply is server-sent events named as OpenAI names them (`response.created`, "
+                "`response.output_text.delta`, …, `response.completed`).",
+                "tags": ["openai"],
+                "security": _SECURITY,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ResponseCreateRequest")}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "The response, or its events as server-sent events.",
+                        "content": {
+                            "application/json": {"schema": _ref("Response")},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 403, 404, 413, 429, 502, 504),
+                },
+            }
+        },
+        "/v1/responses/{response_id}": {
+            "get": {
+                "operationId": "openai_responses_retrieve",
+                "summary": "A stored response of the calling key",
+                "tags": ["openai"],
+                "security": _SECURITY,
+                "parameters": [
+                    {
+                        "name": "response_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "The response's id, `resp_…`.",
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Response"), "The response as it was last sent."),
+                    **_errors(401, 403, 404, 429),
                 },
             }
         },

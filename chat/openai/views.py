@@ -8,7 +8,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from django.conf import settings
@@ -53,7 +53,7 @@ def _model_output(row: dict[str, Any], org_slug: str) -> dict[str, Any]:
 @csrf_exempt
 async def models_list(request: HttpRequest) -> HttpResponse:
     if request.method != "GET":
-        return _method_not_allowed(request, "GET")
+        return method_not_allowed(request, "GET")
     caller = await _authorize(request)
     if isinstance(caller, HttpResponse):
         return caller
@@ -66,7 +66,7 @@ async def models_list(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     if request.method != "GET":
-        return _method_not_allowed(request, "GET")
+        return method_not_allowed(request, "GET")
     caller = await _authorize(request)
     if isinstance(caller, HttpResponse):
         return caller
@@ -81,7 +81,7 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     return JsonResponse(_model_output(rows[0], caller.org_slug))
 
 
-def _method_not_allowed(request: HttpRequest, allowed: str) -> JsonResponse:
+def method_not_allowed(request: HttpRequest, allowed: str) -> JsonResponse:
     return openai_error(
         405,
         f"Method {request.method} is not allowed here; use {allowed}.",
@@ -107,52 +107,19 @@ def keepalive_seconds() -> float:
 @csrf_exempt
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        return _method_not_allowed(request, "POST")
+        return method_not_allowed(request, "POST")
     caller = await _authorize(request)
     if isinstance(caller, HttpResponse):
         return caller
     if not role_at_least(caller.role, Role.MEMBER):
-        return openai_error(
-            403,
-            "This API key's role (viewer) may read but not chat; use a member key or above.",
-            code="insufficient_role",
-            type="permission_error",
-        )
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    try:
-        raw = request.body
-    except RequestDataTooBig:
-        raw = None
-    # Django checks only a declared Content-Length; a chunked body is measured here.
-    if raw is None or (limit is not None and len(raw) > limit):
-        return openai_error(
-            413,
-            f"The request body exceeds the limit of {limit} bytes.",
-            code="payload_too_large",
-        )
-    try:
-        parsed = parse_completion_request(json_loads(raw or b"null"))
-    except InputError as exc:
-        code = "invalid_json" if exc.code == "malformed_json" else exc.code
-        return openai_error(400, exc.message, code=code, param=exc.field)
-    except BadRequest as exc:
-        return openai_error(400, exc.message, code=exc.code, param=exc.param)
-
-    try:
-        acquired = await pool.acquire(
-            schema_name=caller.schema_name, org_slug=caller.org_slug, ref=parsed.model
-        )
-    except ApplicationError as exc:
-        if exc.code == "orchestrator_not_found":
-            message = f"The model {parsed.model!r} does not exist in this organization."
-        elif exc.code.startswith("orchestrator_"):
-            message = f"The model {parsed.model!r} is not available: {exc.message}"
-        else:  # building the runtime failed in some other way the orchestrator reported
-            return openai_error(
-                exc.status_code, exc.message, code=exc.code, type=_error_type(exc.status_code)
-            )
-        return openai_error(404, message, code="model_not_found", param="model")
-    refused = _unsupported_by_framework(parsed, acquired)
+        return viewer_refused()
+    parsed = await parse_body(request, parse_completion_request)
+    if isinstance(parsed, HttpResponse):
+        return parsed
+    acquired = await acquire_model(caller, parsed.model)
+    if isinstance(acquired, HttpResponse):
+        return acquired
+    refused = unsupported_by_framework(parsed, acquired)
     if refused is not None:
         return openai_error(
             400,
@@ -194,7 +161,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     # Shielded: a client that leaves cancels this view, not the turn.
     outcome: CompletionOutcome = await asyncio.shield(turn.outcome)
     if outcome.error is not None:
-        return JsonResponse({"error": _public_error(outcome.error)}, status=outcome.http_status)
+        return JsonResponse({"error": public_error(outcome.error)}, status=outcome.http_status)
     body: dict[str, Any] = {
         "id": turn.completion_id,
         "object": "chat.completion",
@@ -220,7 +187,57 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     return JsonResponse(body)
 
 
-def _unsupported_by_framework(parsed, acquired) -> str | None:
+def viewer_refused() -> JsonResponse:
+    return openai_error(
+        403,
+        "This API key's role (viewer) may read but not chat; use a member key or above.",
+        code="insufficient_role",
+        type="permission_error",
+    )
+
+
+async def parse_body(request: HttpRequest, parse: Callable[[Any], Any]) -> Any:
+    """The request's JSON body through `parse`, or the 400/413 response to send instead."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    try:
+        raw = request.body
+    except RequestDataTooBig:
+        raw = None
+    # Django checks only a declared Content-Length; a chunked body is measured here.
+    if raw is None or (limit is not None and len(raw) > limit):
+        return openai_error(
+            413,
+            f"The request body exceeds the limit of {limit} bytes.",
+            code="payload_too_large",
+        )
+    try:
+        return parse(json_loads(raw or b"null"))
+    except InputError as exc:
+        code = "invalid_json" if exc.code == "malformed_json" else exc.code
+        return openai_error(400, exc.message, code=code, param=exc.field)
+    except BadRequest as exc:
+        return openai_error(400, exc.message, code=exc.code, param=exc.param)
+
+
+async def acquire_model(caller, model: str) -> Any:
+    """The orchestrator `model` names, from the pool, or the 404 (or build error) to send."""
+    try:
+        return await pool.acquire(
+            schema_name=caller.schema_name, org_slug=caller.org_slug, ref=model
+        )
+    except ApplicationError as exc:
+        if exc.code == "orchestrator_not_found":
+            message = f"The model {model!r} does not exist in this organization."
+        elif exc.code.startswith("orchestrator_"):
+            message = f"The model {model!r} is not available: {exc.message}"
+        else:  # building the runtime failed in some other way the orchestrator reported
+            return openai_error(
+                exc.status_code, exc.message, code=exc.code, type=_error_type(exc.status_code)
+            )
+        return openai_error(404, message, code="model_not_found", param="model")
+
+
+def unsupported_by_framework(parsed, acquired) -> str | None:
     """The first request parameter only the native runtime honours, when another would run it."""
     from orchestrators.adapters.cadence import NativeRuntime
 
@@ -244,11 +261,11 @@ def _message(outcome: CompletionOutcome) -> dict[str, Any]:
     return message
 
 
-def _public_error(error: dict[str, Any]) -> dict[str, Any]:
+def public_error(error: dict[str, Any]) -> dict[str, Any]:
     return {k: error.get(k) for k in ("message", "type", "param", "code")}
 
 
-def _sse(payload: dict[str, Any] | str) -> str:
+def sse(payload: dict[str, Any] | str) -> str:
     data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return f"data: {data}\n\n"
 
@@ -273,7 +290,7 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
         }
         if with_usage:
             payload["usage"] = None  # as OpenAI does: only the last chunk carries it
-        return _sse(payload)
+        return sse(payload)
 
     yield chunk({"role": "assistant", "content": ""})
     keepalive = keepalive_seconds()
@@ -296,7 +313,7 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
         if outcome is None:
             continue
         if outcome.error is not None:
-            yield _sse({"error": _public_error(outcome.error)})
+            yield sse({"error": public_error(outcome.error)})
         else:
             if outcome.tool_calls:
                 yield chunk(
@@ -309,6 +326,6 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
                 )
             yield chunk({}, outcome.finish_reason)
             if with_usage:
-                yield _sse({**base, "choices": [], "usage": outcome.usage})
-        yield _sse("[DONE]")
+                yield sse({**base, "choices": [], "usage": outcome.usage})
+        yield sse("[DONE]")
         return
