@@ -29,7 +29,7 @@ from .measures import (
     ThenMeasure,
 )
 from .parallel import run_parallel
-from .runner import run_observed
+from .runner import run_events, run_observed
 from .score import SCORE_TYPES
 
 S = TypeVar("S")
@@ -149,13 +149,17 @@ class Cadence(Generic[S]):
             score = self.score
             if score is None:
                 raise CadenceError(f"cadence {self.name!r} has no score to run on", code="NO_SCORE")
+        hooks = self._hooks
+        plan = hooks.plan() if hooks is not None and hooks.any else None
+        if plan is not None and plan.events and not self._reporters and self._store is None:
+            return await run_events(self, score, run_id or self._run_id, plan)
         if (
             self._reporters
             or self._error_handler is not None
             or self._store is not None
-            or (self._hooks is not None and not self._hooks.plan().idle)
+            or (plan is not None and not plan.idle)
         ):
-            return await run_observed(self, score, run_id or self._run_id)
+            return await run_observed(self, score, run_id or self._run_id, plan)
         # The hot path (nothing attached, or hooks that want nothing this run, such as an event
         # emitter without listeners), inlined here rather than in a helper so a run costs one
         # frame less: each async note is one direct await.
@@ -167,9 +171,11 @@ class Cadence(Generic[S]):
                 m = measures[i]
                 kind = m.kind
                 if kind == KIND_ASYNC_NOTE:
-                    result = await m.fn(score)  # type: ignore[attr-defined]
+                    call = m.fn  # type: ignore[attr-defined] # a local: 3.11 does not specialise m.fn(...)
+                    result = await call(score)
                 elif kind == KIND_SYNC_NOTE:
-                    result = m.fn(score)  # type: ignore[attr-defined]
+                    call = m.fn  # type: ignore[attr-defined]
+                    result = call(score)
                     if result is not None and inspect.isawaitable(result):
                         result = await result
                 elif kind == KIND_SYNC_GROUP:

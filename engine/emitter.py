@@ -183,4 +183,14 @@ def sole_emitters(fns: tuple[Any, ...]) -> list[EventEmitter] | None:
     return emitters
 
 
-__all__ = ["EventEmitter", "sole_emitters"]
+def note_listeners(fns: tuple[Any, ...]) -> tuple[Listener, ...] | None:
+    """For after-note hook callables that are all unmodified ``EventEmitter.after_note``
+    methods: the ``note.completed`` listeners of those emitters in order (wildcard ones
+    included), which the runner calls itself; else None. Worked out once per hook plan."""
+    emitters = sole_emitters(fns)
+    if not emitters:
+        return None
+    return tuple(fn for e in emitters for fn in e._resolved[NOTE_COMPLETED])
+
+
+__all__ = ["EventEmitter", "note_listeners", "sole_emitters"]

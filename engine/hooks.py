@@ -96,12 +96,23 @@ class HookPlan:
         "on_error",
         "on_retry",
         "idle",
+        "note_listeners",
+        "events",
     )
 
     def __init__(self, *fns: tuple[Callable[..., Any], ...]) -> None:
         for slot, value in zip(HOOK_METHODS, fns, strict=True):
             setattr(self, slot, value)
         self.idle = not any(fns)  # no hook wants any call: the run may take the bare path
+        # When every after-note hook is an event emitter's: their note.completed listeners,
+        # in order (the runner then calls them itself, with no hook call); else None.
+        self.note_listeners: tuple[Callable[..., Any], ...] | None = None
+        if self.after_note:
+            from .emitter import note_listeners
+
+            self.note_listeners = note_listeners(self.after_note)
+        # Nothing per note but those listeners: ``engine.loops.run_events`` runs it all.
+        self.events = self.note_listeners is not None and not (self.before_note or self.on_retry)
 
 
 class HooksManager:
@@ -124,7 +135,7 @@ class HooksManager:
         self._selective: set[str] = set()  # methods with a hook that may opt out per run
         self._selective_hooks: list[Any] = []
         self._plan: HookPlan | None = None
-        self._plan_stamp: tuple[int, ...] = ()
+        self._plan_stamp: Any = ()
         for hook in hooks:
             self.add(hook)
 
@@ -179,9 +190,9 @@ class HooksManager:
         interest changed (its ``wants_version``)."""
         selective = self._selective_hooks
         if not selective:
-            stamp: tuple[int, ...] = ()
-        elif len(selective) == 1:
-            stamp = (getattr(selective[0], "wants_version", 0),)
+            stamp: Any = ()
+        elif len(selective) == 1:  # the common case (one emitter): no tuple per run
+            stamp = getattr(selective[0], "wants_version", 0)
         else:
             stamp = tuple(getattr(h, "wants_version", 0) for h in selective)
         plan = self._plan

@@ -11,13 +11,17 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint, capture
-from .context import current_run
+from .context import RunInfo, current_run
 from .errors import Interrupt
 from .events import NOTE_COMPLETED, NoteCompletedEvent, deliver, logger, note_event
-from .hooks import HooksManager, hook_failed
-from .measures import KIND_ASYNC_NOTE, ThenMeasure, with_step_reports
+from .hooks import HookPlan, HooksManager, fire, hook_failed
+from .measures import KIND_ASYNC_NOTE, Measure, ThenMeasure, with_step_reports
 from .runner import call_after, classify, execute, handle_error, report
 from .score import SCORE_TYPES
+
+# Bound once: ``current_run.set(...)`` on an imported name compiles to an attribute load that
+# builds a bound method per call.
+_enter_run, _leave_run = current_run.set, current_run.reset
 
 if TYPE_CHECKING:
     from .cadence import Cadence
@@ -38,7 +42,8 @@ async def notes_with_after_hooks(
         t0 = clock()
         try:
             if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
+                call = m.fn  # type: ignore[attr-defined]
+                result = await call(score)
                 if result is not None:
                     if isinstance(result, score_types):
                         score = result
@@ -74,74 +79,110 @@ def _no_clock() -> float:
     return 0.0
 
 
-async def notes_with_events(
-    cadence: Cadence[Any], score: Any, i: int, emitters: list[Any], hooks: HooksManager | None
-) -> tuple[Any, BaseException | None]:
-    """Only event emitters listen to notes: deliver their completion events from here, each a
-    lazily built ``NoteEvent`` (name, score, clock readings, run), with no hook call at all."""
-    measures = cadence._measures
-    n = len(measures)
-    clock = time.perf_counter
-    run = current_run.get()
-    completed = [fn for e in emitters for fn in e._resolved[NOTE_COMPLETED]]
-    sole = completed[0] if len(completed) == 1 else None
-    after = tuple(e.after_note for e in emitters)  # failures are rare: the general path
-    async_kind, score_types, completed_type = KIND_ASYNC_NOTE, SCORE_TYPES, NOTE_COMPLETED
-    alloc, event_class = object.__new__, NoteCompletedEvent
-    failure: BaseException | None = None
-    while i < n:
-        m = measures[i]
-        t0 = clock()
+async def run_events(cadence: Cadence[Any], score: Any, run_id: str | None, plan: HookPlan) -> Any:
+    """A whole run whose only per-note hooks are event emitters (``plan.events``), in one
+    coroutine: the loop calls their ``note.completed`` listeners itself (``plan.note_listeners``,
+    worked out once per hook plan), each event a lazily built ``NoteCompletedEvent`` holding the
+    note's name, the score, its clock readings and the run. Failures go through the emitters'
+    ``after_note`` (``plan.after_note``): they are rare. Cadence-level hooks are called as on
+    the observed path (``run_observed``)."""
+    name = cadence.name
+    run = RunInfo(name, run_id, cadence._hooks, False)
+    run_token = _enter_run(run)
+    try:
+        if plan.before_cadence:
+            pending = fire(plan.before_cadence, "before_cadence", name, score)
+            if pending is not None:
+                await pending
+        clock = time.perf_counter
+        began = clock()
+        initial = score
         try:
-            if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
-                if result is not None:
-                    if isinstance(result, score_types):
-                        score = result
-                    elif result is True and m.can_interrupt:
-                        raise Interrupt
-            else:
-                score = await execute(m, score)
-        except Exception as exc:
-            t1 = clock()
-            error, stopped = classify(m, exc)
-            if error is not None:
-                failure = error
-                await call_after(after, m.name, score, t1 - t0, error)
-                stopped = await handle_error(cadence, score, m.name, error, hooks)
-            elif completed:
-                pending = deliver(completed, note_event(completed_type, m.name, score, t0, t1, run))
+            completed = plan.note_listeners
+            sole = completed[0] if len(completed) == 1 else None  # type: ignore[arg-type]
+            async_kind, score_types, new_event = KIND_ASYNC_NOTE, SCORE_TYPES, NoteCompletedEvent
+            failure: BaseException | None = None
+            # The loop is kept short (its rare branches in helpers) so that the interpreter's
+            # jumps stay small enough for its specialised instructions.
+            for m in cadence._measures:
+                t0 = clock()
+                try:
+                    if m.kind == async_kind:
+                        call = m.fn  # type: ignore[attr-defined]
+                        result = await call(score)
+                        if result is not None:
+                            if isinstance(result, score_types):
+                                score = result
+                            elif result is True and m.can_interrupt:
+                                raise Interrupt
+                    else:
+                        score = await execute(m, score)
+                except Exception as exc:
+                    stopped, error = await _event_failure(cadence, plan, run, m, score, exc, t0)
+                    if error is not None:
+                        failure = error
+                    if stopped:
+                        break
+                    continue
+                if completed:
+                    event = new_event()  # (a class call: cheaper than object.__new__(cls))
+                    event.note_name = m.name
+                    event.score = score
+                    event._t0 = t0
+                    event._t1 = clock()
+                    event._run = run
+                    if sole is not None:  # one listener, the common case: no loop
+                        try:
+                            outcome = sole(event)
+                            # (a type check first: inspect.isawaitable is slow on plain values)
+                            if outcome is not None and hasattr(type(outcome), "__await__"):
+                                await outcome
+                        except Exception:
+                            logger.warning("event listener %r failed", sole, exc_info=True)
+                    else:
+                        pending = deliver(completed, event)  # type: ignore[arg-type]
+                        if pending is not None:
+                            await pending
+        except BaseException as exc:
+            if plan.after_cadence:
+                pending = fire(
+                    plan.after_cadence, "after_cadence", name, initial, clock() - began, exc
+                )
                 if pending is not None:
                     await pending
-            if stopped:
-                return score, failure
-            i += 1
-            continue
-        if completed:
-            event = alloc(event_class)
-            event.note_name = m.name
-            event.score = score
-            event._t0 = t0
-            event._t1 = clock()
-            event._run = run
-            if sole is not None:  # one listener, the common case: no loop
-                try:
-                    outcome = sole(event)
-                    # (a type check first: inspect.isawaitable is slow on plain values)
-                    if outcome is not None and hasattr(type(outcome), "__await__"):
-                        await outcome
-                except Exception:
-                    logger.warning("event listener %r failed", sole, exc_info=True)
-            else:
-                for listener in completed:
-                    try:
-                        outcome = listener(event)
-                        if outcome is not None and hasattr(type(outcome), "__await__"):
-                            await outcome
-                    except Exception:
-                        logger.warning("event listener %r failed", listener, exc_info=True)
-        i += 1
-    return score, failure
+            raise
+        if plan.after_cadence:
+            pending = fire(
+                plan.after_cadence, "after_cadence", name, score, clock() - began, failure
+            )
+            if pending is not None:
+                await pending
+        return score
+    finally:
+        _leave_run(run_token)
+
+
+async def _event_failure(
+    cadence: Cadence[Any],
+    plan: HookPlan,
+    run: RunInfo,
+    m: Measure,
+    score: Any,
+    exc: Exception,
+    t0: float,
+) -> tuple[bool, BaseException | None]:
+    """A note of ``run_events`` raised: (whether the run stops, the error handled if any)."""
+    t1 = time.perf_counter()
+    error, stopped = classify(m, exc)
+    if error is not None:
+        await call_after(plan.after_note, m.name, score, t1 - t0, error)
+        stopped = await handle_error(cadence, score, m.name, error, cadence._hooks)
+    elif plan.note_listeners:  # a clean stop (Skip, Interrupt) still completes the note
+        event = note_event(NOTE_COMPLETED, m.name, score, t0, t1, run)
+        pending = deliver(plan.note_listeners, event)  # type: ignore[arg-type]
+        if pending is not None:
+            await pending
+    return stopped, error
 
 
 async def notes(
@@ -185,7 +226,8 @@ async def notes(
         stopped = False
         try:
             if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
+                call = m.fn  # type: ignore[attr-defined]
+                result = await call(score)
                 if result is not None:
                     if isinstance(result, score_types):
                         score = result

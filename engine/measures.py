@@ -85,9 +85,11 @@ async def run_steps(measure_name: str, steps: Sequence[Step], score: Any) -> Any
     try:
         for step in steps:
             if step.is_async:
-                result = await step.fn(score)
+                call = step.fn
+                result = await call(score)
             else:
-                result = step.fn(score)
+                call = step.fn
+                result = call(score)
                 if result is not None and inspect.isawaitable(result):
                     result = await result
             if result is not None and isinstance(result, SCORE_TYPES):
@@ -138,9 +140,11 @@ class ThenMeasure(Measure):
 
     async def execute(self, score: Any) -> Any:
         if self.kind == KIND_ASYNC_NOTE:
-            result = await self.fn(score)
+            call = self.fn
+            result = await call(score)
         else:
-            result = self.fn(score)
+            call = self.fn
+            result = call(score)
             if result is not None and inspect.isawaitable(result):
                 result = await result
         if result is not None and isinstance(result, SCORE_TYPES):
@@ -240,9 +244,11 @@ class SplitMeasure(Measure):
         try:
             for step in steps:
                 if step.is_async:
-                    result = await step.fn(score)
+                    call = step.fn
+                    result = await call(score)
                 else:
-                    result = step.fn(score)
+                    call = step.fn
+                    result = call(score)
                     if result is not None and inspect.isawaitable(result):
                         result = await result
                 if result is not None and isinstance(result, SCORE_TYPES):
