@@ -86,7 +86,8 @@ def _positional_count(fn: Callable[..., Any]) -> int:
 
 
 class HookPlan:
-    """Per event, the hook callables a run will call."""
+    """Per event, the hook callables a run will call; worked out when a hook's interest
+    changes, not per run (``HooksManager.plan``)."""
 
     __slots__ = (
         "before_cadence",
@@ -98,6 +99,9 @@ class HookPlan:
         "idle",
         "note_listeners",
         "events",
+        "instant",
+        "contextless",
+        "label",
     )
 
     def __init__(self, *fns: tuple[Callable[..., Any], ...]) -> None:
@@ -107,12 +111,20 @@ class HookPlan:
         # When every after-note hook is an event emitter's: their note.completed listeners,
         # in order (the runner then calls them itself, with no hook call); else None.
         self.note_listeners: tuple[Callable[..., Any], ...] | None = None
+        self.instant = False
         if self.after_note:
-            from .emitter import note_listeners
+            from .emitter import instant_listener, note_listeners
 
             self.note_listeners = note_listeners(self.after_note)
-        # Nothing per note but those listeners: ``engine.loops.run_events`` runs it all.
-        self.events = self.note_listeners is not None and not (self.before_note or self.on_retry)
+            if self.note_listeners:
+                self.instant = all(instant_listener(fn) for fn in self.note_listeners)
+        # Nothing per note but such listeners: ``engine.loops.run_events`` runs it all.
+        self.events = bool(self.note_listeners) and not (self.before_note or self.on_retry)
+        # No hook call at all but those listeners: nothing can read the run's context.
+        self.contextless = self.events and not (
+            self.before_cadence or self.after_cadence or self.on_error
+        )
+        self.label: Any = None  # run_events' cached run info for contextless runs
 
 
 class HooksManager:

@@ -21,7 +21,7 @@ from .score import SCORE_TYPES
 
 # Bound once: ``current_run.set(...)`` on an imported name compiles to an attribute load that
 # builds a bound method per call.
-_enter_run, _leave_run = current_run.set, current_run.reset
+_enter_run, _leave_run, _outer_run = current_run.set, current_run.reset, current_run.get
 
 if TYPE_CHECKING:
     from .cadence import Cadence
@@ -80,32 +80,43 @@ def _no_clock() -> float:
 
 
 async def run_events(cadence: Cadence[Any], score: Any, run_id: str | None, plan: HookPlan) -> Any:
-    """A whole run whose only per-note hooks are event emitters (``plan.events``), in one
-    coroutine: the loop calls their ``note.completed`` listeners itself (``plan.note_listeners``,
-    worked out once per hook plan), each event a lazily built ``NoteCompletedEvent`` holding the
-    note's name, the score, its clock readings and the run. Failures go through the emitters'
-    ``after_note`` (``plan.after_note``): they are rare. Cadence-level hooks are called as on
-    the observed path (``run_observed``)."""
+    """A whole run whose only per-note hooks are event emitters with ``note.completed``
+    listeners (``plan.events``), in one coroutine: the loop calls those listeners itself
+    (``plan.note_listeners``, worked out once per hook plan), each event a lazily built
+    ``NoteCompletedEvent`` holding the note's name, the score, two clock readings and the run.
+
+    One clock reading per note where it can: a note's end is the next note's start, unless
+    listeners that may take time ran in between (``plan.instant``), after which the clock is
+    read again, so a duration never includes a listener's time. A top-level run with no other
+    hook call (``plan.contextless``) sets no run context: nothing would read it; its events
+    share one cached run info. Failures go through the emitters' ``after_note``: they are
+    rare. Cadence-level hooks are called as on the observed path (``run_observed``)."""
     name = cadence.name
-    run = RunInfo(name, run_id, cadence._hooks, False)
-    run_token = _enter_run(run)
+    if plan.contextless and _outer_run() is None:
+        run = plan.label
+        if run is None or run.cadence_name != name or run.run_id != run_id:
+            run = plan.label = RunInfo(name, run_id, cadence._hooks, False)
+        run_token = None
+    else:
+        run = RunInfo(name, run_id, cadence._hooks, False)
+        run_token = _enter_run(run)
     try:
         if plan.before_cadence:
             pending = fire(plan.before_cadence, "before_cadence", name, score)
             if pending is not None:
                 await pending
         clock = time.perf_counter
-        began = clock()
+        t0 = began = clock()
         initial = score
         try:
             completed = plan.note_listeners
             sole = completed[0] if len(completed) == 1 else None  # type: ignore[arg-type]
+            instant = plan.instant
             async_kind, score_types, new_event = KIND_ASYNC_NOTE, SCORE_TYPES, NoteCompletedEvent
             failure: BaseException | None = None
             # The loop is kept short (its rare branches in helpers) so that the interpreter's
             # jumps stay small enough for its specialised instructions.
             for m in cadence._measures:
-                t0 = clock()
                 try:
                     if m.kind == async_kind:
                         call = m.fn  # type: ignore[attr-defined]
@@ -123,26 +134,28 @@ async def run_events(cadence: Cadence[Any], score: Any, run_id: str | None, plan
                         failure = error
                     if stopped:
                         break
+                    t0 = clock()
                     continue
-                if completed:
-                    event = new_event()  # (a class call: cheaper than object.__new__(cls))
-                    event.note_name = m.name
-                    event.score = score
-                    event._t0 = t0
-                    event._t1 = clock()
-                    event._run = run
-                    if sole is not None:  # one listener, the common case: no loop
-                        try:
-                            outcome = sole(event)
-                            # (a type check first: inspect.isawaitable is slow on plain values)
-                            if outcome is not None and hasattr(type(outcome), "__await__"):
-                                await outcome
-                        except Exception:
-                            logger.warning("event listener %r failed", sole, exc_info=True)
-                    else:
-                        pending = deliver(completed, event)  # type: ignore[arg-type]
-                        if pending is not None:
-                            await pending
+                event = new_event()  # (a class call: cheaper than object.__new__(cls))
+                event.note_name = m.name
+                event.score = score
+                event._t0 = t0
+                event._t1 = t0 = clock()
+                event._run = run
+                if sole is not None:  # one listener, the common case: no loop
+                    try:
+                        outcome = sole(event)
+                        # (a type check first: inspect.isawaitable is slow on plain values)
+                        if outcome is not None and hasattr(type(outcome), "__await__"):
+                            await outcome
+                    except Exception:
+                        logger.warning("event listener %r failed", sole, exc_info=True)
+                else:
+                    pending = deliver(completed, event)  # type: ignore[arg-type]
+                    if pending is not None:
+                        await pending
+                if not instant:
+                    t0 = clock()  # the listeners' time is no note's
         except BaseException as exc:
             if plan.after_cadence:
                 pending = fire(
@@ -159,7 +172,8 @@ async def run_events(cadence: Cadence[Any], score: Any, run_id: str | None, plan
                 await pending
         return score
     finally:
-        _leave_run(run_token)
+        if run_token is not None:
+            _leave_run(run_token)
 
 
 async def _event_failure(
@@ -177,7 +191,7 @@ async def _event_failure(
     if error is not None:
         await call_after(plan.after_note, m.name, score, t1 - t0, error)
         stopped = await handle_error(cadence, score, m.name, error, cadence._hooks)
-    elif plan.note_listeners:  # a clean stop (Skip, Interrupt) still completes the note
+    else:  # a clean stop (Skip, Interrupt) still completes the note
         event = note_event(NOTE_COMPLETED, m.name, score, t0, t1, run)
         pending = deliver(plan.note_listeners, event)  # type: ignore[arg-type]
         if pending is not None:
