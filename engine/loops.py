@@ -13,15 +13,11 @@ from typing import TYPE_CHECKING, Any
 from .checkpoint import Checkpoint, capture
 from .context import RunInfo, current_run
 from .errors import Interrupt
-from .events import NOTE_COMPLETED, NoteCompletedEvent, deliver, logger, note_event
-from .hooks import HookPlan, HooksManager, fire, hook_failed
+from .events import NOTE_COMPLETED, deliver, note_event
+from .hooks import HookPlan, HooksManager, hook_failed
 from .measures import KIND_ASYNC_NOTE, Measure, ThenMeasure, with_step_reports
 from .runner import call_after, classify, execute, handle_error, report
 from .score import SCORE_TYPES
-
-# Bound once: ``current_run.set(...)`` on an imported name compiles to an attribute load that
-# builds a bound method per call.
-_enter_run, _leave_run, _outer_run = current_run.set, current_run.reset, current_run.get
 
 if TYPE_CHECKING:
     from .cadence import Cadence
@@ -79,104 +75,7 @@ def _no_clock() -> float:
     return 0.0
 
 
-async def run_events(cadence: Cadence[Any], score: Any, run_id: str | None, plan: HookPlan) -> Any:
-    """A whole run whose only per-note hooks are event emitters with ``note.completed``
-    listeners (``plan.events``), in one coroutine: the loop calls those listeners itself
-    (``plan.note_listeners``, worked out once per hook plan), each event a lazily built
-    ``NoteCompletedEvent`` holding the note's name, the score, two clock readings and the run.
-
-    One clock reading per note where it can: a note's end is the next note's start, unless
-    listeners that may take time ran in between (``plan.instant``), after which the clock is
-    read again, so a duration never includes a listener's time. A top-level run with no other
-    hook call (``plan.contextless``) sets no run context: nothing would read it; its events
-    share one cached run info. Failures go through the emitters' ``after_note``: they are
-    rare. Cadence-level hooks are called as on the observed path (``run_observed``)."""
-    name = cadence.name
-    if plan.contextless and _outer_run() is None:
-        run = plan.label
-        if run is None or run.cadence_name != name or run.run_id != run_id:
-            run = plan.label = RunInfo(name, run_id, cadence._hooks, False)
-        run_token = None
-    else:
-        run = RunInfo(name, run_id, cadence._hooks, False)
-        run_token = _enter_run(run)
-    try:
-        if plan.before_cadence:
-            pending = fire(plan.before_cadence, "before_cadence", name, score)
-            if pending is not None:
-                await pending
-        clock = time.perf_counter
-        t0 = began = clock()
-        initial = score
-        try:
-            completed = plan.note_listeners
-            sole = completed[0] if len(completed) == 1 else None  # type: ignore[arg-type]
-            instant = plan.instant
-            async_kind, score_types, new_event = KIND_ASYNC_NOTE, SCORE_TYPES, NoteCompletedEvent
-            failure: BaseException | None = None
-            # The loop is kept short (its rare branches in helpers) so that the interpreter's
-            # jumps stay small enough for its specialised instructions.
-            for m in cadence._measures:
-                try:
-                    if m.kind == async_kind:
-                        call = m.fn  # type: ignore[attr-defined]
-                        result = await call(score)
-                        if result is not None:
-                            if isinstance(result, score_types):
-                                score = result
-                            elif result is True and m.can_interrupt:
-                                raise Interrupt
-                    else:
-                        score = await execute(m, score)
-                except Exception as exc:
-                    stopped, error = await _event_failure(cadence, plan, run, m, score, exc, t0)
-                    if error is not None:
-                        failure = error
-                    if stopped:
-                        break
-                    t0 = clock()
-                    continue
-                event = new_event()  # (a class call: cheaper than object.__new__(cls))
-                event.note_name = m.name
-                event.score = score
-                event._t0 = t0
-                event._t1 = t0 = clock()
-                event._run = run
-                if sole is not None:  # one listener, the common case: no loop
-                    try:
-                        outcome = sole(event)
-                        # (a type check first: inspect.isawaitable is slow on plain values)
-                        if outcome is not None and hasattr(type(outcome), "__await__"):
-                            await outcome
-                    except Exception:
-                        logger.warning("event listener %r failed", sole, exc_info=True)
-                else:
-                    pending = deliver(completed, event)  # type: ignore[arg-type]
-                    if pending is not None:
-                        await pending
-                if not instant:
-                    t0 = clock()  # the listeners' time is no note's
-        except BaseException as exc:
-            if plan.after_cadence:
-                pending = fire(
-                    plan.after_cadence, "after_cadence", name, initial, clock() - began, exc
-                )
-                if pending is not None:
-                    await pending
-            raise
-        if plan.after_cadence:
-            pending = fire(
-                plan.after_cadence, "after_cadence", name, score, clock() - began, failure
-            )
-            if pending is not None:
-                await pending
-        return score
-    finally:
-        if run_token is not None:
-            _leave_run(run_token)
-
-
-async def _event_failure(
+async def event_failure(
     cadence: Cadence[Any],
     plan: HookPlan,
     run: RunInfo,
@@ -185,7 +84,9 @@ async def _event_failure(
     exc: Exception,
     t0: float,
 ) -> tuple[bool, BaseException | None]:
-    """A note of ``run_events`` raised: (whether the run stops, the error handled if any)."""
+    """A note of a run whose only per-note hooks are event emitters (``Cadence.run``) raised:
+    (whether the run stops, the error handled if any). The failure goes through the emitters'
+    ``after_note`` (``note.failed``), a clean stop (``Skip``, ``Interrupt``) completes the note."""
     t1 = time.perf_counter()
     error, stopped = classify(m, exc)
     if error is not None:

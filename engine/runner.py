@@ -1,9 +1,10 @@
 """The observed run path: a cadence with hooks, reporters, an error handler or a checkpoint store.
 
-(The bare path, with nothing attached, is inlined in ``Cadence.run``.) Hooks are asked once per
-run which calls they want (``HooksManager.plan``); when only after-note hooks remain, notes run
-in a specialised loop (``engine.loops``) that does nothing else per note but time the note and
-call them, and when those hooks are event emitters the loop delivers lazily built events itself.
+(The bare path, with nothing attached, and the path whose only per-note hooks are event emitters,
+are inlined in ``Cadence.run``.) Hooks are asked which calls they want when their interest
+changes, not per run (``HooksManager.plan``); when only after-note hooks remain, notes run in a
+specialised loop (``engine.loops``) that does nothing else per note but time the note and call
+them.
 
 As in the library: a failure handled by ``on_error`` ends the run normally (``stop=True``) or
 goes on (``stop=False``), and ``after_cadence`` hooks (and ``CADENCE_FAILED`` listeners) still
@@ -179,4 +180,4 @@ async def run_observed(
             current_run.reset(run_token)
 
 
-from .loops import notes, notes_with_after_hooks, run_events  # noqa: E402, F401 - they use the helpers above
+from .loops import event_failure, notes, notes_with_after_hooks  # noqa: E402, F401 - they use the helpers above
