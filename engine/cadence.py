@@ -265,12 +265,10 @@ class Cadence(Generic[S]):
         # The hot path (nothing attached, or hooks that want nothing this run, such as an event
         # emitter without listeners), inlined here rather than in a helper so a run costs one
         # frame less: each async note is one direct await.
-        measures = self._measures
-        i = 0
-        n = len(measures)
+        # (a for loop, as the library's: the measure raising is the loop's current one)
+        m: Measure | None = None
         try:
-            while i < n:
-                m = measures[i]
+            for m in self._measures:
                 kind = m.kind
                 if kind == KIND_ASYNC_NOTE:
                     call = m.fn  # type: ignore[attr-defined] # a local: 3.11 does not specialise m.fn(...)
@@ -289,14 +287,13 @@ class Cadence(Generic[S]):
                         score = result
                     elif result is True and m.can_interrupt:
                         return score  # an interruptible note returned True: stop here
-                i += 1
             return score
         except Skip:
             return score  # a clean stop: the score so far is the result
         except Exception as exc:
-            if isinstance(exc, Interrupt) and measures[i].can_interrupt:
+            if isinstance(exc, Interrupt) and m.can_interrupt:  # type: ignore[union-attr]
                 return score
-            raise note_failure(measures[i].name, exc) from exc
+            raise note_failure(m.name, exc) from exc  # type: ignore[union-attr]
 
     def run_sync(self, score: S | None = None, *, run_id: str | None = None) -> S:
         """Run from synchronous code; from inside a running loop it uses a private thread."""
