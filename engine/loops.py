@@ -90,8 +90,15 @@ async def event_failure(
     t1 = time.perf_counter()
     error, stopped = classify(m, exc)
     if error is not None:
-        await call_after(plan.after_note, m.name, score, t1 - t0, error)
-        stopped = await handle_error(cadence, score, m.name, error, cadence._hooks)
+        # A contextless run set no run context; the emitters' note.failed events (and the
+        # error handler) read it: set it for them.
+        token = current_run.set(run) if current_run.get() is not run else None
+        try:
+            await call_after(plan.after_note, m.name, score, t1 - t0, error)
+            stopped = await handle_error(cadence, score, m.name, error, cadence._hooks)
+        finally:
+            if token is not None:
+                current_run.reset(token)
     else:  # a clean stop (Skip, Interrupt) still completes the note
         event = note_event(NOTE_COMPLETED, m.name, score, t0, t1, run)
         pending = deliver(plan.note_listeners, event)  # type: ignore[arg-type]

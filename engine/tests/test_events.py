@@ -226,3 +226,29 @@ def test_a_sync_retried_note_under_an_emitter_that_ignores_retries():
     emitter.on(NOTE_RETRIED, lambda e: retried.append((e.note_name, e.attempt)))
     asyncio.run(cadence.run(S()))
     assert retried == [("flaky", 1)]
+
+
+def test_failed_and_completed_events_of_one_run_name_the_same_run():
+    # given completion and failure listeners, a failing note handled with stop=False
+    emitter = EventEmitter()
+    seen = []
+    emitter.on(NOTE_COMPLETED, seen.append)
+    emitter.on(NOTE_FAILED, seen.append)
+    cadence = (
+        Cadence("c", S())
+        .with_hooks(emitter)
+        .then("a", inc)
+        .then("b", boom)
+        .on_error(lambda score, error: None, stop=False)
+        .then("z", inc)
+    )
+    # when it runs under a run id
+    result = asyncio.run(cadence.run(S(), run_id="r9"))
+    # then every event names the cadence and the run, the failure included
+    assert result.value == 2
+    assert [(e.type, e.cadence_name, e.note_name, e.run_id) for e in seen] == [
+        (NOTE_COMPLETED, "c", "a", "r9"),
+        (NOTE_FAILED, "c", "b", "r9"),
+        (NOTE_COMPLETED, "c", "z", "r9"),
+    ]
+    assert isinstance(seen[1].error, NoteError) and seen[1].duration >= 0
