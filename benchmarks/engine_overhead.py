@@ -4,10 +4,9 @@ Run: .venv/bin/python benchmarks/engine_overhead.py [--library SITE_PACKAGES] [-
 
 Prints every figure and its target. The library (``cadence-orchestration``, the package
 ``cadence``) is measured in the same run, in the same process, when it can be imported: from
-``--library`` (a site-packages directory holding ``cadence``), else ``$CADENCE_LIBRARY_SITE``,
-else the scratch venv ``/tmp/cadence-lib-venv`` if present. Install it there, never in the
-project's venv: ``python3.11 -m venv /tmp/cadence-lib-venv &&
-/tmp/cadence-lib-venv/bin/pip install cadence-orchestration==0.7.2``.
+``--library`` (a site-packages directory holding ``cadence``), else this interpreter (it is a
+development requirement, requirements-dev.txt), else ``$CADENCE_LIBRARY_SITE``, else the scratch
+venv ``/tmp/cadence-lib-venv`` if present.
 
 Every variant of a figure runs in alternating batches and keeps its best batch, timed in CPU
 time of this process (``time.process_time``), so a machine busy with other work slows all
@@ -21,6 +20,7 @@ import asyncio
 import gc
 import glob
 import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -87,6 +87,8 @@ async def interleaved(fns: dict, runs: int, notes_per_run: int, repeats: int = R
 
 def load_library(site: str | None) -> Any:
     """The library's ``cadence`` package, or None when it cannot be found."""
+    if not site and importlib.util.find_spec("cadence") is not None:
+        return importlib.import_module("cadence")
     candidates = [site] if site else []
     if os.environ.get("CADENCE_LIBRARY_SITE"):
         candidates.append(os.environ["CADENCE_LIBRARY_SITE"])

@@ -1,9 +1,11 @@
 """``Cadence``: the fluent builder and its runner.
 
-Two run paths. With nothing attached (no hooks, reporters, error handler or checkpoint store,
+Three run paths. With nothing attached (no hooks, reporters, error handler or checkpoint store,
 or only hooks that want no call this run) the runner is a tight loop that awaits async notes
-directly: no task, copy or hook dispatch per note. Anything else selects the observed path,
-which adds hooks, reporting, error handling and checkpoints around each measure.
+directly: no task, copy or hook dispatch per note. When the only per-note hooks are event
+emitters with ``note.completed`` listeners, a loop just as tight calls those listeners with
+lazily built events. Anything else selects the observed path (``engine.runner``), which adds
+hooks, reporting, error handling and checkpoints around each measure.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from .checkpoint import CheckpointStore
+from .context import RunInfo, current_run
 from .errors import CadenceError, Interrupt, Skip, note_failure
-from .hooks import HooksManager
+from .events import NoteCompletedEvent, deliver, logger
+from .hooks import HooksManager, fire
 from .measures import (
     KIND_ASYNC_NOTE,
     KIND_SYNC_GROUP,
@@ -29,10 +34,15 @@ from .measures import (
     ThenMeasure,
 )
 from .parallel import run_parallel
-from .runner import run_observed
+from .runner import event_failure, execute, run_observed
 from .score import SCORE_TYPES
 
 S = TypeVar("S")
+
+_clock = time.perf_counter
+# Bound once: ``current_run.set(...)`` on an imported name compiles to an attribute load that
+# builds a bound method per call.
+_enter_run, _leave_run, _outer_run = current_run.set, current_run.reset, current_run.get
 
 Reporter = Callable[[str, float, Any], Any]
 ErrorHandler = Callable[[Any, BaseException], Any]
@@ -149,27 +159,123 @@ class Cadence(Generic[S]):
             score = self.score
             if score is None:
                 raise CadenceError(f"cadence {self.name!r} has no score to run on", code="NO_SCORE")
+        hooks = self._hooks
+        plan = hooks.plan() if hooks is not None and hooks.any else None
+        if plan is not None and plan.events and not self._reporters and self._store is None:
+            # Event emitters with note.completed listeners are the only per-note hooks: the
+            # loop calls those listeners itself (worked out once per hook plan), each event a
+            # lazily built NoteCompletedEvent (the note's name, the score, two clock readings
+            # and the run). Inlined, like the bare path below, for one frame less per run.
+            # One clock reading per note where it can: a note's end is the next note's start,
+            # unless listeners that may take time ran in between (plan.instant is False), after
+            # which the clock is read again, so that no listener's time counts in a duration.
+            # A top-level run with no other hook call (plan.contextless) sets no run context,
+            # as nothing would read it; its events share one cached RunInfo.
+            name = self.name
+            run_id = run_id or self._run_id
+            if plan.contextless and _outer_run() is None:
+                run = plan.label
+                if run is None or run.cadence_name != name or run.run_id != run_id:
+                    run = plan.label = RunInfo(name, run_id, hooks, False)
+                run_token = None
+            else:
+                run = RunInfo(name, run_id, hooks, False)
+                run_token = _enter_run(run)
+            try:
+                if plan.before_cadence:
+                    pending = fire(plan.before_cadence, "before_cadence", name, score)
+                    if pending is not None:
+                        await pending
+                clock = _clock
+                t0 = began = clock()
+                initial = score
+                try:
+                    completed = plan.note_listeners
+                    sole = completed[0] if len(completed) == 1 else None  # type: ignore[arg-type]
+                    instant, new_event = plan.instant, NoteCompletedEvent
+                    failure: BaseException | None = None
+                    # (rare branches in helpers: short jumps keep the instructions specialised)
+                    for m in self._measures:
+                        try:
+                            if m.kind == KIND_ASYNC_NOTE:
+                                call = m.fn  # type: ignore[attr-defined]
+                                result = await call(score)
+                                if result is not None:
+                                    if isinstance(result, SCORE_TYPES):
+                                        score = result
+                                    elif result is True and m.can_interrupt:
+                                        raise Interrupt
+                            else:
+                                score = await execute(m, score)
+                        except Exception as exc:
+                            stopped, error = await event_failure(self, plan, run, m, score, exc, t0)
+                            if error is not None:
+                                failure = error
+                            if stopped:
+                                break
+                            t0 = clock()
+                            continue
+                        event = new_event()  # (a class call: cheaper than object.__new__(cls))
+                        event.note_name = m.name
+                        event.score = score
+                        event._t0 = t0
+                        event._t1 = t0 = clock()
+                        event._run = run
+                        if sole is not None:  # one listener, the common case: no loop
+                            try:
+                                outcome = sole(event)
+                                # (a type check first: inspect.isawaitable is slow on plain values)
+                                if outcome is not None and hasattr(type(outcome), "__await__"):
+                                    await outcome
+                            except Exception:
+                                logger.warning("event listener %r failed", sole, exc_info=True)
+                        else:
+                            pending = deliver(completed, event)  # type: ignore[arg-type]
+                            if pending is not None:
+                                await pending
+                        if not instant:
+                            t0 = clock()  # the listeners' time is no note's
+                except BaseException as exc:
+                    if plan.after_cadence:
+                        elapsed = clock() - began
+                        pending = fire(
+                            plan.after_cadence, "after_cadence", name, initial, elapsed, exc
+                        )
+                        if pending is not None:
+                            await pending
+                    raise
+                if plan.after_cadence:
+                    elapsed = clock() - began
+                    pending = fire(
+                        plan.after_cadence, "after_cadence", name, score, elapsed, failure
+                    )
+                    if pending is not None:
+                        await pending
+                return score
+            finally:
+                if run_token is not None:
+                    _leave_run(run_token)
         if (
             self._reporters
             or self._error_handler is not None
             or self._store is not None
-            or (self._hooks is not None and not self._hooks.plan().idle)
+            or (plan is not None and not plan.idle)
         ):
-            return await run_observed(self, score, run_id or self._run_id)
+            return await run_observed(self, score, run_id or self._run_id, plan)
         # The hot path (nothing attached, or hooks that want nothing this run, such as an event
         # emitter without listeners), inlined here rather than in a helper so a run costs one
         # frame less: each async note is one direct await.
-        measures = self._measures
-        i = 0
-        n = len(measures)
+        # (a for loop, as the library's: the measure raising is the loop's current one)
+        m: Measure | None = None
         try:
-            while i < n:
-                m = measures[i]
+            for m in self._measures:
                 kind = m.kind
                 if kind == KIND_ASYNC_NOTE:
-                    result = await m.fn(score)  # type: ignore[attr-defined]
+                    call = m.fn  # type: ignore[attr-defined] # a local: 3.11 does not specialise m.fn(...)
+                    result = await call(score)
                 elif kind == KIND_SYNC_NOTE:
-                    result = m.fn(score)  # type: ignore[attr-defined]
+                    call = m.fn  # type: ignore[attr-defined]
+                    result = call(score)
                     if result is not None and inspect.isawaitable(result):
                         result = await result
                 elif kind == KIND_SYNC_GROUP:
@@ -181,14 +287,13 @@ class Cadence(Generic[S]):
                         score = result
                     elif result is True and m.can_interrupt:
                         return score  # an interruptible note returned True: stop here
-                i += 1
             return score
         except Skip:
             return score  # a clean stop: the score so far is the result
         except Exception as exc:
-            if isinstance(exc, Interrupt) and measures[i].can_interrupt:
+            if isinstance(exc, Interrupt) and m.can_interrupt:  # type: ignore[union-attr]
                 return score
-            raise note_failure(measures[i].name, exc) from exc
+            raise note_failure(m.name, exc) from exc  # type: ignore[union-attr]
 
     def run_sync(self, score: S | None = None, *, run_id: str | None = None) -> S:
         """Run from synchronous code; from inside a running loop it uses a private thread."""

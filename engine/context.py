@@ -35,11 +35,16 @@ class RunInfo:
         self.cadence_name = cadence_name
         self.run_id = run_id
         self.hooks = hooks
-        # Only retries from sync notes (maybe on worker threads) need the run's loop and thread.
+        # Only retries from sync notes (maybe on worker threads) need the run's loop and thread;
+        # a run none of whose hooks wants retries has no loop (notify_retry* then do nothing).
         if retried is None:
             retried = hooks is not None and hooks.has_on_retry
-        self.loop = asyncio.get_running_loop() if retried else None
-        self.loop_thread = threading.get_ident() if retried else 0
+        if retried:
+            self.loop = asyncio.get_running_loop()
+            self.loop_thread = threading.get_ident()
+        else:
+            self.loop = None
+            self.loop_thread = 0
         # Strong references to fire-and-forget hook tasks so they are not collected mid-flight;
         # created on first use, since most runs never retry.
         self.pending: set[Any] | None = None
@@ -58,7 +63,7 @@ async def notify_retry(
     note_name: str | None, score: Any, attempt: int, max_attempts: int, error: BaseException
 ) -> None:
     run = current_run.get()
-    if run is not None and run.hooks is not None and run.hooks.has_on_retry:
+    if run is not None and run.loop is not None and run.hooks is not None:
         name = note_name or current_note.get() or run.note or ""
         await run.hooks.on_retry(name, score, attempt, max_attempts, error)
 
@@ -68,8 +73,8 @@ def notify_retry_sync(
 ) -> None:
     """From a sync note (maybe on a worker thread): schedule on_retry on the run's loop."""
     run = current_run.get()
-    if run is None or run.hooks is None or not run.hooks.has_on_retry:
-        return
+    if run is None or run.loop is None or run.hooks is None:
+        return  # no hook of this run wants retries
     name = note_name or current_note.get() or run.note or ""
     coro = run.hooks.on_retry(name, score, attempt, max_attempts, error)
     if run.pending is None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections import deque
+from types import BuiltinMethodType
 from typing import Any
 
 from .context import current_run
@@ -183,4 +185,28 @@ def sole_emitters(fns: tuple[Any, ...]) -> list[EventEmitter] | None:
     return emitters
 
 
-__all__ = ["EventEmitter", "sole_emitters"]
+def note_listeners(fns: tuple[Any, ...]) -> tuple[Listener, ...] | None:
+    """For after-note hook callables that are all unmodified ``EventEmitter.after_note``
+    methods: the ``note.completed`` listeners of those emitters in order (wildcard ones
+    included), which the runner calls itself; else None. Worked out once per hook plan."""
+    emitters = sole_emitters(fns)
+    if not emitters:
+        return None
+    return tuple(fn for e in emitters for fn in e._resolved[NOTE_COMPLETED])
+
+
+def instant_listener(fn: Any) -> bool:
+    """Whether a listener is a plain list's or deque's ``append``: C code that runs no Python
+    and returns in constant time (tens of nanoseconds, the order of a clock reading). After
+    such listeners the runner takes the end of one note as the start of the next, without
+    reading the clock again; after any other it reads the clock, so that no listener's time
+    counts in a note's duration."""
+    owner = getattr(fn, "__self__", None)
+    return (
+        type(fn) is BuiltinMethodType
+        and type(owner) in (list, deque)
+        and getattr(fn, "__name__", None) in ("append", "appendleft")
+    )
+
+
+__all__ = ["EventEmitter", "instant_listener", "note_listeners", "sole_emitters"]

@@ -116,7 +116,7 @@ class NoteEvent:
     are worked out when read. It reads like a :class:`CadenceEvent`, counts as one for
     ``isinstance`` and ``dataclasses.asdict``, and costs a few slot writes to build."""
 
-    __slots__ = ("event_type", "note_name", "score", "_t0", "_t1", "_run", "_metadata")
+    __slots__ = ("event_type", "note_name", "score", "_t0", "_t1", "_run", "_metadata", "_ts")
     __dataclass_fields__ = CadenceEvent.__dataclass_fields__  # so that asdict()/fields() work
 
     @property
@@ -135,8 +135,13 @@ class NoteEvent:
 
     @property
     def timestamp(self) -> float:
-        # The wall-clock time of the reading, worked out when asked for.
-        return _now() - (time.perf_counter() - self._t1)
+        # The wall-clock time of the note's end, worked out on the first read and kept, so
+        # that every read (and to_dict, ==) sees the same value.
+        try:
+            return self._ts
+        except AttributeError:
+            self._ts: float = _now() - (time.perf_counter() - self._t1)
+            return self._ts
 
     @property
     def metadata(self) -> dict[str, Any]:

@@ -86,7 +86,8 @@ def _positional_count(fn: Callable[..., Any]) -> int:
 
 
 class HookPlan:
-    """Per event, the hook callables a run will call."""
+    """Per event, the hook callables a run will call; worked out when a hook's interest
+    changes, not per run (``HooksManager.plan``)."""
 
     __slots__ = (
         "before_cadence",
@@ -96,12 +97,34 @@ class HookPlan:
         "on_error",
         "on_retry",
         "idle",
+        "note_listeners",
+        "events",
+        "instant",
+        "contextless",
+        "label",
     )
 
     def __init__(self, *fns: tuple[Callable[..., Any], ...]) -> None:
         for slot, value in zip(HOOK_METHODS, fns, strict=True):
             setattr(self, slot, value)
         self.idle = not any(fns)  # no hook wants any call: the run may take the bare path
+        # When every after-note hook is an event emitter's: their note.completed listeners,
+        # in order (the runner then calls them itself, with no hook call); else None.
+        self.note_listeners: tuple[Callable[..., Any], ...] | None = None
+        self.instant = False
+        if self.after_note:
+            from .emitter import instant_listener, note_listeners
+
+            self.note_listeners = note_listeners(self.after_note)
+            if self.note_listeners:
+                self.instant = all(instant_listener(fn) for fn in self.note_listeners)
+        # Nothing per note but such listeners: ``engine.loops.run_events`` runs it all.
+        self.events = bool(self.note_listeners) and not (self.before_note or self.on_retry)
+        # No hook call at all but those listeners: nothing can read the run's context.
+        self.contextless = self.events and not (
+            self.before_cadence or self.after_cadence or self.on_error
+        )
+        self.label: Any = None  # run_events' cached run info for contextless runs
 
 
 class HooksManager:
@@ -124,7 +147,7 @@ class HooksManager:
         self._selective: set[str] = set()  # methods with a hook that may opt out per run
         self._selective_hooks: list[Any] = []
         self._plan: HookPlan | None = None
-        self._plan_stamp: tuple[int, ...] = ()
+        self._plan_stamp: Any = ()
         for hook in hooks:
             self.add(hook)
 
@@ -179,9 +202,9 @@ class HooksManager:
         interest changed (its ``wants_version``)."""
         selective = self._selective_hooks
         if not selective:
-            stamp: tuple[int, ...] = ()
-        elif len(selective) == 1:
-            stamp = (getattr(selective[0], "wants_version", 0),)
+            stamp: Any = ()
+        elif len(selective) == 1:  # the common case (one emitter): no tuple per run
+            stamp = getattr(selective[0], "wants_version", 0)
         else:
             stamp = tuple(getattr(h, "wants_version", 0) for h in selective)
         plan = self._plan

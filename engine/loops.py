@@ -11,11 +11,11 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint, capture
-from .context import current_run
+from .context import RunInfo, current_run
 from .errors import Interrupt
-from .events import NOTE_COMPLETED, NoteCompletedEvent, deliver, logger, note_event
-from .hooks import HooksManager, hook_failed
-from .measures import KIND_ASYNC_NOTE, ThenMeasure, with_step_reports
+from .events import NOTE_COMPLETED, deliver, note_event
+from .hooks import HookPlan, HooksManager, hook_failed
+from .measures import KIND_ASYNC_NOTE, Measure, ThenMeasure, with_step_reports
 from .runner import call_after, classify, execute, handle_error, report
 from .score import SCORE_TYPES
 
@@ -38,7 +38,8 @@ async def notes_with_after_hooks(
         t0 = clock()
         try:
             if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
+                call = m.fn  # type: ignore[attr-defined]
+                result = await call(score)
                 if result is not None:
                     if isinstance(result, score_types):
                         score = result
@@ -74,74 +75,36 @@ def _no_clock() -> float:
     return 0.0
 
 
-async def notes_with_events(
-    cadence: Cadence[Any], score: Any, i: int, emitters: list[Any], hooks: HooksManager | None
-) -> tuple[Any, BaseException | None]:
-    """Only event emitters listen to notes: deliver their completion events from here, each a
-    lazily built ``NoteEvent`` (name, score, clock readings, run), with no hook call at all."""
-    measures = cadence._measures
-    n = len(measures)
-    clock = time.perf_counter
-    run = current_run.get()
-    completed = [fn for e in emitters for fn in e._resolved[NOTE_COMPLETED]]
-    sole = completed[0] if len(completed) == 1 else None
-    after = tuple(e.after_note for e in emitters)  # failures are rare: the general path
-    async_kind, score_types, completed_type = KIND_ASYNC_NOTE, SCORE_TYPES, NOTE_COMPLETED
-    alloc, event_class = object.__new__, NoteCompletedEvent
-    failure: BaseException | None = None
-    while i < n:
-        m = measures[i]
-        t0 = clock()
+async def event_failure(
+    cadence: Cadence[Any],
+    plan: HookPlan,
+    run: RunInfo,
+    m: Measure,
+    score: Any,
+    exc: Exception,
+    t0: float,
+) -> tuple[bool, BaseException | None]:
+    """A note of a run whose only per-note hooks are event emitters (``Cadence.run``) raised:
+    (whether the run stops, the error handled if any). The failure goes through the emitters'
+    ``after_note`` (``note.failed``), a clean stop (``Skip``, ``Interrupt``) completes the note."""
+    t1 = time.perf_counter()
+    error, stopped = classify(m, exc)
+    if error is not None:
+        # A contextless run set no run context; the emitters' note.failed events (and the
+        # error handler) read it: set it for them.
+        token = current_run.set(run) if current_run.get() is not run else None
         try:
-            if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
-                if result is not None:
-                    if isinstance(result, score_types):
-                        score = result
-                    elif result is True and m.can_interrupt:
-                        raise Interrupt
-            else:
-                score = await execute(m, score)
-        except Exception as exc:
-            t1 = clock()
-            error, stopped = classify(m, exc)
-            if error is not None:
-                failure = error
-                await call_after(after, m.name, score, t1 - t0, error)
-                stopped = await handle_error(cadence, score, m.name, error, hooks)
-            elif completed:
-                pending = deliver(completed, note_event(completed_type, m.name, score, t0, t1, run))
-                if pending is not None:
-                    await pending
-            if stopped:
-                return score, failure
-            i += 1
-            continue
-        if completed:
-            event = alloc(event_class)
-            event.note_name = m.name
-            event.score = score
-            event._t0 = t0
-            event._t1 = clock()
-            event._run = run
-            if sole is not None:  # one listener, the common case: no loop
-                try:
-                    outcome = sole(event)
-                    # (a type check first: inspect.isawaitable is slow on plain values)
-                    if outcome is not None and hasattr(type(outcome), "__await__"):
-                        await outcome
-                except Exception:
-                    logger.warning("event listener %r failed", sole, exc_info=True)
-            else:
-                for listener in completed:
-                    try:
-                        outcome = listener(event)
-                        if outcome is not None and hasattr(type(outcome), "__await__"):
-                            await outcome
-                    except Exception:
-                        logger.warning("event listener %r failed", listener, exc_info=True)
-        i += 1
-    return score, failure
+            await call_after(plan.after_note, m.name, score, t1 - t0, error)
+            stopped = await handle_error(cadence, score, m.name, error, cadence._hooks)
+        finally:
+            if token is not None:
+                current_run.reset(token)
+    else:  # a clean stop (Skip, Interrupt) still completes the note
+        event = note_event(NOTE_COMPLETED, m.name, score, t0, t1, run)
+        pending = deliver(plan.note_listeners, event)  # type: ignore[arg-type]
+        if pending is not None:
+            await pending
+    return stopped, error
 
 
 async def notes(
@@ -185,7 +148,8 @@ async def notes(
         stopped = False
         try:
             if m.kind == async_kind:
-                result = await m.fn(score)  # type: ignore[attr-defined]
+                call = m.fn  # type: ignore[attr-defined]
+                result = await call(score)
                 if result is not None:
                     if isinstance(result, score_types):
                         score = result

@@ -85,9 +85,11 @@ async def run_steps(measure_name: str, steps: Sequence[Step], score: Any) -> Any
     try:
         for step in steps:
             if step.is_async:
-                result = await step.fn(score)
+                call = step.fn
+                result = await call(score)
             else:
-                result = step.fn(score)
+                call = step.fn
+                result = call(score)
                 if result is not None and inspect.isawaitable(result):
                     result = await result
             if result is not None and isinstance(result, SCORE_TYPES):
@@ -138,9 +140,11 @@ class ThenMeasure(Measure):
 
     async def execute(self, score: Any) -> Any:
         if self.kind == KIND_ASYNC_NOTE:
-            result = await self.fn(score)
+            call = self.fn
+            result = await call(score)
         else:
-            result = self.fn(score)
+            call = self.fn
+            result = call(score)
             if result is not None and inspect.isawaitable(result):
                 result = await result
         if result is not None and isinstance(result, SCORE_TYPES):
@@ -224,7 +228,8 @@ class SplitMeasure(Measure):
 
     async def execute(self, score: Any) -> Any:
         try:
-            chosen = self.condition(score)
+            condition = self.condition  # (a local: 3.11 does not specialise self.condition(...))
+            chosen = condition(score)
             if chosen is not None and chosen is not True and chosen is not False:
                 if inspect.isawaitable(chosen):
                     chosen = await chosen
@@ -236,22 +241,23 @@ class SplitMeasure(Measure):
         if self.parallel:
             return await run_parallel(self.name, steps, score, self.merge)
         # run_steps, inlined: a split is one frame, as a chain of notes is
-        i = 0
+        step = None
         try:
             for step in steps:
                 if step.is_async:
-                    result = await step.fn(score)
+                    call = step.fn
+                    result = await call(score)
                 else:
-                    result = step.fn(score)
+                    call = step.fn
+                    result = call(score)
                     if result is not None and inspect.isawaitable(result):
                         result = await result
                 if result is not None and isinstance(result, SCORE_TYPES):
                     score = result
-                i += 1
         except Skip:
             raise
         except Exception as exc:
-            raise note_failure(self.name, exc, details={"step": steps[i].name}) from exc
+            raise note_failure(self.name, exc, details={"step": step.name}) from exc  # type: ignore[union-attr]
         return score
 
     def describe(self) -> dict[str, Any]:

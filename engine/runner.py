@@ -1,9 +1,10 @@
 """The observed run path: a cadence with hooks, reporters, an error handler or a checkpoint store.
 
-(The bare path, with nothing attached, is inlined in ``Cadence.run``.) Hooks are asked once per
-run which calls they want (``HooksManager.plan``); when only after-note hooks remain, notes run
-in a specialised loop (``engine.loops``) that does nothing else per note but time the note and
-call them, and when those hooks are event emitters the loop delivers lazily built events itself.
+(The bare path, with nothing attached, and the path whose only per-note hooks are event emitters,
+are inlined in ``Cadence.run``.) Hooks are asked which calls they want when their interest
+changes, not per run (``HooksManager.plan``); when only after-note hooks remain, notes run in a
+specialised loop (``engine.loops``) that does nothing else per note but time the note and call
+them.
 
 As in the library: a failure handled by ``on_error`` ends the run normally (``stop=True``) or
 goes on (``stop=False``), and ``after_cadence`` hooks (and ``CADENCE_FAILED`` listeners) still
@@ -18,9 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from .checkpoint import Checkpoint, as_engine_store, restore
 from .context import RunInfo, current_run
-from .emitter import sole_emitters
 from .errors import CadenceError, Interrupt, Skip, note_failure
-from .hooks import HooksManager, fire, hook_failed
+from .hooks import HookPlan, HooksManager, fire, hook_failed
 from .measures import KIND_ASYNC_NOTE, KIND_SYNC_GROUP, KIND_SYNC_NOTE, Measure
 from .parallel import run_parallel
 from .score import SCORE_TYPES
@@ -32,9 +32,11 @@ if TYPE_CHECKING:
 async def execute(m: Measure, score: Any) -> Any:
     kind = m.kind
     if kind == KIND_ASYNC_NOTE:
-        result = await m.fn(score)  # type: ignore[attr-defined]
+        call = m.fn  # type: ignore[attr-defined]
+        result = await call(score)
     elif kind == KIND_SYNC_NOTE:
-        result = m.fn(score)  # type: ignore[attr-defined]
+        call = m.fn  # type: ignore[attr-defined]
+        result = call(score)
         if result is not None and inspect.isawaitable(result):
             result = await result
     elif kind == KIND_SYNC_GROUP:
@@ -111,16 +113,17 @@ def resume_index(cadence: Cadence[Any], checkpoint: Checkpoint) -> int:
     return index + 1
 
 
-async def run_observed(cadence: Cadence[Any], score: Any, run_id: str | None) -> Any:
-    hooks = cadence._hooks if cadence._hooks is not None and cadence._hooks.any else None
+async def run_observed(
+    cadence: Cadence[Any], score: Any, run_id: str | None, plan: HookPlan | None
+) -> Any:
+    """``plan``: the hooks' plan for this run (None without hooks), from ``Cadence.run``."""
+    hooks = cadence._hooks if plan is not None else None
     name = cadence.name
     store = as_engine_store(cadence._store, cadence) if cadence._store is not None else None
     if store is not None and not run_id:
         raise CadenceError(
             f"cadence {name!r} has a checkpoint store but no run_id", code="NO_RUN_ID"
         )
-    # Per run, not per note: hooks may decline calls they have nothing to do for.
-    plan = hooks.plan() if hooks is not None else None
     run_token = (
         current_run.set(RunInfo(name, run_id, hooks, bool(plan.on_retry)))
         if plan is not None
@@ -148,13 +151,7 @@ async def run_observed(cadence: Cadence[Any], score: Any, run_id: str | None) ->
                 and (store is None)
             ):
                 after = plan.after_note if plan is not None else ()
-                emitters = sole_emitters(after) if after else None
-                if emitters:
-                    score, failure = await notes_with_events(cadence, score, start, emitters, hooks)
-                else:
-                    score, failure = await notes_with_after_hooks(
-                        cadence, score, start, after, hooks
-                    )
+                score, failure = await notes_with_after_hooks(cadence, score, start, after, hooks)
             else:
                 score, failure = await notes(cadence, score, start, plan, hooks, store, run_id)
         except BaseException as exc:
@@ -183,4 +180,4 @@ async def run_observed(cadence: Cadence[Any], score: Any, run_id: str | None) ->
             current_run.reset(run_token)
 
 
-from .loops import notes, notes_with_after_hooks, notes_with_events  # noqa: E402 - they use the helpers above
+from .loops import event_failure, notes, notes_with_after_hooks  # noqa: E402, F401 - they use the helpers above
