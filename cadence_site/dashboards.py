@@ -157,7 +157,7 @@ def _usage(used: int, limit: int | None) -> dict:
     return {"used": used, "limit": limit, "percent": percent, "full": bool(limit) and used >= limit}
 
 
-def organization_dashboard(*, org, role: str) -> dict:
+def organization_dashboard(*, org, role: str, scope=None) -> dict:
     """What an organization's dashboard shows; runs' details only to admins and owners (members
     read their own through the Runs page's rules)."""
     from engine.models import Run
@@ -168,11 +168,18 @@ def organization_dashboard(*, org, role: str) -> dict:
 
     plan = organization_get(org_id=org.id).plan
     members = Membership.objects.filter(organization_id=org.id).select_related("user")
+    from tenants.teams.scoping import scoped
+
+    # The orchestrators the viewer may see (tenants/teams/scoping.py); the plan counts them all.
+    shown = OrchestratorInstance.objects.all()
+    if scope is not None:
+        shown = scoped(shown, scope)
     orchestrators = list(
-        OrchestratorInstance.objects.only(
+        shown.only(
             "id", "slug", "name", "status", "status_message", "framework", "updated_at"
         ).order_by("slug")[:50]
     )
+    orchestrator_count = OrchestratorInstance.objects.count()
     daily = runs_per_day([org.schema_name])
     active_keys = ApiKey.objects.filter(organization_id=org.id, revoked_at__isnull=True).count()
     member_count = members.count()
@@ -192,7 +199,7 @@ def organization_dashboard(*, org, role: str) -> dict:
         "usage": {
             "members": _usage(member_count, plan.max_members if plan else None),
             "api_keys": _usage(active_keys, plan.max_api_keys if plan else None),
-            "orchestrators": _usage(len(orchestrators), plan.max_orchestrators if plan else None),
+            "orchestrators": _usage(orchestrator_count, plan.max_orchestrators if plan else None),
         },
         "members": list(members.order_by("user__username")[:8]),
         "show_runs": is_admin,
