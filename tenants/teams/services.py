@@ -87,6 +87,28 @@ def team_update(*, org: Organization, team: Team, org_role: str, actor, **fields
 @transaction.atomic
 def team_delete(*, org: Organization, team: Team, org_role: str, actor) -> None:
     _require_org_admin(org_role)
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+
+    # Its resources would otherwise become the whole organization's: they move first.
+    owned = sorted(
+        [
+            f"orchestrator {slug}"
+            for slug in OrchestratorInstance.objects.filter(team=team).values_list(
+                "slug", flat=True
+            )
+        ]
+        + [
+            f"LLM configuration {name}"
+            for name in LLMConfig.objects.filter(team=team).values_list("name", flat=True)
+        ]
+    )
+    if owned:
+        raise ApplicationError(
+            f"The team still owns {', '.join(owned)}: move or delete them first.",
+            "team_in_use",
+            {"resources": owned},
+            status=409,
+        )
     slug = team.slug
     team.delete()
     audit_record(org=org, action="team.deleted", actor=_actor_label(actor), target=slug)
