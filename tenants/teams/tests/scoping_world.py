@@ -50,13 +50,12 @@ def cleanup() -> None:
 def build(world) -> TeamWorld:
     from django.contrib.auth import get_user_model
 
+    from orchestrators.pool import pool
     from orchestrators.services import llm_config_create, orchestrator_create
     from orchestrators.tasks import instance_build
     from tenants.models import Membership
     from tenants.services import api_key_create
     from tenants.teams.models import Team, TeamMembership, TeamRole
-
-    from orchestrators.pool import pool
 
     cleanup()
     # This process's pool may hold runtimes of an earlier module's orchestrators by these slugs.

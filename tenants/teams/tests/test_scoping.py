@@ -669,3 +669,14 @@ def test_the_admin_lists_only_the_teams_resources(client, tw, world):
     assert "ts-sup-llm" not in configs.content.decode()
     assert change.status_code == 302  # Django's "does not exist" redirect, nothing shown
     assert SUP in sup_list and SALES not in sup_list
+
+
+def test_the_drift_report_and_the_dashboard_name_only_visible_orchestrators(client_for, client, tw):
+    drift = client_for("sales_member").get(f"{ORG}/drift/")
+    slugs = {row["slug"] for row in drift.json()["results"]}
+    client.force_login(tw.users["sales_member"])
+    dashboard = client.get("/orgs/alpha/admin/").content.decode()
+
+    assert drift.status_code == 200
+    assert {SALES, ORGWIDE} <= slugs and SUP not in slugs
+    assert SALES in dashboard and SUP not in dashboard
