@@ -543,9 +543,25 @@ def test_runs_keep_their_owner_rule_and_add_the_team_rule(client_for, tw, world)
         name: client_for(name).get(f"{ORG}/runs/{mine.id}/").status_code
         for name in ("sup_member", "sales_member", "member", "sales_limited_admin", "admin")
     }
+    # Dead letters read the runs' rule inside a subquery (its tables relabelled).
+    with schema_context("org_alpha"):
+        from engine.durable.models import QueuedRun
+
+        QueuedRun.objects.create(
+            run=mine,
+            idempotency_key="ts-dead",
+            orchestrator_id=tw.bots["support"].pk,
+            message="hi",
+            state=QueuedRun.State.DEAD,
+        )
+    dead = {
+        name: [r["id"] for r in client_for(name).get(f"{ORG}/dead-letters/").json()["results"]]
+        for name in ("sup_member", "sales_member", "sales_limited_admin")
+    }
     with schema_context("org_alpha"):
         TeamMembership.objects.filter(user_id=tw.users["sup_member"].pk).delete()
     after = client_for("sup_member").get(f"{ORG}/runs/{mine.id}/").status_code
+    dead_after = client_for("sup_member").get(f"{ORG}/dead-letters/").json()["results"]
 
     assert seen == {
         "admin": sorted([str(mine.id), str(admins.id), str(sales_run.id)]),
@@ -561,6 +577,8 @@ def test_runs_keep_their_owner_rule_and_add_the_team_rule(client_for, tw, world)
         "admin": 200,
     }
     assert after == 404
+    assert dead == {"sup_member": [str(mine.id)], "sales_member": [], "sales_limited_admin": []}
+    assert dead_after == []
 
 
 def test_a_run_inherits_its_orchestrators_team(client_for, tw):
