@@ -79,6 +79,14 @@ class OrgMemberApi(APIView):
     def actor(self, request: Request):
         return self.api_key(request) or request.user
 
+    def scope(self, request: Request):
+        """The caller's team scope (tenants/teams/scoping.py), read once per request."""
+        if getattr(request, "team_scope", None) is None:
+            from tenants.teams.scoping import team_scope
+
+            request.team_scope = team_scope(request.user, request.role)
+        return request.team_scope
+
 
 def require(condition: bool, message: str, code: str = "invalid", **details: Any) -> None:
     if not condition:

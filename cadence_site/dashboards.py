@@ -157,7 +157,7 @@ def _usage(used: int, limit: int | None) -> dict:
     return {"used": used, "limit": limit, "percent": percent, "full": bool(limit) and used >= limit}
 
 
-def organization_dashboard(*, org, role: str) -> dict:
+def organization_dashboard(*, org, role: str, scope=None) -> dict:
     """What an organization's dashboard shows; runs' details only to admins and owners (members
     read their own through the Runs page's rules)."""
     from engine.models import Run
@@ -175,8 +175,14 @@ def organization_dashboard(*, org, role: str) -> dict:
     today = timezone.now().date()
     month = usage_totals(org_id=org.id, query=UsageQuery(today.replace(day=1), today, ()))
     members = Membership.objects.filter(organization_id=org.id).select_related("user")
+    from tenants.teams.scoping import scoped
+
+    # The orchestrators the viewer may see (tenants/teams/scoping.py); the plan counts them all.
+    shown = OrchestratorInstance.objects.all()
+    if scope is not None:
+        shown = scoped(shown, scope)
     orchestrators = list(
-        OrchestratorInstance.objects.only(
+        shown.only(
             "id", "slug", "name", "status", "status_message", "framework", "updated_at"
         ).order_by("slug")[:50]
     )

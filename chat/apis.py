@@ -105,7 +105,9 @@ class ConversationListApi(OrgMemberApi):
             {
                 "results": [
                     conversation_output(c)
-                    for c in services.conversation_list(principal=request.user)[:200]
+                    for c in services.conversation_list(
+                        principal=request.user, scope=self.scope(request)
+                    )[:200]
                 ]
             }
         )
@@ -120,6 +122,7 @@ class ConversationListApi(OrgMemberApi):
         data = self.validated(self.InputSerializer, request.data)
         conversation = services.conversation_create(
             principal=request.user,
+            scope=self.scope(request),
             orchestrator_ref=data["orchestrator"],
             title=data.get("title", ""),
             metadata=data.get("metadata"),
@@ -138,7 +141,11 @@ class ConversationDetailApi(OrgMemberApi):
     def get(self, request, org_slug, conversation_id):
         return Response(
             conversation_output(
-                services.conversation_get(principal=request.user, conversation_id=conversation_id)
+                services.conversation_get(
+                    principal=request.user,
+                    scope=self.scope(request),
+                    conversation_id=conversation_id,
+                )
             )
         )
 
@@ -150,7 +157,7 @@ class ConversationDetailApi(OrgMemberApi):
     def patch(self, request, org_slug, conversation_id):
         data = self.validated(self.InputSerializer, request.data)
         conversation = services.conversation_get(
-            principal=request.user, conversation_id=conversation_id
+            principal=request.user, scope=self.scope(request), conversation_id=conversation_id
         )
         return Response(
             conversation_output(services.conversation_update(conversation=conversation, **data))
@@ -160,7 +167,7 @@ class ConversationDetailApi(OrgMemberApi):
     def delete(self, request, org_slug, conversation_id):
         services.conversation_delete(
             conversation=services.conversation_get(
-                principal=request.user, conversation_id=conversation_id
+                principal=request.user, scope=self.scope(request), conversation_id=conversation_id
             )
         )
         return Response(status=204)
@@ -230,7 +237,7 @@ class MessageListApi(OrgMemberApi):
     )
     def get(self, request, org_slug, conversation_id):
         conversation = services.conversation_get(
-            principal=request.user, conversation_id=conversation_id
+            principal=request.user, scope=self.scope(request), conversation_id=conversation_id
         )
         try:
             after = max(0, int(request.query_params.get("after", 0)))
@@ -264,8 +271,8 @@ class MessageListApi(OrgMemberApi):
     )
     def post(self, request, org_slug, conversation_id):
         data = self.validated(self.InputSerializer, request.data)
-        conversation = services.conversation_get(
-            principal=request.user, conversation_id=conversation_id
+        conversation = services.conversation_for_turn(
+            principal=request.user, scope=self.scope(request), conversation_id=conversation_id
         )
         start = turns.turn_begin(
             schema_name=request.org.schema_name,
@@ -293,7 +300,7 @@ class MessageCancelApi(OrgMemberApi):
     )
     def post(self, request, org_slug, conversation_id):
         conversation = services.conversation_get(
-            principal=request.user, conversation_id=conversation_id
+            principal=request.user, scope=self.scope(request), conversation_id=conversation_id
         )
         streaming = (
             conversation.messages.filter(status="streaming").values_list("id", flat=True).first()

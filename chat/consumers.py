@@ -22,19 +22,30 @@ from cadence_site.inputguard import InputError, json_loads
 from chat import services, turns
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
+from tenants.teams.scoping import team_scope
 
 logger = logging.getLogger(__name__)
 MAX_FRAME = services.MAX_CONTENT + 1024
 CLOSE_NOT_FOUND = 4404
 
 
-def _load_conversation(*, principal, conversation_id):
-    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+def _scope(principal, role):
+    # Read in the tenant's schema, with the caller's current role (tenants/ws_access.py): a
+    # socket follows team changes at its next frame.
+    return team_scope(principal, role)
+
+
+def _load_conversation(*, principal, role, conversation_id):
+    conversation = services.conversation_get(
+        principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
+    )
     return conversation, conversation.orchestrator  # orchestrator fetched here, inside the schema
 
 
-def _begin(*, schema_name, org_slug, principal, conversation_id, content):
-    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+def _begin(*, schema_name, org_slug, principal, role, conversation_id, content):
+    conversation = services.conversation_for_turn(
+        principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
+    )
     return turns.turn_begin(
         schema_name=schema_name,
         org_slug=org_slug,
@@ -45,8 +56,10 @@ def _begin(*, schema_name, org_slug, principal, conversation_id, content):
     )
 
 
-def _streaming_message_id(*, principal, conversation_id):
-    conversation = services.conversation_get(principal=principal, conversation_id=conversation_id)
+def _streaming_message_id(*, principal, role, conversation_id):
+    conversation = services.conversation_get(
+        principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
+    )
     found = conversation.messages.filter(status="streaming").values_list("id", flat=True).first()
     return str(found) if found else None
 
@@ -68,6 +81,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 self.org.schema_name,
                 _load_conversation,
                 principal=self.principal,
+                role=self.scope["access"].role,
                 conversation_id=self.conversation_id,
             )
         except ApplicationError:
@@ -130,6 +144,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                     self.org.schema_name,
                     _streaming_message_id,
                     principal=self.principal,
+                    role=self.scope["access"].role,
                     conversation_id=self.conversation_id,
                 )
                 await turns.reply_cancel(
@@ -147,6 +162,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 schema_name=self.org.schema_name,
                 org_slug=self.org.slug,
                 principal=self.principal,
+                role=self.scope["access"].role,
                 conversation_id=self.conversation_id,
                 content=content,
             )

@@ -13,6 +13,10 @@ class Conversation(models.Model):
     # The owner lives in the public schema (a user or an API key): kept as plain ids.
     owner_user_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     owner_api_key_id = models.UUIDField(null=True, blank=True, db_index=True)
+    # Its orchestrator's team, kept in step when the orchestrator moves (tenants/teams/scoping.py).
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     title = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     last_seq = models.PositiveIntegerField(default=0)

@@ -15,6 +15,7 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from chat import services
 from orchestrators.models import OrchestratorInstance
 from tenants.roles import Role, role_at_least
+from tenants.teams.scoping import scoped, team_scope
 from tenants.tenant_admin import request_role
 
 
@@ -29,12 +30,12 @@ def chat_page(request):
     org = request.org
     if not org.is_active:
         return HttpResponseForbidden(f"The organization {escape(org.slug)} is suspended.")
-    orchestrators = list(
-        OrchestratorInstance.objects.filter(status=OrchestratorInstance.Status.READY).only(
-            "id", "slug", "name"
-        )
-    )
-    conversations = list(services.conversation_list(principal=request.user)[:200])
+    scope = team_scope(request.user, role)
+    ready = OrchestratorInstance.objects.filter(status=OrchestratorInstance.Status.READY)
+    # What the user may chat with: their teams', shared with their teams to use, and the
+    # organization's (tenants/teams/scoping.py).
+    orchestrators = list(scoped(ready, scope, level="use").only("id", "slug", "name"))
+    conversations = list(services.conversation_list(principal=request.user, scope=scope)[:200])
     can_send = role_at_least(role, Role.MEMBER)
     # Absolute paths: the API and the WebSocket stay under /api/v1/orgs/<slug>/ and /ws/orgs/<slug>/
     # even when the page itself is served on the organization's own host.

@@ -16,6 +16,7 @@ from django.utils import timezone
 from cadence_site.errors import ApplicationError, NotFoundError
 from chat.models import Conversation, Message
 from orchestrators.models import OrchestratorInstance
+from tenants.teams.scoping import TeamScope, require_level, scoped
 
 MAX_CONTENT = 32_000
 
@@ -25,22 +26,45 @@ def owner_fields(principal) -> dict[str, Any]:
     return {"owner_api_key_id": key.pk} if key is not None else {"owner_user_id": principal.pk}
 
 
-def conversation_list(*, principal):
-    return Conversation.objects.filter(**owner_fields(principal)).select_related("orchestrator")
+def conversation_list(*, principal, scope: TeamScope):
+    """The caller's own conversations whose team they may still see (tenants/teams/scoping.py):
+    a member who leaves a team stops seeing the conversations held with its orchestrators."""
+    mine = Conversation.objects.filter(**owner_fields(principal))
+    return scoped(mine, scope, shared_field="orchestrator_id").select_related("orchestrator")
 
 
-def conversation_get(*, principal, conversation_id) -> Conversation:
-    """The caller's own conversation; another member's or organization's is the same 404."""
-    conversation = conversation_list(principal=principal).filter(pk=conversation_id).first()
+def conversation_get(*, principal, scope: TeamScope, conversation_id) -> Conversation:
+    """The caller's own conversation; another member's or organization's, or one of a team the
+    caller no longer sees, is the same 404."""
+    conversation = (
+        conversation_list(principal=principal, scope=scope).filter(pk=conversation_id).first()
+    )
     if conversation is None:
         raise NotFoundError("No such conversation.", "conversation_not_found")
     return conversation
 
 
+def conversation_for_turn(*, principal, scope: TeamScope, conversation_id) -> Conversation:
+    """The caller's conversation, if they may still use its orchestrator (a share narrowed to
+    read leaves the conversation readable, not writable)."""
+    conversation = conversation_get(
+        principal=principal, scope=scope, conversation_id=conversation_id
+    )
+    require_level(
+        scope, kind="orchestrator", obj=conversation.orchestrator, level="use", what="orchestrator"
+    )
+    return conversation
+
+
 def conversation_create(
-    *, principal, orchestrator_ref, title: str = "", metadata: dict | None = None
+    *,
+    principal,
+    scope: TeamScope,
+    orchestrator_ref,
+    title: str = "",
+    metadata: dict | None = None,
 ) -> Conversation:
-    qs = OrchestratorInstance.objects.all()
+    qs = scoped(OrchestratorInstance.objects.all(), scope)
     instance = (
         qs.filter(pk=orchestrator_ref).first()
         if _is_uuid(orchestrator_ref)
@@ -52,6 +76,7 @@ def conversation_create(
             "unknown_orchestrator",
             {"field": "orchestrator"},
         )
+    require_level(scope, kind="orchestrator", obj=instance, level="use", what="orchestrator")
     if instance.status == OrchestratorInstance.Status.SUSPENDED:
         raise ApplicationError(
             "This orchestrator is suspended.",
@@ -60,7 +85,11 @@ def conversation_create(
             status=409,
         )
     return Conversation.objects.create(
-        orchestrator=instance, title=title[:200], metadata=metadata or {}, **owner_fields(principal)
+        orchestrator=instance,
+        team_id=instance.team_id,
+        title=title[:200],
+        metadata=metadata or {},
+        **owner_fields(principal),
     )
 
 

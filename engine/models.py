@@ -43,6 +43,11 @@ class Run(models.Model):
     # user or API key that started it, or that owns the conversation it ran in.
     owner_user_id = models.BigIntegerField(null=True, blank=True)
     owner_api_key_id = models.UUIDField(null=True, blank=True)
+    # The orchestrator's team when the run was created (null: organization-wide); members see
+    # a run only while its team is visible to them (tenants/teams/scoping.py).
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
     input = models.JSONField(default=dict, blank=True)
     output = models.TextField(blank=True)

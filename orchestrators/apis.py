@@ -15,6 +15,7 @@ from orchestrators import services
 from orchestrators.models import LLMConfig, OrchestratorInstance
 from plugins.binding import plugin_set_output
 from tenants.roles import Role
+from tenants.teams.scoping import require_level, scoped, team_resolve
 
 MAX_MESSAGES = 200
 MAX_CONTENT = 32_000
@@ -34,6 +35,7 @@ def llm_config_output(config: LLMConfig) -> dict[str, Any]:
         "max_tokens": config.max_tokens,
         "timeout_seconds": config.timeout_seconds,
         "max_retries": config.max_retries,
+        "team": str(config.team_id) if config.team_id else None,
         "created_at": config.created_at.isoformat(),
         "updated_at": config.updated_at.isoformat(),
         # What the save just warned about (a base URL that did not resolve); empty on reads.
@@ -60,6 +62,7 @@ def instance_output(instance: OrchestratorInstance) -> dict[str, Any]:
         "status_message": instance.status_message,
         "config_hash": instance.config_hash,
         "version": instance.version,
+        "team": str(instance.team_id) if instance.team_id else None,
         "created_at": instance.created_at.isoformat(),
         "updated_at": instance.updated_at.isoformat(),
     }
@@ -82,6 +85,7 @@ class LLMConfigOutput(serializers.Serializer):
     max_tokens = serializers.IntegerField(allow_null=True)
     timeout_seconds = serializers.FloatField()
     max_retries = serializers.IntegerField()
+    team = serializers.UUIDField(allow_null=True, help_text="Its team; null: organization-wide.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     warnings = serializers.ListField(
@@ -116,6 +120,7 @@ class InstanceOutput(serializers.Serializer):
     status_message = serializers.CharField(allow_blank=True)
     config_hash = serializers.CharField(allow_blank=True)
     version = serializers.IntegerField()
+    team = serializers.UUIDField(allow_null=True, help_text="Its team; null: organization-wide.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -183,14 +188,31 @@ class LLMConfigInput(StrictSerializer):
     )
     timeout_seconds = serializers.FloatField(min_value=1, max_value=600, required=False)
     max_retries = serializers.IntegerField(min_value=0, max_value=10, required=False)
+    team = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The team it belongs to (its maintainers manage it); null: organization-wide.",
+    )
+
+
+def _with_team(data: dict) -> dict:
+    if "team" in data:
+        data["team"] = team_resolve(data["team"])
+    return data
 
 
 class LLMConfigListApi(OrgMemberApi):
-    required_role = Role.ADMIN
+    # Members reach the write: whether they may create in the team they name (as its
+    # maintainer) is the service's decision (tenants/teams/scoping.py).
+    required_role = Role.MEMBER
 
-    @extend_schema(summary="List LLM configurations", responses={200: results_of(LLMConfigOutput)})
+    @extend_schema(
+        summary="List the LLM configurations you may see",
+        responses={200: results_of(LLMConfigOutput)},
+    )
     def get(self, request, org_slug):
-        return Response({"results": [llm_config_output(c) for c in LLMConfig.objects.all()]})
+        configs = scoped(LLMConfig.objects.all(), self.scope(request), kind="llm_config")
+        return Response({"results": [llm_config_output(c) for c in configs]})
 
     @extend_schema(
         summary="Create an LLM configuration",
@@ -199,21 +221,25 @@ class LLMConfigListApi(OrgMemberApi):
         responses={201: LLMConfigOutput},
     )
     def post(self, request, org_slug):
-        data = self.validated(LLMConfigInput, request.data)
-        return Response(
-            llm_config_output(services.llm_config_create(actor=self.actor(request), **data)),
-            status=201,
+        data = _with_team(dict(self.validated(LLMConfigInput, request.data)))
+        config = services.llm_config_create(
+            actor=self.actor(request), scope=self.scope(request), **data
         )
+        return Response(llm_config_output(config), status=201)
 
 
-class LLMConfigDetailApi(OrgMemberApi):
-    required_role = Role.ADMIN
-
+class LLMConfigMixin:
     def _get(self, config_id) -> LLMConfig:
-        config = LLMConfig.objects.filter(pk=config_id).first()
+        """A configuration the caller may not see is the same 404 as one that does not exist."""
+        visible = scoped(LLMConfig.objects.all(), self.scope(self.request), kind="llm_config")
+        config = visible.filter(pk=config_id).first()
         if config is None:
             raise NotFoundError("No such LLM configuration.")
         return config
+
+
+class LLMConfigDetailApi(LLMConfigMixin, OrgMemberApi):
+    required_role = Role.MEMBER
 
     @extend_schema(summary="One LLM configuration", responses={200: LLMConfigOutput})
     def get(self, request, org_slug, config_id):
@@ -227,7 +253,7 @@ class LLMConfigDetailApi(OrgMemberApi):
         responses={200: LLMConfigOutput},
     )
     def patch(self, request, org_slug, config_id):
-        data = self.validated(LLMConfigInput, request.data, partial=True)
+        data = _with_team(dict(self.validated(LLMConfigInput, request.data, partial=True)))
         api_key = data.pop("api_key", None)
         return Response(
             llm_config_output(
@@ -235,6 +261,7 @@ class LLMConfigDetailApi(OrgMemberApi):
                     config=self._get(config_id),
                     api_key=api_key,
                     actor=self.actor(request),
+                    scope=self.scope(request),
                     **data,
                 )
             )
@@ -242,7 +269,9 @@ class LLMConfigDetailApi(OrgMemberApi):
 
     @extend_schema(summary="Delete an LLM configuration", responses={204: None})
     def delete(self, request, org_slug, config_id):
-        services.llm_config_delete(config=self._get(config_id), actor=self.actor(request))
+        services.llm_config_delete(
+            config=self._get(config_id), actor=self.actor(request), scope=self.scope(request)
+        )
         return Response(status=204)
 
 
@@ -277,12 +306,20 @@ class InstanceInput(StrictSerializer):
     plugins = serializers.ListField(child=serializers.JSONField(), required=False, max_length=50)
     max_steps = serializers.IntegerField(min_value=1, max_value=50, required=False)
     tier = serializers.ChoiceField(choices=OrchestratorInstance.Tier.choices, required=False)
+    team = serializers.UUIDField(
+        required=False,
+        allow_null=True,
+        help_text="The team it belongs to (its maintainers manage it); null: organization-wide.",
+    )
 
 
-def _resolve_llm(data: dict) -> dict:
+def _resolve_llm(data: dict, scope) -> dict:
+    """The configuration the input names, among those the caller may see (and the team, if named)."""
+    _with_team(data)
     if "llm_config" in data:
         ref = data["llm_config"]
-        config = LLMConfig.objects.filter(pk=ref).first() if ref else None
+        visible = scoped(LLMConfig.objects.all(), scope, kind="llm_config", level="use")
+        config = visible.filter(pk=ref).first() if ref else None
         if ref and config is None:
             raise ApplicationError(
                 "No such LLM configuration in this organization.",
@@ -294,13 +331,14 @@ def _resolve_llm(data: dict) -> dict:
 
 
 class InstanceListApi(OrgMemberApi):
-    required_role = Role.ADMIN
+    required_role = Role.MEMBER  # the service decides who creates where
 
-    @extend_schema(summary="List orchestrators", responses={200: results_of(InstanceOutput)})
+    @extend_schema(
+        summary="List the orchestrators you may see", responses={200: results_of(InstanceOutput)}
+    )
     def get(self, request, org_slug):
-        return Response(
-            {"results": [instance_output(i) for i in OrchestratorInstance.objects.all()]}
-        )
+        instances = scoped(OrchestratorInstance.objects.all(), self.scope(request))
+        return Response({"results": [instance_output(i) for i in instances]})
 
     @extend_schema(
         summary="Create an orchestrator",
@@ -310,15 +348,19 @@ class InstanceListApi(OrgMemberApi):
         responses={201: InstanceOutput},
     )
     def post(self, request, org_slug):
-        data = _resolve_llm(dict(self.validated(InstanceInput, request.data)))
-        instance = services.orchestrator_create(actor=self.actor(request), **data)
+        scope = self.scope(request)
+        data = _resolve_llm(dict(self.validated(InstanceInput, request.data)), scope)
+        instance = services.orchestrator_create(actor=self.actor(request), scope=scope, **data)
         return Response(instance_output(instance), status=201)
 
 
 class InstanceMixin:
     def _get(self, instance_id: str) -> OrchestratorInstance:
-        """By UUID or slug, as conversations name their orchestrator."""
-        instances = OrchestratorInstance.objects.select_related("llm_config")
+        """By UUID or slug, as conversations name their orchestrator. One the caller may not
+        see is the same 404 as one that does not exist."""
+        instances = scoped(
+            OrchestratorInstance.objects.select_related("llm_config"), self.scope(self.request)
+        )
         try:
             lookup = {"pk": uuid.UUID(instance_id)}
         except ValueError:
@@ -330,7 +372,7 @@ class InstanceMixin:
 
 
 class InstanceDetailApi(InstanceMixin, OrgMemberApi):
-    required_role = Role.ADMIN
+    required_role = Role.MEMBER
 
     @extend_schema(summary="One orchestrator", responses={200: InstanceOutput})
     def get(self, request, org_slug, instance_id):
@@ -343,23 +385,27 @@ class InstanceDetailApi(InstanceMixin, OrgMemberApi):
         responses={200: InstanceOutput},
     )
     def patch(self, request, org_slug, instance_id):
-        data = _resolve_llm(dict(self.validated(InstanceInput, request.data, partial=True)))
+        scope = self.scope(request)
+        instance = self._get(instance_id)
+        data = _resolve_llm(dict(self.validated(InstanceInput, request.data, partial=True)), scope)
         return Response(
             instance_output(
                 services.orchestrator_update(
-                    instance=self._get(instance_id), actor=self.actor(request), **data
+                    instance=instance, actor=self.actor(request), scope=scope, **data
                 )
             )
         )
 
     @extend_schema(summary="Delete an orchestrator", responses={204: None})
     def delete(self, request, org_slug, instance_id):
-        services.orchestrator_delete(instance=self._get(instance_id), actor=self.actor(request))
+        services.orchestrator_delete(
+            instance=self._get(instance_id), actor=self.actor(request), scope=self.scope(request)
+        )
         return Response(status=204)
 
 
 class InstanceActionApi(InstanceMixin, OrgMemberApi):
-    required_role = Role.ADMIN
+    required_role = Role.MEMBER
     action = ""
 
     @extend_schema(
@@ -377,7 +423,9 @@ class InstanceActionApi(InstanceMixin, OrgMemberApi):
             "rebuild": services.orchestrator_rebuild,
         }[self.action]
         return Response(
-            instance_output(handler(instance=instance, actor=self.actor(request))),
+            instance_output(
+                handler(instance=instance, actor=self.actor(request), scope=self.scope(request))
+            ),
             status=202 if self.action != "suspend" else 200,
         )
 
@@ -426,6 +474,9 @@ class InstanceInvokeApi(InstanceMixin, OrgMemberApi):
         data = self.validated(InvokeInput, request.data)
         # By the id the path's slug or UUID resolves to now: the pool caches slugs per process.
         instance = self._get(instance_id)
+        require_level(
+            self.scope(request), kind="orchestrator", obj=instance, level="use", what="orchestrator"
+        )
         messages = [dict(m) for m in data["messages"]]
         if messages[-1]["role"] != "user":
             raise ApplicationError(

@@ -38,6 +38,10 @@ class LLMConfig(models.Model):
         default=60, validators=[MinValueValidator(1), MaxValueValidator(600)]
     )
     max_retries = models.PositiveSmallIntegerField(default=2, validators=[MaxValueValidator(10)])
+    # The team it belongs to; null: the whole organization's (tenants/teams/scoping.py).
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -100,6 +104,10 @@ class OrchestratorInstance(models.Model):
     build_lease_until = models.DateTimeField(null=True, blank=True, editable=False)
     build_owner = models.CharField(max_length=200, blank=True, editable=False)
     version = models.PositiveIntegerField(default=1)
+    # The team it belongs to; null: the whole organization's (tenants/teams/scoping.py).
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -21,6 +21,7 @@ from orchestrators import crypto
 from orchestrators.models import LLMConfig, OrchestratorInstance
 from orchestrators.runtime import LLMSettings, RuntimeConfig
 from tenants.audit.changes import audit_change
+from tenants.teams.scoping import TeamScope, require_create_in, require_level
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def llm_config_snapshot(config: LLMConfig) -> dict[str, Any]:
     return {
         **{name: getattr(config, name) for name in LLM_FIELDS},
         "api_key_hint": config.api_key_hint,
+        "team": str(config.team_id) if config.team_id else None,
     }
 
 
@@ -63,6 +65,7 @@ def instance_snapshot(instance: OrchestratorInstance) -> dict[str, Any]:
     data["llm_config"] = str(instance.llm_config_id) if instance.llm_config_id else None
     data["status"] = instance.status
     data["version"] = instance.version
+    data["team"] = str(instance.team_id) if instance.team_id else None
     return data
 
 
@@ -124,8 +127,18 @@ def _set_key(config: LLMConfig, api_key: str | None) -> None:
 
 @transaction.atomic
 def llm_config_create(
-    *, name: str, provider: str, model: str, api_key: str = "", actor=None, **fields: Any
+    *,
+    name: str,
+    provider: str,
+    model: str,
+    api_key: str = "",
+    actor=None,
+    team=None,
+    scope: TeamScope | None = None,
+    **fields: Any,
 ) -> LLMConfig:
+    """`scope` is the caller's (None: a trusted caller, e.g. a command); `team` its team or None."""
+    require_create_in(scope, team=team, what="LLM configuration")
     unknown = set(fields) - set(LLM_FIELDS)
     if unknown:
         raise ApplicationError(
@@ -133,7 +146,7 @@ def llm_config_create(
         )
     if LLMConfig.objects.filter(name=name).exists():
         raise _invalid("name", f"An LLM configuration named {name!r} already exists.", "name_taken")
-    config = LLMConfig(name=name, provider=provider, model=model, **fields)
+    config = LLMConfig(name=name, provider=provider, model=model, team=team, **fields)
     warnings = validate_llm(config)
     _set_key(config, api_key)
     config.full_clean(exclude=["api_key_encrypted", "api_key_hint"])
@@ -149,10 +162,19 @@ def llm_config_create(
 
 
 def llm_config_update(
-    *, config: LLMConfig, api_key: str | None = None, actor=None, **fields: Any
+    *,
+    config: LLMConfig,
+    api_key: str | None = None,
+    actor=None,
+    scope: TeamScope | None = None,
+    **fields: Any,
 ) -> LLMConfig:
-    """`api_key=None` keeps the stored key; an empty string clears it."""
+    """`api_key=None` keeps the stored key; an empty string clears it. A `team` in `fields`
+    moves the configuration (tenants/teams/scoping.py: manage it, and create in the new team)."""
+    require_level(scope, kind="llm_config", obj=config, level="manage", what="LLM configuration")
     with transaction.atomic():
+        if "team" in fields:
+            team_assign(obj=config, team=fields.pop("team"), actor=actor, scope=scope)
         before = llm_config_snapshot(config)
         for name, value in fields.items():
             if name not in LLM_FIELDS:
@@ -180,7 +202,8 @@ def llm_config_update(
     return config
 
 
-def llm_config_delete(*, config: LLMConfig, actor=None) -> None:
+def llm_config_delete(*, config: LLMConfig, actor=None, scope: TeamScope | None = None) -> None:
+    require_level(scope, kind="llm_config", obj=config, level="manage", what="LLM configuration")
     before = llm_config_snapshot(config)
     try:
         with transaction.atomic():
@@ -372,10 +395,14 @@ def _schedule_build(instance: OrchestratorInstance) -> None:
     transaction.on_commit(lambda: orchestrator_build.delay(schema, instance_id, digest))
 
 
-def orchestrator_create(*, actor=None, **fields: Any) -> OrchestratorInstance:
-    """In the organization's schema; the plan's max_orchestrators holds under concurrency."""
+def orchestrator_create(
+    *, actor=None, team=None, scope: TeamScope | None = None, **fields: Any
+) -> OrchestratorInstance:
+    """In the organization's schema; the plan's max_orchestrators holds under concurrency.
+    `scope` is the caller's (None: a trusted caller); `team` the new orchestrator's or None."""
     from tenants.limits.quotas import current_org_id, quota_enforce
 
+    require_create_in(scope, team=team, what="orchestrator")
     unknown = set(fields) - set(INSTANCE_FIELDS)
     if unknown:
         raise ApplicationError(
@@ -396,7 +423,8 @@ def orchestrator_create(*, actor=None, **fields: Any) -> OrchestratorInstance:
                 "slug_taken",
             )
         entries = fields.pop("plugins", None)
-        instance = OrchestratorInstance(**fields)
+        instance = OrchestratorInstance(team=team, **fields)
+        llm_config_check_for(instance)
         if entries is not None:
             _set_plugins(instance, entries)
         instance.full_clean(exclude=["llm_config", "flow", "tools", "plugins", "plugin_lock"])
@@ -415,9 +443,12 @@ def orchestrator_create(*, actor=None, **fields: Any) -> OrchestratorInstance:
 
 
 def orchestrator_update(
-    *, instance: OrchestratorInstance, actor=None, **fields: Any
+    *, instance: OrchestratorInstance, actor=None, scope: TeamScope | None = None, **fields: Any
 ) -> OrchestratorInstance:
+    require_level(scope, kind="orchestrator", obj=instance, level="manage", what="orchestrator")
     with transaction.atomic():
+        if "team" in fields:
+            team_assign(obj=instance, team=fields.pop("team"), actor=actor, scope=scope)
         before = instance_snapshot(OrchestratorInstance.objects.get(pk=instance.pk))
         for name, value in fields.items():
             if name not in INSTANCE_FIELDS:
@@ -439,6 +470,7 @@ def orchestrator_update(
                 "slug", f"An orchestrator with slug {instance.slug!r} already exists.", "slug_taken"
             )
         instance_validate(instance)
+        llm_config_check_for(instance)
         instance.version += 1
         suspended = instance.status == OrchestratorInstance.Status.SUSPENDED
         instance.config_hash = config_hash(instance)
@@ -458,7 +490,10 @@ def orchestrator_update(
     return instance
 
 
-def orchestrator_activate(*, instance: OrchestratorInstance, actor=None) -> OrchestratorInstance:
+def orchestrator_activate(
+    *, instance: OrchestratorInstance, actor=None, scope: TeamScope | None = None
+) -> OrchestratorInstance:
+    require_level(scope, kind="orchestrator", obj=instance, level="manage", what="orchestrator")
     with transaction.atomic():
         instance_validate(instance)
         before = instance.status
@@ -477,9 +512,12 @@ def orchestrator_activate(*, instance: OrchestratorInstance, actor=None) -> Orch
 orchestrator_rebuild = orchestrator_activate
 
 
-def orchestrator_suspend(*, instance: OrchestratorInstance, actor=None) -> OrchestratorInstance:
+def orchestrator_suspend(
+    *, instance: OrchestratorInstance, actor=None, scope: TeamScope | None = None
+) -> OrchestratorInstance:
     from orchestrators import lifecycle
 
+    require_level(scope, kind="orchestrator", obj=instance, level="manage", what="orchestrator")
     with transaction.atomic():
         audit_change(
             action="orchestrator.suspended",
@@ -502,9 +540,12 @@ def orchestrator_suspend(*, instance: OrchestratorInstance, actor=None) -> Orche
     return instance
 
 
-def orchestrator_delete(*, instance: OrchestratorInstance, actor=None) -> None:
+def orchestrator_delete(
+    *, instance: OrchestratorInstance, actor=None, scope: TeamScope | None = None
+) -> None:
     from orchestrators import lifecycle
 
+    require_level(scope, kind="orchestrator", obj=instance, level="manage", what="orchestrator")
     with transaction.atomic():
         schema, instance_id = connection.schema_name, str(instance.id)
         audit_change(
@@ -519,3 +560,83 @@ def orchestrator_delete(*, instance: OrchestratorInstance, actor=None) -> None:
                 schema_name=schema, instance_id=instance_id, config_hash="", action=lifecycle.DROP
             )
         )
+
+
+# --- teams ------------------------------------------------------------------------------------
+
+
+def llm_config_usable_by_team(config: LLMConfig, team_id) -> bool:
+    """An orchestrator runs on an organization-wide configuration, its own team's, or one shared
+    with its team to use: a team's LLM key never serves another team's orchestrators unasked."""
+    from tenants.teams.models import LLMConfigShare, ShareLevel
+
+    if config.team_id is None or config.team_id == team_id:
+        return True
+    return (
+        team_id is not None
+        and LLMConfigShare.objects.filter(
+            llm_config_id=config.pk,
+            team_id=team_id,
+            level__in=[ShareLevel.USE, ShareLevel.MANAGE],
+        ).exists()
+    )
+
+
+def llm_config_check_for(instance: OrchestratorInstance) -> None:
+    config = instance.llm_config
+    if config is not None and not llm_config_usable_by_team(config, instance.team_id):
+        raise _invalid(
+            "llm_config",
+            f"The LLM configuration {config.name!r} belongs to another team and is not shared "
+            "with this orchestrator's team to use.",
+            "llm_config_not_shared",
+        )
+
+
+def _team_label(team_id) -> str | None:
+    from tenants.teams.models import Team
+
+    if team_id is None:
+        return None
+    return Team.objects.filter(pk=team_id).values_list("slug", flat=True).first() or str(team_id)
+
+
+def team_assign(*, obj, team, actor=None, scope: TeamScope | None = None) -> None:
+    """Moves an orchestrator or an LLM configuration to `team` (None: the whole organization),
+    audited as `<kind>.team_changed`. Inside the caller's transaction. An orchestrator's
+    conversations follow it; its runs keep the team they ran in."""
+    from chat.models import Conversation
+
+    is_instance = isinstance(obj, OrchestratorInstance)
+    what = "orchestrator" if is_instance else "LLM configuration"
+    new_id = team.pk if team is not None else None
+    if new_id == obj.team_id:
+        return
+    require_create_in(scope, team=team, what=what)
+    before_id = obj.team_id
+    obj.team = team
+    if is_instance:
+        if obj.llm_config_id is not None:
+            llm_config_check_for(obj)
+        OrchestratorInstance.objects.filter(pk=obj.pk).update(team=team)
+        Conversation.objects.filter(orchestrator_id=obj.pk).update(team=team)
+    else:
+        stranded = sorted(
+            i.slug for i in obj.orchestrators.all() if not llm_config_usable_by_team(obj, i.team_id)
+        )
+        if stranded:
+            raise ApplicationError(
+                f"Orchestrators of other teams run on it: {', '.join(stranded)}. Share it with "
+                "their teams to use, or move them first.",
+                "in_use",
+                {"field": "team", "orchestrators": stranded},
+                status=409,
+            )
+        LLMConfig.objects.filter(pk=obj.pk).update(team=team)
+    audit_change(
+        action=f"{'orchestrator' if is_instance else 'llm_config'}.team_changed",
+        target=obj.slug if is_instance else obj.name,
+        actor=actor,
+        before={"team": _team_label(before_id)},
+        after={"team": _team_label(new_id)},
+    )

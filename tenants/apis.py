@@ -50,6 +50,7 @@ def api_key_output(key: ApiKey, effective_role: str | None = ...) -> dict:
         "effective_role": effective_role,
         "created_by": key.created_by.get_username() if key.created_by_id else None,
         "created_by_key": str(key.created_by_key_id) if key.created_by_key_id else None,
+        "team": str(key.team_id) if key.team_id else None,
         "created_at": key.created_at.isoformat(),
         "expires_at": key.expires_at.isoformat() if key.expires_at else None,
         "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
@@ -127,6 +128,10 @@ class ApiKeyOutput(serializers.Serializer):
     created_by = serializers.CharField(allow_null=True)
     created_by_key = serializers.UUIDField(
         allow_null=True, help_text="The key that created this one, when a key did."
+    )
+    team = serializers.UUIDField(
+        allow_null=True,
+        help_text="The team it is limited to (that team's and organization-wide resources only).",
     )
     created_at = serializers.DateTimeField()
     expires_at = serializers.DateTimeField(allow_null=True)
@@ -372,6 +377,11 @@ class ApiKeyListApi(OrgMemberApi):
         name = serializers.CharField(max_length=100)
         role = serializers.ChoiceField(choices=Role.choices, default=Role.MEMBER)
         expires_at = serializers.DateTimeField(required=False, allow_null=True)
+        team = serializers.UUIDField(
+            required=False,
+            allow_null=True,
+            help_text="Limit the key to this team's resources and the organization-wide ones.",
+        )
 
     @extend_schema(summary="List API keys", responses={200: results_of(ApiKeyOutput)})
     def get(self, request, org_slug):
@@ -385,10 +395,18 @@ class ApiKeyListApi(OrgMemberApi):
         responses={201: ApiKeyCreatedOutput},
     )
     def post(self, request, org_slug):
-        data = self.validated(self.InputSerializer, request.data)
+        from tenants.teams.scoping import team_resolve
+
+        data = dict(self.validated(self.InputSerializer, request.data))
+        # Resolved in the organization's schema, where its teams are.
+        team = team_resolve(data.pop("team", None))
         org = selectors.organization_get(org_id=request.org.id)
         key, secret = services.api_key_create(
-            org=org, creator_role=request.role, created_by=self.actor(request), **data
+            org=org,
+            creator_role=request.role,
+            created_by=self.actor(request),
+            team_id=team.pk if team is not None else None,
+            **data,
         )
         return Response(api_key_output(key) | {"key": secret}, status=201)
 

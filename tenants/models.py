@@ -152,6 +152,9 @@ class ApiKey(models.Model):
     created_by_key = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="minted_keys"
     )
+    # A team-limited key sees only that team's resources and the organization-wide ones. Teams
+    # live in the organization's schema: a plain id, checked at every use.
+    team_id = models.UUIDField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)

@@ -75,6 +75,7 @@ _KEY_FIELDS = (
     "role",
     "created_by_id",
     "created_by_key_id",
+    "team_id",
     "expires_at",
     "revoked_at",
     "created_at",

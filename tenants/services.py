@@ -349,6 +349,7 @@ def _api_key_insert(
     created_by,
     expires_at: datetime | None,
     created_by_key: ApiKey | None = None,
+    team_id=None,
 ) -> tuple[ApiKey, str]:
     for _ in range(3):
         secret, prefix, digest = keys.key_generate()
@@ -362,6 +363,7 @@ def _api_key_insert(
                     role=role,
                     created_by=created_by,
                     created_by_key=created_by_key,
+                    team_id=team_id,
                     expires_at=expires_at,
                 )
             return key, secret
@@ -381,8 +383,12 @@ def api_key_create(
     creator_role: str,
     created_by=None,
     expires_at: datetime | None = None,
+    team_id=None,
 ) -> tuple[ApiKey, str]:
-    """A key whose role is no higher than its creator's. Returns the key and its secret (shown once)."""
+    """A key whose role is no higher than its creator's. Returns the key and its secret (shown once).
+
+    `team_id` limits the key to one team's resources (tenants/teams/scoping.py); a key minted by
+    a team-limited key is limited to that team too."""
     if RANK[Role(role)] > RANK[Role(creator_role)]:
         raise ForbiddenError(
             f"A key cannot have a higher role than its creator ({creator_role}).", "role_too_high"
@@ -403,6 +409,13 @@ def api_key_create(
         creator_key = created_by if isinstance(created_by, ApiKey) else None
         if creator_key is not None and creator_key.organization_id != org.pk:
             raise ForbiddenError()
+        if creator_key is not None and creator_key.team_id is not None:
+            if team_id not in (None, creator_key.team_id):
+                raise ForbiddenError(
+                    "A team-limited key can only create keys limited to its own team.",
+                    "team_limited",
+                )
+            team_id = creator_key.team_id
         key, secret = _api_key_insert(
             org=org,
             name=name,
@@ -410,13 +423,17 @@ def api_key_create(
             created_by=creator,
             created_by_key=creator_key,
             expires_at=expires_at,
+            team_id=team_id,
         )
+        details = {"name": name, "role": role}
+        if team_id is not None:
+            details["team"] = str(team_id)
         audit_record(
             org=org,
             action="api_key.created",
             actor=_actor_label(created_by),
             target=key.prefix,
-            details={"name": name, "role": role},
+            details=details,
         )
     logger.info("api key created", extra={"key_prefix": key.prefix, "org_slug": org.slug})
     return key, secret

@@ -27,6 +27,15 @@ def request_role(request) -> str | None:
     return request._cadence_role
 
 
+def request_team_scope(request):
+    """The admin user's team scope (tenants/teams/scoping.py), read once per request."""
+    if not hasattr(request, "_cadence_team_scope"):
+        from tenants.teams.scoping import team_scope
+
+        request._cadence_team_scope = team_scope(request.user, request_role(request))
+    return request._cadence_team_scope
+
+
 class TenantAdminSite(admin.AdminSite):
     site_header = "Cadence — organization admin"
     site_title = "Cadence"
@@ -77,7 +86,9 @@ class TenantAdminSite(admin.AdminSite):
         from cadence_site.dashboards import organization_dashboard
 
         extra = {
-            "dashboard": organization_dashboard(org=request.org, role=request_role(request)),
+            "dashboard": organization_dashboard(
+                org=request.org, role=request_role(request), scope=request_team_scope(request)
+            ),
             # The audit trail names members and keys: admins and owners only, as on its socket.
             "recent_events": (
                 list(AuditEvent.objects.all()[:10])

@@ -13,6 +13,7 @@ from chat.openai.errors import openai_error
 from tenants import ratelimit
 from tenants.context import in_public
 from tenants.limits import enforce, plans
+from tenants.teams.scoping import TeamScope, key_team_scope
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,8 @@ class Caller:
     key_id: str
     key_prefix: str
     role: str
+    # Which orchestrators (models) the key may use (tenants/teams/scoping.py).
+    team_scope: TeamScope
 
     @property
     def requests_per_minute(self) -> int:
@@ -68,6 +71,7 @@ def _caller_for_secret(*, secret: str) -> Caller:
         key_id=str(key.id),
         key_prefix=key.prefix,
         role=principal.role,
+        team_scope=key_team_scope(key=key, role=principal.role),
     )
 
 

@@ -26,19 +26,35 @@ from chat.openai.validation import parse_completion_request
 from orchestrators.pool import pool
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
+from tenants.teams.scoping import TeamScope, scoped
 
 logger = logging.getLogger(__name__)
 
 # --- models ---------------------------------------------------------------------------------
 
 
-def _ready_models(*, slug: str | None = None) -> list[dict[str, Any]]:
+def _ready_models(*, scope: TeamScope, slug: str | None = None) -> list[dict[str, Any]]:
+    """The ready orchestrators the key may use: its team scope's (tenants/teams/scoping.py)."""
     from orchestrators.models import OrchestratorInstance
 
-    qs = OrchestratorInstance.objects.filter(status=OrchestratorInstance.Status.READY)
+    qs = scoped(
+        OrchestratorInstance.objects.filter(status=OrchestratorInstance.Status.READY),
+        scope,
+        level="use",
+    )
     if slug is not None:
         qs = qs.filter(slug=slug)
     return list(qs.order_by("slug").values("slug", "created_at"))
+
+
+def _model_usable(*, scope: TeamScope, ref: str) -> bool:
+    from orchestrators.models import OrchestratorInstance
+
+    try:
+        lookup = {"pk": uuid.UUID(ref)}
+    except ValueError:
+        lookup = {"slug": ref}
+    return scoped(OrchestratorInstance.objects.filter(**lookup), scope, level="use").exists()
 
 
 def _model_output(row: dict[str, Any], org_slug: str) -> dict[str, Any]:
@@ -57,7 +73,7 @@ async def models_list(request: HttpRequest) -> HttpResponse:
     caller = await _authorize(request)
     if isinstance(caller, HttpResponse):
         return caller
-    rows = await in_tenant(caller.schema_name, _ready_models)
+    rows = await in_tenant(caller.schema_name, _ready_models, scope=caller.team_scope)
     return JsonResponse(
         {"object": "list", "data": [_model_output(row, caller.org_slug) for row in rows]}
     )
@@ -70,7 +86,7 @@ async def model_detail(request: HttpRequest, model: str) -> HttpResponse:
     caller = await _authorize(request)
     if isinstance(caller, HttpResponse):
         return caller
-    rows = await in_tenant(caller.schema_name, _ready_models, slug=model)
+    rows = await in_tenant(caller.schema_name, _ready_models, scope=caller.team_scope, slug=model)
     if not rows:
         return openai_error(
             404,
@@ -220,7 +236,17 @@ async def parse_body(request: HttpRequest, parse: Callable[[Any], Any]) -> Any:
 
 
 async def acquire_model(caller, model: str) -> Any:
-    """The orchestrator `model` names, from the pool, or the 404 (or build error) to send."""
+    """The orchestrator `model` names, from the pool, or the 404 (or build error) to send. One
+    the caller's teams may not use is the same 404 as one that does not exist."""
+    if not caller.team_scope.everything and not await in_tenant(
+        caller.schema_name, _model_usable, scope=caller.team_scope, ref=model
+    ):
+        return openai_error(
+            404,
+            f"The model {model!r} does not exist in this organization.",
+            code="model_not_found",
+            param="model",
+        )
     try:
         return await pool.acquire(
             schema_name=caller.schema_name, org_slug=caller.org_slug, ref=model

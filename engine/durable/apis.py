@@ -56,13 +56,19 @@ class RunEnqueueApi(OrgMemberApi):
     )
     def post(self, request, org_slug, instance_id):
         from orchestrators.models import OrchestratorInstance
+        from tenants.teams.scoping import require_level, scoped
 
         data = self.validated(EnqueueInput, request.data)
+        scope = self.scope(request)
+        # Another team's orchestrator is the same 404 as a missing one (tenants/teams/scoping.py).
         instance = (
-            OrchestratorInstance.objects.select_related("llm_config").filter(pk=instance_id).first()
+            scoped(OrchestratorInstance.objects.select_related("llm_config"), scope)
+            .filter(pk=instance_id)
+            .first()
         )
         if instance is None:
             raise NotFoundError("No such orchestrator.", "orchestrator_not_found")
+        require_level(scope, kind="orchestrator", obj=instance, level="use", what="orchestrator")
         queued, _ = services.queued_run_enqueue(
             instance=instance,
             message=data["input"]["message"],

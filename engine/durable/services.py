@@ -98,6 +98,7 @@ def queued_run_enqueue(
             run = Run.objects.create(
                 orchestrator=instance,
                 orchestrator_slug=instance.slug,
+                team_id=instance.team_id,
                 config_hash=instance.config_hash,
                 trigger=Run.Trigger.QUEUE,
                 principal=principal[:200],

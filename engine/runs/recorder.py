@@ -148,16 +148,23 @@ class RunRecorder:
         self.started_at = Run.objects.create(**self.fields).started_at
 
     def _add_plugins(self) -> None:
+        """The plugin versions it runs with, and the orchestrator's team, which the run keeps."""
         environment = self.fields["environment"]
-        if "plugins" in environment or not self.fields["orchestrator_id"]:
+        if not self.fields["orchestrator_id"]:
+            return
+        if "plugins" in environment and "team_id" in self.fields:
             return
         from orchestrators.models import OrchestratorInstance
 
-        lock = (
+        lock, team_id = (
             OrchestratorInstance.objects.filter(pk=self.fields["orchestrator_id"])
-            .values_list("plugin_lock", flat=True)
+            .values_list("plugin_lock", "team_id")
             .first()
-        ) or {}
+        ) or ({}, None)
+        self.fields.setdefault("team_id", team_id)
+        if "plugins" in environment:
+            return
+        lock = lock or {}
         environment["plugins"] = {
             str(pid): pinned.get("version", "") if isinstance(pinned, dict) else str(pinned)
             for pid, pinned in sorted(lock.items())

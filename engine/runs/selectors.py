@@ -1,7 +1,8 @@
 """Reading runs (in the tenant's schema): who may see which, the filtered list, a run's steps.
 
-Privacy follows what the run ran: admins and owners see every run of the organization; members
-and viewers see the runs they started, those of their own conversations (a run of a
+Privacy follows what the run ran: admins and owners see every run of the organization (a
+team-limited key: of its team and the organization at large); members and viewers see, among the
+runs of the teams they see (tenants/teams/scoping.py), the runs they started, those of their own conversations (a run of a
 conversation carries the conversation's owner) and those of the API keys they created; a key
 sees its own runs. One rule, used by REST, the admin and sockets.
 """
@@ -69,8 +70,13 @@ def run_owner_q(*, principal, role: str | None, org=None) -> Q | None:
 
 
 def runs_visible(*, principal, role: str | None, org=None) -> QuerySet[Run]:
+    from tenants.teams.scoping import scoped, team_scope
+
+    # The team rule first (tenants/teams/scoping.py): a run of a team the caller does not see,
+    # or no longer sees, is invisible whoever started it; then the owner rule.
+    runs = scoped(Run.objects.all(), team_scope(principal, role), shared_field="orchestrator_id")
     owned = run_owner_q(principal=principal, role=role, org=org)
-    return Run.objects.all() if owned is None else Run.objects.filter(owned)
+    return runs if owned is None else runs.filter(owned)
 
 
 def run_get_for_user(*, principal, role: str | None, run_id, org=None) -> Run:

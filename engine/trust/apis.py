@@ -271,8 +271,12 @@ class DriftReportApi(OrgMemberApi):
     )
     def get(self, request, org_slug):
         from engine.trust.drift import drift_report
+        from orchestrators.models import OrchestratorInstance
+        from tenants.teams.scoping import scoped
 
-        return Response({"results": drift_report()})
+        # The orchestrators the caller may see (tenants/teams/scoping.py).
+        instances = scoped(OrchestratorInstance.objects.all(), self.scope(request))
+        return Response({"results": drift_report(instances=instances)})
 
 
 class RunProofReplayApi(OrgMemberApi):

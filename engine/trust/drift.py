@@ -127,13 +127,16 @@ def run_drift(*, run: Any) -> dict[str, Any]:
     }
 
 
-def drift_report(*, limit: int = 1000) -> list[dict[str, Any]]:
-    """Per orchestrator: its current snapshot and the recent runs and queued work on older ones."""
+def drift_report(*, limit: int = 1000, instances=None) -> list[dict[str, Any]]:
+    """Per orchestrator (of `instances`, default all): its current snapshot and the recent runs
+    and queued work on older ones."""
     from engine.models import Run
     from orchestrators.models import OrchestratorInstance
 
+    if instances is None:
+        instances = OrchestratorInstance.objects.all()
     report = []
-    for instance in OrchestratorInstance.objects.select_related("llm_config"):
+    for instance in instances.select_related("llm_config"):
         current = sha256_of(orchestrator_definition(instance))
         recent = Run.objects.filter(orchestrator=instance).exclude(snapshot=None)[:limit]
         outdated = [

@@ -50,3 +50,62 @@ class TeamMembership(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} in {self.team} ({self.role})"
+
+
+class ShareLevel(models.TextChoices):
+    """What a team a resource is shared with may do with it (each level includes the ones above)."""
+
+    READ = "read", "Read"
+    USE = "use", "Use"
+    MANAGE = "manage", "Manage"
+
+
+LEVEL_RANK = {ShareLevel.READ: 1, ShareLevel.USE: 2, ShareLevel.MANAGE: 3}
+
+
+class _Share(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="+")
+    level = models.CharField(max_length=8, choices=ShareLevel.choices, default=ShareLevel.USE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class OrchestratorShare(_Share):
+    """An orchestrator (and, with it, its plugin settings) shared with a team other than its own."""
+
+    orchestrator = models.ForeignKey(
+        "orchestrators.OrchestratorInstance", on_delete=models.CASCADE, related_name="shares"
+    )
+
+    class Meta:
+        ordering = ["orchestrator", "team"]
+        constraints = [
+            models.UniqueConstraint(fields=["orchestrator", "team"], name="orch_share_unique"),
+            models.CheckConstraint(
+                condition=models.Q(level__in=[lv.value for lv in ShareLevel]),
+                name="orch_share_level_valid",
+            ),
+        ]
+
+
+class LLMConfigShare(_Share):
+    """An LLM configuration shared with another team: `use` lets that team's orchestrators run
+    on it (its key stays write-only either way)."""
+
+    llm_config = models.ForeignKey(
+        "orchestrators.LLMConfig", on_delete=models.CASCADE, related_name="shares"
+    )
+
+    class Meta:
+        ordering = ["llm_config", "team"]
+        constraints = [
+            models.UniqueConstraint(fields=["llm_config", "team"], name="llm_share_unique"),
+            models.CheckConstraint(
+                condition=models.Q(level__in=[lv.value for lv in ShareLevel]),
+                name="llm_share_level_valid",
+            ),
+        ]

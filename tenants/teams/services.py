@@ -87,6 +87,28 @@ def team_update(*, org: Organization, team: Team, org_role: str, actor, **fields
 @transaction.atomic
 def team_delete(*, org: Organization, team: Team, org_role: str, actor) -> None:
     _require_org_admin(org_role)
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+
+    # Its resources would otherwise become the whole organization's: they move first.
+    owned = sorted(
+        [
+            f"orchestrator {slug}"
+            for slug in OrchestratorInstance.objects.filter(team=team).values_list(
+                "slug", flat=True
+            )
+        ]
+        + [
+            f"LLM configuration {name}"
+            for name in LLMConfig.objects.filter(team=team).values_list("name", flat=True)
+        ]
+    )
+    if owned:
+        raise ApplicationError(
+            f"The team still owns {', '.join(owned)}: move or delete them first.",
+            "team_in_use",
+            {"resources": owned},
+            status=409,
+        )
     slug = team.slug
     team.delete()
     audit_record(org=org, action="team.deleted", actor=_actor_label(actor), target=slug)
@@ -146,3 +168,92 @@ def team_memberships_end_for_user(*, user_id: int) -> int:
     """Called when a user leaves the organization (inside its schema): their team rows go too."""
     deleted, _ = TeamMembership.objects.filter(user_id=user_id).delete()
     return deleted
+
+
+# --- sharing a resource with another team ---------------------------------------------------
+
+
+def _share_target(kind: str, obj) -> str:
+    return obj.slug if kind == "orchestrator" else obj.name
+
+
+@transaction.atomic
+def resource_share_set(*, kind: str, obj, team: Team, level: str, actor=None, scope=None):
+    """Shares an orchestrator or an LLM configuration with `team` at `level` (or changes the
+    level). The caller manages the resource (tenants/teams/scoping.py). Audited."""
+    from tenants.audit.changes import audit_change
+    from tenants.teams.models import ShareLevel
+    from tenants.teams.scoping import SHARES, require_level
+
+    what = "orchestrator" if kind == "orchestrator" else "LLM configuration"
+    require_level(scope, kind=kind, obj=obj, level=ShareLevel.MANAGE, what=what)
+    if level not in ShareLevel.values:
+        raise ApplicationError(f"Unknown level {level!r}.", "invalid", {"field": "level"})
+    if obj.team_id == team.pk:
+        raise ApplicationError(
+            f"The {what} belongs to {team.slug} already.", "own_team", {"field": "team"}
+        )
+    share_model, share_fk = SHARES[kind]
+    before = (
+        share_model.objects.filter(**{share_fk: obj.pk}, team=team)
+        .values_list("level", flat=True)
+        .first()
+    )
+    if before is not None and before != level:
+        _llm_share_narrowing_check(kind=kind, obj=obj, team=team, level=level)
+    share, _ = share_model.objects.update_or_create(
+        **{share_fk: obj.pk}, team=team, defaults={"level": level}
+    )
+    if before != level:
+        audit_change(
+            action=f"{kind}.shared",
+            target=_share_target(kind, obj),
+            actor=actor,
+            before={"team": team.slug, "level": before} if before else None,
+            after={"team": team.slug, "level": level},
+        )
+    return share
+
+
+def _llm_share_narrowing_check(*, kind: str, obj, team: Team, level: str | None) -> None:
+    """A team's orchestrators that run on a shared LLM configuration keep it: unsharing (or
+    narrowing to read) while they do is a 409 naming them."""
+    from tenants.teams.models import ShareLevel
+
+    if kind != "llm_config" or level in (ShareLevel.USE, ShareLevel.MANAGE):
+        return
+    using = sorted(obj.orchestrators.filter(team=team).values_list("slug", flat=True))
+    if using:
+        raise ApplicationError(
+            f"Orchestrators of {team.slug} run on it: {', '.join(using)}.",
+            "in_use",
+            {"field": "team", "orchestrators": using},
+            status=409,
+        )
+
+
+@transaction.atomic
+def resource_share_remove(*, kind: str, obj, team: Team, actor=None, scope=None) -> None:
+    from tenants.audit.changes import audit_change
+    from tenants.teams.models import ShareLevel
+    from tenants.teams.scoping import SHARES, require_level
+
+    what = "orchestrator" if kind == "orchestrator" else "LLM configuration"
+    require_level(scope, kind=kind, obj=obj, level=ShareLevel.MANAGE, what=what)
+    share_model, share_fk = SHARES[kind]
+    share = share_model.objects.select_for_update().filter(**{share_fk: obj.pk}, team=team).first()
+    if share is None:
+        raise ApplicationError(
+            f"The {what} is not shared with {team.slug}.",
+            "not_found",
+            {"field": "team"},
+            status=404,
+        )
+    _llm_share_narrowing_check(kind=kind, obj=obj, team=team, level=None)
+    share.delete()
+    audit_change(
+        action=f"{kind}.unshared",
+        target=_share_target(kind, obj),
+        actor=actor,
+        before={"team": team.slug, "level": share.level},
+    )

@@ -1,0 +1,203 @@
+"""Team scoping where another thread answers: `/v1` (async views) and the chat WebSocket. Their
+database calls run on other connections, so the data is committed (and restored) here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django_tenants.utils import schema_context
+
+from cadence_site.asgi import application
+from cadence_site.testing import ws_connect
+from tenants.teams.tests.scoping_world import SLUGS, build, cleanup
+
+SUP, SALES, ORGWIDE = SLUGS["support"], SLUGS["sales"], SLUGS[None]
+
+
+@pytest.fixture(scope="module")
+def tw(_session_world, django_db_blocker):
+    with django_db_blocker.unblock():
+        made = build(_session_world)
+    yield made
+    with django_db_blocker.unblock():
+        cleanup()
+
+
+# --- /v1 --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("k_sup_member", [SUP, ORGWIDE]),
+        ("k_sales_member", [SALES, ORGWIDE]),
+        ("sales_limited_admin", [SALES, ORGWIDE]),
+        ("sales_limited_member", [SALES, ORGWIDE]),
+    ],
+)
+def test_v1_models_lists_what_the_key_may_use(client, committed_db, tw, key, expected):
+    response = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {tw.keys[key]}")
+
+    assert response.status_code == 200
+    assert sorted(m["id"] for m in response.json()["data"] if m["id"].startswith("ts-")) == sorted(
+        expected
+    )
+    detail = client.get(f"/v1/models/{SUP}", HTTP_AUTHORIZATION=f"Bearer {tw.keys[key]}")
+    assert detail.status_code == (200 if SUP in expected else 404)
+
+
+def test_v1_models_for_an_unlimited_admin_key_lists_every_team(client, committed_db, world, tw):
+    response = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {world.alpha.keys['admin']}")
+
+    assert sorted(m["id"] for m in response.json()["data"] if m["id"].startswith("ts-")) == sorted(
+        [SUP, SALES, ORGWIDE]
+    )
+
+
+@pytest.mark.parametrize("key", ["k_sales_member", "sales_limited_admin", "sales_limited_member"])
+def test_v1_completions_on_another_teams_model_is_404_and_runs_nothing(
+    client, committed_db, tw, key
+):
+    from engine.models import Run
+
+    with schema_context("org_alpha"):
+        runs = Run.objects.count()
+    for model in (SUP, str(tw.bots["support"].pk)):
+        response = client.post(
+            "/v1/chat/completions",
+            json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {tw.keys[key]}",
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "model_not_found"
+    with schema_context("org_alpha"):
+        assert Run.objects.count() == runs
+
+
+def test_v1_completions_on_the_teams_model_answers_and_records_the_team(client, committed_db, tw):
+    from engine.models import Run
+
+    response = client.post(
+        "/v1/chat/completions",
+        json.dumps({"model": SUP, "messages": [{"role": "user", "content": "hi"}]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {tw.keys['k_sup_member']}",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.json()["choices"][0]["message"]["content"] == "Offline model. You said: hi"
+    run_id = response.json()["id"].removeprefix("chatcmpl-")
+    with schema_context("org_alpha"):
+        assert Run.objects.get(pk=run_id).team_id == tw.teams["support"].pk
+
+
+# --- the chat WebSocket -----------------------------------------------------------------------
+
+
+def _conversation(tw, bot: str, **owner) -> str:
+    from chat.models import Conversation
+
+    with schema_context("org_alpha"):
+        made = Conversation.objects.create(
+            orchestrator=tw.bots[bot], team=tw.teams.get(bot), **owner
+        )
+        return str(made.id)
+
+
+def _principal_ticket(principal) -> str:
+    from tenants import tickets
+    from tenants.resolution import org_by_slug
+
+    return tickets.ticket_issue(org=org_by_slug("alpha"), user=principal)
+
+
+def _key_principal(key_id: str):
+    from tenants.authentication import ApiKeyPrincipal
+    from tenants.models import ApiKey
+
+    return ApiKeyPrincipal(ApiKey.objects.get(pk=key_id))
+
+
+async def _open(conversation_id: str, principal):
+    ticket = await database_sync_to_async(_principal_ticket)(principal)
+    communicator = WebsocketCommunicator(
+        application,
+        f"/ws/orgs/alpha/conversations/{conversation_id}/?ticket={ticket}",
+        headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")],
+    )
+    connected, code = await ws_connect(communicator)
+    return communicator, connected, code
+
+
+def _leave_support(tw) -> list:
+    from tenants.teams.models import TeamMembership
+
+    with schema_context("org_alpha"):
+        rows = list(TeamMembership.objects.filter(user_id=tw.users["sup_member"].pk))
+        TeamMembership.objects.filter(pk__in=[r.pk for r in rows]).delete()
+    return rows
+
+
+def _rejoin(rows) -> None:
+    with schema_context("org_alpha"):
+        for row in rows:
+            row.save(force_insert=True)
+
+
+def _messages(conversation_id: str) -> int:
+    from chat.models import Message
+
+    with schema_context("org_alpha"):
+        return Message.objects.filter(conversation_id=conversation_id).count()
+
+
+@pytest.mark.asyncio
+async def test_the_socket_refuses_outsiders_of_the_team(committed_db, tw, world):
+    mine = await database_sync_to_async(_conversation)(
+        tw, "support", owner_user_id=tw.users["sup_member"].pk
+    )
+    # A conversation a team-limited key held with support's orchestrator (made before any rule
+    # could refuse it): the key's team is sales, so it is not there for the key.
+    keys = await database_sync_to_async(_conversation)(
+        tw, "support", owner_api_key_id=tw.key_ids["sales_limited_member"]
+    )
+    limited = await database_sync_to_async(_key_principal)(tw.key_ids["sales_limited_member"])
+
+    owner_tab, owner_ok, _ = await _open(mine, tw.users["sup_member"])
+    refused = {
+        "another team's member": await _open(mine, tw.users["sales_member"]),
+        "a member of no team": await _open(mine, world.alpha.users["member"]),
+        "a team-limited key": await _open(keys, limited),
+    }
+
+    assert owner_ok
+    await owner_tab.disconnect()
+    assert {name: (ok, code) for name, (_, ok, code) in refused.items()} == {
+        name: (False, 4404) for name in refused
+    }
+    assert await database_sync_to_async(_messages)(mine) == 0
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_team_ends_the_socket_at_its_next_frame(committed_db, tw):
+    conversation = await database_sync_to_async(_conversation)(
+        tw, "support", owner_user_id=tw.users["sup_member"].pk
+    )
+    tab, connected, _ = await _open(conversation, tw.users["sup_member"])
+    assert connected
+    rows = await database_sync_to_async(_leave_support)(tw)
+    try:
+        await tab.send_json_to({"type": "message", "content": "still here?"})
+        frame = await tab.receive_json_from(timeout=5)
+        refused_again, ok, code = await _open(conversation, tw.users["sup_member"])
+    finally:
+        await database_sync_to_async(_rejoin)(rows)
+        await tab.disconnect()
+
+    assert (frame["type"], frame["code"]) == ("error", "conversation_not_found")
+    assert (ok, code) == (False, 4404)
+    assert await database_sync_to_async(_messages)(conversation) == 0
