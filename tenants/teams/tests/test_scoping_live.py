@@ -78,6 +78,38 @@ def test_v1_completions_on_another_teams_model_is_404_and_runs_nothing(
         assert Run.objects.count() == runs
 
 
+@pytest.mark.parametrize("key", ["k_sales_member", "sales_limited_admin", "sales_limited_member"])
+def test_v1_responses_on_another_teams_model_is_404_and_runs_nothing(client, committed_db, tw, key):
+    from engine.models import Run
+
+    with schema_context("org_alpha"):
+        runs = Run.objects.count()
+    for model in (SUP, str(tw.bots["support"].pk)):
+        response = client.post(
+            "/v1/responses",
+            json.dumps({"model": model, "input": "hi"}),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {tw.keys[key]}",
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["code"] == "model_not_found"
+    with schema_context("org_alpha"):
+        assert Run.objects.count() == runs
+
+
+def test_v1_responses_on_the_teams_model_answers(client, committed_db, tw):
+    response = client.post(
+        "/v1/responses",
+        json.dumps({"model": SUP, "input": "hi"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {tw.keys['k_sup_member']}",
+    )
+
+    assert response.status_code == 200, response.content
+    message = response.json()["output"][0]
+    assert message["content"][0]["text"] == "Offline model. You said: hi"
+
+
 def test_v1_completions_on_the_teams_model_answers_and_records_the_team(client, committed_db, tw):
     from engine.models import Run
 
