@@ -87,6 +87,7 @@ async def _acquire(schema_name: str, org_slug: str, queued: Any):
 
 async def queued_run_execute(*, schema_name: str, org_slug: str, queued: Any):
     """One attempt; returns the turn's outcome (never raises for a failed turn)."""
+    from engine.durable.checkpoints import DatabaseCheckpointStore
     from engine.runs.pipeline import TurnOutcome, TurnRequest, turn_run
 
     run_id = str(queued.run_id)
@@ -117,6 +118,8 @@ async def queued_run_execute(*, schema_name: str, org_slug: str, queued: Any):
                 principal=queued.run.principal,
                 run_id=run_id,
                 acquired=acquired,
+                # Saved after each measure; an attempt after a crash resumes from the last one.
+                checkpoints=DatabaseCheckpointStore(schema_name),
             )
         )
     finally:

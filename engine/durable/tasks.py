@@ -17,7 +17,7 @@ from django_tenants.utils import schema_context
 
 from engine.durable import fairqueue, services
 from engine.durable.callbacks import CallbackError, callback_send
-from engine.durable.models import QueuedRun
+from engine.durable.models import QueuedRun, RunCheckpoint
 from engine.models import Run
 
 logger = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def run_one(*, schema_name: str, run_id: str) -> str | None:
             return services.queued_run_settle(
                 run_id=run_id, status="failed", reason="deadline passed"
             ).state
-        # A run whose worker died mid-turn: its row was adopted (running) and its steps were
-        # never written (they are written when a turn ends); the turn starts again under the
-        # run's snapshot.
+        # A run whose worker died mid-turn: its row was adopted (running); the turn starts
+        # again under the run's snapshot and resumes after its last checkpoint (the steps the
+        # checkpoints covered are kept and not run again).
         Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(status=Run.Status.QUEUED)
     outcome = async_to_sync(queued_run_execute)(
         schema_name=schema_name, org_slug=organization_slug(schema_name), queued=queued
@@ -56,6 +56,8 @@ def run_one(*, schema_name: str, run_id: str) -> str | None:
         if outcome.status != "succeeded":
             _fail_unstarted(run_id, reason)
         settled = services.queued_run_settle(run_id=run_id, status=outcome.status, reason=reason)
+        if settled.state == QueuedRun.State.SUCCEEDED:
+            RunCheckpoint.objects.filter(run_id=run_id).delete()
         if settled.callback_url:
             body = services.callback_body(settled).decode()
             url = settled.callback_url

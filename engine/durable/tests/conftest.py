@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -44,3 +45,53 @@ def no_dispatch(monkeypatch):
 
     monkeypatch.setattr(services, "_dispatch", record)
     return sent
+
+
+# A flow whose second measure calls the HTTP tool and whose third streams a reply: a worker
+# killed in the third resumes after the tool's measure and must not call the tool again.
+TOOL_FLOW = {
+    "name": "charge",
+    "steps": [
+        {"then": "prepare_prompt"},
+        {"then": "agent"},
+        {"then": "agent"},
+        {"then": "finalize"},
+    ],
+}
+
+
+def tool_message(url: str) -> str:
+    return "/tool http_get " + json.dumps({"url": url})
+
+
+@pytest.fixture
+def tool_orchestrator(world, committed_db, settings):
+    """An offline orchestrator in alpha with the http_get tool, on TOOL_FLOW; `model` per test."""
+    from django_tenants.utils import schema_context
+
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+    from orchestrators.services import llm_config_create, orchestrator_create
+    from orchestrators.tasks import instance_build
+
+    settings.CADENCE_EGRESS_ALLOW_PRIVATE = True
+
+    def cleanup():
+        with schema_context("org_alpha"):
+            OrchestratorInstance.objects.filter(slug="chargebot").delete()
+            LLMConfig.objects.filter(name="charge-llm").delete()
+
+    def make(model: str = "cadence-offline@20ms"):
+        cleanup()
+        with schema_context("org_alpha"):
+            llm = llm_config_create(name="charge-llm", provider="offline", model=model)
+            instance = orchestrator_create(
+                slug="chargebot", name="Chargebot", llm_config=llm, tools=["http_get"],
+                flow=TOOL_FLOW,
+            )  # fmt: skip
+        assert instance_build(
+            schema_name="org_alpha", instance_id=str(instance.id), expected_hash=instance.config_hash
+        ) == "ready"  # fmt: skip
+        return instance
+
+    yield make
+    cleanup()
