@@ -1,7 +1,9 @@
 """Durable, provable runs: transparency-log appends, inclusion proofs at 1,000,000 entries,
-verifying one run's bundle.
+verifying one run's bundle; with --crash N, N queued runs on two real Celery workers killed with
+SIGKILL at random points (--kills K), reporting runs lost and steps repeated (target 0 and 0).
 
     .venv/bin/python benchmarks/durable.py [--entries 1000000] [--appends 20000]
+    .venv/bin/python benchmarks/durable.py --crash 200 [--kills 12]
 
 In a scratch database with one organization. Targets (issue 11): log appends >= 1,000/s; an
 inclusion proof at 1,000,000 entries <= 1 ms; verifying one run's bundle <= 50 ms.
@@ -29,6 +31,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=20_000)
+    parser.add_argument("--crash", type=int, default=0, help="runs of the crash test (only)")
+    parser.add_argument("--kills", type=int, default=12)
     args = parser.parse_args()
 
     original = use_scratch_database(DB_NAME)
@@ -61,6 +65,9 @@ def main() -> None:
             name="Bench", slug="bench", owner_email="o@example.test", owner_username="bench-o"
         )
         schema = "org_bench"
+        if args.crash:
+            crash(schema, runs=args.crash, kills=args.kills)
+            return
 
         with schema_context(schema):
             # --- appends -----------------------------------------------------------------------
@@ -166,6 +173,37 @@ def main() -> None:
             )
     finally:
         drop_scratch_database(original, DB_NAME)
+
+
+def crash(schema: str, *, runs: int, kills: int) -> None:
+    import datetime as dt
+    import os
+
+    from django.conf import settings
+
+    from engine.durable import services
+    from engine.durable.tests.crash_harness import crash_run, tool_orchestrator_make, worker_env
+    from engine.durable.tests.toolserver import ToolServer
+
+    queue = f"bench-crash-{uuid.uuid4().hex[:8]}"
+    settings.CADENCE_ORG_QUEUES = {"bench": queue}
+    settings.CADENCE_EGRESS_ALLOW_PRIVATE = True
+    services.LEASE = dt.timedelta(seconds=2)  # the workers' lease (worker_env)
+    instance = tool_orchestrator_make(schema=schema, model="cadence-offline@5ms")
+    env = worker_env(database_url=os.environ["DATABASE_URL"], CADENCE_ORG_QUEUES=f"bench={queue}")
+    with ToolServer(delay=0.02) as server:
+        report = crash_run(
+            instance=instance, server=server, queue=queue, runs=runs, kills=kills, env=env,
+            schema=schema, limit=1800,
+        )  # fmt: skip
+    client = services._redis()
+    for key in client.scan_iter(match=f"cadence:runq:{queue}:*"):
+        client.delete(key)
+    print(f"crash test: {runs} runs on 2 Celery workers, SIGKILL at random points:")
+    for name, value in report.summary().items():
+        print(f"  {name:28} {value}")
+    for run_id, what in {**report.repeated, **report.double_keys}.items():
+        print(f"  {run_id}: {what}")
 
 
 if __name__ == "__main__":

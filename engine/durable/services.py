@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import re
 import socket
 import uuid
@@ -28,7 +29,16 @@ IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MAX_INPUT_BYTES = 64 * 1024
 # How long a worker's claim on a running run lasts without a heartbeat (execution.py renews it).
 LEASE = dt.timedelta(seconds=getattr(settings, "CADENCE_RUN_LEASE_SECONDS", 30))
-WORKER = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+# The claimant's name: host, the worker's own name when it has one (CADENCE_WORKER_ID), process.
+WORKER = ":".join(
+    part
+    for part in (
+        socket.gethostname(),
+        os.environ.get("CADENCE_WORKER_ID", ""),
+        uuid.uuid4().hex[:8],
+    )
+    if part
+)
 
 
 def _redis():

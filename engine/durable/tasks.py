@@ -90,7 +90,9 @@ def run_next(*, queue: str = fairqueue.SHARED_QUEUE) -> str | None:
 @shared_task(name="durable.orphans_sweep")
 def orphans_sweep() -> int:
     """Put runs whose worker died (expired lease) back in their queue, and queued runs whose
-    Redis entry was lost; the claim decides who runs them."""
+    Redis entry was lost; the claim decides who runs them. A queued run still in its queue long
+    after it was enqueued may have lost its Celery token instead (a worker killed between taking
+    the token and popping the run): its queue gets one more token (a spare one pops nothing)."""
     from engine.trust.tasks import _organization_schemas
 
     client, found = services._redis(), 0
@@ -105,9 +107,18 @@ def orphans_sweep() -> int:
                 state=QueuedRun.State.QUEUED,
                 created_at__lt=timezone.now() - services.LEASE,
             ).values_list("run_id", "queue")[:100]
+            pending: dict[str, set[str]] = {}
+            starved: set[str] = set()
             for run_id, queue in [*stale, *lost]:
-                if str(run_id) in fairqueue.pending(client, queue=queue, schema_name=schema_name):
+                if queue not in pending:
+                    pending[queue] = set(
+                        fairqueue.pending(client, queue=queue, schema_name=schema_name)
+                    )
+                if str(run_id) in pending[queue]:
+                    starved.add(queue)
                     continue
                 services._dispatch(schema_name=schema_name, run_id=str(run_id), queue=queue)
                 found += 1
+            for queue in starved:
+                run_next.apply_async(kwargs={"queue": queue}, queue=queue)
     return found

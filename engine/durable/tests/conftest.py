@@ -47,31 +47,17 @@ def no_dispatch(monkeypatch):
     return sent
 
 
-# A flow whose second measure calls the HTTP tool and whose third streams a reply: a worker
-# killed in the third resumes after the tool's measure and must not call the tool again.
-TOOL_FLOW = {
-    "name": "charge",
-    "steps": [
-        {"then": "prepare_prompt"},
-        {"then": "agent"},
-        {"then": "agent"},
-        {"then": "finalize"},
-    ],
-}
-
-
 def tool_message(url: str) -> str:
     return "/tool http_get " + json.dumps({"url": url})
 
 
 @pytest.fixture
 def tool_orchestrator(world, committed_db, settings):
-    """An offline orchestrator in alpha with the http_get tool, on TOOL_FLOW; `model` per test."""
+    """An offline orchestrator in alpha with the http_get tool, on crash_harness.TOOL_FLOW."""
     from django_tenants.utils import schema_context
 
+    from engine.durable.tests.crash_harness import tool_orchestrator_make
     from orchestrators.models import LLMConfig, OrchestratorInstance
-    from orchestrators.services import llm_config_create, orchestrator_create
-    from orchestrators.tasks import instance_build
 
     settings.CADENCE_EGRESS_ALLOW_PRIVATE = True
 
@@ -82,16 +68,7 @@ def tool_orchestrator(world, committed_db, settings):
 
     def make(model: str = "cadence-offline@20ms"):
         cleanup()
-        with schema_context("org_alpha"):
-            llm = llm_config_create(name="charge-llm", provider="offline", model=model)
-            instance = orchestrator_create(
-                slug="chargebot", name="Chargebot", llm_config=llm, tools=["http_get"],
-                flow=TOOL_FLOW,
-            )  # fmt: skip
-        assert instance_build(
-            schema_name="org_alpha", instance_id=str(instance.id), expected_hash=instance.config_hash
-        ) == "ready"  # fmt: skip
-        return instance
+        return tool_orchestrator_make(schema="org_alpha", model=model)
 
     yield make
     cleanup()

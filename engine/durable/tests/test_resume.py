@@ -4,7 +4,6 @@ is sent again with the same `Idempotency-Key: <run id>:<step seq>`."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,6 @@ import time
 import uuid
 from pathlib import Path
 
-from django.conf import settings as django_settings
 from django_tenants.utils import schema_context
 
 from cadence_site.testing import test_database_url
@@ -20,6 +18,7 @@ from engine.durable import services
 from engine.durable.models import QueuedRun, RunCheckpoint
 from engine.durable.tasks import run_one
 from engine.durable.tests.conftest import tool_message
+from engine.durable.tests.crash_harness import worker_env
 from engine.durable.tests.toolserver import ToolServer
 from engine.models import Run
 from engine.trust import signing
@@ -31,27 +30,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 
 
-def worker_env(**extra: str) -> dict[str, str]:
-    from engine.trust.signing import keyring
-
-    return {
-        **os.environ,
-        "DATABASE_URL": test_database_url(),
-        "REDIS_URL": django_settings.REDIS_URL,
-        "CELERY_BROKER_URL": django_settings.CELERY_BROKER_URL,
-        "CADENCE_TESTING": "1",
-        "CADENCE_RUN_LEASE_SECONDS": "1",
-        "CADENCE_EGRESS_ALLOW_PRIVATE": "true",
-        "CADENCE_SIGNING_KEYS": keyring().current.serialize(),
-        **extra,
-    }
-
-
 def _worker(run_id: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "engine.durable.tests.resume_worker", "org_alpha", run_id],
         cwd=REPO,
-        env=worker_env(),
+        env=worker_env(database_url=test_database_url(), CADENCE_RUN_LEASE_SECONDS="1"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
