@@ -37,12 +37,14 @@ def _json_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return state
 
 
-def _save(run_id: str, checkpoint: Checkpoint) -> None:
+def _save(run_id: str, checkpoint: Checkpoint, steps: int | None = None) -> None:
     from engine.durable.models import RunCheckpoint
 
+    extra = {"steps": steps} if steps is not None else {}
     RunCheckpoint.objects.update_or_create(
         run_id=run_id,
         defaults={
+            **extra,
             "cadence_name": checkpoint.cadence_name,
             "measure_index": checkpoint.measure_index,
             "measure_name": checkpoint.measure_name,
@@ -82,13 +84,13 @@ class DatabaseCheckpointStore:
     def __init__(self, schema_name: str) -> None:
         self.schema_name = schema_name
 
-    def write(self, run_id: str, checkpoint: Checkpoint) -> None:
-        """`save` from synchronous code, inside the caller's transaction (the turn pipeline writes
-        a checkpoint with the steps it covers)."""
+    def write(self, run_id: str, checkpoint: Checkpoint, *, steps: int) -> None:
+        """`save` from synchronous code, inside the caller's transaction: the turn pipeline
+        writes a checkpoint with the step records it covers (`steps`: seq 1..steps)."""
         from django_tenants.utils import schema_context
 
         with schema_context(self.schema_name):
-            _save(run_id, checkpoint)
+            _save(run_id, checkpoint, steps)
 
     async def save(self, run_id: str, checkpoint: Checkpoint) -> None:
         await in_tenant(self.schema_name, _save, run_id=run_id, checkpoint=checkpoint)

@@ -36,7 +36,8 @@ runtime in `RunContext.options` / `RunContext.client_tools`; a turn that ends on
 client tool has `finish_reason` "tool_calls" and the calls in `TurnOutcome.client_tool_calls`.
 
 Durable runs (issue 11, engine/durable) set `TurnRequest.checkpoints`: a checkpoint store with a
-synchronous `write(run_id, checkpoint)` (engine.durable.checkpoints.DatabaseCheckpointStore). The
+synchronous `write(run_id, checkpoint, *, steps)` (engine.durable.checkpoints.DatabaseCheckpointStore;
+`steps`: the run's step records written so far, seq 1..steps). The
 runtime gets it in `RunContext.checkpoints` and saves after each measure; each save writes, in
 one transaction, the checkpoint and the steps finished so far, so a run taken up again after its
 worker died keeps those steps, numbers its new ones after them, and resumes after its last
@@ -357,7 +358,8 @@ class _RecordedCheckpoints:
         def write() -> None:
             with schema_context(self.recorder.schema_name), transaction.atomic():
                 self.recorder.flush()
-                self.store.write(run_id, checkpoint)
+                steps = self.recorder.seq_base + self.recorder.flushed
+                self.store.write(run_id, checkpoint, steps=steps)
 
         await _db(write)
 

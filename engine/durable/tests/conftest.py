@@ -6,6 +6,8 @@ import uuid
 import pytest
 
 from chat.tests.conftest import chat_orchestrator  # noqa: F401
+from engine.runs.tests.conftest import flaky  # noqa: F401
+from orchestrators.tests.conftest import _openai_server_process, openai_server  # noqa: F401
 
 
 @pytest.fixture
