@@ -246,6 +246,9 @@ class RunContext:
     # A step's sequence number in the run's record, by the id of its "started" step event (once
     # that event has been observed): the tool idempotency key's second half. None: not recorded.
     step_seq: Callable[[str], int | None] | None = None
+    # The lock service of the flow's exclusive sections (engine/exclusive.py): `await
+    # exclusive(template, body)` runs body() holding the lock the template names for this run.
+    exclusive: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
 
 
 class Runtime(Protocol):

@@ -400,6 +400,19 @@ def _run_context(turn: Turn, request: TurnRequest, recorder: RunRecorder) -> Run
             else None
         ),
         step_seq=recorder.seq_of,
+        exclusive=_exclusive_sections(request),
+    )
+
+
+def _exclusive_sections(request: TurnRequest) -> Any:
+    """The lock service of the flow's exclusive sections, keyed in the run's organization."""
+    from engine.durable.locking import ExclusiveSections
+
+    return ExclusiveSections(
+        schema_name=request.schema_name,
+        message=request.message,
+        run_id=request.run_id,
+        conversation_id=request.conversation_id,
     )
 
 

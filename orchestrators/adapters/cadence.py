@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine import Cadence, Score
+from engine.exclusive import sections as exclusive_sections
 from engine.flow import NoteRegistry, build_cadence
 from engine.tracing import (
     ReadTracked,
@@ -431,9 +432,11 @@ class NativeRuntime:
 
         async def run() -> AgentScore:
             token = _current.set(call)
+            locks = exclusive_sections.set(context.exclusive)
             try:
                 return await flow.run(start)
             finally:
+                exclusive_sections.reset(locks)
                 _current.reset(token)
                 queue.put_nowait(_DONE)
 

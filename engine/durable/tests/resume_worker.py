@@ -1,4 +1,7 @@
-"""A worker process of the resume tests (tests/test_resume.py): runs one queued run, to be killed."""
+"""A worker process of the resume and lock tests: runs one queued run (to be killed, or raced).
+
+python -m engine.durable.tests.resume_worker <schema> <run id> [<redis key to wait for>]
+"""
 
 from __future__ import annotations
 
@@ -12,4 +15,8 @@ if __name__ == "__main__":
     django.setup()
     from engine.durable.tasks import run_one
 
+    if len(sys.argv) > 3:  # start together with the other racers
+        import redis
+
+        redis.Redis.from_url(os.environ["REDIS_URL"]).blpop([sys.argv[3]], timeout=60)
     run_one(schema_name=sys.argv[1], run_id=sys.argv[2])
