@@ -107,7 +107,7 @@ def test_retries_end_in_a_dead_letter_when_attempts_run_out(flaky, openai_server
 def test_no_retry_is_scheduled_past_the_deadline(flaky, openai_server, queue_name):
     openai_server.error(503)
     run_id = _enqueue(
-        flaky, backoff_seconds=30, deadline=timezone.now() + timezone.timedelta(seconds=20)
+        flaky, backoff_seconds=60, deadline=timezone.now() + timezone.timedelta(seconds=20)
     )
     assert run_one(schema_name="org_alpha", run_id=run_id) == "dead"
     assert "no retry could start before the deadline" in _queued(run_id).reason
