@@ -1,7 +1,14 @@
 """Durable, provable runs: transparency-log appends, inclusion proofs at 1,000,000 entries,
-verifying one run's bundle.
+verifying one run's bundle; with --crash N, N queued runs on two real Celery workers killed with
+SIGKILL at random points (--kills K), reporting runs lost and steps repeated (target 0 and 0).
 
     .venv/bin/python benchmarks/durable.py [--entries 1000000] [--appends 20000]
+    .venv/bin/python benchmarks/durable.py --crash 200 [--kills 12]
+    .venv/bin/python benchmarks/durable.py --queue [--rate 200 --seconds 2 --runs 1000]
+
+--queue: queued runs on two real Celery workers: enqueue-to-start p50/p99 (created_at to the
+worker's claim) with runs enqueued at --rate per second for --seconds, then the throughput of
+--runs short runs enqueued at once.
 
 In a scratch database with one organization. Targets (issue 11): log appends >= 1,000/s; an
 inclusion proof at 1,000,000 entries <= 1 ms; verifying one run's bundle <= 50 ms.
@@ -29,6 +36,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--appends", type=int, default=20_000)
+    parser.add_argument("--crash", type=int, default=0, help="runs of the crash test (only)")
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--queue", action="store_true", help="queue latency and throughput (only)")
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--runs", type=int, default=1000)
     args = parser.parse_args()
 
     original = use_scratch_database(DB_NAME)
@@ -61,6 +74,12 @@ def main() -> None:
             name="Bench", slug="bench", owner_email="o@example.test", owner_username="bench-o"
         )
         schema = "org_bench"
+        if args.crash:
+            crash(schema, runs=args.crash, kills=args.kills)
+            return
+        if args.queue:
+            queue_figures(schema, rate=args.rate, seconds=args.seconds, runs=args.runs)
+            return
 
         with schema_context(schema):
             # --- appends -----------------------------------------------------------------------
@@ -166,6 +185,140 @@ def main() -> None:
             )
     finally:
         drop_scratch_database(original, DB_NAME)
+
+
+def queue_figures(schema: str, *, rate: int, seconds: float, runs: int) -> None:
+    import os
+    import signal
+
+    from django.conf import settings
+    from django.db.models import Max
+    from django_tenants.utils import schema_context
+
+    from engine.durable import services
+    from engine.durable.models import QueuedRun
+    from engine.durable.tests.crash_harness import celery_worker, worker_env
+    from engine.models import Run
+    from orchestrators.services import llm_config_create, orchestrator_create
+    from orchestrators.tasks import instance_build
+
+    queue = f"bench-queue-{uuid.uuid4().hex[:8]}"
+    settings.CADENCE_ORG_QUEUES = {"bench": queue}
+    with schema_context(schema):
+        llm = llm_config_create(name="queue-llm", provider="offline", model="cadence-offline")
+        instance = orchestrator_create(slug="queuebot", name="Queuebot", llm_config=llm)
+    instance_build(
+        schema_name=schema, instance_id=str(instance.id), expected_hash=instance.config_hash
+    )
+    env = worker_env(database_url=os.environ["DATABASE_URL"], CADENCE_ORG_QUEUES=f"bench={queue}")
+
+    def enqueue_one(i: int) -> str:
+        from django.db import connection
+
+        try:
+            with schema_context(schema):
+                queued, _ = services.queued_run_enqueue(
+                    instance=instance, message=f"hello {i}", idempotency_key=uuid.uuid4().hex
+                )
+            return str(queued.run_id)
+        finally:
+            connection.close()
+
+    def enqueue(n: int, pace: float = 0.0) -> list[str]:
+        """`n` runs, one every `pace` seconds (from 16 threads: one enqueue takes longer)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        started, futures = time.perf_counter(), []
+        with ThreadPoolExecutor(16) as pool:
+            for i in range(n):
+                delay = started + i * pace - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(pool.submit(enqueue_one, i))
+            return [f.result() for f in futures]
+
+    def settle(ids: list[str]) -> None:
+        while True:
+            with schema_context(schema):
+                left = QueuedRun.objects.filter(run_id__in=ids).exclude(
+                    state__in=["succeeded", "dead"]
+                )
+                if not left.exists():
+                    return
+            time.sleep(0.1)
+
+    workers = [celery_worker(queue, env) for _ in range(2)]
+    try:
+        settle(enqueue(4))  # the workers are up and warm
+        n = int(rate * seconds)
+        t0 = time.perf_counter()
+        ids = enqueue(n, pace=1 / rate)
+        achieved = n / (time.perf_counter() - t0)
+        settle(ids)
+        with schema_context(schema):
+            waits = [
+                (claimed - created).total_seconds() * 1000
+                for created, claimed in QueuedRun.objects.filter(run_id__in=ids).values_list(
+                    "created_at", "claimed_at"
+                )
+            ]
+        print(f"queued runs on 2 Celery workers (offline model, default flow), queue {queue}:")
+        print(
+            f"  enqueue to start, {n} runs at {achieved:.0f}/s (asked {rate}/s): "
+            f"p50 {statistics.median(waits):.0f} ms  p99 {_pct(waits, 0.99):.0f} ms"
+        )
+        with schema_context(schema):
+            began = time.time()
+        ids = enqueue(runs)
+        enqueued = time.time() - began
+        settle(ids)
+        with schema_context(schema):
+            last = Run.objects.filter(pk__in=ids).aggregate(last=Max("finished_at"))["last"]
+            dead = QueuedRun.objects.filter(run_id__in=ids, state="dead").count()
+        total = last.timestamp() - began
+        print(
+            f"  throughput, {runs} short runs enqueued at once (in {enqueued:.1f} s): "
+            f"{runs / total:.1f} runs/s ({total:.1f} s to the last; {dead} dead)"
+        )
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            worker.wait(timeout=60)
+        client = services._redis()
+        for key in client.scan_iter(match=f"cadence:runq:{queue}:*"):
+            client.delete(key)
+
+
+def crash(schema: str, *, runs: int, kills: int) -> None:
+    import datetime as dt
+    import os
+
+    from django.conf import settings
+
+    from engine.durable import services
+    from engine.durable.tests.crash_harness import crash_run, tool_orchestrator_make, worker_env
+    from engine.durable.tests.toolserver import ToolServer
+
+    queue = f"bench-crash-{uuid.uuid4().hex[:8]}"
+    settings.CADENCE_ORG_QUEUES = {"bench": queue}
+    settings.CADENCE_EGRESS_ALLOW_PRIVATE = True
+    services.LEASE = dt.timedelta(seconds=2)  # the workers' lease (worker_env)
+    instance = tool_orchestrator_make(schema=schema, model="cadence-offline@5ms")
+    env = worker_env(database_url=os.environ["DATABASE_URL"], CADENCE_ORG_QUEUES=f"bench={queue}")
+    with ToolServer(delay=0.02) as server:
+        report = crash_run(
+            instance=instance, server=server, queue=queue, runs=runs, kills=kills, env=env,
+            schema=schema, limit=1800,
+        )  # fmt: skip
+    client = services._redis()
+    for key in client.scan_iter(match=f"cadence:runq:{queue}:*"):
+        client.delete(key)
+    print(f"crash test: {runs} runs on 2 Celery workers, SIGKILL at random points:")
+    for name, value in report.summary().items():
+        print(f"  {name:28} {value}")
+    for run_id, what in {**report.repeated, **report.double_keys}.items():
+        print(f"  {run_id}: {what}")
 
 
 if __name__ == "__main__":

@@ -402,6 +402,7 @@ async def fetch(
     *,
     max_bytes: int | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - the client's per-phase timeouts
+    headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], str]:
     """GET ``url`` under the egress policy: (status, headers, text), the body cut at ``max_bytes``.
 
@@ -412,7 +413,10 @@ async def fetch(
     cap = int(settings.CADENCE_OUTBOUND_MAX_RESPONSE_BYTES if max_bytes is None else max_bytes)
     # Judge the URL as given: httpx reads "file:///x" (no host) as a relative URL "/x".
     await acheck_url(url)
-    async with async_client(timeout) as client, client.stream("GET", url) as response:
+    async with (
+        async_client(timeout) as client,
+        client.stream("GET", url, headers=headers or None) as response,
+    ):
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body += chunk

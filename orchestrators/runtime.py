@@ -212,6 +212,10 @@ class ChatProvider(Protocol):
 class ToolContext:
     org_slug: str
     run_id: str = ""
+    # "<run id>:<step seq>" when the run is recorded: a tool that calls out over HTTP sends it as
+    # the `Idempotency-Key` header, so a step cut short by a crash and run again is not applied
+    # twice by a server that honours the header (the same step gets the same key on resume).
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +255,18 @@ class RunContext:
     # declared and runs itself: a call of one ends the turn (FinalEvent.tool_calls).
     options: ModelOptions | None = None
     client_tools: tuple[dict[str, Any], ...] = ()
+    # A durable run (engine/durable): the engine checkpoint store (save/load/delete) a runtime that
+    # runs a cadence attaches with `.with_checkpoint(store, run_id)`, so that a run started again
+    # after its worker died resumes after its last completed measure. Before a save the runtime
+    # lets the caller observe every event emitted so far (the pipeline writes those steps with
+    # the checkpoint). Runtimes that run no cadence ignore it.
+    checkpoints: Any = None
+    # A step's sequence number in the run's record, by the id of its "started" step event (once
+    # that event has been observed): the tool idempotency key's second half. None: not recorded.
+    step_seq: Callable[[str], int | None] | None = None
+    # The lock service of the flow's exclusive sections (engine/exclusive.py): `await
+    # exclusive(template, body)` runs body() holding the lock the template names for this run.
+    exclusive: Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]] | None = None
 
 
 class Runtime(Protocol):

@@ -190,6 +190,13 @@ async def _calculator(args: dict[str, Any], context: ToolContext) -> dict[str, A
         return {"error": str(exc)}
 
 
+def idempotency_headers(context: ToolContext) -> dict[str, str]:
+    """`Idempotency-Key: <run id>:<step seq>` for a recorded run's outbound tool request: the
+    same step run again after a crash sends the same key, so the server can apply it once."""
+    key = getattr(context, "idempotency_key", "")
+    return {"Idempotency-Key": key} if key else {}
+
+
 # --- http_get -----------------------------------------------------------------------------------
 
 HTTP_GET_MAX_CHARS = 4000  # what a model reads of a page; the rest costs tokens
@@ -197,7 +204,9 @@ HTTP_GET_MAX_CHARS = 4000  # what a model reads of a page; the rest costs tokens
 
 async def _http_get(args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
     try:
-        status, headers, text = await fetch(args["url"])
+        status, headers, text = await fetch(
+            args["url"], headers=idempotency_headers(context) or None
+        )
     except EgressDenied as exc:
         return {"error": exc.message}
     except httpx.TimeoutException:

@@ -28,7 +28,7 @@ import httpx
 
 from cadence_site.outbound import EgressDenied, async_client
 from orchestrators.runtime import Tool, ToolContext
-from orchestrators.tools import make_tool
+from orchestrators.tools import idempotency_headers, make_tool
 from plugins import storage
 from plugins.manifest import host_listed, secret_fields
 
@@ -62,6 +62,7 @@ def http_tool_call(spec: dict, egress: list[str], settings: dict[str, Any]):
             name: _SETTING.sub(lambda m: str(settings.get(m.group(1), "")), template)
             for name, template in spec.get("headers", {}).items()
         }
+        headers.update(idempotency_headers(context))
         rest = {k: v for k, v in args.items() if k not in used}
         request: dict[str, Any] = {"headers": headers}
         if method in ("POST", "PUT", "PATCH"):

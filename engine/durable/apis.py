@@ -21,7 +21,19 @@ class EnqueueInput(StrictSerializer):
     idempotency_key = serializers.CharField(max_length=128)
     deadline = serializers.DateTimeField(required=False)
     callback_url = serializers.URLField(max_length=500, required=False)
-    max_attempts = serializers.IntegerField(min_value=1, max_value=10, required=False)
+    max_attempts = serializers.IntegerField(
+        min_value=1, max_value=10, default=services.DEFAULT_MAX_ATTEMPTS
+    )
+    backoff_seconds = serializers.FloatField(
+        min_value=0.1, max_value=3600, default=services.DEFAULT_BACKOFF_SECONDS
+    )
+    backoff_max_seconds = serializers.FloatField(
+        min_value=0.1, max_value=86400, default=services.DEFAULT_BACKOFF_MAX_SECONDS
+    )
+
+
+class ReplayInput(StrictSerializer):
+    replay_from = serializers.ChoiceField(choices=["start", "failed_step"], default="start")
 
 
 class QueuedRunOutput(serializers.Serializer):
@@ -76,7 +88,9 @@ class RunEnqueueApi(OrgMemberApi):
             deadline=data.get("deadline"),
             callback_url=data.get("callback_url", ""),
             principal=str(self.actor(request)),
-            max_attempts=data.get("max_attempts", 3),
+            max_attempts=data["max_attempts"],
+            backoff_seconds=data["backoff_seconds"],
+            backoff_max_seconds=data["backoff_max_seconds"],
         )
         return Response(services.queued_output(queued), status=202)
 
@@ -112,15 +126,19 @@ class DeadLetterActionApi(OrgMemberApi):
     action: str = ""
 
     @extend_schema(
-        summary="Replay (a new run under the same snapshot) or discard a dead letter",
-        request=None,
+        summary="Replay (from the start or the failed step) or discard a dead letter",
+        request=ReplayInput,
         responses={202: QueuedRunOutput, 200: QueuedRunOutput},
     )
     def post(self, request, org_slug, run_id):
         queued = services.dead_letter_get(run_id=run_id)
         if self.action == "replay":
+            data = self.validated(ReplayInput, request.data)
             replay = services.dead_letter_replay(
-                queued=queued, principal=str(self.actor(request)), actor=self.actor(request)
+                queued=queued,
+                principal=str(self.actor(request)),
+                actor=self.actor(request),
+                from_failed_step=data["replay_from"] == "failed_step",
             )
             return Response(services.queued_output(replay), status=202)
         return Response(

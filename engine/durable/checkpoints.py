@@ -2,6 +2,8 @@
 
 A run with `.with_checkpoint(DatabaseCheckpointStore(schema_name), run_id)` saves after each
 measure; a worker that picks the run up after a crash loads it and starts at the next measure.
+Queued runs get it through the turn pipeline (`TurnRequest.checkpoints`, engine/durable/
+execution.py), which writes each checkpoint with the step records it covers (`write`).
 The score state is stored as JSON only when it survives the round trip unchanged: a tuple, a set
 or an object would come back as something else and the resumed run would differ from the one
 that crashed, so such a state is refused with its field named instead of stored approximately.
@@ -35,12 +37,14 @@ def _json_state(checkpoint: Checkpoint) -> dict[str, Any]:
     return state
 
 
-def _save(run_id: str, checkpoint: Checkpoint) -> None:
+def _save(run_id: str, checkpoint: Checkpoint, steps: int | None = None) -> None:
     from engine.durable.models import RunCheckpoint
 
+    extra = {"steps": steps} if steps is not None else {}
     RunCheckpoint.objects.update_or_create(
         run_id=run_id,
         defaults={
+            **extra,
             "cadence_name": checkpoint.cadence_name,
             "measure_index": checkpoint.measure_index,
             "measure_name": checkpoint.measure_name,
@@ -79,6 +83,14 @@ class DatabaseCheckpointStore:
 
     def __init__(self, schema_name: str) -> None:
         self.schema_name = schema_name
+
+    def write(self, run_id: str, checkpoint: Checkpoint, *, steps: int) -> None:
+        """`save` from synchronous code, inside the caller's transaction: the turn pipeline
+        writes a checkpoint with the step records it covers (`steps`: seq 1..steps)."""
+        from django_tenants.utils import schema_context
+
+        with schema_context(self.schema_name):
+            _save(run_id, checkpoint, steps)
 
     async def save(self, run_id: str, checkpoint: Checkpoint) -> None:
         await in_tenant(self.schema_name, _save, run_id=run_id, checkpoint=checkpoint)

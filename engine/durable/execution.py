@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from cadence_site.errors import ApplicationError
@@ -87,6 +88,7 @@ async def _acquire(schema_name: str, org_slug: str, queued: Any):
 
 async def queued_run_execute(*, schema_name: str, org_slug: str, queued: Any):
     """One attempt; returns the turn's outcome (never raises for a failed turn)."""
+    from engine.durable.checkpoints import DatabaseCheckpointStore
     from engine.runs.pipeline import TurnOutcome, TurnRequest, turn_run
 
     run_id = str(queued.run_id)
@@ -106,18 +108,37 @@ async def queued_run_execute(*, schema_name: str, org_slug: str, queued: Any):
             acquired = await _acquire(schema_name, org_slug, queued)
         except ApplicationError as exc:
             return TurnOutcome(run_id=run_id, status="failed", error=exc)
-        return await turn_run(
-            TurnRequest(
-                schema_name=schema_name,
-                org_slug=org_slug,
-                ref=str(queued.orchestrator_id),
-                message=queued.message,
-                history=[],
-                trigger="queue",
-                principal=queued.run.principal,
-                run_id=run_id,
-                acquired=acquired,
+        turn = asyncio.ensure_future(
+            turn_run(
+                TurnRequest(
+                    schema_name=schema_name,
+                    org_slug=org_slug,
+                    ref=str(queued.orchestrator_id),
+                    message=queued.message,
+                    history=[],
+                    trigger="queue",
+                    principal=queued.run.principal,
+                    run_id=run_id,
+                    acquired=acquired,
+                    # Saved after each measure; an attempt after a crash resumes from the last one.
+                    checkpoints=DatabaseCheckpointStore(schema_name),
+                )
             )
         )
+        if queued.deadline is None:
+            return await turn
+        left = (queued.deadline - timezone.now()).total_seconds()
+        done, _ = await asyncio.wait({turn}, timeout=max(left, 0))
+        if done:
+            return turn.result()
+        turn.cancel()  # the turn ends cancelled and is recorded so (engine/runs/pipeline.py)
+        outcome = await turn
+        outcome.status = "failed"
+        outcome.error = ApplicationError(
+            "The run's deadline passed while it ran; it was cancelled.",
+            "deadline_exceeded",
+            status=504,
+        )
+        return outcome
     finally:
         beat.cancel()

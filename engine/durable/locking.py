@@ -17,6 +17,8 @@ Keys always carry the organization's schema: one organization's lock never block
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import json
 import re
 import time
 import uuid
@@ -175,3 +177,81 @@ def fence_advance(*, key: str, token: int) -> None:
         )
         if cursor.fetchone() is None:
             raise StaleTokenError(f"token {token} on {key!r} is older than one that already wrote")
+
+
+# The lease of the exclusive section the current step runs in: a step that writes under it
+# passes `lease.key` and `lease.token` to `fence_advance` in its write's transaction.
+section_lease: contextvars.ContextVar[Lease | None] = contextvars.ContextVar(
+    "cadence_section_lease", default=None
+)
+
+
+class ExclusiveSections:
+    """The lock service of a run's exclusive sections (engine/exclusive.py): the key template is
+    rendered from the run (`{input.<field>}`: the message read as a JSON object, beside
+    `{input.message}`; `{conversation_id}`; `{run_id}`) and the step runs under `run_exclusive`
+    in the organization's key space. A lost lease cancels the step and fails it (`lock_lost`);
+    a key held longer than CADENCE_LOCK_WAIT_SECONDS fails it too (`lock_timeout`)."""
+
+    def __init__(
+        self,
+        *,
+        schema_name: str,
+        message: str,
+        run_id: str,
+        conversation_id: str | None = None,
+    ) -> None:
+        self.schema_name = schema_name
+        self.message, self.run_id, self.conversation_id = message, run_id, conversation_id
+
+    def context(self) -> dict[str, Any]:
+        try:
+            parsed = json.loads(self.message)
+        except ValueError:
+            parsed = None
+        fields = parsed if isinstance(parsed, dict) else {}
+        return {
+            "input": {**fields, "message": self.message},
+            "conversation_id": self.conversation_id,
+            "run_id": self.run_id,
+        }
+
+    async def __call__(self, template: str, body: Callable[[], Awaitable[T]]) -> T:
+        from django.conf import settings
+
+        from cadence_site.aredis import async_redis
+        from cadence_site.errors import ApplicationError
+
+        try:
+            key = lock_key(template, self.context())
+        except (KeyError, ValueError) as exc:
+            raise ApplicationError(
+                f"The exclusive section's key cannot be made: {exc.args[0]}.", "lock_key_invalid"
+            ) from None
+        client = async_redis(settings.REDIS_URL)
+        lock = RedisLock(
+            client,
+            schema_name=self.schema_name,
+            key=key,
+            lease_seconds=float(getattr(settings, "CADENCE_LOCK_LEASE_SECONDS", 10)),
+        )
+
+        async def guarded(lease: Lease) -> T:
+            token = section_lease.set(lease)
+            try:
+                return await body()
+            finally:
+                section_lease.reset(token)
+
+        try:
+            return await lock.run_exclusive(
+                guarded, wait=float(getattr(settings, "CADENCE_LOCK_WAIT_SECONDS", 30))
+            )
+        except LockLostError as exc:
+            raise ApplicationError(
+                f"The step lost its lock on {key!r} and was stopped.", "lock_lost", status=409
+            ) from exc
+        except LockTimeout as exc:
+            raise ApplicationError(str(exc), "lock_timeout", status=503) from exc
+        finally:
+            await client.aclose()

@@ -14,6 +14,9 @@ class RunCheckpoint(models.Model):
     measure_name = models.CharField(max_length=200, null=True, blank=True)
     score_state = models.JSONField(default=dict)
     completed = models.BooleanField(default=False)
+    # The run's step records written up to this checkpoint (seq 1..steps): what a replay "from
+    # the failed step" copies into its new run.
+    steps = models.IntegerField(default=0)
     saved_at = models.FloatField()  # the engine's own timestamp (time.time())
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -66,6 +69,11 @@ class QueuedRun(models.Model):
     callback_url = models.URLField(max_length=500, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=3)
+    # Retries (services.queued_run_settle): the n-th retry waits about backoff * 2**(n-1) seconds
+    # (at most backoff_max), half of it random; none is started past the deadline.
+    backoff_seconds = models.FloatField(default=2.0)
+    backoff_max_seconds = models.FloatField(default=300.0)
+    not_before = models.DateTimeField(null=True, blank=True)  # a retry's earliest start
     claimed_by = models.CharField(max_length=200, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)

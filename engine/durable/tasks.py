@@ -12,12 +12,13 @@ import logging
 from asgiref.sync import async_to_sync
 from celery import shared_task
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from engine.durable import fairqueue, services
 from engine.durable.callbacks import CallbackError, callback_send
-from engine.durable.models import QueuedRun
+from engine.durable.models import QueuedRun, RunCheckpoint
 from engine.models import Run
 
 logger = logging.getLogger(__name__)
@@ -44,9 +45,9 @@ def run_one(*, schema_name: str, run_id: str) -> str | None:
             return services.queued_run_settle(
                 run_id=run_id, status="failed", reason="deadline passed"
             ).state
-        # A run whose worker died mid-turn: its row was adopted (running) and its steps were
-        # never written (they are written when a turn ends); the turn starts again under the
-        # run's snapshot.
+        # A run whose worker died mid-turn: its row was adopted (running); the turn starts
+        # again under the run's snapshot and resumes after its last checkpoint (the steps the
+        # checkpoints covered are kept and not run again).
         Run.objects.filter(pk=run_id, status=Run.Status.RUNNING).update(status=Run.Status.QUEUED)
     outcome = async_to_sync(queued_run_execute)(
         schema_name=schema_name, org_slug=organization_slug(schema_name), queued=queued
@@ -55,8 +56,15 @@ def run_one(*, schema_name: str, run_id: str) -> str | None:
         reason = outcome.error_text
         if outcome.status != "succeeded":
             _fail_unstarted(run_id, reason)
-        settled = services.queued_run_settle(run_id=run_id, status=outcome.status, reason=reason)
-        if settled.callback_url:
+        code = outcome.error.code if outcome.error is not None else ""
+        if code == "cancelled":
+            code = "worker_lost"  # the worker was shut down mid-run: another attempt may finish
+        settled = services.queued_run_settle(
+            run_id=run_id, status=outcome.status, reason=reason, code=code
+        )
+        if settled.state == QueuedRun.State.SUCCEEDED:
+            RunCheckpoint.objects.filter(run_id=run_id).delete()
+        if settled.callback_url and settled.state != QueuedRun.State.QUEUED:
             body = services.callback_body(settled).decode()
             url = settled.callback_url
             transaction.on_commit(
@@ -85,27 +93,51 @@ def run_next(*, queue: str = fairqueue.SHARED_QUEUE) -> str | None:
     return run_one(schema_name=schema_name, run_id=run_id)
 
 
+@shared_task(name="durable.requeue")
+def requeue(*, schema_name: str, run_id: str, queue: str) -> None:
+    """A retry's time has come: the run goes back in its queue (services.queued_run_settle)."""
+    with schema_context(schema_name):
+        if QueuedRun.objects.filter(pk=run_id, state=QueuedRun.State.QUEUED).exists():
+            services._dispatch(schema_name=schema_name, run_id=run_id, queue=queue)
+
+
 @shared_task(name="durable.orphans_sweep")
 def orphans_sweep() -> int:
     """Put runs whose worker died (expired lease) back in their queue, and queued runs whose
-    Redis entry was lost; the claim decides who runs them."""
+    Redis entry was lost; the claim decides who runs them. A queued run still in its queue long
+    after it was enqueued may have lost its Celery token instead (a worker killed between taking
+    the token and popping the run): its queue gets one more token (a spare one pops nothing)."""
     from engine.trust.tasks import _organization_schemas
 
     client, found = services._redis(), 0
     for schema_name in _organization_schemas():
         with schema_context(schema_name):
-            stale = list(
-                QueuedRun.objects.filter(run_id__in=services.queued_run_orphans()).values_list(
-                    "run_id", "queue"
-                )
+            stale = []
+            for run_id, queue, attempts, most in QueuedRun.objects.filter(
+                run_id__in=services.queued_run_orphans()
+            ).values_list("run_id", "queue", "attempts", "max_attempts"):
+                if attempts >= most:  # its worker died during its last attempt
+                    services.queued_run_exhaust(run_id=str(run_id))
+                else:
+                    stale.append((run_id, queue))
+            since = timezone.now() - services.LEASE
+            lost = (
+                QueuedRun.objects.filter(state=QueuedRun.State.QUEUED, created_at__lt=since)
+                .filter(Q(not_before__isnull=True) | Q(not_before__lt=since))
+                .values_list("run_id", "queue")[:100]
             )
-            lost = QueuedRun.objects.filter(
-                state=QueuedRun.State.QUEUED,
-                created_at__lt=timezone.now() - services.LEASE,
-            ).values_list("run_id", "queue")[:100]
+            pending: dict[str, set[str]] = {}
+            starved: set[str] = set()
             for run_id, queue in [*stale, *lost]:
-                if str(run_id) in fairqueue.pending(client, queue=queue, schema_name=schema_name):
+                if queue not in pending:
+                    pending[queue] = set(
+                        fairqueue.pending(client, queue=queue, schema_name=schema_name)
+                    )
+                if str(run_id) in pending[queue]:
+                    starved.add(queue)
                     continue
                 services._dispatch(schema_name=schema_name, run_id=str(run_id), queue=queue)
                 found += 1
+            for queue in starved:
+                run_next.apply_async(kwargs={"queue": queue}, queue=queue)
     return found

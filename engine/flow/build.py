@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..cadence import Cadence
+from ..exclusive import exclusive_note
 from ..measures import Step
 from ..note import apply_resilience
 from .conditions import compile_condition
@@ -64,6 +65,11 @@ class _Builder:
             if "then" in step:
                 options = {k: step[k] for k in ("retry", "timeout", "fallback") if k in step}
                 note_step = self.step(step.get("note", step["then"]), options=options)
+                if step.get("exclusive"):
+                    note_step = Step(
+                        exclusive_note(note_step.fn, step["exclusive"], step["then"]),
+                        name=note_step.name,
+                    )
                 cadence.then(
                     step["then"], note_step, can_interrupt=step.get("can_interrupt", False)
                 )

@@ -73,6 +73,26 @@ class FlowValidationError(CadenceError):
         )
 
 
+_EXCLUSIVE_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_EXCLUSIVE_NAME = re.compile(r"(input(\.[A-Za-z_][A-Za-z0-9_]*)+|conversation_id|run_id)")
+
+
+def exclusive_problem(template: str) -> str | None:
+    """Why an `exclusive` key template cannot work, or None: placeholders are
+    {input.<path>}, {conversation_id} or {run_id}, and braces come in pairs."""
+    for match in _EXCLUSIVE_PLACEHOLDER.finditer(template):
+        if not _EXCLUSIVE_NAME.fullmatch(match.group(1)):
+            return (
+                f"unknown placeholder {match.group()!r} in the exclusive key: use "
+                "{input.<field>}, {conversation_id} or {run_id}"
+            )
+    if "{" in _EXCLUSIVE_PLACEHOLDER.sub("", template) or "}" in _EXCLUSIVE_PLACEHOLDER.sub(
+        "", template
+    ):
+        return "unbalanced braces in the exclusive key"
+    return None
+
+
 def pointer(parts: Any) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
@@ -220,6 +240,10 @@ class _Checker:
                 step.get("note", step["then"]),
             )
             self.check_fallback([*parts, "fallback"], step.get("fallback"))
+            if isinstance(step.get("exclusive"), str):
+                problem = exclusive_problem(step["exclusive"])
+                if problem:
+                    self.add([*parts, "exclusive"], problem, "invalid_exclusive")
         for ref_parts, ref in _note_refs(step, parts):
             self.check_ref(ref_parts, ref)
         if "split" in step:

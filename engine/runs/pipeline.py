@@ -37,6 +37,15 @@ max_tokens, stop, response_format, …) and `TurnRequest.client_tools` (OpenAI t
 the client executes itself). The pipeline records them in the run's input and hands them to the
 runtime in `RunContext.options` / `RunContext.client_tools`; a turn that ends on a call of a
 client tool has `finish_reason` "tool_calls" and the calls in `TurnOutcome.client_tool_calls`.
+
+Durable runs (issue 11, engine/durable) set `TurnRequest.checkpoints`: a checkpoint store with a
+synchronous `write(run_id, checkpoint, *, steps)` (engine.durable.checkpoints.DatabaseCheckpointStore;
+`steps`: the run's step records written so far, seq 1..steps). The
+runtime gets it in `RunContext.checkpoints` and saves after each measure; each save writes, in
+one transaction, the checkpoint and the steps finished so far, so a run taken up again after its
+worker died keeps those steps, numbers its new ones after them, and resumes after its last
+completed measure. Every recorded turn hands the runtime `RunContext.step_seq`, from which tools
+get their idempotency key `<run id>:<step seq>` (`ToolContext.idempotency_key`).
 """
 
 from __future__ import annotations
@@ -100,6 +109,8 @@ class TurnRequest:
     client_tools: list[dict[str, Any]] = field(default_factory=list)  # issue 9
     # Columns the trigger sets on the Run row itself (a replay: replay_of, replay_step, input).
     run_fields: dict[str, Any] = field(default_factory=dict)
+    # A durable run's checkpoint store (see the module docstring); None: no checkpoints.
+    checkpoints: Any = None
 
 
 @dataclass
@@ -226,6 +237,8 @@ async def turn_run(
         turn.acquired = outcome.acquired = acquired
         recorder = _recorder(request, acquired)
         in_progress = telemetry.run_started(org=request.org_slug, orchestrator=acquired.slug)
+        if request.checkpoints is not None:
+            await _db(recorder.resume)  # steps an earlier attempt wrote are kept
         # What the run's code logs from here on is the run's (engine/runs/runlog.py).
         secrets = _secrets(acquired)
         logging_to = runlog.bind(runlog.RunLogBinding(recorder.log, secrets))
@@ -233,7 +246,7 @@ async def turn_run(
         # The run's row is written beside the model call, not before it: first tokens don't wait.
         starting = asyncio.ensure_future(_start(recorder))
         events = acquired.runtime.stream(
-            request.history, request.message, _run_context(turn, request)
+            request.history, request.message, _run_context(turn, request, recorder)
         )
         # aclosing: on an error or a cancel the runtime's own cleanup (its engine task, open
         # provider streams) runs now, not whenever the generator is garbage-collected.
@@ -368,7 +381,32 @@ def _run_input(request: TurnRequest) -> dict[str, Any]:
     return recorded
 
 
-def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
+class _RecordedCheckpoints:
+    """The request's checkpoint store, each save written with the steps finished so far."""
+
+    def __init__(self, store: Any, recorder: RunRecorder) -> None:
+        self.store, self.recorder = store, recorder
+
+    async def save(self, run_id: str, checkpoint: Any) -> None:
+        from django.db import transaction
+        from django_tenants.utils import schema_context
+
+        def write() -> None:
+            with schema_context(self.recorder.schema_name), transaction.atomic():
+                self.recorder.flush()
+                steps = self.recorder.seq_base + self.recorder.flushed
+                self.store.write(run_id, checkpoint, steps=steps)
+
+        await _db(write)
+
+    async def load(self, run_id: str) -> Any:
+        return await self.store.load(run_id)
+
+    async def delete(self, run_id: str) -> None:
+        await self.store.delete(run_id)
+
+
+def _run_context(turn: Turn, request: TurnRequest, recorder: RunRecorder) -> RunContext:
     before = after = None
     if _extensions:
 
@@ -392,6 +430,25 @@ def _run_context(turn: Turn, request: TurnRequest) -> RunContext:
         after_model_call=after,
         options=ModelOptions(**request.parameters) if request.parameters else None,
         client_tools=tuple(request.client_tools),
+        checkpoints=(
+            _RecordedCheckpoints(request.checkpoints, recorder)
+            if request.checkpoints is not None
+            else None
+        ),
+        step_seq=recorder.seq_of,
+        exclusive=_exclusive_sections(request),
+    )
+
+
+def _exclusive_sections(request: TurnRequest) -> Any:
+    """The lock service of the flow's exclusive sections, keyed in the run's organization."""
+    from engine.durable.locking import ExclusiveSections
+
+    return ExclusiveSections(
+        schema_name=request.schema_name,
+        message=request.message,
+        run_id=request.run_id,
+        conversation_id=request.conversation_id,
     )
 
 

@@ -2,7 +2,9 @@
 
 Steps are kept in memory while the run streams and written in one batch at the end, so that
 recording adds no database round trip per token or step; a crash mid-run leaves the run
-`running` with its start time, which is what an operator needs to find it.
+`running` with its start time, which is what an operator needs to find it. A durable run
+(engine/durable) also writes the steps finished so far with each checkpoint (`flush`), and a run
+resumed after a crash keeps them and numbers its new steps after them (`resume`).
 
 A step is built from the runtime's step events: a "started" event carrying an `id` (and its
 `parent`'s id) opens it, with its sequence number, so that nesting is exact and a parent's
@@ -103,6 +105,8 @@ class RunRecorder:
         self.fields["id"] = str(uuid.uuid4())
         self.created = False
         self.events: list[_Step] = []
+        self.flushed = 0  # events[:flushed] are written (a durable run's checkpoints)
+        self.seq_base = 0  # steps a previous attempt of the run wrote (resume)
         self._open: dict[str, _Step] = {}  # step id → its row, while it runs
         self._open_named: dict[str, list[_Step]] = {}  # steps started without an id
         self._tools: dict[str, tuple[_Step, bool]] = {}  # call id → (row, from a step event)
@@ -169,6 +173,37 @@ class RunRecorder:
             str(pid): pinned.get("version", "") if isinstance(pinned, dict) else str(pinned)
             for pid, pinned in sorted(lock.items())
         }
+
+    def resume(self) -> int:
+        """Number new steps after those an earlier attempt of this run already wrote (they are
+        kept: a resumed run does not run them again). Call before any event is observed."""
+        with schema_context(self.schema_name):
+            self.seq_base = (
+                RunEvent.objects.filter(run_id=self.run_id)
+                .order_by("-seq")
+                .values_list("seq", flat=True)
+                .first()
+            ) or 0
+        return self.seq_base
+
+    def flush(self) -> None:
+        """Write the finished steps not yet written, in the current schema and transaction (the
+        one that saves the run's checkpoint: both or neither survive a crash)."""
+        if not self.created:
+            self._write_row()
+            self.created = True
+        end = self.flushed
+        while end < len(self.events) and self.events[end].outcome != "running":
+            end += 1
+        batch = self.events[self.flushed : end]
+        self._offload(batch)
+        _insert_steps(self.run_id, batch)
+        self.flushed = end
+
+    def seq_of(self, step_id: str) -> int | None:
+        """The sequence number of an open step, by its step id."""
+        row = self._open.get(step_id)
+        return row.seq if row is not None else None
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -262,7 +297,7 @@ class RunRecorder:
 
     def _new(self, kind: str, name: str, parent: _Step | None) -> _Step:
         row = _Step(
-            len(self.events) + 1,
+            self.seq_base + len(self.events) + 1,
             parent.seq if parent is not None else None,
             kind[:16],
             name[:200],
@@ -348,8 +383,10 @@ class RunRecorder:
         what a caller stores beside the run (a chat reply) is written with it or not at all."""
         if not self.sealed:
             self.seal()
+        # What a durable run's checkpoints have not written yet (everything, for other runs).
+        pending = self.events[self.flushed :]
         # Files before the transaction: storage writes cannot roll back with it.
-        self._offload()
+        self._offload(pending)
         with schema_context(self.schema_name), transaction.atomic():
             if not self.created:
                 self._write_row()
@@ -363,7 +400,8 @@ class RunRecorder:
                 finished_at=self.ended["finished_at"],
                 duration_ms=self.ended["duration_ms"],
             )
-            _insert_steps(self.run_id, self.events)
+            _insert_steps(self.run_id, pending)
+            self.flushed = len(self.events)
             _insert_logs(self.run_id, self.logs, self.logs_dropped)
             if then is not None:
                 then()
@@ -386,8 +424,8 @@ class RunRecorder:
         }
         self.duration_ms = self.ended["duration_ms"]
 
-    def _offload(self) -> None:
-        for row in self.events:
+    def _offload(self, rows: list[_Step]) -> None:
+        for row in rows:
             # The publisher may have written the data's JSON already (a step's data is final
             # once it ended); the same call either way.
             text = row.json or json.dumps(row.data, separators=(",", ":"), default=str)

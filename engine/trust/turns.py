@@ -27,6 +27,10 @@ class ProvenRuns(TurnExtension):
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         if not outcome.recorded:
             return
+        if turn.request.trigger == "queue" and outcome.status != "succeeded":
+            # A queued run that failed may be retried: its worker proves it once it is final
+            # (engine/durable/services.queued_run_settle, when it becomes a dead letter).
+            return
         prove_run(run_id=turn.run_id)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import json
 import threading
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine import Cadence, Score
+from engine.exclusive import sections as exclusive_sections
 from engine.flow import NoteRegistry, build_cadence
 from engine.tracing import (
     ReadTracked,
@@ -254,7 +256,15 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
     """The model's tool calls, in parallel, on the engine's `.sync` (one note per call)."""
     call = _current.get()
     tools = {tool.name: tool for tool in call.runtime.config.tools}
-    tool_context = ToolContext(org_slug=call.context.org_slug, run_id=call.context.run_id)
+    context = call.context
+
+    async def tool_context(step: str) -> ToolContext:
+        key = ""
+        if context.step_seq is not None:
+            await call.queue.join()  # the step's "started" event is recorded: it has its number
+            seq = context.step_seq(step)
+            key = f"{context.run_id}:{seq}" if seq is not None else ""
+        return ToolContext(org_slug=context.org_slug, run_id=context.run_id, idempotency_key=key)
 
     def note_for(index: int, tool_call):
         async def run_tool(s: AgentScore) -> None:
@@ -272,7 +282,7 @@ async def _run_tools(score: AgentScore, result: LLMResult) -> None:
                 # What the tool logs belongs to its step (engine/runs/runlog.py).
                 inside = current_step.set(step)
                 try:
-                    output = await tool.fn(tool_call.arguments, tool_context)
+                    output = await tool.fn(tool_call.arguments, await tool_context(step))
                 except Exception as exc:  # a tool's failure is the model's to handle, not the run's
                     output, error, failure = (
                         {"error": f"{type(exc).__name__}: {exc}"},
@@ -381,6 +391,24 @@ def traced(cadence: Cadence) -> Cadence:
     return TracingHooks(_step_started, _step_ended).instrument(cadence)
 
 
+class _Observed:
+    """A checkpoint store that saves only once the caller has handled every event emitted so far:
+    the steps a checkpoint covers are then in the caller's record when it is saved."""
+
+    def __init__(self, store: Any, queue: asyncio.Queue) -> None:
+        self.store, self.queue = store, queue
+
+    async def save(self, run_id: str, checkpoint: Any) -> None:
+        await self.queue.join()
+        await self.store.save(run_id, checkpoint)
+
+    async def load(self, run_id: str) -> Any:
+        return await self.store.load(run_id)
+
+    async def delete(self, run_id: str) -> None:
+        await self.store.delete(run_id)
+
+
 class NativeRuntime:
     def __init__(self, config: RuntimeConfig, provider: Any) -> None:
         self.config = config
@@ -404,6 +432,12 @@ class NativeRuntime:
         call = _Call(self, queue, context, history, message)
         started = time.perf_counter()
         flow = cadence if cadence is not None else self.cadence
+        if cadence is None and context.checkpoints is not None:
+            # A durable run: a copy of the shared cadence saves after each measure, and a run
+            # started again resumes after the last measure it completed.
+            flow = copy.copy(flow).with_checkpoint(
+                _Observed(context.checkpoints, queue), context.run_id
+            )
         start = score if score is not None else AgentScore()
 
         loop, thread = asyncio.get_running_loop(), threading.get_ident()
@@ -418,9 +452,11 @@ class NativeRuntime:
 
         async def run() -> AgentScore:
             token, routed = _current.set(call), log_route.set(route)
+            locks = exclusive_sections.set(context.exclusive)
             try:
                 return await flow.run(start)
             finally:
+                exclusive_sections.reset(locks)
                 log_route.reset(routed)
                 _current.reset(token)
                 queue.put_nowait(_DONE)
@@ -432,6 +468,7 @@ class NativeRuntime:
                 if item is _DONE:
                     break
                 yield item
+                queue.task_done()  # the caller has handled it (a checkpoint waits for that)
             try:
                 score = await task
             except Exception as exc:

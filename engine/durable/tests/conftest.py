@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
 
 from chat.tests.conftest import chat_orchestrator  # noqa: F401
+from engine.runs.tests.conftest import flaky  # noqa: F401
+from orchestrators.tests.conftest import _openai_server_process, openai_server  # noqa: F401
 
 
 @pytest.fixture
@@ -44,3 +47,30 @@ def no_dispatch(monkeypatch):
 
     monkeypatch.setattr(services, "_dispatch", record)
     return sent
+
+
+def tool_message(url: str) -> str:
+    return "/tool http_get " + json.dumps({"url": url})
+
+
+@pytest.fixture
+def tool_orchestrator(world, committed_db, settings):
+    """An offline orchestrator in alpha with the http_get tool, on crash_harness.TOOL_FLOW."""
+    from django_tenants.utils import schema_context
+
+    from engine.durable.tests.crash_harness import tool_orchestrator_make
+    from orchestrators.models import LLMConfig, OrchestratorInstance
+
+    settings.CADENCE_EGRESS_ALLOW_PRIVATE = True
+
+    def cleanup():
+        with schema_context("org_alpha"):
+            OrchestratorInstance.objects.filter(slug="chargebot").delete()
+            LLMConfig.objects.filter(name="charge-llm").delete()
+
+    def make(model: str = "cadence-offline@20ms"):
+        cleanup()
+        return tool_orchestrator_make(schema="org_alpha", model=model)
+
+    yield make
+    cleanup()
