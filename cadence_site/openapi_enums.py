@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from chat.models import Message
-from engine.models import Run
+from engine.models import Run, RunLog
 from orchestrators.models import OrchestratorInstance
 from tenants.models import Organization
-from tenants.teams.models import TeamRole
+from tenants.teams.models import ShareLevel, TeamRole
 
 FRAMEWORK = OrchestratorInstance.Framework.choices
 ORCHESTRATOR_STATUS = OrchestratorInstance.Status.choices
@@ -15,3 +15,5 @@ MESSAGE_STATUS = Message.Status.choices
 RUN_STATUS = Run.Status.choices
 RUN_TRIGGER = Run.Trigger.choices
 TEAM_ROLE = TeamRole.choices
+RUN_LOG_LEVEL = RunLog.Level.choices
+SHARE_LEVEL = ShareLevel.choices

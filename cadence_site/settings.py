@@ -374,6 +374,8 @@ SPECTACULAR_SETTINGS = {
         "SsoRole": "tenants.sso.models.MAPPABLE_ROLE_CHOICES",
         "RunStatus": "cadence_site.openapi_enums.RUN_STATUS",
         "RunTrigger": "cadence_site.openapi_enums.RUN_TRIGGER",
+        "RunLogLevel": "cadence_site.openapi_enums.RUN_LOG_LEVEL",
+        "ShareLevel": "cadence_site.openapi_enums.SHARE_LEVEL",
     },
 }
 
