@@ -81,6 +81,12 @@ class Run(models.Model):
             models.Index(fields=["owner_user_id", "-started_at", "-id"], name="run_user_recent"),
             models.Index(fields=["owner_api_key_id", "-started_at", "-id"], name="run_key_recent"),
             models.Index(fields=["error_code", "-started_at", "-id"], name="run_error_recent"),
+            models.Index(
+                fields=["orchestrator_slug", "-started_at", "-id"], name="run_slug_recent"
+            ),
+            models.Index(fields=["duration_ms"], name="run_duration"),
+            # `q` (text in errors and step names) uses trigram indexes that exist only where
+            # PostgreSQL has pg_trgm: created by engine/migrations/0006, not declared here.
         ]
         constraints = [
             models.CheckConstraint(
