@@ -13,14 +13,18 @@
   class. Where the server lacks pg_trgm (the embedded server has plpgsql and pgvector only)
   the trigram indexes are skipped and `q` still works, reading more rows.
 
-Built CONCURRENTLY (a non-atomic migration): a live organization keeps recording runs while
-its indexes are built. A build that failed half-way leaves an invalid index; it is dropped and
-built again on the next migrate.
+Built CONCURRENTLY where the migration runs outside a transaction (`migrate` on a live
+database: the organization keeps recording runs meanwhile); provisioning's fallback migrates a
+new, empty schema inside its transaction, where they are built plainly. A concurrent build that
+failed half-way leaves an invalid index: it is dropped and built again on the next migrate.
 """
 
-from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
+BTREE_INDEXES = {  # as Django writes the model's indexes (engine/models.py Run.Meta)
+    "run_slug_recent": 'engine_run ("orchestrator_slug", "started_at" DESC, "id" DESC)',
+    "run_duration": 'engine_run ("duration_ms")',
+}
 TRIGRAM_INDEXES = {
     "run_error_trgm": "engine_run USING gin (UPPER(error) gin_trgm_ops) WHERE error <> ''",
     "runevent_name_trgm": "engine_runevent USING gin (UPPER(name::text) gin_trgm_ops)",
@@ -53,20 +57,27 @@ def _invalid(cursor, name: str) -> bool:
     return bool(row and row[0])
 
 
-def create_trigram_indexes(apps, schema_editor):
+def _concurrently(schema_editor) -> str:
+    return "" if schema_editor.connection.in_atomic_block else "CONCURRENTLY "
+
+
+def create_indexes(apps, schema_editor):
+    how = _concurrently(schema_editor)
     with schema_editor.connection.cursor() as cursor:
-        if not _trigram_available(cursor):
-            return
-        for name, definition in TRIGRAM_INDEXES.items():
+        wanted = dict(BTREE_INDEXES)
+        if _trigram_available(cursor):
+            wanted.update(TRIGRAM_INDEXES)
+        for name, definition in wanted.items():
             if _invalid(cursor, name):
-                cursor.execute(f'DROP INDEX CONCURRENTLY "{name}"')
-            cursor.execute(f'CREATE INDEX CONCURRENTLY IF NOT EXISTS "{name}" ON {definition}')
+                cursor.execute(f'DROP INDEX {how}"{name}"')
+            cursor.execute(f'CREATE INDEX {how}IF NOT EXISTS "{name}" ON {definition}')
 
 
-def drop_trigram_indexes(apps, schema_editor):
+def drop_indexes(apps, schema_editor):
+    how = _concurrently(schema_editor)
     with schema_editor.connection.cursor() as cursor:
-        for name in TRIGRAM_INDEXES:
-            cursor.execute(f'DROP INDEX CONCURRENTLY IF EXISTS "{name}"')
+        for name in [*BTREE_INDEXES, *TRIGRAM_INDEXES]:
+            cursor.execute(f'DROP INDEX {how}IF EXISTS "{name}"')
 
 
 class Migration(migrations.Migration):
@@ -77,15 +88,22 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        AddIndexConcurrently(
-            model_name="run",
-            index=models.Index(
-                fields=["orchestrator_slug", "-started_at", "-id"], name="run_slug_recent"
-            ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.AddIndex(
+                    model_name="run",
+                    index=models.Index(
+                        fields=["orchestrator_slug", "-started_at", "-id"],
+                        name="run_slug_recent",
+                    ),
+                ),
+                migrations.AddIndex(
+                    model_name="run",
+                    index=models.Index(fields=["duration_ms"], name="run_duration"),
+                ),
+            ],
+            database_operations=[
+                migrations.RunPython(create_indexes, drop_indexes, elidable=False),
+            ],
         ),
-        AddIndexConcurrently(
-            model_name="run",
-            index=models.Index(fields=["duration_ms"], name="run_duration"),
-        ),
-        migrations.RunPython(create_trigram_indexes, drop_trigram_indexes, elidable=False),
     ]
