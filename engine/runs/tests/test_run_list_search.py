@@ -140,3 +140,23 @@ def test_the_search_conditions_match_the_trigram_indexes(world, db, queryset, in
         cursor.execute("SET LOCAL enable_seqscan = off")
         plan = queryset().order_by().explain()
     assert index in plan, plan
+
+
+@pytest.mark.parametrize("query", [{}, {"q": "geocode"}, {"q": "geocode", "status": "failed"}])
+def test_a_page_is_one_query_whatever_the_filters(world, searchable, query):
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.runs import export, selectors
+
+    with schema_context("org_alpha"), CaptureQueriesContext(connection) as queries:
+        runs, _ = selectors.run_list(
+            principal=world.alpha.users["admin"],
+            role="admin",
+            params={"since": "2026-05-01T00:00:00Z", "limit": "2", **query},
+            org=world.alpha.org,
+        )
+        # the serializer reads no deferred field (each would be one query per run)
+        page = [export.run_output(run) for run in runs]
+    statements = [q["sql"] for q in queries.captured_queries if "search_path" not in q["sql"]]
+    assert len(page) == 2
+    assert len(statements) == 1, statements
