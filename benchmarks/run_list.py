@@ -88,7 +88,7 @@ def _ensure_org(reload: bool):
     from django.db import connection
 
     from orchestrators.models import OrchestratorInstance
-    from tenants.models import ApiKey, Membership, Organization
+    from tenants.models import ApiKey, Membership, Organization, Plan
     from tenants.roles import Role
     from tenants.services import api_key_create, organization_create, organization_delete
 
@@ -104,6 +104,17 @@ def _ensure_org(reload: bool):
             owner_email="owner@runlist-bench.test",
             owner_username="runlist-owner",
         ).organization
+    # The benchmark sends a few thousand requests a minute: a plan that allows them, so that
+    # the figures are the list's, not the rate limiter's refusals.
+    plan, _ = Plan.objects.update_or_create(
+        slug="runlist-bench",
+        defaults={
+            "name": "Run list bench",
+            "requests_per_minute": 10**6,
+            "request_burst": 10**6,
+        },
+    )
+    Organization.objects.filter(pk=org.pk).update(plan=plan)
     users = {"owner": User.objects.get(username="runlist-owner")}
     for name in USERS[1:]:
         user, _ = User.objects.get_or_create(
@@ -290,7 +301,7 @@ def _cases(org, orchestrators) -> list[tuple[str, dict[str, str]]]:
         ("since=7 days ago", {"since": iso(7)}),
         ("since+until (a day, 30 days ago)", {"since": iso(31), "until": iso(30)}),
         ("slower_than_ms=1000 (23 %)", {"slower_than_ms": "1000"}),
-        ("slower_than_ms=20000 (0.2 %)", {"slower_than_ms": "20000"}),
+        ("slower_than_ms=20000 (0.05 %)", {"slower_than_ms": "20000"}),
         ("error_code=llm_timeout (3 %)", {"error_code": "llm_timeout"}),
         ("error_code=plugin_crash (0.05 %)", {"error_code": "plugin_crash"}),
         (
