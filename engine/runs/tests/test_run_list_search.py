@@ -117,6 +117,14 @@ def test_search_indexes_are_in_every_tenant_schema_and_the_template(world, db):
     wanted = TRIGRAM_INDEXES | {"run_slug_recent", "run_duration"}
     for schema in ("org_alpha", "org_bravo", settings.CADENCE_TEMPLATE_SCHEMA):
         assert wanted <= _index_names(schema), schema
+        with connection.cursor() as cursor:
+            # durations' long tail needs a finer histogram than the default 100 buckets
+            cursor.execute(
+                "SELECT attstattarget FROM pg_attribute WHERE attname = 'duration_ms' "
+                "AND attrelid = (quote_ident(%s) || '.engine_run')::regclass",
+                [schema],
+            )
+            assert cursor.fetchone() == (1000,), schema
 
 
 @pytest.mark.parametrize(
