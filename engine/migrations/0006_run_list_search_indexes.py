@@ -15,6 +15,10 @@
   organization's search indexes with it (CASCADE), and other schemas would not see the operator
   class. Where the server lacks pg_trgm (the embedded server has plpgsql and pgvector only)
   the trigram indexes are skipped and `q` still works, reading more rows.
+- Statistics on UPPER(error) of runs and steps (PostgreSQL 14+): the planner reads no statistics
+  from a partial index's expression, so it guessed 10 runs for an error text 20,000 runs carry,
+  read all 20,000 from the trigram index and sorted them (260 ms) instead of walking the newest
+  runs (2 ms). With them it sees how common a text is, and picks per query.
 
 Built CONCURRENTLY where the migration runs outside a transaction (`migrate` on a live
 database: the organization keeps recording runs meanwhile); provisioning's fallback migrates a
@@ -25,6 +29,10 @@ failed half-way leaves an invalid index: it is dropped and built again on the ne
 from django.db import migrations, models
 
 STATISTICS = 1000  # histogram buckets for engine_run.duration_ms
+EXPRESSION_STATISTICS = {
+    "run_error_upper": "(UPPER(error)) FROM engine_run",
+    "runevent_error_upper": "(UPPER(error)) FROM engine_runevent",
+}
 BTREE_INDEXES = {  # as Django writes the model's indexes (engine/models.py Run.Meta)
     "run_slug_recent": 'engine_run ("orchestrator_slug", "started_at" DESC, "id" DESC)',
     "run_duration": 'engine_run ("duration_ms")',
@@ -78,6 +86,9 @@ def create_indexes(apps, schema_editor):
         cursor.execute(
             f"ALTER TABLE engine_run ALTER COLUMN duration_ms SET STATISTICS {STATISTICS}"
         )
+        if schema_editor.connection.pg_version >= 140000:
+            for name, definition in EXPRESSION_STATISTICS.items():
+                cursor.execute(f'CREATE STATISTICS IF NOT EXISTS "{name}" ON {definition}')
 
 
 def drop_indexes(apps, schema_editor):
@@ -86,6 +97,8 @@ def drop_indexes(apps, schema_editor):
         for name in [*BTREE_INDEXES, *TRIGRAM_INDEXES]:
             cursor.execute(f'DROP INDEX {how}IF EXISTS "{name}"')
         cursor.execute("ALTER TABLE engine_run ALTER COLUMN duration_ms SET STATISTICS -1")
+        for name in EXPRESSION_STATISTICS:
+            cursor.execute(f'DROP STATISTICS IF EXISTS "{name}"')
 
 
 class Migration(migrations.Migration):

@@ -125,6 +125,14 @@ def test_search_indexes_are_in_every_tenant_schema_and_the_template(world, db):
                 [schema],
             )
             assert cursor.fetchone() == (1000,), schema
+            # the planner's view of how common an error text is (partial indexes give none)
+            cursor.execute(
+                "SELECT stxname FROM pg_statistic_ext s JOIN pg_namespace n "
+                "ON n.oid = s.stxnamespace WHERE n.nspname = %s",
+                [schema],
+            )
+            names = {row[0] for row in cursor.fetchall()}
+            assert {"run_error_upper", "runevent_error_upper"} <= names, schema
 
 
 @pytest.mark.parametrize(
