@@ -127,10 +127,11 @@ def _text_where(text: str) -> list[Q | Exists]:
     """Where `q` looks, one condition per source: the run's error, its steps' names and errors.
     Each source is one EXISTS on an indexed table (engine/migrations/0006: trigram indexes on
     UPPER(column), as Django's icontains compares); a new source, such as run log lines, is one
-    more entry. `error <> ''` lets the planner use the partial indexes (most rows have none)."""
-    errors = Q(error__icontains=text) & ~Q(error="")
-    steps = RunEvent.objects.filter(run=OuterRef("pk")).filter(Q(name__icontains=text) | errors)
-    return [errors, Exists(steps)]
+    more entry."""
+    steps = RunEvent.objects.filter(run=OuterRef("pk")).filter(
+        Q(name__icontains=text) | Q(error__icontains=text)
+    )
+    return [Q(error__icontains=text), Exists(steps)]
 
 
 def run_list(
