@@ -124,6 +124,11 @@ def test_search_indexes_are_in_every_tenant_schema_and_the_template(world, db):
                 [schema],
             )
             assert cursor.fetchone() == (1000,), schema
+            cursor.execute(
+                "SELECT reloptions FROM pg_class WHERE oid = (quote_ident(%s) || '.engine_run')::regclass",
+                [schema],
+            )
+            assert cursor.fetchone() == (["parallel_workers=0"],), schema
 
 
 @pytest.mark.parametrize(
