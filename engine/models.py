@@ -96,6 +96,12 @@ class Run(models.Model):
                 condition=models.Q(status="running"),
                 name="run_inflight",
             ),
+            models.Index(
+                fields=["orchestrator_slug", "-started_at", "-id"], name="run_slug_recent"
+            ),
+            models.Index(fields=["duration_ms"], name="run_duration"),
+            # `q` (text in errors and step names) uses trigram indexes that exist only where
+            # PostgreSQL has pg_trgm: created by engine/migrations/0006, not declared here.
         ]
         constraints = [
             models.CheckConstraint(

@@ -36,7 +36,11 @@ _LIST_PARAMETERS = [
         ("until", "ISO 8601 time: runs started before it"),
         ("slower_than_ms", "runs that took longer than this many milliseconds"),
         ("error_code", "runs that failed with this error code"),
-        ("q", "text in the run's error, its steps' names and errors, or its log lines"),
+        (
+            "q",
+            "text (3-200 characters, any case) in the run's error, its steps' names and errors, "
+            "or its log lines; over every run you may see, served by trigram indexes",
+        ),
         ("cursor", "the next_cursor of the previous page"),
         ("limit", "runs per page, 1-200 (default 50)"),
     )
@@ -46,6 +50,11 @@ _LIST_PARAMETERS = [
 class RunListApi(RunsApi):
     @extend_schema(
         summary="Runs you may see, newest first, filtered",
+        description=(
+            "Filters combine (AND). Pages are keyset pages on (started_at, id): a deep page "
+            "costs what the first does, and no total is counted. Measured at 1,000,000 runs "
+            "in one organization by benchmarks/run_list.py."
+        ),
         parameters=_LIST_PARAMETERS,
         responses={200: schema.RunPageOutput},
     )

@@ -1,0 +1,183 @@
+"""The run list's text search and deep pages: what each place `q` looks in finds, pages merge the
+places newest first without repeats, ties on started_at page by id, and the indexes that keep it
+fast at a million runs exist in every tenant schema and the template, and are the ones used."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django_tenants.utils import schema_context
+
+from engine.models import Run, RunEvent, RunLog
+
+BASE = "/api/v1/orgs/alpha/runs"
+T0 = datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+WINDOW = "since=2026-05-01T00:00:00Z&until=2026-05-02T00:00:00Z"
+TRIGRAM_INDEXES = {
+    "run_error_trgm",
+    "runevent_name_trgm",
+    "runevent_error_trgm",
+    "runlog_message_trgm",
+}
+
+
+def _run(minute: int, *, steps: list[dict], **fields) -> Run:
+    with schema_context("org_alpha"):
+        run = Run.objects.create(orchestrator_slug="bot", trigger="rest", **fields)
+        Run.objects.filter(pk=run.pk).update(started_at=T0 + timedelta(minutes=minute))
+        for seq, step in enumerate(steps, start=1):
+            RunEvent.objects.create(
+                run=run, seq=seq, kind="note", outcome="completed", at=T0, **step
+            )
+        run.refresh_from_db()
+    return run
+
+
+def _pages(client, query: str) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        response = client.get(f"{BASE}/?{WINDOW}&{query}" + (f"&cursor={cursor}" if cursor else ""))
+        assert response.status_code == 200, response.json()
+        body = response.json()
+        pages.append([r["id"] for r in body["results"]])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+@pytest.fixture
+def searchable(db, world):
+    member = world.alpha.users["member"]
+    return {
+        # newest first: the run's own error, a step's name, a step's error; the last matches
+        # in two places (the run and its failing step) and must come back once.
+        "run_error": _run(4, error="Quota: Geocode credits spent", status="failed", steps=[]),
+        "step_name": _run(3, steps=[{"name": "tool:geocode_address"}], owner_user_id=member.pk),
+        "step_error": _run(2, steps=[{"name": "lookup", "error": "GeocodeError: no match"}]),
+        "both": _run(
+            1,
+            error="GEOCODE failed",
+            status="failed",
+            steps=[{"name": "prepare"}, {"name": "call", "error": "geocode timeout"}],
+        ),
+        "other": _run(0, steps=[{"name": "translate"}]),
+    }
+
+
+def test_q_finds_each_place_once_newest_first_across_pages(world, searchable, as_key):
+    client = as_key(world.alpha.keys["admin"])
+    ids = {name: str(run.id) for name, run in searchable.items()}
+
+    pages = _pages(client, "q=geocode&limit=2")
+
+    assert pages == [[ids["run_error"], ids["step_name"]], [ids["step_error"], ids["both"]]]
+    assert _pages(client, "q=geocode&status=failed") == [[ids["run_error"], ids["both"]]]
+    assert _pages(client, "q=zebra") == [[]]
+
+
+def test_q_keeps_to_the_runs_a_member_may_see(world, searchable, as_user):
+    client = as_user(world.alpha.users["member"])
+
+    assert _pages(client, "q=geocode") == [[str(searchable["step_name"].id)]]
+
+
+@pytest.mark.parametrize("text", ["ge", "  a ", "%"])
+def test_q_under_three_characters_is_400(world, searchable, as_key, text):
+    response = as_key(world.alpha.keys["admin"]).get(f"{BASE}/", {"q": text})
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["code"], error["details"]["field"]) == ("invalid_filter", "q")
+    assert "at least 3 characters" in error["message"]
+
+
+def test_runs_started_at_the_same_instant_page_by_id(world, db, as_key):
+    made = [_run(30, steps=[]) for _ in range(5)]
+    expected = sorted((str(run.id) for run in made), key=lambda i: int(i.replace("-", ""), 16))
+
+    pages = _pages(as_key(world.alpha.keys["admin"]), "since=2026-05-01T08:30:00Z&limit=2")
+
+    assert [len(page) for page in pages] == [2, 2, 1]
+    assert [run_id for page in pages for run_id in page] == expected[::-1]
+
+
+def _index_names(schema: str) -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexname FROM pg_indexes WHERE schemaname = %s", [schema])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def test_search_indexes_are_in_every_tenant_schema_and_the_template(world, db):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE e.extname = 'pg_trgm'"
+        )
+        # In public, never in a tenant schema (dropping that schema would take it away).
+        assert cursor.fetchone() == ("public",)
+    wanted = TRIGRAM_INDEXES | {"run_slug_recent", "run_duration"}
+    for schema in ("org_alpha", "org_bravo", settings.CADENCE_TEMPLATE_SCHEMA):
+        assert wanted <= _index_names(schema), schema
+        with connection.cursor() as cursor:
+            # durations' long tail needs a finer histogram than the default 100 buckets
+            cursor.execute(
+                "SELECT attstattarget FROM pg_attribute WHERE attname = 'duration_ms' "
+                "AND attrelid = (quote_ident(%s) || '.engine_run')::regclass",
+                [schema],
+            )
+            assert cursor.fetchone() == (1000,), schema
+            cursor.execute(
+                "SELECT reloptions FROM pg_class WHERE oid = (quote_ident(%s) || '.engine_run')::regclass",
+                [schema],
+            )
+            assert cursor.fetchone() == (["parallel_workers=0"],), schema
+
+
+@pytest.mark.parametrize(
+    ("queryset", "index"),
+    [
+        (lambda: RunEvent.objects.filter(name__icontains="geocode"), "runevent_name_trgm"),
+        (
+            lambda: RunEvent.objects.filter(error__icontains="geocode"),
+            "runevent_error_trgm",
+        ),
+        (
+            lambda: Run.objects.filter(error__icontains="geocode"),
+            "run_error_trgm",
+        ),
+        (
+            lambda: RunLog.objects.filter(message__icontains="geocode"),
+            "runlog_message_trgm",
+        ),
+    ],
+)
+def test_the_search_conditions_match_the_trigram_indexes(world, db, queryset, index):
+    # The indexes are on UPPER(column), as Django's icontains compares: a mismatch would leave
+    # them unused and the search reading whole tables.
+    with schema_context("org_alpha"), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plan = queryset().order_by().explain()
+    assert index in plan, plan
+
+
+@pytest.mark.parametrize("query", [{}, {"q": "geocode"}, {"q": "geocode", "status": "failed"}])
+def test_a_page_is_one_query_whatever_the_filters(world, searchable, query):
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.runs import export, selectors
+
+    with schema_context("org_alpha"), CaptureQueriesContext(connection) as queries:
+        runs, _ = selectors.run_list(
+            principal=world.alpha.users["admin"],
+            role="admin",
+            params={"since": "2026-05-01T00:00:00Z", "limit": "2", **query},
+            org=world.alpha.org,
+        )
+        # the serializer reads no deferred field (each would be one query per run)
+        page = [export.run_output(run) for run in runs]
+    statements = [q["sql"] for q in queries.captured_queries if "search_path" not in q["sql"]]
+    assert len(page) == 2
+    assert len(statements) == 1, statements
