@@ -165,15 +165,18 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
             "turn_in_progress",
             status=409,
         )
-    user = services.message_append(
-        conversation_id=conversation_id, role=Message.Role.USER, content=content
-    )
-    assistant = services.message_append(
+    # One transaction: both rows are committed before the model runs.
+    user, assistant = services.messages_append(
         conversation_id=conversation_id,
-        role=Message.Role.ASSISTANT,
-        content="",
-        status=Message.Status.STREAMING,
-        owner=owner_token(),
+        messages=[
+            {"role": Message.Role.USER, "content": content},
+            {
+                "role": Message.Role.ASSISTANT,
+                "content": "",
+                "status": Message.Status.STREAMING,
+                "owner": owner_token(),
+            },
+        ],
     )
     return user, assistant
 
@@ -197,12 +200,15 @@ class Turn:
         for queue in self.subscribers:
             queue.put_nowait(event)
         try:
-            client = redis_client()
             key = stream_key(self.start.schema_name, self.start.conversation_id)
-            await client.xadd(
+            # One round trip for both commands (a pipeline without MULTI: the entry is written
+            # whatever EXPIRE does, as before).
+            pipe = redis_client().pipeline(transaction=False)
+            pipe.xadd(
                 key, {"e": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
             )
-            await client.expire(key, STREAM_TTL)
+            pipe.expire(key, STREAM_TTL)
+            await pipe.execute()
         except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
             logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
 
