@@ -71,6 +71,7 @@ from orchestrators.runtime import (
     ToolResultEvent,
     Usage,
 )
+from tenants.context import sync_caller_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -428,7 +429,8 @@ async def _finish(
 
 
 async def _db(fn: Callable[[], Any]) -> Any:
-    """A synchronous database call from the turn, on the thread its caller's context maps to.
+    """A synchronous database call from the turn: on the sync caller's thread when one waits
+    (tenants.context.sync_caller_waiting), else on a pool thread (`fn` enters its schema itself).
 
     As channels' database_sync_to_async, stale connections are closed around it, except while
     the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
@@ -446,7 +448,7 @@ async def _db(fn: Callable[[], Any]) -> Any:
             if outside:
                 close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=True)()
+    return await sync_to_async(call, thread_sensitive=sync_caller_waiting())()
 
 
 # Extensions write through the same path as the turn's own database calls (see `_db`).
@@ -471,7 +473,7 @@ def turn_launch(coro: Awaitable[Any]) -> asyncio.Task:
     A fresh context: an inherited one would tie the turn's database calls to the request's
     thread executor (asgiref's ThreadSensitiveContext, or the sync middleware's
     CurrentThreadExecutor), which is gone once the response ends; in a fresh context they run on
-    asgiref's shared thread, as consumers' do. The log context (request, organization,
+    pool threads, as consumers' do (`_db`). The log context (request, organization,
     principal) is carried over by hand.
     """
     context = contextvars.Context()
