@@ -50,7 +50,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
 from cadence_site.errors import ApplicationError
@@ -71,7 +70,7 @@ from orchestrators.runtime import (
     ToolResultEvent,
     Usage,
 )
-from tenants.context import sync_caller_waiting
+from tenants.context import db_sync_to_async
 
 logger = logging.getLogger(__name__)
 
@@ -448,7 +447,7 @@ async def _db(fn: Callable[[], Any]) -> Any:
             if outside:
                 close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=sync_caller_waiting())()
+    return await db_sync_to_async(call)()
 
 
 # Extensions write through the same path as the turn's own database calls (see `_db`).

@@ -25,7 +25,7 @@ from django_tenants.utils import schema_context
 from cadence_site.errors import ApplicationError
 from engine.runs.pipeline import Turn, TurnExtension
 from orchestrators.runtime import Usage as RuntimeUsage
-from tenants.context import sync_caller_waiting
+from tenants.context import db_sync_to_async
 from tenants.limits import budgets, plans
 from tenants.limits.enforce import ORG_PRINCIPAL
 from tenants.limits.models import TOKEN_FIELDS, UsageDay
@@ -53,7 +53,7 @@ async def _in_public(fn, /, **kwargs):
             if outside:
                 close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=sync_caller_waiting())()
+    return await db_sync_to_async(call)()
 
 
 def count_tokens(text: str, model: str = "") -> int:
