@@ -104,8 +104,9 @@ def _next_seqs(*, conversation_id, count: int) -> int:
 
 def messages_append(*, conversation_id, messages: list[dict[str, Any]]) -> list[Message]:
     """Appends messages (each `message_append`'s keyword arguments but the conversation) with
-    consecutive sequence numbers, in one transaction and one INSERT."""
-    with transaction.atomic():
+    consecutive sequence numbers, in one transaction and one INSERT (no savepoint inside a
+    caller's transaction: a failure rolls that back)."""
+    with transaction.atomic(savepoint=False):
         last = _next_seqs(conversation_id=conversation_id, count=len(messages))
         now = timezone.now()
         rows = [
