@@ -9,8 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 from django.utils import timezone
 
 from cadence_site.errors import ApplicationError, NotFoundError
@@ -116,7 +115,48 @@ def _is_uuid(value) -> bool:
     return True
 
 
-@transaction.atomic
+def _next_seqs(*, conversation_id, count: int) -> int:
+    """Take `count` sequence numbers of the conversation (its row stays locked until the
+    transaction ends, serialising concurrent appends); the last of them. One round trip."""
+    pk = Conversation._meta.pk.to_python(conversation_id)  # a bad id fails as the ORM's would
+    table = connection.ops.quote_name(Conversation._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608 - fixed names
+            [count, pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFoundError("No such conversation.", "conversation_not_found")
+    return row[0]
+
+
+def messages_append(*, conversation_id, messages: list[dict[str, Any]]) -> list[Message]:
+    """Appends messages (each `message_append`'s keyword arguments but the conversation) with
+    consecutive sequence numbers, in one transaction and one INSERT (no savepoint inside a
+    caller's transaction: a failure rolls that back)."""
+    with transaction.atomic(savepoint=False):
+        last = _next_seqs(conversation_id=conversation_id, count=len(messages))
+        now = timezone.now()
+        rows = [
+            Message(
+                conversation_id=conversation_id,
+                seq=last - len(messages) + 1 + index,
+                role=spec["role"],
+                content=spec["content"],
+                status=spec.get("status", Message.Status.COMPLETE),
+                usage=spec.get("usage") or {},
+                run_id=spec.get("run_id"),
+                tool_calls=spec.get("tool_calls") or [],
+                owner=spec.get("owner", ""),
+                heartbeat_at=now if spec.get("owner") else None,
+                tool_call_id=spec.get("tool_call_id", ""),
+            )
+            for index, spec in enumerate(messages)
+        ]
+        return Message.objects.bulk_create(rows)
+
+
 def message_append(
     *,
     conversation_id,
@@ -131,23 +171,22 @@ def message_append(
 ) -> Message:
     """Appends with the next sequence number; concurrent appends are serialised on the conversation
     row. A streaming reply names its `owner` (the process writing it, chat/orphans.py)."""
-    updated = Conversation.objects.filter(pk=conversation_id).update(last_seq=F("last_seq") + 1)
-    if not updated:
-        raise NotFoundError("No such conversation.", "conversation_not_found")
-    seq = Conversation.objects.values_list("last_seq", flat=True).get(pk=conversation_id)
-    return Message.objects.create(
+    (message,) = messages_append(
         conversation_id=conversation_id,
-        seq=seq,
-        role=role,
-        content=content,
-        status=status,
-        usage=usage or {},
-        run_id=run_id,
-        tool_calls=tool_calls or [],
-        owner=owner,
-        heartbeat_at=timezone.now() if owner else None,
-        tool_call_id=tool_call_id,
+        messages=[
+            {
+                "role": role,
+                "content": content,
+                "status": status,
+                "usage": usage,
+                "run_id": run_id,
+                "tool_calls": tool_calls,
+                "owner": owner,
+                "tool_call_id": tool_call_id,
+            }
+        ],
     )
+    return message
 
 
 def message_finish(

@@ -155,26 +155,37 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
     """In the tenant's schema: the user's message, stored before any model runs, and the reply's
     placeholder (so the two keep adjacent sequence numbers); one reply at a time per
     conversation. Every chat trigger, the /v1 conversation extension included, begins here."""
+    from django.db import transaction
+
     from cadence_site.errors import ApplicationError
     from chat.orphans import conversation_free
 
-    # A reply whose process is gone is ended here, so the conversation is usable again at once.
-    if not conversation_free(conversation_id=conversation_id):
-        raise ApplicationError(
-            "A reply is still being written in this conversation; wait for it or cancel it.",
-            "turn_in_progress",
-            status=409,
+    # One transaction, on the conversation's locked row: two begins at once (two tabs, a tab and
+    # REST, two processes) cannot both find the conversation free; both rows are committed
+    # before the model runs.
+    with transaction.atomic():
+        Conversation.objects.select_for_update().filter(pk=conversation_id).values_list(
+            "pk", flat=True
+        ).first()
+        # A reply whose process is gone is ended here, so the conversation is usable again.
+        if not conversation_free(conversation_id=conversation_id):
+            raise ApplicationError(
+                "A reply is still being written in this conversation; wait for it or cancel it.",
+                "turn_in_progress",
+                status=409,
+            )
+        user, assistant = services.messages_append(
+            conversation_id=conversation_id,
+            messages=[
+                {"role": Message.Role.USER, "content": content},
+                {
+                    "role": Message.Role.ASSISTANT,
+                    "content": "",
+                    "status": Message.Status.STREAMING,
+                    "owner": owner_token(),
+                },
+            ],
         )
-    user = services.message_append(
-        conversation_id=conversation_id, role=Message.Role.USER, content=content
-    )
-    assistant = services.message_append(
-        conversation_id=conversation_id,
-        role=Message.Role.ASSISTANT,
-        content="",
-        status=Message.Status.STREAMING,
-        owner=owner_token(),
-    )
     return user, assistant
 
 
@@ -197,12 +208,15 @@ class Turn:
         for queue in self.subscribers:
             queue.put_nowait(event)
         try:
-            client = redis_client()
             key = stream_key(self.start.schema_name, self.start.conversation_id)
-            await client.xadd(
+            # One round trip for both commands (a pipeline without MULTI: the entry is written
+            # whatever EXPIRE does, as before).
+            pipe = redis_client().pipeline(transaction=False)
+            pipe.xadd(
                 key, {"e": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
             )
-            await client.expire(key, STREAM_TTL)
+            pipe.expire(key, STREAM_TTL)
+            await pipe.execute()
         except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
             logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
 

@@ -8,10 +8,12 @@ safety net: the pool compares it on every use, so a missed message cannot leave 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -100,6 +102,39 @@ def current_version(schema_name: str, instance_id: str) -> str | None:
     except (redis.RedisError, OSError) as exc:
         _warn_redis_down(exc)
         return _database_version(schema_name, instance_id)
+    return raw.decode() if raw else None
+
+
+# One asyncio client per event loop and URL (redis.asyncio connections belong to their loop);
+# weak keys: a loop that is gone takes its client with it.
+_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _async_redis():
+    from cadence_site.aredis import async_redis
+
+    loop = asyncio.get_running_loop()
+    clients = _async_clients.setdefault(loop, {})
+    client = clients.get(settings.REDIS_URL)
+    if client is None:
+        client = clients[settings.REDIS_URL] = async_redis(
+            settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        )
+    return client
+
+
+async def acurrent_version(schema_name: str, instance_id: str) -> str | None:
+    """`current_version` from async code: one GET on the loop's pooled client, where the sync
+    version opens a client (and a connection) in a thread on every call."""
+    try:
+        raw = await _async_redis().get(version_key(schema_name, instance_id))
+    except (redis.RedisError, OSError) as exc:
+        _warn_redis_down(exc)
+        from asgiref.sync import sync_to_async
+
+        return await sync_to_async(_database_version, thread_sensitive=False)(
+            schema_name, instance_id
+        )
     return raw.decode() if raw else None
 
 

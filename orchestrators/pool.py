@@ -117,9 +117,7 @@ class RuntimePool:
             key = (schema_name, instance_id)
             entry = self._entries.get(key)
             if entry is not None:
-                current = await sync_to_async(lifecycle.current_version, thread_sensitive=False)(
-                    schema_name, instance_id
-                )
+                current = await lifecycle.acurrent_version(schema_name, instance_id)
                 if current == entry.config_hash:
                     with self._lock:
                         if key in self._entries:

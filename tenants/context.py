@@ -1,17 +1,67 @@
 """Entering an organization's schema from async code and tasks.
 
-A schema set earlier on a connection is never relied on: thread-sensitive sync_to_async runs
-every consumer's queries on one shared thread, so the schema is entered inside the same
-synchronous call that queries, and restored after it (FIELD-NOTES.md, django-tenants #767).
+A schema set earlier on a connection is never relied on: the schema is entered inside the same
+synchronous call that queries, and restored after it (FIELD-NOTES.md, django-tenants #767). That
+rule is what lets these calls run on any thread: from a server's event loop they go to a pool of
+threads, each with its own connection from the pool, instead of queueing on asgiref's one
+thread-sensitive thread behind every other request's queries. Under a synchronous caller
+(`async_to_sync`: a sync view, a test) they run on that caller's thread, inside its transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from asgiref.sync import AsyncToSync, sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django_tenants.utils import schema_context
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def db_executor() -> ThreadPoolExecutor:
+    """The threads database calls from the event loop run on: as many as the loop's default
+    executor would have (CPUs + 4), never more than the connection pool holds, so a call never
+    waits on the pool for a connection another thread of ours keeps."""
+    global _executor
+    if _executor is None:
+        with _executor_lock:
+            if _executor is None:
+                pool = (settings.DATABASES["default"].get("OPTIONS") or {}).get("pool")
+                size = (os.cpu_count() or 1) + 4
+                if isinstance(pool, dict) and pool.get("max_size"):
+                    size = min(size, int(pool["max_size"]))
+                _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="cadence-db")
+    return _executor
+
+
+def db_sync_to_async(fn: Callable[..., Any], *, database: bool = False) -> Callable[..., Any]:
+    """`fn` for async code: on the sync caller's thread when one waits, else on db_executor();
+    `database`: stale connections closed around it (channels' database_sync_to_async)."""
+    wrap = database_sync_to_async if database else sync_to_async
+    if sync_caller_waiting():
+        return wrap(fn, thread_sensitive=True)
+    return wrap(fn, thread_sensitive=False, executor=db_executor())
+
+
+def sync_caller_waiting() -> bool:
+    """Whether a synchronous thread waits on this code through `async_to_sync` (its connection
+    and open transaction are the ones a database call must use): thread-sensitive then."""
+    if getattr(AsyncToSync.executors, "current", None) is not None:
+        return True
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return True
+    # A task started on that loop in a fresh context (pipeline.turn_launch) still belongs to it.
+    return loop in AsyncToSync.loop_thread_executors
 
 
 async def in_tenant(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
@@ -19,7 +69,7 @@ async def in_tenant(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) 
         with schema_context(schema_name):
             return fn(**kwargs)
 
-    return await database_sync_to_async(call)()
+    return await db_sync_to_async(call, database=True)()
 
 
 async def in_public(fn: Callable[..., Any], /, **kwargs: Any) -> Any:

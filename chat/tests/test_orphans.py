@@ -425,3 +425,59 @@ async def test_a_viewers_socket_cannot_cancel_an_orphaned_reply(world, chat_orch
     assert (frame["type"], frame["code"]) == ("error", "role_required")
     assert (await database_sync_to_async(_state)(*orphan))[0][0] == "streaming"
     await tab.disconnect()
+
+
+# --- one reply at a time, whatever begins it ------------------------------------------------------
+
+
+def test_two_begins_at_once_in_one_conversation_give_one_reply(world, chat_orchestrator, as_key):
+    """The second begin waits on the conversation's row while the first is uncommitted, then finds
+    the reply streaming (without the lock it would append a second streaming reply)."""
+    import threading
+
+    from django.db import connection, transaction
+
+    from cadence_site.errors import ApplicationError
+    from chat.turns import reply_begin
+
+    conversation_id = _conversation(as_key(world.alpha.keys["member"]))
+    first_holds, release = threading.Event(), threading.Event()
+    outcomes: dict[str, object] = {}
+
+    def first():
+        try:
+            with schema_context("org_alpha"), transaction.atomic():
+                reply_begin(conversation_id=conversation_id, content="one")
+                first_holds.set()
+                release.wait(10)
+            outcomes["first"] = "ok"
+        finally:
+            connection.close()
+
+    def second():
+        try:
+            with schema_context("org_alpha"):
+                reply_begin(conversation_id=conversation_id, content="two")
+            outcomes["second"] = "ok"
+        except ApplicationError as exc:
+            outcomes["second"] = exc.code
+        finally:
+            connection.close()
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert first_holds.wait(10)
+    b = threading.Thread(target=second)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive()  # waiting on the conversation's row
+    release.set()
+    a.join(10)
+    b.join(10)
+
+    assert outcomes == {"first": "ok", "second": "turn_in_progress"}
+    with schema_context("org_alpha"):
+        streaming = Message.objects.filter(
+            conversation_id=conversation_id, status=Message.Status.STREAMING
+        ).count()
+    assert streaming == 1

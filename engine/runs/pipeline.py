@@ -59,7 +59,6 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connection
 
 from cadence_site.errors import ApplicationError
@@ -80,6 +79,7 @@ from orchestrators.runtime import (
     ToolResultEvent,
     Usage,
 )
+from tenants.context import db_sync_to_async
 
 logger = logging.getLogger(__name__)
 
@@ -524,7 +524,8 @@ async def _finish(
 
 
 async def _db(fn: Callable[[], Any]) -> Any:
-    """A synchronous database call from the turn, on the thread its caller's context maps to.
+    """A synchronous database call from the turn: on the sync caller's thread when one waits
+    (tenants.context.sync_caller_waiting), else on a pool thread (`fn` enters its schema itself).
 
     As channels' database_sync_to_async, stale connections are closed around it, except while
     the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
@@ -542,7 +543,7 @@ async def _db(fn: Callable[[], Any]) -> Any:
             if outside:
                 close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=True)()
+    return await db_sync_to_async(call)()
 
 
 # Extensions write through the same path as the turn's own database calls (see `_db`).
@@ -567,7 +568,7 @@ def turn_launch(coro: Awaitable[Any]) -> asyncio.Task:
     A fresh context: an inherited one would tie the turn's database calls to the request's
     thread executor (asgiref's ThreadSensitiveContext, or the sync middleware's
     CurrentThreadExecutor), which is gone once the response ends; in a fresh context they run on
-    asgiref's shared thread, as consumers' do. The log context (request, organization,
+    pool threads, as consumers' do (`_db`). The log context (request, organization,
     principal) is carried over by hand.
     """
     context = contextvars.Context()

@@ -53,8 +53,10 @@ def _head(lock: bool) -> LogHead:
 
 
 def log_append(*, entries: Sequence[tuple[str, uuid.UUID | str]]) -> list[int]:
-    """Append (proof digest, run id) entries in order; returns their leaf indices."""
-    with transaction.atomic():
+    """Append (proof digest, run id) entries in order; returns their leaf indices.
+
+    No savepoint when nested (see proofs.proof_create): a failure rolls back the caller's block."""
+    with transaction.atomic(savepoint=False):
         head = _head(lock=True)
         frontier = merkle.Frontier.from_json(head.size, head.frontier)
         leaves, nodes, indices = [], [], []

@@ -25,6 +25,7 @@ from django_tenants.utils import schema_context
 from cadence_site.errors import ApplicationError
 from engine.runs.pipeline import Turn, TurnExtension
 from orchestrators.runtime import Usage as RuntimeUsage
+from tenants.context import db_sync_to_async
 from tenants.limits import budgets, plans
 from tenants.limits.enforce import ORG_PRINCIPAL
 from tenants.limits.models import TOKEN_FIELDS, UsageDay
@@ -36,9 +37,10 @@ DEFAULT_COMPLETION_TOKENS = 1024
 
 
 async def _in_public(fn, /, **kwargs):
-    """As the pipeline's own database calls: on the caller's thread, in the public schema,
-    stale connections closed around it unless a sync caller's transaction is open (REST invoke
-    and the admin's try-it run turns inside their request's transaction)."""
+    """As the pipeline's own database calls (its `_db`: a sync caller's thread, else a pool
+    thread), in the public schema, stale connections closed around it unless a sync caller's
+    transaction is open (REST invoke and the admin's try-it run turns inside their request's
+    transaction)."""
 
     def call():
         outside = not connection.in_atomic_block
@@ -51,7 +53,7 @@ async def _in_public(fn, /, **kwargs):
             if outside:
                 close_old_connections()
 
-    return await sync_to_async(call, thread_sensitive=True)()
+    return await db_sync_to_async(call)()
 
 
 def count_tokens(text: str, model: str = "") -> int:
