@@ -38,6 +38,9 @@ import asyncio
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -457,7 +460,29 @@ def main() -> None:
         # Warm-up: a few runs through the same path (pool, imports, first connections).
         asyncio.run(_round(port, key, 2, server.pid, args.limit))
         for n in range(1, args.rounds + 1):
+            spy = None
+            if args.profile and n == args.rounds:
+                spy = subprocess.Popen(
+                    [
+                        os.path.join(os.path.dirname(sys.executable), "py-spy"),
+                        "record",
+                        "--pid",
+                        str(server.pid),
+                        "--format",
+                        "raw",
+                        "--rate",
+                        "200",
+                        "--threads",
+                        "--output",
+                        args.profile,
+                    ],  # fmt: skip
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             result = asyncio.run(_round(port, key, args.runs, server.pid, args.limit))
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(timeout=60)
             _report(n, result, _analyse(result, args.runs), args)
         print()
         log.flush()
