@@ -423,6 +423,11 @@ def main() -> None:
     parser.add_argument("--token-ms", type=int, default=50, help="offline model's token pace")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
+        "--profile",
+        default="",
+        help="py-spy's collapsed stacks of the server over the last round, to this file",
+    )
+    parser.add_argument(
         "--limit", type=float, default=300, help="seconds a turn or socket may take"
     )
     args = parser.parse_args()
