@@ -438,7 +438,7 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         default="",
-        help="py-spy's collapsed stacks of the server over the last round, to this file",
+        help="py-spy's collapsed stacks (GIL holder only: the server's Python CPU) over the last round",
     )
     parser.add_argument(
         "--limit", type=float, default=300, help="seconds a turn or socket may take"
