@@ -29,6 +29,17 @@ the server process's CPU (all its threads) over the window, and the whole machin
 Targets (issue 10): ≥ 2,000 step events/s in all, every event stored and delivered, p95 from
 event to socket ≤ 250 ms, 0 lost. The load generator is one Python process on the same 2-core
 machine (it only stores the frames' text while runs stream and parses them afterwards).
+
+Measured 2026-12-06 on the shared 2-core machine (other helpers' tests and benchmarks running,
+box 87-100% busy): defaults (50 runs x 402 steps, ideal 2,500 steps/s) 830-1,540 step events/s
+over the runs' window, 620-1,010/s until the last run was stored; 0 lost; live frames p95 12-19
+ms; the server 600-740 µs of CPU per step event. At `--token-ms 10` (ideal 12,500/s) still
+~1,060/s: the ceiling here. Where the time goes (`--profile`, GIL samples): the run's execution
+proof at finish (engine/trust: RFC 8785 canonical JSON of every step, pure Python) ~27% of the
+server's busy CPU, on the one thread every turn's database call shares (asgiref's
+thread-sensitive executor), together with the per-second run heartbeats (~8%) and the usage
+upsert after every model call (~6%): runs wait behind it (a run paced for 8 s takes 12-50 s)
+and so do run sockets connecting (their run's first frames then arrive on connect, 1-3 s late).
 """
 
 from __future__ import annotations
