@@ -51,7 +51,9 @@ class StreamHub:
         self.wake_key = f"cadence:hub-wake:{uuid.uuid4().hex}"
         self.wake_position = "0-0"
         self.reading = False  # a read is blocked on the streams as they were when it began
-        self.waking: asyncio.Task | None = None
+        self.reads = 0  # reads begun; the one a wake-up was last sent for:
+        self.woken = -1  # at most one per read, and every read that needs one gets it
+        self.waking: set[asyncio.Task] = set()
         # Its own connection, without a read timeout shorter than the block.
         self.client = async_redis(
             settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
@@ -63,8 +65,11 @@ class StreamHub:
         self.subscribers.setdefault(key, {})[queue] = _id(after)
         if key not in self.positions or _id(after) < _id(self.positions[key]):
             self.positions[key] = after
-            if self.reading and (self.waking is None or self.waking.done()):
-                self.waking = asyncio.get_running_loop().create_task(self._wake())
+            if self.reading and self.woken != self.reads:
+                self.woken = self.reads
+                task = asyncio.get_running_loop().create_task(self._wake())
+                self.waking.add(task)
+                task.add_done_callback(self.waking.discard)
         self.changed.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
@@ -104,6 +109,7 @@ class StreamHub:
             streams = {**self.positions, self.wake_key: self.wake_position}
             # From here until the read returns, a new subscription wakes it (no await between).
             self.reading = True
+            self.reads += 1
             try:
                 batches = await self.client.xread(streams, block=BLOCK_MS, count=500)
             except asyncio.CancelledError:

@@ -32,7 +32,6 @@ async def test_a_stream_subscribed_during_a_blocked_read_joins_it_at_once():
     finally:
         hub.task.cancel()
         await asyncio.gather(hub.task, return_exceptions=True)
-        if hub.waking is not None:
-            await asyncio.gather(hub.waking, return_exceptions=True)
+        await asyncio.gather(*hub.waking, return_exceptions=True)
         await hub.client.delete(first, second, hub.wake_key)
         await hub.client.aclose()
