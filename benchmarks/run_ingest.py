@@ -31,9 +31,9 @@ event to socket ≤ 250 ms, 0 lost. The load generator is one Python process on 
 machine (it only stores the frames' text while runs stream and parses them afterwards).
 
 Measured 2026-12-06 on the shared 2-core machine (other helpers' tests and benchmarks running,
-box 87-100% busy): defaults (50 runs x 402 steps, ideal 2,500 steps/s) 830-1,540 step events/s
-over the runs' window, 620-1,010/s until the last run was stored; 0 lost; live frames p95 12-19
-ms; the server 600-740 µs of CPU per step event. At `--token-ms 10` (ideal 12,500/s) still
+box 87-100% busy): defaults (50 runs x 402 steps, ideal 2,500 steps/s) 570-1,540 step events/s
+over the runs' window, 460-1,010/s until the last run was stored; 0 lost; live frames p95 12-27
+ms; the server 600-920 µs of CPU per step event. At `--token-ms 10` (ideal 12,500/s) still
 ~1,060/s: the ceiling here. Where the time goes (`--profile`, GIL samples): the run's execution
 proof at finish (engine/trust: RFC 8785 canonical JSON of every step, pure Python) ~27% of the
 server's busy CPU, on the one thread every turn's database call shares (asgiref's
