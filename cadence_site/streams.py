@@ -4,6 +4,12 @@ Each open chat socket used to hold a Redis connection in a blocking XREAD; past 
 connection limit (100) replies stopped reaching tabs. Here a single task per event loop reads all
 followed streams in one XREAD and hands entries to each subscriber's unbounded queue, so a process
 holds one blocking connection whatever its socket count, and no entry is dropped.
+
+A stream subscribed while the read blocks joins it at once: the read also follows the hub's own
+wake-up stream, which a new subscription writes to (one XADD), so that the read returns and the
+next one includes the new stream. Without it a new socket waited for the block to end (up to
+BLOCK_MS) before its first frame: a run watched from its start saw its first second of step
+frames ~0.5-1 s late (benchmarks/run_ingest.py).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from functools import lru_cache
 
 from django.conf import settings
@@ -19,7 +26,8 @@ from cadence_site.aredis import async_redis
 
 logger = logging.getLogger(__name__)
 
-BLOCK_MS = 1000  # how soon a new subscription joins the read
+BLOCK_MS = 1000  # how long one read blocks (a new subscription wakes it: see the docstring)
+WAKE_TTL = 60  # seconds the wake-up stream outlives its last wake-up
 
 
 def now_id() -> str:
@@ -39,6 +47,13 @@ class StreamHub:
         self.positions: dict[str, str] = {}
         self.task: asyncio.Task | None = None
         self.changed = asyncio.Event()
+        # The wake-up stream: unique per hub, so that it starts empty and "0-0" is its position.
+        self.wake_key = f"cadence:hub-wake:{uuid.uuid4().hex}"
+        self.wake_position = "0-0"
+        self.reading = False  # a read is blocked on the streams as they were when it began
+        self.reads = 0  # reads begun; the one a wake-up was last sent for:
+        self.woken = -1  # at most one per read, and every read that needs one gets it
+        self.waking: set[asyncio.Task] = set()
         # Its own connection, without a read timeout shorter than the block.
         self.client = async_redis(
             settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
@@ -50,10 +65,27 @@ class StreamHub:
         self.subscribers.setdefault(key, {})[queue] = _id(after)
         if key not in self.positions or _id(after) < _id(self.positions[key]):
             self.positions[key] = after
+            if self.reading and self.woken != self.reads:
+                self.woken = self.reads
+                task = asyncio.get_running_loop().create_task(self._wake())
+                self.waking.add(task)
+                task.add_done_callback(self.waking.discard)
         self.changed.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         return queue
+
+    async def _wake(self) -> None:
+        """End the blocked read, so that the next one follows the new positions."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xadd(self.wake_key, {"w": "1"}, maxlen=1)
+                pipe.expire(self.wake_key, WAKE_TTL)
+                await pipe.execute()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the read ends within BLOCK_MS all the same
+            logger.debug("stream reader wake-up failed", extra={"error": str(exc)})
 
     async def latest_id(self, key: str) -> str:
         """The id of the stream's newest entry ("0-0" when empty): follow from here, miss nothing."""
@@ -74,7 +106,10 @@ class StreamHub:
     async def _run(self) -> None:
         while self.subscribers:
             self.changed.clear()
-            streams = dict(self.positions)
+            streams = {**self.positions, self.wake_key: self.wake_position}
+            # From here until the read returns, a new subscription wakes it (no await between).
+            self.reading = True
+            self.reads += 1
             try:
                 batches = await self.client.xread(streams, block=BLOCK_MS, count=500)
             except asyncio.CancelledError:
@@ -85,8 +120,13 @@ class StreamHub:
                 )
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self.reading = False
             for raw_key, entries in batches or []:
                 key = raw_key.decode()
+                if key == self.wake_key:
+                    self.wake_position = entries[-1][0].decode()
+                    continue
                 followers = self.subscribers.get(key, {})
                 for entry_id, fields in entries:
                     position = _id(entry_id)
