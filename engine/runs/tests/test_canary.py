@@ -13,8 +13,10 @@ import asyncio
 import json
 import logging
 import os
+import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -24,7 +26,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from engine.runs.tests.test_live import _open, _to_the_close
-from plugins.tests.conftest import _http_server, http_server, package, plugin_storage  # noqa: F401
+from plugins.tests.conftest import package, plugin_storage  # noqa: F401
 
 BASE = "/api/v1/orgs/alpha"
 PLUGIN_ID = "com.canary.vault"
@@ -107,6 +109,40 @@ def _cleanup() -> None:
         OrchestratorInstance.objects.filter(slug=SLUG).delete()
         LLMConfig.objects.filter(name=SLUG).delete()
         PluginVersion.objects.filter(plugin_id=PLUGIN_ID).delete()
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    """The plugin tool's upstream: records each request; `echo` ones answer with the headers they
+    got, as httpbin does and as many APIs do in an error ("invalid key <the key>")."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):  # noqa: N802
+        self.server.requests.append({"path": self.path, "headers": dict(self.headers)})
+        answer = {"ok": True, "path": self.path}
+        if self.server.echo:
+            answer["headers"] = dict(self.headers)
+            answer["error"] = f"invalid credential {self.headers.get('X-Vault-Credential')}"
+        payload = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+@pytest.fixture(params=["plain", "echo"])
+def upstream(request, settings):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    server.requests, server.echo = [], request.param == "echo"
+    server.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    settings.CADENCE_EGRESS_ALLOWED_HOSTS = [*settings.CADENCE_EGRESS_ALLOWED_HOSTS, "127.0.0.1"]
+    yield server
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -213,7 +249,7 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
     world,
     committed_db,
     openai_server,
-    http_server,  # noqa: F811
+    upstream,
     plugin_storage,  # noqa: F811
     eager,
     run_log_at_debug,
@@ -235,7 +271,7 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         admin = as_key(world.alpha.keys["admin"])
         upload = admin.post(
             f"{BASE}/plugins/",
-            {"package": SimpleUploadedFile("p.zip", package(_manifest(http_server)))},
+            {"package": SimpleUploadedFile("p.zip", package(_manifest(upstream)))},
             format="multipart",
         )
         keep("plugin upload", upload)
@@ -357,13 +393,13 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         # (the model is called with the key again, the tool with its credential again).
         run_id, agent = tool_step
         keep("replay", admin.post(f"{BASE}/runs/{run_id}/replay/", {"step": agent}, "json"))
-        calls_before_replay = len(http_server.requests)
+        calls_before_replay = len(upstream.requests)
         script_turn()
         keep(
             "replay live",
             admin.post(f"{BASE}/runs/{run_id}/replay/", {"step": agent, "live": True}, "json"),
         )
-        assert len(http_server.requests) == calls_before_replay + 1
+        assert len(upstream.requests) == calls_before_replay + 1
 
         # The run socket: an ended run replays every frame it streamed.
         async def watch(run_id: str) -> None:
@@ -386,7 +422,7 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         authorizations = {r.headers.get("authorization") for r in openai_server.requests}
         assert authorizations == {f"Bearer {LLM_KEY}"}, authorizations
         assert len(openai_server.requests) >= 7
-        headers = [r["headers"].get("X-Vault-Credential") for r in http_server.requests]
+        headers = [r["headers"].get("X-Vault-Credential") for r in upstream.requests]
         assert headers and set(headers) == {PLUGIN_SECRET}, headers
         # ...and are found nowhere else, where the control is found in every kind of place.
         found = [f"{what}: {_leaks(text)}" for what, text in bodies if _leaks(text)]
