@@ -304,7 +304,7 @@ def plugin_notes(instance) -> dict[str, Any]:
         }
         egress = row.manifest.get("capabilities", {}).get("egress", [])
         tools = {
-            t["name"]: http_tool_call(t, egress, full)
+            t["name"]: http_tool_call(t, egress, full, secrets)
             for t in row.manifest.get("provides", {}).get("tools", [])
             if t["type"] == "http"
         }
