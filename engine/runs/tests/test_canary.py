@@ -327,6 +327,8 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
             ),
         )
         assert invoked["tool_calls"][0]["name"] == "lookup", invoked
+        if upstream.echo:  # the tool's result came back, the echoed credential replaced
+            assert "invalid credential [redacted]" in json.dumps(invoked), invoked
 
         # 2. /v1/chat/completions, streamed; 3. a REST conversation message (ASGI, in process).
         async def over_asgi() -> None:
