@@ -25,6 +25,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django_tenants.utils import schema_context
 
+from engine.alerts.tests.conftest import clean_rules, make_rule, queued, receiver  # noqa: F401
 from engine.runs.tests.test_live import _open, _to_the_close
 from plugins.tests.conftest import package, plugin_storage  # noqa: F401
 
@@ -254,6 +255,10 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
     eager,
     run_log_at_debug,
     as_key,
+    clean_rules,  # noqa: F811
+    make_rule,  # noqa: F811
+    queued,  # noqa: F811
+    receiver,  # noqa: F811
     django_capture_on_commit_callbacks,
     caplog,
 ):
@@ -312,6 +317,11 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         assert detail["status"] == "ready", detail
         assert detail["plugins"][0]["secrets_set"] == ["credential"]
 
+        # Alerts, delivered to a local webhook: a failed run, and a pattern in its errors (the
+        # echo variant's refused key fires both).
+        make_rule(kind="run_failed", webhook_url=receiver.url)
+        make_rule(kind="log_match", pattern="(?i)api key", webhook_url=receiver.url)
+
         def script_turn() -> None:
             openai_server.tool_call("lookup", {"city": CONTROL})
             openai_server.reply("Lisbon is sunny.")
@@ -329,6 +339,17 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         assert invoked["tool_calls"][0]["name"] == "lookup", invoked
         if upstream.echo:  # the tool's result came back, the echoed credential replaced
             assert "invalid credential [redacted]" in json.dumps(invoked), invoked
+
+        if upstream.echo:  # a provider refusing the key names it in its error, whole
+            openai_server.error(401, message=f"Incorrect API key provided: {LLM_KEY}.")
+            refused = admin.post(
+                f"{BASE}/orchestrators/{orchestrator['id']}/invoke/",
+                {"messages": [{"role": "user", "content": QUESTION}]},
+                format="json",
+            )
+            bodies.append(("invoke refused", refused.content.decode()))
+            assert refused.status_code >= 400, refused.content
+            assert refused.json()["error"]["code"] == "llm_auth_failed", refused.content
 
         # 2. /v1/chat/completions, streamed; 3. a REST conversation message (ASGI, in process).
         async def over_asgi() -> None:
@@ -419,6 +440,13 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
                 _run_async(watch(run["id"]))
         keep("llm configs", admin.get(f"{BASE}/llm-configs/"))
         keep("orchestrator detail after", admin.get(f"{BASE}/orchestrators/{SLUG}/"))
+
+        ran = queued()
+        delivered = [name for name, _ in ran if name == "alerts.deliver"]
+        assert len(delivered) == (2 if upstream.echo else 0), ran
+        assert len(receiver.received) == len(delivered)
+        for headers, body, _status in receiver.received:
+            bodies.append(("alert webhook", json.dumps(headers) + body.decode()))
 
         # The secrets were used: the provider saw the key, the tool's upstream the credential.
         authorizations = {r.headers.get("authorization") for r in openai_server.requests}
