@@ -25,6 +25,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django_tenants.utils import schema_context
 
+from chat.tests.test_ws import _open as _open_chat
+from chat.tests.test_ws import _until_done
 from engine.alerts.tests.conftest import clean_rules, make_rule, queued, receiver  # noqa: F401
 from engine.runs.tests.test_live import _open, _to_the_close
 from plugins.tests.conftest import package, plugin_storage  # noqa: F401
@@ -386,10 +388,34 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
                 )
                 assert message["reply"]["content"] == "Lisbon is sunny.", message
 
+        # 4. The chat WebSocket, in a conversation of the admin user's.
+        from chat.models import Conversation
+        from orchestrators.models import OrchestratorInstance
+
+        with schema_context("org_alpha"):
+            chat_id = str(
+                Conversation.objects.create(
+                    orchestrator=OrchestratorInstance.objects.get(slug=SLUG),
+                    owner_user_id=world.alpha.users["admin"].pk,
+                ).id
+            )
+
+        async def over_the_chat_socket() -> None:
+            tab, connected, code = await _open_chat(chat_id, world.alpha.users["admin"])
+            assert connected, code
+            script_turn()
+            await tab.send_json_to({"type": "message", "content": QUESTION})
+            frames = await _until_done(tab, wait=20)
+            await tab.disconnect()
+            bodies.append(("chat socket", json.dumps(frames)))
+            text = "".join(f["delta"] for f in frames if f["type"] == "token")
+            assert text == "Lisbon is sunny.", frames
+
         _run_async(over_asgi())
+        _run_async(over_the_chat_socket())
 
         runs = keep("runs list", admin.get(f"{BASE}/runs/?orchestrator={SLUG}"))["results"]
-        assert len(runs) >= 3, runs
+        assert len(runs) >= 4, runs
         run_ids = [run["id"] for run in runs]
 
         # Each run: detail, steps, every payload, logs, export (JSON and OTLP), bundle, lineage.
