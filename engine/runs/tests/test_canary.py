@@ -17,6 +17,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -318,6 +319,15 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
         detail = keep("orchestrator detail", admin.get(f"{BASE}/orchestrators/{SLUG}/"))
         assert detail["status"] == "ready", detail
         assert detail["plugins"][0]["secrets_set"] == ["credential"]
+        # A run's log lines (and the server's log while it runs) hide both, whatever their shape.
+        from engine.runs.pipeline import _secrets
+        from orchestrators.models import OrchestratorInstance
+        from orchestrators.services import runtime_config
+
+        with schema_context("org_alpha"):
+            built = runtime_config(OrchestratorInstance.objects.get(slug=SLUG), org_slug="alpha")
+        hidden = _secrets(SimpleNamespace(runtime=SimpleNamespace(config=built)))
+        assert set(hidden) == {LLM_KEY, PLUGIN_SECRET}
 
         # Alerts, delivered to a local webhook: a failed run, and a pattern in its errors (the
         # echo variant's refused key fires both).
@@ -390,7 +400,6 @@ def test_canary_secrets_are_found_nowhere_but_their_upstreams(
 
         # 4. The chat WebSocket, in a conversation of the admin user's.
         from chat.models import Conversation
-        from orchestrators.models import OrchestratorInstance
 
         with schema_context("org_alpha"):
             chat_id = str(
