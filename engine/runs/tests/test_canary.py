@@ -1,10 +1,17 @@
 """Secrets never leave memory (issue 10, item 3): a canary LLM key and a canary plugin secret,
 shaped so that no redaction pattern would catch them, are used by real turns through every
-trigger, watched, replayed, exported and bundled, and then searched for everywhere the platform
-writes or sends: every text/json column of the tenant and public schemas, the files written under
-the storage root, every log record, every socket frame and SSE chunk, every API response body,
-and the test's Redis database. They must be found only where they belong: the model provider's
-Authorization header and the plugin tool's upstream header.
+trigger (REST invoke, /v1/chat/completions streamed, a REST conversation message, the chat
+WebSocket), watched on the run socket, replayed (from the record and live), exported (JSON, OTLP),
+bundled and alerted on (a local webhook), and then searched for everywhere the platform writes or
+sends: every text/json column of the tenant and public schemas, the files under the storage root,
+every log record (DEBUG, root logger), every socket frame and SSE chunk, every API response body,
+every alert delivery, the model requests' bodies and the test's Redis database. They must be found
+only where they belong: the provider's Authorization header and the tool upstream's header.
+
+A control value (in the user's question and the tool's URL) must be found in each kind of place,
+so that a search that sees nothing cannot pass. Two tool upstreams: a plain one, and one that
+echoes the credential it got in its answer (httpbin, "invalid key …" errors) while the provider
+refuses the key naming it in its error.
 """
 
 from __future__ import annotations
