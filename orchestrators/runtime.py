@@ -293,6 +293,9 @@ class RuntimeConfig:
     config_hash: str = ""
     # Extra engine notes a flow may name (a plugin's code notes), by name.
     notes: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    # Values secret whatever they look like (its plugins' secret settings): a run's log lines and
+    # the server's own log replace them, as they do the model's key.
+    secrets: tuple[str, ...] = ()
 
 
 class Adapter(Protocol):

@@ -346,7 +346,7 @@ def config_hash(instance: OrchestratorInstance) -> str:
 
 
 def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeConfig:
-    from plugins.binding import plugin_notes, plugin_tools
+    from plugins.binding import plugin_notes, plugin_secrets, plugin_tools
     from plugins.mcp import PREFIX as MCP_PREFIX
     from plugins.mcp import mcp_tools
     from plugins.notes import expand_prompt, plugin_flow
@@ -367,6 +367,7 @@ def runtime_config(instance: OrchestratorInstance, *, org_slug: str) -> RuntimeC
         notes=plugin_notes(instance),
         max_steps=instance.max_steps,
         config_hash=instance.config_hash or config_hash(instance),
+        secrets=plugin_secrets(instance),
     )
 
 

@@ -241,6 +241,19 @@ def orchestrators_using_rebuild(*, plugin_id: str) -> list[str]:
     return rebuilt
 
 
+def plugin_secrets(instance) -> tuple[str, ...]:
+    """The decrypted values of the set's secret settings, for the run's log redaction."""
+    return tuple(
+        sorted(
+            {
+                crypto.decrypt(token)
+                for entry in instance.plugins or []
+                for token in entry.get("secrets", {}).values()
+            }
+        )
+    )
+
+
 # --- tools --------------------------------------------------------------------------------------
 
 _SAFE = re.compile(r"[^a-zA-Z0-9_-]")
@@ -304,7 +317,7 @@ def plugin_notes(instance) -> dict[str, Any]:
         }
         egress = row.manifest.get("capabilities", {}).get("egress", [])
         tools = {
-            t["name"]: http_tool_call(t, egress, full)
+            t["name"]: http_tool_call(t, egress, full, secrets)
             for t in row.manifest.get("provides", {}).get("tools", [])
             if t["type"] == "http"
         }

@@ -21,6 +21,7 @@ import json
 import re
 import types
 import zipimport
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -49,9 +50,37 @@ def _fill_url(template: str, args: dict[str, Any]) -> tuple[str, set[str]]:
     return _PLACEHOLDER.sub(value, template), used
 
 
-def http_tool_call(spec: dict, egress: list[str], settings: dict[str, Any]):
+def _scrubber(settings: dict[str, Any], secrets: Iterable[str]):
+    """Replaces the plugin's secret values in an upstream's answer: an API that echoes the key it
+    got (httpbin, "invalid key …" errors) would otherwise put it in the tool's result, which is
+    sent on to the model and recorded in the run's steps, exports and live frames."""
+    values = sorted(
+        {
+            variant
+            for name in secrets
+            if isinstance(settings.get(name), str) and len(settings[name]) >= 4
+            for variant in (settings[name], json.dumps(settings[name])[1:-1])
+        },
+        key=len,
+        reverse=True,
+    )
+
+    def scrub(text: str) -> str:
+        for value in values:
+            if value in text:
+                text = text.replace(value, "[redacted]")
+        return text
+
+    return scrub
+
+
+def http_tool_call(
+    spec: dict, egress: list[str], settings: dict[str, Any], secrets: Iterable[str] = ()
+):
+    """`secrets`: the names of the settings the plugin's schema marks secret (`writeOnly`)."""
     method = spec["method"]
     timeout = float(spec.get("timeout_seconds", 15))
+    scrub = _scrubber(settings, secrets)
 
     async def call(args: dict[str, Any], context: ToolContext) -> dict[str, Any]:
         url, used = _fill_url(spec["url"], args)
@@ -85,7 +114,7 @@ def http_tool_call(spec: dict, egress: list[str], settings: dict[str, Any]):
             return {"error": "The request timed out."}
         except httpx.HTTPError as exc:
             return {"error": f"The request failed ({type(exc).__name__})."}
-        text = body.decode("utf-8", errors="replace")
+        text = scrub(body.decode("utf-8", errors="replace"))
         result: dict[str, Any] = {"status": response.status_code}
         if "json" in response.headers.get("content-type", ""):
             try:
@@ -172,12 +201,12 @@ def build_tool(*, name: str, plugin, spec: dict, settings: dict[str, Any]) -> To
     description = f"{spec['description']} (plugin {plugin.plugin_id} {plugin.version})"
     egress = plugin.manifest.get("capabilities", {}).get("egress", [])
     if spec["type"] == "http":
-        fn = http_tool_call(spec, egress, settings)
+        fn = http_tool_call(spec, egress, settings, secret_fields(plugin.manifest))
     elif spec["type"] == "python":
         fn = python_tool_call(plugin, spec, settings)
     else:
         siblings = {
-            t["name"]: http_tool_call(t, egress, settings)
+            t["name"]: http_tool_call(t, egress, settings, secret_fields(plugin.manifest))
             for t in plugin.manifest.get("provides", {}).get("tools", [])
             if t["type"] == "http"
         }

@@ -340,10 +340,12 @@ async def _start(recorder: RunRecorder) -> None:
 
 
 def _secrets(acquired: Acquired) -> tuple[str, ...]:
-    """What a run's log lines never show, whatever it looks like: its model's key."""
+    """What a run's log lines never show, whatever it looks like: its model's key and its
+    plugins' secret settings."""
     config = getattr(acquired.runtime, "config", None)
     key = getattr(getattr(config, "llm", None), "api_key", "")
-    return (key,) if isinstance(key, str) and key else ()
+    values = (key, *getattr(config, "secrets", ()))
+    return tuple(value for value in values if isinstance(value, str) and value)
 
 
 def _environment(acquired: Acquired) -> dict[str, Any]:
