@@ -26,10 +26,12 @@ def test_under_a_sync_caller_calls_run_on_its_thread_inside_its_transaction():
     assert schema == "public"
 
 
-def test_from_a_server_loop_calls_run_on_the_database_threads_in_their_schema(world):
+def test_from_a_server_loop_calls_run_on_the_database_threads_in_their_schema(world, committed_db):
     async def many():
         return await asyncio.gather(*(in_tenant("org_alpha", _where) for _ in range(8)))
 
+    # The executor's threads open their own connections: committed_db lets them (without it the
+    # test passed only when an earlier test had left those threads connected).
     seen: list = []
     runner = threading.Thread(target=lambda: seen.extend(asyncio.run(many())))
     runner.start()
