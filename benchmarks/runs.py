@@ -66,8 +66,8 @@ def _flow():
         return cadence
 
     @dataclass
-    class Tracked(ReadTracked, Small):  # as the native adapter's score: reads are recorded
-        pass
+    class Tracked(ReadTracked, Small):
+        """As the native adapter's score: the fields each note reads are recorded."""
 
     # Off runs on the plain score, so that read tracking counts as recording's cost.
     return build, lambda: Small(items=[1, 2, 3]), lambda: Tracked(items=[1, 2, 3])

@@ -170,7 +170,7 @@ class AlertRuleListApi(OrgMemberApi):
     required_role = Role.ADMIN
 
     class AlertRuleInput(_RuleFields):
-        pass
+        """A new rule: every field of _RuleFields, under its own schema name."""
 
     @extend_schema(
         summary="The organization's alert rules", responses={200: results_of(AlertRuleOutput)}

@@ -69,7 +69,7 @@ def text_source_register(source: TextSource) -> TextSource:
 
 
 class PatternError(ValueError):
-    pass
+    """A log_match pattern that is too long, does not compile, or cannot be searched safely."""
 
 
 def pattern_compile(pattern: str) -> regex.Pattern:
