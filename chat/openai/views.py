@@ -120,8 +120,11 @@ def keepalive_seconds() -> float:
         return DEFAULT_KEEPALIVE_SECONDS
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def turn_request(request: HttpRequest, parser: Callable[[Any], Any]) -> Any:
+    """What every turn endpoint of /v1 does before its own work: POST only, the key authorized,
+    a member or above, the body parsed by `parser`, the model taken from the pool (the caller's
+    teams may use it), and the parameters the model's framework honours. Returns
+    (caller, parsed, acquired), or the OpenAI-shaped refusal to send."""
     if request.method != "POST":
         return method_not_allowed(request, "POST")
     caller = await _authorize(request)
@@ -129,7 +132,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return caller
     if not role_at_least(caller.role, Role.MEMBER):
         return viewer_refused()
-    parsed = await parse_body(request, parse_completion_request)
+    parsed = await parse_body(request, parser)
     if isinstance(parsed, HttpResponse):
         return parsed
     acquired = await acquire_model(caller, parsed.model)
@@ -144,6 +147,15 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             code="unsupported_parameter",
             param=refused,
         )
+    return caller, parsed, acquired
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    prepared = await turn_request(request, parse_completion_request)
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    caller, parsed, acquired = prepared
     if parsed.conversation_id is not None and not await in_tenant(
         caller.schema_name,
         _conversation_exists,

@@ -32,16 +32,12 @@ from chat.openai.responses.validation import (
     parse_responses_request,
 )
 from chat.openai.views import (
-    acquire_model,
     keepalive_seconds,
     method_not_allowed,
-    parse_body,
     public_error,
-    unsupported_by_framework,
-    viewer_refused,
+    turn_request,
 )
 from tenants.context import in_tenant
-from tenants.roles import Role, role_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -86,28 +82,10 @@ async def _history(caller, parsed: ResponsesRequest) -> list[dict[str, Any]] | J
 
 @csrf_exempt
 async def responses(request: HttpRequest) -> HttpResponse:
-    if request.method != "POST":
-        return method_not_allowed(request, "POST")
-    caller = await _authorize(request)
-    if isinstance(caller, HttpResponse):
-        return caller
-    if not role_at_least(caller.role, Role.MEMBER):
-        return viewer_refused()
-    parsed = await parse_body(request, parse_responses_request)
-    if isinstance(parsed, HttpResponse):
-        return parsed
-    acquired = await acquire_model(caller, parsed.model)
-    if isinstance(acquired, HttpResponse):
-        return acquired
-    refused = unsupported_by_framework(parsed, acquired)
-    if refused is not None:
-        return openai_error(
-            400,
-            f"'{refused}' needs an orchestrator on the cadence framework; {acquired.slug!r} "
-            "runs on another.",
-            code="unsupported_parameter",
-            param=refused,
-        )
+    prepared = await turn_request(request, parse_responses_request)
+    if isinstance(prepared, HttpResponse):
+        return prepared
+    caller, parsed, acquired = prepared
     stored = await _history(caller, parsed)
     if isinstance(stored, HttpResponse):
         return stored
