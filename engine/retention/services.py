@@ -13,6 +13,7 @@ never purged. Alert history older than the retention goes too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -49,18 +50,15 @@ def _delete_files(paths: list[str]) -> int:
     deleted = 0
     folders = set()
     for path in paths:
-        try:
+        with contextlib.suppress(FileNotFoundError):  # already gone: a purge that ran before
             default_storage.delete(path)
             deleted += 1
-        except FileNotFoundError:
-            pass
         folders.add(os.path.dirname(path))
     # Local storage keeps empty folders (runs/<schema>/<run id>/); object stores have none.
     for folder in folders:
-        try:
+        # Not a local path (an object store), or not empty: left as it is.
+        with contextlib.suppress(NotImplementedError, OSError):
             os.rmdir(default_storage.path(folder))
-        except (NotImplementedError, OSError):
-            pass
     return deleted
 
 

@@ -10,6 +10,7 @@ its keys is followed at once and a cache cannot be poisoned across organizations
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -87,12 +88,10 @@ async def _json(response: httpx.Response, what: str) -> dict:
             raise provider_failed(f"The provider's {what} is larger than 256 KiB.")
     if response.status_code != 200:
         detail = ""
-        try:
+        with contextlib.suppress(ValueError):  # an error body that is not JSON names nothing
             error = json.loads(body)
             if isinstance(error, dict) and isinstance(error.get("error"), str):
                 detail = f" ({error['error'][:80]})"
-        except ValueError:
-            pass
         raise provider_failed(
             f"The provider answered {response.status_code} to the {what} request{detail}."
         )
