@@ -13,3 +13,17 @@ class AlertsConfig(AppConfig):
         from engine.runs.pipeline import register
 
         register(alerting_runs)
+
+        from django.db import connection
+        from django.db.models.signals import post_delete, post_save
+
+        from engine.alerts.models import AlertRule
+        from engine.alerts.turns import rules_forget
+
+        def forget(**_) -> None:
+            rules_forget(connection.schema_name)
+
+        post_save.connect(forget, sender=AlertRule, weak=False, dispatch_uid="alerts.rules_forget")
+        post_delete.connect(
+            forget, sender=AlertRule, weak=False, dispatch_uid="alerts.rules_forget_delete"
+        )
