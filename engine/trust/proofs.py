@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from engine.trust import log, signing
-from engine.trust.canonical import canonical_json, jsonable, sha256_of
+from engine.trust.canonical import canonical_json, jsonable
 from engine.trust.models import ExecutionProof
 from engine.trust.verify_bundle import PROOF_VERSION, chain, digest
 
@@ -89,12 +89,16 @@ def proof_payload(
 
 
 def sign_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload's canonical bytes, their SHA-256 and its signature (canonicalized once)."""
     import base64
+    import hashlib
 
     signer = signing.keyring().current
-    proof_digest = sha256_of(payload)
+    canonical = canonical_json(payload)
+    proof_digest = hashlib.sha256(canonical).hexdigest()
     return {
         "payload": payload,
+        "canonical": canonical.decode(),
         "digest": proof_digest,
         "signature": base64.b64encode(signer.sign(bytes.fromhex(proof_digest))).decode(),
         "key_name": signer.name,
@@ -128,7 +132,7 @@ def proof_create(
     row = {
         "id": uuid.uuid4(),
         "run_id": run.id,
-        "canonical": canonical_json(payload).decode(),
+        "canonical": signed["canonical"],
         "payload": payload,
         "digest": signed["digest"],
         "signature": signed["signature"],

@@ -55,8 +55,45 @@ class VerifyError(Exception):
 # --- canonical JSON and hashes ---------------------------------------------------------------
 
 
+_SAFE = 2**53 - 1
+_plain_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+def _plain(value: Any) -> bool:
+    """Whether the standard library's JSON is already RFC 8785 for `value`: only dicts with
+    string keys of the Basic Multilingual Plane (where sorting by code point is sorting by UTF-16
+    code unit), lists, strings, safe integers, booleans and null; no floats (JCS formats numbers
+    as ECMAScript does). String escaping is the same in both (control characters, quote and
+    backslash)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or item is None or kind is bool:
+            continue
+        if kind is int:
+            if not -_SAFE <= item <= _SAFE:
+                return False
+        elif kind is dict:
+            for key in item:
+                if type(key) is not str or (key and max(key) > "\uffff"):
+                    return False
+            stack.extend(item.values())
+        elif kind is list or kind is tuple:
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def canonical(value: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value."""
+    """RFC 8785 (JCS) bytes of a JSON value: the `rfc8785` package's, through the standard
+    library's C encoder where that gives the same bytes (see _plain), several times faster."""
+    if _plain(value):
+        try:
+            return _plain_dumps(value).encode("utf-8")
+        except UnicodeEncodeError:
+            pass  # a lone surrogate: rfc8785 says why it refuses
     return rfc8785.dumps(value)
 
 
