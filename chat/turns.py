@@ -83,6 +83,9 @@ class TurnStart:
     trigger: str
     owner_user_id: int | None = None
     owner_api_key_id: str | None = None
+    # The caller's organization and, for a key, the key (pipeline.TurnRequest.org_id/key_id).
+    org_id: int | None = None
+    key_id: str | None = None
 
 
 def message_output(message: Message) -> dict[str, Any]:
@@ -109,6 +112,8 @@ def turn_begin(
     content: str,
     principal: str,
     trigger: str,
+    org_id: int | None = None,
+    key_id: str | None = None,
 ) -> TurnStart:
     """Synchronous, in the tenant's schema: validate, then store the user's message before any model runs."""
     from cadence_site.errors import ApplicationError
@@ -150,6 +155,8 @@ def turn_begin(
         trigger,
         conversation.owner_user_id,
         str(conversation.owner_api_key_id) if conversation.owner_api_key_id else None,
+        org_id,
+        key_id,
     )
 
 
@@ -367,6 +374,8 @@ async def _run(turn: Turn) -> None:
                 conversation_id=s.conversation_id,
                 owner_user_id=s.owner_user_id,
                 owner_api_key_id=s.owner_api_key_id,
+                org_id=s.org_id,
+                key_id=s.key_id,
             ),
             on_event=on_event,
             store=lambda outcome: reply_store(message_id=s.assistant_message_id, outcome=outcome),
