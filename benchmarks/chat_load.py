@@ -1,27 +1,46 @@
 """Chat under load, against the running server with the offline provider, beside a bare ASGI floor.
 
     .venv/bin/python benchmarks/chat_load.py [--clients 1,20,100] [--requests 300]
-        [--ws-conversations 500] [--ws-messages 5] [--max-seconds 600]
+        [--workers 1] [--ws-conversations 500] [--ws-messages 5] [--ws-per-key 5]
+        [--max-seconds 540]
 
-On a scratch database: one organization with an API key and a ready offline orchestrator. Starts
-the real server (uvicorn cadence_site.asgi:application, lifespan on, one worker) and, on the same
-uvicorn and its own port, benchmarks/bare_stream_app.py: the offline provider streamed as OpenAI
-SSE with no authentication, tenancy or storage. Then:
+On a scratch database (cadence_bench_chat, dropped at the end): one organization with its owner's
+API key, a ready offline orchestrator, and one member API key per `--ws-per-key` WebSocket
+conversations (the WebSocket phase's users). Starts the real server (uvicorn
+cadence_site.asgi:application, lifespan on, `--workers` processes) and, on the same uvicorn with
+one worker and its own port, benchmarks/bare_stream_app.py: the offline provider streamed as
+OpenAI SSE with no authentication, tenancy or storage. Then:
 
-(a) POST /v1/chat/completions, non-stream and stream, at each client count (keep-alive HTTP/1.1
-    clients on raw asyncio streams, SSE parsed here): requests/s, p50/p99 latency, time to first
-    token (first non-empty content delta), and the server process's CPU per request;
+(a) POST /v1/chat/completions with the owner's key, non-stream and stream, at each client count
+    (keep-alive HTTP/1.1 clients on raw asyncio streams, SSE parsed here): requests/s, p50/p99
+    latency, time to first token (first non-empty content delta), and the server's CPU per request;
 (b) WebSocket conversations, all open at once (connected in batches, a ticket each), each sending
     its messages one after another: p50/p99 time to first `token` frame and to `done`, messages
     lost (no `done`, or a stored reply that is not complete with the expected text, checked through
-    GET .../messages/ for every conversation afterwards).
+    GET .../messages/ for every conversation afterwards). `--ws-conversations 0` skips this phase.
+
+Many users, not one: the product's per-principal limits (tenants/limits/enforce.py: WebSocket
+tickets and frames per minute per key) are kept as shipped, so the conversations are spread over
+member keys, `--ws-per-key` each (100 keys for 500 conversations): each conversation is created
+with its key (conversations are private to their owner), its socket's ticket is taken with that
+key, and its stored replies are read back with it. The HTTP phase uses the owner's key alone (the
+benchmark's plan sets the request limit far above what it sends).
+
+Workers: `--workers 2` serves Cadence with `uvicorn --workers 2`; `--workers 1,2` starts one
+Cadence server per count, all at once on their own ports, and measures them interleaved at each
+level (bare, 1 worker, 2 workers), then runs the WebSocket phase on each; it prints each count's
+req/s against the first count's (target for 2 workers against 1: >= 1.7x). To compare throughput
+alone: `--workers 1,2 --clients 20,100 --ws-conversations 0`. The bare floor stays one worker.
 
 Targets: streaming req/s at 20 clients >= 50% of the bare app's; p99 time to first token <= 50 ms at
-100 clients (streaming); 0 messages lost.
+100 clients (streaming); 0 messages lost; with 2 workers, req/s >= 1.7x one worker's.
 
 Reading the figures: the load generator is one Python process on the same machine, so when the
 "box cpu" column reads ~100% (the bare app's rows), the floor is the generator's limit and the real
-bare figure is higher. "srv ms/req" is the server process's own CPU (all its threads) per request;
+bare figure is higher; and two workers can only beat one when the machine has a free core (its 2
+cores are shared with the generator, PostgreSQL, Redis and anything else running). "srv ms/req" is
+the server's own CPU per request: the uvicorn process and all its descendants (the workers), all
+their threads; "srv cpu" is that CPU as a share of one core (above 100% with several workers).
 PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
 the end (message counts), so a failure under load shows up as a count rather than a flood.
 """
@@ -762,6 +781,18 @@ def main() -> None:
 
     django.setup()
     logging.disable(logging.WARNING)
+    from tenants.limits.enforce import scope_limit
+
+    per_key_frames = args.ws_per_key * args.ws_messages
+    if args.ws_conversations > 0 and (
+        args.ws_per_key > scope_limit("tickets") or per_key_frames > scope_limit("frames")
+    ):
+        print(
+            f"warning: {args.ws_per_key} conversations x {args.ws_messages} messages per key"
+            f" exceed a key's {scope_limit('tickets')} tickets or {scope_limit('frames')} frames"
+            " per minute (tenants/limits/enforce.py): lower --ws-per-key",
+            flush=True,
+        )
 
     servers: list[subprocess.Popen] = []
     logs = {
