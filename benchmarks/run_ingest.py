@@ -1,7 +1,7 @@
 """Sustained run ingest: many runs at once, each watched live by its run socket.
 
     .venv/bin/python benchmarks/run_ingest.py [--runs 50] [--blocks 40] [--notes 8]
-        [--token-ms 50] [--rounds 1]
+        [--token-ms 50] [--rounds 1] [--database cadence_bench_ingest]
 
 On a scratch database: one organization (owner's API key) and a native orchestrator whose flow is
 `prepare_prompt`, then `--blocks` times: an `agent` note (one model call to the offline provider,
@@ -454,12 +454,15 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=float, default=300, help="seconds a turn or socket may take"
     )
+    parser.add_argument(
+        "--database", default=DB_NAME, help="the scratch database (dropped and made again)"
+    )
     args = parser.parse_args()
     began = time.monotonic()
 
     os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
     os.environ.setdefault("CADENCE_CACHE_PREFIX", "cadence-bench-ingest")
-    original = use_scratch_database(DB_NAME)
+    original = use_scratch_database(args.database)
     import logging
 
     import django
@@ -502,6 +505,7 @@ def main() -> None:
                         "--rate",
                         "200",
                         "--threads",
+                        "--gil",
                         "--output",
                         args.profile,
                     ],  # fmt: skip
@@ -523,7 +527,7 @@ def main() -> None:
     finally:
         _stop(server)
         log.close()
-        drop_scratch_database(original, DB_NAME)
+        drop_scratch_database(original, args.database)
 
 
 if __name__ == "__main__":

@@ -149,7 +149,7 @@ LOAD_RUNS = """
 INSERT INTO engine_run (
     id, orchestrator_id, orchestrator_slug, config_hash, trigger, principal, owner_user_id,
     owner_api_key_id, status, input, output, usage, error, error_code, environment, started_at,
-    finished_at, duration_ms)
+    finished_at, duration_ms, owner)
 SELECT gen_random_uuid(), o.id, o.slug, '', t.trigger, '', w.user_id, w.key_id, s.status,
        '{}'::jsonb, '', '{}'::jsonb,
        CASE WHEN s.status = 'failed' THEN e.message ELSE '' END,
@@ -157,7 +157,7 @@ SELECT gen_random_uuid(), o.id, o.slug, '', t.trigger, '', w.user_id, w.key_id, 
        '{}'::jsonb, g.started,
        CASE WHEN s.status IN ('running', 'queued') THEN NULL
             ELSE g.started + d.ms * interval '1 millisecond' END,
-       CASE WHEN s.status IN ('running', 'queued') THEN NULL ELSE d.ms END
+       CASE WHEN s.status IN ('running', 'queued') THEN NULL ELSE d.ms END, ''
 FROM (
     SELECT i,
            now() - interval '90 days' * (1 - i::float8 / %(runs)s)

@@ -749,6 +749,39 @@ def test_step_frames_are_step_fields_as_json(fields, data):
     )
 
 
+def test_the_run_socket_reads_each_frames_type_and_cursor_as_json_does():
+    """The consumer reads a frame's type and cursor from its text's head, and falls back to
+    parsing it whole when the head is not the one every publisher writes."""
+    from engine.runs import frames, live
+    from engine.runs.consumers import frame_head
+    from engine.runs.recorder import _Line, _Step
+
+    row = _Step(3, None, "note", 'a "quoted" name', 1780000000.5)
+    row.start_cursor, row.end_cursor, row.outcome, row.duration_ms = 12, 345, "completed", 1.0
+    line = _Line(17, 3, "info", "x", "message", 1780000000.7, "w")
+    texts = [
+        frames.step_frame_text(row, True)[1],
+        frames.step_frame_text(row, False)[1],
+        frames.line_frame_text(line)[1],
+        json.dumps(
+            live.run_end_frame(
+                cursor=2**31 - 1,
+                run_id="r",
+                status="failed",
+                finished_at=None,
+                duration_ms=None,
+                error_code="",
+            )
+        ),
+        '{"cursor": 5, "type": "log"}',  # another writer's order: parsed whole
+        '{"type":"step","cursor":6}',
+    ]
+    for text in texts:
+        frame = json.loads(text)
+        assert frame_head(text) == (frame["type"], frame["cursor"])
+    assert [frame_head(text)[1] for text in texts] == [12, 345, 17, 2**31 - 1, 5, 6]
+
+
 def _finish_row(run_id: str) -> None:
     from django.utils import timezone
 
