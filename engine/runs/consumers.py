@@ -39,7 +39,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 MAX_CURSOR = 2**31 - 1
 # How long a followed run may stay silent before the database is asked whether it ended (its
-# process died, or Redis lost the end): then the rest is replayed from there.
+# process died, or Redis lost the end): then, after as long again, the rest is replayed from there.
 QUIET_SECONDS = 5.0
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
 
@@ -96,6 +96,10 @@ def _frames_if_ended(*, run_id: str, after: int) -> list[dict] | None | bool:
     return _ended_frames(run=run, after=after) if run is not None else False
 
 
+def _run_status(*, run_id: str) -> str | None:
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
+
+
 class RunConsumer(AsyncWebsocketConsumer):
     # Frames come from Redis streams through the process's hub, never the channel layer.
     channel_layer_alias = None
@@ -149,6 +153,11 @@ class RunConsumer(AsyncWebsocketConsumer):
         key = live.run_stream_key(self.org.schema_name, self.run_id)
         hub = streams.hub()
         queue = hub.subscribe(key, live.stream_id(self.after))
+        # Quiet, and the database says the run ended: its publisher writes the last frames once
+        # the run is stored, at most live.CLOSE_SECONDS later, so they are given one more quiet
+        # spell before the rest is replayed from the database. Replaying at once read a whole
+        # run's steps for every socket whose run took long to store (benchmarks/run_ingest.py).
+        ended_seen = False
         try:
             while True:
                 try:
@@ -157,14 +166,23 @@ class RunConsumer(AsyncWebsocketConsumer):
                     if text is None:
                         text = await asyncio.wait_for(queue.get(), QUIET_SECONDS)
                 except TimeoutError:
+                    if not ended_seen:
+                        status = await in_tenant(
+                            self.org.schema_name, _run_status, run_id=self.run_id
+                        )
+                        if status is None:  # deleted meanwhile (retention, its organization)
+                            return await self.close(code=CLOSE_NOT_FOUND, reason="run_not_found")
+                        ended_seen = status in live.TERMINAL
+                        continue
                     frames = await in_tenant(
                         self.org.schema_name, _frames_if_ended, run_id=self.run_id, after=self.after
                     )
-                    if frames is False:  # deleted meanwhile (retention, its organization)
+                    if frames is False:
                         return await self.close(code=CLOSE_NOT_FOUND, reason="run_not_found")
                     if frames is not None:
                         return await self._replay(frames)
                     continue
+                ended_seen = False
                 for line in text.split("\n"):  # an entry holds the frames written together
                     kind, cursor = frame_head(line)
                     if cursor <= self.after:

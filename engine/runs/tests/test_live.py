@@ -814,3 +814,40 @@ async def test_a_followed_run_that_ends_without_frames_is_replayed_from_the_data
         assert (closed["code"], closed["reason"]) == (1000, "run_ended")
     finally:
         await database_sync_to_async(_run_delete)(run_id)
+
+
+@pytest.mark.asyncio
+async def test_a_run_stored_ended_whose_last_frames_come_late_is_followed_to_them(
+    world, committed_db, monkeypatch
+):
+    """A run's last frames are written once it is stored: a socket that finds it stored while
+    they are on their way takes them from the stream rather than replaying the database."""
+    from engine.runs import consumers, live
+
+    monkeypatch.setattr(consumers, "QUIET_SECONDS", 0.3)
+    member = world.alpha.users["member"]
+    run_id = await database_sync_to_async(_run_row)(member.pk, status="running")
+    client = live.redis_client()
+    key = live.run_stream_key("org_alpha", run_id)
+    try:
+        socket, opened = await _open(f"/ws/orgs/alpha/runs/{run_id}/", member)
+        assert opened
+        await database_sync_to_async(_finish_row)(run_id)  # stored `failed` ...
+        await asyncio.sleep(0.45)  # ... and seen so by the socket's first quiet check
+        end = live.run_end_frame(
+            cursor=1,
+            run_id=run_id,
+            status="succeeded",  # what the stream says, unlike the stored row
+            finished_at=None,
+            duration_ms=1.0,
+            error_code="",
+        )
+        await client.xadd(key, {"e": json.dumps(end)}, id=live.stream_id(1))
+
+        frames, closed = await _to_the_close(socket, wait=5)
+
+        assert frames == [end]
+        assert (closed["code"], closed["reason"]) == (1000, "run_ended")
+    finally:
+        await client.delete(key)
+        await database_sync_to_async(_run_delete)(run_id)
