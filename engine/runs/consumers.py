@@ -154,8 +154,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         hub = streams.hub()
         queue = hub.subscribe(key, live.stream_id(self.after))
         # Quiet, and the database says the run ended: its publisher writes the last frames once
-        # the run is stored, at most live.CLOSE_SECONDS later, so they are given one more quiet
-        # spell before the rest is replayed from the database. Replaying at once read a whole
+        # the run is stored, at most live.CLOSE_SECONDS later, so they are given that long (and a
+        # little) before the rest is replayed from the database. Replaying at once read a whole
         # run's steps for every socket whose run took long to store (benchmarks/run_ingest.py).
         ended_seen = False
         try:
@@ -164,7 +164,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                     # Entries already queued are taken at once: wait_for costs a task per call.
                     text = queue.get_nowait() if queue.qsize() else None
                     if text is None:
-                        text = await asyncio.wait_for(queue.get(), QUIET_SECONDS)
+                        wait = live.CLOSE_SECONDS + 0.5 if ended_seen else QUIET_SECONDS
+                        text = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
                     if not ended_seen:
                         status = await in_tenant(
