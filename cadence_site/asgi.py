@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cadence_site.settings")
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)  # what get_asgi_application() does before building its handler
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from cadence_site.handlers import ApiASGIHandler, http_router  # noqa: E402
+from cadence_site.handlers import ApiASGIHandler, PagesASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
 from cadence_site.requestlog import install_server_log_filters  # noqa: E402
 from cadence_site.routing import websocket_urlpatterns  # noqa: E402
@@ -24,7 +24,7 @@ install_server_log_filters()
 application = Lifespan(
     ProtocolTypeRouter(
         {
-            "http": http_router(django_asgi_app, ApiASGIHandler()),
+            "http": http_router(PagesASGIHandler(), ApiASGIHandler()),
             # No Origin validator in front: the Origin check guards cookie-authenticated sockets
             # only (tenants/ws.py), so scripts and apps with a ticket or a key connect too.
             "websocket": AuthMiddlewareStack(

@@ -10,7 +10,7 @@ headers an API response needs.
 
 from __future__ import annotations
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.handlers.asgi import ASGIHandler
@@ -72,6 +72,24 @@ class ApiASGIHandler(ASGIHandler):
                 raise ImproperlyConfigured(f"{path} must be async-capable to serve {API_PREFIX}.")
             handler = convert_exception_to_response(instance)
         self._middleware_chain = handler
+
+
+class PagesASGIHandler(ASGIHandler):
+    """Django's full stack for everything but /v1/, its middleware and view run synchronously in
+    one hop to the thread-sensitive thread.
+
+    The page middleware (security, whitenoise, sessions, common, CSRF, auth, messages,
+    clickjacking, tenant resolution) is synchronous: under ASGI Django adapts each one on its
+    own, a hop to that thread and back per middleware and phase (a dozen and more per request,
+    each queued behind every other request's). Run as one synchronous chain, as under WSGI, a
+    request makes one hop; the response (streamed ones included) is sent from the loop as
+    before."""
+
+    def load_middleware(self, is_async: bool = False) -> None:
+        super().load_middleware(is_async=False)
+
+    async def get_response_async(self, request):
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
 
 def http_router(pages, api):
