@@ -85,7 +85,12 @@ def bench_flow(runs: int) -> tuple[float, float]:
 
     def started(start) -> None:
         recorder_box[0].observe(
-            StepEvent(start.name, "started", None, {"id": start.step_id, "parent": start.parent_id})
+            StepEvent(
+                start.name,
+                "started",
+                None,
+                {"id": start.step_id, "parent": start.parent_id, "kind": start.kind},
+            )
         )
 
     def ended(end) -> None:

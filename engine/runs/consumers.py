@@ -21,6 +21,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -41,6 +42,7 @@ MAX_CURSOR = 2**31 - 1
 # How long a followed run may stay silent before the database is asked whether it ended (its
 # process died, or Redis lost the end): then the rest is replayed from there.
 QUIET_SECONDS = 5.0
+FIRST_LOOK_SECONDS = 0.25  # > live.WATCH_POLL_SECONDS: the publisher had its chance to see it
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
 
 
@@ -100,6 +102,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return await self._refuse(CLOSE_BAD_REQUEST, f"{exc.code}: {exc.message}")
         except ValueError:
             return await self._refuse(CLOSE_NOT_FOUND, "run_not_found")
+        await self._mark_watched()  # before reading whether it ended (live.run_watch_mark)
         try:
             admin_only, frames = await in_tenant(
                 self.org.schema_name,
@@ -125,6 +128,15 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.close(code=code, reason=reason[:123])
 
+    async def _mark_watched(self) -> None:
+        """Tell the run's publisher a socket watches (it publishes only then), until
+        live.WATCH_TTL after the last call."""
+        self.marked = time.monotonic()
+        try:
+            await live.run_watch_mark(self.org.schema_name, self.run_id)
+        except Exception as exc:  # Redis away: its frames come from the database once it ends
+            logger.warning("run watch not marked", extra={"error": str(exc)})
+
     async def _replay(self, frames: list[dict]) -> None:
         for frame in frames:
             await self.send(text_data=json.dumps(frame, default=str))
@@ -134,11 +146,17 @@ class RunConsumer(AsyncWebsocketConsumer):
         key = live.run_stream_key(self.org.schema_name, self.run_id)
         hub = streams.hub()
         queue = hub.subscribe(key, live.stream_id(self.after))
+        # Until a first frame comes, the database is asked again soon, then less often: a run
+        # that ended before its publisher saw the watch mark published nothing (live.py).
+        quiet = FIRST_LOOK_SECONDS
         try:
             while True:
+                if time.monotonic() - self.marked >= live.WATCH_REFRESH:
+                    await self._mark_watched()
                 try:
-                    text = await asyncio.wait_for(queue.get(), QUIET_SECONDS)
+                    text = await asyncio.wait_for(queue.get(), quiet)
                 except TimeoutError:
+                    quiet = min(quiet * 2, QUIET_SECONDS)
                     frames = await in_tenant(
                         self.org.schema_name, _frames_if_ended, run_id=self.run_id, after=self.after
                     )
@@ -147,6 +165,7 @@ class RunConsumer(AsyncWebsocketConsumer):
                     if frames is not None:
                         return await self._replay(frames)
                     continue
+                quiet = QUIET_SECONDS
                 for line in text.split("\n"):  # an entry holds the frames written together
                     frame = json.loads(line)
                     if frame["cursor"] <= self.after:

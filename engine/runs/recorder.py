@@ -117,6 +117,7 @@ class RunRecorder:
         # its log lines and how many were dropped past the limit.
         self.cursor = 0
         self.publisher: Any = None
+        self.live = False  # a socket watches: every change kicks the publisher (live.py)
         self.unsent: list[tuple[Any, bool | None]] = []  # (step, started) or (line, None)
         self.last: list[tuple[Any, bool | None]] = []  # what seal numbered, to send at the end
         self.logs: list[_Line] = []
@@ -213,7 +214,7 @@ class RunRecorder:
 
     def _opened(self, row: _Step) -> None:
         self.unsent.append((row, True))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     def take(self) -> list[tuple[Any, bool | None]]:
@@ -314,7 +315,7 @@ class RunRecorder:
         )
         row.error = error[:5000]
         self.unsent.append((row, False))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     # --- log lines (engine/runs/runlog.py) ------------------------------------------------------
@@ -352,7 +353,7 @@ class RunRecorder:
         )
         self.logs.append(line)
         self.unsent.append((line, None))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     def _step_of(self, step_id: str | None) -> int | None:
