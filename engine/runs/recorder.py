@@ -50,6 +50,8 @@ INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
 _STEP_FIELDS = ("error_type", "stack", "cpu_ms", "memory_kb")
 _JSON_READY = frozenset({"note", "sync", "split", "child", "sequence", "llm_call"})
+_DATA_KEYS = ("inputs", "outputs", "reads", "forked", "llm")
+_NOT_DATA = frozenset({"id", "parent", "kind", "error", *_STEP_FIELDS})
 _HOST = socket.gethostname()
 
 
@@ -275,24 +277,19 @@ class RunRecorder:
             row = self._new(detail.get("kind") or "step", event.name, parent)
             if event.duration_ms is not None:
                 row.started_at = row.at - event.duration_ms / 1000
-        # Engine steps and model calls arrive JSON-ready (engine.tracing made them so); only
-        # what tools and other adapters return is walked again.
-        ready = row.kind in _JSON_READY
-        data = {
-            k: detail[k] if ready else _jsonable(detail[k])
-            for k in ("inputs", "outputs", "reads", "forked", "llm")
-            if k in detail
-        }
+        # Engine steps and model calls arrive JSON-ready (engine.tracing made them so): kept as
+        # they are, no copy; only what tools and other adapters return is walked again.
+        if row.kind in _JSON_READY:
+            data = {k: detail[k] for k in _DATA_KEYS if k in detail}
+        else:
+            data = {k: _jsonable(detail[k]) for k in _DATA_KEYS if k in detail}
         if not data:  # an adapter's own detail (a graph node's, an agent's): kept as it came
-            data = {
-                k: _jsonable(v)
-                for k, v in detail.items()
-                if k not in ("id", "parent", "kind", "error", *_STEP_FIELDS)
-            }
+            data = {k: _jsonable(v) for k, v in detail.items() if k not in _NOT_DATA}
         row.data = data
         for name in _STEP_FIELDS:
-            if detail.get(name) is not None:
-                setattr(row, name, detail[name])
+            value = detail.get(name)
+            if value is not None:
+                setattr(row, name, value)
         error = detail.get("error", "")
         self._close(row, event.status, event.duration_ms, error if isinstance(error, str) else "")
 
