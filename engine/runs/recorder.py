@@ -17,9 +17,10 @@ A step's data over INLINE_BYTES of JSON is kept whole in file storage
 {"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
 
 Live: every step start, step end and log line is queued (a list append) for the run's publisher
-(engine/runs/live.py: a Redis stream, written off the turn's path), which numbers them with the
-run's cursor when it sends them (`take`); each keeps its cursor in the database, so that an ended
-run replays as it streamed. A step that started and ended between two sends is sent once, ended
+(engine/runs/live.py: a Redis stream, written off the turn's path, and only once a socket watches
+the run: until then nothing is numbered or sent, and `live` is False), which numbers them with
+the run's cursor when it sends them (`take`; `seal` numbers what was never sent); each keeps its
+cursor in the database, so that an ended run replays as it would have streamed. A step that started and ended between two sends is sent once, ended
 (its start frame would tell a watcher nothing the end frame doesn't). Log lines
 (engine/runs/runlog.py) are bounded by settings.CADENCE_RUN_LOG_MAX_LINES: past it one warning
 line marks the cut, and says at the end how many lines were dropped.
