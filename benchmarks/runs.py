@@ -22,7 +22,9 @@
    alternate between the two servers, one at a time, so both see the same machine; each
    server's CPU (user + system, all threads, from /proc) over its turns, per turn. The
    database server's own CPU is in neither. Reported: recording's share = (on − off) / on.
-   Target: ≤ 15% of a turn's server CPU. For comparison, the old figure: the same share against
+   Target: ≤ 15% of a turn's server CPU. A third server, recording on but no execution proof
+   (benchmarks/runs_unproven.py), tells how much of that is the proof (engine/trust) chaining
+   the steps' records, which the "off" server proves with no steps. For comparison, the old figure: the same share against
    the bare runtime (NativeRuntime.stream on the default 3-note flow, no server, no database).
 """
 
@@ -325,6 +327,7 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
     servers = {
         "on": _server("cadence_site.asgi:application", env),
         "off": _server("benchmarks.runs_unrecorded:application", env),
+        "unproven": _server("benchmarks.runs_unproven:application", env),
     }
     base = f"/api/v1/orgs/{ORG_SLUG}/conversations/"
     try:
@@ -385,7 +388,7 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
-    return {"on": cpu["on"] / turns, "off": cpu["off"] / turns, "elapsed": elapsed}
+    return {**{side: cpu[side] / turns for side in servers}, "elapsed": elapsed}
 
 
 def main() -> None:
@@ -445,6 +448,11 @@ def main() -> None:
         f"{served['on'] * 1e3:.2f} ms, off {served['off'] * 1e3:.2f} ms"
     )
     print(f"recording share of a served turn's server CPU: {share:.1f}% (target ≤ 15%)")
+    print(
+        f"  of which the execution proof over the steps' records: a turn without any proof "
+        f"(recording on) costs {served['unproven'] * 1e3:.2f} ms "
+        f"(the proof: {(served['on'] - served['unproven']) / served['on'] * 100:.1f}% of a turn)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ MAX_CURSOR = 2**31 - 1
 # How long a followed run may stay silent before the database is asked whether it ended (its
 # process died, or Redis lost the end): then the rest is replayed from there.
 QUIET_SECONDS = 5.0
-FIRST_LOOK_SECONDS = 0.25  # > live.WATCH_POLL_SECONDS: the publisher had its chance to see it
+FIRST_LOOK_SECONDS = 0.5  # > live.WATCH_POLL_SECONDS: the publisher had its chance to see it
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
 
 

@@ -48,7 +48,7 @@ TERMINAL = frozenset({Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCEL
 # unwatched runs every WATCH_POLL_SECONDS (one MGET for all of them).
 WATCH_TTL = 60
 WATCH_REFRESH = 20
-WATCH_POLL_SECONDS = 0.1
+WATCH_POLL_SECONDS = 0.25  # each look is a round trip per loop, whatever its runs
 
 
 def run_stream_key(schema_name: str, run_id: str) -> str:
