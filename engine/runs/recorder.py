@@ -54,6 +54,9 @@ _JSON_READY = frozenset({"note", "sync", "split", "child", "sequence", "llm_call
 _DATA_KEYS = ("inputs", "outputs", "reads", "forked", "llm")
 _NOT_DATA = frozenset({"id", "parent", "kind", "error", *_STEP_FIELDS})
 _HOST = socket.gethostname()
+# json.dumps(value, separators=(",", ":"), default=str) without a new encoder per call (json.dumps
+# builds one whenever it is given options): a step's data is encoded once per step.
+_compact = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _jsonable(value: Any) -> Any:
@@ -427,12 +430,12 @@ class RunRecorder:
         for row in rows:
             # The publisher may have written the data's JSON already (a step's data is final
             # once it ended); the same call either way.
-            text = row.json or json.dumps(row.data, separators=(",", ":"), default=str)
+            text = row.json or _compact(row.data)
             if len(text) > INLINE_BYTES:
                 name = payload_name(self.schema_name, self.run_id, row.seq)
                 row.payload = default_storage.save(name, ContentFile(text.encode()))
                 row.data = {key: _truncated(value) for key, value in row.data.items()}
-                text = json.dumps(row.data, separators=(",", ":"), default=str)
+                text = _compact(row.data)
             row.text = text
 
 
@@ -474,7 +477,7 @@ class _Step:
         self.end_cursor: int | None = None
 
     def row(self, run_id: str) -> tuple:
-        text = self.text if self.text is not None else json.dumps(self.data, default=str)
+        text = self.text if self.text is not None else _compact(self.data)
         return (
             run_id,
             self.seq,
@@ -576,7 +579,7 @@ def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:
 
 
 def _truncated(value: Any) -> Any:
-    text = json.dumps(value, separators=(",", ":"), default=str)
+    text = _compact(value)
     if len(text) <= INLINE_BYTES // 4:
         return value
     return {"truncated": True, "bytes": len(text.encode()), "preview": text[:PREVIEW_CHARS]}
