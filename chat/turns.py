@@ -198,9 +198,6 @@ class Turn:
     task: asyncio.Task | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: dict | None = None
-    # Frames for the conversation's stream not yet written, and the task writing them.
-    outbox: list[str] = field(default_factory=list)
-    writer: asyncio.Task | None = None
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()
@@ -208,36 +205,20 @@ class Turn:
         return queue
 
     async def publish(self, event: dict) -> None:
-        """To this process's subscribers at once; to the conversation's Redis stream (other
-        processes' sockets) by the turn's writer, which takes every frame queued meanwhile in
-        one round trip: the turn never waits for Redis, and a burst of step frames (a fast flow
-        emits two per step) costs a few writes rather than one each (benchmarks/runs.py)."""
         for queue in self.subscribers:
             queue.put_nowait(event)
-        self.outbox.append(json.dumps(event, default=str))
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.ensure_future(self._write())
-
-    async def drain(self) -> None:
-        """Until every frame published so far is written (or given up)."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.shield(self.writer)
-
-    async def _write(self) -> None:
-        key = stream_key(self.start.schema_name, self.start.conversation_id)
-        while self.outbox:
-            batch, self.outbox = self.outbox, []
-            try:
-                # One round trip for all (a pipeline without MULTI: the entries are written
-                # whatever EXPIRE does, as before).
-                pipe = redis_client().pipeline(transaction=False)
-                for text in batch:
-                    pipe.xadd(key, {"e": text}, maxlen=STREAM_MAXLEN, approximate=True)
-                pipe.expire(key, STREAM_TTL)
-                await pipe.execute()
-            except Exception as exc:
-                # The reply is still stored; live tabs miss these frames until they refetch.
-                logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
+        try:
+            key = stream_key(self.start.schema_name, self.start.conversation_id)
+            # One round trip for both commands (a pipeline without MULTI: the entry is written
+            # whatever EXPIRE does, as before).
+            pipe = redis_client().pipeline(transaction=False)
+            pipe.xadd(
+                key, {"e": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
+            )
+            pipe.expire(key, STREAM_TTL)
+            await pipe.execute()
+        except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
+            logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
 
 
 def turn_launch(start: TurnStart) -> Turn:
@@ -452,5 +433,4 @@ async def _deliver_end(turn: Turn, outcome: pipeline.TurnOutcome) -> None:
         "error": error,
     }
     await turn.publish(turn.result)
-    await turn.drain()  # done: the stream holds the whole reply, as before
     turn.done.set()
