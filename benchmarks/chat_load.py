@@ -1,27 +1,46 @@
 """Chat under load, against the running server with the offline provider, beside a bare ASGI floor.
 
     .venv/bin/python benchmarks/chat_load.py [--clients 1,20,100] [--requests 300]
-        [--ws-conversations 500] [--ws-messages 5] [--max-seconds 600]
+        [--workers 1] [--ws-conversations 500] [--ws-messages 5] [--ws-per-key 5]
+        [--max-seconds 540]
 
-On a scratch database: one organization with an API key and a ready offline orchestrator. Starts
-the real server (uvicorn cadence_site.asgi:application, lifespan on, one worker) and, on the same
-uvicorn and its own port, benchmarks/bare_stream_app.py: the offline provider streamed as OpenAI
-SSE with no authentication, tenancy or storage. Then:
+On a scratch database (cadence_bench_chat, dropped at the end): one organization with its owner's
+API key, a ready offline orchestrator, and one member API key per `--ws-per-key` WebSocket
+conversations (the WebSocket phase's users). Starts the real server (uvicorn
+cadence_site.asgi:application, lifespan on, `--workers` processes) and, on the same uvicorn with
+one worker and its own port, benchmarks/bare_stream_app.py: the offline provider streamed as
+OpenAI SSE with no authentication, tenancy or storage. Then:
 
-(a) POST /v1/chat/completions, non-stream and stream, at each client count (keep-alive HTTP/1.1
-    clients on raw asyncio streams, SSE parsed here): requests/s, p50/p99 latency, time to first
-    token (first non-empty content delta), and the server process's CPU per request;
+(a) POST /v1/chat/completions with the owner's key, non-stream and stream, at each client count
+    (keep-alive HTTP/1.1 clients on raw asyncio streams, SSE parsed here): requests/s, p50/p99
+    latency, time to first token (first non-empty content delta), and the server's CPU per request;
 (b) WebSocket conversations, all open at once (connected in batches, a ticket each), each sending
     its messages one after another: p50/p99 time to first `token` frame and to `done`, messages
     lost (no `done`, or a stored reply that is not complete with the expected text, checked through
-    GET .../messages/ for every conversation afterwards).
+    GET .../messages/ for every conversation afterwards). `--ws-conversations 0` skips this phase.
+
+Many users, not one: the product's per-principal limits (tenants/limits/enforce.py: WebSocket
+tickets and frames per minute per key) are kept as shipped, so the conversations are spread over
+member keys, `--ws-per-key` each (100 keys for 500 conversations): each conversation is created
+with its key (conversations are private to their owner), its socket's ticket is taken with that
+key, and its stored replies are read back with it. The HTTP phase uses the owner's key alone (the
+benchmark's plan sets the request limit far above what it sends).
+
+Workers: `--workers 2` serves Cadence with `uvicorn --workers 2`; `--workers 1,2` starts one
+Cadence server per count, all at once on their own ports, and measures them interleaved at each
+level (bare, 1 worker, 2 workers), then runs the WebSocket phase on each; it prints each count's
+req/s against the first count's (target for 2 workers against 1: >= 1.7x). To compare throughput
+alone: `--workers 1,2 --clients 20,100 --ws-conversations 0`. The bare floor stays one worker.
 
 Targets: streaming req/s at 20 clients >= 50% of the bare app's; p99 time to first token <= 50 ms at
-100 clients (streaming); 0 messages lost.
+100 clients (streaming); 0 messages lost; with 2 workers, req/s >= 1.7x one worker's.
 
 Reading the figures: the load generator is one Python process on the same machine, so when the
 "box cpu" column reads ~100% (the bare app's rows), the floor is the generator's limit and the real
-bare figure is higher. "srv ms/req" is the server process's own CPU (all its threads) per request;
+bare figure is higher; and two workers can only beat one when the machine has a free core (its 2
+cores are shared with the generator, PostgreSQL, Redis and anything else running). "srv ms/req" is
+the server's own CPU per request: the uvicorn process and all its descendants (the workers), all
+their threads; "srv cpu" is that CPU as a share of one core (above 100% with several workers).
 PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
 the end (message counts), so a failure under load shows up as a count rather than a flood.
 """
@@ -48,7 +67,6 @@ DB_NAME = "cadence_bench_chat"
 ORG_SLUG = "chatload"
 ORCHESTRATOR = "chatload"
 REPLY_PREFIX = "Offline model. You said: "
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -71,10 +89,38 @@ def _wait_for(port: int, process: subprocess.Popen, timeout: float = 60) -> None
 
 
 def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (all its threads), from /proc."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    """CPU seconds of a server: the process and all its descendants (uvicorn's workers), all threads.
+
+    Each process counts its own user + system time and that of its reaped children, so a worker
+    that exits (and is reaped by its parent) keeps counting through its parent."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def _wait_idle(pid: int, timeout: float = 60, quiet: float = 0.05) -> None:
+    """Until the server's process tree uses less than `quiet` CPU seconds over one second (every
+    worker has finished starting), or `timeout`."""
+    deadline = time.monotonic() + timeout
+    before = _cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        after = _cpu_seconds(pid)
+        if after - before < quiet:
+            return
+        before = after
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -107,13 +153,13 @@ def _log_summary(path: str, top: int = 8) -> list[str]:
 
 
 def _start_server(
-    app: str, port: int, env: dict, log, app_dir: str | None = None
+    app: str, port: int, env: dict, log, app_dir: str | None = None, workers: int = 1
 ) -> subprocess.Popen:
     command = [sys.executable, "-m", "uvicorn", app]
     if app_dir:
         command += ["--app-dir", app_dir]
     command += [
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--lifespan", "on",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--lifespan", "on",
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -154,13 +200,16 @@ class HttpClient:
         payload: dict | None = None,
         accept: str = "application/json",
         on_data=None,
+        key: str | None = None,
     ) -> tuple[int, bytes]:
-        """Status and body; `on_data(piece)` sees each piece of the body as it arrives."""
+        """Status and body; `on_data(piece)` sees each piece of the body as it arrives; `key`
+        authenticates this request instead of the client's own key."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         body = json.dumps(payload).encode() if payload is not None else b""
+        auth = self.auth if key is None else f"Authorization: Bearer {key}\r\n"
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{self.auth}Accept: {accept}\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Accept: {accept}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         try:
@@ -354,11 +403,14 @@ async def _load(
     }
 
 
-async def _create_conversations(port: int, key: str, count: int, parallel: int = 20) -> list[str]:
+async def _create_conversations(port: int, owners: list[str], parallel: int = 20) -> list[str]:
+    """One conversation per entry of `owners`, each created with that API key (a conversation is
+    private to the key that created it); their ids in the same order."""
+    count = len(owners)
     ids: list[str | None] = [None] * count
 
     async def worker(offset: int) -> None:
-        client = HttpClient(port, key)
+        client = HttpClient(port)
         try:
             for i in range(offset, count, parallel):
                 for _attempt in range(3):
@@ -368,6 +420,7 @@ async def _create_conversations(port: int, key: str, count: int, parallel: int =
                                 "POST",
                                 f"/api/v1/orgs/{ORG_SLUG}/conversations/",
                                 {"orchestrator": ORCHESTRATOR},
+                                key=owners[i],
                             )
                         if status == 201:
                             ids[i] = json.loads(body)["id"]
@@ -402,23 +455,27 @@ class WsStats:
     done_ok: set[str] = field(default_factory=set)
 
 
-async def _ws_connect_all(port: int, key: str, conversation_ids: list[str], batch: int, stats):
-    """Connections in batches: a ticket each (single use, 30 s), then the handshakes."""
+async def _ws_connect_all(port: int, owner_of: dict[str, str], batch: int, stats):
+    """Connections in batches: a ticket each (single use, 30 s) from the conversation's own key,
+    then the handshakes."""
     from websockets.asyncio.client import connect
 
+    conversation_ids = list(owner_of)
     sockets: dict[str, object] = {}
-    tickets = [HttpClient(port, key) for _ in range(10)]
+    tickets = [HttpClient(port) for _ in range(10)]
 
-    async def ticket_for(client: HttpClient) -> str:
+    async def ticket_for(client: HttpClient, key: str) -> str:
         async with asyncio.timeout(30):
-            status, body = await client.request("POST", f"/api/v1/orgs/{ORG_SLUG}/ws-tickets/")
+            status, body = await client.request(
+                "POST", f"/api/v1/orgs/{ORG_SLUG}/ws-tickets/", key=key
+            )
         if status != 201:
-            raise ValueError(f"ticket: HTTP {status}")
+            raise ValueError(f"ticket: HTTP {status}: {body[:120]!r}")
         return json.loads(body)["ticket"]
 
     async def open_one(conversation_id: str, client: HttpClient) -> None:
         try:
-            ticket = await ticket_for(client)
+            ticket = await ticket_for(client, owner_of[conversation_id])
             sockets[conversation_id] = await connect(
                 f"ws://127.0.0.1:{port}/ws/orgs/{ORG_SLUG}/conversations/{conversation_id}/"
                 f"?ticket={ticket}",
@@ -502,13 +559,16 @@ async def _ws_conversation(ws, conversation_id: str, messages: int, limit_s: flo
             return  # the socket is gone; the remaining messages are never sent
 
 
-async def _ws_verify(port: int, key: str, stats: WsStats, parallel: int = 10) -> set[str]:
-    """Sent messages whose stored reply is complete with the expected text."""
+async def _ws_verify(
+    port: int, owner_of: dict[str, str], stats: WsStats, parallel: int = 10
+) -> set[str]:
+    """Sent messages whose stored reply is complete with the expected text (read with the key
+    that owns the conversation)."""
     items = list(stats.sent_contents.items())
     stored: set[str] = set()
 
     async def worker(offset: int) -> None:
-        client = HttpClient(port, key)
+        client = HttpClient(port)
         try:
             for conversation_id, contents in items[offset::parallel]:
                 replies: set[str] = set()
@@ -518,6 +578,7 @@ async def _ws_verify(port: int, key: str, stats: WsStats, parallel: int = 10) ->
                             "GET",
                             f"/api/v1/orgs/{ORG_SLUG}/conversations/{conversation_id}/messages/"
                             "?limit=100",
+                            key=owner_of[conversation_id],
                         )
                     if status == 200:
                         replies = {
@@ -535,12 +596,19 @@ async def _ws_verify(port: int, key: str, stats: WsStats, parallel: int = 10) ->
     return stored
 
 
-async def _websockets(port: int, key: str, server_pid: int, args) -> dict:
+def _owners(keys: list[str], conversations: int, per_key: int) -> list[str]:
+    """The key of each conversation: `per_key` conversations per key, as many users would."""
+    return [keys[min(i // per_key, len(keys) - 1)] for i in range(conversations)]
+
+
+async def _websockets(port: int, keys: list[str], server_pid: int, args) -> dict:
     stats = WsStats()
     started = time.perf_counter()
-    ids = await _create_conversations(port, key, args.ws_conversations)
+    owners = _owners(keys, args.ws_conversations, args.ws_per_key)
+    ids = await _create_conversations(port, owners)
+    owner_of = dict(zip(ids, owners, strict=True))
     created = time.perf_counter()
-    sockets = await _ws_connect_all(port, key, ids, args.ws_batch, stats)
+    sockets = await _ws_connect_all(port, owner_of, args.ws_batch, stats)
     connected = time.perf_counter()
     cpu_before, machine_before = _cpu_seconds(server_pid), _machine_busy()
     tasks = [
@@ -562,13 +630,14 @@ async def _websockets(port: int, key: str, server_pid: int, args) -> dict:
     busy = (machine_after[0] - machine_before[0]) / max(1, machine_after[1] - machine_before[1])
     await asyncio.gather(*(ws.close() for ws in sockets.values()), return_exceptions=True)
     unsent = (len(ids) - len(sockets)) * args.ws_messages
-    stored = await _ws_verify(port, key, stats)
+    stored = await _ws_verify(port, owner_of, stats)
     sent = [c for contents in stats.sent_contents.values() for c in contents]
     stored_missing = sum(1 for c in sent if c not in stored)
     # Lost: no `done` with the complete expected reply over the socket, or no such stored reply.
     lost = sum(1 for c in sent if c not in stats.done_ok or c not in stored)
     return {
         "conversations": len(ids),
+        "keys": len(set(owners)),
         "connected": stats.connected,
         "connect_failed": stats.connect_failed,
         "connect_errors": dict(stats.connect_errors),
@@ -596,8 +665,10 @@ async def _websockets(port: int, key: str, server_pid: int, args) -> dict:
 # --- setup and report ---------------------------------------------------------------------------
 
 
-def _setup_org() -> str:
-    """One organization on a generous plan, its owner's API key, a ready offline orchestrator."""
+def _setup_org(user_keys: int) -> tuple[str, list[str]]:
+    """One organization on a generous plan, a ready offline orchestrator, its owner's API key
+    (the HTTP phase's) and `user_keys` member keys (the WebSocket phase's many users: the
+    per-principal ticket and frame limits of tenants/limits/enforce.py stay as shipped)."""
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
     from django_tenants.utils import schema_context
@@ -606,12 +677,17 @@ def _setup_org() -> str:
     from orchestrators.services import llm_config_create, orchestrator_create
     from orchestrators.tasks import instance_build
     from tenants.models import Plan
-    from tenants.services import organization_create
+    from tenants.services import api_key_create, organization_create
 
     call_command("migrate", interactive=False, verbosity=0)
-    get_user_model().objects.create_user(username="bench-owner", email="bench-owner@example.test")
+    owner = get_user_model().objects.create_user(
+        username="bench-owner", email="bench-owner@example.test"
+    )
     plan = Plan.objects.create(
-        slug="chat-load", name="Chat load", requests_per_minute=10_000_000, max_api_keys=1000
+        slug="chat-load",
+        name="Chat load",
+        requests_per_minute=10_000_000,
+        max_api_keys=max(1000, user_keys + 10),
     )
     org = organization_create(
         name="Chat load", slug=ORG_SLUG, owner_email="bench-owner@example.test", plan=plan
@@ -631,7 +707,17 @@ def _setup_org() -> str:
             instance.refresh_from_db()
         if instance.status != OrchestratorInstance.Status.READY:
             raise RuntimeError(f"orchestrator is {instance.status}: {instance.status_message}")
-    return org.api_key_secret
+    user_secrets = [
+        api_key_create(
+            org=org.organization,
+            name=f"chat load user {n}",
+            role="member",
+            creator_role="owner",
+            created_by=owner,
+        )[1]
+        for n in range(user_keys)
+    ]
+    return org.api_key_secret, user_secrets
 
 
 async def _probe_v1(port: int, key: str) -> bool:
@@ -652,19 +738,38 @@ def _fmt(value: float, width: int = 8, digits: int = 1) -> str:
     return f"{'-':>{width}}" if math.isnan(value) else f"{value:{width}.{digits}f}"
 
 
+def _label(workers: int) -> str:
+    return "cadence" if workers == 1 else f"cadence×{workers}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", default="1,20,100", help="HTTP client counts")
     parser.add_argument("--requests", type=int, default=300, help="HTTP requests per measurement")
     parser.add_argument("--request-timeout", type=float, default=60)
-    parser.add_argument("--ws-conversations", type=int, default=500)
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="uvicorn worker processes of the Cadence server; a list (1,2) starts one server per"
+        " count and measures them side by side, with each count's throughput against the first's",
+    )
+    parser.add_argument("--ws-conversations", type=int, default=500, help="0: no WebSocket phase")
     parser.add_argument("--ws-messages", type=int, default=5)
+    parser.add_argument(
+        "--ws-per-key", type=int, default=5, help="WebSocket conversations per API key (user)"
+    )
     parser.add_argument("--ws-batch", type=int, default=50, help="WebSockets opened per batch")
     parser.add_argument("--ws-message-timeout", type=float, default=120)
     parser.add_argument("--ws-phase-timeout", type=float, default=300)
     parser.add_argument("--max-seconds", type=float, default=540, help="skip HTTP levels after")
     args = parser.parse_args()
     client_counts = [int(c) for c in args.clients.split(",") if c.strip()]
+    worker_counts = list(dict.fromkeys(int(w) for w in args.workers.split(",") if w.strip()))
+    if not worker_counts or min(worker_counts) < 1:
+        parser.error("--workers: one or more counts >= 1")
+    if args.ws_per_key < 1:
+        parser.error("--ws-per-key must be >= 1")
+    user_keys = math.ceil(max(0, args.ws_conversations) / args.ws_per_key)
     began = time.monotonic()
 
     os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
@@ -676,72 +781,101 @@ def main() -> None:
 
     django.setup()
     logging.disable(logging.WARNING)
+    from tenants.limits.enforce import scope_limit
+
+    per_key_frames = args.ws_per_key * args.ws_messages
+    if args.ws_conversations > 0 and (
+        args.ws_per_key > scope_limit("tickets") or per_key_frames > scope_limit("frames")
+    ):
+        print(
+            f"warning: {args.ws_per_key} conversations x {args.ws_messages} messages per key"
+            f" exceed a key's {scope_limit('tickets')} tickets or {scope_limit('frames')} frames"
+            " per minute (tenants/limits/enforce.py): lower --ws-per-key",
+            flush=True,
+        )
 
     servers: list[subprocess.Popen] = []
     logs = {
         name: tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finally
             "w+", prefix=f"chat_load_{name}_", suffix=".log", delete=False
         )
-        for name in ("cadence", "bare")
+        for name in ["bare", *(f"cadence{w}w" for w in worker_counts)]
     }
     try:
-        print("setting up: migrate, organization, orchestrator...", flush=True)
-        key = _setup_org()
+        print(
+            f"setting up: migrate, organization, orchestrator, {user_keys} user API keys...",
+            flush=True,
+        )
+        key, ws_keys = _setup_org(user_keys)
         env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING")
         env.pop("CADENCE_CELERY_EAGER", None)
-        cadence_port, bare_port = _free_port(), _free_port()
-        cadence = _start_server("cadence_site.asgi:application", cadence_port, env, logs["cadence"])
-        servers.append(cadence)
+        bare_port = _free_port()
         bare = _start_server(
             "bare_stream_app:app", bare_port, env, logs["bare"], app_dir="benchmarks"
         )
         servers.append(bare)
-        _wait_for(cadence_port, cadence)
+        # One Cadence server per worker count, all up at once: their levels interleave, so a
+        # change in the machine's load touches every count alike.
+        cadences: dict[int, tuple[subprocess.Popen, int]] = {}
+        for w in worker_counts:
+            port = _free_port()
+            process = _start_server(
+                "cadence_site.asgi:application", port, env, logs[f"cadence{w}w"], workers=w
+            )
+            servers.append(process)
+            cadences[w] = (process, port)
         _wait_for(bare_port, bare)
-
-        kind = "v1" if asyncio.run(_probe_v1(cadence_port, key)) else "rest"
+        kinds = set()
+        for process, port in cadences.values():
+            _wait_for(port, process)
+            kinds.add("v1" if asyncio.run(_probe_v1(port, key)) else "rest")
+        for process in servers:
+            _wait_idle(process.pid)
+        kind = "v1" if kinds == {"v1"} else "rest"
         if kind == "rest":
             print(
                 "/v1/chat/completions is not served: measuring POST .../conversations/<id>/messages/"
                 " (JSON and Accept: text/event-stream) instead",
                 flush=True,
             )
-        http: dict[tuple[str, str, int], dict] = {}
+        http: dict[tuple[str, int, str, int], dict] = {}
         for stream in (False, True):
             mode = "stream" if stream else "json"
             for clients in client_counts:
                 if time.monotonic() - began > args.max_seconds:
                     print(f"  time budget spent: skipping {mode} at {clients} clients", flush=True)
                     continue
-                for name, port, pid in (
-                    ("bare", bare_port, bare.pid),
-                    ("cadence", cadence_port, cadence.pid),
-                ):
+                runs = [("bare", 1, bare_port, bare.pid)] + [
+                    ("cadence", w, port, process.pid) for w, (process, port) in cadences.items()
+                ]
+                for name, workers, port, pid in runs:
                     target = Target(kind if name == "cadence" else "v1", port, key)
                     if target.kind == "rest":
                         target.conversations = asyncio.run(
-                            _create_conversations(port, key, clients)
+                            _create_conversations(port, [key] * clients)
                         )
                     r = asyncio.run(
                         _load(target, pid, clients, args.requests, stream, args.request_timeout)
                     )
-                    http[(name, mode, clients)] = r
+                    http[(name, workers, mode, clients)] = r
+                    label = _label(workers) if name == "cadence" else name
                     print(
-                        f"  {name:>7} {mode:>6} {clients:>3} clients: {r['rps']:7.1f} req/s"
+                        f"  {label:>9} {mode:>6} {clients:>3} clients: {r['rps']:7.1f} req/s"
                         f"  p50 {_fmt(r['p50'], 0)} ms  p99 {_fmt(r['p99'], 0)} ms"
                         f"  ttft p99 {_fmt(r['ttft99'], 0)} ms  errors {r['errors']}"
                         + (f" ({r['first_error'][:160]})" if r["errors"] else ""),
                         flush=True,
                     )
 
-        ws = None
+        ws: dict[int, dict] = {}
         if args.ws_conversations > 0:
-            print(
-                f"  websockets: {args.ws_conversations} conversations x {args.ws_messages}"
-                " messages...",
-                flush=True,
-            )
-            ws = asyncio.run(_websockets(cadence_port, key, cadence.pid, args))
+            for w, (process, port) in cadences.items():
+                print(
+                    f"  websockets ({_label(w)}): {args.ws_conversations} conversations x"
+                    f" {args.ws_messages} messages, {user_keys} API keys...",
+                    flush=True,
+                )
+                ws[w] = asyncio.run(_websockets(port, ws_keys, process.pid, args))
 
         surface = "/v1/chat/completions" if kind == "v1" else "REST .../messages/ (no /v1 yet)"
         print()
@@ -749,26 +883,27 @@ def main() -> None:
             f"(a) HTTP: {surface}; bare = benchmarks/bare_stream_app.py; {args.requests} requests"
         )
         print(
-            f"{'server':>8} {'mode':>6} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}"
-            f" {'ttft50':>8} {'ttft99':>8} {'srv ms/req':>10} {'srv cpu':>7} {'box cpu':>7}"
-            f" {'errors':>6}"
+            f"{'server':>8} {'wk':>2} {'mode':>6} {'clients':>7} {'req/s':>8} {'p50 ms':>8}"
+            f" {'p99 ms':>8} {'ttft50':>8} {'ttft99':>8} {'srv ms/req':>10} {'srv cpu':>7}"
+            f" {'box cpu':>7} {'errors':>6}"
         )
-        for (name, mode, clients), r in http.items():
+        for (name, workers, mode, clients), r in http.items():
             print(
-                f"{name:>8} {mode:>6} {clients:>7} {_fmt(r['rps'])} {_fmt(r['p50'], 8, 2)}"
-                f" {_fmt(r['p99'], 8, 2)} {_fmt(r['ttft50'], 8, 2)} {_fmt(r['ttft99'], 8, 2)}"
-                f" {_fmt(r['cpu_ms'], 10, 2)} {r['cpu_util']:7.0%} {r['machine_busy']:7.0%}"
-                f" {r['errors']:>6}"
+                f"{name:>8} {workers:>2} {mode:>6} {clients:>7} {_fmt(r['rps'])}"
+                f" {_fmt(r['p50'], 8, 2)} {_fmt(r['p99'], 8, 2)} {_fmt(r['ttft50'], 8, 2)}"
+                f" {_fmt(r['ttft99'], 8, 2)} {_fmt(r['cpu_ms'], 10, 2)} {r['cpu_util']:7.0%}"
+                f" {r['machine_busy']:7.0%} {r['errors']:>6}"
             )
         print(
-            "  srv ms/req: the server process's CPU per request; srv cpu: of one core; box cpu:"
-            f" all {os.cpu_count()} cores (load generator and PostgreSQL included)"
+            "  wk: uvicorn worker processes; srv ms/req: the server's CPU per request (the uvicorn"
+            " process and all its workers); srv cpu: of one core; box cpu: all"
+            f" {os.cpu_count()} cores (load generator and PostgreSQL included)"
         )
         print()
-        if ws is not None:
-            _print_ws(ws, args)
-        print()
-        _print_targets(http, ws)
+        for w, result in ws.items():
+            _print_ws(result, args, w)
+            print()
+        _print_targets(http, ws, worker_counts, client_counts)
         print()
         for name, handle in logs.items():
             handle.flush()
@@ -785,11 +920,13 @@ def main() -> None:
         drop_scratch_database(original, DB_NAME)
 
 
-def _print_ws(ws: dict, args) -> None:
+def _print_ws(ws: dict, args, workers: int) -> None:
     print(
-        f"(b) WebSocket: {ws['conversations']} conversations x {args.ws_messages} messages"
-        f" (created in {ws['create_s']:.1f} s, connected in {ws['connect_s']:.1f} s in batches"
-        f" of {args.ws_batch}, chatted in {ws['chat_s']:.1f} s)"
+        f"(b) WebSocket, {_label(workers)} ({workers} worker{'s' if workers > 1 else ''}):"
+        f" {ws['conversations']} conversations x {args.ws_messages} messages on {ws['keys']}"
+        f" API keys ({args.ws_per_key} conversations each; created in {ws['create_s']:.1f} s,"
+        f" connected in {ws['connect_s']:.1f} s in batches of {args.ws_batch}, chatted in"
+        f" {ws['chat_s']:.1f} s)"
     )
     print(
         f"  connected {ws['connected']}  failed {ws['connect_failed']}"
@@ -811,34 +948,59 @@ def _print_ws(ws: dict, args) -> None:
     )
 
 
-def _print_targets(http: dict, ws: dict | None) -> None:
-    stream20 = http.get(("cadence", "stream", 20)), http.get(("bare", "stream", 20))
+def _print_targets(
+    http: dict, ws: dict[int, dict], worker_counts: list[int], client_counts: list[int]
+) -> None:
+    base = 1 if 1 in worker_counts else worker_counts[0]
+    where = "" if base == 1 else f" ({_label(base)}: no 1-worker server in --workers)"
+    stream20 = http.get(("cadence", base, "stream", 20)), http.get(("bare", 1, "stream", 20))
     if all(stream20):
         ratio = stream20[0]["rps"] / stream20[1]["rps"] if stream20[1]["rps"] else 0.0
         print(
-            f"streaming req/s at 20 clients: {stream20[0]['rps']:.1f} vs bare"
+            f"streaming req/s at 20 clients{where}: {stream20[0]['rps']:.1f} vs bare"
             f" {stream20[1]['rps']:.1f} = {ratio:.0%}   target >= 50%"
             f"   {'OK' if ratio >= 0.5 and not stream20[0]['errors'] else 'MISSED'}"
         )
     else:
         print("streaming req/s at 20 clients: not measured (20 not in --clients)")
-    s100 = http.get(("cadence", "stream", 100))
+    s100 = http.get(("cadence", base, "stream", 100))
     if s100:
         p99 = s100["ttft99"]
         print(
-            f"p99 time to first token at 100 clients (stream): {_fmt(p99, 0)} ms"
+            f"p99 time to first token at 100 clients (stream){where}: {_fmt(p99, 0)} ms"
             f"   target <= 50 ms   {'OK' if p99 <= 50 and not s100['errors'] else 'MISSED'}"
         )
     else:
         print("p99 time to first token at 100 clients: not measured (100 not in --clients)")
-    if ws is None:
+    for w in worker_counts:
+        if w == base:
+            continue
+        for mode in ("stream", "json"):
+            for clients in client_counts:
+                one, many = (
+                    http.get(("cadence", base, mode, clients)),
+                    http.get(("cadence", w, mode, clients)),
+                )
+                if not (one and many):
+                    continue
+                ratio = many["rps"] / one["rps"] if one["rps"] else 0.0
+                verdict = ""
+                if base == 1 and w == 2:
+                    good = ratio >= 1.7 and not many["errors"]
+                    verdict = f"   target >= 1.7x   {'OK' if good else 'MISSED'}"
+                print(
+                    f"{w} workers vs {base}, {mode} at {clients} clients: {many['rps']:.1f} vs"
+                    f" {one['rps']:.1f} req/s = {ratio:.2f}x{verdict}"
+                )
+    if not ws:
         print("WebSocket messages lost: not measured (--ws-conversations 0)")
         return
-    lost = ws["lost"] + ws["unsent"]
-    print(
-        f"WebSocket messages lost: {lost} of {ws['sent'] + ws['unsent']}"
-        f"   target 0   {'OK' if lost == 0 and ws['sent'] else 'MISSED'}"
-    )
+    for w, result in ws.items():
+        lost = result["lost"] + result["unsent"]
+        print(
+            f"WebSocket messages lost ({_label(w)}): {lost} of {result['sent'] + result['unsent']}"
+            f"   target 0   {'OK' if lost == 0 and result['sent'] else 'MISSED'}"
+        )
 
 
 if __name__ == "__main__":

@@ -111,6 +111,7 @@ PUBLIC_SCHEMA_NAME = "public"
 # Migrated once, kept empty, copied for every new organization (tenants/provisioning.py).
 CADENCE_TEMPLATE_SCHEMA = "cadence_template"
 # Off on purpose: django-tenants #1262 leaks rows across tenants after a savepoint rollback.
+# tenants/postgresql_backend sets the path only when a connection's path changes, instead.
 TENANT_LIMIT_SET_CALLS = False
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
 
@@ -155,7 +156,7 @@ TEMPLATES = [
 
 # --- data -------------------------------------------------------------------------------------
 _db = environ.Env.db_url_config(DATABASE_URL)
-_db["ENGINE"] = "django_tenants.postgresql_backend"
+_db["ENGINE"] = "tenants.postgresql_backend"
 # Under ASGI, persistent connections leak across threads; connections come from a pool instead.
 _db["CONN_MAX_AGE"] = 0
 _db.setdefault("OPTIONS", {})

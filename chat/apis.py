@@ -281,6 +281,8 @@ class MessageListApi(OrgMemberApi):
             content=data["content"],
             principal=str(request.user),
             trigger="rest",
+            org_id=request.org.id,
+            key_id=str(request.user.api_key.pk) if hasattr(request.user, "api_key") else None,
         )
         if "text/event-stream" in request.headers.get("Accept", ""):
             response = StreamingHttpResponse(_sse_stream(start), content_type="text/event-stream")

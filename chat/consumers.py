@@ -42,10 +42,11 @@ def _load_conversation(*, principal, role, conversation_id):
     return conversation, conversation.orchestrator  # orchestrator fetched here, inside the schema
 
 
-def _begin(*, schema_name, org_slug, principal, role, conversation_id, content):
+def _begin(*, schema_name, org_slug, org_id, principal, role, conversation_id, content):
     conversation = services.conversation_for_turn(
         principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
     )
+    key = getattr(principal, "api_key", None)
     return turns.turn_begin(
         schema_name=schema_name,
         org_slug=org_slug,
@@ -53,6 +54,8 @@ def _begin(*, schema_name, org_slug, principal, role, conversation_id, content):
         content=content,
         principal=str(principal),
         trigger="chat",
+        org_id=org_id,
+        key_id=str(key.pk) if key is not None else None,
     )
 
 
@@ -161,6 +164,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 _begin,
                 schema_name=self.org.schema_name,
                 org_slug=self.org.slug,
+                org_id=self.org.id,
                 principal=self.principal,
                 role=self.scope["access"].role,
                 conversation_id=self.conversation_id,

@@ -204,6 +204,8 @@ class ReplyHeartbeat(pipeline.TurnExtension):
         request = turn.request
         if not request.conversation_id or request.trigger == Run.Trigger.QUEUE:
             return
+        if turn.finishing:  # reply_store, next, writes the reply and links the run
+            return
         await pipeline.db_call(
             partial(
                 _beat,

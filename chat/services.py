@@ -223,26 +223,33 @@ def _estimate_tokens(text: str) -> int:
 
 
 def history_for_model(*, conversation_id, before_seq: int) -> list[dict[str, str]]:
-    """The latest complete user and assistant messages that fit the token budget, oldest first."""
+    """The latest complete user and assistant messages that fit the token budget, oldest first.
+
+    Read newest first, a page at a time (one statement for most conversations; a server-side
+    cursor cost four round trips for the same rows)."""
     budget = getattr(settings, "CADENCE_CHAT_HISTORY_TOKENS", 6000)
     picked: list[dict[str, str]] = []
     rows = (
         Message.objects.filter(
             conversation_id=conversation_id,
-            seq__lt=before_seq,
             role__in=[Message.Role.USER, Message.Role.ASSISTANT],
         )
         .exclude(status=Message.Status.FAILED)
         .exclude(content="")
         .order_by("-seq")
-        .values_list("role", "content")
-        .iterator(chunk_size=50)
     )
-    for role, content in rows:
-        cost = _estimate_tokens(content)
-        if cost > budget:
+    page, below = 50, before_seq
+    while True:
+        batch = list(rows.filter(seq__lt=below).values_list("seq", "role", "content")[:page])
+        for seq, role, content in batch:
+            cost = _estimate_tokens(content)
+            if cost > budget:
+                picked.reverse()
+                return picked
+            budget -= cost
+            picked.append({"role": role, "content": content})
+            below = seq
+        if len(batch) < page:
             break
-        budget -= cost
-        picked.append({"role": role, "content": content})
     picked.reverse()
     return picked

@@ -4,7 +4,9 @@ A turn runs in its own asyncio task, not in the request or consumer that started
 goes away does not stop the generation, and the reply is stored when it ends. Its events go to
 local subscribers (an unbounded queue: the SSE response of the request that started it) and to a
 Redis stream per conversation that every WebSocket tab reads (XREAD), so no token is dropped the
-way channels' capacity-limited group_send would drop it. Tokens are coalesced every ~40 ms.
+way channels' capacity-limited group_send would drop it. Tokens are coalesced every ~40 ms, and
+frames published while a write is in flight are written together, in order, by the turn's one
+writer.
 
 Cancelling: `turn_cancel` cancels a local task at once, and sets a Redis flag that a turn running
 in another process checks on every flush.
@@ -81,6 +83,9 @@ class TurnStart:
     trigger: str
     owner_user_id: int | None = None
     owner_api_key_id: str | None = None
+    # The caller's organization and, for a key, the key (pipeline.TurnRequest.org_id/key_id).
+    org_id: int | None = None
+    key_id: str | None = None
 
 
 def message_output(message: Message) -> dict[str, Any]:
@@ -107,6 +112,8 @@ def turn_begin(
     content: str,
     principal: str,
     trigger: str,
+    org_id: int | None = None,
+    key_id: str | None = None,
 ) -> TurnStart:
     """Synchronous, in the tenant's schema: validate, then store the user's message before any model runs."""
     from cadence_site.errors import ApplicationError
@@ -148,6 +155,8 @@ def turn_begin(
         trigger,
         conversation.owner_user_id,
         str(conversation.owner_api_key_id) if conversation.owner_api_key_id else None,
+        org_id,
+        key_id,
     )
 
 
@@ -198,6 +207,8 @@ class Turn:
     task: asyncio.Task | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: dict | None = None
+    outbox: list[str] = field(default_factory=list)  # frames not yet written to the stream
+    writer: asyncio.Task | None = None
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()
@@ -205,20 +216,39 @@ class Turn:
         return queue
 
     async def publish(self, event: dict) -> None:
+        """To local subscribers now, and to the conversation's stream by the turn's one writer:
+        frames published while a write is in flight go together in the next pipeline, in order
+        (a turn's step, token and done frames cost a few round trips, not one each)."""
         for queue in self.subscribers:
             queue.put_nowait(event)
-        try:
-            key = stream_key(self.start.schema_name, self.start.conversation_id)
-            # One round trip for both commands (a pipeline without MULTI: the entry is written
-            # whatever EXPIRE does, as before).
-            pipe = redis_client().pipeline(transaction=False)
-            pipe.xadd(
-                key, {"e": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
-            )
-            pipe.expire(key, STREAM_TTL)
-            await pipe.execute()
-        except Exception as exc:  # the reply is still stored; live tabs miss it until they refetch
-            logger.warning("chat event not fanned out", extra={"error": type(exc).__name__})
+        self.outbox.append(json.dumps(event, default=str))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.ensure_future(self._write())
+
+    async def _write(self) -> None:
+        key = stream_key(self.start.schema_name, self.start.conversation_id)
+        while self.outbox:
+            batch, self.outbox = self.outbox, []
+            try:
+                # One round trip for the batch (a pipeline without MULTI: the entries are written
+                # whatever EXPIRE does).
+                pipe = redis_client().pipeline(transaction=False)
+                for entry in batch:
+                    pipe.xadd(key, {"e": entry}, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.expire(key, STREAM_TTL)
+                await pipe.execute()
+            except (
+                Exception
+            ) as exc:  # the reply is still stored; live tabs miss it until they refetch
+                logger.warning(
+                    "chat event not fanned out",
+                    extra={"error": type(exc).__name__, "frames": len(batch)},
+                )
+
+    async def drain(self) -> None:
+        """Until every frame published so far is written to the stream (or given up)."""
+        while self.writer is not None and not self.writer.done():
+            await asyncio.shield(self.writer)
 
 
 def turn_launch(start: TurnStart) -> Turn:
@@ -344,6 +374,8 @@ async def _run(turn: Turn) -> None:
                 conversation_id=s.conversation_id,
                 owner_user_id=s.owner_user_id,
                 owner_api_key_id=s.owner_api_key_id,
+                org_id=s.org_id,
+                key_id=s.key_id,
             ),
             on_event=on_event,
             store=lambda outcome: reply_store(message_id=s.assistant_message_id, outcome=outcome),
@@ -433,4 +465,5 @@ async def _deliver_end(turn: Turn, outcome: pipeline.TurnOutcome) -> None:
         "error": error,
     }
     await turn.publish(turn.result)
+    await turn.drain()
     turn.done.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -469,9 +470,20 @@ def api_key_revoke(*, key: ApiKey, actor_role: str, actor=None) -> ApiKey:
     return key
 
 
+_touched: dict[object, float] = {}  # key id → until when this process knows the key was touched
+
+
 def api_key_touch(*, key: ApiKey) -> None:
-    """Record use at most once per interval per key, so authentication does not write per request."""
+    """Record use at most once per interval per key, so authentication does not write per request
+    (the shared cache says whether any process did; this process remembers its own answer for
+    the interval, so a busy key costs no round trip either)."""
     interval = settings.CADENCE_API_KEY_TOUCH_INTERVAL
+    now = time.monotonic()
+    if _touched.get(key.pk, 0.0) > now:
+        return
+    if len(_touched) > 10_000:
+        _touched.clear()
+    _touched[key.pk] = now + interval
     if cache.add(f"apikey:touched:{key.pk}", 1, interval):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
 

@@ -46,27 +46,32 @@ class Caller:
 
 def _caller_for_secret(*, secret: str) -> Caller:
     """Synchronous, in the public schema: the key (AuthenticationFailed if unusable) and its organization."""
+    from django.db import connection
+
     from tenants.authentication import api_key_authenticate
     from tenants.models import Organization
 
     principal = api_key_authenticate(secret)
     key = principal.api_key
-    # Read per request (one primary-key query) so a status change applies at once; the limits
-    # are kept in-process for a few seconds (tenants/limits/plans.py).
-    org = (
-        Organization.objects.only("id", "public_id", "slug", "schema_name", "status")
-        .filter(pk=key.organization_id)
-        .first()
-    )
+    # Read per request (one primary-key statement) so a status change applies at once; the
+    # limits are kept in-process for a few seconds (tenants/limits/plans.py).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, public_id, slug, schema_name, status FROM {Organization._meta.db_table}"
+            " WHERE id = %s",
+            [key.organization_id],
+        )
+        org = cursor.fetchone()
     if org is None:  # deleted while the key's row was still cached
         raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
+    org_id, public_id, slug, schema_name, status = org
     return Caller(
-        org_id=org.id,
-        org_public_id=str(org.public_id),
-        org_slug=org.slug,
-        schema_name=org.schema_name,
-        org_active=org.is_active,
-        limits=plans.org_limits(org_id=org.id),
+        org_id=org_id,
+        org_public_id=str(public_id),
+        org_slug=slug,
+        schema_name=schema_name,
+        org_active=status == Organization.Status.ACTIVE,
+        limits=plans.org_limits(org_id=org_id),
         key_limits=plans.key_limits(key_id=key.id),
         key_id=str(key.id),
         key_prefix=key.prefix,

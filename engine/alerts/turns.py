@@ -2,7 +2,9 @@
 judgement is enqueued; nothing is judged inside the turn.
 
 Inside the run's transaction, one indexed query asks whether the organization has any enabled
-rule; only then is `alerts.evaluate_run` published, once the transaction has committed (so the
+rule (its answer kept for RULES_TTL seconds per process, and forgotten at once when a rule is
+saved or deleted in this process: a rule made on another server process applies to runs ending
+from a second after it); only then is `alerts.evaluate_run` published, once the transaction has committed (so the
 worker finds the run and its steps). A broker that cannot take the message costs an alert, never
 the run: the failure is logged, and windowed rules are judged again by the beat sweep.
 """
@@ -10,26 +12,48 @@ the run: the failure is logged, and windowed rules are judged again by the beat 
 from __future__ import annotations
 
 import logging
+import time
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from engine.runs.pipeline import Turn, TurnExtension, TurnOutcome
 
 logger = logging.getLogger(__name__)
+
+RULES_TTL = 1.0
+_rules: dict[str, tuple[float, bool]] = {}  # schema → (until, whether it has an enabled rule)
+
+
+def rules_forget(schema_name: str | None = None) -> None:
+    """Forget what the organization's rules were (every organization's without a name)."""
+    if schema_name is None:
+        _rules.clear()
+    else:
+        _rules.pop(schema_name, None)
+
+
+def _rules_exist(schema_name: str) -> bool:
+    from engine.alerts.services import rules_exist
+
+    now = time.monotonic()
+    known = _rules.get(schema_name)
+    if known is not None and known[0] > now:
+        return known[1]
+    # A savepoint: a failing check (a schema not yet migrated) must not break the transaction
+    # that records the run.
+    with transaction.atomic():
+        found = rules_exist()
+    _rules[schema_name] = (now + RULES_TTL, found)
+    return found
 
 
 class AlertingRuns(TurnExtension):
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         if not outcome.recorded:
             return
-        from engine.alerts.services import rules_exist
-
         try:
-            # A savepoint: a failing check (a schema not yet migrated) must not break the
-            # transaction that records the run.
-            with transaction.atomic():
-                if not rules_exist():
-                    return
+            if not _rules_exist(connection.schema_name):
+                return
         except Exception:
             logger.exception("alert rules not checked", extra={"run": turn.run_id})
             return

@@ -226,6 +226,8 @@ class RunHeartbeat(pipeline.TurnExtension):
     async def on_progress(self, turn) -> None:
         if turn.acquired is None:  # never acquired: there is no run row
             return
+        if turn.finishing:  # the outcome's write, next, sets the output and ends the row
+            return
         await pipeline.db_call(
             partial(
                 _beat,

@@ -25,7 +25,8 @@ every method is optional and all run for every turn, in registration order):
 - `on_progress(turn)`: awaited every `PROGRESS_SECONDS` while the turn runs (tokens streaming
   or not: a model slow to its first token or a long tool call sends no event, and a heartbeat
   that waited for one would let a sweep take a live turn), never concurrently with itself, and
-  once at the end, with `turn.text` (the reply so far) and `turn.run_id`: the heartbeat of the
+  once at the end (`turn.finishing` set), with `turn.text` (the reply so far) and
+  `turn.run_id`: the heartbeat of the
   process that owns the run and the partial reply, for orphan recovery (issue 8:
   engine/runs/orphans.py for runs, chat/orphans.py for replies).
 - `on_finish(turn, outcome)`: synchronous, in the tenant's schema, inside the transaction that
@@ -101,6 +102,10 @@ class TurnRequest:
     # Whose run it is: who sees it besides the organization's admins and owners.
     owner_user_id: int | None = None
     owner_api_key_id: str | None = None
+    # The caller's organization id and, for a key principal, its key's id, when the trigger has
+    # them at hand (/v1): extensions (budgets) use them instead of reading them again.
+    org_id: int | None = None
+    key_id: str | None = None
     # Known before the row exists, so a response can name the run at once.
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     # A runtime the caller already took from the pool (to answer "no such model" its own way).
@@ -144,6 +149,9 @@ class Turn:
     request: TurnRequest
     acquired: Acquired | None = None
     text: list[str] = field(default_factory=list)
+    # Set for the last `on_progress`, just before the outcome is written: a heartbeat whose
+    # row the outcome's own write updates in a moment can skip its write.
+    finishing: bool = False
 
     @property
     def run_id(self) -> str:
@@ -301,6 +309,7 @@ async def turn_run(
         stop_pulse.set()
         await _settle(asyncio.gather(pulse, return_exceptions=True))
     if _extensions:
+        turn.finishing = True
         await _progress(turn)
     await _settle(asyncio.ensure_future(_finish(turn, recorder, outcome, store, in_progress)))
     return outcome

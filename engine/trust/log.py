@@ -1,22 +1,25 @@
 """The organization's transparency log: an append-only Merkle tree of proof digests in its schema.
 
 Appends serialize on the log's head row (SELECT ... FOR UPDATE) and write the leaves and the
-nodes they complete in the same transaction; the head keeps the tree's right edge, so an append
-reads nothing else. Proofs read O(log n) nodes in one query (engine/trust/merkle.py).
+nodes they complete in the same transaction, in one statement; the head keeps the tree's right
+edge, so an append reads nothing else. Proofs read O(log n) nodes in one query (engine/trust/merkle.py).
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import json
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from engine.trust import merkle, signing
-from engine.trust.models import LogHead, LogLeaf, LogNode, TreeHead
+from engine.trust.models import ExecutionProof, LogHead, LogLeaf, LogNode, TreeHead
 from engine.trust.verify_bundle import Checkpoint, VerifyError, leaf_hash, open_checkpoint
 
 
@@ -52,27 +55,88 @@ def _head(lock: bool) -> LogHead:
     return head
 
 
-def log_append(*, entries: Sequence[tuple[str, uuid.UUID | str]]) -> list[int]:
+def _locked_head(cursor, *, run_id: Any = None) -> tuple[int, list, bool]:
+    """The head's size and right edge, locked; and whether `run_id` already has a proof."""
+    exists = (
+        f"EXISTS (SELECT 1 FROM {ExecutionProof._meta.db_table} WHERE run_id = %s)"
+        if run_id is not None
+        else "false"
+    )
+    cursor.execute(
+        f"SELECT size, frontier, {exists} FROM {LogHead._meta.db_table} WHERE id = 1 FOR UPDATE",
+        [run_id] if run_id is not None else [],
+    )
+    row = cursor.fetchone()
+    if row is None:  # the organization's first append: make the head, then lock it
+        _head(lock=True)
+        return _locked_head(cursor, run_id=run_id)
+    size, frontier, proven = row
+    return size, json.loads(frontier) if isinstance(frontier, str) else frontier, proven
+
+
+def log_append(
+    *,
+    entries: Sequence[tuple[str, uuid.UUID | str]],
+    proof: dict[str, Any] | None = None,
+) -> list[int] | None:
     """Append (proof digest, run id) entries in order; returns their leaf indices.
 
-    No savepoint when nested (see proofs.proof_create): a failure rolls back the caller's block."""
-    with transaction.atomic(savepoint=False):
-        head = _head(lock=True)
-        frontier = merkle.Frontier.from_json(head.size, head.frontier)
-        leaves, nodes, indices = [], [], []
+    `proof`: an ExecutionProof row's columns (but `log_index`) for the one entry, written in the
+    same statement; None is returned, and nothing written, when its run already has a proof.
+
+    Two statements, whatever the count: the head locked (SELECT ... FOR UPDATE), then the leaves,
+    the nodes they complete, the new head (and the proof) in one INSERT with writable CTEs. No
+    savepoint when nested (see proofs.proof_create): a failure rolls back the caller's block."""
+    now = timezone.now()
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
+        size, edge, proven = _locked_head(cursor, run_id=proof["run_id"] if proof else None)
+        if proven:
+            return None
+        frontier = merkle.Frontier.from_json(size, edge)
+        leaves: list[tuple[int, str, str]] = []
+        levels, positions, hashes = [], [], []
         for proof_digest, run_id in entries:
             index = frontier.size
-            created = frontier.append(leaf_hash(bytes.fromhex(proof_digest)))
-            leaves.append(LogLeaf(index=index, digest=proof_digest, run_id=run_id))
-            nodes += [LogNode(level=lv, index=i, hash=h) for lv, i, h in created]
-            indices.append(index)
-        LogLeaf.objects.bulk_create(leaves)
-        LogNode.objects.bulk_create(nodes)
-        head.size = frontier.size
-        head.root = frontier.root().hex()
-        head.frontier = frontier.to_json()
-        head.save(update_fields=["size", "root", "frontier", "updated_at"])
-        return indices
+            for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
+                levels.append(level)
+                positions.append(position)
+                hashes.append(value)
+            leaves.append((index, proof_digest, str(run_id)))
+        sql = (
+            f"WITH leaves AS (INSERT INTO {LogLeaf._meta.db_table}"
+            ' ("index", digest, run_id, created_at)'
+            " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)),"
+            f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
+            " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])),"
+            f" head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s, frontier = %s,"
+            " updated_at = %s WHERE id = 1)"
+        )
+        params: list[Any] = [
+            now,
+            [i for i, _, _ in leaves],
+            [d for _, d, _ in leaves],
+            [r for _, _, r in leaves],
+            levels,
+            positions,
+            hashes,
+            frontier.size,
+            frontier.root().hex(),
+            Jsonb(frontier.to_json()),
+            now,
+        ]
+        if proof is None:
+            cursor.execute(sql + " SELECT 1", params)
+        else:
+            columns = [*proof, "log_index"]
+            values = [Jsonb(v) if k == "payload" else v for k, v in proof.items()]
+            cursor.execute(
+                sql
+                + f" INSERT INTO {ExecutionProof._meta.db_table}"
+                + " ({})".format(", ".join(f'"{c}"' for c in columns))
+                + f" VALUES ({', '.join(['%s'] * len(columns))})",
+                [*params, *values, leaves[0][0]],
+            )
+        return [index for index, _, _ in leaves]
 
 
 def fetch_nodes(keys: Sequence[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:

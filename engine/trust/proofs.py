@@ -7,12 +7,14 @@ so the signer and every verifier compute them with the same code.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from engine.trust import log, signing
-from engine.trust.canonical import canonical_json, jsonable, sha256_of
+from engine.trust.canonical import canonical_json, jsonable
 from engine.trust.models import ExecutionProof
 from engine.trust.verify_bundle import PROOF_VERSION, chain, digest
 
@@ -87,12 +89,16 @@ def proof_payload(
 
 
 def sign_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload's canonical bytes, their SHA-256 and its signature (canonicalized once)."""
     import base64
+    import hashlib
 
     signer = signing.keyring().current
-    proof_digest = sha256_of(payload)
+    canonical = canonical_json(payload)
+    proof_digest = hashlib.sha256(canonical).hexdigest()
     return {
         "payload": payload,
+        "canonical": canonical.decode(),
         "digest": proof_digest,
         "signature": base64.b64encode(signer.sign(bytes.fromhex(proof_digest))).decode(),
         "key_name": signer.name,
@@ -105,34 +111,41 @@ def organization_slug() -> str:
 
 
 @transaction.atomic(savepoint=False)
-def proof_create(*, run: Any, snapshot_hash: str) -> ExecutionProof:
+def proof_create(
+    *, run: Any, snapshot_hash: str, records: list[dict[str, Any]] | None = None
+) -> ExecutionProof:
     """Prove a finished run and append the proof's digest to the organization's log (one
-    transaction: a proof without its log entry never exists). Idempotent per run.
+    transaction: a proof without its log entry never exists). Idempotent per run: the run's
+    existing proof is returned (checked under the log's lock, so two provers make one proof).
+    `records`: the run's step records when the caller has them (run_records(run) otherwise).
 
     No savepoint of its own (nor log_append's): inside a caller's transaction a failure marks
     that transaction for rollback, and the caller that goes on after one (prove_run) holds the
     savepoint. Two round trips per nested block fewer on every turn's commit."""
-    existing = ExecutionProof.objects.filter(run_id=run.id).first()
-    if existing is not None:
-        return existing
     payload = proof_payload(
         run=run,
         organization=organization_slug(),
         snapshot_hash=snapshot_hash,
-        records=run_records(run),
+        records=run_records(run) if records is None else records,
     )
     signed = sign_payload(payload)
-    (index,) = log.log_append(entries=[(signed["digest"], run.id)])
-    return ExecutionProof.objects.create(
-        run_id=run.id,
-        canonical=canonical_json(payload).decode(),
-        payload=payload,
-        digest=signed["digest"],
-        signature=signed["signature"],
-        key_name=signed["key_name"],
-        key_id=signed["key_id"],
-        log_index=index,
-    )
+    row = {
+        "id": uuid.uuid4(),
+        "run_id": run.id,
+        "canonical": signed["canonical"],
+        "payload": payload,
+        "digest": signed["digest"],
+        "signature": signed["signature"],
+        "key_name": signed["key_name"],
+        "key_id": signed["key_id"],
+        "created_at": timezone.now(),
+    }
+    appended = log.log_append(entries=[(signed["digest"], run.id)], proof=row)
+    if appended is None:  # proven already
+        return ExecutionProof.objects.get(run_id=run.id)
+    proof = ExecutionProof(**row, log_index=appended[0])
+    proof._state.adding, proof._state.db = False, "default"
+    return proof
 
 
 def proof_get(*, run_id: Any) -> ExecutionProof | None:

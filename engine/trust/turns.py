@@ -9,10 +9,12 @@ rather than losing the run.
 
 from __future__ import annotations
 
+import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from engine.runs.pipeline import Turn, TurnExtension, TurnOutcome, TurnRequest
 from orchestrators.pool import Acquired
@@ -34,18 +36,59 @@ class ProvenRuns(TurnExtension):
         prove_run(run_id=turn.run_id)
 
 
+_RUN = ("id", "orchestrator_slug", "status", "input", "output", "started_at", "finished_at")
+_STEP = (
+    "seq", "parent_seq", "kind", "name", "outcome", "started_at", "duration_ms", "data", "error",
+    "error_type", "payload", "at",
+)  # fmt: skip
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _proof_inputs(run_id: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
+    """The run's columns a proof covers, its snapshot, and its step records: two statements
+    (rows as the model would load them: JSON parsed, the same adapters)."""
+    from engine.models import Run, RunEvent
+    from engine.trust.proofs import step_record
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {', '.join(_RUN)}, snapshot_id FROM {Run._meta.db_table} WHERE id = %s",
+            [run_id],
+        )
+        row = cursor.fetchone()
+        if row is None:
+            return None, None, []
+        run = SimpleNamespace(**dict(zip(_RUN, row[:-1], strict=True)))
+        run.input = _json(run.input)
+        cursor.execute(
+            f"SELECT {', '.join(_STEP)} FROM {RunEvent._meta.db_table}"
+            " WHERE run_id = %s ORDER BY seq",
+            [run_id],
+        )
+        steps = [SimpleNamespace(**dict(zip(_STEP, r, strict=True))) for r in cursor.fetchall()]
+    for step in steps:
+        step.data = _json(step.data)
+    return run, row[-1], [step_record(step) for step in steps]
+
+
 def prove_run(*, run_id: str):
     """Prove a finished run in the current schema (inside the caller's transaction)."""
-    from engine.models import Run
     from engine.trust.proofs import proof_create
 
-    run = Run.objects.filter(pk=run_id).first()
-    if run is None or run.snapshot_id is None:
+    try:
+        run, snapshot_id, records = _proof_inputs(run_id)
+    except Exception:
+        logger.exception("run not proven", extra={"run": run_id})
+        return None
+    if run is None or snapshot_id is None:
         logger.warning("run not proven: no snapshot", extra={"run": run_id})
         return None
     try:
         with transaction.atomic():
-            return proof_create(run=run, snapshot_hash=run.snapshot_id)
+            return proof_create(run=run, snapshot_hash=snapshot_id, records=records)
     except Exception:
         logger.exception("run not proven", extra={"run": run_id})
         return None

@@ -55,9 +55,70 @@ class VerifyError(Exception):
 # --- canonical JSON and hashes ---------------------------------------------------------------
 
 
+_SAFE = 2**53 - 1
+_plain_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True).encode
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain_float(number: float) -> float | int:
+    """A float as the standard library would write it RFC 8785's way: integral values below 2**53
+    as integers (ECMAScript writes 5.0 as 5), others between 1e-4 and 1e16, where Python's repr
+    and ECMAScript's shortest round-trip form are the same digits without an exponent."""
+    if number.is_integer():
+        if -_SAFE <= number <= _SAFE:
+            return int(number)
+        raise _NotPlain  # Python writes 9007199254740994.0, ECMAScript 9007199254740994
+    if 1e-4 <= abs(number) < 1e16:
+        return number
+    raise _NotPlain
+
+
+def _plain(value: Any) -> Any:
+    """`value` made ready for the standard library's encoder to write its RFC 8785 bytes, or
+    _NotPlain: dicts with string keys of the Basic Multilingual Plane (where sorting by code
+    point is sorting by UTF-16 code unit), lists, strings, safe integers, floats _plain_float
+    takes, booleans and null. String escaping is the same in both (control characters, quote
+    and backslash). A value without floats is returned as it is."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return value
+    if kind is int:
+        if -_SAFE <= value <= _SAFE:
+            return value
+        raise _NotPlain
+    if kind is float:
+        return _plain_float(value)
+    if kind is dict:
+        changed = None
+        for key, item in value.items():
+            if type(key) is not str or (key and max(key) > "\uffff"):
+                raise _NotPlain
+            ready = _plain(item)
+            if ready is not item or type(ready) is not type(item):
+                if changed is None:
+                    changed = dict(value)
+                changed[key] = ready
+        return value if changed is None else changed
+    if kind is list or kind is tuple:
+        ready = [_plain(item) for item in value]
+        if all(a is b for a, b in zip(ready, value, strict=True)):
+            return value
+        return ready
+    raise _NotPlain
+
+
 def canonical(value: Any) -> bytes:
-    """RFC 8785 (JCS) bytes of a JSON value."""
-    return rfc8785.dumps(value)
+    """RFC 8785 (JCS) bytes of a JSON value: the `rfc8785` package's, through the standard
+    library's C encoder where that gives the same bytes (see _plain), several times faster."""
+    try:
+        return _plain_dumps(_plain(value)).encode("utf-8")
+    except (_NotPlain, UnicodeEncodeError, RecursionError):
+        # Numbers ECMAScript writes with an exponent, astral keys, unsafe integers, a lone
+        # surrogate: rfc8785 writes them, or says why it refuses.
+        return rfc8785.dumps(value)
 
 
 def digest(value: Any) -> str:

@@ -128,22 +128,34 @@ class _TurnState:
     stream: budgets.Lease | None = None  # this turn's place among the concurrent streams
 
 
-def _who(*, schema_name: str, principal: str) -> _Who:
+def _who(
+    *,
+    schema_name: str,
+    principal: str,
+    org_id: int | None = None,
+    key_id: str | None = None,
+) -> _Who:
+    """The budgets a turn counts against; `org_id`/`key_id` when the trigger knows them already
+    (read here otherwise)."""
     from tenants.models import ApiKey, Organization
 
-    org_id = Organization.objects.filter(schema_name=schema_name).values_list("id", flat=True).get()
+    if org_id is None:
+        org_id = (
+            Organization.objects.filter(schema_name=schema_name).values_list("id", flat=True).get()
+        )
     limits = plans.org_limits(org_id=org_id)
-    key_id = None
     key_limits = plans.NO_KEY_LIMITS
-    if principal.startswith("key:"):
+    if not principal.startswith("key:"):
+        key_id = None
+    elif key_id is None:
         key_id = (
             ApiKey.objects.filter(prefix=principal[4:], organization_id=org_id)
             .values_list("id", flat=True)
             .first()
         )
-        if key_id is not None:
-            key_id = str(key_id)
-            key_limits = plans.key_limits(key_id=key_id)
+    if key_id is not None:
+        key_id = str(key_id)
+        key_limits = plans.key_limits(key_id=key_id)
     chosen = [
         budgets.Budget(limits.tenant, ORG_PRINCIPAL, name, getattr(limits, name), "organization")
         for name in TOKEN_FIELDS
@@ -243,7 +255,11 @@ class BudgetExtension(TurnExtension):
         state = self._state(turn)
         if state is None:
             who = await _in_public(
-                _who, schema_name=turn.request.schema_name, principal=turn.request.principal
+                _who,
+                schema_name=turn.request.schema_name,
+                principal=turn.request.principal,
+                org_id=turn.request.org_id,
+                key_id=turn.request.key_id,
             )
             state = _TurnState(who)
             turn._cadence_budget = state  # type: ignore[attr-defined]

@@ -211,6 +211,8 @@ async def _run(turn: ResponseTurn) -> None:
                 parameters=dict(request.parameters),
                 client_tools=list(request.tools),
                 owner_api_key_id=str(caller.key_id),
+                org_id=caller.org_id,
+                key_id=str(caller.key_id),
             ),
             on_event=on_event,
             store=store,

@@ -1,0 +1,72 @@
+"""django-tenants' backend, issuing `SET search_path` only when a connection's path changes.
+
+django-tenants sets the search_path before every statement (TENANT_LIMIT_SET_CALLS off), which
+doubles the statements of every request: half the round trips of a turn were `SET`s. Its own
+limit (TENANT_LIMIT_SET_CALLS) remembers the path per Django connection wrapper and forgets it
+on every set_tenant, so it saves little, and it has leaked rows across tenants when the
+remembered path was one a rollback had undone (django-tenants #1262).
+
+Here the path is remembered per physical connection (it is session state of that connection,
+and a pooled connection keeps it from one checkout to the next), and forgotten whenever the
+database may have undone it: a `SET` is transactional, so a rollback, a rollback to a savepoint,
+and a connection handed back to the pool inside a transaction (the pool rolls it back) all
+forget it; a broken or new connection has none. A statement never runs on a path this module
+has not seen set and not undone.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+from django.utils.asyncio import async_unsafe
+from django_tenants.postgresql_backend import base as tenants_base
+from psycopg import pq
+
+# The search_path each open physical connection has, as far as a SET that stands set it.
+_paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def known_path(connection) -> tuple[str, ...] | None:
+    """The search_path a physical (psycopg) connection is known to have; for tests."""
+    return _paths.get(connection)
+
+
+class DatabaseWrapper(tenants_base.DatabaseWrapper):
+    def _forget(self) -> None:
+        if self.connection is not None:
+            _paths.pop(self.connection, None)
+
+    def _handle_search_path(self, cursor=None):
+        if self._setting_search_path:
+            return
+        raw = self.connection
+        wanted = tuple(self._get_cursor_search_paths())  # validates every name
+        if raw is not None and _paths.get(raw) == wanted:
+            self.search_path_set_schemas = list(wanted)
+            return
+        super()._handle_search_path(cursor)  # issues the SET (TENANT_LIMIT_SET_CALLS is off)
+        if raw is None:
+            return
+        if self.search_path_set_schemas is not None:
+            _paths[raw] = wanted
+        else:
+            _paths.pop(raw, None)
+
+    @async_unsafe
+    def rollback(self):
+        self._forget()
+        super().rollback()
+
+    @async_unsafe
+    def savepoint_rollback(self, sid):
+        try:
+            super().savepoint_rollback(sid)
+        finally:
+            self._forget()
+
+    def _close(self):
+        raw = self.connection
+        if raw is not None and raw.info.transaction_status != pq.TransactionStatus.IDLE:
+            # Handed back inside a transaction: the pool rolls it back, and a SET with it.
+            _paths.pop(raw, None)
+        return super()._close()
