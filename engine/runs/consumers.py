@@ -2,8 +2,12 @@
 
 `/ws/orgs/<slug>/runs/<id>/[?after=<cursor>]`: the run's step, log and run frames with cursor
 above `after` (0, the default: from its first), each carrying its `cursor`. A running run is
-followed on its Redis stream (engine/runs/live.py); an ended one is replayed from the database
-with the cursors it streamed with. Either way the last frame is the run frame, after which the
+followed on its Redis stream (engine/runs/live.py), which its publisher writes only once a socket
+has marked the run watched (`live.run_watch_mark`, before the socket reads whether it ended; kept
+while it is open), from the run's first frame; an ended one is replayed from the database with
+the cursors it was stored with, as is a run that ended before its publisher saw the mark (the
+socket looks at the database FIRST_LOOK_SECONDS after it opens while no frame came, then less
+often). Either way the last frame is the run frame, after which the
 socket closes (1000, "run_ended").
 
 `/ws/orgs/<slug>/runs/[?orchestrator=<id or slug>]`: a run frame when a run starts and when it
