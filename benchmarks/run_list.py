@@ -20,6 +20,18 @@ authentication, the real view, selector and serializer. Prints p50/p95 in ms per
 those over 50 ms. A case whose samples take over 20 s in all stops early (n shows how many ran). Two
 columns: the query path alone (selector + serializer, in the tenant's schema) and the whole
 request; the machine is shared, so both move with its load (uptime is printed).
+
+Measured 2026-12-06 at load averages 3.4-9 on the 2 shared cores (other helpers' servers and
+tests): 17-19 cases over 50 ms at p95 in every run, before and after the changes below, most by
+the load (the same GETs took 8-25 ms more than their query path). The SQL alone (EXPLAIN
+(ANALYZE, BUFFERS) of each case's query, best of 3) is load-proof: with PostgreSQL's default
+random_page_cost (4) a member's status+orchestrator+trigger page walked the newest runs,
+81,000 rows, 17-25 ms, 2,219-2,353 buffers; at 1.1 (cadence_site/settings.py) the status index,
+8,000 rows, 4.6-5.6 ms, 1,767-1,880 buffers; a member's deep page for a rare error text went
+from 102 ms (9,994 buffers) to 10 ms (2,892); no case read more buffers. What remains slow is
+`q` for a text about 3,000 runs carry (`geocode`, alone or with a status): 18-43 ms and 15,000
+buffers either way, one run lookup per matching step (the trigram indexes find the steps, not
+their runs' times), and the planner guesses 1 matching step where there are 3,002.
 """
 
 from __future__ import annotations
@@ -149,7 +161,7 @@ LOAD_RUNS = """
 INSERT INTO engine_run (
     id, orchestrator_id, orchestrator_slug, config_hash, trigger, principal, owner_user_id,
     owner_api_key_id, status, input, output, usage, error, error_code, environment, started_at,
-    finished_at, duration_ms)
+    finished_at, duration_ms, owner)
 SELECT gen_random_uuid(), o.id, o.slug, '', t.trigger, '', w.user_id, w.key_id, s.status,
        '{}'::jsonb, '', '{}'::jsonb,
        CASE WHEN s.status = 'failed' THEN e.message ELSE '' END,
@@ -157,7 +169,7 @@ SELECT gen_random_uuid(), o.id, o.slug, '', t.trigger, '', w.user_id, w.key_id, 
        '{}'::jsonb, g.started,
        CASE WHEN s.status IN ('running', 'queued') THEN NULL
             ELSE g.started + d.ms * interval '1 millisecond' END,
-       CASE WHEN s.status IN ('running', 'queued') THEN NULL ELSE d.ms END
+       CASE WHEN s.status IN ('running', 'queued') THEN NULL ELSE d.ms END, ''
 FROM (
     SELECT i,
            now() - interval '90 days' * (1 - i::float8 / %(runs)s)

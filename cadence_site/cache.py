@@ -35,6 +35,18 @@ class SharedPoolClient(RedisCacheClient):
     """
 
     _shared: dict[tuple, object] = {}
+    _clients: dict[object, object] = {}  # pool → its client
+
+    def get_client(self, key=None, *, write=False):
+        # Django builds a redis.Redis per cache call, and building one (its response callbacks,
+        # ~170 entries) cost more CPU than the call's round trip: two per API request (the
+        # organization and the session). A client is thread-safe and holds no connection of
+        # its own, so one per shared pool serves every call.
+        pool = self._get_connection_pool(write)
+        client = self._clients.get(pool)
+        if client is None:
+            client = self._clients.setdefault(pool, self._client(connection_pool=pool))
+        return client
 
     def _get_connection_pool(self, write):
         index = self._get_connection_pool_index(write)

@@ -171,6 +171,18 @@ if env.bool("CADENCE_DB_POOL", default=not TESTING):
         "max_size": env.int("CADENCE_DB_POOL_MAX", default=20),
         "timeout": 10,
     }
+# The planner's price of a random page read: PostgreSQL's default (4) assumes spinning disks;
+# on SSDs, or a working set in memory, 1.1 is the usual figure. At 4 a member's run list page
+# filtered by status, orchestrator and trigger walked the newest runs (81,000 rows, 17-25 ms at
+# 1,000,000 runs) instead of the status index (8,000 rows, 5 ms), and other pages read as many
+# buffers or fewer at 1.1 (benchmarks/run_list.py). Sent with each connection (libpq `options`),
+# so the server and its other databases keep their own; empty: the server's value (a pooler
+# that refuses startup options, such as PgBouncer without `ignore_startup_parameters`).
+_page_cost = env.str("CADENCE_DB_RANDOM_PAGE_COST", default="1.1")
+if _page_cost:
+    _db["OPTIONS"]["options"] = " ".join(
+        filter(None, [_db["OPTIONS"].get("options"), f"-c random_page_cost={float(_page_cost)}"])
+    )
 _db["TEST"] = {
     "NAME": env.str("CADENCE_TEST_DB_NAME", default=f"test_{_db.get('NAME') or 'cadence'}")
 }

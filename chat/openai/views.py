@@ -345,25 +345,30 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
         while not turn.queue.empty():
             items.append(turn.queue.get_nowait())
         text = "".join(value for kind, value in items if kind == "token")
-        if text:
-            yield chunk({"content": text})
         outcome = next((value for kind, value in items if kind == "done"), None)
         if outcome is None:
+            if text:
+                yield chunk({"content": text})
             continue
+        # The end in one write: the last text, the finish (or the error) and [DONE].
+        tail = [chunk({"content": text})] if text else []
         if outcome.error is not None:
-            yield sse({"error": public_error(outcome.error)})
+            tail.append(sse({"error": public_error(outcome.error)}))
         else:
             if outcome.tool_calls:
-                yield chunk(
-                    {
-                        "tool_calls": [
-                            {"index": index, **call}
-                            for index, call in enumerate(outcome.tool_calls)
-                        ]
-                    }
+                tail.append(
+                    chunk(
+                        {
+                            "tool_calls": [
+                                {"index": index, **call}
+                                for index, call in enumerate(outcome.tool_calls)
+                            ]
+                        }
+                    )
                 )
-            yield chunk({}, outcome.finish_reason)
+            tail.append(chunk({}, outcome.finish_reason))
             if with_usage:
-                yield sse({**base, "choices": [], "usage": outcome.usage})
-        yield sse("[DONE]")
+                tail.append(sse({**base, "choices": [], "usage": outcome.usage}))
+        tail.append(sse("[DONE]"))
+        yield "".join(tail)
         return

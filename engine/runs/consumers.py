@@ -44,10 +44,25 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 MAX_CURSOR = 2**31 - 1
 # How long a followed run may stay silent before the database is asked whether it ended (its
-# process died, or Redis lost the end): then the rest is replayed from there.
+# process died, or Redis lost the end): then, after as long again, the rest is replayed from there.
 QUIET_SECONDS = 5.0
 FIRST_LOOK_SECONDS = 0.5  # > live.WATCH_POLL_SECONDS: the publisher had its chance to see it
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
+
+
+# Every run frame begins so (engine/runs/frames.py's templates, json.dumps of the others' dicts
+# with `type` and `cursor` first): read without parsing the whole frame, which at thousands of
+# frames a second was most of what following a run cost the consumer (benchmarks/run_ingest.py).
+_HEAD = re.compile(r'\{"type": "([a-z_]+)", "cursor": (\d+)[,}]')
+
+
+def frame_head(text: str) -> tuple[str, int]:
+    """(type, cursor) of a run frame's JSON text."""
+    head = _HEAD.match(text)
+    if head is not None:
+        return head.group(1), int(head.group(2))
+    frame = json.loads(text)
+    return frame["type"], frame["cursor"]
 
 
 def _params(scope, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -85,6 +100,10 @@ def _frames_if_ended(*, run_id: str, after: int) -> list[dict] | None | bool:
     """The rest of the run's frames if it ended, None while it runs, False once it is gone."""
     run = Run.objects.filter(pk=run_id).first()
     return _ended_frames(run=run, after=after) if run is not None else False
+
+
+def _run_status(*, run_id: str) -> str | None:
+    return Run.objects.filter(pk=run_id).values_list("status", flat=True).first()
 
 
 class RunConsumer(AsyncWebsocketConsumer):
@@ -153,30 +172,47 @@ class RunConsumer(AsyncWebsocketConsumer):
         # Until a first frame comes, the database is asked again soon, then less often: a run
         # that ended before its publisher saw the watch mark published nothing (live.py).
         quiet = FIRST_LOOK_SECONDS
+        # Quiet, and the database says the run ended: its publisher writes the last frames once
+        # the run is stored, at most live.CLOSE_SECONDS later, so they are given one more quiet
+        # spell before the rest is replayed from the database. Replaying at once read a whole
+        # run's steps for every socket whose run took long to store (benchmarks/run_ingest.py).
+        ended_seen = False
         try:
             while True:
                 if time.monotonic() - self.marked >= live.WATCH_REFRESH:
                     await self._mark_watched()
                 try:
-                    text = await asyncio.wait_for(queue.get(), quiet)
+                    # Entries already queued are taken at once: wait_for costs a task per call.
+                    text = queue.get_nowait() if queue.qsize() else None
+                    if text is None:
+                        text = await asyncio.wait_for(queue.get(), quiet)
                 except TimeoutError:
                     quiet = min(quiet * 2, QUIET_SECONDS)
+                    if not ended_seen:
+                        status = await in_tenant(
+                            self.org.schema_name, _run_status, run_id=self.run_id
+                        )
+                        if status is None:  # deleted meanwhile (retention, its organization)
+                            return await self.close(code=CLOSE_NOT_FOUND, reason="run_not_found")
+                        ended_seen = status in live.TERMINAL
+                        continue
                     frames = await in_tenant(
                         self.org.schema_name, _frames_if_ended, run_id=self.run_id, after=self.after
                     )
-                    if frames is False:  # deleted meanwhile (retention, its organization)
+                    if frames is False:
                         return await self.close(code=CLOSE_NOT_FOUND, reason="run_not_found")
                     if frames is not None:
                         return await self._replay(frames)
                     continue
                 quiet = QUIET_SECONDS
+                ended_seen = False
                 for line in text.split("\n"):  # an entry holds the frames written together
-                    frame = json.loads(line)
-                    if frame["cursor"] <= self.after:
+                    kind, cursor = frame_head(line)
+                    if cursor <= self.after:
                         continue
-                    self.after = frame["cursor"]
+                    self.after = cursor
                     await self.send(text_data=line)
-                    if frame["type"] == "run":
+                    if kind == "run":
                         return await self.close(code=1000, reason="run_ended")
         finally:
             hub.unsubscribe(key, queue)

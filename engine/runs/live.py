@@ -95,23 +95,6 @@ return 1
 """
 
 
-@lru_cache(maxsize=1)
-def _append_sha() -> str:
-    import hashlib
-
-    return hashlib.sha1(_APPEND.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
-
-
-async def _append(client: aioredis.Redis, key: str, *args: Any) -> None:
-    """The script by its hash, loaded on the first NOSCRIPT (a restarted Redis forgets it)."""
-    from redis.exceptions import NoScriptError
-
-    try:
-        await client.evalsha(_append_sha(), 1, key, *args)
-    except NoScriptError:
-        await client.eval(_APPEND, 1, key, *args)
-
-
 # --- frames -----------------------------------------------------------------------------------
 
 
@@ -351,43 +334,85 @@ class RunPublisher:
                 out.append(frames.step_frame_text(item, how))
         return out
 
-    async def send(self, client: aioredis.Redis) -> None:
+    def _take(self) -> tuple[tuple[str, str] | None, list[str], bool]:
+        """What to write now: (the stream entry's id and text, or None; the organization feed's
+        frames; whether this send ends the run's stream)."""
         self.queued = False
         ending = self.closed is not None  # (a send already under way when close came is not)
-        org, self.org_pending = self.org_pending, []
         batch: list[tuple] = []
         if self.watched:
             batch = self.recorder.take()
             if self.final is not None:  # closed: what seal numbered, and the run frame
                 batch, self.final = batch + self.final, None
-        try:
-            if batch:
-                frames = self._frames(batch)
-                # One entry per send, its id the last cursor in it: a reader after cursor c gets
-                # exactly the entries holding a frame above c (and skips the rest of the first).
-                # One command per send (entry and expiry in one script) rather than per frame:
-                # redis-py costs more CPU per command than the frames do to build
-                # (benchmarks/runs.py).
-                await _append(
-                    client,
-                    self.key,
-                    stream_id(frames[-1][0]),
-                    "\n".join(text for _, text in frames),
-                    RUN_STREAM_MAXLEN,
-                    RUN_STREAM_TTL,
-                )
-            for text in org:
-                await client.xadd(self.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # stored with the run all the same
-            logger.warning(
-                "run frames not published",
-                extra={"stream": self.key, "error": f"{type(exc).__name__}: {exc}"},
-            )
-        finally:
-            if ending and self.closed is not None and not self.closed.done():
-                self.closed.set_result(None)
+        org, self.org_pending = self.org_pending, []
+        entry = None
+        if batch:
+            frames = self._frames(batch)
+            # One entry per send, its id the last cursor in it: a reader after cursor c gets
+            # exactly the entries holding a frame above c (and skips the rest of the first).
+            entry = (stream_id(frames[-1][0]), "\n".join(text for _, text in frames))
+        return entry, org, ending
+
+    def _sent(self, ending: bool) -> None:
+        # close() waits for this whether or not Redis took the frames.
+        if ending and self.closed is not None and not self.closed.done():
+            self.closed.set_result(None)
+
+    async def send(self, client: aioredis.Redis) -> None:
+        await _send_all(client, [self])
+
+
+async def _send_all(client: aioredis.Redis, publishers: list[RunPublisher]) -> None:
+    """Every wanted run's pending frames in one pipelined round trip: one command per run's
+    entry (entry and expiry in one script) and one per organization frame. Per command
+    redis-py costs more CPU than the frames do to build (benchmarks/runs.py), and per round
+    trip more again (a pooled connection taken and given back, a read awaited): at 50 runs
+    streaming at once a round trip per run was most of what publishing cost the server
+    (benchmarks/run_ingest.py). EVAL rather than EVALSHA: a pipeline cannot answer NOSCRIPT
+    midway, and Redis caches the script by its hash all the same."""
+    work = []
+    try:
+        for publisher in publishers:
+            try:
+                work.append((publisher, *publisher._take()))
+            except Exception as exc:  # its frames are stored with the run all the same
+                _not_published(publisher, exc)
+                publisher._sent(True)
+        commands: list[RunPublisher] = []
+        async with client.pipeline(transaction=False) as pipe:
+            for publisher, entry, org, _ in work:
+                if entry is not None:
+                    pipe.eval(_APPEND, 1, publisher.key, *entry, RUN_STREAM_MAXLEN, RUN_STREAM_TTL)
+                    commands.append(publisher)
+                for text in org:
+                    pipe.xadd(publisher.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
+                    commands.append(publisher)
+            if not commands:
+                return
+            try:
+                results = await pipe.execute(raise_on_error=False)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # stored with the run all the same
+                for publisher in dict.fromkeys(commands):
+                    _not_published(publisher, exc)
+                return
+        failed: dict[RunPublisher, BaseException] = {}
+        for publisher, result in zip(commands, results, strict=True):
+            if isinstance(result, BaseException):
+                failed.setdefault(publisher, result)
+        for publisher, exc in failed.items():
+            _not_published(publisher, exc)
+    finally:
+        for publisher, _, _, ending in work:
+            publisher._sent(ending)
+
+
+def _not_published(publisher: RunPublisher, exc: BaseException) -> None:
+    logger.warning(
+        "run frames not published",
+        extra={"stream": publisher.key, "error": f"{type(exc).__name__}: {exc}"},
+    )
 
 
 class _Sender:
@@ -420,10 +445,7 @@ class _Sender:
             await self.wake.wait()
             self.wake.clear()
             wanted, self.wanted = self.wanted, {}
-            if len(wanted) == 1:
-                await next(iter(wanted)).send(client)
-            else:
-                await asyncio.gather(*(publisher.send(client) for publisher in wanted))
+            await _send_all(client, list(wanted))
 
     def poll(self, publisher: RunPublisher) -> None:
         self.unwatched.add(publisher)

@@ -20,7 +20,6 @@ from django.core.files.storage import default_storage
 from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.fields.tuple_lookups import Tuple, TupleLessThan
 from django.utils.dateparse import parse_datetime
-from django_tenants.utils import schema_context
 
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.lineage import SCORE_KINDS, Lineage, LineageError
@@ -62,13 +61,16 @@ def run_owner_q(*, principal, role: str | None, org=None) -> Q | None:
 
     org = org if org is not None else connection.tenant
     # A user's keys are the keys they created in this organization. Keys live in the public
-    # schema only: the tenant's search path would find its own (empty) table first.
-    with schema_context("public"):
-        keys = list(
-            ApiKey.objects.filter(
-                organization_id=getattr(org, "id", None), created_by_id=principal.pk
-            ).values_list("id", flat=True)
+    # schema only: the tenant's search path would find its own (empty) table first, so the table
+    # is named with its schema. Not through schema_context("public"): switching there and back
+    # cost two more round trips on every member's list page (benchmarks/run_list.py).
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT id FROM public."{ApiKey._meta.db_table}"'  # noqa: S608 - fixed names
+            " WHERE organization_id = %s AND created_by_id = %s",
+            [getattr(org, "id", None), principal.pk],
         )
+        keys = [row[0] for row in cursor.fetchall()]
     return Q(owner_user_id=principal.pk) | Q(owner_api_key_id__in=keys)
 
 

@@ -749,6 +749,39 @@ def test_step_frames_are_step_fields_as_json(fields, data):
     )
 
 
+def test_the_run_socket_reads_each_frames_type_and_cursor_as_json_does():
+    """The consumer reads a frame's type and cursor from its text's head, and falls back to
+    parsing it whole when the head is not the one every publisher writes."""
+    from engine.runs import frames, live
+    from engine.runs.consumers import frame_head
+    from engine.runs.recorder import _Line, _Step
+
+    row = _Step(3, None, "note", 'a "quoted" name', 1780000000.5)
+    row.start_cursor, row.end_cursor, row.outcome, row.duration_ms = 12, 345, "completed", 1.0
+    line = _Line(17, 3, "info", "x", "message", 1780000000.7, "w")
+    texts = [
+        frames.step_frame_text(row, True)[1],
+        frames.step_frame_text(row, False)[1],
+        frames.line_frame_text(line)[1],
+        json.dumps(
+            live.run_end_frame(
+                cursor=2**31 - 1,
+                run_id="r",
+                status="failed",
+                finished_at=None,
+                duration_ms=None,
+                error_code="",
+            )
+        ),
+        '{"cursor": 5, "type": "log"}',  # another writer's order: parsed whole
+        '{"type":"step","cursor":6}',
+    ]
+    for text in texts:
+        frame = json.loads(text)
+        assert frame_head(text) == (frame["type"], frame["cursor"])
+    assert [frame_head(text)[1] for text in texts] == [12, 345, 17, 2**31 - 1, 5, 6]
+
+
 def _finish_row(run_id: str) -> None:
     from django.utils import timezone
 
@@ -873,3 +906,41 @@ async def test_a_run_watched_mid_run_publishes_what_came_before_too(world, chat_
         ("prepare_prompt", "completed"),
         ("talk", "running"),
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_run_stored_ended_whose_last_frames_come_late_is_followed_to_them(
+    world, committed_db, monkeypatch
+):
+    """A run's last frames are written once it is stored: a socket that finds it stored while
+    they are on their way takes them from the stream rather than replaying the database."""
+    from engine.runs import consumers, live
+
+    monkeypatch.setattr(consumers, "QUIET_SECONDS", 0.3)
+    monkeypatch.setattr(consumers, "FIRST_LOOK_SECONDS", 0.3)
+    member = world.alpha.users["member"]
+    run_id = await database_sync_to_async(_run_row)(member.pk, status="running")
+    client = live.redis_client()
+    key = live.run_stream_key("org_alpha", run_id)
+    try:
+        socket, opened = await _open(f"/ws/orgs/alpha/runs/{run_id}/", member)
+        assert opened
+        await database_sync_to_async(_finish_row)(run_id)  # stored `failed` ...
+        await asyncio.sleep(0.45)  # ... and seen so by the socket's first quiet check
+        end = live.run_end_frame(
+            cursor=1,
+            run_id=run_id,
+            status="succeeded",  # what the stream says, unlike the stored row
+            finished_at=None,
+            duration_ms=1.0,
+            error_code="",
+        )
+        await client.xadd(key, {"e": json.dumps(end)}, id=live.stream_id(1))
+
+        frames, closed = await _to_the_close(socket, wait=5)
+
+        assert frames == [end]
+        assert (closed["code"], closed["reason"]) == (1000, "run_ended")
+    finally:
+        await client.delete(key)
+        await database_sync_to_async(_run_delete)(run_id)
