@@ -173,8 +173,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         # that ended before its publisher saw the watch mark published nothing (live.py).
         quiet = FIRST_LOOK_SECONDS
         # Quiet, and the database says the run ended: its publisher writes the last frames once
-        # the run is stored, at most live.CLOSE_SECONDS later, so they are given one more quiet
-        # spell before the rest is replayed from the database. Replaying at once read a whole
+        # the run is stored, at most live.CLOSE_SECONDS later, so they are given that long (and a
+        # little) before the rest is replayed from the database. Replaying at once read a whole
         # run's steps for every socket whose run took long to store (benchmarks/run_ingest.py).
         ended_seen = False
         try:
@@ -185,7 +185,8 @@ class RunConsumer(AsyncWebsocketConsumer):
                     # Entries already queued are taken at once: wait_for costs a task per call.
                     text = queue.get_nowait() if queue.qsize() else None
                     if text is None:
-                        text = await asyncio.wait_for(queue.get(), quiet)
+                        wait = live.CLOSE_SECONDS + 0.5 if ended_seen else quiet
+                        text = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
                     quiet = min(quiet * 2, QUIET_SECONDS)
                     if not ended_seen:
