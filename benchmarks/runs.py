@@ -1,17 +1,31 @@
 """Recording overhead: what step records cost a run, recording on against off.
 
-    .venv/bin/python benchmarks/runs.py [--runs 2000]
+    .venv/bin/python benchmarks/runs.py [--runs 2000] [--turns 300] [--skip-served]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
-   the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS per measure)
-   feeding StepEvents into the run recorder (one RunEvent built per step), as in a turn, and the
-   recorder's publisher writing every step's start and end frame to the run's Redis stream
-   (engine/runs/live.py; REDIS_URL, else no Redis and the writes fail fast).
-   Reported: µs per step of recording, CPU time (process_time).
-2. A whole native turn (prepare_prompt → agent → finalize with the offline model, its model
-   call and steps recorded) through NativeRuntime.stream, recording on against off; reported:
-   the recording's share of the turn's CPU. The database write (one bulk insert per run, off
-   the streaming path) is not in these figures.
+   the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
+   per measure) feeding StepEvents (as the adapter makes them) into the run recorder, whose
+   publisher is attached as in a turn (engine/runs/live.py; REDIS_URL). Nobody watches these
+   runs, as nobody watches most runs: their frames are not built or written (a publisher starts
+   only once a run socket marks its run watched). Then the same with every run watched from its
+   start (every step's frames built and written to the run's Redis stream), reported beside it.
+   Reported: µs of CPU (process_time) per step of recording, including what `finish` builds for
+   its one bulk insert. Target: ≤ 50 µs per step (unwatched runs).
+2. Served turns: the share of a turn's server CPU that recording takes. Two real servers
+   (uvicorn, as `make run` serves) on a scratch database, one as shipped and one with step
+   recording off (benchmarks/runs_unrecorded.py: flows untraced, runtime events not recorded;
+   the run's row and outcome, the messages and the run feed still written). Each turn is what a
+   client's REST chat turn costs the server: `POST …/conversations/<id>/messages/` with an API
+   key (key check, the user's message stored, the turn through the pipeline on a 20-step native
+   flow — prepare_prompt, agent with its model call to the offline model, 18 notes — the run
+   recorded, the reply stored), each in a conversation of its own created beforehand. Turns
+   alternate between the two servers, one at a time, so both see the same machine; each
+   server's CPU (user + system, all threads, from /proc) over its turns, per turn. The
+   database server's own CPU is in neither. Reported: recording's share = (on − off) / on.
+   Target: ≤ 15% of a turn's server CPU. A third server, recording on but no execution proof
+   (benchmarks/runs_unproven.py), tells how much of that is the proof (engine/trust) chaining
+   the steps' records, which the "off" server proves with no steps. For comparison, the old figure: the same share against
+   the bare runtime (NativeRuntime.stream on the default 3-note flow, no server, no database).
 """
 
 from __future__ import annotations
@@ -19,6 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -73,7 +90,7 @@ def _flow():
     return build, lambda: Small(items=[1, 2, 3]), lambda: Tracked(items=[1, 2, 3])
 
 
-def bench_flow(runs: int) -> tuple[float, float]:
+def bench_flow(runs: int, watched: bool = False) -> tuple[float, float]:
     from engine.runs.recorder import RunRecorder
     from engine.tracing import TracingHooks
     from orchestrators.runtime import StepEvent
@@ -85,7 +102,12 @@ def bench_flow(runs: int) -> tuple[float, float]:
 
     def started(start) -> None:
         recorder_box[0].observe(
-            StepEvent(start.name, "started", None, {"id": start.step_id, "parent": start.parent_id})
+            StepEvent(
+                start.name,
+                "started",
+                None,
+                {"id": start.step_id, "parent": start.parent_id, "kind": start.kind},
+            )
         )
 
     def ended(end) -> None:
@@ -110,7 +132,7 @@ def bench_flow(runs: int) -> tuple[float, float]:
     traced.with_hooks(TracingHooks(started, ended))
 
     def recorder() -> RunRecorder:
-        return _publishing(
+        made = _publishing(
             RunRecorder(
                 schema_name="bench",
                 orchestrator_id=None,
@@ -119,6 +141,9 @@ def bench_flow(runs: int) -> tuple[float, float]:
                 trigger="invoke",
             )
         )
+        if watched:  # as when a run socket's mark is found at the run's start
+            made.publisher.watch()
+        return made
 
     async def go(cadence, with_recorder: bool) -> float:
         score = tracked if with_recorder else plain
@@ -211,13 +236,181 @@ def bench_turn(runs: int) -> tuple[float, float]:
     return asyncio.run(go(unrecorded, False)), asyncio.run(go(recorded, True))
 
 
+# --- served turns -------------------------------------------------------------------------------
+
+DB_NAME = "cadence_bench_runs_served"
+ORG_SLUG = "runsbench"
+ORCHESTRATOR = "twenty"
+
+
+def _served_flow() -> dict:
+    steps = [{"then": "prepare_prompt"}, {"then": "agent"}]
+    steps += [{"then": f"note_{j}", "note": "finalize"} for j in range(STEPS - 2)]
+    return {"name": "twenty", "description": "20 steps, one model call.", "steps": steps}
+
+
+def _served_setup() -> str:
+    """An organization on a generous plan, its owner's API key, the 20-step orchestrator."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django_tenants.utils import schema_context
+
+    from orchestrators.models import OrchestratorInstance
+    from orchestrators.services import llm_config_create, orchestrator_create
+    from orchestrators.tasks import instance_build
+    from tenants.models import Plan
+    from tenants.services import organization_create
+
+    call_command("migrate", interactive=False, verbosity=0)
+    get_user_model().objects.create_user(username="runs-owner", email="runs-owner@example.test")
+    plan = Plan.objects.create(
+        slug="runsbench", name="Runs bench", requests_per_minute=10_000_000, max_api_keys=1000
+    )
+    org = organization_create(
+        name="Runs bench", slug=ORG_SLUG, owner_email="runs-owner@example.test", plan=plan
+    )
+    with schema_context(org.organization.schema_name):
+        config = llm_config_create(name="offline", provider="offline", model="cadence-offline")
+        instance = orchestrator_create(
+            slug=ORCHESTRATOR, name="Twenty", llm_config=config, flow=_served_flow()
+        )
+        instance.refresh_from_db()
+        if instance.status != OrchestratorInstance.Status.READY:
+            instance_build(
+                schema_name=org.organization.schema_name,
+                instance_id=str(instance.id),
+                expected_hash=instance.config_hash,
+            )
+            instance.refresh_from_db()
+        if instance.status != OrchestratorInstance.Status.READY:
+            raise RuntimeError(f"orchestrator is {instance.status}: {instance.status_message}")
+    return org.api_key_secret
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _server(app: str, env: dict) -> tuple[subprocess.Popen, int]:
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning", "--lifespan", "off"],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process, port
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"{app} did not start")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_served(turns: int, profile: str = "") -> dict[str, float]:
+    import httpx
+
+    key = _served_setup()
+    env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING")
+    env.pop("CADENCE_CELERY_EAGER", None)
+    servers = {
+        "on": _server("cadence_site.asgi:application", env),
+        "off": _server("benchmarks.runs_unrecorded:application", env),
+        "unproven": _server("benchmarks.runs_unproven:application", env),
+    }
+    base = f"/api/v1/orgs/{ORG_SLUG}/conversations/"
+    try:
+        clients = {
+            side: httpx.Client(
+                base_url=f"http://127.0.0.1:{port}",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=60,
+            )
+            for side, (_, port) in servers.items()
+        }
+        warm = 20
+        conversations: dict[str, list[str]] = {side: [] for side in servers}
+        for side, client in clients.items():
+            for _ in range(turns + warm):
+                response = client.post(base, json={"orchestrator": ORCHESTRATOR})
+                response.raise_for_status()
+                conversations[side].append(response.json()["id"])
+
+        def turn(side: str, conversation: str) -> None:
+            response = clients[side].post(f"{base}{conversation}/messages/", json={"content": "hi"})
+            if response.status_code != 201:
+                raise RuntimeError(f"{side}: {response.status_code} {response.text[:300]}")
+
+        for i in range(warm):
+            for side in servers:
+                turn(side, conversations[side][i])
+        spy = None
+        if profile:  # py-spy's raw stacks of the recording server, over the measured turns
+            spy = subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
+                 str(servers["on"][0].pid), "--format", "raw", "--rate", "250", "--threads",
+                 "--output", profile],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1)
+        # Each server's CPU over all its turns (the other's turns are not in its process).
+        before = {side: _cpu_seconds(process.pid) for side, (process, _) in servers.items()}
+        started = time.monotonic()
+        for i in range(warm, warm + turns):
+            for side in servers:
+                turn(side, conversations[side][i])
+        time.sleep(0.2)  # what a turn does after its response (the run feed's frame)
+        cpu = {
+            side: _cpu_seconds(process.pid) - before[side] for side, (process, _) in servers.items()
+        }
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=60)
+        elapsed = time.monotonic() - started
+        for client in clients.values():
+            client.close()
+    finally:
+        for process, _ in servers.values():
+            process.send_signal(signal.SIGINT)
+        for process, _ in servers.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return {**{side: cpu[side] / turns for side in servers}, "elapsed": elapsed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--turns", type=int, default=300, help="served turns per server")
+    parser.add_argument("--skip-served", action="store_true", help="part 1 only (no database)")
+    parser.add_argument("--profile", default="", help="py-spy raw stacks of the served 'on' server")
     args = parser.parse_args()
+    original = None
+    if not args.skip_served:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _setup import use_scratch_database
+
+        os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
+        original = use_scratch_database(DB_NAME)
     _setup_django()
+    import logging
+
     from django.conf import settings
 
+    logging.disable(logging.WARNING)
     print(f"publishing run frames to {settings.REDIS_URL.split('@')[-1]}")
 
     off, on = bench_flow(args.runs)
@@ -227,15 +420,39 @@ def main() -> None:
         f"on {on / args.runs * 1e6:.1f} µs/run"
     )
     print(f"recording overhead: {per_step:.1f} µs per step (target ≤ 50)")
+    off_w, on_w = bench_flow(args.runs, watched=True)
+    print(
+        f"  the same runs each watched by a socket (every frame to Redis): "
+        f"{(on_w - off_w) / (args.runs * STEPS) * 1e6:.1f} µs per step"
+    )
 
     turn_runs = max(50, args.runs // 10)
     off, on = bench_turn(turn_runs)
-    share = (on - off) / on * 100
     print(
-        f"native turn (offline model), {turn_runs} turns: off {off / turn_runs * 1e3:.3f} ms, "
-        f"on {on / turn_runs * 1e3:.3f} ms CPU per turn"
+        f"bare runtime, native turn (offline model, no server, no database), {turn_runs} turns: "
+        f"off {off / turn_runs * 1e3:.3f} ms, on {on / turn_runs * 1e3:.3f} ms CPU per turn "
+        f"(recording {(on - off) / on * 100:.1f}% of the runtime's CPU; not the target's measure)"
     )
-    print(f"recording share of the runtime's CPU per turn: {share:.1f}% (target ≤ 15% of a turn)")
+    if args.skip_served:
+        return
+    try:
+        served = bench_served(args.turns, args.profile)
+    finally:
+        from _setup import drop_scratch_database
+
+        drop_scratch_database(original, DB_NAME)
+    share = (served["on"] - served["off"]) / served["on"] * 100
+    print(
+        f"served REST chat turns, 20-step flow, {args.turns} per server "
+        f"({served['elapsed']:.0f} s): server CPU per turn: recording on "
+        f"{served['on'] * 1e3:.2f} ms, off {served['off'] * 1e3:.2f} ms"
+    )
+    print(f"recording share of a served turn's server CPU: {share:.1f}% (target ≤ 15%)")
+    print(
+        f"  of which the execution proof over the steps' records: a turn without any proof "
+        f"(recording on) costs {served['unproven'] * 1e3:.2f} ms "
+        f"(the proof: {(served['on'] - served['unproven']) / served['on'] * 100:.1f}% of a turn)"
+    )
 
 
 if __name__ == "__main__":

@@ -132,9 +132,30 @@ class StepEnd:
         "memory_kb",
     )
 
-    def __init__(self, **fields: Any) -> None:
-        for name in self.__slots__:
-            setattr(self, name, fields.get(name))
+    def __init__(
+        self,
+        *,
+        step_id: str,
+        parent_id: str | None,
+        name: str,
+        kind: str,
+        started_at: float,
+        ended_at: float,
+        duration: float,
+        inputs: dict[str, Any] | None = None,
+        changes: dict[str, Any] | None = None,
+        reads: list[str] | None = None,
+        forked: bool = False,
+        error: BaseException | None = None,
+        stack: str = "",
+        cpu_ms: float | None = None,
+        memory_kb: int | None = None,
+    ) -> None:
+        # Plain assignments: one record per step, on the recording's path (benchmarks/runs.py).
+        self.step_id, self.parent_id, self.name, self.kind = step_id, parent_id, name, kind
+        self.started_at, self.ended_at, self.duration = started_at, ended_at, duration
+        self.inputs, self.changes, self.reads, self.forked = inputs, changes, reads, forked
+        self.error, self.stack, self.cpu_ms, self.memory_kb = error, stack, cpu_ms, memory_kb
 
     @property
     def outcome(self) -> str:
@@ -148,9 +169,32 @@ def _snapshot(score: Any) -> dict[str, Any]:
     names = field_names(score)
     try:
         state = object.__getattribute__(score, "__dict__")
-        return {name: to_jsonable(state[name]) for name in names}
+        return {
+            name: value if type(value) in _SCALARS else _frozen(value)
+            for name in names
+            for value in (state[name],)
+        }
     except (AttributeError, KeyError):  # slots, properties: the attributes themselves
-        return {name: to_jsonable(getattr(score, name)) for name in names}
+        return {name: _frozen(getattr(score, name)) for name in names}
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _frozen(value: Any) -> Any:
+    """``to_jsonable(value)``, with the plain containers of plain values walked inline (two
+    snapshots per step: most of what tracing a step costs)."""
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list or kind is tuple:
+        return [v if type(v) in _SCALARS else _frozen(v) for v in value]
+    if kind is dict:
+        return {
+            k if type(k) is str else str(k): v if type(v) in _SCALARS else _frozen(v)
+            for k, v in value.items()
+        }
+    return to_jsonable(value)
 
 
 def stack_of(error: BaseException) -> str:

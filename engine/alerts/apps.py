@@ -9,10 +9,14 @@ class AlertsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from engine.alerts.evaluate import text_source_register
         from engine.alerts.turns import alerting_runs
         from engine.runs.pipeline import register
+        from engine.runs.runlog import log_texts
 
         register(alerting_runs)
+        # log_match rules search the run's log lines, beside its errors.
+        text_source_register(log_texts)
 
         from django.db import connection
         from django.db.models.signals import post_delete, post_save

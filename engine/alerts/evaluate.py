@@ -4,9 +4,9 @@ Pure reads in the current schema; engine/alerts/services.py records what fires a
 
 `log_match` patterns run on the `regex` module with a time limit per search, and on a bounded
 amount of text per source, so a catastrophic pattern (`(a+)+$`) costs at most that limit rather
-than a worker. The text a pattern sees comes from text sources: today the run's error and its
-steps' errors; a run-log source (issue 10's structured run logs) plugs in with
-`text_source_register`, and every `log_match` rule then matches its lines too.
+than a worker. The text a pattern sees comes from text sources: the run's error, its steps'
+errors, and its log lines (engine/runs/runlog.py's `log_texts`, registered by
+engine/alerts/apps.py); another source plugs in with `text_source_register`.
 """
 
 from __future__ import annotations

@@ -2,8 +2,12 @@
 
 `/ws/orgs/<slug>/runs/<id>/[?after=<cursor>]`: the run's step, log and run frames with cursor
 above `after` (0, the default: from its first), each carrying its `cursor`. A running run is
-followed on its Redis stream (engine/runs/live.py); an ended one is replayed from the database
-with the cursors it streamed with. Either way the last frame is the run frame, after which the
+followed on its Redis stream (engine/runs/live.py), which its publisher writes only once a socket
+has marked the run watched (`live.run_watch_mark`, before the socket reads whether it ended; kept
+while it is open), from the run's first frame; an ended one is replayed from the database with
+the cursors it was stored with, as is a run that ended before its publisher saw the mark (the
+socket looks at the database FIRST_LOOK_SECONDS after it opens while no frame came, then less
+often). Either way the last frame is the run frame, after which the
 socket closes (1000, "run_ended").
 
 `/ws/orgs/<slug>/runs/[?orchestrator=<id or slug>]`: a run frame when a run starts and when it
@@ -21,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import uuid
 from urllib.parse import parse_qs
 
@@ -41,6 +46,7 @@ MAX_CURSOR = 2**31 - 1
 # How long a followed run may stay silent before the database is asked whether it ended (its
 # process died, or Redis lost the end): then, after as long again, the rest is replayed from there.
 QUIET_SECONDS = 5.0
+FIRST_LOOK_SECONDS = 0.5  # > live.WATCH_POLL_SECONDS: the publisher had its chance to see it
 _SLUG = re.compile(r"^[-a-zA-Z0-9_]{1,63}$")
 
 
@@ -119,6 +125,7 @@ class RunConsumer(AsyncWebsocketConsumer):
             return await self._refuse(CLOSE_BAD_REQUEST, f"{exc.code}: {exc.message}")
         except ValueError:
             return await self._refuse(CLOSE_NOT_FOUND, "run_not_found")
+        await self._mark_watched()  # before reading whether it ended (live.run_watch_mark)
         try:
             admin_only, frames = await in_tenant(
                 self.org.schema_name,
@@ -144,6 +151,15 @@ class RunConsumer(AsyncWebsocketConsumer):
         await self.accept()
         await self.close(code=code, reason=reason[:123])
 
+    async def _mark_watched(self) -> None:
+        """Tell the run's publisher a socket watches (it publishes only then), until
+        live.WATCH_TTL after the last call."""
+        self.marked = time.monotonic()
+        try:
+            await live.run_watch_mark(self.org.schema_name, self.run_id)
+        except Exception as exc:  # Redis away: its frames come from the database once it ends
+            logger.warning("run watch not marked", extra={"error": str(exc)})
+
     async def _replay(self, frames: list[dict]) -> None:
         for frame in frames:
             await self.send(text_data=json.dumps(frame, default=str))
@@ -153,6 +169,9 @@ class RunConsumer(AsyncWebsocketConsumer):
         key = live.run_stream_key(self.org.schema_name, self.run_id)
         hub = streams.hub()
         queue = hub.subscribe(key, live.stream_id(self.after))
+        # Until a first frame comes, the database is asked again soon, then less often: a run
+        # that ended before its publisher saw the watch mark published nothing (live.py).
+        quiet = FIRST_LOOK_SECONDS
         # Quiet, and the database says the run ended: its publisher writes the last frames once
         # the run is stored, at most live.CLOSE_SECONDS later, so they are given that long (and a
         # little) before the rest is replayed from the database. Replaying at once read a whole
@@ -160,13 +179,16 @@ class RunConsumer(AsyncWebsocketConsumer):
         ended_seen = False
         try:
             while True:
+                if time.monotonic() - self.marked >= live.WATCH_REFRESH:
+                    await self._mark_watched()
                 try:
                     # Entries already queued are taken at once: wait_for costs a task per call.
                     text = queue.get_nowait() if queue.qsize() else None
                     if text is None:
-                        wait = live.CLOSE_SECONDS + 0.5 if ended_seen else QUIET_SECONDS
+                        wait = live.CLOSE_SECONDS + 0.5 if ended_seen else quiet
                         text = await asyncio.wait_for(queue.get(), wait)
                 except TimeoutError:
+                    quiet = min(quiet * 2, QUIET_SECONDS)
                     if not ended_seen:
                         status = await in_tenant(
                             self.org.schema_name, _run_status, run_id=self.run_id
@@ -183,6 +205,7 @@ class RunConsumer(AsyncWebsocketConsumer):
                     if frames is not None:
                         return await self._replay(frames)
                     continue
+                quiet = QUIET_SECONDS
                 ended_seen = False
                 for line in text.split("\n"):  # an entry holds the frames written together
                     kind, cursor = frame_head(line)

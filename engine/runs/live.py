@@ -24,6 +24,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import weakref
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +43,12 @@ RUN_STREAM_TTL = 3600
 ORG_STREAM_MAXLEN = 5_000
 CLOSE_SECONDS = 2.0  # how long a run's end waits for its last frames to reach Redis
 TERMINAL = frozenset({Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED})
+# A run socket marks its run watched (`run_watch_mark`) for WATCH_TTL seconds, again every
+# WATCH_REFRESH seconds while it stays open; each event loop's sender looks for the marks of its
+# unwatched runs every WATCH_POLL_SECONDS (one MGET for all of them).
+WATCH_TTL = 60
+WATCH_REFRESH = 20
+WATCH_POLL_SECONDS = 0.25  # each look is a round trip per loop, whatever its runs
 
 
 def run_stream_key(schema_name: str, run_id: str) -> str:
@@ -50,6 +57,10 @@ def run_stream_key(schema_name: str, run_id: str) -> str:
 
 def org_runs_stream_key(schema_name: str) -> str:
     return f"cadence:runs:{schema_name}"
+
+
+def run_watch_key(schema_name: str, run_id: str) -> str:
+    return f"cadence:run-watch:{schema_name}:{run_id}"
 
 
 def stream_id(cursor: int) -> str:
@@ -66,6 +77,14 @@ def _redis_for_loop(loop_id: int) -> aioredis.Redis:
 
 def redis_client() -> aioredis.Redis:
     return _redis_for_loop(id(asyncio.get_running_loop()))
+
+
+async def run_watch_mark(schema_name: str, run_id: str) -> None:
+    """A socket watches the run: its frames go to its stream from now on, those before included
+    (see RunPublisher). Set before the socket reads whether the run ended: a run it finds
+    running either sees the mark in time and publishes everything, or is written by the time
+    the socket looks at the database again."""
+    await redis_client().set(run_watch_key(schema_name, run_id), b"1", ex=WATCH_TTL)
 
 
 # Append an entry with the given id and keep the stream an hour past its latest entry.
@@ -220,23 +239,62 @@ def _ended(step: RunEvent) -> dict[str, Any]:
 class RunPublisher:
     """One run's frames to Redis, in cursor order, sent by its event loop's sender task.
 
-    The recorder queues what happens and calls `kick` (on the loop's thread); each send takes
-    everything queued (`RunRecorder.take` numbers it), builds the frames and writes them as one
-    stream entry. `org` queues a frame for the organization's feed. `close` (after the run is
-    written) sends what `seal` numbered and the final frames, and waits at most CLOSE_SECONDS
-    for all of it to be written."""
+    Only while a socket watches the run (`run_watch_mark`): most runs are never watched, and
+    building and writing frames was most of what recording cost a step (benchmarks/runs.py).
+    Until then the recorder only queues what happens (a list append) and nothing is numbered;
+    the loop's sender looks for the marks of its running unwatched runs every
+    WATCH_POLL_SECONDS (one MGET for all), and once it finds one (`watch`) that run is published
+    for the rest of its life: the first send takes everything queued since the run began
+    (`RunRecorder.take` numbers it, from cursor 1), and from then on the recorder calls `kick`
+    (on the loop's thread) for each change and each send writes what was queued since as one
+    stream entry. A socket that connects mid-run thus reads every frame from the run's stream,
+    those from before it connected included. A run that ends before its mark is seen publishes
+    nothing: its socket, which marked it before reading that it was running, finds it ended in
+    the database soon after (engine/runs/consumers.py looks again shortly while no frame came)
+    and replays it from there, with the cursors it was stored with.
 
-    __slots__ = ("recorder", "key", "org_key", "owner", "final", "org_pending", "closed", "queued")
+    `org` queues a frame for the organization's feed (always sent). `close` (after the run is
+    written) sends what `seal` numbered and the run frame if the run is watched, and waits at
+    most CLOSE_SECONDS for what it sends to be written."""
+
+    __slots__ = (
+        "recorder",
+        "key",
+        "watch_key",
+        "org_key",
+        "owner",
+        "final",
+        "org_pending",
+        "closed",
+        "queued",
+        "watched",
+        "__weakref__",
+    )
 
     def __init__(self, *, recorder: Any, schema_name: str, run_id: str, owner: dict) -> None:
         self.recorder = recorder
         self.key = run_stream_key(schema_name, run_id)
+        self.watch_key = run_watch_key(schema_name, run_id)
         self.org_key = org_runs_stream_key(schema_name)
         self.owner = owner
         self.final: list[tuple] | None = None  # set by close: the last frames
         self.org_pending: list[str] = []
         self.closed: asyncio.Future | None = None
         self.queued = False  # already waiting for the sender
+        self.watched = False
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # made outside a loop: looked for at close only
+            return
+        _sender().poll(self)
+
+    def watch(self) -> None:
+        """A socket watches: publish what happened so far and, from now on, every change."""
+        if self.watched:
+            return
+        self.watched = True
+        self.recorder.live = True
+        self.kick()
 
     def kick(self) -> None:
         if not self.queued:
@@ -253,6 +311,8 @@ class RunPublisher:
             self.final.append((final, "final"))
         if org_frame is not None:
             self.org_pending.append(json.dumps({**org_frame, "owner": self.owner}, default=str))
+        if not self.watched and not self.org_pending:
+            return  # a socket that came too late for the poller replays it from the database
         self.closed = asyncio.get_running_loop().create_future()
         self.kick()
         try:
@@ -278,10 +338,12 @@ class RunPublisher:
         """What to write now: (the stream entry's id and text, or None; the organization feed's
         frames; whether this send ends the run's stream)."""
         self.queued = False
-        ending = self.closed is not None
-        batch = self.recorder.take()
-        if ending and self.final is not None:
-            batch, self.final = batch + self.final, None
+        ending = self.closed is not None  # (a send already under way when close came is not)
+        batch: list[tuple] = []
+        if self.watched:
+            batch = self.recorder.take()
+            if self.final is not None:  # closed: what seal numbered, and the run frame
+                batch, self.final = batch + self.final, None
         org, self.org_pending = self.org_pending, []
         entry = None
         if batch:
@@ -360,15 +422,22 @@ class _Sender:
         self.wanted: dict[RunPublisher, None] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
+        # Runs of this loop no socket watches yet (weak: a run dropped unclosed is forgotten).
+        self.unwatched: weakref.WeakSet[RunPublisher] = weakref.WeakSet()
+        self.poller: asyncio.Task | None = None
+
+    @staticmethod
+    def _task(coro) -> asyncio.Task:
+        # Its own context: nothing the sender logs belongs to a run's log.
+        context = contextvars.copy_context()
+        context.run(runlog.current_binding.set, None)
+        return asyncio.get_running_loop().create_task(coro, context=context)
 
     def want(self, publisher: RunPublisher) -> None:
         self.wanted[publisher] = None
         self.wake.set()
         if self.task is None or self.task.done():
-            # Its own context: nothing the sender logs belongs to a run's log.
-            context = contextvars.copy_context()
-            context.run(runlog.current_binding.set, None)
-            self.task = asyncio.get_running_loop().create_task(self._run(), context=context)
+            self.task = self._task(self._run())
 
     async def _run(self) -> None:
         client = redis_client()
@@ -377,6 +446,36 @@ class _Sender:
             self.wake.clear()
             wanted, self.wanted = self.wanted, {}
             await _send_all(client, list(wanted))
+
+    def poll(self, publisher: RunPublisher) -> None:
+        self.unwatched.add(publisher)
+        if self.poller is None or self.poller.done():
+            self.poller = self._task(self._poll())
+
+    async def _poll(self) -> None:
+        """Look for the watch marks of this loop's running unwatched runs, in one MGET."""
+        client = redis_client()
+        while self.unwatched:
+            await asyncio.sleep(WATCH_POLL_SECONDS)
+            publishers = []
+            for publisher in list(self.unwatched):
+                if publisher.watched or publisher.final is not None:  # watched, or ended
+                    self.unwatched.discard(publisher)
+                else:
+                    publishers.append(publisher)
+            if not publishers:
+                continue
+            try:
+                marks = await client.mget([publisher.watch_key for publisher in publishers])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away: frames could not be published anyway
+                logger.debug("run watch marks not read", extra={"error": str(exc)})
+                continue
+            for publisher, mark in zip(publishers, marks, strict=True):
+                if mark is not None:
+                    self.unwatched.discard(publisher)
+                    publisher.watch()
 
 
 @lru_cache(maxsize=8)

@@ -17,9 +17,10 @@ A step's data over INLINE_BYTES of JSON is kept whole in file storage
 {"truncated": true, "bytes": n, "preview": the first PREVIEW_CHARS characters of its JSON}.
 
 Live: every step start, step end and log line is queued (a list append) for the run's publisher
-(engine/runs/live.py: a Redis stream, written off the turn's path), which numbers them with the
-run's cursor when it sends them (`take`); each keeps its cursor in the database, so that an ended
-run replays as it streamed. A step that started and ended between two sends is sent once, ended
+(engine/runs/live.py: a Redis stream, written off the turn's path, and only once a socket watches
+the run: until then nothing is numbered or sent, and `live` is False), which numbers them with
+the run's cursor when it sends them (`take`; `seal` numbers what was never sent); each keeps its
+cursor in the database, so that an ended run replays as it would have streamed. A step that started and ended between two sends is sent once, ended
 (its start frame would tell a watcher nothing the end frame doesn't). Log lines
 (engine/runs/runlog.py) are bounded by settings.CADENCE_RUN_LOG_MAX_LINES: past it one warning
 line marks the cut, and says at the end how many lines were dropped.
@@ -51,7 +52,12 @@ INLINE_BYTES = 16 * 1024
 PREVIEW_CHARS = 2000
 _STEP_FIELDS = ("error_type", "stack", "cpu_ms", "memory_kb")
 _JSON_READY = frozenset({"note", "sync", "split", "child", "sequence", "llm_call"})
+_DATA_KEYS = ("inputs", "outputs", "reads", "forked", "llm")
+_NOT_DATA = frozenset({"id", "parent", "kind", "error", *_STEP_FIELDS})
 _HOST = socket.gethostname()
+# json.dumps(value, separators=(",", ":"), default=str) without a new encoder per call (json.dumps
+# builds one whenever it is given options): a step's data is encoded once per step.
+_compact = json.JSONEncoder(separators=(",", ":"), default=str).encode
 
 
 def _jsonable(value: Any) -> Any:
@@ -118,6 +124,7 @@ class RunRecorder:
         # its log lines and how many were dropped past the limit.
         self.cursor = 0
         self.publisher: Any = None
+        self.live = False  # a socket watches: every change kicks the publisher (live.py)
         self.unsent: list[tuple[Any, bool | None]] = []  # (step, started) or (line, None)
         self.last: list[tuple[Any, bool | None]] = []  # what seal numbered, to send at the end
         self.logs: list[_Line] = []
@@ -219,7 +226,7 @@ class RunRecorder:
 
     def _opened(self, row: _Step) -> None:
         self.unsent.append((row, True))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     def take(self) -> list[tuple[Any, bool | None]]:
@@ -280,24 +287,19 @@ class RunRecorder:
             row = self._new(detail.get("kind") or "step", event.name, parent)
             if event.duration_ms is not None:
                 row.started_at = row.at - event.duration_ms / 1000
-        # Engine steps and model calls arrive JSON-ready (engine.tracing made them so); only
-        # what tools and other adapters return is walked again.
-        ready = row.kind in _JSON_READY
-        data = {
-            k: detail[k] if ready else _jsonable(detail[k])
-            for k in ("inputs", "outputs", "reads", "forked", "llm")
-            if k in detail
-        }
+        # Engine steps and model calls arrive JSON-ready (engine.tracing made them so): kept as
+        # they are, no copy; only what tools and other adapters return is walked again.
+        if row.kind in _JSON_READY:
+            data = {k: detail[k] for k in _DATA_KEYS if k in detail}
+        else:
+            data = {k: _jsonable(detail[k]) for k in _DATA_KEYS if k in detail}
         if not data:  # an adapter's own detail (a graph node's, an agent's): kept as it came
-            data = {
-                k: _jsonable(v)
-                for k, v in detail.items()
-                if k not in ("id", "parent", "kind", "error", *_STEP_FIELDS)
-            }
+            data = {k: _jsonable(v) for k, v in detail.items() if k not in _NOT_DATA}
         row.data = data
         for name in _STEP_FIELDS:
-            if detail.get(name) is not None:
-                setattr(row, name, detail[name])
+            value = detail.get(name)
+            if value is not None:
+                setattr(row, name, value)
         error = detail.get("error", "")
         self._close(row, event.status, event.duration_ms, error if isinstance(error, str) else "")
 
@@ -320,7 +322,7 @@ class RunRecorder:
         )
         row.error = error[:5000]
         self.unsent.append((row, False))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     # --- log lines (engine/runs/runlog.py) ------------------------------------------------------
@@ -358,7 +360,7 @@ class RunRecorder:
         )
         self.logs.append(line)
         self.unsent.append((line, None))
-        if self.publisher is not None:
+        if self.live:
             self.publisher.kick()
 
     def _step_of(self, step_id: str | None) -> int | None:
@@ -436,12 +438,12 @@ class RunRecorder:
         for row in rows:
             # The publisher may have written the data's JSON already (a step's data is final
             # once it ended); the same call either way.
-            text = row.json or json.dumps(row.data, separators=(",", ":"), default=str)
+            text = row.json or _compact(row.data)
             if len(text) > INLINE_BYTES:
                 name = payload_name(self.schema_name, self.run_id, row.seq)
                 row.payload = default_storage.save(name, ContentFile(text.encode()))
                 row.data = {key: _truncated(value) for key, value in row.data.items()}
-                text = json.dumps(row.data, separators=(",", ":"), default=str)
+                text = _compact(row.data)
             row.text = text
 
 
@@ -483,7 +485,7 @@ class _Step:
         self.end_cursor: int | None = None
 
     def row(self, run_id: str) -> tuple:
-        text = self.text if self.text is not None else json.dumps(self.data, default=str)
+        text = self.text if self.text is not None else _compact(self.data)
         return (
             run_id,
             self.seq,
@@ -585,7 +587,7 @@ def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:
 
 
 def _truncated(value: Any) -> Any:
-    text = json.dumps(value, separators=(",", ":"), default=str)
+    text = _compact(value)
     if len(text) <= INLINE_BYTES // 4:
         return value
     return {"truncated": True, "bytes": len(text.encode()), "preview": text[:PREVIEW_CHARS]}

@@ -13,6 +13,10 @@ Delivery keeps order: a runtime that routes log lines among its own events
 events around it; otherwise the line goes to the recorder at once (on the run's event loop; a
 line logged on another thread is handed to the loop). The recorder numbers, bounds, stores and
 streams them (engine/runs/recorder.py, engine/runs/live.py).
+
+Alert rules of kind `log_match` search a run's stored lines (`log_texts`, registered as a text
+source by engine/alerts/apps.py): judged when the run's outcome commits, like every rule about
+one run.
 """
 
 from __future__ import annotations
@@ -34,6 +38,20 @@ MESSAGE_CHARS = 4000
 LEVELS = ("debug", "info", "warning", "error", "critical")
 # The run log's own machinery never logs into a run (a line about publishing a line would loop).
 _OWN_LOGGERS = ("engine.runs.live", "engine.runs.runlog", "cadence_site.streams")
+
+
+def log_texts(run: Any) -> Iterable[tuple[str, str]]:
+    """A run's stored lines, in order, as (where, message) for `log_match` alert rules
+    (engine/alerts/evaluate.py bounds how many it reads and how much of each it searches)."""
+    from engine.alerts.evaluate import MAX_TEXTS
+    from engine.models import RunLog
+
+    lines = RunLog.objects.filter(run=run).order_by("cursor")
+    for cursor, step, level, logger, message in lines.values_list(
+        "cursor", "step_seq", "level", "logger", "message"
+    )[:MAX_TEXTS]:
+        where = f"log {cursor} ({level}, {logger or 'root'}"
+        yield (f"{where}, step {step})" if step is not None else f"{where})"), message
 
 
 def worker_id() -> str:

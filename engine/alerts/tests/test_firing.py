@@ -262,6 +262,38 @@ def test_a_run_log_source_plugs_into_log_match_rules(world, committed_db, make_r
     )  # fmt: skip
 
 
+def test_a_log_match_rule_fires_on_a_line_the_run_logged(
+    world, flaky, openai_server, as_key, queued, make_rule
+):
+    # The provider's warning is a line of the run's log, not part of any error it stored.
+    logged = make_rule(
+        kind="log_match", pattern=r"llm call failed: code=(\w+) status=500", emails=["a@x.test"]
+    )
+    quiet = make_rule(kind="log_match", pattern=r"nobody logs this", emails=["a@x.test"])
+    openai_server.error(500, message="boom")
+
+    response = _invoke(as_key(world.alpha.keys["member"]), flaky, "hi")
+    queued()
+
+    assert response.status_code == 502
+    run_id = _last_run_id("flaky")
+    with schema_context("org_alpha"):
+        run = Run.objects.get(pk=run_id)
+        (line,) = run.logs.filter(message__startswith="llm call failed")
+        llm_step = run.events.get(kind="llm_call").seq
+    assert "llm call failed" not in run.error
+    (event,) = _events(logged)
+    assert (str(event.run_id), event.details) == (
+        run_id,
+        {
+            "where": f"log {line.cursor} (warning, orchestrators.llm.openai_compatible, "
+            f"step {llm_step})",
+            "match": "llm call failed: code=llm_unavailable status=500",
+        },
+    )
+    assert _events(quiet) == []
+
+
 def test_failure_rate_fires_once_per_window_at_its_minimum_of_runs(world, committed_db, make_rule):
     slug = f"win-{uuid.uuid4().hex[:8]}"
     rule = make_rule(

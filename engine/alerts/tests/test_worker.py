@@ -17,6 +17,7 @@ from django_tenants.utils import schema_context
 from cadence_site.testing import test_database_url
 from cadence_site.webhooks import signature_valid
 from engine.alerts.models import AlertEvent
+from engine.models import RunLog
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -97,3 +98,28 @@ def test_an_alert_reaches_its_webhook_within_5_s_and_a_failed_delivery_is_retrie
         time.sleep(0.05)
     assert (event.webhook_status, event.webhook_attempts) == ("delivered", 2)
     assert first < 5
+
+
+@pytest.mark.usefixtures("clean_rules")
+def test_a_log_line_alert_reaches_its_webhook_within_5_s_of_the_line(
+    world, flaky, openai_server, as_key, receiver, make_rule, alert_worker
+):
+    rule = make_rule(
+        kind="log_match", pattern=r"llm call failed: code=\w+", webhook_url=receiver.url
+    )
+    openai_server.error(500, message="boom")
+
+    response = as_key(world.alpha.keys["member"]).post(
+        f"/api/v1/orgs/alpha/orchestrators/{flaky.id}/invoke/",
+        {"messages": [{"role": "user", "content": "hi"}]},
+        format="json",
+    )
+
+    assert response.status_code == 502
+    assert receiver.arrived.wait(5), "no alert within 5 s of the run's log line"
+    arrived = time.time()
+    with schema_context("org_alpha"):
+        event = AlertEvent.objects.get(rule=rule)
+        line = RunLog.objects.get(run_id=event.run_id, message__startswith="llm call failed")
+    assert event.details["where"].startswith(f"log {line.cursor} (warning, ")
+    assert arrived - line.at.timestamp() < 5

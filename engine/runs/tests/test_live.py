@@ -816,6 +816,98 @@ async def test_a_followed_run_that_ends_without_frames_is_replayed_from_the_data
         await database_sync_to_async(_run_delete)(run_id)
 
 
+def _stream_exists(run_id: str) -> bool:
+    import redis
+    from django.conf import settings
+
+    from engine.runs import live
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        return bool(client.exists(live.run_stream_key("org_alpha", run_id)))
+    finally:
+        client.close()
+
+
+@pytest.mark.asyncio
+async def test_a_run_nobody_watches_publishes_nothing_and_replays_from_its_first_cursor(
+    world, chat_orchestrator
+):
+    member = world.alpha.users["member"]
+    request = _request(_runtime(chat_orchestrator["fast"]), owner_user_id=member.pk)
+
+    outcome = await pipeline.turn_run(request)
+
+    assert outcome.status == "succeeded"
+    assert _stream_exists(request.run_id) is False
+    replayed, closed = await _to_the_close(
+        (await _open(f"/ws/orgs/alpha/runs/{request.run_id}/", member))[0]
+    )
+    assert [f["cursor"] for f in replayed] == list(range(1, len(replayed) + 1))
+    # Nothing was sent while it ran: each step is one frame, as it ended.
+    assert [f["status"] for f in replayed if f["type"] == "step"] == ["completed"] * 7
+    assert [f["type"] for f in replayed].count("log") == 3
+    assert (replayed[-1]["type"], closed["code"]) == ("run", 1000)
+
+
+@pytest.mark.asyncio
+async def test_a_socket_whose_run_ends_before_its_watch_is_seen_gets_every_frame(
+    world, chat_orchestrator, monkeypatch
+):
+    from engine.runs import live
+
+    # The publisher never looks in time: the run ends without a frame on its stream.
+    monkeypatch.setattr(live, "WATCH_POLL_SECONDS", 60)
+    member = world.alpha.users["member"]
+    gates = [asyncio.Event(), asyncio.Event()]
+    request = _request(_runtime(chat_orchestrator["fast"], gates), owner_user_id=member.pk)
+    task = pipeline.turn_launch(pipeline.turn_run(request))
+    await _row_written(request.run_id)
+    path = f"/ws/orgs/alpha/runs/{request.run_id}/"
+    socket, opened = await _open(path, member)
+    assert opened
+    assert await socket.receive_nothing(timeout=0.3) is True
+
+    gates[0].set()
+    gates[1].set()
+    outcome = await task
+    frames, closed = await _to_the_close(socket, wait=5)
+
+    assert outcome.status == "succeeded"
+    assert _stream_exists(request.run_id) is False
+    assert [f["cursor"] for f in frames] == list(range(1, len(frames) + 1))
+    assert (frames[-1]["type"], closed["code"], closed["reason"]) == ("run", 1000, "run_ended")
+    replayed, _ = await _to_the_close((await _open(path, member))[0])
+    assert frames == replayed
+
+
+@pytest.mark.asyncio
+async def test_a_run_watched_mid_run_publishes_what_came_before_too(world, chat_orchestrator):
+    member = world.alpha.users["member"]
+    gates = [asyncio.Event(), asyncio.Event()]
+    request = _request(_runtime(chat_orchestrator["fast"], gates), owner_user_id=member.pk)
+    task = pipeline.turn_launch(pipeline.turn_run(request))
+    await _row_written(request.run_id)
+    await asyncio.sleep(0.3)  # prepare_prompt ended and talk logged, unwatched
+    assert _stream_exists(request.run_id) is False
+
+    socket, opened = await _open(f"/ws/orgs/alpha/runs/{request.run_id}/?after=0", member)
+    assert opened
+    seen = await _until(socket, _logged("talk: line 0"))
+    assert _stream_exists(request.run_id) is True
+    gates[0].set()
+    gates[1].set()
+    rest, _ = await _to_the_close(socket)
+    await task
+
+    live_frames = seen + rest
+    assert [f["cursor"] for f in live_frames] == list(range(1, len(live_frames) + 1))
+    assert [(f["name"], f["status"]) for f in seen if f["type"] == "step"] == [
+        ("prepare_prompt", "completed"),
+        ("talk", "running"),
+    ]
+
+
 @pytest.mark.asyncio
 async def test_a_run_stored_ended_whose_last_frames_come_late_is_followed_to_them(
     world, committed_db, monkeypatch
@@ -825,6 +917,7 @@ async def test_a_run_stored_ended_whose_last_frames_come_late_is_followed_to_the
     from engine.runs import consumers, live
 
     monkeypatch.setattr(consumers, "QUIET_SECONDS", 0.3)
+    monkeypatch.setattr(consumers, "FIRST_LOOK_SECONDS", 0.3)
     member = world.alpha.users["member"]
     run_id = await database_sync_to_async(_run_row)(member.pk, status="running")
     client = live.redis_client()
