@@ -35,7 +35,8 @@ import time
 
 from _setup import ROOT, drop_scratch_database, percentile, use_scratch_database
 
-DB_NAME = "cadence_bench_requests"
+# CADENCE_BENCH_DB: another scratch database name, for benchmarks run side by side.
+DB_NAME = os.environ.get("CADENCE_BENCH_DB", "cadence_bench_requests")
 
 
 def _free_port() -> int:

@@ -25,6 +25,7 @@ from typing import Any
 from django.db.models import BooleanField, Expression, F, Q, QuerySet
 
 from cadence_site.errors import ApplicationError, ForbiddenError
+from engine.alerts.models import AlertRuleShare
 from tenants.roles import Role, role_at_least
 from tenants.teams.models import (
     LEVEL_RANK,
@@ -40,6 +41,7 @@ from tenants.teams.models import (
 SHARES: dict[str, tuple[type, str]] = {
     "orchestrator": (OrchestratorShare, "orchestrator_id"),
     "llm_config": (LLMConfigShare, "llm_config_id"),
+    "alert_rule": (AlertRuleShare, "rule_id"),
 }
 # A team limit that matches no team (a chain of keys limited to different teams).
 _NO_TEAM = uuid.UUID(int=0)
@@ -60,6 +62,12 @@ class TeamScope:
 
 
 EVERYTHING = TeamScope(everything=True, role=Role.OWNER)
+
+
+def team_own_scope(team_id: uuid.UUID) -> TeamScope:
+    """What a team itself sees (its own, the organization-wide and what is shared with it),
+    whoever asks: the scope a team's alert rule judges runs in (engine/alerts/evaluate.py)."""
+    return TeamScope(everything=False, role=Role.MEMBER, team_limit=team_id, limit_trusted=True)
 
 
 def team_scope(principal, role: str | None) -> TeamScope:
