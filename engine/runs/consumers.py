@@ -69,6 +69,10 @@ def _watch(*, principal, role, org, run_id: str, after: int):
     return admin_only, _ended_frames(run=run, after=after)
 
 
+def _visible_run(*, principal, role, org, run_id: str) -> None:
+    selectors.run_get_for_user(principal=principal, role=role, run_id=run_id, org=org)
+
+
 def _ended_frames(*, run: Run, after: int) -> list[dict] | None:
     if run.status not in live.TERMINAL:
         return None
@@ -100,6 +104,8 @@ class RunConsumer(AsyncWebsocketConsumer):
             return await self._refuse(CLOSE_BAD_REQUEST, f"{exc.code}: {exc.message}")
         except ValueError:
             return await self._refuse(CLOSE_NOT_FOUND, "run_not_found")
+        # Closed when a team change takes the run out of the caller's sight.
+        access.follow(self._gone)
         try:
             admin_only, frames = await in_tenant(
                 self.org.schema_name,
@@ -124,6 +130,21 @@ class RunConsumer(AsyncWebsocketConsumer):
     async def _refuse(self, code: int, reason: str) -> None:
         await self.accept()
         await self.close(code=code, reason=reason[:123])
+
+    async def _gone(self) -> tuple[int, str] | None:
+        """(close code, reason) once the caller no longer sees the run (tenants/ws_access.py)."""
+        try:
+            await in_tenant(
+                self.org.schema_name,
+                _visible_run,
+                principal=self.scope["user"],
+                role=self.scope["access"].role,
+                org=self.org,
+                run_id=self.run_id,
+            )
+        except ApplicationError:
+            return CLOSE_NOT_FOUND, "run_not_found"
+        return None
 
     async def _replay(self, frames: list[dict]) -> None:
         for frame in frames:
