@@ -22,7 +22,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import BooleanField, Expression, F, Q, QuerySet
+from django.db.models.constants import LOOKUP_SEP
+from django.db.models.expressions import Col
 
 from cadence_site.errors import ApplicationError, ForbiddenError
 from engine.alerts.models import AlertRuleShare
@@ -154,8 +157,36 @@ def maintained_team_ids(scope: TeamScope) -> set[uuid.UUID] | None:
     return set(rows.values_list("team_id", flat=True))
 
 
+# The share levels at `level` or above, per level (iterating the enum per query costs ~50 µs).
+_LEVELS_FROM = {
+    base.value: [lv.value for lv in ShareLevel if LEVEL_RANK[lv] >= LEVEL_RANK[base]]
+    for base in ShareLevel
+}
+
+
 def _levels_from(level: str) -> list[str]:
-    return [lv.value for lv in ShareLevel if LEVEL_RANK[lv] >= LEVEL_RANK[ShareLevel(level)]]
+    return _LEVELS_FROM[str(level)]
+
+
+def _local_col(query, expr):
+    """The column of a plain local field (`team_id`, `pk`, `orchestrator_id`) of the query's own
+    model, without F's general path (setup_joins and trimming, ~0.1 ms a scoped query on the
+    conversation list); None for anything else, which F resolves as usual. An expression that is
+    resolved already (Django resolves a filter's condition twice) is kept."""
+    if isinstance(expr, Col):
+        return expr
+    if query is None or not isinstance(expr, F) or LOOKUP_SEP in expr.name:
+        return None
+    opts = query.get_meta()
+    try:
+        field = opts.pk if expr.name == "pk" else opts.get_field(expr.name)
+    except FieldDoesNotExist:
+        return None
+    if not getattr(field, "concrete", False) or field.model is not opts.concrete_model:
+        return None
+    if field.is_relation and expr.name != field.attname:
+        return None  # `team` names the relation; only its column (`team_id`) is local
+    return field.get_col(query.get_initial_alias())
 
 
 class InScope(Expression):
@@ -184,8 +215,11 @@ class InScope(Expression):
     ):
         clone = self.copy()
         clone.is_summary = summarize
-        clone.team = self.team.resolve_expression(query, allow_joins, reuse, summarize, for_save)
-        clone.ident = self.ident.resolve_expression(query, allow_joins, reuse, summarize, for_save)
+        clone.team, clone.ident = (
+            _local_col(query, expr)
+            or expr.resolve_expression(query, allow_joins, reuse, summarize, for_save)
+            for expr in (self.team, self.ident)
+        )
         return clone
 
     def _teams_sql(self, alias: str) -> tuple[str, list]:
@@ -204,15 +238,26 @@ class InScope(Expression):
 
     def as_sql(self, compiler, connection):
         team_sql, team_params = compiler.compile(self.team)
+        scope = self.scope
+        if scope.user_id is None and not (scope.team_limit is not None and scope.limit_trusted):
+            # In no team: `IN (NULL)` is never true, so only the organization's resources.
+            return f"({team_sql} IS NULL)", team_params
         id_sql, id_params = compiler.compile(self.ident)
         share_model, share_fk = SHARES[self.kind]
         mine, mine_params = self._teams_sql("scope_m")
         theirs, theirs_params = self._teams_sql("scope_n")
         levels = _levels_from(self.level)
+        # Every level includes read (the share tables' check constraint): no filter then.
+        level_sql = (
+            f'scope_s."level" IN ({", ".join(["%s"] * len(levels))}) AND '
+            if len(levels) < len(_LEVELS_FROM)
+            else ""
+        )
+        if not level_sql:
+            levels = []
         shared = (
             f'SELECT scope_s."{share_fk}" FROM "{share_model._meta.db_table}" scope_s '
-            f'WHERE scope_s."level" IN ({", ".join(["%s"] * len(levels))}) '
-            f'AND scope_s."team_id" IN ({theirs})'
+            f'WHERE {level_sql}scope_s."team_id" IN ({theirs})'
         )
         sql = f"({team_sql} IS NULL OR {team_sql} IN ({mine}) OR {id_sql} IN ({shared}))"
         params = [
