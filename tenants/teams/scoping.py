@@ -194,7 +194,13 @@ class InScope(Expression):
     expression. The same rule as `scope_q`, compiled without the ORM's subquery machinery: that
     took ~0.7 ms per request on the busiest read paths (benchmarks/request_overhead.py --mode
     teams), the SQL itself ~0.1 ms. The two columns are the query's own (aliases relabel in
-    subqueries); the subselects name only the teams' tables, under their own aliases."""
+    subqueries); the subselects name only the teams' tables, under their own aliases.
+
+    Why subselects rather than the caller's team ids resolved once per request and passed as
+    arrays: measured on the conversation list at 50 teams and 1,000 resources (server time,
+    EXPLAIN ANALYZE, median of 40), the subselects cost 1.38 ms against 0.95 ms unscoped; arrays
+    1.09 ms plus 0.31 ms for the query that resolves them (and its round trips), so no gain on a
+    path that scopes one query, and the memberships stay read in the same statement."""
 
     output_field = BooleanField()
     conditional = True
