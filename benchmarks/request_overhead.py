@@ -19,7 +19,10 @@ scoping rule adds nothing for owners and admins). With: an organization of 50 te
 1,000 conversations (the caller's 200 in what it sees, 800 of other callers across every team),
 read with a member's key (its user in 3 teams, one as maintainer). One keep-alive connection per
 side, the requests alternating between them, so that both sides see the same load on a shared
-machine. Target: scoping adds <= 1 ms at p50 (1 client per side).
+machine (the order rotating each round). Target: scoping adds <= 1 ms at p50 (1 client per
+side). A third side on the conversation list reads the scoped organization with its owner's key,
+whose own copy of the caller's conversations is the same answer with no rule applied: the
+difference between it and "with" is the rule's own cost, the rest is the larger organization.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ import time
 
 from _setup import ROOT, drop_scratch_database, percentile, use_scratch_database
 
-DB_NAME = "cadence_bench_requests"
+# CADENCE_BENCH_DB: another scratch database name, for benchmarks run side by side.
+DB_NAME = os.environ.get("CADENCE_BENCH_DB", "cadence_bench_requests")
 
 
 def _free_port() -> int:
@@ -94,8 +98,11 @@ async def _paired(port: int, sides: dict[str, tuple[str, str]], total: int) -> d
     }
     latencies: dict[str, list[float]] = {side: [] for side in sides}
     try:
+        order = list(connections.items())
         for i in range(total + 20):
-            for side, ((reader, writer), request) in connections.items():
+            # The order rotates each round, so no side is always the one after another's request.
+            shift = i % len(order)
+            for side, ((reader, writer), request) in order[shift:] + order[:shift]:
                 started = time.perf_counter()
                 await _roundtrip(reader, writer, request)
                 if i >= 20:  # the first ones warm up
@@ -112,11 +119,14 @@ async def _paired(port: int, sides: dict[str, tuple[str, str]], total: int) -> d
         }
         for side, values in latencies.items()
     }
-    first, second = list(sides)[:2]
+    first, second, *more = list(sides)
     # Each request of the second side against the one of the first just before it: the median of
     # these differences is what a busy machine's drift disturbs least.
     differences = [b - a for a, b in zip(latencies[first], latencies[second], strict=True)]
     results["paired_median_ms"] = percentile(differences, 50) * 1000
+    for side in more:  # further sides, each against the first the same way
+        differences = [b - a for a, b in zip(latencies[first], latencies[side], strict=True)]
+        results[f"paired_median_ms:{side}"] = percentile(differences, 50) * 1000
     return results
 
 
@@ -255,6 +265,10 @@ def _teams_world(owner_email: str) -> dict:
         shared_with_me = {bot.pk for bot, team in shares if team == mine[0]}
         visible = [b for b in bots if b.team_id is None or b.team in mine or b.pk in shared_with_me]
         Conversation.objects.bulk_create(conversations(member_key.pk, visible, bots))
+        # The owner's copy of the caller's conversations: the same answer, read with no rule.
+        Conversation.objects.bulk_create(
+            conversations(scoped_org.api_key.pk, visible, bots)[:CALLER_CONVERSATIONS]
+        )
     # The baseline: the same visible orchestrators and conversations, and no teams at all.
     with schema_context("org_plain"):
         llm = LLMConfig.objects.create(name="offline", provider="offline", model="m")
@@ -267,11 +281,15 @@ def _teams_world(owner_email: str) -> dict:
         "visible": len(visible),
         "without": plain_org.api_key_secret,
         "with": member_secret,
+        # The scoped organization read by its owner, whose own copy of the caller's
+        # conversations is the same answer (the rule adds nothing for owners): what the larger
+        # organization costs by itself, apart from the rule (conversation list only).
+        "owner": scoped_org.api_key_secret,
         "paths": {
             "conversation list": "/api/v1/orgs/{slug}/conversations/",
             "/v1/models": "/v1/models",
         },
-        "slugs": {"without": "plain", "with": "teams"},
+        "slugs": {"without": "plain", "with": "teams", "owner": "teams"},
     }
 
 
@@ -286,7 +304,8 @@ def _teams_mode(port: int, world: dict, requests: int) -> None:
     for name, template in world["paths"].items():
         sides = {
             side: (template.format(slug=world["slugs"][side]), world[side])
-            for side in ("without", "with")
+            for side in ("without", "with", "owner")
+            if side != "owner" or name == "conversation list"
         }
         measured = asyncio.run(_paired(port, sides, requests))
         for side in ("without", "with"):
@@ -297,6 +316,15 @@ def _teams_mode(port: int, world: dict, requests: int) -> None:
                 flush=True,
             )
         results[(name, "paired")] = {"median_ms": measured["paired_median_ms"]}
+        r = measured.get("owner")
+        if r is None:
+            continue
+        print(
+            f"  {name:<18} the scoped organization read by its owner (no rule): p50 "
+            f"{r['p50_ms']:6.2f} ms  min {r['min_ms']:6.2f} ms  paired vs without "
+            f"{measured['paired_median_ms:owner']:+.2f} ms",
+            flush=True,
+        )
     print()
     for name in world["paths"]:
         added = results[(name, "with")]["p50_ms"] - results[(name, "without")]["p50_ms"]

@@ -31,7 +31,7 @@ CLOSE_NOT_FOUND = 4404
 
 def _scope(principal, role):
     # Read in the tenant's schema, with the caller's current role (tenants/ws_access.py): a
-    # socket follows team changes at its next frame.
+    # socket follows team changes at once (ConversationConsumer._gone) and at every frame.
     return team_scope(principal, role)
 
 
@@ -79,6 +79,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.org = self.scope["org"]
         self.principal = self.scope["user"]
         self.conversation_id = str(self.scope["url_route"]["kwargs"]["conversation_id"])
+        # Closed when a team change takes the conversation out of the caller's sight.
+        self.scope["access"].follow(self._gone)
         try:
             await in_tenant(
                 self.org.schema_name,
@@ -104,6 +106,23 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.accept()
         # The conversation's events as they are written, from any process.
         self.reader = asyncio.create_task(streams.relay(key, start_id, self.send))
+
+    async def _gone(self) -> tuple[int, str] | None:
+        """(close code, reason) once the caller no longer sees the conversation (it left the
+        team, the orchestrator was unshared or moved; tenants/ws_access.py asks), else None."""
+        from cadence_site.errors import ApplicationError
+
+        try:
+            await in_tenant(
+                self.org.schema_name,
+                _load_conversation,
+                principal=self.principal,
+                role=self.scope["access"].role,
+                conversation_id=self.conversation_id,
+            )
+        except ApplicationError:
+            return CLOSE_NOT_FOUND, "conversation_not_found"
+        return None
 
     async def disconnect(self, code):
         reader = getattr(self, "reader", None)

@@ -20,7 +20,8 @@ why (closing before the accept makes the server answer a bare HTTP 403):
 1013 the ticket store (Redis) cannot be reached: try again later.
 
 Once open, a socket follows its caller's rights (tenants/ws_access.py): it closes within about
-a second of a revocation, removal, demotion below what the socket needs or a suspension.
+a second of a revocation, removal, demotion below what the socket needs or a suspension, and
+of a team change that takes its conversation or run out of the caller's sight.
 """
 
 from __future__ import annotations

@@ -10,6 +10,12 @@ Two paths, so that neither a quiet socket nor a Redis outage keeps access alive:
   a reason; a lower role that still suffices is applied to the next frame (`access.role`).
 - Per frame: a frame arriving more than RECHECK_AFTER seconds after the last read re-reads first,
   and is refused with the socket's closing if the rights are gone.
+- Team rights (tenants/teams/scoping.py): a consumer whose socket is about one scoped resource
+  (a conversation, a run) registers how to ask whether its caller still sees it
+  (`access.follow(check)`). Every re-read asks it too, and a committed team change (a member
+  leaving a team, a team deleted, an orchestrator unshared, moved or deleted) re-reads: a
+  resource gone from the caller's sight closes the socket with the consumer's code and reason,
+  within the same second or two as a revocation.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -33,8 +40,19 @@ from tenants.selectors import membership_role
 logger = logging.getLogger(__name__)
 
 RECHECK_AFTER = 1.0
-# Audit actions that can change what a caller may do.
-RIGHTS_ACTIONS = ("member.", "api_key.", "organization.")
+# Audit actions that can change what a caller may do, or which resources they see.
+RIGHTS_ACTIONS = (
+    "member.",
+    "api_key.",
+    "organization.",
+    "team.",
+    "orchestrator.unshared",
+    "orchestrator.shared",
+    "orchestrator.team_changed",
+    "orchestrator.deleted",
+)
+# Answers None while the socket's resource is still the caller's to see, else (code, reason).
+ResourceCheck = Callable[[], Awaitable[tuple[int, str] | None]]
 
 
 class LiveAccess:
@@ -51,10 +69,17 @@ class LiveAccess:
         self.principal_label = f"key:{key.prefix}" if key is not None else f"user:{user.pk}"
         self.checked_at = time.monotonic()
         self.stale = False
+        self.resource_check: ResourceCheck | None = None
 
     def require(self, role: str) -> None:
         """What this socket needs, kept for as long as it is open."""
         self.minimum = role
+
+    def follow(self, check: ResourceCheck) -> None:
+        """Ask `check` at every re-read (rights or team changes): a socket about one scoped
+        resource closes when its caller no longer sees it. Register before the first read of
+        the resource, so that a change committed meanwhile is not missed."""
+        self.resource_check = check
 
 
 def access_recheck(*, org_id: int, user_id: int | None, key_id) -> tuple[str | None, int, str]:
@@ -159,6 +184,11 @@ async def guard(inner, scope, connect_message, receive, send, *, access: LiveAcc
             if not role_at_least(role, access.minimum):
                 await close(4403, f"role_required: {access.minimum}")
                 return False
+            if access.resource_check is not None:
+                gone = await access.resource_check()
+                if gone is not None:
+                    await close(*gone)
+                    return False
             return True
 
     async def guarded_receive():

@@ -2,7 +2,8 @@
 
 Owners and admins create, change and delete rules through the same services as REST (checked,
 audited; a new webhook secret is shown once, in the message after saving); members and viewers
-read rules and history. The history is read-only.
+read rules and history. The history is read-only. The team rule applies as over REST
+(tenants/teams/scoping.py): another team's rules, and their firings, are not listed.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class AlertRuleForm(forms.ModelForm):
 
     class Meta:
         model = AlertRule
-        fields = list(services.EDITABLE)
+        fields = [*services.EDITABLE, "team"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,11 +63,11 @@ class AlertRuleForm(forms.ModelForm):
 @admin.register(AlertRule, site=tenant_admin_site)
 class AlertRuleAdmin(TenantModelAdmin):
     form = AlertRuleForm
-    list_display = ("name", "kind", "enabled", "orchestrator", "webhook_url", "history")
+    list_display = ("name", "kind", "enabled", "orchestrator", "team", "webhook_url", "history")
     list_filter = ("kind", "enabled")
     search_fields = ("name", "orchestrator", "pattern")
     fieldsets = (
-        (None, {"fields": ("name", "kind", "enabled", "orchestrator")}),
+        (None, {"fields": ("name", "kind", "enabled", "orchestrator", "team")}),
         (
             "Condition (what the kind uses)",
             {
@@ -83,6 +84,13 @@ class AlertRuleAdmin(TenantModelAdmin):
         ),
         ("Notify", {"fields": ("webhook_url", "rotate_secret", "emails")}),
     )
+
+    def get_queryset(self, request):
+        # The team rule (tenants/teams/scoping.py): another team's rules are not listed.
+        from tenants.teams.scoping import scoped
+        from tenants.tenant_admin import request_team_scope
+
+        return scoped(super().get_queryset(request), request_team_scope(request), kind="alert_rule")
 
     def _admin(self, request) -> bool:
         from tenants.roles import Role, role_at_least
@@ -115,6 +123,7 @@ class AlertRuleAdmin(TenantModelAdmin):
         data = {name: form.cleaned_data.get(name) for name in services.EDITABLE}
         for name in ("error_code", "pattern", "orchestrator", "webhook_url"):
             data[name] = data[name] or ""
+        data["team"] = form.cleaned_data.get("team")
         try:
             if change:
                 rule, secret = services.alert_rule_update(
@@ -185,18 +194,21 @@ class AlertEventAdmin(TenantModelAdmin):
         return False
 
     def get_queryset(self, request):
-        # Members and viewers see the firings about runs they may read, as over REST.
-        from engine.runs.selectors import run_owner_q
-        from tenants.tenant_admin import request_role
-
-        events = super().get_queryset(request)
-        owned = run_owner_q(principal=request.user, role=request_role(request), org=request.org)
-        if owned is None:
-            return events
+        # The firings of the rules the caller sees (tenants/teams/scoping.py); members and
+        # viewers, of those, the firings about runs they may read, as over REST.
         from django.db.models import Q
 
-        from engine.models import Run
+        from engine.runs.selectors import runs_visible
+        from tenants.roles import Role, role_at_least
+        from tenants.teams.scoping import scoped
+        from tenants.tenant_admin import request_role, request_team_scope
 
-        return events.filter(
-            Q(run_id__isnull=True) | Q(run_id__in=Run.objects.filter(owned).values("id"))
-        )
+        events = super().get_queryset(request)
+        scope, role = request_team_scope(request), request_role(request)
+        if not scope.everything:
+            rules = scoped(AlertRule.objects.all(), scope, kind="alert_rule")
+            events = events.filter(rule__in=rules.values("pk"))
+        if role_at_least(role, Role.ADMIN):
+            return events
+        visible = runs_visible(principal=request.user, role=role, org=request.org).values("id")
+        return events.filter(Q(run_id__isnull=True) | Q(run_id__in=visible))

@@ -7,6 +7,15 @@ amount of text per source, so a catastrophic pattern (`(a+)+$`) costs at most th
 than a worker. The text a pattern sees comes from text sources: the run's error, its steps'
 errors, and its log lines (engine/runs/runlog.py's `log_texts`, registered by
 engine/alerts/apps.py); another source plugs in with `text_source_register`.
+
+A team's rule (`team` set) judges only the runs its team sees, by the one team rule
+(tenants/teams/scoping.py, as a team-limited caller): runs of the team's own orchestrators, of
+the organization-wide ones, and of orchestrators shared with the team (any level). A run of
+another team's orchestrator never fires it, so its notifications and history carry nothing of
+another team's runs; windows (failure rate, tokens) count those runs only. The run's own team
+(recorded when it ran) decides, as it does for run views. Organization-wide rules judge every
+run, as before. Sharing a rule with another team shows it to that team; what it judges stays
+its own team's runs.
 """
 
 from __future__ import annotations
@@ -223,9 +232,27 @@ _RUN_JUDGES: dict[str, Callable[[AlertRule, Run], Finding | None]] = {
 }
 
 
+def _team_runs(rule: AlertRule, runs):
+    """`runs` narrowed to those the rule's team sees (the module's docstring); all for an
+    organization-wide rule."""
+    if rule.team_id is None:
+        return runs
+    from tenants.teams.scoping import scoped, team_own_scope
+
+    return scoped(runs, team_own_scope(rule.team_id), shared_field="orchestrator_id")
+
+
+def run_in_rule_scope(rule: AlertRule, run: Run) -> bool:
+    if rule.team_id is None or run.team_id == rule.team_id:
+        return True
+    return _team_runs(rule, Run.objects.filter(pk=run.pk)).exists()
+
+
 def run_findings(rule: AlertRule, run: Run) -> Finding | None:
     """What `rule` says about one finished run (None: nothing to report)."""
     if rule.orchestrator and rule.orchestrator != run.orchestrator_slug:
+        return None
+    if not run_in_rule_scope(rule, run):
         return None
     judge = _RUN_JUDGES.get(rule.kind)
     return judge(rule, run) if judge is not None else window_finding(rule, now=run.finished_at)
@@ -235,8 +262,11 @@ def run_findings(rule: AlertRule, run: Run) -> Finding | None:
 
 
 def _window_runs(rule: AlertRule, now: datetime):
-    runs = Run.objects.filter(
-        started_at__gt=now - timedelta(seconds=rule.window_seconds), started_at__lte=now
+    runs = _team_runs(
+        rule,
+        Run.objects.filter(
+            started_at__gt=now - timedelta(seconds=rule.window_seconds), started_at__lte=now
+        ),
     )
     if rule.orchestrator:
         runs = runs.filter(orchestrator_slug=rule.orchestrator)

@@ -7,6 +7,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from tenants.teams.models import ShareLevel, _Share
+
 # Kinds evaluated when a run ends (about that run) and kinds over a window of runs.
 RUN_KINDS = ("run_failed", "step_failed", "log_match", "slow_run", "slow_step", "drift")
 WINDOW_KINDS = ("failure_rate", "tokens_over")
@@ -40,6 +42,11 @@ class AlertRule(models.Model):
     # Fernet-encrypted (orchestrators/crypto.py); the plaintext is shown once, at creation.
     webhook_secret = models.TextField(blank=True)
     emails = models.JSONField(default=list, blank=True)
+    # The team it belongs to; null: the whole organization's (tenants/teams/scoping.py). A
+    # team's rule judges only the runs that team sees (engine/alerts/evaluate.py).
+    team = models.ForeignKey(
+        "teams.Team", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_by = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -61,6 +68,24 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AlertRuleShare(_Share):
+    """A rule shared with a team other than its own: `read` (or `use`) shows the rule and the
+    firings its members may read; `manage` lets that team's maintainers change it. What the rule
+    judges stays its own team's runs."""
+
+    rule = models.ForeignKey(AlertRule, on_delete=models.CASCADE, related_name="shares")
+
+    class Meta:
+        ordering = ["rule", "team"]
+        constraints = [
+            models.UniqueConstraint(fields=["rule", "team"], name="alert_share_unique"),
+            models.CheckConstraint(
+                condition=models.Q(level__in=[lv.value for lv in ShareLevel]),
+                name="alert_share_level_valid",
+            ),
+        ]
 
 
 class AlertEvent(models.Model):

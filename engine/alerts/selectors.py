@@ -9,28 +9,60 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from cadence_site.errors import ApplicationError, NotFoundError
-from engine.alerts.models import AlertEvent, AlertRule
+from engine.alerts.models import AlertEvent, AlertRule, AlertRuleShare
 from tenants.roles import Role, role_at_least
+from tenants.teams.models import ShareLevel
+from tenants.teams.scoping import TeamScope, maintained_team_ids, scoped, visible_team_ids
 
 HISTORY_PAGE = 50
 HISTORY_MAX_PAGE = 200
 
 
-def alert_rule_list() -> list[AlertRule]:
-    return list(AlertRule.objects.all())
+def alert_rules_visible(*, scope: TeamScope | None) -> QuerySet[AlertRule]:
+    """The rules the caller sees (tenants/teams/scoping.py): the organization's, their teams',
+    and those shared with their teams. `scope` None: every rule (a trusted caller)."""
+    rules = AlertRule.objects.all()
+    return rules if scope is None else scoped(rules, scope, kind="alert_rule")
 
 
-def alert_rule_get(*, rule_id: Any) -> AlertRule:
+def alert_rule_list(*, scope: TeamScope | None = None) -> list[AlertRule]:
+    return list(alert_rules_visible(scope=scope))
+
+
+def alert_rule_get(*, rule_id: Any, scope: TeamScope | None = None) -> AlertRule:
+    """Another team's rule is the same 404 as a rule that does not exist."""
     try:
-        rule = AlertRule.objects.filter(pk=uuid.UUID(str(rule_id))).first()
+        rule = alert_rules_visible(scope=scope).filter(pk=uuid.UUID(str(rule_id))).first()
     except ValueError:
         rule = None
     if rule is None:
         raise NotFoundError("No such alert rule.", "alert_rule_not_found")
     return rule
+
+
+def alert_rules_managed(*, scope: TeamScope | None, rules: list[AlertRule]) -> set:
+    """Which of `rules` the caller manages, by access_level's rule (tenants/teams/scoping.py:
+    admins all; a team's maintainers the team's; a team a rule is shared with to manage), in two
+    queries at most whatever the count."""
+    if scope is None or scope.everything:
+        return {rule.pk for rule in rules}
+    if not role_at_least(scope.role, Role.MEMBER):
+        return set()
+    maintained = maintained_team_ids(scope) or set()
+    managed = {rule.pk for rule in rules if rule.team_id is not None and rule.team_id in maintained}
+    teams = visible_team_ids(scope) or set()
+    if teams and rules:
+        managed |= set(
+            AlertRuleShare.objects.filter(
+                rule_id__in=[rule.pk for rule in rules],
+                team_id__in=teams,
+                level=ShareLevel.MANAGE,
+            ).values_list("rule_id", flat=True)
+        )
+    return managed
 
 
 def _bad(message: str, field: str) -> ApplicationError:

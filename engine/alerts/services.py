@@ -23,10 +23,12 @@ from cadence_site.errors import ApplicationError
 from cadence_site.outbound import UNRESOLVABLE, EgressDenied, check_url
 from cadence_site.webhooks import WebhookError, webhook_post
 from engine.alerts import evaluate
-from engine.alerts.models import RUN_KINDS, WINDOW_KINDS, AlertEvent, AlertRule
+from engine.alerts.models import RUN_KINDS, WINDOW_KINDS, AlertEvent, AlertRule, AlertRuleShare
 from engine.models import Run
 from orchestrators import crypto
 from tenants.audit.changes import audit_change
+from tenants.teams.models import ShareLevel
+from tenants.teams.scoping import TeamScope, require_create_in, require_level
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +102,33 @@ def _check_webhook_url(url: str) -> None:
 def _snapshot(rule: AlertRule) -> dict[str, Any]:
     """What the audit trail keeps of a rule: never its secret."""
     return {name: getattr(rule, name) for name in EDITABLE} | {
-        "has_webhook_secret": bool(rule.webhook_secret)
+        "has_webhook_secret": bool(rule.webhook_secret),
+        "team": str(rule.team_id) if rule.team_id else None,
     }
+
+
+def _team_move(*, rule: AlertRule, team, actor, scope: TeamScope | None) -> None:
+    """Moves the rule to `team` (None: the whole organization), audited as
+    `alert_rule.team_changed` like the other team resources; the caller creates in the new team.
+    Inside the caller's transaction. Its history stays with it."""
+    from orchestrators.services import _team_label
+
+    new_id = team.pk if team is not None else None
+    if new_id == rule.team_id:
+        return
+    require_create_in(scope, team=team, what="alert rule")
+    before_id = rule.team_id
+    rule.team = team
+    if team is not None:
+        # A team does not share with itself: its own share of the rule would say nothing.
+        AlertRuleShare.objects.filter(rule=rule, team=team).delete()
+    audit_change(
+        action="alert_rule.team_changed",
+        target=f"alert_rule:{rule.id}",
+        actor=actor,
+        before={"team": _team_label(before_id)},
+        after={"team": _team_label(new_id)},
+    )
 
 
 def _new_secret(rule: AlertRule) -> str:
@@ -111,11 +138,16 @@ def _new_secret(rule: AlertRule) -> str:
 
 
 @transaction.atomic
-def alert_rule_create(*, actor, **fields: Any) -> tuple[AlertRule, str | None]:
-    """The rule and its webhook secret (shown once; None without a webhook)."""
+def alert_rule_create(
+    *, actor, team=None, scope: TeamScope | None = None, **fields: Any
+) -> tuple[AlertRule, str | None]:
+    """The rule and its webhook secret (shown once; None without a webhook). `team` its team
+    (None: organization-wide); `scope` the caller's (None: a trusted caller): a team's
+    maintainers create in it, admins and owners anywhere (tenants/teams/scoping.py)."""
     from tenants.audit.changes import actor_label
 
-    rule = AlertRule(**{k: v for k, v in fields.items() if k in EDITABLE})
+    require_create_in(scope, team=team, what="alert rule")
+    rule = AlertRule(**{k: v for k, v in fields.items() if k in EDITABLE}, team=team)
     rule.created_by = actor_label(actor)[:200]
     _check_rule(rule)
     secret = _new_secret(rule) if rule.webhook_url else None
@@ -129,10 +161,19 @@ def alert_rule_create(*, actor, **fields: Any) -> tuple[AlertRule, str | None]:
 
 @transaction.atomic
 def alert_rule_update(
-    *, rule: AlertRule, actor, rotate_secret: bool = False, **fields: Any
+    *,
+    rule: AlertRule,
+    actor,
+    rotate_secret: bool = False,
+    scope: TeamScope | None = None,
+    **fields: Any,
 ) -> tuple[AlertRule, str | None]:
-    """Change a rule; the new webhook secret when one was made (a first webhook, or asked)."""
+    """Change a rule; the new webhook secret when one was made (a first webhook, or asked).
+    The caller manages it; a `team` in `fields` moves it (and they create in the new team)."""
     rule = AlertRule.objects.select_for_update().get(pk=rule.pk)
+    require_level(scope, kind="alert_rule", obj=rule, level=ShareLevel.MANAGE, what="alert rule")
+    if "team" in fields:
+        _team_move(rule=rule, team=fields.pop("team"), actor=actor, scope=scope)
     before = _snapshot(rule)
     kind_changed = "kind" in fields and fields["kind"] != rule.kind
     for name, value in fields.items():
@@ -158,7 +199,8 @@ def alert_rule_update(
 
 
 @transaction.atomic
-def alert_rule_delete(*, rule: AlertRule, actor) -> None:
+def alert_rule_delete(*, rule: AlertRule, actor, scope: TeamScope | None = None) -> None:
+    require_level(scope, kind="alert_rule", obj=rule, level=ShareLevel.MANAGE, what="alert rule")
     before = _snapshot(rule)
     target = f"alert_rule:{rule.id}"
     rule.delete()

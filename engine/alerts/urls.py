@@ -20,4 +20,14 @@ urlpatterns = [
         apis.AlertRuleHistoryApi.as_view(),
         name="alert-rule-history",
     ),
+    path(
+        "orgs/<slug:org_slug>/alert-rules/<str:rule_id>/shares/",
+        apis.AlertRuleSharesApi.as_view(),
+        name="alert-rule-shares",
+    ),
+    path(
+        "orgs/<slug:org_slug>/alert-rules/<str:rule_id>/shares/<uuid:team_id>/",
+        apis.AlertRuleShareDetailApi.as_view(),
+        name="alert-rule-share-detail",
+    ),
 ]

@@ -90,6 +90,10 @@ def _watch(*, principal, role, org, run_id: str, after: int):
     return admin_only, _ended_frames(run=run, after=after)
 
 
+def _visible_run(*, principal, role, org, run_id: str) -> None:
+    selectors.run_get_for_user(principal=principal, role=role, run_id=run_id, org=org)
+
+
 def _ended_frames(*, run: Run, after: int) -> list[dict] | None:
     if run.status not in live.TERMINAL:
         return None
@@ -126,6 +130,8 @@ class RunConsumer(AsyncWebsocketConsumer):
         except ValueError:
             return await self._refuse(CLOSE_NOT_FOUND, "run_not_found")
         await self._mark_watched()  # before reading whether it ended (live.run_watch_mark)
+        # Closed when a team change takes the run out of the caller's sight.
+        access.follow(self._gone)
         try:
             admin_only, frames = await in_tenant(
                 self.org.schema_name,
@@ -159,6 +165,21 @@ class RunConsumer(AsyncWebsocketConsumer):
             await live.run_watch_mark(self.org.schema_name, self.run_id)
         except Exception as exc:  # Redis away: its frames come from the database once it ends
             logger.warning("run watch not marked", extra={"error": str(exc)})
+
+    async def _gone(self) -> tuple[int, str] | None:
+        """(close code, reason) once the caller no longer sees the run (tenants/ws_access.py)."""
+        try:
+            await in_tenant(
+                self.org.schema_name,
+                _visible_run,
+                principal=self.scope["user"],
+                role=self.scope["access"].role,
+                org=self.org,
+                run_id=self.run_id,
+            )
+        except ApplicationError:
+            return CLOSE_NOT_FOUND, "run_not_found"
+        return None
 
     async def _replay(self, frames: list[dict]) -> None:
         for frame in frames:

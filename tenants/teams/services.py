@@ -87,6 +87,7 @@ def team_update(*, org: Organization, team: Team, org_role: str, actor, **fields
 @transaction.atomic
 def team_delete(*, org: Organization, team: Team, org_role: str, actor) -> None:
     _require_org_admin(org_role)
+    from engine.alerts.models import AlertRule
     from orchestrators.models import LLMConfig, OrchestratorInstance
 
     # Its resources would otherwise become the whole organization's: they move first.
@@ -100,6 +101,10 @@ def team_delete(*, org: Organization, team: Team, org_role: str, actor) -> None:
         + [
             f"LLM configuration {name}"
             for name in LLMConfig.objects.filter(team=team).values_list("name", flat=True)
+        ]
+        + [
+            f"alert rule {name}"
+            for name in AlertRule.objects.filter(team=team).values_list("name", flat=True)
         ]
     )
     if owned:
@@ -173,19 +178,29 @@ def team_memberships_end_for_user(*, user_id: int) -> int:
 # --- sharing a resource with another team ---------------------------------------------------
 
 
+SHARE_WHAT = {
+    "orchestrator": "orchestrator",
+    "llm_config": "LLM configuration",
+    "alert_rule": "alert rule",
+}
+
+
 def _share_target(kind: str, obj) -> str:
+    # As each kind's own audit events name it.
+    if kind == "alert_rule":
+        return f"alert_rule:{obj.pk}"
     return obj.slug if kind == "orchestrator" else obj.name
 
 
 @transaction.atomic
 def resource_share_set(*, kind: str, obj, team: Team, level: str, actor=None, scope=None):
-    """Shares an orchestrator or an LLM configuration with `team` at `level` (or changes the
-    level). The caller manages the resource (tenants/teams/scoping.py). Audited."""
+    """Shares an orchestrator, an LLM configuration or an alert rule with `team` at `level` (or
+    changes the level). The caller manages the resource (tenants/teams/scoping.py). Audited."""
     from tenants.audit.changes import audit_change
     from tenants.teams.models import ShareLevel
     from tenants.teams.scoping import SHARES, require_level
 
-    what = "orchestrator" if kind == "orchestrator" else "LLM configuration"
+    what = SHARE_WHAT[kind]
     require_level(scope, kind=kind, obj=obj, level=ShareLevel.MANAGE, what=what)
     if level not in ShareLevel.values:
         raise ApplicationError(f"Unknown level {level!r}.", "invalid", {"field": "level"})
@@ -238,7 +253,7 @@ def resource_share_remove(*, kind: str, obj, team: Team, actor=None, scope=None)
     from tenants.teams.models import ShareLevel
     from tenants.teams.scoping import SHARES, require_level
 
-    what = "orchestrator" if kind == "orchestrator" else "LLM configuration"
+    what = SHARE_WHAT[kind]
     require_level(scope, kind=kind, obj=obj, level=ShareLevel.MANAGE, what=what)
     share_model, share_fk = SHARES[kind]
     share = share_model.objects.select_for_update().filter(**{share_fk: obj.pk}, team=team).first()

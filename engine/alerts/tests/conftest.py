@@ -10,6 +10,7 @@ from chat.tests.conftest import chat_orchestrator  # noqa: F401
 from engine.durable.tests.conftest import queue_name  # noqa: F401
 from engine.runs.tests.conftest import flaky  # noqa: F401
 from orchestrators.tests.conftest import _openai_server_process, openai_server  # noqa: F401
+from tenants.teams.tests.test_scoping import client_for, tw  # noqa: F401 - test_teams.py
 
 
 class _Receiver(BaseHTTPRequestHandler):

@@ -233,3 +233,133 @@ async def test_leaving_the_team_ends_the_socket_at_its_next_frame(committed_db, 
     assert (frame["type"], frame["code"]) == ("error", "conversation_not_found")
     assert (ok, code) == (False, 4404)
     assert await database_sync_to_async(_messages)(conversation) == 0
+
+
+# --- open sockets follow team changes (tenants/ws_access.py) ----------------------------------
+
+
+async def _closed_within(communicator, seconds: float) -> tuple[dict, float]:
+    import time
+
+    started = time.monotonic()
+    while True:
+        message = await communicator.receive_output(timeout=seconds)
+        if message["type"] == "websocket.close":
+            return message, time.monotonic() - started
+
+
+def _remove_from_support(tw) -> None:
+    from tenants.resolution import org_by_slug
+    from tenants.teams.services import team_member_remove
+
+    with schema_context("org_alpha"):
+        team_member_remove(
+            org=org_by_slug("alpha"),
+            team=tw.teams["support"],
+            user_id=tw.users["sup_member"].pk,
+            org_role="owner",
+            actor=None,
+        )
+
+
+def _readd_to_support(tw) -> None:
+    from tenants.teams.models import TeamMembership
+
+    with schema_context("org_alpha"):
+        TeamMembership.objects.get_or_create(
+            team=tw.teams["support"], user_id=tw.users["sup_member"].pk
+        )
+
+
+def _share(tw, *, remove: bool = False) -> None:
+    from tenants.teams.services import resource_share_remove, resource_share_set
+
+    with schema_context("org_alpha"):
+        if remove:
+            resource_share_remove(
+                kind="orchestrator", obj=tw.bots["sales"], team=tw.teams["support"]
+            )
+        else:
+            resource_share_set(
+                kind="orchestrator", obj=tw.bots["sales"], team=tw.teams["support"], level="use"
+            )
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_team_closes_the_open_chat_socket_within_2_s(committed_db, tw):
+    conversation = await database_sync_to_async(_conversation)(
+        tw, "support", owner_user_id=tw.users["sup_member"].pk
+    )
+    tab, connected, _ = await _open(conversation, tw.users["sup_member"])
+    assert connected
+    try:
+        await database_sync_to_async(_remove_from_support)(tw)
+        closed, elapsed = await _closed_within(tab, 2)
+    finally:
+        await database_sync_to_async(_readd_to_support)(tw)
+
+    assert (closed["code"], closed["reason"]) == (4404, "conversation_not_found")
+    assert elapsed < 2
+    assert await database_sync_to_async(_messages)(conversation) == 0
+
+
+@pytest.mark.asyncio
+async def test_unsharing_the_orchestrator_closes_the_other_teams_open_socket_within_2_s(
+    committed_db, tw
+):
+    await database_sync_to_async(_share)(tw)
+    conversation = await database_sync_to_async(_conversation)(
+        tw, "sales", owner_user_id=tw.users["sup_member"].pk
+    )
+    tab, connected, _ = await _open(conversation, tw.users["sup_member"])
+    # Someone else's socket on a conversation that stays visible to them stays open.
+    own = await database_sync_to_async(_conversation)(
+        tw, "sales", owner_user_id=tw.users["sales_member"].pk
+    )
+    sales_tab, sales_connected, _ = await _open(own, tw.users["sales_member"])
+    assert connected and sales_connected
+    try:
+        await database_sync_to_async(_share)(tw, remove=True)
+        closed, elapsed = await _closed_within(tab, 2)
+        assert await sales_tab.receive_nothing(timeout=1)
+    finally:
+        await sales_tab.disconnect()
+
+    assert (closed["code"], closed["reason"]) == (4404, "conversation_not_found")
+    assert elapsed < 2
+
+
+def _running_run(tw) -> str:
+    from engine.models import Run
+
+    with schema_context("org_alpha"):
+        run = Run.objects.create(
+            orchestrator=tw.bots["support"],
+            orchestrator_slug=tw.bots["support"].slug,
+            team=tw.teams["support"],
+            trigger="rest",
+            status="running",
+            owner_user_id=tw.users["sup_member"].pk,
+        )
+        return str(run.id)
+
+
+@pytest.mark.asyncio
+async def test_leaving_the_team_closes_the_open_run_socket_within_2_s(committed_db, tw):
+    run_id = await database_sync_to_async(_running_run)(tw)
+    ticket = await database_sync_to_async(_principal_ticket)(tw.users["sup_member"])
+    socket = WebsocketCommunicator(
+        application,
+        f"/ws/orgs/alpha/runs/{run_id}/?ticket={ticket}",
+        headers=[(b"host", b"127.0.0.1"), (b"origin", b"http://127.0.0.1")],
+    )
+    connected, _ = await ws_connect(socket)
+    assert connected
+    try:
+        await database_sync_to_async(_remove_from_support)(tw)
+        closed, elapsed = await _closed_within(socket, 2)
+    finally:
+        await database_sync_to_async(_readd_to_support)(tw)
+
+    assert (closed["code"], closed["reason"]) == (4404, "run_not_found")
+    assert elapsed < 2
