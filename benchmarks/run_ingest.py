@@ -1,6 +1,6 @@
 """Sustained run ingest: many runs at once, each watched live by its run socket.
 
-    .venv/bin/python benchmarks/run_ingest.py [--runs 50] [--blocks 40] [--notes 8]
+    .venv/bin/python benchmarks/run_ingest.py [--runs 50] [--blocks 40] [--notes 8] [--workers 1]
         [--token-ms 50] [--rounds 1] [--database cadence_bench_ingest]
 
 On a scratch database: one organization (owner's API key) and a native orchestrator whose flow is
@@ -473,6 +473,9 @@ def main() -> None:
     parser.add_argument(
         "--database", default=DB_NAME, help="the scratch database (dropped and made again)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes (WEB_CONCURRENCY)"
+    )
     args = parser.parse_args()
     began = time.monotonic()
 
@@ -497,7 +500,9 @@ def main() -> None:
         env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING")
         env.pop("CADENCE_CELERY_EAGER", None)
         port = _free_port()
-        server = _start_server("cadence_site.asgi:application", port, env, log)
+        server = _start_server(
+            "cadence_site.asgi:application", port, env, log, workers=args.workers
+        )
         _wait_for(port, server)
         print(
             f"{args.runs} runs x {per_run} steps ({args.blocks} model calls paced"
