@@ -60,7 +60,7 @@ _plain_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_
 
 
 class _NotPlain(Exception):
-    pass
+    """The value needs rfc8785's own writer (see _plain)."""
 
 
 def _plain_float(number: float) -> float | int:

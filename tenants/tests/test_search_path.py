@@ -12,7 +12,7 @@ from tenants.postgresql_backend.base import known_path
 
 
 class _Undo(Exception):
-    pass
+    """Raised to roll a block back."""
 
 
 def _actual_path() -> str:
