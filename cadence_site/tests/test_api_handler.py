@@ -78,3 +78,74 @@ def sync_only_middleware(get_response):
         return get_response(request)
 
     return middleware
+
+
+def test_request_threads_are_kept_for_the_next_request():
+    import threading
+
+    from cadence_site.handlers import RequestThreads
+
+    threads = RequestThreads(keep=1)
+    first = threads.take()
+    ident = first.submit(threading.get_ident).result()
+    threads.give(first)
+
+    again = threads.take()
+    assert again is first
+    assert again.submit(threading.get_ident).result() == ident  # the same thread, not a new one
+    assert threads.take() is not first  # one executor is one request's at a time
+    threads.give(again)
+
+
+def test_a_request_thread_still_running_a_call_is_kept_only_once_it_is_done():
+    import threading
+
+    from cadence_site.handlers import RequestThreads
+
+    threads = RequestThreads()
+    executor = threads.take()
+    release = threading.Event()
+    running = executor.submit(release.wait, 5)  # a call a cancelled request left running
+    threads.give(executor)
+
+    assert executor not in threads.idle
+    assert threads.take() is not executor
+    release.set()
+    running.result(5)
+    executor.submit(lambda: None).result(5)  # after the marker call queued behind it
+    assert executor in threads.idle
+
+
+def test_kept_request_threads_are_capped():
+    from cadence_site.handlers import RequestThreads
+
+    threads = RequestThreads(keep=2)
+    executors = [threads.take() for _ in range(3)]
+    for executor in executors:
+        executor.submit(lambda: None).result(5)
+        threads.give(executor)
+
+    assert len(threads.idle) == 2
+    assert executors[2]._shutdown  # the third was let go
+
+
+@pytest.mark.asyncio
+async def test_consecutive_requests_run_their_sync_work_on_one_kept_thread(committed_db):
+    import threading
+
+    from django.core import signals
+
+    idents = []
+
+    def receiver(**kwargs):
+        idents.append(threading.get_ident())
+
+    signals.request_started.connect(receiver)
+    try:
+        for _ in range(3):
+            assert (await _get("/healthz"))[0] == 200
+    finally:
+        signals.request_started.disconnect(receiver)
+
+    assert len(idents) == 3
+    assert len(set(idents)) == 1, "each request started a thread of its own"
