@@ -156,6 +156,31 @@ def _who(
     if key_id is not None:
         key_id = str(key_id)
         key_limits = plans.key_limits(key_id=key_id)
+    return _who_of(limits, key_limits, org_id=org_id, principal=principal, key_id=key_id)
+
+
+def _who_cached(*, principal: str, org_id: int | None, key_id: str | None) -> _Who | None:
+    """`_who` from the limits this process holds, with no database call (the turn's first model
+    call then needs no thread hop); None when something must be read."""
+    if org_id is None:
+        return None
+    limits = plans.org_limits_cached(org_id=org_id)
+    if limits is None:
+        return None
+    key_limits = plans.NO_KEY_LIMITS
+    if not principal.startswith("key:"):
+        key_id = None
+    elif key_id is None:
+        return None
+    else:
+        key_id = str(key_id)
+        key_limits = plans.key_limits_cached(key_id=key_id)
+        if key_limits is None:
+            return None
+    return _who_of(limits, key_limits, org_id=org_id, principal=principal, key_id=key_id)
+
+
+def _who_of(limits, key_limits, *, org_id: int, principal: str, key_id: str | None) -> _Who:
     chosen = [
         budgets.Budget(limits.tenant, ORG_PRINCIPAL, name, getattr(limits, name), "organization")
         for name in TOKEN_FIELDS
@@ -254,7 +279,10 @@ class BudgetExtension(TurnExtension):
         may produce (the runtime asks the model for no more)."""
         state = self._state(turn)
         if state is None:
-            who = await _in_public(
+            request = turn.request
+            who = _who_cached(
+                principal=request.principal, org_id=request.org_id, key_id=request.key_id
+            ) or await _in_public(
                 _who,
                 schema_name=turn.request.schema_name,
                 principal=turn.request.principal,

@@ -114,3 +114,41 @@ def test_concurrent_streams_are_held_per_turn_and_released_when_it_ends(world, t
 
     assert (refused.value.code, refused.value.status_code) == ("too_many_streams", 429)
     assert refused.value.headers == {"Retry-After": "1"}
+
+
+def test_a_turns_budgets_come_from_the_cached_limits_as_they_would_from_the_database(
+    world, limited, settings
+):
+    """The first model call reads no database when this process holds the limits: the same
+    budgets as the database read gives, and a database read whenever something is missing."""
+    from tenants.limits import plans
+    from tenants.limits.turns import _who, _who_cached
+
+    settings.CADENCE_LIMITS_CACHE_SECONDS = 60  # as served (tests read limits afresh)
+    alpha = world.alpha
+    key_id = alpha.key_ids["member"]
+    prefix = _prefix(key_id)
+    principal = f"key:{prefix}"
+    with limited(alpha.org, tokens_per_day=10_000, concurrent_streams=3):
+        plans.limits_forget()
+        assert _who_cached(principal=principal, org_id=alpha.org.pk, key_id=key_id) is None
+        read = _who(
+            schema_name="org_alpha", principal=principal, org_id=alpha.org.pk, key_id=key_id
+        )
+        cached = _who_cached(principal=principal, org_id=alpha.org.pk, key_id=key_id)
+        # Without the trigger's ids the database must say which organization and key.
+        assert _who_cached(principal=principal, org_id=None, key_id=key_id) is None
+        assert _who_cached(principal=principal, org_id=alpha.org.pk, key_id=None) is None
+        # A user's turn counts against the organization's budgets only.
+        user = _who_cached(principal="user:7", org_id=alpha.org.pk, key_id=key_id)
+
+    assert cached == read
+    assert [b.field for b in read.budgets] == ["tokens_per_day"]
+    assert [b.limit for b in read.streams] == [3]
+    assert user.key_id is None and user.budgets == read.budgets[:1]
+
+
+def _prefix(key_id: str) -> str:
+    from tenants.models import ApiKey
+
+    return ApiKey.objects.values_list("prefix", flat=True).get(pk=key_id)
