@@ -139,6 +139,42 @@ async def test_cancel_stores_the_partial_reply_as_cancelled(world, chat_orchestr
 
 
 @pytest.mark.asyncio
+async def test_a_cancel_flag_set_by_another_process_ends_the_running_reply(
+    world, chat_orchestrator
+):
+    """A cancel sent to another server reaches the reply's process as a Redis flag
+    (chat.turns.turn_cancel); the process's watcher sees it within a fraction of a second."""
+    import redis
+    from django.conf import settings
+
+    from chat.turns import cancel_key
+
+    user = world.alpha.users["member"]
+    conversation = await database_sync_to_async(_make_conversation)(chat_orchestrator["slow"], user)
+    tab, _, _ = await _open(conversation, user)
+
+    await tab.send_json_to({"type": "message", "content": LONG})
+    reply_to = None
+    while True:
+        frame = await tab.receive_json_from(timeout=5)
+        reply_to = frame.get("reply_to", reply_to)
+        if frame["type"] == "token":
+            break
+    flag = cancel_key("org_alpha", reply_to)
+    redis.Redis.from_url(settings.REDIS_URL).set(flag, "1", ex=60)
+    try:
+        frames = await _until_done(tab)
+    finally:
+        redis.Redis.from_url(settings.REDIS_URL).delete(flag)
+
+    assert frames[-1]["status"] == "cancelled"
+    rows = await database_sync_to_async(_messages)(conversation)
+    assert rows[1][2] == "cancelled"
+    assert 0 < len(rows[1][3]) < len("Offline model. You said: " + LONG)
+    await tab.disconnect()
+
+
+@pytest.mark.asyncio
 async def test_a_client_that_leaves_mid_stream_still_gets_its_reply_stored(
     world, chat_orchestrator
 ):
