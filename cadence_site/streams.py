@@ -147,12 +147,15 @@ def hub() -> StreamHub:
 
 
 async def relay(key: str, after: str, send) -> None:
-    """Hand each entry of `key` written after `after` to `send(text)`, in order, until cancelled.
+    """Hand each frame of each entry of `key` written after `after` to `send(text)`, in order,
+    until cancelled. An entry holds one frame of JSON, or several written together, one per line
+    (JSON text has no raw newline).
 
     A socket's reader task: `await send(text_data=...)` is the consumer's `send`."""
     queue = hub().subscribe(key, after)
     try:
         while True:
-            await send(text_data=await queue.get())
+            for frame in (await queue.get()).split("\n"):
+                await send(text_data=frame)
     finally:
         hub().unsubscribe(key, queue)

@@ -218,8 +218,10 @@ class Turn:
 
     async def publish(self, event: dict) -> None:
         """To local subscribers now, and to the conversation's stream by the turn's one writer:
-        frames published while a write is in flight go together in the next pipeline, in order
-        (a turn's step, token and done frames cost a few round trips, not one each)."""
+        frames published while a write is in flight go together in the next write, in order, as
+        one stream entry (a turn's step, token and done frames cost a few round trips and
+        entries, not one each; cadence_site.streams.relay hands a socket each frame of an entry
+        as a message of its own)."""
         for queue in self.subscribers:
             queue.put_nowait(event)
         self.outbox.append(json.dumps(event, default=str))
@@ -231,11 +233,10 @@ class Turn:
         while self.outbox:
             batch, self.outbox = self.outbox, []
             try:
-                # One round trip for the batch (a pipeline without MULTI: the entries are written
-                # whatever EXPIRE does).
+                # One round trip for the batch (a pipeline without MULTI: the entry is written
+                # whatever EXPIRE does). JSON text holds no raw newline: it separates frames.
                 pipe = redis_client().pipeline(transaction=False)
-                for entry in batch:
-                    pipe.xadd(key, {"e": entry}, maxlen=STREAM_MAXLEN, approximate=True)
+                pipe.xadd(key, {"e": "\n".join(batch)}, maxlen=STREAM_MAXLEN, approximate=True)
                 pipe.expire(key, STREAM_TTL)
                 await pipe.execute()
             except (

@@ -35,3 +35,31 @@ async def test_a_stream_subscribed_during_a_blocked_read_joins_it_at_once():
         await asyncio.gather(*hub.waking, return_exceptions=True)
         await hub.client.delete(first, second, hub.wake_key)
         await hub.client.aclose()
+
+
+async def test_relay_sends_each_frame_of_an_entry_in_order():
+    """A chat turn writes the frames published together as one entry, one per line; a socket
+    gets each as a message of its own, in order, with the single-frame entries around them."""
+    key = f"test:hub:{uuid.uuid4().hex}"
+    sent: list[str] = []
+    got_all = asyncio.Event()
+
+    async def send(*, text_data: str) -> None:
+        sent.append(text_data)
+        if len(sent) == 4:
+            got_all.set()
+
+    client = streams.hub().client
+    reader = asyncio.create_task(streams.relay(key, "0-0", send))
+    try:
+        await client.xadd(key, {"e": '{"n": 1}'})
+        await client.xadd(key, {"e": '{"n": 2}\n{"n": 3, "text": "a\\nb"}'})
+        await client.xadd(key, {"e": '{"n": 4}'})
+        async with asyncio.timeout(5):
+            await got_all.wait()
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        await client.delete(key)
+
+    assert sent == ['{"n": 1}', '{"n": 2}', '{"n": 3, "text": "a\\nb"}', '{"n": 4}']
