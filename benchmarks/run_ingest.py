@@ -56,6 +56,26 @@ live p95 69-142 ms; main with this branch 1,263-1,670/s, 1,064-1,203/s, 550-591 
 0 lost in all. Measured apart (CPU time, so load-proof): a frame's type and cursor read from
 its head 1.1 µs against 6.9 µs for json.loads; 50 runs' entries in one pipeline 1.8-2.0 ms of
 CPU against 6.5-7.5 ms for 50 EVALSHA at once.
+
+2026-12-06, later (branch ingest, defaults, one worker, `--rounds 2`, three runs of main 0d11650
+and of the branch interleaved; load average 10-18 on 2 cores, the full test suite of another
+checkout running meanwhile): main 269-552 step events/s over the runs' window (median ~430),
+693-951 µs of server CPU per step event (median ~815), live p95 579-1311 ms; the branch
+476-838/s (median ~600), 528-689 µs (median ~575), live p95 286-854 ms; 0 lost in all six
+rounds each. The load, not the code, keeps the rate from the target here. What changed:
+WebSocket output written once per loop turn (cadence_site/socketwrites.py), run heartbeats of a
+process written together, the run socket reading only an entry's first and last frame heads,
+the publisher and the stream hub gathering 5 ms (more frames per entry, fewer round trips and
+wake-ups), and the server's cyclic collector (startup objects frozen, thresholds 10000/10/100):
+measured with gc.callbacks over two rounds, collections took 3.25 s of the server's CPU (16-18
+full ones, 0.1-0.15 s each with the loop blocked) before, 0.88 s (3 full) after.
+GIL samples (`--profile`, one profiled round each, 1,639 → 1,257 µs per event with py-spy
+attached), main → branch: the socket's frame writes (uvicorn's send, mostly the send(2) per
+frame) 8.9% → 2.2%, the run socket 14.5% → 8.5%, heartbeats 5.1% → 0.4%; what is left: the
+execution proof at finish ~20% (engine/trust), the engine's tracing hooks 12-16%, the
+publisher 9-12% (mostly the step data's JSON in the frames), the budget's settle after each
+model call 6-8% (a thread hop per call, tenants/limits), the stream hub's reads ~4%. Under this load the GIL samples overstate whatever
+wakes another thread or process (a syscall, a hop): the preempted holder keeps the GIL.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ django.setup(set_prefix=False)  # what get_asgi_application() does before buildi
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from cadence_site import socketwrites  # noqa: E402
 from cadence_site.handlers import ApiASGIHandler, PagesASGIHandler, http_router  # noqa: E402
 from cadence_site.lifespan import Lifespan  # noqa: E402
 from cadence_site.requestlog import install_server_log_filters  # noqa: E402
@@ -20,6 +21,7 @@ from tenants.limits.sockets import FrameRateLimitMiddleware  # noqa: E402
 from tenants.ws import TenantWebsocketMiddleware  # noqa: E402
 
 install_server_log_filters()
+socketwrites.install()  # WebSocket frames written once per loop turn (cadence_site/socketwrites.py)
 
 application = Lifespan(
     ProtocolTypeRouter(

@@ -27,6 +27,11 @@ from cadence_site.aredis import async_redis
 logger = logging.getLogger(__name__)
 
 BLOCK_MS = 1000  # how long one read blocks (a new subscription wakes it: see the docstring)
+# After a read that returned entries, the next waits this long, so that it takes what every
+# stream got meanwhile in one round trip: a read returns as soon as one entry comes, and at 50
+# watched runs that was a read (and a wake-up of the sockets) per entry. Entries reach their
+# sockets at most this much later.
+GATHER_SECONDS = 0.005
 WAKE_TTL = 60  # seconds the wake-up stream outlives its last wake-up
 
 
@@ -135,6 +140,8 @@ class StreamHub:
                             queue.put_nowait(fields[b"e"].decode())
                     if key in self.positions:
                         self.positions[key] = entry_id.decode()
+            if batches:
+                await asyncio.sleep(GATHER_SECONDS)
 
 
 @lru_cache(maxsize=8)

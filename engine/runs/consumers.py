@@ -203,11 +203,13 @@ class RunConsumer(AsyncWebsocketConsumer):
                 if time.monotonic() - self.marked >= live.WATCH_REFRESH:
                     await self._mark_watched()
                 try:
-                    # Entries already queued are taken at once: wait_for costs a task per call.
+                    # Entries already queued are taken at once; else a timeout scope, not
+                    # wait_for, which costs a task per call.
                     text = queue.get_nowait() if queue.qsize() else None
                     if text is None:
                         wait = live.CLOSE_SECONDS + 0.5 if ended_seen else quiet
-                        text = await asyncio.wait_for(queue.get(), wait)
+                        async with asyncio.timeout(wait):
+                            text = await queue.get()
                 except TimeoutError:
                     quiet = min(quiet * 2, QUIET_SECONDS)
                     if not ended_seen:
@@ -228,14 +230,24 @@ class RunConsumer(AsyncWebsocketConsumer):
                     continue
                 quiet = QUIET_SECONDS
                 ended_seen = False
-                for line in text.split("\n"):  # an entry holds the frames written together
-                    kind, cursor = frame_head(line)
-                    if cursor <= self.after:
+                # An entry holds the frames written together, in cursor order, the run frame
+                # last if it is there: only its first and last frames' heads are read, unless
+                # it begins at or below the cursor already sent (a resume inside an entry).
+                lines = text.split("\n")
+                kind, cursor = frame_head(lines[0])
+                if cursor <= self.after:
+                    lines = [line for line in lines if frame_head(line)[1] > self.after]
+                    if not lines:
                         continue
-                    self.after = cursor
-                    await self.send(text_data=line)
-                    if kind == "run":
-                        return await self.close(code=1000, reason="run_ended")
+                    kind, cursor = frame_head(lines[-1])
+                elif len(lines) > 1:
+                    kind, cursor = frame_head(lines[-1])
+                self.after = cursor
+                send = self.base_send  # the consumer's send() only wraps it, a frame at a time
+                for line in lines:
+                    await send({"type": "websocket.send", "text": line})
+                if kind == "run":
+                    return await self.close(code=1000, reason="run_ended")
         finally:
             hub.unsubscribe(key, queue)
 

@@ -944,3 +944,45 @@ async def test_a_run_stored_ended_whose_last_frames_come_late_is_followed_to_the
     finally:
         await client.delete(key)
         await database_sync_to_async(_run_delete)(run_id)
+
+
+@pytest.mark.asyncio
+async def test_a_socket_resuming_inside_an_entry_gets_the_rest_of_it_then_each_whole_entry(
+    world, committed_db
+):
+    """An entry holds several frames (those one send took); a socket after a cursor in the
+    middle of one gets that entry's later frames, then every frame of the entries after it,
+    in order, and closes on the run frame ending the last."""
+    from engine.runs import live
+
+    member = world.alpha.users["member"]
+    run_id = await database_sync_to_async(_run_row)(member.pk, status="running")
+    client = live.redis_client()
+    key = live.run_stream_key("org_alpha", run_id)
+
+    def log(cursor: int) -> dict:
+        return {"type": "log", "cursor": cursor, "step": None, "level": "info", "message": "m"}
+
+    end = live.run_end_frame(
+        cursor=7,
+        run_id=run_id,
+        status="succeeded",
+        finished_at=None,
+        duration_ms=1.0,
+        error_code="",
+    )
+    entries = [[log(1), log(2), log(3), log(4)], [log(5), log(6), end]]
+    try:
+        for frames in entries:
+            text = "\n".join(json.dumps(frame) for frame in frames)
+            await client.xadd(key, {"e": text}, id=live.stream_id(frames[-1]["cursor"]))
+
+        socket, opened = await _open(f"/ws/orgs/alpha/runs/{run_id}/?after=2", member)
+        assert opened
+        frames, closed = await _to_the_close(socket, wait=5)
+
+        assert frames == [log(3), log(4), log(5), log(6), end]
+        assert (closed["code"], closed["reason"]) == (1000, "run_ended")
+    finally:
+        await client.delete(key)
+        await database_sync_to_async(_run_delete)(run_id)
