@@ -363,24 +363,53 @@ def _measure_view(client, params: dict[str, str], samples: int) -> tuple[list[fl
     return timings, rows
 
 
-def _measure_query(org, user, role, params: dict[str, str], samples: int) -> list[float]:
-    """The list's query path alone: the privacy rule, the selector's queries, the serializer."""
+def _backend_schedstat():
+    """The CPU time (ns) the database server process serving this connection has run, from
+    /proc/<pid>/schedstat when the server is on this machine and readable, else None."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        path = f"/proc/{cursor.fetchone()[0]}/schedstat"
+
+    def read() -> int | None:
+        try:
+            with open(path) as stat:
+                return int(stat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    return read if read() is not None else None
+
+
+def _measure_query(
+    org, user, role, params: dict[str, str], samples: int
+) -> tuple[list[float], list[float]]:
+    """The list's query path alone: the privacy rule, the selector's queries, the serializer.
+    Wall time per sample, and CPU time per sample (this process + the database server process
+    serving it: what the load on a shared machine does not inflate, or far less)."""
     from django.db import connection
 
     from engine.runs import export, selectors
 
     timings: list[float] = []
+    cpu: list[float] = []
     budget = time.perf_counter() + CASE_BUDGET_S
     connection.set_tenant(org)
+    backend = _backend_schedstat()
     for _ in range(samples):
+        server = backend() if backend else 0
+        own = time.process_time_ns()
         started = time.perf_counter()
         runs, _ = selectors.run_list(principal=user, role=role, params=params, org=org)
         [export.run_output(run) for run in runs]
         timings.append((time.perf_counter() - started) * 1000)
+        used = time.process_time_ns() - own + ((backend() - server) if backend else 0)
+        cpu.append(used / 1e6)
         if time.perf_counter() > budget:
             break
     connection.set_schema_to_public()
-    return timings
+    return timings, cpu
 
 
 def main() -> None:
@@ -415,14 +444,15 @@ def main() -> None:
     print(
         f"\n{args.runs:,} runs; up to {args.samples} samples per case; ms. query = selector "
         "(privacy rule + SQL) + serializer; view = the whole GET through Django's test client "
-        f"(middleware, session auth, view). * = p95 over {TARGET_MS:.0f} ms"
+        f"(middleware, session auth, view); cpu = the query path's CPU time, this process + the "
+        f"database server process. * = query p95 over {TARGET_MS:.0f} ms"
     )
     print(
         f"{'filter':38} {'who':8} {'page':5} {'rows':>4} {'n':>3} {'query p50':>9} {'p95':>6}"
-        f"  {'view p50':>8} {'p95':>6}"
+        f"  {'cpu p50':>7} {'p95':>6}  {'view p50':>8} {'p95':>6}"
     )
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    misses = 0
+    misses = view_misses = 0
     for label, params in _cases(org, orchestrators):
         if args.only and args.only not in label:
             continue
@@ -431,18 +461,23 @@ def main() -> None:
             for page, extra in (("first", {}), ("deep", {"cursor": deep})):
                 query = {**params, **extra}
                 _measure_view(client, query, 2)  # warm the path
-                q_times = _measure_query(org, users[who], role, query, args.samples)
+                q_times, q_cpu = _measure_query(org, users[who], role, query, args.samples)
                 v_times, rows = _measure_view(client, query, args.samples)
                 q95, v95 = percentile(q_times, 95), percentile(v_times, 95)
-                flag = "*" if max(q95, v95) > TARGET_MS else ""
+                flag = "*" if q95 > TARGET_MS else ""
                 misses += bool(flag)
+                view_misses += v95 > TARGET_MS
                 print(
                     f"{label:38} {who:8} {page:5} {rows:>4} {len(q_times):>3} "
                     f"{statistics.median(q_times):9.1f} {q95:6.1f}  "
+                    f"{statistics.median(q_cpu):7.1f} {percentile(q_cpu, 95):6.1f}  "
                     f"{statistics.median(v_times):8.1f} {v95:6.1f} {flag}",
                     flush=True,
                 )
-    print(f"\ncases over {TARGET_MS:.0f} ms at p95: {misses}")
+    print(
+        f"\ncases over {TARGET_MS:.0f} ms at p95: {misses} (query path), {view_misses} (whole "
+        f"request); load average now {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

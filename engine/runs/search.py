@@ -43,7 +43,7 @@ WITH RECURSIVE names(n) AS (
 ),
 listed AS MATERIALIZED (SELECT n FROM names WHERE n IS NOT NULL LIMIT %(max_names)s + 1),
 few AS (SELECT count(*) <= %(max_names)s AS ok FROM listed)
-SELECT run_id::text FROM (
+SELECT count(*), string_agg(run_id::text, ',') FROM (
     -- ORDER BY the index's columns: the steps of one name come from the index alone, never
     -- from a scan of the table that the planner might prefer for a name it thinks common.
     SELECT hit.run_id FROM listed
@@ -61,8 +61,8 @@ SELECT run_id::text FROM (
     SELECT run_id FROM {STEPS} WHERE UPPER(error) LIKE UPPER(%(pattern)s)
     UNION ALL
     SELECT run_id FROM {LINES} WHERE UPPER(message) LIKE UPPER(%(pattern)s)
+    LIMIT %(cap)s + 1
 ) found
-LIMIT %(cap)s + 1
 """
 
 
@@ -71,21 +71,17 @@ def like_pattern(text: str) -> str:
     return f"%{connection.ops.prep_for_like_query(text)}%"
 
 
-def matching_run_ids(text: str) -> set[str] | None:
-    """The ids of the runs (of the current schema, visible or not) that carry `text`, or None
-    when more than MAX_MATCHES places carry it."""
+def matching_run_ids(text: str) -> str | None:
+    """The ids of the runs (of the current schema, visible or not) that carry `text`, as a
+    PostgreSQL array literal for `id = ANY(%s::uuid[])` (one parameter, built by the server:
+    no Python object per id), or None when more than MAX_MATCHES places carry it. A run found
+    in several places is listed as often: harmless in `= ANY`."""
     with connection.cursor() as cursor:
         cursor.execute(
             _MATCHES,
             {"pattern": like_pattern(text), "cap": MAX_MATCHES, "max_names": MAX_NAMES},
         )
-        rows = cursor.fetchall()
-    if len(rows) > MAX_MATCHES:
+        count, ids = cursor.fetchone()
+    if count > MAX_MATCHES:
         return None
-    return {row[0] for row in rows}
-
-
-def id_array(ids: set[str]) -> str:
-    """A PostgreSQL array literal of run ids, for `id = ANY(%s::uuid[])`: one parameter instead
-    of one per id (the ids come from the database: uuid text, nothing to quote)."""
-    return "{" + ",".join(sorted(ids)) + "}"
+    return "{" + (ids or "") + "}"

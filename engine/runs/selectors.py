@@ -149,7 +149,7 @@ def _text_where(text: str) -> list[Q | Exists]:
 def _with_text(runs: QuerySet[Run], text: str, *, limit: int) -> QuerySet[Run]:
     """`runs` narrowed to those carrying `text` (engine/runs/search.py explains the two ways)."""
     ids = search.matching_run_ids(text)
-    if ids is not None and not ids:
+    if ids == "{}":
         return runs.none()
     if ids is not None:
         # The planner sees how many ids there are (one array constant) and picks the cheaper
@@ -157,7 +157,7 @@ def _with_text(runs: QuerySet[Run], text: str, *, limit: int) -> QuerySet[Run]:
         return runs.filter(
             RawSQL(
                 f'"{Run._meta.db_table}"."id" = ANY(%s::uuid[])',
-                (search.id_array(ids),),
+                (ids,),
                 output_field=BooleanField(),
             )
         )
