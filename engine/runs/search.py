@@ -43,7 +43,7 @@ WITH RECURSIVE names(n) AS (
 ),
 listed AS MATERIALIZED (SELECT n FROM names WHERE n IS NOT NULL LIMIT %(max_names)s + 1),
 few AS (SELECT count(*) <= %(max_names)s AS ok FROM listed)
-SELECT count(*), string_agg(run_id::text, ',') FROM (
+SELECT count(*), string_agg(DISTINCT run_id::text, ',') FROM (
     -- ORDER BY the index's columns: the steps of one name come from the index alone, never
     -- from a scan of the table that the planner might prefer for a name it thinks common.
     SELECT hit.run_id FROM listed
@@ -74,8 +74,9 @@ def like_pattern(text: str) -> str:
 def matching_run_ids(text: str) -> str | None:
     """The ids of the runs (of the current schema, visible or not) that carry `text`, as a
     PostgreSQL array literal for `id = ANY(%s::uuid[])` (one parameter, built by the server:
-    no Python object per id), or None when more than MAX_MATCHES places carry it. A run found
-    in several places is listed as often: harmless in `= ANY`."""
+    no Python object per id), or None when more than MAX_MATCHES places carry it. Each run is
+    listed once, however many places carry the text: the planner reads the array's length as
+    the number of runs (duplicates made it expect twice the runs and walk twice as far)."""
     with connection.cursor() as cursor:
         cursor.execute(
             _MATCHES,
