@@ -42,8 +42,8 @@ WITH RECURSIVE names(n) AS (
     FROM names WHERE names.n IS NOT NULL
 ),
 listed AS MATERIALIZED (SELECT n FROM names WHERE n IS NOT NULL LIMIT %(max_names)s + 1),
-few AS (SELECT count(*) <= %(max_names)s AS ok FROM listed)
-SELECT count(*), string_agg(DISTINCT run_id::text, ',') FROM (
+few AS (SELECT count(*) <= %(max_names)s AS ok FROM listed),
+found AS MATERIALIZED (
     -- ORDER BY the index's columns: the steps of one name come from the index alone, never
     -- from a scan of the table that the planner might prefer for a name it thinks common.
     SELECT hit.run_id FROM listed
@@ -62,7 +62,10 @@ SELECT count(*), string_agg(DISTINCT run_id::text, ',') FROM (
     UNION ALL
     SELECT run_id FROM {LINES} WHERE UPPER(message) LIKE UPPER(%(pattern)s)
     LIMIT %(cap)s + 1
-) found
+)
+-- The list of ids (sorted to drop repeats) only when it will be used.
+SELECT n, CASE WHEN n <= %(cap)s THEN (SELECT string_agg(DISTINCT run_id::text, ',') FROM found) END
+FROM (SELECT count(*) AS n FROM found) counted
 """
 
 
