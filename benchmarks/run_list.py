@@ -32,6 +32,29 @@ from 102 ms (9,994 buffers) to 10 ms (2,892); no case read more buffers. What re
 `q` for a text about 3,000 runs carry (`geocode`, alone or with a status): 18-43 ms and 15,000
 buffers either way, one run lookup per matching step (the trigram indexes find the steps, not
 their runs' times), and the planner guesses 1 matching step where there are 3,002.
+
+Measured 2026-12-06 09:30-10:10 (branch runlist) at load averages 10-18 on the 2 shared cores:
+no case met 50 ms at p95 in wall time, `(none)` included (3-8 ms of CPU, 30-66 ms p95): wall
+times are the load's. The cpu column (this process + the database server process serving it,
+/proc/<pid>/schedstat; added for this reason) is what a page costs. p50/p95 ms of CPU, owner
+first / owner deep / member first / member deep, main (7754bf1, its `q` as described above) then
+this branch (`q` through engine/runs/search.py: the matching run ids first, step names from a
+(name, run_id) index, then the page among those ids with their exact count in the plan), each
+just after the benchmark's VACUUM ANALYZE:
+  q=geocode          main  116/163  31/47  244/291  113/143   (member first: 1.2 s wall p50:
+                                                              the plan flipped after ANALYZE)
+                     here   16/21   24/30   27/37    37/43
+  q=geocode&failed   main   51/63   33/43  116/128   45/54
+                     here   20/30   25/36   30/33    25/37
+  q=signal 11        main   17/23   17/26   19/28    20/27
+                     here   14/19   16/20   17/21    13/18
+  q=no-such-text     main    8/12   10/13   15/17    14/18
+                     here    3/3     3/3     4/4      4/5
+  q=search_web       main   18/23   19/23   25/31    27/32
+                     here   23/29   18/27   20/30    22/25
+Every other case: 2-15 ms of CPU at p95 in both. What remains heaviest is a member's page of a
+text ~3,000 runs carry (geocode): the planner looks each of the 2,859 runs up to apply the
+privacy rule (~11,000 buffers), 37-43 ms of CPU at this load.
 """
 
 from __future__ import annotations
