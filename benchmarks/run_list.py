@@ -33,7 +33,7 @@ from 102 ms (9,994 buffers) to 10 ms (2,892); no case read more buffers. What re
 buffers either way, one run lookup per matching step (the trigram indexes find the steps, not
 their runs' times), and the planner guesses 1 matching step where there are 3,002.
 
-Measured 2026-12-06 09:30-10:10 (branch runlist) at load averages 10-18 on the 2 shared cores:
+Measured 2026-12-06 09:30-10:08 (branch runlist) at load averages 10-18 on the 2 shared cores:
 no case met 50 ms at p95 in wall time, `(none)` included (3-8 ms of CPU, 30-66 ms p95): wall
 times are the load's. The cpu column (this process + the database server process serving it,
 /proc/<pid>/schedstat; added for this reason) is what a page costs. p50/p95 ms of CPU, owner
@@ -52,9 +52,14 @@ just after the benchmark's VACUUM ANALYZE:
                      here    3/3     3/3     4/4      4/5
   q=search_web       main   18/23   19/23   25/31    27/32
                      here   23/29   18/27   20/30    22/25
-Every other case: 2-15 ms of CPU at p95 in both. What remains heaviest is a member's page of a
+Every other case: 2-23 ms of CPU at p95 in both. A second run of this branch after a manual
+ANALYZE of engine_run, engine_runevent and engine_runlog (then the benchmark's own), load 14-20
+with the test suite running beside it: the same plans (same buffers per case), CPU p50 up to
+1.5x from the load (geocode 24/27/38/29, geocode&failed 22/28/32/35, signal 11 17/18/17/15,
+no-such-text 3/4/4/5, search_web 14/29/55/34). What remains heaviest is a member's page of a
 text ~3,000 runs carry (geocode): the planner looks each of the 2,859 runs up to apply the
-privacy rule (~11,000 buffers), 37-43 ms of CPU at this load.
+privacy rule (~11,000 buffers), 37-43 ms of CPU at this load; and frequent text first reads
+5,001 ids from the name index (~2,800 buffers) before it walks the newest runs.
 """
 
 from __future__ import annotations
