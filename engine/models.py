@@ -159,6 +159,9 @@ class RunEvent(models.Model):
                 name="runevent_parent_before_child",
             ),
         ]
+        # The run list's `q` reads step names' run ids from this index alone
+        # (engine/runs/search.py; engine/migrations/0011 builds it concurrently).
+        indexes = [models.Index(fields=["name", "run"], name="runevent_name_run")]
 
 
 class RunLog(models.Model):

@@ -39,7 +39,8 @@ _LIST_PARAMETERS = [
         (
             "q",
             "text (3-200 characters, any case) in the run's error, its steps' names and errors, "
-            "or its log lines; over every run you may see, served by trigram indexes",
+            "or its log lines; over every run you may see, newest first, every match found "
+            "(engine/runs/search.py)",
         ),
         ("cursor", "the next_cursor of the previous page"),
         ("limit", "runs per page, 1-200 (default 50)"),

@@ -17,13 +17,15 @@ from datetime import datetime
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.tuple_lookups import Tuple, TupleLessThan
 from django.utils.dateparse import parse_datetime
 
 from cadence_site.errors import ApplicationError, NotFoundError
 from engine.lineage import SCORE_KINDS, Lineage, LineageError
 from engine.models import Run, RunEvent, RunLog
+from engine.runs import search
 from tenants.roles import Role, role_at_least
 
 PAGE_SIZE = 50
@@ -144,6 +146,29 @@ def _text_where(text: str) -> list[Q | Exists]:
     return [Q(error__icontains=text), Exists(steps), Exists(lines)]
 
 
+def _with_text(runs: QuerySet[Run], text: str, *, limit: int) -> QuerySet[Run]:
+    """`runs` narrowed to those carrying `text` (engine/runs/search.py explains the two ways)."""
+    ids = search.matching_run_ids(text)
+    if ids == "{}":
+        return runs.none()
+    if ids is not None:
+        # The planner sees how many ids there are (one array constant) and picks the cheaper
+        # of looking each up and walking the newest runs with a hash test.
+        return runs.filter(
+            RawSQL(
+                f'"{Run._meta.db_table}"."id" = ANY(%s::uuid[])',
+                (ids,),
+                output_field=BooleanField(),
+            )
+        )
+    # Frequent text: one query per place the text can be in, each walking the newest runs and
+    # probing each (an OR across them would force one plan for all); the branches' pages are
+    # merged by UNION, newest first.
+    newest = ("-started_at", "-id")
+    branches = [runs.filter(where).order_by(*newest)[: limit + 1] for where in _text_where(text)]
+    return branches[0].union(*branches[1:])
+
+
 def run_list(
     *, principal, role: str | None, params: dict[str, str], org=None
 ) -> tuple[list[Run], str | None]:
@@ -206,14 +231,7 @@ def run_list(
         runs = runs.filter(TupleLessThan(Tuple(F("started_at"), F("id")), (started, after)))
     newest = ("-started_at", "-id")
     if text:
-        # One query per place the text can be in, each an EXISTS (or a column test) the planner
-        # can run either way: walking the newest runs (frequent text) or from the trigram index
-        # (rare text). An OR across them would force one plan for all. The branches' pages are
-        # merged by UNION, newest first.
-        branches = [
-            runs.filter(where).order_by(*newest)[: limit + 1] for where in _text_where(text)
-        ]
-        runs = branches[0].union(*branches[1:]) if len(branches) > 1 else branches[0]
+        runs = _with_text(runs, text, limit=limit)
     page = list(runs.order_by(*newest)[: limit + 1])
     more = len(page) > limit
     page = page[:limit]

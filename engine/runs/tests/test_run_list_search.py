@@ -118,7 +118,7 @@ def test_search_indexes_are_in_every_tenant_schema_and_the_template(world, db):
         )
         # In public, never in a tenant schema (dropping that schema would take it away).
         assert cursor.fetchone() == ("public",)
-    wanted = TRIGRAM_INDEXES | {"run_slug_recent", "run_duration"}
+    wanted = TRIGRAM_INDEXES | {"run_slug_recent", "run_duration", "runevent_name_run"}
     for schema in ("org_alpha", "org_bravo", settings.CADENCE_TEMPLATE_SCHEMA):
         assert wanted <= _index_names(schema), schema
         with connection.cursor() as cursor:
@@ -163,8 +163,13 @@ def test_the_search_conditions_match_the_trigram_indexes(world, db, queryset, in
     assert index in plan, plan
 
 
-@pytest.mark.parametrize("query", [{}, {"q": "geocode"}, {"q": "geocode", "status": "failed"}])
-def test_a_page_is_one_query_whatever_the_filters(world, searchable, query):
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [({}, 1), ({"q": "geocode"}, 2), ({"q": "geocode", "status": "failed"}, 2)],
+)
+def test_a_page_is_one_query_or_two_with_text(world, searchable, query, expected):
+    """Without `q` one query; with it, the matching run ids, then the page among them: never
+    a query per run (the serializer reads no deferred field)."""
     from django.test.utils import CaptureQueriesContext
 
     from engine.runs import export, selectors
@@ -176,8 +181,115 @@ def test_a_page_is_one_query_whatever_the_filters(world, searchable, query):
             params={"since": "2026-05-01T00:00:00Z", "limit": "2", **query},
             org=world.alpha.org,
         )
-        # the serializer reads no deferred field (each would be one query per run)
         page = [export.run_output(run) for run in runs]
     statements = [q["sql"] for q in queries.captured_queries if "search_path" not in q["sql"]]
     assert len(page) == 2
-    assert len(statements) == 1, statements
+    assert len(statements) == expected, statements
+
+
+# --- the two ways of `q` (engine/runs/search.py) ------------------------------------------
+
+
+@pytest.fixture(params=["ids", "frequent", "many names"])
+def search_way(request, monkeypatch):
+    """Each way `q` can take must give the same pages: the matching ids (the default here),
+    the walk over the newest runs (more matches than MAX_MATCHES), and step names through the
+    trigram index (more distinct names than MAX_NAMES)."""
+    from engine.runs import search
+
+    if request.param == "frequent":
+        monkeypatch.setattr(search, "MAX_MATCHES", 1)
+    if request.param == "many names":
+        monkeypatch.setattr(search, "MAX_NAMES", 1)
+    return request.param
+
+
+@pytest.fixture
+def many(db, world):
+    """Twelve runs, nine carrying `geocode` somewhere (three started at the same instant), so
+    that pages of two cross every kind of boundary; names in mixed case, one with LIKE's
+    wildcards in it."""
+    member = world.alpha.users["member"]
+    made = []
+    for minute, steps, fields in [
+        (50, [{"name": "tool:GeoCode_address"}], {}),
+        (49, [{"name": "translate"}], {}),
+        (48, [{"name": "prepare"}, {"name": "call", "error": "geocode: 502"}], {}),
+        (47, [], {"error": "Quota: geocode credits", "status": "failed"}),
+        (46, [{"name": "tool:geocode_address"}], {"owner_user_id": member.pk}),
+        (46, [{"name": "tool:geocode_address"}], {}),
+        (46, [{"name": "x geocode 100%_done"}], {"owner_user_id": member.pk}),
+        (45, [{"name": "rerank"}], {"owner_user_id": member.pk}),
+        (44, [{"name": "tool:geocode_address"}, {"name": "geocode again"}], {}),
+        (43, [{"name": "tool:geocode_address"}], {"status": "failed", "error": "boom"}),
+        (42, [{"name": "finalize"}], {}),
+        (41, [{"name": "Tool:GEOCODE_ADDRESS"}], {"owner_user_id": member.pk}),
+    ]:
+        made.append(_run(minute, steps=steps, **fields))
+    return made
+
+
+def _newest_first(runs: list[Run]) -> list[str]:
+    ordered = sorted(runs, key=lambda r: (r.started_at, r.id.int), reverse=True)
+    return [str(r.id) for r in ordered]
+
+
+def _carrying(runs: list[Run], text: str) -> list[Run]:
+    with schema_context("org_alpha"):
+        return [
+            r
+            for r in runs
+            if text.upper() in r.error.upper()
+            or any(text.upper() in (e.name + "\n" + e.error).upper() for e in r.events.all())
+        ]
+
+
+@pytest.mark.parametrize("limit", [1, 2, 4, 50])
+def test_q_pages_every_matching_run_once_newest_first_each_way(
+    world, many, as_key, search_way, limit
+):
+    client = as_key(world.alpha.keys["admin"])
+    expected = _newest_first(_carrying(many, "geocode"))
+    assert len(expected) == 9
+
+    pages = _pages(client, f"q=geocode&limit={limit}")
+
+    assert [run_id for page in pages for run_id in page] == expected
+    assert all(len(page) == limit for page in pages[:-1])
+
+
+def test_q_with_filters_and_the_privacy_rule_each_way(world, many, as_key, as_user, search_way):
+    admin = as_key(world.alpha.keys["admin"])
+    failed = [r for r in _carrying(many, "geocode") if r.status == "failed"]
+    assert _pages(admin, "q=geocode&status=failed&limit=1") == [
+        [run_id] for run_id in _newest_first(failed)
+    ]
+    admin.credentials()
+
+    member = world.alpha.users["member"]
+    theirs = [r for r in _carrying(many, "geocode") if r.owner_user_id == member.pk]
+    pages = _pages(as_user(member), "q=geocode&limit=2")
+    assert [run_id for page in pages for run_id in page] == _newest_first(theirs)
+    assert len(theirs) == 3
+
+
+@pytest.mark.parametrize("text", ["100%_", "0%_d", "e_a"])
+def test_q_takes_like_wildcards_literally_each_way(world, many, as_key, search_way, text):
+    found = _pages(as_key(world.alpha.keys["admin"]), f"q={text}".replace("%", "%25"))
+
+    assert found == [_newest_first(_carrying(many, text))]
+
+
+def test_q_lists_step_names_through_their_index(world, many):
+    """With few distinct names, the steps of the names that contain the text are read from
+    the (name, run_id) index alone: never from the table or the trigram index."""
+    from engine.runs import search
+
+    with schema_context("org_alpha"), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute(
+            "EXPLAIN " + search._MATCHES,
+            {"pattern": "%GEOCODE%", "cap": search.MAX_MATCHES, "max_names": search.MAX_NAMES},
+        )
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Only Scan using runevent_name_run" in plan, plan
