@@ -1,6 +1,7 @@
 """Recording overhead: what step records cost a run, recording on against off.
 
     .venv/bin/python benchmarks/runs.py [--runs 2000] [--turns 300] [--skip-served]
+        [--database SCRATCH_NAME] [--profile FILE]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
    the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
@@ -359,7 +360,7 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
         if profile:  # py-spy's raw stacks of the recording server, over the measured turns
             spy = subprocess.Popen(
                 [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
-                 str(servers["on"][0].pid), "--format", "raw", "--rate", "250", "--threads",
+                 str(servers["on"][0].pid), "--format", "raw", "--rate", "250", "--threads", "--gil",
                  "--output", profile],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -397,6 +398,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300, help="served turns per server")
     parser.add_argument("--skip-served", action="store_true", help="part 1 only (no database)")
     parser.add_argument("--profile", default="", help="py-spy raw stacks of the served 'on' server")
+    parser.add_argument("--database", default=DB_NAME, help="the scratch database's name")
     args = parser.parse_args()
     original = None
     if not args.skip_served:
@@ -404,7 +406,7 @@ def main() -> None:
         from _setup import use_scratch_database
 
         os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
-        original = use_scratch_database(DB_NAME)
+        original = use_scratch_database(args.database)
     _setup_django()
     import logging
 
@@ -440,7 +442,7 @@ def main() -> None:
     finally:
         from _setup import drop_scratch_database
 
-        drop_scratch_database(original, DB_NAME)
+        drop_scratch_database(original, args.database)
     share = (served["on"] - served["off"]) / served["on"] * 100
     print(
         f"served REST chat turns, 20-step flow, {args.turns} per server "
