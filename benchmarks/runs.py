@@ -27,6 +27,20 @@
    (benchmarks/runs_unproven.py), tells how much of that is the proof (engine/trust) chaining
    the steps' records, which the "off" server proves with no steps. For comparison, the old figure: the same share against
    the bare runtime (NativeRuntime.stream on the default 3-note flow, no server, no database).
+   `--profile FILE` samples the "on" server with py-spy (--gil, raw stacks) for the shares of its
+   CPU; py-spy's sampling is charged to that server (+40-50 ms a turn), so take the figures
+   from a run without it.
+
+Measured 2026-12-06 (2 cores shared with other workers, load 9-15; `--runs 500`, 300 turns per
+server; as-shipped and the previous main run side by side, same load). Before (main 0d11650):
+share 16.7% and 15.0% (on 63.07 / off 52.53 and 67.17 / 57.07 ms), earlier alone 17.4%.
+After (proof from the recorder's rows, the steps' hashing composed, steps by COPY): share
+14.3% and 12.6% (on 60.47 / off 51.83 and 64.17 / 56.07 ms): about 2 ms less per turn. The
+"unproven" server splits the share only roughly at this load (it moved 6-13% either way).
+py-spy --gil shares of the "on" server: the proof (prove_run) 8.2% -> 4.7% (its read back
+1.9% -> 0, hash chain 3.2% -> 2.0%), the steps' insert 2.0% -> 0.9%, RunRecorder.finish with
+everything inside its transaction 14.7% -> 10.4%. Per step (part 1): 41-55 µs before, 43-48
+after, at this load (24.8-33.4 on a quiet machine).
 """
 
 from __future__ import annotations
