@@ -36,7 +36,8 @@ per server, the third pair `--runs 300 --turns 200`; this branch and the previou
 by side, same load). Before (main 0d11650): share 16.7%, 15.0%, 16.1% (on / off 63.07 / 52.53,
 67.17 / 57.07, 61.35 / 51.45 ms), earlier alone 17.4%. After (proof from the recorder's rows,
 the steps' hashing composed, steps by COPY): share 14.3%, 12.6%, 14.6% (60.47 / 51.83,
-64.17 / 56.07, 58.25 / 49.75 ms): 1.4-2.4 ms less per turn, 1.5-2.4 points lower in each pair.
+64.17 / 56.07, 58.25 / 49.75 ms): recording (on - off) 1.4-2.0 ms less per turn, the share
+1.5-2.4 points lower in each pair.
 The "unproven" server splits the share only roughly at this load (it moved 6-13% either way).
 py-spy --gil shares of the "on" server: the proof (prove_run) 8.2% -> 4.7% (its read back
 1.9% -> 0, hash chain 3.2% -> 2.0%), the steps' insert 2.0% -> 0.9%, RunRecorder.finish with
