@@ -1,6 +1,7 @@
 """Recording overhead: what step records cost a run, recording on against off.
 
     .venv/bin/python benchmarks/runs.py [--runs 2000] [--turns 300] [--skip-served]
+        [--database SCRATCH_NAME] [--profile FILE]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
    the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
@@ -26,6 +27,22 @@
    (benchmarks/runs_unproven.py), tells how much of that is the proof (engine/trust) chaining
    the steps' records, which the "off" server proves with no steps. For comparison, the old figure: the same share against
    the bare runtime (NativeRuntime.stream on the default 3-note flow, no server, no database).
+   `--profile FILE` samples the "on" server with py-spy (--gil, raw stacks) for the shares of its
+   CPU; py-spy's sampling is charged to that server (+40-50 ms a turn), so take the figures
+   from a run without it.
+
+Measured 2026-12-06 (2 cores shared with other workers, load 9-15; `--runs 500` and 300 turns
+per server, the third pair `--runs 300 --turns 200`; this branch and the previous main run side
+by side, same load). Before (main 0d11650): share 16.7%, 15.0%, 16.1% (on / off 63.07 / 52.53,
+67.17 / 57.07, 61.35 / 51.45 ms), earlier alone 17.4%. After (proof from the recorder's rows,
+the steps' hashing composed, steps by COPY): share 14.3%, 12.6%, 14.6% (60.47 / 51.83,
+64.17 / 56.07, 58.25 / 49.75 ms): recording (on - off) 1.4-2.0 ms less per turn, the share
+1.5-2.4 points lower in each pair.
+The "unproven" server splits the share only roughly at this load (it moved 6-13% either way).
+py-spy --gil shares of the "on" server: the proof (prove_run) 8.2% -> 4.7% (its read back
+1.9% -> 0, hash chain 3.2% -> 2.0%), the steps' insert 2.0% -> 0.9%, RunRecorder.finish with
+everything inside its transaction 14.7% -> 10.4%. Per step (part 1): 41-55 µs before, 43-48
+after, at this load (24.8-33.4 on a quiet machine).
 """
 
 from __future__ import annotations
@@ -359,7 +376,7 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
         if profile:  # py-spy's raw stacks of the recording server, over the measured turns
             spy = subprocess.Popen(
                 [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
-                 str(servers["on"][0].pid), "--format", "raw", "--rate", "250", "--threads",
+                 str(servers["on"][0].pid), "--format", "raw", "--rate", "250", "--threads", "--gil",
                  "--output", profile],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
@@ -397,6 +414,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=300, help="served turns per server")
     parser.add_argument("--skip-served", action="store_true", help="part 1 only (no database)")
     parser.add_argument("--profile", default="", help="py-spy raw stacks of the served 'on' server")
+    parser.add_argument("--database", default=DB_NAME, help="the scratch database's name")
     args = parser.parse_args()
     original = None
     if not args.skip_served:
@@ -404,7 +422,7 @@ def main() -> None:
         from _setup import use_scratch_database
 
         os.environ["CADENCE_CELERY_EAGER"] = "1"  # the build runs here, not on someone's worker
-        original = use_scratch_database(DB_NAME)
+        original = use_scratch_database(args.database)
     _setup_django()
     import logging
 
@@ -440,7 +458,7 @@ def main() -> None:
     finally:
         from _setup import drop_scratch_database
 
-        drop_scratch_database(original, DB_NAME)
+        drop_scratch_database(original, args.database)
     share = (served["on"] - served["off"]) / served["on"] * 100
     print(
         f"served REST chat turns, 20-step flow, {args.turns} per server "

@@ -152,6 +152,9 @@ class Turn:
     # Set for the last `on_progress`, just before the outcome is written: a heartbeat whose
     # row the outcome's own write updates in a moment can skip its write.
     finishing: bool = False
+    # The run's recorder once the runtime is acquired: `on_finish` may read what it wrote
+    # (RunRecorder.stored_rows) rather than read the rows back.
+    recorder: RunRecorder | None = None
 
     @property
     def run_id(self) -> str:
@@ -243,7 +246,7 @@ async def turn_run(
             schema_name=request.schema_name, org_slug=request.org_slug, ref=request.ref
         )
         turn.acquired = outcome.acquired = acquired
-        recorder = _recorder(request, acquired)
+        recorder = turn.recorder = _recorder(request, acquired)
         in_progress = telemetry.run_started(org=request.org_slug, orchestrator=acquired.slug)
         if request.checkpoints is not None:
             await _db(recorder.resume)  # steps an earlier attempt wrote are kept

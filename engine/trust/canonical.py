@@ -17,11 +17,24 @@ from engine.trust.verify_bundle import canonical, digest
 
 # RFC 8785 numbers are IEEE doubles: integers beyond 2**53 would silently lose precision.
 _SAFE_INT = 2**53 - 1
+_AS_IS = frozenset({str, bool, type(None)})
 
 
 def jsonable(value: Any) -> Any:
     """A JSON value for anything a step record may hold: integers beyond 2**53, non-finite
     floats, dates, UUIDs and unknown objects become strings, so canonicalization never fails."""
+    kind = type(value)
+    # Plain dicts and lists, with their strings, null and booleans taken inline: most of what a
+    # step record holds (every step's, at every proof). Anything else as below.
+    if kind is dict:
+        return {
+            key if type(key) is str else str(key): (
+                item if type(item) in _AS_IS else jsonable(item)
+            )
+            for key, item in value.items()
+        }
+    if kind is list:
+        return [item if type(item) in _AS_IS else jsonable(item) for item in value]
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):

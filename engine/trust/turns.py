@@ -33,7 +33,14 @@ class ProvenRuns(TurnExtension):
             # A queued run that failed may be retried: its worker proves it once it is final
             # (engine/durable/services.queued_run_settle, when it becomes a dead letter).
             return
-        prove_run(run_id=turn.run_id)
+        # The rows the transaction just wrote, as the recorder holds them (no read back), when
+        # it wrote them all; read back otherwise.
+        try:
+            rows = turn.recorder.stored_rows() if turn.recorder is not None else None
+        except Exception:
+            logger.exception("run rows not taken from its recorder", extra={"run": turn.run_id})
+            rows = None
+        prove_run(run_id=turn.run_id, rows=rows)
 
 
 _RUN = ("id", "orchestrator_slug", "status", "input", "output", "started_at", "finished_at")
@@ -74,12 +81,22 @@ def _proof_inputs(run_id: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
     return run, row[-1], [step_record(step) for step in steps]
 
 
-def prove_run(*, run_id: str):
-    """Prove a finished run in the current schema (inside the caller's transaction)."""
+def _stored_inputs(rows: tuple[Any, list[Any]]) -> tuple[Any, str | None, list[dict[str, Any]]]:
+    """_proof_inputs from the rows the run's recorder wrote in this transaction
+    (RunRecorder.stored_rows: as the database gives them back; the tests compare the two)."""
+    from engine.trust.proofs import step_record
+
+    run, steps = rows
+    return run, run.snapshot_id, [step_record(step) for step in steps]
+
+
+def prove_run(*, run_id: str, rows: tuple[Any, list[Any]] | None = None):
+    """Prove a finished run in the current schema (inside the caller's transaction). `rows`:
+    the run's row and step rows as just written (RunRecorder.stored_rows), else read back."""
     from engine.trust.proofs import proof_create
 
     try:
-        run, snapshot_id, records = _proof_inputs(run_id)
+        run, snapshot_id, records = _stored_inputs(rows) if rows else _proof_inputs(run_id)
     except Exception:
         logger.exception("run not proven", extra={"run": run_id})
         return None

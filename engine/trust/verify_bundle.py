@@ -91,22 +91,39 @@ def _plain(value: Any) -> Any:
         raise _NotPlain
     if kind is float:
         return _plain_float(value)
+    # Containers: their strings, null, booleans and safe integers are taken inline (most of a
+    # step record's leaves), without a call each.
     if kind is dict:
         changed = None
         for key, item in value.items():
-            if type(key) is not str or (key and max(key) > "\uffff"):
+            # isascii() is a flag check in CPython: max() only for keys beyond ASCII.
+            if type(key) is not str or not (key.isascii() or max(key) <= "\uffff"):
                 raise _NotPlain
+            held = type(item)
+            if held is str or item is None or held is bool:
+                continue
+            if held is int and -_SAFE <= item <= _SAFE:
+                continue
             ready = _plain(item)
-            if ready is not item or type(ready) is not type(item):
+            if ready is not item or type(ready) is not held:
                 if changed is None:
                     changed = dict(value)
                 changed[key] = ready
         return value if changed is None else changed
     if kind is list or kind is tuple:
-        ready = [_plain(item) for item in value]
-        if all(a is b for a, b in zip(ready, value, strict=True)):
-            return value
-        return ready
+        made = None
+        for i, item in enumerate(value):
+            held = type(item)
+            if held is str or item is None or held is bool:
+                continue
+            if held is int and -_SAFE <= item <= _SAFE:
+                continue
+            ready = _plain(item)
+            if ready is not item:
+                if made is None:
+                    made = list(value)
+                made[i] = ready
+        return value if made is None else made
     raise _NotPlain
 
 
@@ -131,16 +148,58 @@ def record_hash(previous: str, record: dict[str, Any]) -> str:
     return digest({"prev": previous, "record": record})
 
 
+_HOLE = "\x00cadence.hole:{}\x00"  # a string no step record holds once (checked when used)
+
+
+def _canonical_with(value: dict[str, Any], known: dict[str, bytes]) -> bytes:
+    """canonical(value), where known[key] is canonical(value[key]) already: the value is
+    canonicalized with a placeholder string for each of those members, and each placeholder's
+    bytes are replaced by the member's. RFC 8785 writes a member's value the same wherever it
+    stands, so the bytes are canonical(value)'s; a placeholder found other than exactly once
+    (a record holding that very string) falls back to canonicalizing the whole value."""
+    holed = dict(value)
+    for key in known:
+        holed[key] = _HOLE.format(key)
+    text = canonical(holed)
+    spans = []
+    for key, part in known.items():
+        hole = canonical(_HOLE.format(key))
+        at = text.find(hole)
+        if at < 0 or text.find(hole, at + 1) >= 0:
+            return canonical(value)
+        spans.append((at, at + len(hole), part))
+    spans.sort()
+    pieces, end = [], 0
+    for at, stop, part in spans:
+        pieces += (text[end:at], part)
+        end = stop
+    pieces.append(text[end:])
+    return b"".join(pieces)
+
+
 def step_summary(record: dict[str, Any], previous: str) -> dict[str, Any]:
-    """What a proof commits to for one step."""
+    """What a proof commits to for one step. Its inputs and outputs are canonicalized once, for
+    their own hashes and inside the record's (record_hash's bytes, composed)."""
+    inputs, outputs = canonical(record.get("inputs")), canonical(record.get("outputs"))
+    if type(record) is dict:
+        known = {
+            key: part for key, part in (("inputs", inputs), ("outputs", outputs)) if key in record
+        }
+        # {"prev": ..., "record": ...}: keys in RFC 8785 order, each value canonical.
+        hashed = b"".join(
+            (b'{"prev":', canonical(previous), b',"record":', _canonical_with(record, known), b"}")
+        )
+        chained = hashlib.sha256(hashed).hexdigest()
+    else:
+        chained = record_hash(previous, record)
     return {
         "seq": record.get("seq"),
         "kind": record.get("kind"),
         "name": record.get("name"),
         "outcome": record.get("outcome"),
-        "inputs_hash": digest(record.get("inputs")),
-        "outputs_hash": digest(record.get("outputs")),
-        "record_hash": record_hash(previous, record),
+        "inputs_hash": hashlib.sha256(inputs).hexdigest(),
+        "outputs_hash": hashlib.sha256(outputs).hexdigest(),
+        "record_hash": chained,
     }
 
 

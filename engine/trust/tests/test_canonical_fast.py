@@ -61,3 +61,95 @@ def test_what_the_fast_path_leaves_to_rfc_8785():
             assert type(got) is refused
         else:
             assert refused is None
+
+
+def _reference_summary(record, previous):
+    """step_summary as first written: every hash from the whole value's canonical JSON."""
+    from engine.trust.verify_bundle import digest
+
+    return {
+        "seq": record.get("seq"),
+        "kind": record.get("kind"),
+        "name": record.get("name"),
+        "outcome": record.get("outcome"),
+        "inputs_hash": digest(record.get("inputs")),
+        "outputs_hash": digest(record.get("outputs")),
+        "record_hash": digest({"prev": previous, "record": record}),
+    }
+
+
+_holes = st.sampled_from(
+    [
+        "\x00cadence.hole:inputs\x00",
+        "\x00cadence.hole:outputs\x00",
+        '"\x00cadence.hole:inputs\x00',
+        "\x00cadence.hole:inputs\x00\x00cadence.hole:outputs\x00",
+    ]
+)
+_record_values = st.recursive(
+    _scalars | _holes | st.tuples(_scalars, _holes),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys | _holes, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"seq": st.integers(0, 100), "name": st.text(max_size=5)},
+        optional={
+            "inputs": _record_values,
+            "outputs": _record_values,
+            "detail": _record_values,
+            "\x00cadence.hole:inputs\x00": _record_values,
+        },
+    ),
+    st.sampled_from(["0" * 64, "ab" * 32]),
+)
+def test_a_step_summary_composes_the_same_hashes_as_whole_values(record, previous):
+    # The record's hash is composed from its inputs' and outputs' canonical bytes (made once):
+    # it must be the hash of the whole record's canonical JSON, placeholder strings included.
+    from engine.trust.verify_bundle import step_summary
+
+    try:
+        expected = _reference_summary(record, previous)
+    except Exception as refused:
+        with pytest.raises(type(refused)):
+            step_summary(record, previous)
+        return
+    assert step_summary(record, previous) == expected
+
+
+def test_jsonable_turns_what_json_cannot_hold_into_strings_at_any_depth():
+    import datetime as dt
+    import enum
+    import uuid
+    from decimal import Decimal
+
+    from engine.trust.canonical import jsonable
+
+    class Colour(enum.StrEnum):
+        RED = "red"
+
+    when = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    ident = uuid.UUID(int=7)
+    value = {
+        "a": [1, 2**60, float("nan"), when, (ident, Decimal("1.5")), {3: None, True: "x"}],
+        5: {"deep": [{"k": [Colour.RED]}]},
+        "s": "text",
+        "f": 1.5,
+    }
+    assert jsonable(value) == {
+        "a": [
+            1,
+            str(2**60),
+            "nan",
+            when.isoformat(),
+            [str(ident), "1.5"],
+            {"3": None, "True": "x"},
+        ],
+        "5": {"deep": [{"k": [Colour.RED]}]},
+        "s": "text",
+        "f": 1.5,
+    }
+    assert type(jsonable(value)["5"]["deep"][0]["k"][0]) is Colour  # kept as it came
