@@ -43,6 +43,10 @@ py-spy --gil shares of the "on" server: the proof (prove_run) 8.2% -> 4.7% (its 
 1.9% -> 0, hash chain 3.2% -> 2.0%), the steps' insert 2.0% -> 0.9%, RunRecorder.finish with
 everything inside its transaction 14.7% -> 10.4%. Per step (part 1): 41-55 µs before, 43-48
 after, at this load (24.8-33.4 on a quiet machine).
+Those servers ran in test mode (they inherited this process's CADENCE_TESTING=1: no connection
+pool, limits read afresh on every turn), a turn of ~50-60 ms where a shipped server spends ~25-35.
+Since 2026-12-06 the servers run as shipped (CADENCE_TESTING=0). The same tree (ffa4152), load
+~5: on 33.65 / off 26.15 ms, share 22.3%; the proof 15.9% of a turn (unproven 28.30 ms).
 """
 
 from __future__ import annotations
@@ -339,7 +343,10 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
     import httpx
 
     key = _served_setup()
-    env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING")
+    # The servers as shipped: this process sets CADENCE_TESTING for its own setup, and a server
+    # inheriting it would run as under tests (no connection pool, limits read afresh each time),
+    # a slower turn that made recording's share look smaller than it is.
+    env = dict(os.environ, CADENCE_LOG_LEVEL="WARNING", CADENCE_TESTING="0")
     env.pop("CADENCE_CELERY_EAGER", None)
     servers = {
         "on": _server("cadence_site.asgi:application", env),
