@@ -150,14 +150,6 @@ def _session_world(django_db_setup, django_db_blocker) -> World:
         return _ensure_world()
 
 
-@pytest.fixture(scope="module")
-def module_world(_session_world, django_db_blocker) -> World:
-    """The world, checked (and rebuilt if flushed) when a module starts: for module-scoped
-    fixtures that build on it and are committed, like the servers that read them."""
-    with django_db_blocker.unblock():
-        return _ensure_world()
-
-
 @pytest.fixture
 def world(_session_world, django_db_blocker) -> World:
     """Two organizations with a user and an API key for every role, an outsider and a staff user."""

@@ -2,19 +2,12 @@
 
 For each role: the pages it may read answer 200 with no "Not available" and with their inlines
 (a run's steps, a conversation's messages) shown; the pages it may not read are refused (403, or
-the 404 an outsider gets); the add pages follow its right to write. With
-CADENCE_TEST_SCREENSHOTS=1, screenshots of every page opened land in
-var/test-artifacts/admin/<role>/ (gitignored), to look at; without it, only the pages that showed
-a problem are saved there (two PNGs of each of ~290 page visits took a fifth of the tour's time,
-and CI's clone never looked at them).
-
-One Chromium and one set of admin data serve the module; each user gets a fresh browser context
-(its own cookies), as a fresh browser would give it.
+the 404 an outsider gets); the add pages follow its right to write. Screenshots of every page
+opened land in var/test-artifacts/admin/<role>/ (gitignored), to look at.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -39,7 +32,6 @@ pytestmark = pytest.mark.skipif(bool(BROWSER_SKIP), reason=BROWSER_SKIP)
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts" / "admin"
 WIDTHS = {"desktop": (1280, 860), "phone": (360, 740)}
 ORG = "/orgs/alpha/admin"
-SCREENSHOTS = os.environ.get("CADENCE_TEST_SCREENSHOTS", "") not in ("", "0")
 
 
 @pytest.fixture(scope="module")
@@ -52,34 +44,10 @@ def live_server_url(django_db_setup, django_db_blocker):
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(admin_data, operator, live_server_url):
-    """One headless Chromium for the module's tours (each opens its own context). Playwright's
-    sync API runs an event loop on this thread, where Django then refuses database calls: what
-    the tours need from the database is read before it starts (these fixtures, `pages`)."""
-    playwright = sync_playwright().start()
-    try:
-        launched = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
-    finally:
-        playwright.stop()
-
-
-@pytest.fixture(scope="module")
-def admin_data(module_world, django_db_blocker):
+@pytest.fixture
+def admin_data(world, committed_db):
     """In alpha: an LLM configuration, a built orchestrator, a conversation with its messages and a
-    run with its steps (committed: the live server reads them from its own connections). Built
-    once for the module: the tours only read it."""
-    with django_db_blocker.unblock():
-        for data in _admin_data(module_world):
-            data["pages"] = _pages(data, module_world)
-            yield data
-
-
-def _admin_data(world):
+    run with its steps (committed: the live server reads them from its own connections)."""
     from chat.models import Conversation, Message
     from engine.alerts.evaluate import Finding
     from engine.alerts.models import AlertRule
@@ -257,15 +225,14 @@ def _expected(who: str, role: str | None, operator: bool) -> str:
     return "ok"
 
 
-@pytest.fixture(scope="module")
-def operator(module_world, django_db_blocker):
-    with django_db_blocker.unblock():
-        staff = module_world.staff
-        staff.is_superuser = True
-        staff.save(update_fields=["is_superuser"])
-        yield staff
-        staff.is_superuser = False
-        staff.save(update_fields=["is_superuser"])
+@pytest.fixture
+def operator(world, committed_db):
+    staff = world.staff
+    staff.is_superuser = True
+    staff.save(update_fields=["is_superuser"])
+    yield staff
+    staff.is_superuser = False
+    staff.save(update_fields=["is_superuser"])
 
 
 def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple[bool, list[str]]:
@@ -282,7 +249,6 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
     else:
         got = {200: "ok", 403: "forbidden", 404: "missing"}.get(status, f"http {status}")
     if got != expected:
-        _screenshot(page, folder, f"{name}-desktop", full_page=True)
         return False, [f"{name}: expected {expected}, got {got}"]
     if got != "ok":
         return False, []
@@ -306,49 +272,48 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
         may_add = role in ("owner", "admin") and name not in ("run-list", "conv-list")
         if can_add != may_add:
             problems.append(f"{name}: add link shown={can_add}, expected {may_add}")
-    _screenshot(page, folder, f"{name}-desktop", full_page=True, problem=bool(problems))
+    page.screenshot(path=str(folder / f"{name}-desktop.png"), full_page=True)
     page.set_viewport_size({"width": WIDTHS["phone"][0], "height": WIDTHS["phone"][1]})
     overflow = page.evaluate("document.documentElement.scrollWidth")
+    page.screenshot(path=str(folder / f"{name}-phone.png"))
     if overflow > WIDTHS["phone"][0] + 1:
         problems.append(f"{name}: wider than a phone ({overflow} px)")
-    _screenshot(page, folder, f"{name}-phone", problem=bool(problems))
     return True, problems
 
 
-def _screenshot(page, folder: Path, name: str, *, full_page: bool = False, problem: bool = True):
-    """Saved when asked for (CADENCE_TEST_SCREENSHOTS=1) or when the page showed a problem."""
-    if SCREENSHOTS or problem:
-        folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), full_page=full_page)
-
-
 @pytest.mark.parametrize("user", list(USERS))
-def test_every_admin_page_as_each_user(admin_data, live_server_url, browser, user):
+def test_every_admin_page_as_each_user(world, admin_data, operator, live_server_url, user):
     username, password, role, is_operator = USERS[user]
-    pages = admin_data["pages"]
+    pages = _pages(admin_data, world)
     folder = ARTIFACTS / user
+    folder.mkdir(parents=True, exist_ok=True)
     seen: list[str] = []
     problems: list[str] = []
-    context = browser.new_context(
-        viewport={"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]}
-    )
+    playwright = sync_playwright().start()
     try:
-        context.set_default_timeout(20_000)
-        page = context.new_page()
-        page.goto(f"{live_server_url}/accounts/login/?next=/")
-        page.fill("#id_username", username)
-        page.fill("#id_password", password)
-        page.click("input[type=submit]")
-        page.wait_for_url(f"{live_server_url}/")
-        for name, path, who in pages:
-            opened, found = _check_page(
-                page, live_server_url, folder, name, path, who, role, is_operator
+        browser = playwright.chromium.launch(executable_path=find_chromium(), args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(
+                viewport={"width": WIDTHS["desktop"][0], "height": WIDTHS["desktop"][1]}
             )
-            problems.extend(found)
-            if opened:
-                seen.append(name)
+            context.set_default_timeout(20_000)
+            page = context.new_page()
+            page.goto(f"{live_server_url}/accounts/login/?next=/")
+            page.fill("#id_username", username)
+            page.fill("#id_password", password)
+            page.click("input[type=submit]")
+            page.wait_for_url(f"{live_server_url}/")
+            for name, path, who in pages:
+                opened, found = _check_page(
+                    page, live_server_url, folder, name, path, who, role, is_operator
+                )
+                problems.extend(found)
+                if opened:
+                    seen.append(name)
+        finally:
+            browser.close()
     finally:
-        context.close()
+        playwright.stop()
     assert problems == [], "\n".join(problems)
     # Every user opens the landing page, and alpha's members its dashboard.
     assert "landing" in seen
