@@ -86,8 +86,12 @@ def _race(instance, customers: list[str]) -> list[tuple[float, float]]:
     try:
         # Every racer set up and waiting (each says so), then the go: a fixed 3 s wait was both
         # too long on an idle machine and too short for a process's start-up on a loaded one.
-        for _ in workers:
-            assert client.blpop([f"{go}:ready"], timeout=60), "a racer did not start in 60 s"
+        # (Blocking reads of 1 s: the client's socket times out after 5.)
+        deadline = time.monotonic() + 60
+        waiting = len(workers)
+        while waiting:
+            assert time.monotonic() < deadline, "a racer did not start in 60 s"
+            waiting -= client.blpop([f"{go}:ready"], timeout=1) is not None
         client.rpush(go, *["go"] * len(workers))
         for worker in workers:
             assert worker.wait(timeout=60) == 0
