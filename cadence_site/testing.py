@@ -47,11 +47,24 @@ def start_live_server(
     """Starts the server on a free port and waits for /healthz; `env` adds or overrides variables
     (CADENCE_RABBITMQ_URL is removed unless given: lifecycle events then use Redis). `output`, a
     file, receives the server's stdout and stderr."""
+    return wait_live_servers(
+        [spawn_live_server(database_url, log_level=log_level, output=output, **env)]
+    )[0]
+
+
+def start_live_servers(count: int, database_url: str, **env: str) -> list[LiveServer]:
+    """`count` servers alike, started side by side (each spends seconds importing Django: started
+    one after another, a module's set took as long as that times `count`)."""
+    return wait_live_servers([spawn_live_server(database_url, **env) for _ in range(count)])
+
+
+def spawn_live_server(
+    database_url: str, *, log_level: str = "warning", output=None, **env: str
+) -> LiveServer:
+    """The server's process, started and not waited for (wait_live_servers does)."""
     import socket
     import subprocess
     import sys
-    import time
-    import urllib.request
     from pathlib import Path
 
     from django.conf import settings
@@ -88,18 +101,40 @@ def start_live_server(
         stdout=output,
         stderr=subprocess.STDOUT if output is not None else None,
     )
-    server = LiveServer(port, process)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"the server process exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    server.stop()
-    raise AssertionError("the server did not start within 30 s")
+    return LiveServer(port, process)
+
+
+def wait_live_servers(servers: list[LiveServer]) -> list[LiveServer]:
+    """Waits until every server answers /healthz (polled every 50 ms); stops them all and fails
+    if one exits or is not up within 30 s per server (the time each had when they were started
+    one by one: side by side on two loaded cores, they share the CPU)."""
+    import time
+    import urllib.request
+
+    seconds = 30 * len(servers)
+    deadline = time.monotonic() + seconds
+    waiting = list(servers)
+    try:
+        while waiting:
+            server = waiting[0]
+            if server.process.poll() is not None:
+                raise AssertionError(f"the server process exited with {server.process.returncode}")
+            try:
+                with urllib.request.urlopen(f"{server.url}/healthz", timeout=1):
+                    waiting.pop(0)
+                    continue
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the server did not start within {seconds:g} s")
+            time.sleep(0.05)
+    except BaseException:
+        for server in servers:
+            if server.process.poll() is None:
+                server.process.kill()
+                server.process.wait(timeout=10)
+        raise
+    return servers
 
 
 # --- headless Chromium (Debian's), driven by Playwright -------------------------------------------

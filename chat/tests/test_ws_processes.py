@@ -11,14 +11,14 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import start_live_servers, test_database_url
 
 
 @pytest.fixture(scope="module")
 def two_servers(_session_world, django_db_blocker):
     with django_db_blocker.unblock():
         url = test_database_url()
-    started = [start_live_server(url) for _ in range(2)]
+    started = start_live_servers(2, url)
     yield started
     for server in started:
         server.stop()

@@ -22,14 +22,21 @@ from engine.models import RunLog
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture
-def alert_worker(settings):
-    """A worker on a queue of this test's own, started and ready before the test goes on."""
+@pytest.fixture(scope="module")
+def _alert_worker_process(django_db_setup, django_db_blocker):
+    """One worker for the module, on a queue of its own, started and ready before the first test
+    goes on (each test waits for its own deliveries to settle, so none is left for the next).
+    Stopped with SIGKILL: Celery's warm and cold shutdowns (SIGTERM, SIGQUIT) both took 10-13 s
+    here (on the AMQP broker the worker's event loop notices the stop only at its next wake-up),
+    and a worker's shutdown is not what this module tests."""
+    from django.conf import settings
+
     queue = f"alerts-{uuid.uuid4().hex[:8]}"
-    settings.CADENCE_ALERTS_QUEUE = queue
+    with django_db_blocker.unblock():
+        database = test_database_url()
     env = {
         **os.environ,
-        "DATABASE_URL": test_database_url(),
+        "DATABASE_URL": database,
         "REDIS_URL": settings.REDIS_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CADENCE_TESTING": "1",
@@ -53,14 +60,19 @@ def alert_worker(settings):
     threading.Thread(target=watch, daemon=True).start()
     try:
         assert ready.wait(90), "the worker did not start"
-        yield queue
+        yield queue, process
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.kill()
+        process.wait(timeout=20)
+
+
+@pytest.fixture
+def alert_worker(settings, _alert_worker_process):
+    """The module's worker, alive, with this process publishing alert tasks to its queue."""
+    queue, process = _alert_worker_process
+    assert process.poll() is None, f"the module's worker exited with {process.returncode}"
+    settings.CADENCE_ALERTS_QUEUE = queue
+    return queue
 
 
 @pytest.mark.usefixtures("clean_rules")

@@ -84,12 +84,19 @@ def _race(instance, customers: list[str]) -> list[tuple[float, float]]:
     ]
     client = services._redis()
     try:
-        time.sleep(3)  # both set up and waiting
+        # Every racer set up and waiting (each says so), then the go: a fixed 3 s wait was both
+        # too long on an idle machine and too short for a process's start-up on a loaded one.
+        # (Blocking reads of 1 s: the client's socket times out after 5.)
+        deadline = time.monotonic() + 60
+        waiting = len(workers)
+        while waiting:
+            assert time.monotonic() < deadline, "a racer did not start in 60 s"
+            waiting -= client.blpop([f"{go}:ready"], timeout=1) is not None
         client.rpush(go, *["go"] * len(workers))
         for worker in workers:
             assert worker.wait(timeout=60) == 0
     finally:
-        client.delete(go)
+        client.delete(go, f"{go}:ready")
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()

@@ -21,7 +21,7 @@ import pytest
 from django_tenants.utils import schema_context
 from prometheus_client.parser import text_string_to_metric_families
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import spawn_live_server, test_database_url, wait_live_servers
 
 TOKEN = "metrics-token-for-tests-7f3a"
 
@@ -104,20 +104,20 @@ def servers(django_db_setup, django_db_blocker, tmp_path_factory):
     receiver = OtlpReceiver()
     with django_db_blocker.unblock():
         database = test_database_url()
-        a = start_live_server(
-            database,
-            PROMETHEUS_MULTIPROC_DIR=str(directory),
-            OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
-            OTEL_BSP_SCHEDULE_DELAY="50",
-            OTEL_SERVICE_NAME="cadence-test",
+        a, b = wait_live_servers(
+            [
+                spawn_live_server(
+                    database,
+                    PROMETHEUS_MULTIPROC_DIR=str(directory),
+                    OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+                    OTEL_BSP_SCHEDULE_DELAY="50",
+                    OTEL_SERVICE_NAME="cadence-test",
+                ),
+                spawn_live_server(
+                    database, PROMETHEUS_MULTIPROC_DIR=str(directory), CADENCE_METRICS_TOKEN=TOKEN
+                ),
+            ]
         )
-        try:
-            b = start_live_server(
-                database, PROMETHEUS_MULTIPROC_DIR=str(directory), CADENCE_METRICS_TOKEN=TOKEN
-            )
-        except BaseException:
-            a.stop()
-            raise
     try:
         yield {"a": a, "b": b, "receiver": receiver, "dir": directory}
     finally:

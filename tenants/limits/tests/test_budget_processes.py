@@ -14,7 +14,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import start_live_servers, test_database_url
 from orchestrators.tests.factories import orchestrators_remove, ready_orchestrator
 from tenants.limits import budgets
 from tenants.limits.models import UsageDay
@@ -24,8 +24,9 @@ LEASE_SECONDS = 3
 DEFAULT_COMPLETION = 6
 
 
-def _server(url: str):
-    return start_live_server(
+def _servers(url: str, count: int):
+    return start_live_servers(
+        count,
         url,
         CADENCE_DB_POOL="1",
         CADENCE_DB_POOL_MAX="16",
@@ -37,13 +38,28 @@ def _server(url: str):
 
 
 @pytest.fixture(scope="module")
-def servers(_session_world, django_db_blocker):
+def _started(_session_world, django_db_blocker):
+    """Five processes started side by side: four serve the module, the fifth is the one the kill
+    test kills (stopped here if that test did not run)."""
     with django_db_blocker.unblock():
         url = test_database_url()
-    started = [_server(url) for _ in range(4)]
+    started = _servers(url, 5)
     yield started
     for server in started:
-        server.stop()
+        if server.process.poll() is None:
+            server.stop()
+
+
+@pytest.fixture
+def servers(_started):
+    return _started[:4]
+
+
+@pytest.fixture
+def victim(_started):
+    server = _started[4]
+    assert server.process.poll() is None, "the process to kill was already killed"
+    return server
 
 
 @pytest.fixture
@@ -151,10 +167,8 @@ def test_200_streams_over_4_processes_spend_no_more_than_the_budget(
 
 
 def test_a_process_killed_mid_stream_gives_its_hold_back_when_its_lease_lapses(
-    world, servers, bots, django_db_blocker
+    world, servers, victim, bots
 ):
-    with django_db_blocker.unblock():
-        victim = _server(test_database_url())
     budget = 10_000
     with overridden(world.alpha.org, tokens_per_day=budget):
 

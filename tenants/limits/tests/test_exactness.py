@@ -9,7 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from cadence_site.testing import start_live_server, test_database_url
+from cadence_site.testing import start_live_servers, test_database_url
 from tenants.limits.tests.conftest import overridden
 
 # The servers keep an organization's limits for this long (the production default). They are
@@ -31,17 +31,15 @@ def servers(_session_world, django_db_blocker):
     # PostgreSQL that other tests share. A long Redis read timeout: on a shared two-core machine
     # (load average 16 measured) a process with 250 requests in flight took over 5 s to read a
     # reply, and a timeout is a decision without Redis (fail-open), not the script's.
-    started = [
-        start_live_server(
-            url,
-            CADENCE_DB_POOL="1",
-            CADENCE_DB_POOL_MAX="16",
-            CADENCE_LIMITS_REDIS_TIMEOUT="60",
-            # The production default: limits read once per 5 s, not per request.
-            CADENCE_LIMITS_CACHE_SECONDS=str(CACHE_SECONDS),
-        )
-        for _ in range(2)
-    ]
+    started = start_live_servers(
+        2,
+        url,
+        CADENCE_DB_POOL="1",
+        CADENCE_DB_POOL_MAX="16",
+        CADENCE_LIMITS_REDIS_TIMEOUT="60",
+        # The production default: limits read once per 5 s, not per request.
+        CADENCE_LIMITS_CACHE_SECONDS=str(CACHE_SECONDS),
+    )
     yield [s.url for s in started]
     for server in started:
         server.stop()
