@@ -124,7 +124,7 @@ def wait_live_servers(servers: list[LiveServer]) -> list[LiveServer]:
                     waiting.pop(0)
                     continue
             except OSError:
-                pass
+                pass  # not listening yet: polled again after the pause below
             if time.monotonic() > deadline:
                 raise AssertionError(f"the server did not start within {seconds:g} s")
             time.sleep(0.05)

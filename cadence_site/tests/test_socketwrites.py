@@ -11,7 +11,7 @@ from cadence_site.socketwrites import HeldWrites
 
 
 class _Counting(asyncio.Protocol):
-    pass
+    """The client side's protocol: it only receives (the test reads the server's writes)."""
 
 
 async def _pair():
