@@ -76,6 +76,11 @@ execution proof at finish ~20% (engine/trust), the engine's tracing hooks 12-16%
 publisher 9-12% (mostly the step data's JSON in the frames), the budget's settle after each
 model call 6-8% (a thread hop per call, tenants/limits), the stream hub's reads ~4%. Under this load the GIL samples overstate whatever
 wakes another thread or process (a syscall, a hop): the preempted holder keeps the GIL.
+Quiet, 2026-12-06 after the merge (c2f847a, load 1.7, `--rounds 2`, defaults): 1,629 and 2,128
+step events/s over the runs' window, 1,531 and 1,523/s until the last run was stored (the runs
+end paced at ~9.4 s, ideal 8; their 50 finishes, a COPY and a proof over 402 steps each, take
+~4 s more); live p95 59 and 39 ms; 0 lost; 554 and 537 µs of server CPU per event, the server
+at 81-84% of one core.
 """
 
 from __future__ import annotations

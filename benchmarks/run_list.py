@@ -60,6 +60,10 @@ no-such-text 3/4/4/5, search_web 14/29/55/34). What remains heaviest is a member
 text ~3,000 runs carry (geocode): the planner looks each of the 2,859 runs up to apply the
 privacy rule (~11,000 buffers), 37-43 ms of CPU at this load; and frequent text first reads
 5,001 ids from the name index (~2,800 buffers) before it walks the newest runs.
+Quiet, 2026-12-06 after the merge (c2f847a, load 1.2-1.4, `--samples 30`): 3 cases over 50 ms
+at p95 on the query path, all `q=geocode&status=failed` (owner deep 84, member first 88, member
+deep 61 ms; CPU 50/79/56); every filter without q 3-11 ms, q=geocode 27-44, signal 11 21-33,
+search_web 26-36, no match 8-12.
 """
 
 from __future__ import annotations
