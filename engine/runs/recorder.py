@@ -28,6 +28,7 @@ line marks the cut, and says at the end how many lines were dropped.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -519,9 +520,14 @@ def _stored_number(literal: str) -> float | int:
     return float(literal)
 
 
+# json.loads(text, parse_float=_stored_number) without a new decoder per call (json.loads
+# builds one whenever it is given options): every step's data is parsed at every turn's end.
+_stored_decode = json.JSONDecoder(parse_float=_stored_number).decode
+
+
 def stored_json(text: str) -> Any:
     """What a jsonb column holding `text` (JSON as json.dumps writes it) gives back, parsed."""
-    return json.loads(text, parse_float=_stored_number)
+    return _stored_decode(text)
 
 
 class _Step:
@@ -633,15 +639,20 @@ def _insert_steps(run_id: str, steps: list[_Step]) -> None:
     would cost more than everything else the recording does (benchmarks/runs.py)."""
     if not steps:
         return
-    from django.db import connection
-
-    table = connection.ops.quote_name(RunEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(c) for c in _COLUMNS)
     # Through Django's cursor, so that the connection is in the tenant's schema (search_path).
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        with cursor.cursor.copy(_copy_sql()) as copy:
+            write = copy.write_row
             for step in steps:
-                copy.write_row(step.row(run_id))
+                write(step.row(run_id))
+
+
+@functools.cache
+def _copy_sql() -> str:
+    # Built once: each `connection.ops` is a lookup of the thread's connection (asgiref Local).
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(c) for c in _COLUMNS)
+    return f"COPY {quote(RunEvent._meta.db_table)} ({columns}) FROM STDIN"
 
 
 def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:

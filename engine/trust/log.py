@@ -128,7 +128,11 @@ def log_append(
             cursor.execute(sql + " SELECT 1", params)
         else:
             columns = [*proof, "log_index"]
-            values = [Jsonb(v) if k == "payload" else v for k, v in proof.items()]
+            # The payload column holds the payload; its canonical text (signed, in the row
+            # beside it) is that JSON already: jsonb takes it rather than a second encoding.
+            text = proof.get("canonical")
+            dumps = (lambda _payload: text) if isinstance(text, str) else None
+            values = [Jsonb(v, dumps) if k == "payload" else v for k, v in proof.items()]
             cursor.execute(
                 sql
                 + f" INSERT INTO {ExecutionProof._meta.db_table}"

@@ -7,6 +7,7 @@ so the signer and every verifier compute them with the same code.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -14,9 +15,11 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from engine.trust import log, signing
-from engine.trust.canonical import canonical_json, jsonable
+from engine.trust.canonical import canonical_json, chain, digest, jsonable
 from engine.trust.models import ExecutionProof
-from engine.trust.verify_bundle import PROOF_VERSION, chain, digest
+from engine.trust.verify_bundle import PROOF_VERSION
+
+_DATES = (dt.datetime, dt.date)  # jsonable writes them as isoformat() does
 
 
 def _whole_data(event: Any) -> dict[str, Any]:
@@ -31,28 +34,35 @@ def _whole_data(event: Any) -> dict[str, Any]:
     return event.data if isinstance(event.data, dict) else {"value": event.data}
 
 
+def step_fields(event: Any) -> dict[str, Any]:
+    """A step's record as its row holds it, times as ISO text: step_record(event) is
+    jsonable(step_fields(event)), and `chain` takes either (it walks the record once, making it
+    jsonable only where it needs to), so the proof of a turn skips that walk."""
+    data = _whole_data(event)
+    started_at = getattr(event, "started_at", None)
+    at = event.at
+    return {
+        "seq": event.seq,
+        "parent_seq": getattr(event, "parent_seq", None),
+        "kind": event.kind,
+        "name": event.name,
+        "outcome": event.outcome,
+        "inputs": data.get("inputs"),
+        "outputs": data.get("outputs"),
+        "detail": {k: v for k, v in data.items() if k not in ("inputs", "outputs")},
+        "error": event.error,
+        "error_type": getattr(event, "error_type", ""),
+        "started_at": started_at.isoformat() if isinstance(started_at, _DATES) else started_at,
+        "duration_ms": event.duration_ms,
+        "at": at.isoformat() if isinstance(at, _DATES) else at,
+    }
+
+
 def step_record(event: Any) -> dict[str, Any]:
     """The record a proof chains for one step (a RunEvent row): everything the row says, with
     its whole inputs and outputs (a large payload is read back from file storage, so the proof
     covers the file too)."""
-    data = _whole_data(event)
-    return jsonable(
-        {
-            "seq": event.seq,
-            "parent_seq": getattr(event, "parent_seq", None),
-            "kind": event.kind,
-            "name": event.name,
-            "outcome": event.outcome,
-            "inputs": data.get("inputs"),
-            "outputs": data.get("outputs"),
-            "detail": {k: v for k, v in data.items() if k not in ("inputs", "outputs")},
-            "error": event.error,
-            "error_type": getattr(event, "error_type", ""),
-            "started_at": getattr(event, "started_at", None),
-            "duration_ms": event.duration_ms,
-            "at": event.at,
-        }
-    )
+    return jsonable(step_fields(event))
 
 
 def run_records(run: Any) -> list[dict[str, Any]]:
@@ -117,7 +127,8 @@ def proof_create(
     """Prove a finished run and append the proof's digest to the organization's log (one
     transaction: a proof without its log entry never exists). Idempotent per run: the run's
     existing proof is returned (checked under the log's lock, so two provers make one proof).
-    `records`: the run's step records when the caller has them (run_records(run) otherwise).
+    `records`: the run's step records (step_record) or their fields (step_fields) when the
+    caller has them (run_records(run) otherwise).
 
     No savepoint of its own (nor log_append's): inside a caller's transaction a failure marks
     that transaction for rollback, and the caller that goes on after one (prove_run) holds the

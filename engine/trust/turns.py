@@ -58,7 +58,7 @@ def _proof_inputs(run_id: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
     """The run's columns a proof covers, its snapshot, and its step records: two statements
     (rows as the model would load them: JSON parsed, the same adapters)."""
     from engine.models import Run, RunEvent
-    from engine.trust.proofs import step_record
+    from engine.trust.proofs import step_fields
 
     with connection.cursor() as cursor:
         cursor.execute(
@@ -78,16 +78,16 @@ def _proof_inputs(run_id: str) -> tuple[Any, str | None, list[dict[str, Any]]]:
         steps = [SimpleNamespace(**dict(zip(_STEP, r, strict=True))) for r in cursor.fetchall()]
     for step in steps:
         step.data = _json(step.data)
-    return run, row[-1], [step_record(step) for step in steps]
+    return run, row[-1], [step_fields(step) for step in steps]
 
 
 def _stored_inputs(rows: tuple[Any, list[Any]]) -> tuple[Any, str | None, list[dict[str, Any]]]:
     """_proof_inputs from the rows the run's recorder wrote in this transaction
     (RunRecorder.stored_rows: as the database gives them back; the tests compare the two)."""
-    from engine.trust.proofs import step_record
+    from engine.trust.proofs import step_fields
 
     run, steps = rows
-    return run, run.snapshot_id, [step_record(step) for step in steps]
+    return run, run.snapshot_id, [step_fields(step) for step in steps]
 
 
 def prove_run(*, run_id: str, rows: tuple[Any, list[Any]] | None = None):

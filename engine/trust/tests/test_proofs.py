@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -43,6 +44,10 @@ def test_a_proven_run_verifies(proven_run):
     assert payload["organization"] == "alpha"
     assert [s["seq"] for s in payload["steps"]] == [1, 2, 3, 4]
     assert payload["chain_head"] == payload["steps"][-1]["record_hash"]
+    with schema_context("org_alpha"):
+        stored = ExecutionProof.objects.get(run_id=run.id)
+    # The payload column is written from the signed canonical text: the same JSON.
+    assert stored.payload == json.loads(stored.canonical) == payload
 
 
 def test_proving_twice_returns_the_same_proof_and_one_log_entry(proven_run):

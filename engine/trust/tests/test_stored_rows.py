@@ -12,8 +12,9 @@ from django.db import transaction
 from django_tenants.utils import schema_context
 
 from engine.runs.recorder import INLINE_BYTES, RunRecorder
-from engine.trust.canonical import canonical_json
-from engine.trust.proofs import proof_payload
+from engine.trust import verify_bundle
+from engine.trust.canonical import canonical_json, chain
+from engine.trust.proofs import proof_payload, step_record
 from engine.trust.turns import _proof_inputs, _stored_inputs
 from orchestrators.runtime import StepEvent
 
@@ -30,6 +31,14 @@ _AWKWARD = {
     "text": 'caf\u00e9 \U0001f600 \u2028 \x01 "quoted" \\',
     "\U0001f600": {"nested": [{"deep": 9007199254740993.0}]},
 }
+
+
+class _Row:
+    """A step's fields as a row (what step_record reads)."""
+
+    def __init__(self, fields):
+        data = {"inputs": fields["inputs"], "outputs": fields["outputs"], **fields["detail"]}
+        self.__dict__.update(fields, data=data, payload="")
 
 
 def _step(recorder, step_id, name, kind, detail, *, parent=None, duration=1.25):
@@ -108,6 +117,9 @@ def test_the_rows_a_recorder_wrote_prove_as_the_rows_read_back(world):
         assert recorder.events[2].payload  # the large step is kept in file storage
         assert memory == stored
         assert canonical_json(memory) == canonical_json(stored)
+        # The signer chains the rows' fields as they are; the verifier, the records a bundle
+        # carries (made jsonable): the same proof.
+        assert chain(memory) == verify_bundle.chain([step_record(_Row(r)) for r in stored])
         payloads = [
             proof_payload(run=run, organization="alpha", snapshot_hash="0" * 64, records=[])
             for run in (memory_run, stored_run)
