@@ -40,6 +40,9 @@ from orchestrators.runtime import (
 )
 
 logger = logging.getLogger(__name__)
+# json.dumps(frame, default=str) without a new encoder per frame (json.dumps builds one whenever
+# it is given options): a turn publishes a frame per step start and end.
+_frame_json = json.JSONEncoder(default=str).encode
 
 COALESCE_SECONDS = 0.04
 STREAM_MAXLEN = 5000
@@ -224,7 +227,7 @@ class Turn:
         as a message of its own)."""
         for queue in self.subscribers:
             queue.put_nowait(event)
-        self.outbox.append(json.dumps(event, default=str))
+        self.outbox.append(_frame_json(event))
         if self.writer is None or self.writer.done():
             self.writer = asyncio.ensure_future(self._write())
 

@@ -37,6 +37,9 @@ from engine.runs import frames, runlog
 from engine.runs.export import run_output, step_fields
 
 logger = logging.getLogger(__name__)
+# json.dumps(frame, default=str) without a new encoder per frame (json.dumps builds one whenever
+# it is given options).
+_frame_json = json.JSONEncoder(default=str).encode
 
 RUN_STREAM_MAXLEN = 50_000
 RUN_STREAM_TTL = 3600
@@ -332,7 +335,7 @@ class RunPublisher:
         out = []
         for item, how in batch:
             if how == "final":
-                out.append((item["cursor"], json.dumps(item, default=str)))
+                out.append((item["cursor"], _frame_json(item)))
             elif how is None:
                 out.append(frames.line_frame_text(item))
             else:
