@@ -1,7 +1,7 @@
 """Recording overhead: what step records cost a run, recording on against off.
 
     .venv/bin/python benchmarks/runs.py [--runs 2000] [--turns 300] [--skip-served]
-        [--database SCRATCH_NAME] [--profile FILE]
+        [--database SCRATCH_NAME] [--profile FILE] [--against OTHER_CHECKOUT]
 
 1. A 20-step native flow (engine notes over a small score): bare, then with the tracing hooks
    the native adapter attaches (a step id, parent, score snapshots, the fields read, CPU and RSS
@@ -29,7 +29,9 @@
    the bare runtime (NativeRuntime.stream on the default 3-note flow, no server, no database).
    `--profile FILE` samples the "on" server with py-spy (--gil, raw stacks) for the shares of its
    CPU; py-spy's sampling is charged to that server (+40-50 ms a turn), so take the figures
-   from a run without it.
+   from a run without it. `--against DIR` also serves another checkout's "on" and "off" (say
+   main's worktree) on the same database, their turns alternating with these: an A/B in one
+   window, which the machine's load moves much less than two runs apart.
 
 Measured 2026-12-06 (2 cores shared with other workers, load 9-15; `--runs 500` and 300 turns
 per server, the third pair `--runs 300 --turns 200`; this branch and the previous main run side
@@ -47,6 +49,27 @@ Those servers ran in test mode (they inherited this process's CADENCE_TESTING=1:
 pool, limits read afresh on every turn), a turn of ~50-60 ms where a shipped server spends ~25-35.
 Since 2026-12-06 the servers run as shipped (CADENCE_TESTING=0). The same tree (ffa4152), load
 ~5: on 33.65 / off 26.15 ms, share 22.3%; the proof 15.9% of a turn (unproven 28.30 ms).
+
+2026-12-06, branch proof (from main 1adefa5): the signer writes RFC 8785 bytes through orjson
+(C) for the values the verifier's own fast path takes, held to rfc8785 and to the verifier by
+tests (engine/trust/canonical.py; the standalone verifier is unchanged); a step's record walked
+once (proofs.step_fields: made jsonable only where the fast path refuses it), the payload column
+written from the signed canonical text, the jsonb decoder, COPY statement and frame encoders
+built once. Where on - off went before (py-spy --gil of an "on" and an "off" server, in-process
+CPU per function): the proof's canonical JSON (six stdlib-encoder passes per step) ~0.9 ms a
+turn with the records it walked, the engine's tracing hooks (two score snapshots and two
+getrusage per step) ~0.9 ms, the steps' COPY ~0.3-0.5 ms, the rows' data parsed back ~0.3 ms,
+the chat's step frames ~0.4 ms (one in-process ablation, noisy).
+- `--runs 300 --turns 300`, main and branch alternated, load 8-10: main share 17.4% (on 21.40 /
+  off 17.67 ms), 16.9% (23.73 / 19.73); branch 13.2% (20.90 / 18.13), 13.9% (23.03 / 19.83);
+  the proof (on - unproven) 15.6-16.2% of a turn -> 9.3-9.7%.
+- A/B in one window (four servers, main's on/off and the branch's, as `--against` now does;
+  3 x 300 turns, load 3-9): main 15.9%, 16.4%, 17.1% (on 19.67-20.17 / off 16.43-16.87 ms);
+  branch 13.6%, 13.6%, 13.8% (on 18.57-19.10 / off 16.03-16.50); the branch's "on" 0.87-1.27
+  ms less per turn (the "off" server proves too, with no steps: 0.3-0.4 ms less). An earlier
+  window at load 7-9, before the frame encoders: main 19.7-21.6%, branch 16.6-17.9%, on
+  0.93-1.23 ms less.
+Part 1 (no server) 20-22 µs per step either way: it never proves.
 """
 
 from __future__ import annotations
@@ -314,12 +337,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _server(app: str, env: dict) -> tuple[subprocess.Popen, int]:
+def _server(app: str, env: dict, cwd: str | Path = "") -> tuple[subprocess.Popen, int]:
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
          "--no-access-log", "--log-level", "warning", "--lifespan", "off"],
-        cwd=Path(__file__).resolve().parent.parent, env=env,
+        cwd=cwd or Path(__file__).resolve().parent.parent, env=env,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -339,7 +362,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_served(turns: int, profile: str = "") -> dict[str, float]:
+def bench_served(turns: int, profile: str = "", against: str = "") -> dict[str, float]:
     import httpx
 
     key = _served_setup()
@@ -353,6 +376,9 @@ def bench_served(turns: int, profile: str = "") -> dict[str, float]:
         "off": _server("benchmarks.runs_unrecorded:application", env),
         "unproven": _server("benchmarks.runs_unproven:application", env),
     }
+    if against:  # another checkout's servers, on the same database, their turns alternating
+        servers["on (against)"] = _server("cadence_site.asgi:application", env, against)
+        servers["off (against)"] = _server("benchmarks.runs_unrecorded:application", env, against)
     base = f"/api/v1/orgs/{ORG_SLUG}/conversations/"
     try:
         clients = {
@@ -422,6 +448,12 @@ def main() -> None:
     parser.add_argument("--skip-served", action="store_true", help="part 1 only (no database)")
     parser.add_argument("--profile", default="", help="py-spy raw stacks of the served 'on' server")
     parser.add_argument("--database", default=DB_NAME, help="the scratch database's name")
+    parser.add_argument(
+        "--against",
+        default="",
+        help="another checkout (e.g. main's worktree): its on and off servers take turns with "
+        "these, so that both trees are measured in the same window",
+    )
     args = parser.parse_args()
     original = None
     if not args.skip_served:
@@ -461,7 +493,7 @@ def main() -> None:
     if args.skip_served:
         return
     try:
-        served = bench_served(args.turns, args.profile)
+        served = bench_served(args.turns, args.profile, args.against)
     finally:
         from _setup import drop_scratch_database
 
@@ -478,6 +510,13 @@ def main() -> None:
         f"(recording on) costs {served['unproven'] * 1e3:.2f} ms "
         f"(the proof: {(served['on'] - served['unproven']) / served['on'] * 100:.1f}% of a turn)"
     )
+    if args.against:
+        on, off = served["on (against)"], served["off (against)"]
+        print(
+            f"  {args.against}, same window: recording on {on * 1e3:.2f} ms, off "
+            f"{off * 1e3:.2f} ms, share {(on - off) / on * 100:.1f}%; this tree's 'on' "
+            f"{(served['on'] - on) * 1e3:+.2f} ms against it"
+        )
 
 
 if __name__ == "__main__":
