@@ -81,6 +81,13 @@ step events/s over the runs' window, 1,531 and 1,523/s until the last run was st
 end paced at ~9.4 s, ideal 8; their 50 finishes, a COPY and a proof over 402 steps each, take
 ~4 s more); live p95 59 and 39 ms; 0 lost; 554 and 537 µs of server CPU per event, the server
 at 81-84% of one core.
+2026-12-06, branch proof (the proof's canonical JSON through orjson, each step's record walked
+once; benchmarks/runs.py says what changed), defaults, `--rounds 2`, database
+cadence_h_proofingest, main 1adefa5 and the branch run one after the other, twice in reverse
+order (load 6-10 on 2 cores, other helpers' work running): server CPU per step event main 287,
+297, 281, 285 µs, branch 254, 268, 239, 245 µs (12-15% less); step events/s over the runs'
+window main 1,430, 1,338, 1,813, 2,039, branch 2,029, 1,780, 1,654, 1,666 (the load sets the
+rate here); live p95 25-121 ms, 0 lost in all eight rounds.
 """
 
 from __future__ import annotations
