@@ -69,6 +69,10 @@ the chat's step frames ~0.4 ms (one in-process ablation, noisy).
   ms less per turn (the "off" server proves too, with no steps: 0.3-0.4 ms less). An earlier
   window at load 7-9, before the frame encoders: main 19.7-21.6%, branch 16.6-17.9%, on
   0.93-1.23 ms less.
+- `--runs 200 --against <main's worktree>`, `--turns 300` then `400` (five servers), load 6-10:
+  branch 14.1%, 13.8% (on 20.73 / off 17.80, 19.88 / 17.12 ms), main 16.5%, 16.6% (20.87 /
+  17.43, 20.60 / 17.18); the branch's "on" 0.13 and 0.72 ms less (single differences of
+  servers under this load move by ~0.4 ms; the share is steadier).
 Part 1 (no server) 20-22 µs per step either way: it never proves.
 """
 
