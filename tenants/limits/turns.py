@@ -415,13 +415,13 @@ class BudgetExtension(TurnExtension):
                 prompt, completion = call.prompt_estimate, count_tokens(streamed, call.model)
         else:
             prompt, completion = usage.prompt_tokens, usage.completion_tokens
-        await _in_public(
-            _settle,
-            state=state,
-            call=call,
-            usage=Usage(prompt, completion, estimated=estimated and prompt + completion > 0),
-            orchestrator=getattr(turn.acquired, "slug", "") or "",
-        )
+        usage_of = Usage(prompt, completion, estimated=estimated and prompt + completion > 0)
+        orchestrator = getattr(turn.acquired, "slug", "") or ""
+        if call.lease is None and not state.unwritten.due():
+            # Nothing held in Redis, nothing to write yet: no thread hop.
+            _settle(state=state, call=call, usage=usage_of, orchestrator=orchestrator, write=False)
+            return
+        await _in_public(_settle, state=state, call=call, usage=usage_of, orchestrator=orchestrator)
 
     async def on_progress(self, turn: Turn) -> None:
         state = self._state(turn)
@@ -463,7 +463,11 @@ def write_usage(state: _TurnState) -> None:
             close_old_connections()
 
 
-def _settle(*, state: _TurnState, call: _CallState, usage: Usage, orchestrator: str) -> None:
+def _settle(
+    *, state: _TurnState, call: _CallState, usage: Usage, orchestrator: str, write: bool = True
+) -> None:
+    """`write`: may write the turn's usage records when they are due (on a thread, not the
+    event loop)."""
     first = True
     if call.lease is not None:
         try:
@@ -472,7 +476,7 @@ def _settle(*, state: _TurnState, call: _CallState, usage: Usage, orchestrator: 
             first = True  # recorded all the same; Redis is rebuilt from the records
     if first and (usage.total_tokens or call.lease is not None):
         state.unwritten.add(orchestrator=orchestrator, model=call.model, usage=usage)
-    if state.unwritten.due():
+    if write and state.unwritten.due():
         state.unwritten.write(state.who)
 
 
