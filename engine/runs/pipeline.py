@@ -34,7 +34,8 @@ every method is optional and all run for every turn, in registration order):
 - `after_write(turn, outcome)`: synchronous, on the thread that wrote the run, after that
   transaction ended (committed or not: it runs when the write failed too), in no particular
   schema. For what must be written whatever became of the run and must not hold the run's
-  transaction open (or its locks) while it does: the turn's usage records (tenants/limits).
+  transaction open (or its locks) while it does: the turn's usage records (tenants/limits), the
+  run's proof taken into the organization's log (engine/trust).
 
 Per-request model parameters and client-side tools (issue 9) travel on the request:
 `TurnRequest.parameters` (the fields of `orchestrators.runtime.ModelOptions`: temperature,
