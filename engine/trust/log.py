@@ -112,37 +112,88 @@ def log_append(
         return indices
 
 
-def log_sequence(*, limit: int = 5000) -> int:
+def log_sequence(*, limit: int = 5000, attempts: int = 50) -> int:
     """Take the proofs written since the last call into the log, oldest first (at most `limit`):
-    their leaves, nodes and the new head, and each proof's log index, in one transaction of
-    three statements (the head locked; the waiting proofs read, after the lock, so that none is
-    taken twice; one INSERT/UPDATE with writable CTEs). Returns how many it took.
+    their leaves, the nodes they complete, the new head and each proof's log index. Returns how
+    many it took.
+
+    Two statements and no lock held between them: the head and the waiting proofs read in one
+    snapshot, then one statement of writable CTEs whose head UPDATE applies only if the head is
+    still the one read (`size`); the leaves, nodes and log indices are written only with it. A
+    concurrent sequencing that committed first (or holds the head, uncommitted: the UPDATE waits
+    for it, then finds the size changed) makes it write nothing, and it reads again.
 
     A run's proof is written with the run and sequenced just after its commit
-    (engine/trust/turns.py), by whichever process gets the head's lock first, together with any
-    other run's that is waiting: the log's lock is never held across a run's transaction. What
-    a crash left waiting is taken by the next sequencing in the organization, by the signing of
-    a tree head (tree_head_sign, periodic) and by any read of that proof's log entry."""
+    (engine/trust/turns.py), together with any other run's that is waiting: nothing holds the
+    log's head across a run's transaction. What a crash left waiting is taken in by the next
+    sequencing in the organization, by the signing of a tree head (tree_head_sign, periodic)
+    and by any read of that proof's log entry (proof_in_log)."""
     table = ExecutionProof._meta.db_table
-    with transaction.atomic(), connection.cursor() as cursor:
-        size, edge, _ = _locked_head(cursor)
-        cursor.execute(
-            f"SELECT id, digest, run_id FROM {table} WHERE log_index IS NULL"
-            " ORDER BY created_at, id LIMIT %s",
-            [limit],
-        )
-        waiting = cursor.fetchall()
-        if not waiting:
-            return 0
-        sql, params, indices = _append_statement(
-            size, edge, [(digest, run_id) for _, digest, run_id in waiting]
-        )
-        cursor.execute(
-            sql + f" UPDATE {table} AS p SET log_index = s.i"
-            " FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, i) WHERE p.id = s.id",
-            [*params, [row[0] for row in waiting], indices],
-        )
-    return len(waiting)
+    for _ in range(attempts):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT h.size, h.frontier, ARRAY(SELECT ARRAY[p.id::text, p.digest,"
+                f" p.run_id::text] FROM {table} p WHERE p.log_index IS NULL"
+                " ORDER BY p.created_at, p.id LIMIT %s)"
+                f" FROM {LogHead._meta.db_table} h WHERE h.id = 1",
+                [limit],
+            )
+            row = cursor.fetchone()
+            if row is None:  # the organization's first entry: make its head
+                _head(lock=False)
+                continue
+            size, edge, waiting = row
+            if not waiting:
+                return 0
+            edge = json.loads(edge) if isinstance(edge, str) else edge
+            sql, params = _sequence_statement(size, edge, waiting)
+            cursor.execute(sql, params)
+            if cursor.fetchone()[0]:
+                return len(waiting)
+    raise RuntimeError(f"the log's head kept moving: {attempts} sequencing attempts lost")
+
+
+def _sequence_statement(size: int, edge: list, waiting: list) -> tuple[str, list[Any]]:
+    now = timezone.now()
+    frontier = merkle.Frontier.from_json(size, edge)
+    indices, levels, positions, hashes = [], [], [], []
+    for _, proof_digest, _ in waiting:
+        indices.append(frontier.size)
+        for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
+            levels.append(level)
+            positions.append(position)
+            hashes.append(value)
+    sql = (
+        f"WITH head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s,"
+        " frontier = %s, updated_at = %s WHERE id = 1 AND size = %s RETURNING 1),"
+        f' leaves AS (INSERT INTO {LogLeaf._meta.db_table} ("index", digest, run_id, created_at)'
+        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)"
+        " WHERE EXISTS (SELECT 1 FROM head)),"
+        f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+        " WHERE EXISTS (SELECT 1 FROM head)),"
+        f" proofs AS (UPDATE {ExecutionProof._meta.db_table} AS p SET log_index = s.i"
+        " FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, i)"
+        " WHERE p.id = s.id AND EXISTS (SELECT 1 FROM head))"
+        " SELECT count(*) FROM head"
+    )
+    params: list[Any] = [
+        frontier.size,
+        frontier.root().hex(),
+        Jsonb(frontier.to_json()),
+        now,
+        size,
+        now,
+        indices,
+        [d for _, d, _ in waiting],
+        [r for _, _, r in waiting],
+        levels,
+        positions,
+        hashes,
+        [i for i, _, _ in waiting],
+        indices,
+    ]
+    return sql, params
 
 
 def proof_in_log(proof: ExecutionProof) -> ExecutionProof:
