@@ -91,6 +91,17 @@ Every filter without q: 1-7 ms of CPU at p50 either way. At load averages 3-7 (o
 tests and benchmarks) the wall times are the load's: branch runs had 0, 3, 0 and 2 cases over
 50 ms at p95 on the query path (slower_than_ms=1000 and error_code=plugin_crash at 4 ms of CPU,
 search_web twice and geocode once at 16-20 ms of CPU p95), main 6, 0, 4 and 17.
+Two more full runs of the branch (cc01b25) at 12:28-12:31, load averages 7.4-9.3, query p95 ms
+(CPU p50) owner first / owner deep / member first / member deep:
+  q=geocode&failed  run 1  23.9 (13) / 35.2 (13) / 23.7 (12) / 37.0 (12)
+                    run 2  19.9 (10) /  9.3 (8)  / 20.0 (11) / 21.0 (10)
+  q=geocode         run 1  45.5 (15) / 44.1 (13) / 36.9 (14) / 25.0 (12)
+                    run 2  51.8 (15) / 32.8 (13) / 47.5 (15) / 22.0 (13)
+  q=signal 11       7-14 (5-6); q=no-such-text 3-10 (3-4); q=search_web 29-58 (12-18)
+Over 50 ms at p95 on the query path: 1 case in run 1 (orchestrator=<slug> owner deep, 52.1,
+CPU p95 3.9), 3 in run 2 (status=failed&orchestrator&trigger member deep 128.7 with CPU p95
+11.2, search_web member deep 57.8, geocode owner first 51.8); every filter without q took
+1.2-9.4 ms of CPU at p50.
 """
 
 from __future__ import annotations
