@@ -135,6 +135,13 @@ class _Probe(pipeline.TurnExtension):
         self.calls.append(("written", outcome.status, connection.in_atomic_block))
 
 
+def _squeezed(calls: list[tuple]) -> list[tuple]:
+    """The calls with only the last heartbeat (the one at the end, which every turn sends): a
+    turn slowed past PROGRESS_SECONDS by a loaded machine beats while it runs too."""
+    last = max((i for i, call in enumerate(calls) if call[0] == "progress"), default=-1)
+    return [call for i, call in enumerate(calls) if call[0] != "progress" or i == last]
+
+
 @pytest.fixture
 def probe():
     made: list[_Probe] = []
@@ -157,7 +164,7 @@ def test_extensions_see_every_model_call_the_progress_and_the_finish(
 
     run, _ = _run(body["run"])
     assert run.principal == "probe"
-    assert seen.calls == [
+    assert _squeezed(seen.calls) == [
         ("run_fields", "invoke", "chatbot"),
         ("before", "hi"),
         ("after", body["usage"]["total_tokens"]),
@@ -179,7 +186,7 @@ def test_an_extension_refusing_a_model_call_fails_the_turn_with_its_error(
         run = Run.objects.filter(orchestrator=chat_orchestrator["fast"]).get()
     assert (run.status, run.error) == ("failed", "budget_exceeded: Over the token budget.")
     # No call was made, so there is nothing to settle.
-    assert seen.calls == [
+    assert _squeezed(seen.calls) == [
         ("run_fields", "invoke", "chatbot"),
         ("before", "hi"),
         ("progress", ""),
