@@ -64,6 +64,44 @@ Quiet, 2026-12-06 after the merge (c2f847a, load 1.2-1.4, `--samples 30`): 3 cas
 at p95 on the query path, all `q=geocode&status=failed` (owner deep 84, member first 88, member
 deep 61 ms; CPU 50/79/56); every filter without q 3-11 ms, q=geocode 27-44, signal 11 21-33,
 search_web 26-36, no match 8-12.
+
+2026-12-06 11:36-12:13, branch runlist (q in one statement, engine/runs/search.py): the matching
+ids are gathered and paged among in the same statement, `id = ANY(ARRAY(<found>))`, so the
+planner, which cannot know the array's length, looks each matching run up by primary key,
+filters and sorts, whatever the filters and the statistics. Before, the ids came back as an
+array constant: 3,000 constant uuids cost ~5 ms of server CPU to parse and plan (EXPLAIN alone
+4.8 ms against 0.2 for the same text as a string), and the plan hung on the statistics: a
+member's q=geocode&status=failed intersected the lookups with a bitmap of the 100,440 failed
+runs (BitmapAnd, 10,034 buffers, 7.9 ms of its 15) and, in the quiet run above, walked them (50-79
+ms of CPU). Load-proof, EXPLAIN (ANALYZE, BUFFERS): every q=geocode case now reads 13,442
+buffers in one statement (1,874 to gather 2,892 ids, 11,568 for their lookups) where main read
+2,314-13,269 in two (its cheapest, the owner's first page, walked the newest runs: 440 buffers,
+a plan that read 100,000 runs when a status or a member's rule thinned the matches). Full runs,
+`--samples 30`, branch and main alternated in the same window, CPU p50 ms (this process + its
+database server process), owner first / owner deep / member first / member deep:
+  q=geocode&failed   main   15-18 / 17-21 / 23-26 / 17-20   branch  9-11 / 9-13 / 10-13 / 9-12
+  q=geocode          main   11-13 / 12-14 / 18-23 / 18-24   branch  9-13 / 9-13 /  9-12 / 9-13
+  q=signal 11        main    7-9  /  7-9  /  7-8  /  7-8    branch  5-6  / 6    /  6    /  5-6
+  q=search_web       main    9    / 10-11 / 13-15 / 13-16   branch 11-12 / 12-13 / 15-16 / 16-18
+  q=no-such-text     main    1.5  /  1.7  /  2.1  /  2.3    branch  2.7  / 2.9  /  3.5  /  3.6
+Frequent text (search_web, over 5,000 matches) and text found nowhere now cost 1-3 ms more: the
+page among the ids comes back empty and one more statement counts the matches again to tell
+"frequent" from "none" (a frequent text's gathering reads 5,001 index entries, ~1.5 ms).
+Every filter without q: 1-7 ms of CPU at p50 either way. At load averages 3-7 (other helpers'
+tests and benchmarks) the wall times are the load's: branch runs had 0, 3, 0 and 2 cases over
+50 ms at p95 on the query path (slower_than_ms=1000 and error_code=plugin_crash at 4 ms of CPU,
+search_web twice and geocode once at 16-20 ms of CPU p95), main 6, 0, 4 and 17.
+Two more full runs of the branch (cc01b25) at 12:28-12:31, load averages 7.4-9.3, query p95 ms
+(CPU p50) owner first / owner deep / member first / member deep:
+  q=geocode&failed  run 1  23.9 (13) / 35.2 (13) / 23.7 (12) / 37.0 (12)
+                    run 2  19.9 (10) /  9.3 (8)  / 20.0 (11) / 21.0 (10)
+  q=geocode         run 1  45.5 (15) / 44.1 (13) / 36.9 (14) / 25.0 (12)
+                    run 2  51.8 (15) / 32.8 (13) / 47.5 (15) / 22.0 (13)
+  q=signal 11       7-14 (5-6); q=no-such-text 3-10 (3-4); q=search_web 29-58 (12-18)
+Over 50 ms at p95 on the query path: 1 case in run 1 (orchestrator=<slug> owner deep, 52.1,
+CPU p95 3.9), 3 in run 2 (status=failed&orchestrator&trigger member deep 128.7 with CPU p95
+11.2, search_web member deep 57.8, geocode owner first 51.8); every filter without q took
+1.2-9.4 ms of CPU at p50.
 """
 
 from __future__ import annotations

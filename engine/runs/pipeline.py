@@ -31,6 +31,11 @@ every method is optional and all run for every turn, in registration order):
   engine/runs/orphans.py for runs, chat/orphans.py for replies).
 - `on_finish(turn, outcome)`: synchronous, in the tenant's schema, inside the transaction that
   writes the run's outcome.
+- `after_write(turn, outcome)`: synchronous, on the thread that wrote the run, after that
+  transaction ended (committed or not: it runs when the write failed too), in no particular
+  schema. For what must be written whatever became of the run and must not hold the run's
+  transaction open (or its locks) while it does: the turn's usage records (tenants/limits), the
+  run's proof taken into the organization's log (engine/trust).
 
 Per-request model parameters and client-side tools (issue 9) travel on the request:
 `TurnRequest.parameters` (the fields of `orchestrators.runtime.ModelOptions`: temperature,
@@ -177,6 +182,9 @@ class TurnExtension:
         return None
 
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
+        return None
+
+    def after_write(self, turn: Turn, outcome: TurnOutcome) -> None:
         return None
 
 
@@ -500,18 +508,27 @@ async def _finish(
             store(outcome)
 
     def write() -> None:
-        if recorder is None:  # the runtime was never acquired: there is no run to record
-            with schema_context(turn.request.schema_name):
-                then()
-            return
-        recorder.finish(
-            status=outcome.status,
-            output=outcome.content,
-            usage=outcome.usage,
-            error=outcome.error_text,
-            error_code=outcome.error.code if outcome.error is not None else "",
-            then=then,
-        )
+        try:
+            if recorder is None:  # the runtime was never acquired: there is no run to record
+                with schema_context(turn.request.schema_name):
+                    then()
+                return
+            recorder.finish(
+                status=outcome.status,
+                output=outcome.content,
+                usage=outcome.usage,
+                error=outcome.error_text,
+                error_code=outcome.error.code if outcome.error is not None else "",
+                then=then,
+            )
+        finally:
+            for extension in list(_extensions):
+                try:
+                    extension.after_write(turn, outcome)
+                except Exception:
+                    logger.exception(
+                        "turn after-write extension failed", extra={"run": turn.run_id}
+                    )
 
     if recorder is not None:
         recorder.seal()  # on the loop: the last frames' cursors, before the write stores them

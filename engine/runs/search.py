@@ -6,26 +6,40 @@ The list pages runs newest first, and no text index knows a run's time: the trig
 its row and a lookup of its run. Left to the planner in one query, the plan depended on its
 guess of how many steps carry the text, and that guess flipped with each ANALYZE (for a step
 name 3,000 runs carry it guessed 1): walking the newest runs with a probe each is right for
-frequent text and ruinous for rare text, and the other way round. So the search decides on
-counts, not guesses, in two steps:
+frequent text and ruinous for rare text, and the other way round. So the search gathers the
+matching runs first and decides on their count, not on a guess:
 
-1. `matching_run_ids`: the ids of the runs that carry the text, gathered from each place it can
-   be, up to MAX_MATCHES. Step names are few per organization (note, tool and model names), so
-   they are listed by skipping through the (name, run_id) index (engine/migrations/0011), and
-   the steps of the names that contain the text are read from that index alone; past MAX_NAMES
+1. `found`: the ids of the runs that carry the text, gathered from each place it can be, up to
+   MAX_MATCHES + 1. Step names are few per organization (note, tool and model names), so they
+   are listed by skipping through the (name, run_id) index (engine/migrations/0011), and the
+   steps of the names that contain the text are read from that index alone; past MAX_NAMES
    distinct names the trigram index on names is used instead.
-2. The list's usual query, restricted to those ids (`id = ANY(array)`): the planner knows the
-   exact number of ids and chooses between looking each run up and walking the newest runs
-   with a hash test. Every other filter, the cursor and the privacy rule apply as without `q`.
+2. `among_matches`: the list's usual query (every other filter, the cursor and the privacy
+   rule) with `id = ANY(ARRAY(<found>))`, in the same statement. The array is computed by the
+   server when the statement runs, so the planner cannot know its length and plans for a few
+   ids: it looks each matching run up by primary key, applies the filters, and sorts what is
+   left. That costs one lookup per matching run, at most MAX_MATCHES (about 2.5 µs each),
+   whatever the filters, the caller and the statistics say. The former way (the ids sent back
+   as an array constant, so that the planner saw their number) chose per case between those
+   lookups and walking the newest runs with a hash test, and lost on both counts at a million
+   runs: parsing and planning 3,000 constant uuids cost ~5 ms of server CPU before anything
+   ran, and with a status filter the planner intersected the lookups with the status index
+   (a bitmap of 100,000 failed runs, 8 ms) or, after some ANALYZE samples, walked those runs
+   (60-90 ms; benchmarks/run_list.py).
 
-More than MAX_MATCHES ids means the text is frequent: the list then walks the newest runs and
-probes each (selectors.run_list), which finds a page of frequent text quickly. Either way the
-result is exact: the cap chooses the plan, never which runs are found.
+More than MAX_MATCHES ids means the text is frequent: the array is then empty (the page too),
+`is_frequent` says so, and the list walks the newest runs and probes each
+(selectors.run_list), which finds a page of frequent text quickly. Either way the result is
+exact: the cap chooses the plan, never which runs are found.
 """
 
 from __future__ import annotations
 
+import re
+
 from django.db import connection
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 
 from engine.models import Run, RunEvent, RunLog
 
@@ -34,7 +48,7 @@ MAX_MATCHES = 5000  # run ids gathered before the text counts as frequent
 
 # Identifiers are the models' fixed table names; the text is a parameter (escaped for LIKE).
 RUNS, STEPS, LINES = Run._meta.db_table, RunEvent._meta.db_table, RunLog._meta.db_table
-_MATCHES = f"""
+_FOUND = f"""
 WITH RECURSIVE names(n) AS (
     (SELECT name FROM {STEPS} ORDER BY name LIMIT 1)
     UNION ALL
@@ -63,10 +77,13 @@ found AS MATERIALIZED (
     SELECT run_id FROM {LINES} WHERE UPPER(message) LIKE UPPER(%(pattern)s)
     LIMIT %(cap)s + 1
 )
--- The list of ids (sorted to drop repeats) only when it will be used.
-SELECT n, CASE WHEN n <= %(cap)s THEN (SELECT string_agg(DISTINCT run_id::text, ',') FROM found) END
-FROM (SELECT count(*) AS n FROM found) counted
 """
+# The matching runs' ids, none when the text is frequent. Repeats (a run whose error and failing
+# step both carry the text) are left in: a condition on the runs keeps each run once, and the
+# primary key's index scan sorts the array and drops them before it looks anything up.
+_AMONG = _FOUND + "SELECT run_id FROM found WHERE (SELECT count(*) FROM found) <= %(cap)s"
+_COUNT = _FOUND + "SELECT count(*) FROM found"
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
 
 def like_pattern(text: str) -> str:
@@ -74,18 +91,23 @@ def like_pattern(text: str) -> str:
     return f"%{connection.ops.prep_for_like_query(text)}%"
 
 
-def matching_run_ids(text: str) -> str | None:
-    """The ids of the runs (of the current schema, visible or not) that carry `text`, as a
-    PostgreSQL array literal for `id = ANY(%s::uuid[])` (one parameter, built by the server:
-    no Python object per id), or None when more than MAX_MATCHES places carry it. Each run is
-    listed once, however many places carry the text: the planner reads the array's length as
-    the number of runs (duplicates made it expect twice the runs and walk twice as far)."""
+def _values(text: str) -> dict[str, object]:
+    return {"pattern": like_pattern(text), "cap": MAX_MATCHES, "max_names": MAX_NAMES}
+
+
+def among_matches(text: str) -> RawSQL:
+    """A condition on the runs (of the current schema) that keeps those carrying `text`, when
+    at most MAX_MATCHES places carry it; when more do, it keeps none (`is_frequent`)."""
+    values = _values(text)
+    # Positional parameters, as a condition inside an ORM query takes them.
+    params = [values[name] for name in _PLACEHOLDER.findall(_AMONG)]
+    sql = _PLACEHOLDER.sub("%s", _AMONG)
+    return RawSQL(f'"{RUNS}"."id" = ANY(ARRAY({sql}))', tuple(params), output_field=BooleanField())
+
+
+def is_frequent(text: str) -> bool:
+    """Whether more than MAX_MATCHES places carry `text` (asked only when `among_matches`
+    found nothing: then it is either rare and absent, or frequent)."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            _MATCHES,
-            {"pattern": like_pattern(text), "cap": MAX_MATCHES, "max_names": MAX_NAMES},
-        )
-        count, ids = cursor.fetchone()
-    if count > MAX_MATCHES:
-        return None
-    return "{" + (ids or "") + "}"
+        cursor.execute(_COUNT, _values(text))
+        return cursor.fetchone()[0] > MAX_MATCHES

@@ -17,8 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.db.models import BooleanField, Exists, F, OuterRef, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.db.models.fields.tuple_lookups import Tuple, TupleLessThan
 from django.utils.dateparse import parse_datetime
 
@@ -146,27 +145,19 @@ def _text_where(text: str) -> list[Q | Exists]:
     return [Q(error__icontains=text), Exists(steps), Exists(lines)]
 
 
-def _with_text(runs: QuerySet[Run], text: str, *, limit: int) -> QuerySet[Run]:
-    """`runs` narrowed to those carrying `text` (engine/runs/search.py explains the two ways)."""
-    ids = search.matching_run_ids(text)
-    if ids == "{}":
-        return runs.none()
-    if ids is not None:
-        # The planner sees how many ids there are (one array constant) and picks the cheaper
-        # of looking each up and walking the newest runs with a hash test.
-        return runs.filter(
-            RawSQL(
-                f'"{Run._meta.db_table}"."id" = ANY(%s::uuid[])',
-                (ids,),
-                output_field=BooleanField(),
-            )
-        )
+def _text_page(runs: QuerySet[Run], text: str, *, limit: int) -> list[Run]:
+    """Up to `limit + 1` of `runs` carrying `text`, newest first (engine/runs/search.py explains
+    the two ways)."""
+    newest = ("-started_at", "-id")
+    # Rare text: one statement gathers the matching ids and looks each up.
+    page = list(runs.filter(search.among_matches(text)).order_by(*newest)[: limit + 1])
+    if page or not search.is_frequent(text):
+        return page
     # Frequent text: one query per place the text can be in, each walking the newest runs and
     # probing each (an OR across them would force one plan for all); the branches' pages are
     # merged by UNION, newest first.
-    newest = ("-started_at", "-id")
     branches = [runs.filter(where).order_by(*newest)[: limit + 1] for where in _text_where(text)]
-    return branches[0].union(*branches[1:])
+    return list(branches[0].union(*branches[1:]).order_by(*newest)[: limit + 1])
 
 
 def run_list(
@@ -229,10 +220,10 @@ def run_list(
         # A row comparison, not `a < x OR (a = x AND b < y)`: PostgreSQL starts the index scan
         # at the cursor instead of reading every newer run to skip it.
         runs = runs.filter(TupleLessThan(Tuple(F("started_at"), F("id")), (started, after)))
-    newest = ("-started_at", "-id")
     if text:
-        runs = _with_text(runs, text, limit=limit)
-    page = list(runs.order_by(*newest)[: limit + 1])
+        page = _text_page(runs, text, limit=limit)
+    else:
+        page = list(runs.order_by("-started_at", "-id")[: limit + 1])
     more = len(page) > limit
     page = page[:limit]
     return page, encode_cursor(page[-1]) if more else None

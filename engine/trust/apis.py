@@ -54,13 +54,26 @@ def _proven_run(request, run_id, *, purged_too: bool = False):
         proof = proofs.proof_get(run_id=purged.run_id)
         if proof is None:
             raise
-        return None, proof
+        return None, _sequenced(proof)
     proof = proofs.proof_get(run_id=run.id)
     if proof is None:
         raise NotFoundError(
             "This run has no proof (yet): proofs are made when a run ends.", "proof_not_found"
         )
-    return run, proof
+    return run, _sequenced(proof)
+
+
+def _sequenced(proof):
+    """The proof with its log index (one written moments ago, or left by a crash, is taken into
+    the log now)."""
+    try:
+        return log.proof_in_log(proof)
+    except LookupError:
+        raise ApplicationError(
+            "This run's proof is being taken into the log; try again in a moment.",
+            "proof_not_sequenced",
+            status=409,
+        ) from None
 
 
 class ProofOutput(serializers.Serializer):

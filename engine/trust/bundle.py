@@ -16,6 +16,7 @@ MAX_CONSISTENCY_SIZES = 16
 def bundle_build(*, run: Any, proof: ExecutionProof, since: Iterable[int] = ()) -> dict[str, Any]:
     """`since`: tree sizes a verifier has already seen (from a witness); the bundle carries a
     consistency proof from each to the checkpoint it proves inclusion under."""
+    proof = log.proof_in_log(proof)
     payload = json.loads(proof.canonical)
     snapshot = DefinitionSnapshot.objects.get(hash=payload["snapshot"])
     run_input, run_output = proofs.run_io(run)

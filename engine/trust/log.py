@@ -12,6 +12,7 @@ import functools
 import json
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection, transaction
@@ -21,6 +22,10 @@ from psycopg.types.json import Jsonb
 from engine.trust import merkle, signing
 from engine.trust.models import ExecutionProof, LogHead, LogLeaf, LogNode, TreeHead
 from engine.trust.verify_bundle import Checkpoint, VerifyError, leaf_hash, open_checkpoint
+
+# A proof still outside the log after this long was left by a crash that nothing has swept up
+# yet (every sequencing, tree head and read of its entry takes it in): the audit says so.
+SEQUENCE_GRACE = timedelta(minutes=10)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -87,43 +92,11 @@ def log_append(
     Two statements, whatever the count: the head locked (SELECT ... FOR UPDATE), then the leaves,
     the nodes they complete, the new head (and the proof) in one INSERT with writable CTEs. No
     savepoint when nested (see proofs.proof_create): a failure rolls back the caller's block."""
-    now = timezone.now()
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         size, edge, proven = _locked_head(cursor, run_id=proof["run_id"] if proof else None)
         if proven:
             return None
-        frontier = merkle.Frontier.from_json(size, edge)
-        leaves: list[tuple[int, str, str]] = []
-        levels, positions, hashes = [], [], []
-        for proof_digest, run_id in entries:
-            index = frontier.size
-            for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
-                levels.append(level)
-                positions.append(position)
-                hashes.append(value)
-            leaves.append((index, proof_digest, str(run_id)))
-        sql = (
-            f"WITH leaves AS (INSERT INTO {LogLeaf._meta.db_table}"
-            ' ("index", digest, run_id, created_at)'
-            " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)),"
-            f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
-            " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])),"
-            f" head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s, frontier = %s,"
-            " updated_at = %s WHERE id = 1)"
-        )
-        params: list[Any] = [
-            now,
-            [i for i, _, _ in leaves],
-            [d for _, d, _ in leaves],
-            [r for _, _, r in leaves],
-            levels,
-            positions,
-            hashes,
-            frontier.size,
-            frontier.root().hex(),
-            Jsonb(frontier.to_json()),
-            now,
-        ]
+        sql, params, indices = _append_statement(size, edge, entries)
         if proof is None:
             cursor.execute(sql + " SELECT 1", params)
         else:
@@ -138,9 +111,146 @@ def log_append(
                 + f" INSERT INTO {ExecutionProof._meta.db_table}"
                 + " ({})".format(", ".join(f'"{c}"' for c in columns))
                 + f" VALUES ({', '.join(['%s'] * len(columns))})",
-                [*params, *values, leaves[0][0]],
+                [*params, *values, indices[0]],
             )
-        return [index for index, _, _ in leaves]
+        return indices
+
+
+def log_sequence(*, limit: int = 5000, attempts: int = 50) -> int:
+    """Take the proofs written since the last call into the log, oldest first (at most `limit`):
+    their leaves, the nodes they complete, the new head and each proof's log index. Returns how
+    many it took.
+
+    Two statements and no lock held between them: the head and the waiting proofs read in one
+    snapshot, then one statement of writable CTEs whose head UPDATE applies only if the head is
+    still the one read (`size`); the leaves, nodes and log indices are written only with it. A
+    concurrent sequencing that committed first (or holds the head, uncommitted: the UPDATE waits
+    for it, then finds the size changed) makes it write nothing, and it reads again.
+
+    A run's proof is written with the run and sequenced just after its commit
+    (engine/trust/turns.py), together with any other run's that is waiting: nothing holds the
+    log's head across a run's transaction. What a crash left waiting is taken in by the next
+    sequencing in the organization, by the signing of a tree head (tree_head_sign, periodic)
+    and by any read of that proof's log entry (proof_in_log)."""
+    table = ExecutionProof._meta.db_table
+    for _ in range(attempts):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT h.size, h.frontier, ARRAY(SELECT ARRAY[p.id::text, p.digest,"
+                f" p.run_id::text] FROM {table} p WHERE p.log_index IS NULL"
+                " ORDER BY p.created_at, p.id LIMIT %s)"
+                f" FROM {LogHead._meta.db_table} h WHERE h.id = 1",
+                [limit],
+            )
+            row = cursor.fetchone()
+            if row is None:  # the organization's first entry: make its head
+                _head(lock=False)
+                continue
+            size, edge, waiting = row
+            if not waiting:
+                return 0
+            edge = json.loads(edge) if isinstance(edge, str) else edge
+            sql, params = _sequence_statement(size, edge, waiting)
+            cursor.execute(sql, params)
+            if cursor.fetchone()[0]:
+                return len(waiting)
+    raise RuntimeError(f"the log's head kept moving: {attempts} sequencing attempts lost")
+
+
+def _sequence_statement(size: int, edge: list, waiting: list) -> tuple[str, list[Any]]:
+    now = timezone.now()
+    frontier = merkle.Frontier.from_json(size, edge)
+    indices, levels, positions, hashes = [], [], [], []
+    for _, proof_digest, _ in waiting:
+        indices.append(frontier.size)
+        for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
+            levels.append(level)
+            positions.append(position)
+            hashes.append(value)
+    sql = (
+        f"WITH head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s,"
+        " frontier = %s, updated_at = %s WHERE id = 1 AND size = %s RETURNING 1),"
+        f' leaves AS (INSERT INTO {LogLeaf._meta.db_table} ("index", digest, run_id, created_at)'
+        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)"
+        " WHERE EXISTS (SELECT 1 FROM head)),"
+        f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
+        " WHERE EXISTS (SELECT 1 FROM head)),"
+        f" proofs AS (UPDATE {ExecutionProof._meta.db_table} AS p SET log_index = s.i"
+        " FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, i)"
+        " WHERE p.id = s.id AND EXISTS (SELECT 1 FROM head))"
+        " SELECT count(*) FROM head"
+    )
+    params: list[Any] = [
+        frontier.size,
+        frontier.root().hex(),
+        Jsonb(frontier.to_json()),
+        now,
+        size,
+        now,
+        indices,
+        [d for _, d, _ in waiting],
+        [r for _, _, r in waiting],
+        levels,
+        positions,
+        hashes,
+        [i for i, _, _ in waiting],
+        indices,
+    ]
+    return sql, params
+
+
+def proof_in_log(proof: ExecutionProof) -> ExecutionProof:
+    """`proof` with its log index, sequencing what waits when it has none yet; LookupError when
+    it still has none (a sequencing elsewhere holds it, uncommitted)."""
+    if proof.log_index is None:
+        log_sequence()
+        proof.refresh_from_db(fields=["log_index"])
+        if proof.log_index is None:
+            raise LookupError(f"the proof of run {proof.run_id} is not in the log yet")
+    return proof
+
+
+def _append_statement(
+    size: int, edge: list, entries: Sequence[tuple[str, uuid.UUID | str]]
+) -> tuple[str, list[Any], list[int]]:
+    """The writable CTEs that append `entries` to a tree of `size` leaves with right edge
+    `edge`: its leaves, the nodes they complete, the new head. The caller adds the statement's
+    last part (and its parameters after these)."""
+    now = timezone.now()
+    frontier = merkle.Frontier.from_json(size, edge)
+    leaves: list[tuple[int, str, str]] = []
+    levels, positions, hashes = [], [], []
+    for proof_digest, run_id in entries:
+        index = frontier.size
+        for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
+            levels.append(level)
+            positions.append(position)
+            hashes.append(value)
+        leaves.append((index, proof_digest, str(run_id)))
+    sql = (
+        f"WITH leaves AS (INSERT INTO {LogLeaf._meta.db_table}"
+        ' ("index", digest, run_id, created_at)'
+        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)),"
+        f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])),"
+        f" head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s, frontier = %s,"
+        " updated_at = %s WHERE id = 1)"
+    )
+    params: list[Any] = [
+        now,
+        [i for i, _, _ in leaves],
+        [d for _, d, _ in leaves],
+        [r for _, _, r in leaves],
+        levels,
+        positions,
+        hashes,
+        frontier.size,
+        frontier.root().hex(),
+        Jsonb(frontier.to_json()),
+        now,
+    ]
+    return sql, params, [i for i, _, _ in leaves]
 
 
 def fetch_nodes(keys: Sequence[merkle.NodeKey]) -> dict[merkle.NodeKey, bytes]:
@@ -178,8 +288,10 @@ def log_consistency(*, size1: int, size2: int) -> list[bytes]:
 
 
 def tree_head_sign(*, force: bool = False) -> TreeHead:
-    """A signed checkpoint of the current tree, unless the latest one already covers it."""
+    """A signed checkpoint of the current tree (the proofs waiting taken in first), unless the
+    latest one already covers it."""
     with transaction.atomic():
+        log_sequence()  # what waits to be taken in is in the head it signs
         head = _head(lock=True)
         latest = TreeHead.objects.order_by("-size", "-created_at").first()
         if latest is not None and latest.size == head.size and not force:
@@ -244,6 +356,13 @@ def log_audit() -> list[str]:
             continue
         if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
             problems.append(f"tree head of size {checkpoint.size} does not match the log's entries")
+    stale = timezone.now() - SEQUENCE_GRACE
+    waiting = ExecutionProof.objects.filter(log_index__isnull=True, created_at__lt=stale)
+    if waiting.exists():
+        problems.append(
+            f"{waiting.count()} proof(s) were never taken into the log"
+            f" (the oldest from {waiting.order_by('created_at').first().created_at.isoformat()})"
+        )
     head = LogHead.objects.filter(pk=1).first()
     if head is not None and (head.size != tree.size or head.root != tree.root().hex()):
         problems.append("the log head does not match the log's entries")

@@ -49,13 +49,22 @@ class ExecutionProof(models.Model):
     signature = models.CharField(max_length=100)  # base64 Ed25519 over the 32-byte digest
     key_name = models.CharField(max_length=200)
     key_id = models.CharField(max_length=8)
-    log_index = models.BigIntegerField(unique=True)
+    # The proof's leaf in the organization's log: set once, when the log takes it in
+    # (engine/trust/log.log_sequence, just after its run's commit); NULL until then.
+    log_index = models.BigIntegerField(unique=True, null=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=models.Q(digest__regex=HEX64), name="proof_digest_hex")
+        ]
+        indexes = [
+            models.Index(
+                fields=["created_at", "id"],
+                condition=models.Q(log_index__isnull=True),
+                name="proof_unsequenced",
+            )
         ]
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import Jsonb
 
 from engine.trust import log, signing
 from engine.trust.canonical import canonical_json, chain, digest, jsonable
@@ -120,19 +121,12 @@ def organization_slug() -> str:
     return log.organization_slug(connection.schema_name)
 
 
-@transaction.atomic(savepoint=False)
-def proof_create(
+def proof_prepare(
     *, run: Any, snapshot_hash: str, records: list[dict[str, Any]] | None = None
-) -> ExecutionProof:
-    """Prove a finished run and append the proof's digest to the organization's log (one
-    transaction: a proof without its log entry never exists). Idempotent per run: the run's
-    existing proof is returned (checked under the log's lock, so two provers make one proof).
-    `records`: the run's step records (step_record) or their fields (step_fields) when the
-    caller has them (run_records(run) otherwise).
-
-    No savepoint of its own (nor log_append's): inside a caller's transaction a failure marks
-    that transaction for rollback, and the caller that goes on after one (prove_run) holds the
-    savepoint. Two round trips per nested block fewer on every turn's commit."""
+) -> dict[str, Any]:
+    """A finished run's proof, signed, as the row `proof_append` writes (all but its log index):
+    the CPU of proving, with no lock held. `records`: the run's step records (step_record) or
+    their fields (step_fields) when the caller has them (run_records(run) otherwise)."""
     payload = proof_payload(
         run=run,
         organization=organization_slug(),
@@ -140,7 +134,7 @@ def proof_create(
         records=run_records(run) if records is None else records,
     )
     signed = sign_payload(payload)
-    row = {
+    return {
         "id": uuid.uuid4(),
         "run_id": run.id,
         "canonical": signed["canonical"],
@@ -151,12 +145,54 @@ def proof_create(
         "key_id": signed["key_id"],
         "created_at": timezone.now(),
     }
-    appended = log.log_append(entries=[(signed["digest"], run.id)], proof=row)
+
+
+@transaction.atomic(savepoint=False)
+def proof_append(row: dict[str, Any]) -> ExecutionProof:
+    """Write a prepared proof and append its digest to the organization's log (one
+    transaction: a proof without its log entry never exists). Idempotent per run: the run's
+    existing proof is returned (checked under the log's lock, so two provers make one proof).
+    The log's lock is held from here to the transaction's commit: a caller with more to write
+    writes it first (engine/trust/turns.py appends last in the run's transaction).
+
+    No savepoint of its own (nor log_append's): inside a caller's transaction a failure marks
+    that transaction for rollback, and the caller that goes on after one (prove_run) holds the
+    savepoint. Two round trips per nested block fewer on every turn's commit."""
+    appended = log.log_append(entries=[(row["digest"], row["run_id"])], proof=row)
     if appended is None:  # proven already
-        return ExecutionProof.objects.get(run_id=run.id)
+        return ExecutionProof.objects.get(run_id=row["run_id"])
     proof = ExecutionProof(**row, log_index=appended[0])
     proof._state.adding, proof._state.db = False, "default"
     return proof
+
+
+def proof_write(row: dict[str, Any]) -> bool:
+    """Write a prepared proof for the log to take in later (log.log_sequence): no lock, one
+    statement, in the caller's transaction (a run's, so that the run and its proof are written
+    together). Idempotent per run: False, and nothing written, when the run has a proof."""
+    columns = list(row)
+    # The payload column holds the payload; its canonical text (signed, in the row beside it)
+    # is that JSON already: jsonb takes it rather than a second encoding.
+    text = row.get("canonical")
+    dumps = (lambda _payload: text) if isinstance(text, str) else None
+    values = [Jsonb(v, dumps) if k == "payload" else v for k, v in row.items()]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {ExecutionProof._meta.db_table}"
+            " ({}) VALUES ({}) ON CONFLICT (run_id) DO NOTHING".format(
+                ", ".join(f'"{c}"' for c in columns), ", ".join(["%s"] * len(columns))
+            ),
+            values,
+        )
+        return cursor.rowcount == 1
+
+
+def proof_create(
+    *, run: Any, snapshot_hash: str, records: list[dict[str, Any]] | None = None
+) -> ExecutionProof:
+    """Prove a finished run and append the proof to the organization's log (proof_prepare,
+    then proof_append)."""
+    return proof_append(proof_prepare(run=run, snapshot_hash=snapshot_hash, records=records))
 
 
 def proof_get(*, run_id: Any) -> ExecutionProof | None:

@@ -51,10 +51,15 @@ def usage_add(
     model: str = "",
     requests: int = 1,
     day: date | None = None,
+    estimated_tokens: int | None = None,
 ) -> None:
-    """Add one call's usage to its day's row."""
+    """Add calls' usage to their day's row: one call's by default; `requests` calls' summed
+    (`estimated_tokens`: how many of their tokens Cadence counted; default: all of them when
+    `usage.estimated`)."""
     day = day or timezone.now().date()
     total = usage.total_tokens
+    if estimated_tokens is None:
+        estimated_tokens = total if usage.estimated else 0
     values = [
         org_id,
         day,
@@ -66,7 +71,7 @@ def usage_add(
         usage.prompt_tokens,
         usage.completion_tokens,
         total,
-        total if usage.estimated else 0,
+        estimated_tokens,
     ]
     table = UsageDay._meta.db_table
     with connection.cursor() as cursor:

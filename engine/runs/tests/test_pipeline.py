@@ -129,6 +129,18 @@ class _Probe(pipeline.TurnExtension):
             exists = Run.objects.filter(pk=turn.run_id).exists()
         self.calls.append(("finish", outcome.status, exists))
 
+    def after_write(self, turn, outcome):
+        from django.db import connection
+
+        self.calls.append(("written", outcome.status, connection.in_atomic_block))
+
+
+def _squeezed(calls: list[tuple]) -> list[tuple]:
+    """The calls with only the last heartbeat (the one at the end, which every turn sends): a
+    turn slowed past PROGRESS_SECONDS by a loaded machine beats while it runs too."""
+    last = max((i for i, call in enumerate(calls) if call[0] == "progress"), default=-1)
+    return [call for i, call in enumerate(calls) if call[0] != "progress" or i == last]
+
 
 @pytest.fixture
 def probe():
@@ -152,12 +164,13 @@ def test_extensions_see_every_model_call_the_progress_and_the_finish(
 
     run, _ = _run(body["run"])
     assert run.principal == "probe"
-    assert seen.calls == [
+    assert _squeezed(seen.calls) == [
         ("run_fields", "invoke", "chatbot"),
         ("before", "hi"),
         ("after", body["usage"]["total_tokens"]),
         ("progress", "Offline model. You said: hi"),
         ("finish", "succeeded", True),
+        ("written", "succeeded", False),  # after the run's transaction
     ]
 
 
@@ -173,12 +186,45 @@ def test_an_extension_refusing_a_model_call_fails_the_turn_with_its_error(
         run = Run.objects.filter(orchestrator=chat_orchestrator["fast"]).get()
     assert (run.status, run.error) == ("failed", "budget_exceeded: Over the token budget.")
     # No call was made, so there is nothing to settle.
-    assert seen.calls == [
+    assert _squeezed(seen.calls) == [
         ("run_fields", "invoke", "chatbot"),
         ("before", "hi"),
         ("progress", ""),
         ("finish", "failed", True),
+        ("written", "failed", False),
     ]
+
+
+def test_after_write_runs_when_the_runs_write_failed(world, committed_db, chat_orchestrator, probe):
+    """What must be written whatever became of the run (a turn's usage) is, even when the
+    transaction that records the run rolled back."""
+    from asgiref.sync import async_to_sync
+
+    seen = probe()
+
+    def store(outcome) -> None:
+        raise RuntimeError("the reply could not be stored")
+
+    outcome = async_to_sync(pipeline.turn_run)(
+        pipeline.TurnRequest(
+            schema_name="org_alpha",
+            org_slug="alpha",
+            ref=str(chat_orchestrator["fast"].id),
+            message="hi",
+            history=[],
+            trigger="invoke",
+        ),
+        store=store,
+    )
+
+    run, _ = _run(outcome.run_id) if _stored(outcome.run_id) else (None, None)
+    assert run is None or run.status != "succeeded"  # the outcome's write rolled back
+    assert seen.calls[-2:] == [("finish", "succeeded", True), ("written", "succeeded", False)]
+
+
+def _stored(run_id: str) -> bool:
+    with schema_context("org_alpha"):
+        return Run.objects.filter(pk=run_id).exists()
 
 
 def test_an_orchestrator_that_cannot_be_acquired_records_no_run(world, committed_db):

@@ -100,3 +100,51 @@ def test_an_edit_pins_later_runs_to_a_new_snapshot_and_leaves_old_runs_on_theirs
     with schema_context("org_alpha"):
         assert Run.objects.get(pk=before.pk).snapshot.value["system_prompt"] != "Answer tersely."
         assert Run.objects.get(pk=after.pk).snapshot.value["system_prompt"] == "Answer tersely."
+
+
+def test_the_proof_is_appended_last_so_the_log_stays_open_while_the_run_is_written(
+    world, committed_db, chat_orchestrator
+):
+    """Every run of the organization appends to one log, locked from the append to the commit.
+    While the run's transaction writes what the caller stores beside it (a chat reply), another
+    connection can still lock the log's head: the append is the transaction's last statement."""
+    import psycopg
+    from asgiref.sync import async_to_sync
+    from django.db import connection
+
+    from cadence_site.testing import test_database_url
+    from engine.runs import pipeline
+    from engine.trust import log
+    from engine.trust.models import LogHead
+
+    with schema_context("org_alpha"):
+        log._head(lock=False)  # the organization's log exists: there is a head to lock
+    seen: list[str] = []
+
+    def store(outcome) -> None:
+        with psycopg.connect(test_database_url(), autocommit=False) as other:
+            other.execute("SET lock_timeout = '2s'")
+            other.execute(f"SET search_path = {connection.schema_name}")
+            try:
+                other.execute(f"SELECT 1 FROM {LogHead._meta.db_table} WHERE id = 1 FOR UPDATE")
+                seen.append("head free")
+            except psycopg.errors.LockNotAvailable:
+                seen.append("head locked")
+            other.rollback()
+
+    outcome = async_to_sync(pipeline.turn_run)(
+        pipeline.TurnRequest(
+            schema_name="org_alpha",
+            org_slug="alpha",
+            ref=str(chat_orchestrator["fast"].id),
+            message="hi",
+            history=[],
+            trigger="invoke",
+        ),
+        store=store,
+    )
+
+    assert outcome.status == "succeeded"
+    assert seen == ["head free"]
+    run, bundle = _proven(outcome.run_id)
+    assert verify_bundle(bundle, signing.keyring().verifiers).failures == []

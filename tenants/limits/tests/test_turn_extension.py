@@ -1,4 +1,5 @@
-"""The pipeline extension: usage recorded per call, our own count when a stream broke, concurrent
+"""The pipeline extension: usage recorded per turn (its calls together, once its run is written,
+and during a long turn every USAGE_WRITE_SECONDS), our own count when a stream broke, concurrent
 streams, and Redis away (budgets fail open, or closed by setting; usage still recorded in
 PostgreSQL; the day's figure rebuilt from those records when Redis is back)."""
 
@@ -42,9 +43,16 @@ def turn_of(world, committed_db, empty_buckets):
     ratelimit.reset_backoff()
 
 
-async def _call(turn: Turn, usage: RuntimeUsage) -> None:
+async def _model_call(turn: Turn, usage: RuntimeUsage) -> None:
     await budget_extension.before_model_call(turn, [{"role": "user", "content": "hello"}])
     await budget_extension.after_model_call(turn, usage)
+
+
+def _call(turn: Turn, usage: RuntimeUsage) -> None:
+    """A turn of one model call, to its end (the pipeline calls after_write once its run is
+    written)."""
+    asyncio.run(_model_call(turn, usage))
+    budget_extension.after_write(turn, None)
 
 
 def test_budgets_fail_open_and_usage_is_recorded_then_reconciled(world, turn_of, settings):
@@ -54,12 +62,12 @@ def test_budgets_fail_open_and_usage_is_recorded_then_reconciled(world, turn_of,
     live_redis = settings.REDIS_URL
     with overridden(world.alpha.org, tokens_per_day=10_000):
         settings.REDIS_URL = DEAD_REDIS
-        asyncio.run(_call(turn_of(), RuntimeUsage(300, 200)))
+        _call(turn_of(), RuntimeUsage(300, 200))
         settings.REDIS_URL = live_redis
         ratelimit.reset_backoff()
         row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
         # Back: the day's figure is missing from Redis and is seeded from the records.
-        asyncio.run(_call(turn_of(), RuntimeUsage(10, 10)))
+        _call(turn_of(), RuntimeUsage(10, 10))
         settled, held = budgets.used(budget=budget)
 
     assert (row.requests, row.total_tokens) == (1, 500)
@@ -72,7 +80,7 @@ def test_budgets_fail_closed_when_configured(world, turn_of, settings):
     with overridden(world.alpha.org, tokens_per_day=10_000):
         settings.REDIS_URL = DEAD_REDIS
         with pytest.raises(ApplicationError) as refused:
-            asyncio.run(_call(turn_of(), RuntimeUsage(1, 1)))
+            _call(turn_of(), RuntimeUsage(1, 1))
         settings.REDIS_URL = live_redis
 
     assert (refused.value.code, refused.value.status_code) == ("budget_unavailable", 503)
@@ -80,7 +88,7 @@ def test_budgets_fail_closed_when_configured(world, turn_of, settings):
 
 
 def test_an_organization_without_budgets_still_records_usage(world, turn_of):
-    asyncio.run(_call(turn_of(), RuntimeUsage(7, 3)))
+    _call(turn_of(), RuntimeUsage(7, 3))
 
     row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
     assert (row.principal, row.total_tokens, row.estimated_tokens) == ("user:redis-down", 10, 0)
@@ -95,10 +103,50 @@ def test_a_call_that_broke_mid_stream_is_charged_by_our_own_count(world, turn_of
         await budget_extension.after_model_call(turn, RuntimeUsage())
 
     asyncio.run(broken())
+    budget_extension.after_write(turn, None)
 
     row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
     assert row.completion_tokens == 4  # 12 characters at the 3-per-token estimate
     assert row.estimated_tokens == row.total_tokens > 4
+
+
+def test_a_turns_calls_are_recorded_together_once_its_run_is_written(world, turn_of):
+    """One row update for the turn, after its run: not one per call while it runs (50 concurrent
+    agent runs queued on that row's lock)."""
+    turn = turn_of()
+
+    async def three_calls() -> None:
+        await _model_call(turn, RuntimeUsage(100, 20))
+        await _model_call(turn, RuntimeUsage(50, 5))
+        await budget_extension.before_model_call(turn, [{"role": "user", "content": "hello"}])
+        turn.text.append("twelve chars")  # this one broke mid-stream: our own count
+        await budget_extension.after_model_call(turn, RuntimeUsage())
+
+    asyncio.run(three_calls())
+    written_during = UsageDay.objects.filter(organization_id=world.alpha.org.pk).exists()
+    budget_extension.after_write(turn, None)
+    budget_extension.after_write(turn, None)  # nothing left: nothing added twice
+
+    row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+    assert not written_during
+    # The broken call: "user: hello" is 4 tokens at 3 characters each, plus 4 of framing; what
+    # streamed, 4.
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (3, 150 + 8, 25 + 4)
+    assert row.total_tokens == 187
+    assert row.estimated_tokens == 12  # the broken call's, not the reported ones
+
+
+def test_a_long_turn_writes_its_calls_as_it_goes(world, turn_of, monkeypatch):
+    """A call settled USAGE_WRITE_SECONDS after the oldest unwritten one writes them all."""
+    from tenants.limits import turns
+
+    turn = turn_of()
+    asyncio.run(_model_call(turn, RuntimeUsage(1, 1)))
+    assert not UsageDay.objects.filter(organization_id=world.alpha.org.pk).exists()
+    monkeypatch.setattr(turns, "USAGE_WRITE_SECONDS", 0.0)  # as if that long had passed
+    asyncio.run(_model_call(turn, RuntimeUsage(2, 2)))
+    row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+    assert (row.requests, row.total_tokens) == (2, 6)
 
 
 def test_concurrent_streams_are_held_per_turn_and_released_when_it_ends(world, turn_of):
