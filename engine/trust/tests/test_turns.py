@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from channels.db import database_sync_to_async
 from django_tenants.utils import schema_context
@@ -21,6 +23,8 @@ def _proven(run_id: str) -> tuple[Run, dict]:
         run = Run.objects.select_related("orchestrator__llm_config").get(pk=run_id)
         proof = ExecutionProof.objects.get(run_id=run.id)
         assert LogLeaf.objects.get(index=proof.log_index).digest == proof.digest
+        # The payload column is written from the signed canonical text: the same JSON.
+        assert proof.payload == json.loads(proof.canonical)
         return run, bundle_build(run=run, proof=proof)
 
 
