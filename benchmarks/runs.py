@@ -73,6 +73,10 @@ the chat's step frames ~0.4 ms (one in-process ablation, noisy).
   branch 14.1%, 13.8% (on 20.73 / off 17.80, 19.88 / 17.12 ms), main 16.5%, 16.6% (20.87 /
   17.43, 20.60 / 17.18); the branch's "on" 0.13 and 0.72 ms less (single differences of
   servers under this load move by ~0.4 ms; the share is steadier).
+- After merging main 4d1e9d1 (proofs written with their runs, sequenced after the commit), the
+  same command against main 4d1e9d1, `--turns 300`, twice, load 6-7.5: branch 12.6%, 12.5% (on
+  20.10 / off 17.57, 20.80 / 18.20 ms; the proof 9.6%, 11.2% of a turn), main 16.7%, 19.0%
+  (20.93 / 17.43, 21.80 / 17.67); the branch's "on" 0.83 and 1.00 ms less.
 Part 1 (no server) 20-22 µs per step either way: it never proves.
 """
 
