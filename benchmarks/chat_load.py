@@ -44,13 +44,15 @@ their threads; "srv cpu" is that CPU as a share of one core (above 100% with sev
 PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
 the end (message counts), so a failure under load shows up as a count rather than a flood.
 
-Measured 2026-12-06 12:52 (main, load 2.4-3.2, `--clients 1,20 --requests 200 --ws-conversations
-20 --ws-messages 3`): srv ms/req json 6.00 / 5.95, stream 6.85 / 6.20 (1 / 20 clients; the
-morning's 15.7-16.4 for stream); streaming 124.2 req/s at 20 clients (bare 4,969: 3%), p99 TTFT
-110.5 ms; WebSocket 11.00 ms of server CPU per message (morning 26.7-27.5), 0 of 60 lost. What
-moved it: a model call with nothing held in Redis adds to its turn's usage on the loop (no
-thread hop, no upsert per call: tenants/limits/turns.py), the proof written with the run and
-sequenced after it (engine/trust), the proof's JSON through orjson.
+Measured 2026-12-06 12:52-12:54 on this session's machine (faster than the one of the figures in
+earlier closing notes; load 2.4-3.3), `--clients 1,20 --requests 200 --ws-conversations 20
+--ws-messages 3`, the base (1adefa5) then main twice. srv ms/req json 1 / 20 clients: base 6.50 /
+7.35, main 6.00-6.50 / 5.95-6.75; stream: base 7.00 / 8.45, main 6.85-7.05 / 6.20-6.50. Streaming
+req/s at 20 clients: base 108.4, main 124.2-146.3 (bare 4,969: 3%). WebSocket server CPU per
+message: base 14.33 ms, main 11.00 and 12.50. 0 of 60 lost in each. What moved it: a model call
+with nothing held in Redis adds to its turn's usage on the loop (no thread hop, no upsert per
+call: tenants/limits/turns.py), the proof written with the run and sequenced after it
+(engine/trust), the proof's JSON through orjson.
 """
 
 from __future__ import annotations
