@@ -94,7 +94,6 @@ def test_the_fuzz_covers_every_api_endpoint():
     assert "/api/v1/orgs/<slug:org_slug>/api-keys/<uuid:key_id>/reassign/" in ENDPOINTS
 
 
-@pytest.mark.slow
 @pytest.mark.django_db
 @settings(
     max_examples=120,

@@ -269,7 +269,6 @@ def scratch(_session_world, django_db_blocker):
             cleanup()
 
 
-@pytest.mark.slow
 def test_every_operation_answers_as_documented(schema, scratch, committed_db):
     paths = schema["paths"]
     operations = sorted(

@@ -182,7 +182,6 @@ def _bodies(page) -> list[str]:
     return page.locator(".msg .body").all_text_contents()
 
 
-@pytest.mark.slow
 @needs_browser
 def test_member_chats_streams_sees_tools_and_resumes(
     world, chat_orchestrator, live_server_url, page

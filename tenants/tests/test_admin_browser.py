@@ -281,7 +281,6 @@ def _check_page(page, base, folder, name, path, who, role, is_operator) -> tuple
     return True, problems
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("user", list(USERS))
 def test_every_admin_page_as_each_user(world, admin_data, operator, live_server_url, user):
     username, password, role, is_operator = USERS[user]

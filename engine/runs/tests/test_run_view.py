@@ -265,7 +265,6 @@ def browser_page(live_server_url):
         playwright.stop()
 
 
-@pytest.mark.slow
 @needs_browser
 def test_member_sees_the_diagram_steps_and_a_steps_detail(
     world, view_runs, live_server_url, browser_page

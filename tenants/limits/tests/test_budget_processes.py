@@ -131,7 +131,6 @@ def _day_budget(world, limit: int) -> budgets.Budget:
     )
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("max_tokens", [4, None], ids=["max_tokens", "no_max_tokens"])
 def test_200_streams_over_4_processes_spend_no_more_than_the_budget(
     world, servers, bots, max_tokens

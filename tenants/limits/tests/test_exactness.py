@@ -58,7 +58,6 @@ async def _fire(urls: list[str], path: str, key: str, count: int) -> list[httpx.
         )
 
 
-@pytest.mark.slow
 def test_500_concurrent_v1_requests_at_a_burst_of_100_let_exactly_100_through(
     world, servers, committed_db, empty_buckets
 ):
