@@ -227,9 +227,9 @@ DEFAULT_TEST_WORKERS = 3
 
 def test_worker_args(pytest_args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
     """pytest-xdist options that `make test` adds: CADENCE_TEST_WORKERS workers (0 or 1: one
-    process), each module on one worker (its module-scoped servers start once), the modules
-    with slow tests first. Nothing when the arguments choose (-n, --numprocesses, --dist, or
-    `-p no:xdist`)."""
+    process), each module whole on one worker (its module-scoped servers start once), modules
+    handed out in the suite's own order (cadence_site/testworkers.py says why). Nothing when the
+    arguments choose (-n, --numprocesses, --dist, --tx, or `-p no:xdist`)."""
     for index, arg in enumerate(pytest_args):
         if arg.startswith(("--numprocesses", "--dist", "--tx")) or (
             arg.startswith("-n") and not arg.startswith("--")

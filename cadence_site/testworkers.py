@@ -15,9 +15,11 @@ otherwise share, and what keeps them apart:
 - live servers, Celery workers and the other processes tests start: free ports, queues named by
   a uuid, and the worker's REDIS_URL and test database handed down through their environment.
 
-Each worker's files are scheduled whole (`--dist loadfile`: a module's live server is started
-once), the modules with a test marked `slow` first, so that the longest of them do not start
-last and leave one worker running alone at the end.
+Files are scheduled whole (`--dist loadfile`: a module's live server starts once) and in the
+order a single process runs them (`--no-loadscope-reorder`), so that the modules one worker runs
+come in the same order as in a run on one process: tests that share the committed organizations
+(conftest.py) meet what earlier modules left there as they do on one process. Starting the
+modules with slow tests first made a run-list test see the runs a later module had left.
 """
 
 from __future__ import annotations
@@ -91,12 +93,3 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings.configured:
         os.environ.setdefault("DATABASE_URL", settings.DATABASE_URL)
         os.environ.setdefault("REDIS_URL", settings.REDIS_URL)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In a distributed run, the modules with a `slow` test first (each worker collects the
-    same order, as pytest-xdist requires); a run in one process keeps the files' order."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    slow_modules = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow_modules)  # stable
