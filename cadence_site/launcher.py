@@ -219,9 +219,11 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
     return workers
 
 
-# The suite waits more than it computes (servers and workers starting, sockets, leases): on the
-# 2-core CI machine 3 workers took it from 436 s to ... s (cadence_site/testworkers.py says what
-# keeps workers apart).
+# The suite waits more than it computes (servers and workers starting, sockets, leases): in one
+# process it kept 41% of one core busy (436 s at load 0.3-1.5 without the browser tests; 961 s
+# with them at load 4-6). On 3 workers of this 2-core machine, with the browser tests: 428 s and
+# 437 s at load 4-13, the machine shared with other suites and benchmarks (2026-12-06).
+# cadence_site/testworkers.py says what keeps the workers apart.
 DEFAULT_TEST_WORKERS = 3
 
 
