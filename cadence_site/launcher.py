@@ -221,8 +221,10 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
 
 # The suite waits more than it computes (servers and workers starting, sockets, leases): in one
 # process it kept 41% of one core busy (436 s at load 0.3-1.5 without the browser tests; 961 s
-# with them at load 4-6). On 3 workers of this 2-core machine, with the browser tests: 428 s and
-# 437 s at load 4-13, the machine shared with other suites and benchmarks (2026-12-06).
+# with them at load 4-6). On 3 workers of this 2-core machine, with the browser tests, the
+# machine shared with other suites and benchmarks (2026-12-06): 428 s at load 1-12, then, with
+# Celery workers that no longer stall each other, 367, 315, 315 and 256 s at load 3-8 (pytest's
+# figures; `uptime` before and after each).
 # cadence_site/testworkers.py says what keeps the workers apart.
 DEFAULT_TEST_WORKERS = 3
 
