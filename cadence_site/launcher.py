@@ -187,7 +187,8 @@ class Launcher:
 
     def test(self, pytest_args: Sequence[str]) -> int:
         self.acquire_services()
-        returncode = self.call("running the test suite", [PYTHON, "-m", "pytest", *pytest_args])
+        args = [*test_worker_args(pytest_args, os.environ), *pytest_args]
+        returncode = self.call("running the test suite", [PYTHON, "-m", "pytest", *args])
         if returncode == 5:
             logger.error("pytest collected no tests: reported as a failure (exit code 5)")
         return returncode
@@ -216,6 +217,45 @@ def web_concurrency(environ: Mapping[str, str]) -> int:
     if not 1 <= workers <= 64:
         raise SystemExit(f"WEB_CONCURRENCY must be between 1 and 64, not {workers}")
     return workers
+
+
+# The suite waits more than it computes (servers and workers starting, sockets, leases): in one
+# process it kept 41% of one core busy (436 s at load 0.3-1.5 without the browser tests; 961 s
+# with them at load 4-6). On 3 workers of this 2-core machine, with the browser tests, the
+# machine shared with other suites and benchmarks (2026-12-06): 428 s at load 1-12, then, with
+# Celery workers that no longer stall each other, 367, 315, 315 and 256 s at load 3-8 (pytest's
+# figures; `uptime` before and after each).
+# cadence_site/testworkers.py says what keeps the workers apart.
+DEFAULT_TEST_WORKERS = 3
+
+
+def test_worker_args(pytest_args: Sequence[str], environ: Mapping[str, str]) -> list[str]:
+    """pytest-xdist options that `make test` adds: CADENCE_TEST_WORKERS workers (0 or 1: one
+    process), each module whole on one worker (its module-scoped servers start once), modules
+    handed out in the suite's own order (cadence_site/testworkers.py says why). Nothing when the
+    arguments choose (-n, --numprocesses, --dist, --tx, or `-p no:xdist`)."""
+    for index, arg in enumerate(pytest_args):
+        if arg.startswith(("--numprocesses", "--dist", "--tx")) or (
+            arg.startswith("-n") and not arg.startswith("--")
+        ):
+            return []
+        if arg == "no:xdist" and index and pytest_args[index - 1] == "-p":
+            return []
+        if arg == "-pno:xdist":
+            return []
+    raw = environ.get("CADENCE_TEST_WORKERS", "").strip() or str(DEFAULT_TEST_WORKERS)
+    try:
+        workers = int(raw)
+    except ValueError:
+        raise SystemExit(f"CADENCE_TEST_WORKERS must be a whole number, not {raw!r}") from None
+    if not 0 <= workers <= 16:
+        raise SystemExit(f"CADENCE_TEST_WORKERS must be between 0 and 16, not {workers}")
+    if workers <= 1:
+        return []
+    return ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]
+
+
+test_worker_args.__test__ = False  # not a test (its name starts with test_)
 
 
 # Loopback model servers (Ollama on :11434, vLLM, llama.cpp) for `make run` on one machine. A

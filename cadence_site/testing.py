@@ -104,6 +104,26 @@ def spawn_live_server(
     return LiveServer(port, process)
 
 
+def celery_worker_argv(queue: str, *, loglevel: str = "ERROR", name: str = "") -> list[str]:
+    """`celery worker` as tests start it: one queue, the solo pool, no gossip, mingle or
+    heartbeat, and a node name of its own (`name`, else a random one).
+
+    On RabbitMQ every worker declares an exclusive remote-control queue named after its node
+    (`celery@<host>.celery.pidbox`): with the default node name, a second worker on the broker (the
+    crash test's second worker, another test module's worker under pytest-xdist, another
+    checkout's suite) stopped at start-up on RESOURCE_LOCKED, after taking a message that stayed
+    unacknowledged, and out of the other worker's reach, until its shutdown ended 10 s later."""
+    import sys
+    import uuid
+
+    node = name or uuid.uuid4().hex[:12]
+    return [
+        sys.executable, "-m", "celery", "-A", "cadence_site", "worker", "-Q", queue,
+        "-n", f"{node}@%h", "--pool", "solo", "--without-heartbeat", "--without-gossip",
+        "--without-mingle", "-l", loglevel,
+    ]  # fmt: skip
+
+
 def wait_live_servers(servers: list[LiveServer]) -> list[LiveServer]:
     """Waits until every server answers /healthz (polled every 50 ms); stops them all and fails
     if one exits or is not up within 30 s per server (the time each had when they were started

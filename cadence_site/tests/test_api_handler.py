@@ -131,19 +131,36 @@ def test_kept_request_threads_are_capped():
 
 @pytest.mark.asyncio
 async def test_consecutive_requests_run_their_sync_work_on_one_kept_thread(committed_db):
+    import asyncio
     import threading
 
     from django.core import signals
+
+    from cadence_site.handlers import _request_threads
 
     idents = []
 
     def receiver(**kwargs):
         idents.append(threading.get_ident())
 
+    def kept(ident: int) -> bool:
+        return any(
+            thread.ident == ident
+            for executor in list(_request_threads.idle)
+            for thread in list(executor._threads)
+        )
+
     signals.request_started.connect(receiver)
     try:
         for _ in range(3):
             assert (await _get("/healthz"))[0] == 200
+            # Given back as the request ends, or, if its thread has not yet marked itself idle
+            # (a loaded machine), once a no-op queued behind its last call has run
+            # (RequestThreads.give): the next request must come after that to find it.
+            deadline = asyncio.get_running_loop().time() + 5
+            while not kept(idents[-1]):
+                assert asyncio.get_running_loop().time() < deadline, "the thread was not kept"
+                await asyncio.sleep(0.01)
     finally:
         signals.request_started.disconnect(receiver)
 

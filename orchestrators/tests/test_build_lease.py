@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ from django.conf import settings
 from django.test import override_settings
 from django_tenants.utils import schema_context
 
-from cadence_site.testing import test_database_url
+from cadence_site.testing import celery_worker_argv, test_database_url
 from orchestrators.models import OrchestratorInstance
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -63,12 +62,7 @@ def _worker(queue: str) -> subprocess.Popen:
         CADENCE_EGRESS_ALLOWED_HOSTS="127.0.0.1",
         CADENCE_TESTING="1",
     )
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cadence_site", "worker", "-P", "solo", "-Q", queue,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "WARNING"],
-        cwd=BASE_DIR,
-        env=env,
-    )  # fmt: skip
+    return subprocess.Popen(celery_worker_argv(queue, loglevel="WARNING"), cwd=BASE_DIR, env=env)
 
 
 def _instance(instance_id) -> OrchestratorInstance:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from django_tenants.utils import schema_context
 
-from cadence_site.testing import test_database_url
+from cadence_site.testing import celery_worker_argv, test_database_url
 from cadence_site.webhooks import signature_valid
 from engine.alerts.models import AlertEvent
 from engine.models import RunLog
@@ -45,11 +44,13 @@ def _alert_worker_process(django_db_setup, django_db_blocker):
         "CADENCE_ALERT_RETRY_BASE_SECONDS": "0.5",
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cadence_site", "worker", "-Q", queue,
-         "-P", "solo", "--without-heartbeat", "--without-gossip", "--without-mingle",
-         "-l", "INFO"],
-        cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        celery_worker_argv(queue, loglevel="INFO"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ready = threading.Event()
 
     def watch():

@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django_tenants.utils import schema_context
+
+from cadence_site.testing import celery_worker_argv
 
 REPO = Path(__file__).resolve().parents[3]
 # One recording of a run of conftest.TOOL_FLOW: every measure, model call and the tool once.
@@ -108,9 +109,7 @@ def worker_env(*, database_url: str, **extra: str) -> dict[str, str]:
 def celery_worker(queue: str, env: dict[str, str]) -> subprocess.Popen:
     name = uuid.uuid4().hex[:8]
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "cadence_site", "worker", "-Q", queue,
-         "--pool", "solo", "-c", "1", "--without-heartbeat", "--without-gossip",
-         "--without-mingle", "-l", "ERROR"],
+        celery_worker_argv(queue, name=name),
         cwd=REPO,
         env={**env, "CADENCE_WORKER_ID": name},
         stdout=subprocess.DEVNULL,

@@ -22,7 +22,11 @@ from engine.durable.tests.crash_harness import crash_run, worker_env
 from engine.durable.tests.toolserver import ToolServer
 from engine.trust.models import ExecutionProof
 
-# 200 runs take about 160 s on this (shared, 2-core) machine: the suite runs 40 in about 40 s.
+# 40 runs and 4 kills: 12.5 s alone (2026-12-06, load 4.4), 37-59 s inside a full run on 3
+# pytest-xdist workers (load 7-13). Until the workers had node names of their own
+# (cadence_site.testing.celery_worker_argv) the second one died at start-up and the same runs
+# took 72 s (load 1-2) to 102 s (load 6-7) on one worker. 200 runs (benchmarks/durable.py
+# --crash 200) took about 160 s then.
 RUNS = int(os.environ.get("CADENCE_CRASH_RUNS", "40"))
 KILLS = int(os.environ.get("CADENCE_CRASH_KILLS", "4"))
 
