@@ -6,6 +6,7 @@ code go through tenants.context.in_tenant).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -131,12 +132,20 @@ def _next_seqs(*, conversation_id, count: int) -> int:
     return row[0]
 
 
-def messages_append(*, conversation_id, messages: list[dict[str, Any]]) -> list[Message]:
+def messages_append(
+    *,
+    conversation_id,
+    messages: list[dict[str, Any]],
+    check: Callable[[], None] | None = None,
+) -> list[Message]:
     """Appends messages (each `message_append`'s keyword arguments but the conversation) with
     consecutive sequence numbers, in one transaction and one INSERT (no savepoint inside a
-    caller's transaction: a failure rolls that back)."""
+    caller's transaction: a failure rolls that back). `check` runs once the conversation's row
+    is locked (by taking the numbers), before the INSERT; what it raises undoes the numbers."""
     with transaction.atomic(savepoint=False):
         last = _next_seqs(conversation_id=conversation_id, count=len(messages))
+        if check is not None:
+            check()
         now = timezone.now()
         rows = [
             Message(

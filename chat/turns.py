@@ -173,13 +173,7 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
     from cadence_site.errors import ApplicationError
     from chat.orphans import conversation_free
 
-    # One transaction, on the conversation's locked row: two begins at once (two tabs, a tab and
-    # REST, two processes) cannot both find the conversation free; both rows are committed
-    # before the model runs.
-    with transaction.atomic():
-        Conversation.objects.select_for_update().filter(pk=conversation_id).values_list(
-            "pk", flat=True
-        ).first()
+    def free() -> None:
         # A reply whose process is gone is ended here, so the conversation is usable again.
         if not conversation_free(conversation_id=conversation_id):
             raise ApplicationError(
@@ -187,8 +181,14 @@ def reply_begin(*, conversation_id, content: str) -> tuple[Message, Message]:
                 "turn_in_progress",
                 status=409,
             )
+
+    # One transaction, on the conversation's row, locked by taking the two messages' numbers:
+    # two begins at once (two tabs, a tab and REST, two processes) cannot both find the
+    # conversation free; both rows are committed before the model runs.
+    with transaction.atomic():
         user, assistant = services.messages_append(
             conversation_id=conversation_id,
+            check=free,
             messages=[
                 {"role": Message.Role.USER, "content": content},
                 {
