@@ -198,28 +198,34 @@ def test_an_extension_refusing_a_model_call_fails_the_turn_with_its_error(
 def test_after_write_runs_when_the_runs_write_failed(world, committed_db, chat_orchestrator, probe):
     """What must be written whatever became of the run (a turn's usage) is, even when the
     transaction that records the run rolled back."""
-    from asgiref.sync import async_to_sync
-
     seen = probe()
 
     def store(outcome) -> None:
         raise RuntimeError("the reply could not be stored")
 
-    outcome = async_to_sync(pipeline.turn_run)(
+    outcome = invoke_turn(chat_orchestrator["fast"], store=store)
+
+    run, _ = _run(outcome.run_id) if _stored(outcome.run_id) else (None, None)
+    assert run is None or run.status != "succeeded"  # the outcome's write rolled back
+    assert seen.calls[-2:] == [("finish", "succeeded", True), ("written", "succeeded", False)]
+
+
+def invoke_turn(orchestrator, *, store=None) -> pipeline.TurnOutcome:
+    """A turn of alpha's `orchestrator` through the pipeline, as an invoke, from sync code;
+    `store` as the pipeline's (inside the transaction that records the run)."""
+    from asgiref.sync import async_to_sync
+
+    return async_to_sync(pipeline.turn_run)(
         pipeline.TurnRequest(
             schema_name="org_alpha",
             org_slug="alpha",
-            ref=str(chat_orchestrator["fast"].id),
+            ref=str(orchestrator.id),
             message="hi",
             history=[],
             trigger="invoke",
         ),
         store=store,
     )
-
-    run, _ = _run(outcome.run_id) if _stored(outcome.run_id) else (None, None)
-    assert run is None or run.status != "succeeded"  # the outcome's write rolled back
-    assert seen.calls[-2:] == [("finish", "succeeded", True), ("written", "succeeded", False)]
 
 
 def _stored(run_id: str) -> bool:

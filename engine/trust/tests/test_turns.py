@@ -106,18 +106,17 @@ def test_an_edit_pins_later_runs_to_a_new_snapshot_and_leaves_old_runs_on_theirs
         assert Run.objects.get(pk=after.pk).snapshot.value["system_prompt"] == "Answer tersely."
 
 
-def test_the_proof_is_appended_last_so_the_log_stays_open_while_the_run_is_written(
+def test_the_log_stays_open_while_a_run_is_written_its_proof_goes_in_after_the_commit(
     world, committed_db, chat_orchestrator
 ):
-    """Every run of the organization appends to one log, locked from the append to the commit.
-    While the run's transaction writes what the caller stores beside it (a chat reply), another
-    connection can still lock the log's head: the append is the transaction's last statement."""
+    """Every run of the organization goes into one log, whose head a sequencing locks. While the
+    run's transaction writes what the caller stores beside it (a chat reply), another connection
+    can still lock the log's head: the proof is taken into the log after that commit."""
     import psycopg
-    from asgiref.sync import async_to_sync
     from django.db import connection
 
     from cadence_site.testing import test_database_url
-    from engine.runs import pipeline
+    from engine.runs.tests.test_pipeline import invoke_turn
     from engine.trust import log
     from engine.trust.models import LogHead
 
@@ -136,17 +135,7 @@ def test_the_proof_is_appended_last_so_the_log_stays_open_while_the_run_is_writt
                 seen.append("head locked")
             other.rollback()
 
-    outcome = async_to_sync(pipeline.turn_run)(
-        pipeline.TurnRequest(
-            schema_name="org_alpha",
-            org_slug="alpha",
-            ref=str(chat_orchestrator["fast"].id),
-            message="hi",
-            history=[],
-            trigger="invoke",
-        ),
-        store=store,
-    )
+    outcome = invoke_turn(chat_orchestrator["fast"], store=store)
 
     assert outcome.status == "succeeded"
     assert seen == ["head free"]
