@@ -18,11 +18,11 @@ import asyncio
 import logging
 import time
 import uuid
-from functools import lru_cache
 
 from django.conf import settings
 
 from cadence_site.aredis import async_redis
+from cadence_site.loops import LoopLocal
 
 logger = logging.getLogger(__name__)
 
@@ -144,13 +144,11 @@ class StreamHub:
                 await asyncio.sleep(GATHER_SECONDS)
 
 
-@lru_cache(maxsize=8)
-def _hub_for_loop(loop_id: int) -> StreamHub:
-    return StreamHub()
+_hubs: LoopLocal[StreamHub] = LoopLocal(StreamHub)
 
 
 def hub() -> StreamHub:
-    return _hub_for_loop(id(asyncio.get_running_loop()))
+    return _hubs.get()
 
 
 async def relay(key: str, after: str, send) -> None:

@@ -18,15 +18,14 @@ import asyncio
 import json
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
 from cadence_site.aredis import async_redis
+from cadence_site.loops import LoopLocal
 from chat import services
 from chat.models import Conversation, Message
 from engine.runs import pipeline
@@ -58,17 +57,17 @@ def cancel_key(schema_name: str, message_id: str) -> str:
     return f"cadence:chat-cancel:{schema_name}:{message_id}"
 
 
-@lru_cache(maxsize=8)
-def _redis_for_loop(loop_id: int) -> aioredis.Redis:
-    # redis.asyncio connections belong to the event loop that opened them. Many turns publish at
-    # once: the pool is sized well past redis-py's default of 100 connections.
-    return async_redis(
+# redis.asyncio connections belong to the event loop that opened them. Many turns publish at
+# once: the pool is sized well past redis-py's default of 100 connections.
+_clients: LoopLocal[aioredis.Redis] = LoopLocal(
+    lambda: async_redis(
         settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=10, max_connections=2000
     )
+)
 
 
 def redis_client() -> aioredis.Redis:
-    return _redis_for_loop(id(asyncio.get_running_loop()))
+    return _clients.get()
 
 
 @dataclass
@@ -356,17 +355,11 @@ class _CancelFlags:
                     event.set()
 
 
-_cancel_flags_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _CancelFlags] = (
-    weakref.WeakKeyDictionary()
-)
+_cancel_flags_by_loop: LoopLocal[_CancelFlags] = LoopLocal(lambda: _CancelFlags())
 
 
 def _cancel_flags() -> _CancelFlags:
-    loop = asyncio.get_running_loop()
-    flags = _cancel_flags_by_loop.get(loop)
-    if flags is None:
-        flags = _cancel_flags_by_loop[loop] = _CancelFlags()
-    return flags
+    return _cancel_flags_by_loop.get()
 
 
 async def _run(turn: Turn) -> None:

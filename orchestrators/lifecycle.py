@@ -8,17 +8,17 @@ safety net: the pool compares it on every use, so a missed message cannot leave 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from functools import lru_cache
 
 import redis
 from django.conf import settings
+
+from cadence_site.loops import LoopLocal
 
 logger = logging.getLogger(__name__)
 
@@ -105,16 +105,14 @@ def current_version(schema_name: str, instance_id: str) -> str | None:
     return raw.decode() if raw else None
 
 
-# One asyncio client per event loop and URL (redis.asyncio connections belong to their loop);
-# weak keys: a loop that is gone takes its client with it.
-_async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# One asyncio client per event loop and URL (redis.asyncio connections belong to their loop).
+_async_clients: LoopLocal[dict] = LoopLocal(dict)
 
 
 def _async_redis():
     from cadence_site.aredis import async_redis
 
-    loop = asyncio.get_running_loop()
-    clients = _async_clients.setdefault(loop, {})
+    clients = _async_clients.get()
     client = clients.get(settings.REDIS_URL)
     if client is None:
         client = clients[settings.REDIS_URL] = async_redis(

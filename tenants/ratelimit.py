@@ -23,7 +23,6 @@ so a dead server does not add a connect timeout to every request.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ from django.conf import settings
 from prometheus_client import Counter
 
 from cadence_site.aredis import async_redis
+from cadence_site.loops import LoopLocal
 
 logger = logging.getLogger(__name__)
 
@@ -162,9 +162,7 @@ def bucket_key(tenant: str, principal: str, scope: str) -> str:
 _down_until = 0.0
 _last_warning = 0.0
 # redis.asyncio connections belong to the loop that opened them: one client per loop and URL.
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, aioredis.Redis]] = (
-    weakref.WeakKeyDictionary()
-)
+_async_clients: LoopLocal[dict[str, aioredis.Redis]] = LoopLocal(dict)
 _sync_scripts: dict[str, object] = {}
 
 
@@ -244,7 +242,7 @@ def sync_client() -> redis.Redis:
 
 def async_client() -> aioredis.Redis:
     url = settings.REDIS_URL
-    per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
+    per_loop = _async_clients.get()
     client = per_loop.get(url)
     if client is None:
         # Bounded: a burst of requests on one process queues for a few sockets instead of

@@ -25,13 +25,13 @@ import contextvars
 import json
 import logging
 import weakref
-from functools import lru_cache
 from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
 
 from cadence_site.aredis import async_redis
+from cadence_site.loops import LoopLocal
 from engine.models import Run, RunEvent, RunLog
 from engine.runs import frames, runlog
 from engine.runs.export import run_output, step_fields
@@ -75,16 +75,16 @@ def stream_id(cursor: int) -> str:
     return f"0-{cursor}"
 
 
-@lru_cache(maxsize=8)
-def _redis_for_loop(loop_id: int) -> aioredis.Redis:
-    # Connections belong to the loop that opened them; many runs publish at once.
-    return async_redis(
+# Connections belong to the loop that opened them; many runs publish at once.
+_clients: LoopLocal[aioredis.Redis] = LoopLocal(
+    lambda: async_redis(
         settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=5, max_connections=2000
     )
+)
 
 
 def redis_client() -> aioredis.Redis:
-    return _redis_for_loop(id(asyncio.get_running_loop()))
+    return _clients.get()
 
 
 async def run_watch_mark(schema_name: str, run_id: str) -> None:
@@ -487,10 +487,8 @@ class _Sender:
                     publisher.watch()
 
 
-@lru_cache(maxsize=8)
-def _sender_for_loop(loop_id: int) -> _Sender:
-    return _Sender()
+_senders: LoopLocal[_Sender] = LoopLocal(lambda: _Sender())
 
 
 def _sender() -> _Sender:
-    return _sender_for_loop(id(asyncio.get_running_loop()))
+    return _senders.get()

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +34,7 @@ from django.db import connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from cadence_site.loops import LoopLocal
 from engine.models import Run
 from engine.runs import pipeline, runlog
 from engine.runs.owners import orphan_after, owner_gone, owner_token
@@ -282,17 +282,11 @@ class _Beats:
 
 
 _writing: set[asyncio.Task] = set()
-_loop_beats: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Beats] = (
-    weakref.WeakKeyDictionary()
-)
+_loop_beats: LoopLocal[_Beats] = LoopLocal(lambda: _Beats())
 
 
 def _beats() -> _Beats:
-    loop = asyncio.get_running_loop()
-    beats = _loop_beats.get(loop)
-    if beats is None:
-        beats = _loop_beats[loop] = _Beats()
-    return beats
+    return _loop_beats.get()
 
 
 class RunHeartbeat(pipeline.TurnExtension):
