@@ -150,54 +150,19 @@ def log_sequence(*, limit: int = 5000, attempts: int = 50) -> int:
             if not waiting:
                 return 0
             edge = json.loads(edge) if isinstance(edge, str) else edge
-            sql, params = _sequence_statement(size, edge, waiting)
-            cursor.execute(sql, params)
+            sql, params, indices = _append_statement(
+                size, edge, [(digest, run_id) for _, digest, run_id in waiting], guarded=True
+            )
+            cursor.execute(
+                sql + f", proofs AS (UPDATE {table} AS p SET log_index = s.i"
+                " FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, i)"
+                " WHERE p.id = s.id AND EXISTS (SELECT 1 FROM head))"
+                " SELECT count(*) FROM head",
+                [*params, [row[0] for row in waiting], indices],
+            )
             if cursor.fetchone()[0]:
                 return len(waiting)
     raise RuntimeError(f"the log's head kept moving: {attempts} sequencing attempts lost")
-
-
-def _sequence_statement(size: int, edge: list, waiting: list) -> tuple[str, list[Any]]:
-    now = timezone.now()
-    frontier = merkle.Frontier.from_json(size, edge)
-    indices, levels, positions, hashes = [], [], [], []
-    for _, proof_digest, _ in waiting:
-        indices.append(frontier.size)
-        for level, position, value in frontier.append(leaf_hash(bytes.fromhex(proof_digest))):
-            levels.append(level)
-            positions.append(position)
-            hashes.append(value)
-    sql = (
-        f"WITH head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s,"
-        " frontier = %s, updated_at = %s WHERE id = 1 AND size = %s RETURNING 1),"
-        f' leaves AS (INSERT INTO {LogLeaf._meta.db_table} ("index", digest, run_id, created_at)'
-        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)"
-        " WHERE EXISTS (SELECT 1 FROM head)),"
-        f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
-        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])"
-        " WHERE EXISTS (SELECT 1 FROM head)),"
-        f" proofs AS (UPDATE {ExecutionProof._meta.db_table} AS p SET log_index = s.i"
-        " FROM unnest(%s::uuid[], %s::bigint[]) AS s(id, i)"
-        " WHERE p.id = s.id AND EXISTS (SELECT 1 FROM head))"
-        " SELECT count(*) FROM head"
-    )
-    params: list[Any] = [
-        frontier.size,
-        frontier.root().hex(),
-        Jsonb(frontier.to_json()),
-        now,
-        size,
-        now,
-        indices,
-        [d for _, d, _ in waiting],
-        [r for _, _, r in waiting],
-        levels,
-        positions,
-        hashes,
-        [i for i, _, _ in waiting],
-        indices,
-    ]
-    return sql, params
 
 
 def proof_in_log(proof: ExecutionProof) -> ExecutionProof:
@@ -212,11 +177,16 @@ def proof_in_log(proof: ExecutionProof) -> ExecutionProof:
 
 
 def _append_statement(
-    size: int, edge: list, entries: Sequence[tuple[str, uuid.UUID | str]]
+    size: int,
+    edge: list,
+    entries: Sequence[tuple[str, uuid.UUID | str]],
+    *,
+    guarded: bool = False,
 ) -> tuple[str, list[Any], list[int]]:
     """The writable CTEs that append `entries` to a tree of `size` leaves with right edge
-    `edge`: its leaves, the nodes they complete, the new head. The caller adds the statement's
-    last part (and its parameters after these)."""
+    `edge`: the new head (CTE `head`), the leaves, the nodes they complete. `guarded`: the head
+    is updated only if its size is still `size` (RETURNING a row then), and the leaves and nodes
+    only with it. The caller adds the statement's last part (its parameters after these)."""
     now = timezone.now()
     frontier = merkle.Frontier.from_json(size, edge)
     leaves: list[tuple[int, str, str]] = []
@@ -228,16 +198,24 @@ def _append_statement(
             positions.append(position)
             hashes.append(value)
         leaves.append((index, proof_digest, str(run_id)))
+    only = " WHERE EXISTS (SELECT 1 FROM head)" if guarded else ""
     sql = (
-        f"WITH leaves AS (INSERT INTO {LogLeaf._meta.db_table}"
-        ' ("index", digest, run_id, created_at)'
-        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)),"
+        f"WITH head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s, frontier = %s,"
+        " updated_at = %s WHERE id = 1"
+        + (" AND size = %s RETURNING 1)," if guarded else "),")
+        + f' leaves AS (INSERT INTO {LogLeaf._meta.db_table} ("index", digest, run_id, created_at)'
+        " SELECT i, d, r, %s FROM unnest(%s::bigint[], %s::varchar[], %s::uuid[]) AS e(i, d, r)"
+        + only
+        + "),"
         f' nodes AS (INSERT INTO {LogNode._meta.db_table} ("level", "index", hash)'
-        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])),"
-        f" head AS (UPDATE {LogHead._meta.db_table} SET size = %s, root = %s, frontier = %s,"
-        " updated_at = %s WHERE id = 1)"
+        " SELECT * FROM unnest(%s::smallint[], %s::bigint[], %s::bytea[])" + only + ")"
     )
     params: list[Any] = [
+        frontier.size,
+        frontier.root().hex(),
+        Jsonb(frontier.to_json()),
+        now,
+        *([size] if guarded else []),
         now,
         [i for i, _, _ in leaves],
         [d for _, d, _ in leaves],
@@ -245,10 +223,6 @@ def _append_statement(
         levels,
         positions,
         hashes,
-        frontier.size,
-        frontier.root().hex(),
-        Jsonb(frontier.to_json()),
-        now,
     ]
     return sql, params, [i for i, _, _ in leaves]
 
