@@ -1,7 +1,8 @@
 """ASGI lifespan: what each server process starts with and stops with.
 
-Start: the orchestrator lifecycle listener and the hot orchestrators (orchestrators/pool.py), and
-the orphan sweep (engine/runs/orphans.py): replies and runs a dead process left in flight (this
+Start: the orchestrator lifecycle listener and the hot orchestrators (orchestrators/pool.py), the
+access watch (tenants/access_watch.py: API keys resolved once, kept while no access row changes),
+and the orphan sweep (engine/runs/orphans.py): replies and runs a dead process left in flight (this
 host's previous server, killed) are ended before the first request, not at the next beat.
 Channels' router has no lifespan of its own, so this wraps it.
 """
@@ -24,6 +25,7 @@ class Lifespan:
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
         from orchestrators.pool import start_process_services, stop_process_services
+        from tenants import access_watch
 
         while True:
             message = await receive()
@@ -35,10 +37,12 @@ class Lifespan:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await sync_to_async(_sweep_orphans, thread_sensitive=True)()
+                access_watch.start()
                 _tune_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 stop_process_services()
+                await sync_to_async(access_watch.stop, thread_sensitive=False)()
                 await sync_to_async(_stop_telemetry, thread_sensitive=False)()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -6,10 +6,10 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from cadence_site.requestlog import principal_var
-from tenants import services
+from tenants import access_watch, services
 from tenants.models import ApiKey
-from tenants.rights import api_key_effective_role
-from tenants.selectors import api_key_by_secret
+from tenants.rights import api_key_effective_rights, api_key_effective_role
+from tenants.selectors import API_KEY_FIELDS, api_key_by_secret
 
 
 class ApiKeyPrincipal:
@@ -23,10 +23,12 @@ class ApiKeyPrincipal:
     pk = None
     id = None
 
-    def __init__(self, key: ApiKey, role: str | None = None):
+    def __init__(self, key: ApiKey, role: str | None = None, until=None):
         self.api_key = key
         # The key's effective role (tenants/rights.py), computed once per request or connection.
         self.role = role if role is not None else api_key_effective_role(key)
+        # The earliest expiry among the keys vouching for it (None: none expires).
+        self.until = until
 
     def get_username(self) -> str:
         return f"key:{self.api_key.prefix}"
@@ -36,8 +38,20 @@ class ApiKeyPrincipal:
 
 
 def api_key_authenticate(secret: str) -> ApiKeyPrincipal:
-    """The caller for a live key, or AuthenticationFailed with a code saying why."""
-    key = api_key_by_secret(secret=secret, cached=True)
+    """The caller for a live key, or AuthenticationFailed with a code saying why. What a key
+    resolved to is kept in this process while no row it was read from changed
+    (tenants/access_watch.py): a request with a known key then reads nothing."""
+    kept = access_watch.recall("key", secret)
+    if kept is not None:
+        fields, role, until = kept
+        key = ApiKey(**fields)
+        key._state.adding = False
+        services.api_key_touch(key=key)
+        return ApiKeyPrincipal(key, role, until)
+    before = access_watch.stamp()
+    # Watched, the row is read from the database (what is kept must be what committed last);
+    # unwatched, from the prefix cache that a revocation clears.
+    key = api_key_by_secret(secret=secret, cached=not access_watch.listening())
     if key is None:
         raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
     if key.revoked_at is not None:
@@ -46,7 +60,7 @@ def api_key_authenticate(secret: str) -> ApiKeyPrincipal:
         )
     if key.expires_at is not None and key.expires_at <= timezone.now():
         raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
-    role = api_key_effective_role(key)
+    role, until = api_key_effective_rights(key)
     if role is None:
         raise exceptions.AuthenticationFailed(
             "This API key no longer works: whoever created it no longer holds a role in the "
@@ -54,7 +68,15 @@ def api_key_authenticate(secret: str) -> ApiKeyPrincipal:
             code="api_key_creator_gone",
         )
     services.api_key_touch(key=key)
-    return ApiKeyPrincipal(key, role)
+    access_watch.remember(
+        "key",
+        secret,
+        ({name: getattr(key, name) for name in API_KEY_FIELDS}, role, until),
+        org_id=key.organization_id,
+        before=before,
+        expires=until,
+    )
+    return ApiKeyPrincipal(key, role, until)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):

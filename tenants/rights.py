@@ -57,16 +57,25 @@ def _user_role(*, user_id: int, org_id: int) -> str | None:
 
 def api_key_effective_role(key: ApiKey) -> str | None:
     """The role `key` may act with now, or None when it may not act at all."""
+    return api_key_effective_rights(key)[0]
+
+
+def api_key_effective_rights(key: ApiKey) -> tuple[str | None, datetime | None]:
+    """(`api_key_effective_role`, the earliest expiry among the keys that vouch for it: the
+    role holds until then unless a row changes; tenants/access_watch.py keeps it that long)."""
     now = timezone.now()
     role: str | None = key.role
     current = key
     seen = {key.pk}
+    until: datetime | None = None
     for _ in range(MAX_CHAIN):
         if not key_is_live(current, now):
-            return None
+            return None, None
+        if current.expires_at is not None and (until is None or current.expires_at < until):
+            until = current.expires_at
         if current.created_by_key_id is not None:
             if current.created_by_key_id in seen:
-                return None
+                return None, None
             seen.add(current.created_by_key_id)
             parent = (
                 ApiKey.objects.filter(
@@ -78,16 +87,17 @@ def api_key_effective_role(key: ApiKey) -> str | None:
                 .first()
             )
             if parent is None:
-                return None
+                return None, None
             role = lower_role(role, parent.role)
             current = parent
             continue
         if current.created_by_id is not None:
-            return lower_role(
+            role = lower_role(
                 role, _user_role(user_id=current.created_by_id, org_id=key.organization_id)
             )
-        return None
-    return None
+            return (role, until) if role is not None else (None, None)
+        return None, None
+    return None, None
 
 
 def api_key_rights_for_org(*, org_id: int, keys: list[ApiKey]) -> dict:

@@ -66,7 +66,8 @@ def api_key_get(*, org_id: int, key_id) -> ApiKey | None:
 
 
 API_KEY_CACHE_TTL = 60
-_KEY_FIELDS = (
+# The columns authentication keeps of a key (in Redis by prefix, in-process by secret).
+API_KEY_FIELDS = (
     "id",
     "organization_id",
     "name",
@@ -107,7 +108,7 @@ def api_key_by_secret(*, secret: str, cached: bool = False) -> ApiKey | None:
             return None
         cache.set(
             api_key_cache_key(prefix),
-            {name: getattr(key, name) for name in _KEY_FIELDS},
+            {name: getattr(key, name) for name in API_KEY_FIELDS},
             API_KEY_CACHE_TTL,
         )
     if not key_matches(secret, key.secret_hash):

@@ -473,6 +473,11 @@ def api_key_revoke(*, key: ApiKey, actor_role: str, actor=None) -> ApiKey:
 _touched: dict[object, float] = {}  # key id → until when this process knows the key was touched
 
 
+def api_key_touch_due(*, key_id) -> bool:
+    """Whether `api_key_touch` would do more than look at this process's memory."""
+    return _touched.get(key_id, 0.0) <= time.monotonic()
+
+
 def api_key_touch(*, key: ApiKey) -> None:
     """Record use at most once per interval per key, so authentication does not write per request
     (the shared cache says whether any process did; this process remembers its own answer for

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from cadence_site.requestlog import org_var, principal_var
 from chat.openai.errors import openai_error
-from tenants import ratelimit
+from tenants import access_watch, ratelimit, services
 from tenants.context import in_public
 from tenants.limits import enforce, plans
 from tenants.teams.scoping import TeamScope, key_team_scope
@@ -51,10 +52,12 @@ def _caller_for_secret(*, secret: str) -> Caller:
     from tenants.authentication import api_key_authenticate
     from tenants.models import Organization
 
+    before = access_watch.stamp()
     principal = api_key_authenticate(secret)
     key = principal.api_key
-    # Read per request (one primary-key statement) so a status change applies at once; the
-    # limits are kept in-process for a few seconds (tenants/limits/plans.py).
+    # Read (one primary-key statement) so a status change applies at once, then kept with the
+    # key while no row changes (_caller_kept); the limits are kept in-process for a few seconds
+    # (tenants/limits/plans.py).
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, public_id, slug, schema_name, status FROM {Organization._meta.db_table}"
@@ -65,7 +68,7 @@ def _caller_for_secret(*, secret: str) -> Caller:
     if org is None:  # deleted while the key's row was still cached
         raise AuthenticationFailed("Invalid API key.", code="invalid_api_key")
     org_id, public_id, slug, schema_name, status = org
-    return Caller(
+    caller = Caller(
         org_id=org_id,
         org_public_id=str(public_id),
         org_slug=slug,
@@ -78,6 +81,27 @@ def _caller_for_secret(*, secret: str) -> Caller:
         role=principal.role,
         team_scope=key_team_scope(key=key, role=principal.role),
     )
+    access_watch.remember(
+        "v1", secret, (caller, key.pk), org_id=org_id, before=before, expires=principal.until
+    )
+    return caller
+
+
+def _caller_kept(secret: str) -> Caller | None:
+    """The caller this process resolved for `secret` while nothing it was read from changed
+    (tenants/access_watch.py), with the limits it holds: no thread hop, no statement. None
+    when it must be read (not kept, limits not held, or the key's use due to be recorded)."""
+    kept = access_watch.recall("v1", secret)
+    if kept is None:
+        return None
+    caller, key_pk = kept
+    if services.api_key_touch_due(key_id=key_pk):
+        return None
+    limits = plans.org_limits_cached(org_id=caller.org_id)
+    key_limits = plans.key_limits_cached(key_id=key_pk)
+    if limits is None or key_limits is None:
+        return None
+    return dataclasses.replace(caller, limits=limits, key_limits=key_limits)
 
 
 async def _authorize(request: HttpRequest) -> Caller | JsonResponse:
@@ -92,7 +116,7 @@ async def _authorize(request: HttpRequest) -> Caller | JsonResponse:
             headers={"WWW-Authenticate": 'Bearer realm="cadence"'},
         )
     try:
-        caller: Caller = await in_public(_caller_for_secret, secret=token)
+        caller = _caller_kept(token) or await in_public(_caller_for_secret, secret=token)
     except AuthenticationFailed as exc:
         return openai_error(
             401,

@@ -1,0 +1,228 @@
+"""A key resolved once is kept while no row it was read from changes, and never past a change.
+
+The watch listens on a real connection to the test database; the changes are committed by other
+connections (the ORM's, psql-like raw SQL), as an operator, the admin or a bulk update would.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import httpx
+import psycopg
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
+
+from cadence_site.testing import start_live_server, test_database_url
+from tenants import access_watch
+from tenants.authentication import api_key_authenticate
+from tenants.models import ApiKey, Membership, Organization
+from tenants.services import api_key_create
+
+
+@pytest.fixture
+def watch(committed_db):
+    started = access_watch.start()
+    assert started.ready.wait(10), "the access watch did not start listening"
+    yield started
+    access_watch.stop()
+    assert not access_watch.listening()
+
+
+@pytest.fixture
+def vouched(world, committed_db):
+    """A committed admin of alpha and an admin key they created; removed afterwards."""
+    User = get_user_model()
+    User.objects.filter(username="alpha-watch-admin").delete()
+    user = User.objects.create_user(username="alpha-watch-admin", email="watch@alpha.test")
+    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="admin")
+    key, secret = api_key_create(
+        org=world.alpha.org, name="watched", role="admin", creator_role="admin", created_by=user
+    )
+    yield membership, key, secret
+    ApiKey.objects.filter(created_by=user).delete()
+    ApiKey.objects.filter(pk=key.pk).delete()
+    user.delete()
+
+
+def _statements(secret: str) -> tuple[int, object]:
+    with CaptureQueriesContext(connection) as queries:
+        try:
+            outcome = api_key_authenticate(secret).role
+        except AuthenticationFailed as exc:
+            outcome = exc.detail.code
+    return len(queries), outcome
+
+
+def _resolved_twice(secret: str) -> None:
+    first, _ = _statements(secret)
+    second, role = _statements(secret)
+    assert first > 0 and second == 0, (first, second)
+    assert role == "admin"
+
+
+def _commit(sql: str, params) -> None:
+    with psycopg.connect(test_database_url(), autocommit=True) as other:
+        other.execute(sql, params)
+
+
+def _committed_elsewhere(sql: str, params) -> None:
+    """Committed on a connection of its own; returns once this process's watch has seen it
+    (its notification's delivery: well under a millisecond on a quiet host)."""
+    _seen(lambda: _commit(sql, params))
+
+
+def _seen(change) -> None:
+    seen = access_watch._counts.changes
+    change()
+    deadline = time.monotonic() + 5
+    while access_watch._counts.changes == seen:
+        assert time.monotonic() < deadline, "the watch never saw the change"
+        time.sleep(0.001)
+
+
+def test_a_known_key_is_authenticated_without_a_statement(watch, vouched):
+    _, key, secret = vouched
+    _resolved_twice(secret)
+    # Its use being recorded, and the creator logging in, are not access: still nothing read.
+    ApiKey.objects.filter(pk=key.pk).update(last_used_at=timezone.now())
+    get_user_model().objects.filter(pk=key.created_by_id).update(last_login=timezone.now())
+    assert _statements(secret) == (0, "admin")
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ("UPDATE tenants_apikey SET revoked_at = now() WHERE id = %(key)s", "api_key_revoked"),
+        ("UPDATE tenants_apikey SET role = 'viewer' WHERE id = %(key)s", "viewer"),
+        ("UPDATE tenants_membership SET role = 'member' WHERE id = %(membership)s", "member"),
+        ("DELETE FROM tenants_membership WHERE id = %(membership)s", "api_key_creator_gone"),
+        ("UPDATE auth_user SET is_active = false WHERE id = %(user)s", "api_key_creator_gone"),
+        ("UPDATE tenants_apikey SET expires_at = now() WHERE id = %(key)s", "api_key_expired"),
+    ],
+    ids=["revoked", "key-role", "creator-role", "creator-left", "creator-deactivated", "expired"],
+)
+def test_a_committed_change_applies_to_the_next_request(watch, vouched, change, expected):
+    membership, key, secret = vouched
+    _resolved_twice(secret)
+
+    _committed_elsewhere(
+        change, {"key": key.pk, "membership": membership.pk, "user": membership.user_id}
+    )
+
+    statements, outcome = _statements(secret)
+    assert (outcome, statements > 0) == (expected, True), statements
+
+
+def test_a_change_to_another_organization_keeps_what_is_kept(watch, vouched, world):
+    _, _, secret = vouched
+    _resolved_twice(secret)
+    _committed_elsewhere(
+        "UPDATE tenants_membership SET role = role WHERE organization_id = %s", [world.bravo.org.pk]
+    )
+    assert access_watch._counts.orgs.get(world.bravo.org.pk, 0) > 0
+    assert _statements(secret) == (0, "admin")
+
+
+def test_what_was_read_before_a_change_was_seen_is_not_kept(watch, vouched):
+    _, key, secret = vouched
+    before = access_watch.stamp()
+    assert before is not None
+    _committed_elsewhere("UPDATE tenants_apikey SET role = 'viewer' WHERE id = %s", [key.pk])
+    # As if it had been read before the change committed: it must not be kept.
+    access_watch.remember("key", secret, "stale", org_id=key.organization_id, before=before)
+    assert access_watch.recall("key", secret) is None
+
+
+def test_a_key_kept_is_not_given_back_past_its_expiry(watch, vouched):
+    _, key, secret = vouched
+    _seen(
+        lambda: ApiKey.objects.filter(pk=key.pk).update(
+            expires_at=timezone.now() + timedelta(seconds=1.5)
+        )
+    )
+    _resolved_twice(secret)
+    time.sleep(1.6)
+    assert _statements(secret)[1] == "api_key_expired"
+
+
+def test_nothing_is_kept_while_the_watch_is_not_listening(watch, vouched):
+    membership, key, secret = vouched
+    _resolved_twice(secret)
+    with psycopg.connect(test_database_url(), autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'cadence-access-watch' AND datname = current_database()"
+        ).fetchall()
+        assert ended == [(True,)]
+        # Committed while nobody listens: no notification will ever say so.
+        admin.execute(
+            "UPDATE tenants_membership SET role = 'viewer' WHERE id = %s", [membership.pk]
+        )
+    deadline = time.monotonic() + 5
+    while watch.ready.is_set() and access_watch.listening():
+        assert time.monotonic() < deadline, "the watch did not notice its connection ended"
+        time.sleep(0.01)
+
+    assert _statements(secret)[1] == "viewer"
+    assert watch.ready.wait(15), "the watch did not reconnect"
+    first, role = _statements(secret)
+    assert (first > 0, role) == (True, "viewer")
+    assert _statements(secret) == (0, "viewer")
+
+
+def _refused_within(client: httpx.Client, seconds: float) -> tuple[httpx.Response, int]:
+    """The first response that is not a 200 (or the last within `seconds`), and how many
+    requests were served before it."""
+    deadline = time.monotonic() + seconds
+    served = 0
+    while True:
+        response = client.get("/v1/models")
+        if response.status_code != 200 or time.monotonic() > deadline:
+            return response, served
+        served += 1
+        time.sleep(0.002)
+
+
+def test_a_served_v1_caller_follows_a_change_on_its_next_request(vouched, world):
+    """A real server (its lifespan runs the watch): a key revoked by another connection, and an
+    organization suspended, are refused as soon as the notification is delivered (asserted
+    within a second; typically the very next request), twenty times over."""
+    _, key, secret = vouched
+    server = start_live_server(test_database_url())
+    try:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=10
+        ) as client:
+            served_after = []
+            for _ in range(20):
+                assert client.get("/v1/models").status_code == 200
+                assert client.get("/v1/models").status_code == 200
+                _commit("UPDATE tenants_apikey SET revoked_at = now() WHERE id = %s", [key.pk])
+                refused, served = _refused_within(client, 1.0)
+                served_after.append(served)
+                assert (refused.status_code, refused.json()["error"]["code"]) == (
+                    401,
+                    "invalid_api_key",
+                )
+                _commit("UPDATE tenants_apikey SET revoked_at = NULL WHERE id = %s", [key.pk])
+                deadline = time.monotonic() + 1
+                while client.get("/v1/models").status_code != 200:
+                    assert time.monotonic() < deadline, "the key stayed refused once restored"
+            print("requests served after a revocation:", served_after)
+            Organization.objects.filter(pk=world.alpha.org.pk).update(status="suspended")
+            try:
+                suspended, _ = _refused_within(client, 1.0)
+            finally:
+                Organization.objects.filter(pk=world.alpha.org.pk).update(status="active")
+            assert (suspended.status_code, suspended.json()["error"]["code"]) == (
+                403,
+                "org_suspended",
+            )
+    finally:
+        server.stop()
