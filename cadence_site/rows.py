@@ -28,12 +28,29 @@ def _insert_sql(model: type[Model]) -> tuple[str, tuple]:
 def row_insert(instance: Model) -> Model:
     """INSERT `instance` (its primary key set by a default, as UUID keys are), as `save()` would
     for a new row, without signals; returns it, saved."""
-    sql, fields = _insert_sql(type(instance))
-    values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in fields]
+    rows_insert([instance])
+    return instance
+
+
+def rows_insert(instances: list[Model]) -> list[Model]:
+    """`row_insert` for several rows of one model, in one statement (as `bulk_create` without
+    its query building); returns them, saved."""
+    if not instances:
+        return instances
+    sql, fields = _insert_sql(type(instances[0]))
+    values = [
+        f.get_db_prep_save(f.pre_save(instance, True), connection)
+        for instance in instances
+        for f in fields
+    ]
+    if len(instances) > 1:
+        head, _, marks = sql.rpartition(" VALUES ")
+        sql = f"{head} VALUES {', '.join([marks] * len(instances))}"
     with connection.cursor() as cursor:
         cursor.execute(sql, values)
-    instance._state.adding, instance._state.db = False, connection.alias
-    return instance
+    for instance in instances:
+        instance._state.adding, instance._state.db = False, connection.alias
+    return instances
 
 
 @functools.lru_cache(maxsize=64)

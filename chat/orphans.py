@@ -166,14 +166,21 @@ def reply_cancel_request(*, conversation_id, message_id) -> bool:
     return any(e["id"] == str(message_id) for e in ended)
 
 
+_STREAMING_OWNERS_SQL = (
+    f"SELECT owner FROM {Message._meta.db_table}"  # noqa: S608 - fixed names
+    f" WHERE conversation_id = %s AND status = '{Message.Status.STREAMING.value}'"
+)
+
+
 def conversation_free(*, conversation_id) -> bool:
     """In the tenant's schema: whether the conversation can take a new turn, after ending a
     reply it still shows as streaming if that reply's owner is gone."""
-    owners = list(
-        Message.objects.filter(
-            conversation_id=conversation_id, status=Message.Status.STREAMING
-        ).values_list("owner", flat=True)
-    )
+    with connection.cursor() as cursor:  # on every turn's begin: one statement, no query building
+        cursor.execute(
+            _STREAMING_OWNERS_SQL,
+            [Message._meta.get_field("conversation").to_python(conversation_id)],
+        )
+        owners = [owner for (owner,) in cursor.fetchall()]
     if not owners:
         return True
     replies_orphaned_finish(verdict_for(owners), conversation_id=conversation_id)

@@ -132,6 +132,49 @@ def test_history_sent_to_the_model_is_the_latest_that_fits(world, chat_orchestra
     assert [h["content"].split(" ")[2] for h in history] == ["7", "8", "9"]
 
 
+def test_history_reads_past_many_pages_and_skips_what_a_model_must_not_see(
+    world, chat_orchestrator, settings
+):
+    """Pages of 50, 100, 200...: a long conversation is read whole when it fits; failed,
+    empty, tool and system messages are never part of it. Appended two at a time (one INSERT
+    of several rows: cadence_site/rows.rows_insert) with the ORM's defaults kept."""
+    from chat import services
+
+    settings.CADENCE_CHAT_HISTORY_TOKENS = 100_000
+    with schema_context("org_alpha"):
+        conversation = Conversation.objects.create(
+            orchestrator=chat_orchestrator["fast"], owner_user_id=world.alpha.users["member"].pk
+        )
+        for i in range(0, 400, 2):
+            first, second = services.messages_append(
+                conversation_id=conversation.id,
+                messages=[
+                    {"role": "user", "content": f"u{i}"},
+                    {"role": "assistant", "content": f"a{i + 1}", "owner": "proc"},
+                ],
+            )
+            assert (first.seq, second.seq) == (i + 1, i + 2)
+        stored = Message.objects.get(conversation_id=conversation.id, seq=2)
+        assert stored.created_at is not None and stored.heartbeat_at is not None
+        assert (stored.usage, stored.tool_calls, stored.status) == ({}, [], "complete")
+        Message.objects.filter(conversation_id=conversation.id, seq=5).update(status="failed")
+        Message.objects.filter(conversation_id=conversation.id, seq=7).update(content="")
+        Message.objects.filter(conversation_id=conversation.id, seq=9).update(role="tool")
+        Message.objects.filter(conversation_id=conversation.id, seq=11).update(role="system")
+
+        history = services.history_for_model(conversation_id=conversation.id, before_seq=401)
+        assert services.history_for_model(conversation_id=conversation.id, before_seq=3) == [
+            {"role": "user", "content": "u0"},
+            {"role": "assistant", "content": "a1"},
+        ]
+
+    expected = [
+        f"u{i}" if i % 2 == 0 else f"a{i}" for i in range(400) if i + 1 not in (5, 7, 9, 11)
+    ]
+    assert [h["content"] for h in history] == expected
+    assert history[0]["role"] == "user" and history[1]["role"] == "assistant"
+
+
 def test_empty_oversized_and_unknown_input_get_clear_errors(world, chat_orchestrator, as_key):
     client = as_key(world.alpha.keys["member"])
     conversation = _conversation(client)

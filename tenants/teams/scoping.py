@@ -338,6 +338,11 @@ def require_level(scope: TeamScope | None, *, kind: str, obj, level: str, what: 
     first, so an invisible resource is already a 404."""
     if scope is None:
         return
+    if obj.team_id is None and level != ShareLevel.MANAGE:
+        # An organization-wide resource: every member uses it, viewers read it (access_level's
+        # answer without its reads: a share can only add a level above these).
+        if level == ShareLevel.READ or scope.everything or role_at_least(scope.role, Role.MEMBER):
+            return
     have = access_level(scope, kind=kind, obj=obj)
     if have is not None and LEVEL_RANK[ShareLevel(have)] >= LEVEL_RANK[ShareLevel(level)]:
         return

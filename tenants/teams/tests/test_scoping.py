@@ -7,9 +7,12 @@ teams) is gone for the next one; the teams' world itself is committed once per m
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django_tenants.utils import schema_context
 
+from tenants.teams.scoping import TeamScope
 from tenants.teams.tests.scoping_world import SLUGS, build, cleanup
 
 pytestmark = pytest.mark.django_db
@@ -698,3 +701,39 @@ def test_the_drift_report_and_the_dashboard_name_only_visible_orchestrators(clie
     assert drift.status_code == 200
     assert {SALES, ORGWIDE} <= slugs and SUP not in slugs
     assert SALES in dashboard and SUP not in dashboard
+
+
+@pytest.mark.parametrize(
+    "scope, level, allowed",
+    [
+        (TeamScope(everything=False, role="member", user_id=1), "use", True),
+        (TeamScope(everything=False, role="viewer", user_id=1), "read", True),
+        (TeamScope(everything=False, role="viewer", user_id=1), "use", False),
+        (TeamScope(everything=False, role="member", user_id=None), "manage", False),
+        (TeamScope(everything=True, role="admin"), "manage", True),
+    ],
+)
+def test_an_organization_wide_resource_is_decided_without_reading_teams(
+    world, scope, level, allowed
+):
+    """Members use and viewers read what belongs to no team: answered without a statement
+    (every chat turn asks it); managing it, and what a viewer may not do, still go through
+    access_level and give its errors."""
+    from types import SimpleNamespace
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from cadence_site.errors import ForbiddenError
+    from tenants.teams.scoping import require_level
+
+    orchestrator = SimpleNamespace(pk=uuid.uuid4(), team_id=None)
+    with schema_context("org_alpha"), CaptureQueriesContext(connection) as queries:
+        try:
+            require_level(scope, kind="orchestrator", obj=orchestrator, level=level, what="x")
+            outcome = True
+        except ForbiddenError:
+            outcome = False
+    assert outcome is allowed
+    if allowed and level != "manage":
+        assert len(queries) == 0
