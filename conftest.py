@@ -169,6 +169,19 @@ def committed_db(django_db_setup, django_db_blocker, _close_stray_connections):
 
 
 @pytest.fixture
+def access_watch_running(committed_db):
+    """This process's access watch listening on the test database (tenants/access_watch.py), as
+    a server's lifespan starts it; stopped afterwards (nothing is kept once it stops)."""
+    from tenants import access_watch
+
+    started = access_watch.start()
+    assert started.ready.wait(10), "the access watch did not start listening"
+    yield started
+    access_watch.stop()
+    assert not access_watch.listening()
+
+
+@pytest.fixture
 def api():
     from rest_framework.test import APIClient
 

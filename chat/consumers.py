@@ -20,6 +20,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from cadence_site import streams
 from cadence_site.inputguard import InputError, json_loads
 from chat import services, turns
+from tenants import access_watch
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
 from tenants.teams.scoping import team_scope
@@ -42,12 +43,15 @@ def _load_conversation(*, principal, role, conversation_id):
     return conversation, conversation.orchestrator  # orchestrator fetched here, inside the schema
 
 
-def _begin(*, schema_name, org_slug, org_id, principal, role, conversation_id, content):
-    conversation = services.conversation_for_turn(
+def _begin(*, schema_name, org_slug, org_id, principal, role, conversation_id, content, kept=None):
+    """The turn's start and the conversation it was read with. `kept`: the conversation as the
+    socket read it last, used instead of reading it again (the caller knows nothing it
+    depends on changed since: ConversationConsumer._conversation_kept)."""
+    conversation = kept or services.conversation_for_turn(
         principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
     )
     key = getattr(principal, "api_key", None)
-    return turns.turn_begin(
+    return conversation, turns.turn_begin(
         schema_name=schema_name,
         org_slug=org_slug,
         conversation=conversation,
@@ -178,17 +182,32 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             content = frame.get("content")
             if not isinstance(content, str):
                 return await self._error("invalid_message", "content must be a string.")
-            start = await in_tenant(
+            role = self.scope["access"].role
+            seen = access_watch.version(self.org.id, self.org.schema_name)
+            conversation, start = await in_tenant(
                 self.org.schema_name,
                 _begin,
                 schema_name=self.org.schema_name,
                 org_slug=self.org.slug,
                 org_id=self.org.id,
                 principal=self.principal,
-                role=self.scope["access"].role,
+                role=role,
                 conversation_id=self.conversation_id,
                 content=content,
+                kept=self._conversation_kept(seen, role),
             )
+            self._kept = (seen, role, conversation) if seen is not None else None
         except ApplicationError as exc:
+            self._kept = None
             return await self._error(exc.code, exc.message)
         turns.turn_launch(start)
+
+    def _conversation_kept(self, seen: tuple | None, role: str):
+        """The conversation (with its orchestrator) this socket's last turn began with, while the
+        access watch says nothing that decides it changed since it was read: not the caller's
+        rights or teams, the orchestrator's status, team or shares (tenants/access_watch.py).
+        A deleted conversation is still refused: the begin's numbering finds no row."""
+        kept = getattr(self, "_kept", None)
+        if seen is None or kept is None or kept[0] != seen or kept[1] != role:
+            return None
+        return kept[2]

@@ -142,7 +142,8 @@ def turn_begin(
     user, assistant = reply_begin(conversation_id=conversation.id, content=content)
     history = services.history_for_model(conversation_id=conversation.id, before_seq=user.seq)
     if not conversation.title:
-        Conversation.objects.filter(pk=conversation.pk).update(title=content.strip()[:80])
+        conversation.title = content.strip()[:80]  # kept objects (a socket's) stay in step
+        Conversation.objects.filter(pk=conversation.pk).update(title=conversation.title)
     return TurnStart(
         schema_name,
         org_slug,

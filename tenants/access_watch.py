@@ -6,7 +6,9 @@ those reads come from (tenants/migrations/0006_access_notify.py: keys, membershi
 organizations, and the users' `is_active`/`is_staff`) send `NOTIFY cadence_access` with the
 organization's id (`*` for a user, whose memberships span organizations) in the transaction that
 changes them. PostgreSQL delivers it when, and only if, that transaction commits, whatever wrote
-it: a service, the admin, a bulk update, psql.
+it: a service, the admin, a bulk update, psql. Inside each organization's schema, teams, their
+members, orchestrator shares and an orchestrator's status or team notify `schema:<name>`
+(tenants/teams/migrations/0003_access_notify.py).
 
 Every server process runs one `AccessWatch` (started by the ASGI lifespan): a thread listening on
 its own connection, counting the notifications per organization. What authentication resolved
@@ -18,6 +20,9 @@ while they are unchanged. Nothing is given back:
 - while a notification waits unread on the watch's socket: a change just committed is never
   outrun by a request arriving before the watch thread ran;
 - past a key's expiry (checked at every use: time sends no notification), nor after MAX_AGE.
+
+Open sockets use `version()` the same way: a chat socket keeps its conversation and its caller's
+teams, and the rights re-read of tenants/ws_access.py is skipped, while it is unchanged.
 
 So a change applies to the next request of any process, within the notification's delivery
 (under a millisecond on one host), where reading on every request applied it at once.
@@ -37,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "cadence_access"
 EVERYONE = "*"
+SCHEMA_PREFIX = "schema:"
 # How often the watch thread looks up from its socket (to stop when asked).
 WAKE = 0.5
 # An entry is read again after this long whatever the notifications said.
@@ -64,6 +70,9 @@ class _Counts:
         self.reading = False  # the watch thread is reading its socket
         self.everyone = 0
         self.orgs: dict[int, int] = {}
+        # Changes inside an organization's schema: teams, shares, orchestrators' status and team
+        # (tenants/teams/migrations/0003_access_notify.py), by schema name.
+        self.schemas: dict[str, int] = {}
 
 
 _counts = _Counts()
@@ -163,12 +172,31 @@ def forget() -> None:
         _entries.clear()
 
 
+def version(org_id: int, schema_name: str) -> tuple | None:
+    """What has changed so far for an organization: its rows, its schema's team rows, anyone's
+    rights. Equal to a version taken earlier: nothing changed in between. None: not known now
+    (not listening, or a notification unread or being read), so read."""
+    counts = _counts
+    if not counts.listening or _pending() or counts.reading:
+        return None
+    return (
+        counts.generation,
+        counts.everyone,
+        counts.orgs.get(org_id, 0),
+        counts.schemas.get(schema_name, 0),
+    )
+
+
 def _noted(payload: str) -> None:
     counts = _counts
     with counts.lock:
         counts.changes += 1
         if payload == EVERYONE:
             counts.everyone += 1
+            return
+        if payload.startswith(SCHEMA_PREFIX):
+            name = payload[len(SCHEMA_PREFIX) :]
+            counts.schemas[name] = counts.schemas.get(name, 0) + 1
             return
         try:
             org_id = int(payload)

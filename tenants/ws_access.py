@@ -9,7 +9,10 @@ Two paths, so that neither a quiet socket nor a Redis outage keeps access alive:
   socket needs (consumers declare it with `access.require(role)`) close the socket with a code and
   a reason; a lower role that still suffices is applied to the next frame (`access.role`).
 - Per frame: a frame arriving more than RECHECK_AFTER seconds after the last read re-reads first,
-  and is refused with the socket's closing if the rights are gone.
+  and is refused with the socket's closing if the rights are gone. In a server whose access watch
+  listens (tenants/access_watch.py: the database notifies every committed change to keys,
+  members, users' rights, organizations, and an organization's teams, shares and orchestrators),
+  the re-read is skipped while nothing was notified since the last one.
 - Team rights (tenants/teams/scoping.py): a consumer whose socket is about one scoped resource
   (a conversation, a run) registers how to ask whether its caller still sees it
   (`access.follow(check)`). Every re-read asks it too, and a committed team change (a member
@@ -30,6 +33,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from cadence_site import streams
+from tenants import access_watch
 from tenants.audit.feed import audit_stream_key
 from tenants.context import in_public
 from tenants.models import ApiKey, Organization
@@ -70,6 +74,9 @@ class LiveAccess:
         self.checked_at = time.monotonic()
         self.stale = False
         self.resource_check: ResourceCheck | None = None
+        # tenants/access_watch.version() as it was before the last full re-read: while it is
+        # unchanged, nothing those reads depend on has changed, and a re-read is skipped.
+        self.version: tuple | None = None
 
     def require(self, role: str) -> None:
         """What this socket needs, kept for as long as it is open."""
@@ -173,6 +180,15 @@ async def guard(inner, scope, connect_message, receive, send, *, access: LiveAcc
         async with lock:  # the watcher and a frame may both ask; one read answers both
             if closed.is_set():
                 return False
+            seen = access_watch.version(access.org.id, access.org.schema_name)
+            if (
+                seen is not None
+                and seen == access.version
+                and not access.stale
+                and (access.expires_at is None or access.expires_at > timezone.now())
+            ):
+                access.checked_at = time.monotonic()  # nothing notified since the last read
+                return True
             role, code, reason = await in_public(
                 access_recheck, org_id=access.org.id, user_id=access.user_id, key_id=access.key_id
             )
@@ -189,6 +205,7 @@ async def guard(inner, scope, connect_message, receive, send, *, access: LiveAcc
                 if gone is not None:
                     await close(*gone)
                     return False
+            access.version = seen
             return True
 
     async def guarded_receive():

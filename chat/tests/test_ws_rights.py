@@ -6,22 +6,11 @@ import asyncio
 
 import pytest
 from channels.db import database_sync_to_async
-from django.contrib.auth import get_user_model
 from django_tenants.utils import schema_context
 
 from chat.models import Conversation, Message
 from chat.tests.test_ws import _open
 from tenants.models import Membership
-
-
-@pytest.fixture
-def temp_member(world, committed_db):
-    User = get_user_model()
-    User.objects.filter(username="alpha-ws-member").delete()
-    user = User.objects.create_user(username="alpha-ws-member", email="wsm@alpha.test")
-    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="member")
-    yield membership
-    user.delete()
 
 
 def _conversation(orchestrator, user) -> str:
