@@ -10,6 +10,8 @@ headers an API response needs.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -21,10 +23,12 @@ from asgiref.sync import (
     sync_to_async,
 )
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import ImproperlyConfigured, RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
-from django.http import HttpResponsePermanentRedirect
+from django.http import HttpRequest, HttpResponsePermanentRedirect
+from django.urls import set_script_prefix
 from django.utils.module_loading import import_string
 
 API_PREFIX = "/v1/"
@@ -123,7 +127,36 @@ class RecycledThreadsMixin:
             _request_threads.give(executor)
 
 
+@functools.cache
+def _inline_receivers() -> frozenset:
+    from django.core.cache import close_caches
+    from django.core.handlers.base import reset_urlconf
+    from django.db import close_old_connections, reset_queries
+
+    return frozenset({close_caches, close_old_connections, reset_queries, reset_urlconf})
+
+
+def _inline(signal, sender) -> list | None:
+    """The receivers of `signal` for `sender` when every one of them may run on the event loop
+    (Django's own request_started/request_finished receivers, which act on the calling thread's
+    database connections, caches and urlconf: on the loop's thread, where /v1 never opens a
+    connection, there is nothing for them to close), else None."""
+    # _live_receivers: how Signal.send/asend themselves pick them (Django 5.0+).
+    sync_receivers, async_receivers = signal._live_receivers(sender)
+    allowed = _inline_receivers()
+    if async_receivers or any(r not in allowed for r in sync_receivers):
+        return None
+    return sync_receivers
+
+
 class ApiASGIHandler(RecycledThreadsMixin, ASGIHandler):
+    """Every /v1 view is async and queries only through tenants.context (pool threads that
+    close connections around each call), so the request's thread-sensitive thread has nothing
+    to do: Django's handler still hopped to it twice per request, for the request_started
+    receivers and for response.close() (request_finished), two thread hops (each a wake-up of
+    another thread and one back) of a /v1 turn's five. Here those run on the loop when every
+    receiver is one of Django's own (`_inline`), as Django's handler otherwise."""
+
     middleware = (
         "cadence_site.requestlog.RequestContextMiddleware",
         "corsheaders.middleware.CorsMiddleware",
@@ -145,6 +178,78 @@ class ApiASGIHandler(RecycledThreadsMixin, ASGIHandler):
                 raise ImproperlyConfigured(f"{path} must be async-capable to serve {API_PREFIX}.")
             handler = convert_exception_to_response(instance)
         self._middleware_chain = handler
+
+    async def handle(self, scope, receive, send):
+        """ASGIHandler.handle (Django 5.2) but for its two hops (see the class docstring)."""
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        set_script_prefix(get_script_prefix(scope))
+        await self._send_signal(signals.request_started, scope=scope)
+        request, error_response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+            await self.send_response(error_response, send)
+            await self._close(error_response)
+            return
+
+        async def process_request(request, send):
+            response = await self.run_get_response(request)
+            try:
+                await self.send_response(response, send)
+            except asyncio.CancelledError:
+                pass  # the client disconnected during send_response
+            return response
+
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(process_request(request, send)),
+        ]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                try:
+                    task.result()
+                except RequestAborted:
+                    pass
+                except AssertionError:
+                    body_file.close()
+                    raise
+            else:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        try:
+            response = tasks[1].result()
+        except asyncio.CancelledError:
+            await self._send_signal(signals.request_finished)
+        else:
+            await self._close(response)
+        body_file.close()
+
+    async def _send_signal(self, signal, **named) -> None:
+        receivers = _inline(signal, self.__class__)
+        if receivers is None:
+            await signal.asend(sender=self.__class__, **named)
+            return
+        for receiver in receivers:
+            receiver(signal=signal, sender=self.__class__, **named)
+
+    async def _close(self, response) -> None:
+        """response.close(): its resources' closers, then request_finished; on the loop when the
+        only closer is the request's own (its body, which Django's handler closes on the loop
+        too) and the receivers allow it."""
+        inline = all(
+            isinstance(getattr(closer, "__self__", None), HttpRequest)
+            for closer in response._resource_closers
+        )
+        if not inline or _inline(signals.request_finished, self.__class__) is None:
+            await sync_to_async(response.close)()
+            return
+        response.close()
 
 
 class PagesASGIHandler(RecycledThreadsMixin, ASGIHandler):

@@ -9,7 +9,10 @@ from django.core.exceptions import ImproperlyConfigured
 from cadence_site.handlers import ApiASGIHandler
 
 
-async def _get(path: str, headers: list[tuple[bytes, bytes]] = ()) -> tuple[int, dict, bytes]:
+async def _get(
+    path: str, headers: list[tuple[bytes, bytes]] = (), *, ended: bool = False
+) -> tuple[int, dict, bytes]:
+    """`ended`: returns once the application has returned too (the response closed)."""
     from cadence_site.asgi import application
 
     scope = {
@@ -35,6 +38,8 @@ async def _get(path: str, headers: list[tuple[bytes, bytes]] = ()) -> tuple[int,
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
+    if ended:
+        await communicator.wait(5)
     return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, body
 
 
@@ -166,3 +171,45 @@ async def test_consecutive_requests_run_their_sync_work_on_one_kept_thread(commi
 
     assert len(idents) == 3
     assert len(set(idents)) == 1, "each request started a thread of its own"
+
+
+@pytest.mark.asyncio
+async def test_v1_sends_the_request_signals_without_a_thread_hop(committed_db, monkeypatch):
+    """Django's own request_started/request_finished receivers run on the loop for /v1 (they
+    have nothing to close there): no hop to the request's thread, as Django's handler made
+    twice per request. Any other receiver gets Django's behaviour, on the request's thread."""
+    import threading
+
+    from django.core import signals
+
+    from cadence_site import handlers
+
+    hops = []
+    real = handlers.sync_to_async
+
+    def counted(fn, *args, **kwargs):
+        hops.append(fn)
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(handlers, "sync_to_async", counted)
+
+    async def refused(*args, **kwargs):
+        raise AssertionError("request_started went through Signal.asend")
+
+    monkeypatch.setattr(signals.request_started, "asend", refused)
+    status, _, _ = await _get("/v1/models", ended=True)
+    assert (status, hops) == (401, [])
+    monkeypatch.undo()
+
+    threads = []
+
+    def probe(**kwargs):
+        threads.append(threading.current_thread())
+
+    signals.request_finished.connect(probe)
+    try:
+        status, _, _ = await _get("/v1/models", ended=True)
+    finally:
+        signals.request_finished.disconnect(probe)
+    assert status == 401
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()

@@ -31,9 +31,10 @@ every method is optional and all run for every turn, in registration order):
   engine/runs/orphans.py for runs, chat/orphans.py for replies).
 - `on_finish(turn, outcome)`: synchronous, in the tenant's schema, inside the transaction that
   writes the run's outcome.
-- `after_write(turn, outcome)`: synchronous, on the thread that wrote the run, after that
-  transaction ended (committed or not: it runs when the write failed too), in no particular
-  schema. For what must be written whatever became of the run and must not hold the run's
+- `after_write(turn, outcome)`: synchronous, on the thread and connection that wrote the run,
+  after that transaction ended (committed or not: it runs when the write failed too), in the
+  run's schema (write elsewhere by naming or entering the schema); stale connections are closed
+  around the whole write, not around each extension. For what must be written whatever became of the run and must not hold the run's
   transaction open (or its locks) while it does: the turn's usage records (tenants/limits), the
   run's proof taken into the organization's log (engine/trust).
 
@@ -522,13 +523,8 @@ async def _finish(
                 then=then,
             )
         finally:
-            for extension in list(_extensions):
-                try:
-                    extension.after_write(turn, outcome)
-                except Exception:
-                    logger.exception(
-                        "turn after-write extension failed", extra={"run": turn.run_id}
-                    )
+            if _extensions:
+                _after_write(turn, outcome)
 
     if recorder is not None:
         recorder.seal()  # on the loop: the last frames' cursors, before the write stores them
@@ -552,6 +548,24 @@ async def _finish(
             live.recorder_end_frame(recorder) if written else None,
             live.recorder_org_frame(recorder) if written else None,
         )
+
+
+def _after_write(turn: Turn, outcome: TurnOutcome) -> None:
+    """The extensions' `after_write`, on the thread and connection that wrote the run (`_db`
+    closes stale connections around the whole write, not around each of these), in the run's
+    schema: what they write names its schema or enters it, and the schema the run's write left
+    on the connection is the one the log's sequencing needs (no SET search_path back and
+    forth). A connection the failed write may have broken is replaced first."""
+    from django_tenants.utils import schema_context
+
+    if connection.errors_occurred and not connection.in_atomic_block:
+        close_old_connections()
+    with schema_context(turn.request.schema_name):
+        for extension in list(_extensions):
+            try:
+                extension.after_write(turn, outcome)
+            except Exception:
+                logger.exception("turn after-write extension failed", extra={"run": turn.run_id})
 
 
 async def _db(fn: Callable[[], Any]) -> Any:

@@ -150,6 +150,9 @@ class RunRecorder:
         return self.run_id
 
     def _write_row(self) -> None:
+        if self.fields["trigger"] != Run.Trigger.QUEUE and self.fields["orchestrator_id"]:
+            self._insert_with_orchestrator()
+            return
         self._add_plugins()
         if self.fields["trigger"] == Run.Trigger.QUEUE:
             # A queued run's row exists from its enqueue (engine/durable): the turn adopts it.
@@ -163,6 +166,25 @@ class RunRecorder:
                 return
         # As Run.objects.create(**fields), without building the INSERT per run (cadence_site/rows).
         self.started_at = row_insert(Run(**self.fields)).started_at
+
+    def _insert_with_orchestrator(self) -> None:
+        """The row, its team and plugin versions read from the orchestrator's row by the INSERT
+        itself (what _add_plugins reads in a statement of its own): one round trip. A LEFT
+        JOIN, so the row is written whether or not the orchestrator's is found, as before."""
+        fields = self.fields
+        environment = fields["environment"]
+        own_team, own_plugins = "team_id" in fields, "plugins" in environment
+        sql, columns = _run_insert_sql(own_team, own_plugins)
+        instance = Run(**fields)
+        values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in columns]
+        values.append(fields["orchestrator_id"])
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            team_id, plugins = cursor.fetchone()
+        fields.setdefault("team_id", team_id)
+        if not own_plugins:
+            environment["plugins"] = plugins if isinstance(plugins, dict) else json.loads(plugins)
+        self.started_at = instance.started_at
 
     def _add_plugins(self) -> None:
         """The plugin versions it runs with, and the orchestrator's team, which the run keeps."""
@@ -645,6 +667,45 @@ def _insert_steps(run_id: str, steps: list[_Step]) -> None:
             write = copy.write_row
             for step in steps:
                 write(step.row(run_id))
+
+
+# An orchestrator's plugin_lock ({plugin id: {"version": …, …} or a version}) as the run's
+# environment keeps it ({plugin id: version}): what _add_plugins makes of it, in SQL.
+_PLUGINS_SQL = (
+    "COALESCE((SELECT jsonb_object_agg(p.key, CASE jsonb_typeof(p.value) WHEN 'object'"
+    " THEN COALESCE(p.value ->> 'version', '') ELSE p.value #>> '{}' END)"
+    " FROM jsonb_each(CASE jsonb_typeof(o.plugin_lock) WHEN 'object' THEN o.plugin_lock"
+    " END) AS p), '{}'::jsonb)"
+)
+
+
+@functools.cache
+def _run_insert_sql(own_team: bool, own_plugins: bool) -> tuple[str, tuple]:
+    """INSERT INTO the run table ... SELECT the values, with the team and the plugin versions
+    from the orchestrator's row (LEFT JOIN: none when it is gone); its last parameter is the
+    orchestrator's id. RETURNING the team and the plugins the row got."""
+    from orchestrators.models import OrchestratorInstance
+
+    quote = connection.ops.quote_name
+    fields = tuple(f for f in Run._meta.concrete_fields if not f.generated)
+    columns, params, selects = [], [], []
+    for f in fields:
+        columns.append(quote(f.column))
+        if f.column == "team_id" and not own_team:
+            selects.append("o.team_id")
+            continue
+        if f.column == "environment" and not own_plugins:
+            selects.append(f"%s::jsonb || jsonb_build_object('plugins', {_PLUGINS_SQL})")
+        else:
+            selects.append("%s")
+        params.append(f)
+    sql = (
+        f"INSERT INTO {quote(Run._meta.db_table)} ({', '.join(columns)})"
+        f" SELECT {', '.join(selects)} FROM (SELECT 1) AS one"
+        f" LEFT JOIN {quote(OrchestratorInstance._meta.db_table)} AS o ON o.id = %s"
+        " RETURNING team_id, environment -> 'plugins'"
+    )
+    return sql, tuple(params)
 
 
 @functools.cache

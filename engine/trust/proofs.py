@@ -166,25 +166,65 @@ def proof_append(row: dict[str, Any]) -> ExecutionProof:
     return proof
 
 
-def proof_write(row: dict[str, Any]) -> bool:
-    """Write a prepared proof for the log to take in later (log.log_sequence): no lock, one
-    statement, in the caller's transaction (a run's, so that the run and its proof are written
-    together). Idempotent per run: False, and nothing written, when the run has a proof."""
+def _proof_insert(row: dict[str, Any]) -> tuple[str, list[Any]]:
     columns = list(row)
     # The payload column holds the payload; its canonical text (signed, in the row beside it)
     # is that JSON already: jsonb takes it rather than a second encoding.
     text = row.get("canonical")
     dumps = (lambda _payload: text) if isinstance(text, str) else None
     values = [Jsonb(v, dumps) if k == "payload" else v for k, v in row.items()]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {ExecutionProof._meta.db_table}"
-            " ({}) VALUES ({}) ON CONFLICT (run_id) DO NOTHING".format(
-                ", ".join(f'"{c}"' for c in columns), ", ".join(["%s"] * len(columns))
-            ),
-            values,
+    sql = (
+        f"INSERT INTO {ExecutionProof._meta.db_table}"
+        " ({}) VALUES ({}) ON CONFLICT (run_id) DO NOTHING".format(
+            ", ".join(f'"{c}"' for c in columns), ", ".join(["%s"] * len(columns))
         )
+    )
+    return sql, values
+
+
+def proof_write(row: dict[str, Any]) -> bool:
+    """Write a prepared proof for the log to take in later (log.log_sequence): no lock, one
+    statement, in the caller's transaction (a run's, so that the run and its proof are written
+    together). Idempotent per run: False, and nothing written, when the run has a proof."""
+    sql, values = _proof_insert(row)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
         return cursor.rowcount == 1
+
+
+_SAVEPOINT = "cadence_proof"
+
+
+def proof_write_guarded(row: dict[str, Any]) -> bool:
+    """proof_write inside a savepoint of the caller's transaction, so that a proof the database
+    refuses leaves the transaction (the run's) to commit without it: the savepoint, the INSERT
+    and its release sent as one query (one round trip where transaction.atomic() takes three);
+    on an error, rolled back to the savepoint and the error raised. Outside a transaction: in
+    one of its own."""
+    if not connection.in_atomic_block:
+        with transaction.atomic():
+            return proof_write(row)
+    ops = connection.ops
+    sql, values = _proof_insert(row)
+    # Client-side binding (Django's psycopg cursor): the three statements go as one simple
+    # query; its results are read in order (the INSERT's is the second).
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{ops.savepoint_create_sql(_SAVEPOINT)}; {sql};"
+                f" {ops.savepoint_commit_sql(_SAVEPOINT)}",
+                values,
+            )
+            cursor.cursor.nextset()
+            return cursor.cursor.rowcount == 1
+    except Exception:
+        from psycopg import pq
+
+        status = connection.connection.info.transaction_status
+        if status == pq.TransactionStatus.INERROR:  # the savepoint stands: back to it
+            connection.savepoint_rollback(_SAVEPOINT)
+            connection.savepoint_commit(_SAVEPOINT)
+        raise
 
 
 def proof_create(

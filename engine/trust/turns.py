@@ -142,11 +142,10 @@ def _append(row: dict[str, Any]):
 def _write(row: dict[str, Any]) -> bool:
     """Write a prepared proof for sequencing inside a savepoint: a failure leaves the run
     recorded, unproven."""
-    from engine.trust.proofs import proof_write
+    from engine.trust.proofs import proof_write_guarded
 
     try:
-        with transaction.atomic():
-            return proof_write(row)
+        return proof_write_guarded(row)
     except Exception:
         logger.exception("run not proven", extra={"run": str(row["run_id"])})
         return False
@@ -170,7 +169,6 @@ _sequencers_lock = threading.Lock()
 def sequence(schema_name: str) -> None:
     """Take the proofs waiting in `schema_name` into its log, after a run's commit (on the
     thread that wrote it); never raises: what fails here waits for the next sequencing."""
-    from django.db import close_old_connections
     from django_tenants.utils import schema_context
 
     from engine.trust.log import log_sequence
@@ -189,8 +187,8 @@ def sequence(schema_name: str) -> None:
         with sequencer.count_lock:
             seen = sequencer.ended
         try:
-            if not nested:
-                close_old_connections()
+            # On the connection that wrote the run (the pipeline closes stale connections around
+            # the whole write), in its schema already: no SET search_path.
             with schema_context(schema_name):
                 log_sequence()
         except Exception:

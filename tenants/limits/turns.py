@@ -451,16 +451,11 @@ class BudgetExtension(TurnExtension):
 
 
 def write_usage(state: _TurnState) -> None:
-    """In the public schema; stale connections closed around it outside a transaction."""
-    outside = not connection.in_atomic_block
-    if outside:
-        close_old_connections()
-    try:
-        with schema_context("public"):
-            state.unwritten.write(state.who)
-    finally:
-        if outside:
-            close_old_connections()
+    """On the thread that wrote the run (pipeline `after_write`: stale connections are closed
+    around that whole write), in whatever schema it is in: usage_add names the public schema's
+    table in full, so entering `public` would only cost a SET search_path there and another
+    one back for the next statement in the run's schema."""
+    state.unwritten.write(state.who)
 
 
 def _settle(

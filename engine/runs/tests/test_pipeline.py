@@ -210,19 +210,23 @@ def test_after_write_runs_when_the_runs_write_failed(world, committed_db, chat_o
     assert seen.calls[-2:] == [("finish", "succeeded", True), ("written", "succeeded", False)]
 
 
-def invoke_turn(orchestrator, *, store=None) -> pipeline.TurnOutcome:
+def invoke_turn(orchestrator, *, store=None, **request) -> pipeline.TurnOutcome:
     """A turn of alpha's `orchestrator` through the pipeline, as an invoke, from sync code;
-    `store` as the pipeline's (inside the transaction that records the run)."""
+    `store` as the pipeline's (inside the transaction that records the run); `request`: more
+    TurnRequest fields."""
     from asgiref.sync import async_to_sync
 
     return async_to_sync(pipeline.turn_run)(
         pipeline.TurnRequest(
-            schema_name="org_alpha",
-            org_slug="alpha",
-            ref=str(orchestrator.id),
-            message="hi",
-            history=[],
-            trigger="invoke",
+            **{
+                "schema_name": "org_alpha",
+                "org_slug": "alpha",
+                "ref": str(orchestrator.id),
+                "message": "hi",
+                "history": [],
+                "trigger": "invoke",
+                **request,
+            }
         ),
         store=store,
     )
@@ -259,3 +263,50 @@ def test_an_orchestrator_that_cannot_be_acquired_records_no_run(world, committed
     )
     with schema_context("org_alpha"):
         assert Run.objects.count() == before
+
+
+def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
+    world, committed_db, chat_orchestrator, settings
+):
+    """What one recorded turn sends the database once its runtime is pooled: the run's row
+    (its orchestrator's team and plugins read by the INSERT), the outcome's transaction (the
+    proof inside a savepoint sent with it), the usage record and the log's sequencing, with the
+    schema set once (the usage table is named in full: no SET to public and back). The steps'
+    COPY is not a Django cursor statement and is not listed."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tenants.models import ApiKey
+
+    settings.CADENCE_LIMITS_CACHE_SECONDS = 60  # as served (tests read limits every time)
+    key = ApiKey.objects.get(pk=world.alpha.key_ids["member"])
+    # As /v1 asks: the caller's organization and key known, so its budgets are (once read).
+    caller = {
+        "trigger": "openai",
+        "principal": f"key:{key.prefix}",
+        "org_id": world.alpha.org.id,
+        "key_id": str(key.id),
+        "owner_api_key_id": str(key.id),
+    }
+    invoke_turn(chat_orchestrator["fast"], **caller)  # the runtime pooled, the budgets read
+    connection.close()  # as a pool thread's first call: on the public schema
+
+    with CaptureQueriesContext(connection) as queries:
+        outcome = invoke_turn(chat_orchestrator["fast"], **caller)
+
+    assert outcome.status == "succeeded"
+    kinds = [" ".join(q["sql"].split()[: 4 if q["sql"].startswith("SET") else 3]) for q in queries]
+    # Each of the turn's two database calls opens its connection here (tests have no pool);
+    # served, a pooled connection keeps its search_path and the second SET is rarely sent.
+    assert kinds == [
+        'SET search_path = "org_alpha","public"',
+        'INSERT INTO "engine_run"',
+        "BEGIN",
+        'SET search_path = "org_alpha","public"',
+        'UPDATE "engine_run" SET',
+        'SAVEPOINT "cadence_proof"; INSERT',
+        "COMMIT",
+        "INSERT INTO public.limits_usageday",
+        "SELECT h.size, h.frontier,",
+        "WITH head AS",
+    ]

@@ -135,3 +135,47 @@ def test_a_large_payload_is_truncated_in_the_row_and_kept_whole_in_storage(
         whole = json.loads(stored.read())
     assert whole["outputs"]["messages"][-1] == {"role": "user", "content": big}
     assert steps[-1].payload == ""  # small steps stay inline
+
+
+def test_a_run_takes_its_team_and_plugin_versions_from_its_orchestrator_in_its_insert(
+    world, chat_orchestrator
+):
+    """One statement writes the run's row with the orchestrator's team and pinned plugin
+    versions (read by the INSERT itself)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.runs.recorder import RunRecorder
+    from orchestrators.models import OrchestratorInstance
+    from tenants.teams.models import Team
+
+    instance = chat_orchestrator["fast"]
+    lock = {"p-one": {"version": "1.2.0", "sha256": "ab"}, "p-two": "0.3.1"}
+    with schema_context("org_alpha"):
+        team = Team.objects.create(slug="recorders", name="Recorders")
+        OrchestratorInstance.objects.filter(pk=instance.pk).update(plugin_lock=lock, team=team)
+    try:
+        recorder = RunRecorder(
+            schema_name="org_alpha",
+            orchestrator_id=str(instance.id),
+            orchestrator_slug="chatbot",
+            config_hash="h",
+            trigger="rest",
+        )
+        with schema_context("org_alpha"), CaptureQueriesContext(connection) as queries:
+            recorder.start()
+        assert [q["sql"].split(" ", 1)[0] for q in queries if "search_path" not in q["sql"]] == [
+            "INSERT"
+        ]
+        assert recorder.fields["team_id"] == team.pk
+        with schema_context("org_alpha"):
+            run = Run.objects.get(pk=recorder.run_id)
+        assert run.team_id == team.pk
+        assert run.environment["plugins"] == {"p-one": "1.2.0", "p-two": "0.3.1"}
+        assert run.started_at == recorder.started_at
+
+    finally:
+        with schema_context("org_alpha"):
+            Run.objects.filter(pk=recorder.run_id).delete()
+            OrchestratorInstance.objects.filter(pk=instance.pk).update(team=None)
+            Team.objects.filter(slug="recorders").delete()

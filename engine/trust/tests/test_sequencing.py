@@ -6,9 +6,10 @@ allows is its log index, once."""
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django_tenants.utils import schema_context
 
 from engine.trust import log, signing
@@ -147,3 +148,37 @@ def test_a_proofs_log_index_is_set_once_and_nothing_else_changes(make_run, signi
         with pytest.raises(IntegrityError, match="append-only"), transaction.atomic():
             proofs.delete()
         assert proofs.get().log_index == index
+
+
+@pytest.mark.django_db
+def test_a_guarded_proof_write_is_one_query_and_a_refused_one_leaves_the_transaction_whole(
+    make_run, signing_keys
+):
+    """The run's transaction writes its proof inside a savepoint sent with the INSERT (one round
+    trip): written once per run; a proof the database refuses is rolled back to the savepoint
+    and the run's own writes in that transaction stand."""
+    from django.test.utils import CaptureQueriesContext
+
+    from engine.models import Run
+    from engine.trust.proofs import proof_write_guarded
+
+    run, snapshot = make_run()
+    with schema_context("org_alpha"), transaction.atomic():
+        row = proof_prepare(run=run, snapshot_hash=snapshot.hash)
+        with CaptureQueriesContext(connection) as queries:
+            assert proof_write_guarded(row) is True
+        assert len(queries) == 1
+        assert queries[0]["sql"].startswith('SAVEPOINT "cadence_proof"; INSERT INTO')
+        assert proof_write_guarded(dict(row, id=uuid.uuid4())) is False  # proven already
+
+    other, snapshot = make_run()
+    with schema_context("org_alpha"), transaction.atomic():
+        Run.objects.filter(pk=other.pk).update(output="changed in the run's transaction")
+        refused = dict(proof_prepare(run=other, snapshot_hash=snapshot.hash), key_id="x" * 9)
+        with pytest.raises(DataError):
+            proof_write_guarded(refused)
+        assert Run.objects.get(pk=other.pk).output == "changed in the run's transaction"
+    with schema_context("org_alpha"):
+        assert Run.objects.get(pk=other.pk).output == "changed in the run's transaction"
+        assert not ExecutionProof.objects.filter(run_id=other.pk).exists()
+        assert ExecutionProof.objects.filter(run_id=run.pk).count() == 1
