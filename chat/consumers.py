@@ -23,7 +23,7 @@ from chat import services, turns
 from tenants import access_watch
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
-from tenants.teams.scoping import team_scope
+from tenants.teams.scoping import require_level, team_scope
 
 logger = logging.getLogger(__name__)
 MAX_FRAME = services.MAX_CONTENT + 1024
@@ -37,10 +37,21 @@ def _scope(principal, role):
 
 
 def _load_conversation(*, principal, role, conversation_id):
+    """The conversation (its orchestrator fetched with it, inside the schema) if the caller sees
+    it, and whether they may also take turns in it (use its orchestrator)."""
+    from cadence_site.errors import ApplicationError
+
+    scope = _scope(principal, role)
     conversation = services.conversation_get(
-        principal=principal, scope=_scope(principal, role), conversation_id=conversation_id
+        principal=principal, scope=scope, conversation_id=conversation_id
     )
-    return conversation, conversation.orchestrator  # orchestrator fetched here, inside the schema
+    try:
+        require_level(
+            scope, kind="orchestrator", obj=conversation.orchestrator, level="use", what="x"
+        )
+    except ApplicationError:
+        return conversation, False
+    return conversation, True
 
 
 def _begin(*, schema_name, org_slug, org_id, principal, role, conversation_id, content, kept=None):
@@ -85,12 +96,14 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         self.conversation_id = str(self.scope["url_route"]["kwargs"]["conversation_id"])
         # Closed when a team change takes the conversation out of the caller's sight.
         self.scope["access"].follow(self._gone)
+        role = self.scope["access"].role
+        seen = access_watch.version(self.org.id, self.org.schema_name)
         try:
-            await in_tenant(
+            conversation, usable = await in_tenant(
                 self.org.schema_name,
                 _load_conversation,
                 principal=self.principal,
-                role=self.scope["access"].role,
+                role=role,
                 conversation_id=self.conversation_id,
             )
         except ApplicationError:
@@ -99,6 +112,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         # Read from the stream's current end, taken before accepting: nothing written after the
         # handshake can slip between the accept and the first read.
+        # Kept for the first turn too (see _conversation_kept).
+        self._kept = (seen, role, conversation) if seen is not None and usable else None
         key = turns.stream_key(self.org.schema_name, self.conversation_id)
         try:
             latest = await turns.redis_client().xrevrange(key, count=1)

@@ -37,7 +37,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from cadence_site.inputguard import bad_character
 from cadence_site.requestlog import org_var, principal_var
-from tenants import tickets
+from tenants import access_watch, tickets
 from tenants.access import caller_role
 from tenants.authentication import ApiKeyPrincipal, api_key_authenticate
 from tenants.context import in_public
@@ -196,6 +196,7 @@ class TenantWebsocketMiddleware:
             if getattr(session_user, "is_authenticated", False) and not origin_allowed(scope):
                 refusal = Refusal(CLOSE_FORBIDDEN, "origin_not_allowed")
         org = user = role = None
+        before = access_watch.stamp()  # what the rights read below is known to be current with
         if refusal is None:
             try:
                 org, user, role = await in_public(
@@ -214,6 +215,8 @@ class TenantWebsocketMiddleware:
             return await refuse(send, refusal.code, refusal.reason, subprotocol)
 
         access = LiveAccess(org=org, user=user, role=role)
+        if before is not None and access_watch.stamp() == before:
+            access.version = access_watch.version(org.id, org.schema_name)
         scope = dict(scope, org=org, user=user, role=role, org_slug=org.slug, access=access)
         tokens = (org_var.set(org.slug), principal_var.set(access.principal_label))
         try:
