@@ -301,6 +301,9 @@ CADENCE_OUTBOUND_MAX_RESPONSE_BYTES = env.int(
     "CADENCE_OUTBOUND_MAX_RESPONSE_BYTES", default=2 * 1024 * 1024
 )
 CADENCE_API_KEY_TOUCH_INTERVAL = 60
+# Server processes listen for committed access changes and keep resolved API keys until one
+# comes (tenants/access_watch.py); off behind a pooler that cannot carry LISTEN.
+CADENCE_ACCESS_WATCH = env.bool("CADENCE_ACCESS_WATCH", default=True)
 # Without Redis, rate limits and token budgets let calls through (counted in a metric) unless
 # this is off, which refuses them instead (tenants/ratelimit.py).
 CADENCE_LIMITS_FAIL_OPEN = env.bool("CADENCE_LIMITS_FAIL_OPEN", default=True)

@@ -297,9 +297,14 @@ _watch: AccessWatch | None = None
 _watch_lock = threading.Lock()
 
 
-def start() -> AccessWatch:
-    """Once per serving process (cadence_site/lifespan.py)."""
+def start() -> AccessWatch | None:
+    """Once per serving process (cadence_site/lifespan.py); None when CADENCE_ACCESS_WATCH is
+    off (a pooler that cannot carry LISTEN would deliver no notification: nothing is kept)."""
+    from django.conf import settings
+
     global _watch
+    if not settings.CADENCE_ACCESS_WATCH:
+        return None
     with _watch_lock:
         if _watch is None or not _watch.is_alive():
             _watch = AccessWatch()

@@ -222,3 +222,13 @@ def test_a_served_v1_caller_follows_a_change_on_its_next_request(vouched, world)
             )
     finally:
         server.stop()
+
+
+def test_switched_off_nothing_listens_and_every_request_reads(settings, vouched):
+    """CADENCE_ACCESS_WATCH=false (a pooler that cannot carry LISTEN): no watch, nothing kept."""
+    settings.CADENCE_ACCESS_WATCH = False
+    assert access_watch.start() is None
+    assert not access_watch.listening()
+    _, _, secret = vouched
+    assert _statements(secret)[0] > 0
+    assert _statements(secret)[0] > 0
