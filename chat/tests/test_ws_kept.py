@@ -29,6 +29,18 @@ def _commit(sql: str, params) -> None:
         time.sleep(0.001)
 
 
+def _settled() -> None:
+    """Until the notifications of what the fixtures just committed have come (no change counted
+    for 0.1 s): a socket opened while they arrive reads again at its first turn, rightly."""
+    last, quiet_since = access_watch._counts.changes, time.monotonic()
+    deadline = quiet_since + 5
+    while time.monotonic() - quiet_since < 0.1:
+        assert time.monotonic() < deadline, "the watch never settled"
+        time.sleep(0.01)
+        if access_watch._counts.changes != last:
+            last, quiet_since = access_watch._counts.changes, time.monotonic()
+
+
 async def _say(tab, text: str) -> list[dict]:
     await tab.send_json_to({"type": "message", "content": text})
     return await _until_done(tab)
@@ -60,6 +72,7 @@ async def test_the_conversation_is_read_again_only_after_a_change_that_decides_i
     conversation = await database_sync_to_async(_conversation)(
         chat_orchestrator["fast"], temp_member.user
     )
+    await database_sync_to_async(_settled)()
     tab, connected, _ = await _open(conversation, temp_member.user)
     assert connected
     for text in ("one", "two", "three"):
@@ -84,6 +97,7 @@ async def test_an_orchestrator_suspended_between_two_messages_refuses_the_second
 ):
     instance = chat_orchestrator["fast"]
     conversation = await database_sync_to_async(_conversation)(instance, temp_member.user)
+    await database_sync_to_async(_settled)()
     tab, connected, _ = await _open(conversation, temp_member.user)
     assert connected
     assert (await _say(tab, "before"))[-1]["status"] == "complete"
@@ -115,6 +129,7 @@ async def test_a_demotion_no_feed_announced_applies_to_the_next_frame(
     conversation = await database_sync_to_async(_conversation)(
         chat_orchestrator["fast"], temp_member.user
     )
+    await database_sync_to_async(_settled)()
     tab, connected, _ = await _open(conversation, temp_member.user)
     assert connected
     assert (await _say(tab, "hello"))[-1]["status"] == "complete"
