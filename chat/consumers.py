@@ -88,6 +88,19 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     # redis-py's 5 s read timeout and closes an idle socket.
     channel_layer_alias = None
 
+    async def dispatch(self, message):
+        """AsyncConsumer.dispatch without the close_old_connections() channels runs before every
+        handler: a hop to the thread-sensitive thread and back per frame (one of a chat
+        message's four), to close connections on a thread this consumer never queries from (its
+        every database call is an in_tenant on a pool thread, which closes stale connections
+        around the call itself)."""
+        from channels.consumer import get_handler_name
+
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
     async def connect(self):
         from cadence_site.errors import ApplicationError
 

@@ -90,6 +90,24 @@ def _load(schema_name: str, org_slug: str, ref: str) -> tuple[Any, dict]:
     return runtime, info
 
 
+def _load_closing(schema_name: str, org_slug: str, ref: str) -> tuple[Any, dict]:
+    """_load with stale connections closed around it, unless a sync caller's transaction is
+    open (as the turn pipeline's `_db`): it runs on the request's or consumer's thread-sensitive
+    thread, which /v1 and the chat socket no longer sweep after each request or frame
+    (cadence_site/handlers.py, chat/consumers.py), so the connection must not stay out of the
+    pool there."""
+    from django.db import close_old_connections, connection
+
+    outside = not connection.in_atomic_block
+    if outside:
+        close_old_connections()
+    try:
+        return _load(schema_name, org_slug, ref)
+    finally:
+        if outside:
+            close_old_connections()
+
+
 def _looks_like_uuid(value: str) -> bool:
     import uuid
 
@@ -143,7 +161,7 @@ class RuntimePool:
         try:
             # Thread-sensitive: called from a sync view (through async_to_sync) it runs on the
             # request's own thread and connection; _load enters the schema itself either way.
-            runtime, info = await sync_to_async(_load, thread_sensitive=True)(
+            runtime, info = await sync_to_async(_load_closing, thread_sensitive=True)(
                 schema_name, org_slug, ref
             )
             self.builds += 1

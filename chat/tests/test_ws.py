@@ -258,3 +258,34 @@ async def test_viewers_read_but_cannot_send(world, chat_orchestrator):
     assert (reply["type"], reply["code"]) == ("error", "role_required")
     assert await database_sync_to_async(_messages)(conversation) == []
     await tab.disconnect()
+
+
+@pytest.mark.asyncio
+async def test_a_chat_frame_makes_no_hop_to_sweep_connections(
+    world, chat_orchestrator, monkeypatch
+):
+    """channels closes old connections on the thread-sensitive thread before every handler (a
+    hop per frame); this consumer queries only through in_tenant, which closes around each
+    call, so its frames skip that hop and the reply is stored all the same."""
+    import channels.consumer
+
+    swept = []
+
+    async def sweep():
+        swept.append(1)
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", sweep)
+    conversation = await database_sync_to_async(_make_conversation)(
+        chat_orchestrator["fast"], world.alpha.users["member"]
+    )
+    tab, connected, _ = await _open(conversation, world.alpha.users["member"])
+    assert connected
+
+    await tab.send_json_to({"type": "message", "content": "no sweep"})
+    frames = await _until_done(tab)
+    await tab.disconnect()
+
+    assert frames[-1]["status"] == "complete"
+    assert swept == []
+    rows = await database_sync_to_async(_messages)(conversation)
+    assert rows[-1] == (2, "assistant", "complete", "Offline model. You said: no sweep")

@@ -175,8 +175,7 @@ class RunRecorder:
         environment = fields["environment"]
         own_team, own_plugins = "team_id" in fields, "plugins" in environment
         sql, columns = _run_insert_sql(own_team, own_plugins)
-        instance = Run(**fields)
-        values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in columns]
+        values, started_at = _run_values(fields, columns)
         values.append(fields["orchestrator_id"])
         with connection.cursor() as cursor:
             cursor.execute(sql, values)
@@ -184,7 +183,7 @@ class RunRecorder:
         fields.setdefault("team_id", team_id)
         if not own_plugins:
             environment["plugins"] = plugins if isinstance(plugins, dict) else json.loads(plugins)
-        self.started_at = instance.started_at
+        self.started_at = started_at
 
     def _add_plugins(self) -> None:
         """The plugin versions it runs with, and the orchestrator's team, which the run keeps."""
@@ -677,6 +676,38 @@ _PLUGINS_SQL = (
     " FROM jsonb_each(CASE jsonb_typeof(o.plugin_lock) WHEN 'object' THEN o.plugin_lock"
     " END) AS p), '{}'::jsonb)"
 )
+
+
+_TEXT_FIELDS = frozenset({"CharField", "TextField"})
+
+
+def _run_values(fields: dict[str, Any], columns: tuple) -> tuple[list[Any], datetime]:
+    """The columns' values as `Model.save()` would send them for Run(**fields) (each field's
+    default, auto_now_add's time, each value converted by its field), without making the
+    instance: one per turn cost more than the conversions. Text given as text goes as it is
+    (CharField and TextField convert a str to itself). Fields given by name rather than by
+    column (a replay's `replay_of=<Run>`) go through the model."""
+    if any(name not in _RUN_ATTNAMES for name in fields):
+        instance = Run(**fields)
+        values = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in columns]
+        return values, instance.started_at
+    now = timezone.now()
+    values = []
+    for f in columns:
+        if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False):
+            value = now  # as pre_save sets it on an INSERT, whatever was given
+        elif f.attname in fields:
+            value = fields[f.attname]
+        else:
+            value = f.get_default()
+        if value is None or (type(value) is str and f.get_internal_type() in _TEXT_FIELDS):
+            values.append(value)
+        else:
+            values.append(f.get_db_prep_save(value, connection))
+    return values, now
+
+
+_RUN_ATTNAMES = frozenset(f.attname for f in Run._meta.concrete_fields)
 
 
 @functools.cache

@@ -128,3 +128,19 @@ async def test_pools_never_mix_organizations(world, instances):
         await pool.acquire(schema_name="org_bravo", org_slug="bravo", ref=str(instances["warm"].id))
 
     assert getattr(caught.value, "code", "") == "orchestrator_not_found"
+
+
+@pytest.mark.asyncio
+async def test_a_build_gives_its_database_connection_back(instances):
+    """A build runs on the caller's thread-sensitive thread, which /v1 and the chat socket no
+    longer sweep after each request or frame: it leaves no connection checked out there."""
+    from asgiref.sync import sync_to_async
+    from django.db import connection
+
+    pool = RuntimePool(warm_max=4)
+    await pool.acquire(schema_name="org_alpha", org_slug="alpha", ref="pool-cold")
+
+    def held() -> bool:
+        return connection.connection is not None
+
+    assert await sync_to_async(held, thread_sensitive=True)() is False

@@ -179,3 +179,42 @@ def test_a_run_takes_its_team_and_plugin_versions_from_its_orchestrator_in_its_i
             Run.objects.filter(pk=recorder.run_id).delete()
             OrchestratorInstance.objects.filter(pk=instance.pk).update(team=None)
             Team.objects.filter(slug="recorders").delete()
+
+
+def test_a_runs_insert_values_are_those_the_model_would_send(world):
+    """_run_values (no model instance per turn) gives what Run(**fields) through pre_save and
+    get_db_prep_save gives, the start time aside."""
+    import uuid
+
+    from django.db import connection
+    from psycopg.types.json import Jsonb
+
+    from engine.runs.recorder import _run_insert_sql, _run_values
+
+    fields = {
+        "id": str(uuid.uuid4()),
+        "orchestrator_id": str(uuid.uuid4()),
+        "orchestrator_slug": "chatbot",
+        "config_hash": "h" * 64,
+        "trigger": "openai",
+        "principal": "key:ck_1",
+        "conversation_id": None,
+        "input": {"message": "hi", "history_messages": 0},
+        "environment": {"process": {"pid": 1}},
+        "owner_user_id": None,
+        "owner_api_key_id": str(uuid.uuid4()),
+        "snapshot_id": None,
+        "owner": "host:1",
+    }
+    _, columns = _run_insert_sql(False, False)
+    values, started_at = _run_values(fields, columns)
+    instance = Run(**fields)
+    expected = [f.get_db_prep_save(f.pre_save(instance, True), connection) for f in columns]
+
+    def plain(value):
+        return value.obj if isinstance(value, Jsonb) else value
+
+    started = [f.attname for f in columns].index("started_at")
+    assert values[started] == started_at
+    values[started] = expected[started]
+    assert [plain(v) for v in values] == [plain(v) for v in expected]
