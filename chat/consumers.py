@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -24,6 +25,7 @@ from tenants import access_watch
 from tenants.context import in_tenant
 from tenants.roles import Role, role_at_least
 from tenants.teams.scoping import require_level, team_scope
+from tenants.ws_access import SKIP_MAX_AGE
 
 logger = logging.getLogger(__name__)
 MAX_FRAME = services.MAX_CONTENT + 1024
@@ -126,7 +128,9 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Read from the stream's current end, taken before accepting: nothing written after the
         # handshake can slip between the accept and the first read.
         # Kept for the first turn too (see _conversation_kept).
-        self._kept = (seen, role, conversation) if seen is not None and usable else None
+        self._kept = (
+            (seen, role, conversation, time.monotonic()) if seen is not None and usable else None
+        )
         key = turns.stream_key(self.org.schema_name, self.conversation_id)
         try:
             latest = await turns.redis_client().xrevrange(key, count=1)
@@ -222,9 +226,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 role=role,
                 conversation_id=self.conversation_id,
                 content=content,
-                kept=self._conversation_kept(seen, role),
+                kept=(kept := self._conversation_kept(seen, role)),
             )
-            self._kept = (seen, role, conversation) if seen is not None else None
+            if kept is None:  # read now: kept from now on (a kept one keeps its read time)
+                self._kept = (seen, role, conversation, time.monotonic()) if seen else None
         except ApplicationError as exc:
             self._kept = None
             return await self._error(exc.code, exc.message)
@@ -238,4 +243,6 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         kept = getattr(self, "_kept", None)
         if seen is None or kept is None or kept[0] != seen or kept[1] != role:
             return None
+        if time.monotonic() - kept[3] >= SKIP_MAX_AGE:
+            return None  # read again now and then, whatever the watch says
         return kept[2]

@@ -43,8 +43,12 @@ logger = logging.getLogger(__name__)
 CHANNEL = "cadence_access"
 EVERYONE = "*"
 SCHEMA_PREFIX = "schema:"
-# How often the watch thread looks up from its socket (to stop when asked).
+# How often the watch thread looks up from its socket (to stop when asked, to probe).
 WAKE = 0.5
+# The watch hears itself every PROBE_EVERY seconds, or stops listening after PROBE_WAIT.
+PROBE_PREFIX = "probe:"
+PROBE_EVERY = 10.0
+PROBE_WAIT = 5.0
 # An entry is read again after this long whatever the notifications said.
 MAX_AGE = 300.0
 MAX_ENTRIES = 10_000
@@ -215,7 +219,7 @@ def _set_listening(fd: int | None) -> None:
         _entries.clear()
 
 
-def _conninfo() -> dict:
+def _conninfo(application_name: str = "cadence-access-watch") -> dict:
     from django.db import connections
 
     params = dict(connections["default"].get_connection_params())
@@ -227,8 +231,45 @@ def _conninfo() -> dict:
     params.setdefault("keepalives_idle", 30)
     params.setdefault("keepalives_interval", 10)
     params.setdefault("keepalives_count", 3)
-    params["application_name"] = "cadence-access-watch"
+    params["application_name"] = application_name
     return {name: value for name, value in params.items() if value not in (None, "")}
+
+
+class _Probe:
+    """A notification the watch sends itself through a connection of its own, the way changes
+    are written, every PROBE_EVERY seconds: a watch that stops hearing (a silently dropped
+    connection, a pooler that took the LISTEN elsewhere) stops listening within PROBE_WAIT."""
+
+    def __init__(self) -> None:
+        self.outstanding: str | None = None
+        self.sent_at = 0.0
+        self.due = 0.0
+
+    def send(self) -> None:
+        import uuid
+
+        import psycopg
+
+        self.outstanding = f"{PROBE_PREFIX}{uuid.uuid4()}"
+        self.sent_at = time.monotonic()
+        with psycopg.connect(**_conninfo("cadence-access-probe"), autocommit=True) as sender:
+            sender.execute("SELECT pg_notify(%s, %s)", [CHANNEL, self.outstanding])
+
+    def heard(self, payload: str) -> None:
+        if payload == self.outstanding:
+            self.outstanding = None
+            self.due = time.monotonic() + PROBE_EVERY
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.outstanding is not None:
+            if now - self.sent_at > PROBE_WAIT:
+                raise TimeoutError(
+                    f"the watch's own notification did not come back within {PROBE_WAIT:g} s"
+                    " (a pooler in transaction mode? set CADENCE_ACCESS_WATCH=false)"
+                )
+        elif now >= self.due:
+            self.send()
 
 
 class AccessWatch(threading.Thread):
@@ -252,21 +293,21 @@ class AccessWatch(threading.Thread):
                 pgconn = conn.pgconn
                 poller = select.poll()
                 poller.register(pgconn.socket, select.POLLIN)
+                probe = _Probe()
+                # Listening only once a notification sent the way changes are written came
+                # back: a LISTEN can succeed and hear nothing (a pooler in transaction mode).
+                probe.send()
+                while probe.outstanding and not self.stopping.is_set():
+                    probe.check()
+                    if poller.poll(WAKE * 1000):
+                        self._read(pgconn, probe)
                 _set_listening(pgconn.socket)
                 self.ready.set()
                 delay = RECONNECT_DELAY[0]
                 while not self.stopping.is_set():
-                    if not poller.poll(WAKE * 1000):
-                        continue
-                    # Marked before the socket is read: between the read and the counting,
-                    # the socket no longer says a change came, and this does.
-                    _counts.reading = True
-                    try:
-                        pgconn.consume_input()  # raises once the connection has ended
-                        while (note := pgconn.notifies()) is not None:
-                            _noted(note.extra.decode(errors="replace"))
-                    finally:
-                        _counts.reading = False
+                    probe.check()  # raises when one did not come back in time
+                    if poller.poll(WAKE * 1000):
+                        self._read(pgconn, probe)
                     if pgconn.status != pq.ConnStatus.OK:
                         raise psycopg.OperationalError("the connection ended")
             except Exception as exc:
@@ -287,6 +328,22 @@ class AccessWatch(threading.Thread):
                         pass
             self.stopping.wait(delay)
             delay = min(delay * 2, RECONNECT_DELAY[1])
+
+    @staticmethod
+    def _read(pgconn, probe: _Probe) -> None:
+        # Marked before the socket is read: between the read and the counting, the socket
+        # no longer says a change came, and this does.
+        _counts.reading = True
+        try:
+            pgconn.consume_input()  # raises once the connection has ended
+            while (note := pgconn.notifies()) is not None:
+                payload = note.extra.decode(errors="replace")
+                if payload.startswith(PROBE_PREFIX):
+                    probe.heard(payload)
+                else:
+                    _noted(payload)
+        finally:
+            _counts.reading = False
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stopping.set()

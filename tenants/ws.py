@@ -42,9 +42,9 @@ from tenants.access import caller_role
 from tenants.authentication import ApiKeyPrincipal, api_key_authenticate
 from tenants.context import in_public
 from tenants.keys import looks_like_key
-from tenants.models import ApiKey
+from tenants.models import ApiKey, Organization
 from tenants.resolution import org_by_slug
-from tenants.rights import key_is_live
+from tenants.rights import api_key_effective_rights, key_is_live
 from tenants.ws_access import LiveAccess, guard
 
 _WS_ORG = re.compile(r"^/ws/orgs/(?P<slug>[^/]+)/")
@@ -82,7 +82,8 @@ def _principal_from_ticket(ticket: str) -> tuple[int, object]:
     # The key may have been revoked or have expired since the ticket was issued.
     if key is None or not key_is_live(key):
         raise Refusal(CLOSE_UNAUTHENTICATED, "invalid_ticket: the API key is revoked or expired")
-    principal = ApiKeyPrincipal(key)
+    role, until = api_key_effective_rights(key)
+    principal = ApiKeyPrincipal(key, role, until)
     if principal.role is None:
         raise Refusal(CLOSE_UNAUTHENTICATED, "api_key_creator_gone")
     return org_id, principal
@@ -118,7 +119,10 @@ def _resolve(*, slug: str, ticket: str | None, secret: str | None, session_user)
     role = caller_role(user, org)
     if role is None:
         raise Refusal(CLOSE_NOT_FOUND, "not_found")
-    if not org.is_active:
+    # From the database, not org_by_slug's cached row: what the handshake reads here is what the
+    # socket's rights version (tenants/ws_access.py) is taken to be current with.
+    status = Organization.objects.filter(pk=org.id).values_list("status", flat=True).first()
+    if status != Organization.Status.ACTIVE:
         raise Refusal(CLOSE_FORBIDDEN, "org_suspended")
     return org, user, role
 
@@ -186,6 +190,8 @@ class TenantWebsocketMiddleware:
         subprotocol = BEARER_SUBPROTOCOL if as_subprotocol else None
         session_user = None
         refusal: Refusal | None = None
+        # Before anything is read (the session's user included): the reads are current with it.
+        before = access_watch.stamp()
         if ticket is None and secret is None:
             session_user = scope.get("user")
             if session_user is not None and hasattr(session_user, "_wrapped"):
@@ -196,7 +202,6 @@ class TenantWebsocketMiddleware:
             if getattr(session_user, "is_authenticated", False) and not origin_allowed(scope):
                 refusal = Refusal(CLOSE_FORBIDDEN, "origin_not_allowed")
         org = user = role = None
-        before = access_watch.stamp()  # what the rights read below is known to be current with
         if refusal is None:
             try:
                 org, user, role = await in_public(
@@ -215,8 +220,11 @@ class TenantWebsocketMiddleware:
             return await refuse(send, refusal.code, refusal.reason, subprotocol)
 
         access = LiveAccess(org=org, user=user, role=role)
-        if before is not None and access_watch.stamp() == before:
-            access.version = access_watch.version(org.id, org.schema_name)
+        if before is not None:
+            # Taken first, then confirmed: nothing counted since `before` (the reads' start).
+            seen = access_watch.version(org.id, org.schema_name)
+            if access_watch.stamp() == before:
+                access.version = seen
         scope = dict(scope, org=org, user=user, role=role, org_slug=org.slug, access=access)
         tokens = (org_var.set(org.slug), principal_var.set(access.principal_label))
         try:

@@ -37,13 +37,17 @@ from tenants import access_watch
 from tenants.audit.feed import audit_stream_key
 from tenants.context import in_public
 from tenants.models import ApiKey, Organization
-from tenants.rights import api_key_effective_role
+from tenants.rights import api_key_effective_rights
 from tenants.roles import Role, role_at_least
 from tenants.selectors import membership_role
 
 logger = logging.getLogger(__name__)
 
 RECHECK_AFTER = 1.0
+# Seconds between a quiet socket's looks at the access watch (tenants/access_watch.py).
+NOTICE_POLL = 2.0
+# A re-read is skipped on the access watch's word for at most this long after the last one.
+SKIP_MAX_AGE = 60.0
 # Audit actions that can change what a caller may do, or which resources they see.
 RIGHTS_ACTIONS = (
     "member.",
@@ -69,7 +73,7 @@ class LiveAccess:
         key = getattr(user, "api_key", None)
         self.key_id = key.pk if key is not None else None
         self.user_id = None if key is not None else user.pk
-        self.expires_at = key.expires_at if key is not None else None
+        self.expires_at = getattr(user, "until", None) if key is not None else None
         self.principal_label = f"key:{key.prefix}" if key is not None else f"user:{user.pk}"
         self.checked_at = time.monotonic()
         self.stale = False
@@ -77,6 +81,7 @@ class LiveAccess:
         # tenants/access_watch.version() as it was before the last full re-read: while it is
         # unchanged, nothing those reads depend on has changed, and a re-read is skipped.
         self.version: tuple | None = None
+        self.read_at = time.monotonic()  # the last full read (the handshake's, at first)
 
     def require(self, role: str) -> None:
         """What this socket needs, kept for as long as it is open."""
@@ -89,25 +94,27 @@ class LiveAccess:
         self.resource_check = check
 
 
-def access_recheck(*, org_id: int, user_id: int | None, key_id) -> tuple[str | None, int, str]:
+def access_recheck(
+    *, org_id: int, user_id: int | None, key_id
+) -> tuple[str | None, int, str, object]:
     """(role, 0, "") while the caller may still act, else (None, close code, reason). Public schema."""
     status = Organization.objects.filter(pk=org_id).values_list("status", flat=True).first()
     if status is None:
-        return None, 4404, "not_found"
+        return None, 4404, "not_found", None
     if status != Organization.Status.ACTIVE:
-        return None, 4403, "org_suspended"
+        return None, 4403, "org_suspended", None
     if key_id is not None:
         key = ApiKey.objects.filter(pk=key_id).first()
         if key is None or key.revoked_at is not None:
-            return None, 4401, "api_key_revoked"
+            return None, 4401, "api_key_revoked", None
         if key.expires_at is not None and key.expires_at <= timezone.now():
-            return None, 4401, "api_key_expired"
-        role = api_key_effective_role(key)
-        return (role, 0, "") if role else (None, 4401, "api_key_creator_gone")
+            return None, 4401, "api_key_expired", None
+        role, until = api_key_effective_rights(key)
+        return (role, 0, "", until) if role else (None, 4401, "api_key_creator_gone", None)
     if not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
-        return None, 4401, "user_inactive"
+        return None, 4401, "user_inactive", None
     role = membership_role(user_id=user_id, org_id=org_id)
-    return (role, 0, "") if role else (None, 4403, "membership_ended")
+    return (role, 0, "", None) if role else (None, 4403, "membership_ended", None)
 
 
 async def _watch(access: LiveAccess, recheck) -> None:
@@ -124,11 +131,18 @@ async def _watch(access: LiveAccess, recheck) -> None:
             timeout = None
             if access.expires_at is not None:
                 timeout = max(0.0, (access.expires_at - timezone.now()).total_seconds()) + 0.05
+            if access_watch.listening():
+                # A change the database notified but no audit entry announced (a bulk update,
+                # psql): seen within NOTICE_POLL even on a socket that sends nothing.
+                timeout = NOTICE_POLL if timeout is None else min(timeout, NOTICE_POLL)
             try:
                 text = await asyncio.wait_for(queue.get(), timeout)
-            except TimeoutError:  # the key's expiry
-                access.stale = True
-                await recheck()
+            except TimeoutError:  # the key's expiry, or time to look at the access watch
+                expired = access.expires_at is not None and access.expires_at <= timezone.now()
+                seen = access_watch.version(access.org.id, access.org.schema_name)
+                if expired or (access.version is not None and seen != access.version):
+                    access.stale = expired or access.stale
+                    await recheck()
                 continue
             try:
                 action = json.loads(text).get("action", "")
@@ -185,14 +199,18 @@ async def guard(inner, scope, connect_message, receive, send, *, access: LiveAcc
                 seen is not None
                 and seen == access.version
                 and not access.stale
+                and time.monotonic() - access.read_at < SKIP_MAX_AGE
                 and (access.expires_at is None or access.expires_at > timezone.now())
             ):
                 access.checked_at = time.monotonic()  # nothing notified since the last read
                 return True
-            role, code, reason = await in_public(
+            role, code, reason, until = await in_public(
                 access_recheck, org_id=access.org.id, user_id=access.user_id, key_id=access.key_id
             )
             access.checked_at, access.stale = time.monotonic(), False
+            access.read_at = access.checked_at
+            if access.key_id is not None:
+                access.expires_at = until  # the chain's earliest expiry, as now committed
             if role is None:
                 await close(code, reason)
                 return False

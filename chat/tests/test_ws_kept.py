@@ -80,10 +80,10 @@ async def test_the_conversation_is_read_again_only_after_a_change_that_decides_i
     # Read at the handshake and the connect, kept since: no turn read them again.
     assert counted == {"conversation": 0, "rights": 0}
 
-    # An orchestrator's status is written (here to the same value): read again, once.
+    # A statement on the organization's team memberships (statement-level: even one that
+    # changes no row notifies): read again, once.
     await database_sync_to_async(_commit)(
-        "UPDATE org_alpha.orchestrators_orchestratorinstance SET status = status WHERE id = %s",
-        [chat_orchestrator["fast"].pk],
+        "UPDATE org_alpha.teams_teammembership SET role = role WHERE false", []
     )
     for text in ("four", "five"):
         assert (await _say(tab, text))[-1]["status"] == "complete"

@@ -1,8 +1,9 @@
 """NOTIFY cadence_access when a row that authentication reads changes (tenants/access_watch.py).
 
-The payload is the organization's id; `*` for a user (their memberships span organizations).
-A key's `last_used_at` (written as keys are used) and a user's `last_login` are not access and
-notify nothing. PostgreSQL delivers a notification only if its transaction commits, once per
+The payload is the organization's id; `*` for a user (their memberships span organizations) and
+for a TRUNCATE. Only a change to a column that access is read from notifies (WHEN clauses): a
+key's `last_used_at` (written as keys are used), a user's `last_login` or a full `save()` that
+changes nothing of it notify nothing. PostgreSQL delivers a notification only if its transaction commits, once per
 distinct payload per transaction.
 """
 
@@ -32,38 +33,128 @@ BEGIN
     PERFORM pg_notify('cadence_access', '*');
     RETURN NULL;
 END $$;
-
-DROP TRIGGER IF EXISTS cadence_access_apikey ON tenants_apikey;
-CREATE TRIGGER cadence_access_apikey
-    AFTER INSERT OR DELETE OR UPDATE OF
-        organization_id, prefix, secret_hash, role, created_by_id, created_by_key_id, team_id,
-        expires_at, revoked_at
-    ON tenants_apikey FOR EACH ROW EXECUTE FUNCTION cadence_access_org_changed('organization_id');
-
-DROP TRIGGER IF EXISTS cadence_access_membership ON tenants_membership;
-CREATE TRIGGER cadence_access_membership
-    AFTER INSERT OR UPDATE OR DELETE ON tenants_membership
-    FOR EACH ROW EXECUTE FUNCTION cadence_access_org_changed('organization_id');
-
-DROP TRIGGER IF EXISTS cadence_access_organization ON tenants_organization;
-CREATE TRIGGER cadence_access_organization
-    AFTER UPDATE OR DELETE ON tenants_organization
-    FOR EACH ROW EXECUTE FUNCTION cadence_access_org_changed('id');
-
-DROP TRIGGER IF EXISTS cadence_access_user ON {users};
-CREATE TRIGGER cadence_access_user
-    AFTER DELETE OR UPDATE OF is_active, is_staff ON {users}
-    FOR EACH ROW EXECUTE FUNCTION cadence_access_everyone_changed();
+""" + "".join(
+    f"""
+DROP TRIGGER IF EXISTS {name} ON {table};
+CREATE TRIGGER {name} AFTER {events} ON {table} {level}
+    EXECUTE FUNCTION {function};
 """
+    for name, table, events, level, function in [
+        (
+            "cadence_access_apikey",
+            "tenants_apikey",
+            "INSERT OR DELETE",
+            "FOR EACH ROW",
+            "cadence_access_org_changed('organization_id')",
+        ),
+        (
+            "cadence_access_apikey_update",
+            "tenants_apikey",
+            "UPDATE",
+            "FOR EACH ROW WHEN ("
+            + " OR ".join(
+                f"OLD.{c} IS DISTINCT FROM NEW.{c}"
+                for c in (
+                    "organization_id",
+                    "prefix",
+                    "secret_hash",
+                    "role",
+                    "created_by_id",
+                    "created_by_key_id",
+                    "team_id",
+                    "expires_at",
+                    "revoked_at",
+                )
+            )
+            + ")",
+            "cadence_access_org_changed('organization_id')",
+        ),
+        (
+            "cadence_access_membership",
+            "tenants_membership",
+            "INSERT OR DELETE",
+            "FOR EACH ROW",
+            "cadence_access_org_changed('organization_id')",
+        ),
+        (
+            "cadence_access_membership_update",
+            "tenants_membership",
+            "UPDATE",
+            "FOR EACH ROW WHEN (OLD.role IS DISTINCT FROM NEW.role"
+            " OR OLD.user_id IS DISTINCT FROM NEW.user_id"
+            " OR OLD.organization_id IS DISTINCT FROM NEW.organization_id)",
+            "cadence_access_org_changed('organization_id')",
+        ),
+        (
+            "cadence_access_organization",
+            "tenants_organization",
+            "DELETE",
+            "FOR EACH ROW",
+            "cadence_access_org_changed('id')",
+        ),
+        (
+            "cadence_access_organization_update",
+            "tenants_organization",
+            "UPDATE",
+            "FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status"
+            " OR OLD.slug IS DISTINCT FROM NEW.slug"
+            " OR OLD.schema_name IS DISTINCT FROM NEW.schema_name)",
+            "cadence_access_org_changed('id')",
+        ),
+        (
+            "cadence_access_user",
+            "{users}",
+            "DELETE",
+            "FOR EACH ROW",
+            "cadence_access_everyone_changed()",
+        ),
+        (
+            "cadence_access_user_update",
+            "{users}",
+            "UPDATE",
+            "FOR EACH ROW WHEN (OLD.is_active IS DISTINCT FROM NEW.is_active"
+            " OR OLD.is_staff IS DISTINCT FROM NEW.is_staff)",
+            "cadence_access_everyone_changed()",
+        ),
+        *(
+            (
+                f"cadence_access_{short}_truncate",
+                table,
+                "TRUNCATE",
+                "FOR EACH STATEMENT",
+                "cadence_access_everyone_changed()",
+            )
+            for short, table in (
+                ("apikey", "tenants_apikey"),
+                ("membership", "tenants_membership"),
+                ("organization", "tenants_organization"),
+                ("user", "{users}"),
+            )
+        ),
+    ]
+)
 
-BACKWARD = """
-DROP TRIGGER IF EXISTS cadence_access_apikey ON tenants_apikey;
-DROP TRIGGER IF EXISTS cadence_access_membership ON tenants_membership;
-DROP TRIGGER IF EXISTS cadence_access_organization ON tenants_organization;
-DROP TRIGGER IF EXISTS cadence_access_user ON {users};
-DROP FUNCTION IF EXISTS cadence_access_org_changed();
-DROP FUNCTION IF EXISTS cadence_access_everyone_changed();
-"""
+BACKWARD = (
+    "".join(
+        f"DROP TRIGGER IF EXISTS cadence_access_{name} ON {table};\n"
+        for name, table in (
+            ("apikey", "tenants_apikey"),
+            ("apikey_update", "tenants_apikey"),
+            ("apikey_truncate", "tenants_apikey"),
+            ("membership", "tenants_membership"),
+            ("membership_update", "tenants_membership"),
+            ("membership_truncate", "tenants_membership"),
+            ("organization", "tenants_organization"),
+            ("organization_update", "tenants_organization"),
+            ("organization_truncate", "tenants_organization"),
+            ("user", "{users}"),
+            ("user_update", "{users}"),
+            ("user_truncate", "{users}"),
+        )
+    )
+    + "DROP FUNCTION IF EXISTS cadence_access_org_changed();\n"
+    + "DROP FUNCTION IF EXISTS cadence_access_everyone_changed();\n"
+)
 
 
 def _users_table() -> str:

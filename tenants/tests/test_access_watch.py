@@ -124,10 +124,28 @@ def test_a_committed_change_applies_to_the_next_request(watch, vouched, change, 
 def test_a_change_to_another_organization_keeps_what_is_kept(watch, vouched, world):
     _, _, secret = vouched
     _resolved_twice(secret)
-    _committed_elsewhere(
-        "UPDATE tenants_membership SET role = role WHERE organization_id = %s", [world.bravo.org.pk]
-    )
-    assert access_watch._counts.orgs.get(world.bravo.org.pk, 0) > 0
+    viewer = world.bravo.users["viewer"].pk
+    change = "UPDATE tenants_membership SET role = %s WHERE organization_id = %s AND user_id = %s"
+    _committed_elsewhere(change, ["member", world.bravo.org.pk, viewer])
+    _committed_elsewhere(change, ["viewer", world.bravo.org.pk, viewer])
+    assert access_watch._counts.orgs.get(world.bravo.org.pk, 0) >= 2
+    assert _statements(secret) == (0, "admin")
+
+
+def test_a_save_that_changes_nothing_of_access_notifies_nothing(watch, vouched):
+    """A full save() writes every column: only a changed value of one that access is read from
+    notifies (the triggers' WHEN), so profile edits and logins keep what is kept."""
+    membership, key, secret = vouched
+    _resolved_twice(secret)
+    seen = access_watch._counts.changes
+    user = get_user_model().objects.get(pk=membership.user_id)
+    user.first_name = "Renamed"
+    user.save()
+    ApiKey.objects.get(pk=key.pk).save()
+    Membership.objects.get(pk=membership.pk).save()
+    Organization.objects.get(pk=membership.organization_id).save()
+    _committed_elsewhere("SELECT pg_notify('cadence_access', 'schema:nobody')", [])
+    assert access_watch._counts.changes == seen + 1  # only the marker sent after them
     assert _statements(secret) == (0, "admin")
 
 
