@@ -169,6 +169,41 @@ def committed_db(django_db_setup, django_db_blocker, _close_stray_connections):
 
 
 @pytest.fixture
+def committed_member(world, committed_db):
+    """Makes committed members of alpha, each a user of their own, with an API key they created
+    when `key_role` is given: `make(username, role, key_role=None) -> (membership, key, secret)`.
+    The users and their keys are removed afterwards."""
+    from django.contrib.auth import get_user_model
+
+    from tenants.models import ApiKey, Membership
+    from tenants.services import api_key_create
+
+    User = get_user_model()
+    made = []
+
+    def make(username: str, role: str, key_role: str | None = None):
+        User.objects.filter(username=username).delete()
+        user = User.objects.create_user(username=username, email=f"{username}@alpha.test")
+        made.append(user)
+        membership = Membership.objects.create(user=user, organization=world.alpha.org, role=role)
+        key = secret = None
+        if key_role is not None:
+            key, secret = api_key_create(
+                org=world.alpha.org,
+                name=f"{username} key",
+                role=key_role,
+                creator_role=role,
+                created_by=user,
+            )
+        return membership, key, secret
+
+    yield make
+    for user in made:
+        ApiKey.objects.filter(created_by=user).delete()
+        user.delete()
+
+
+@pytest.fixture
 def access_watch_running(committed_db):
     """This process's access watch listening on the test database (tenants/access_watch.py), as
     a server's lifespan starts it; stopped afterwards (nothing is kept once it stops)."""

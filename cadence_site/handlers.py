@@ -11,6 +11,7 @@ headers an API response needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import threading
 from collections import deque
@@ -210,18 +211,15 @@ class ApiASGIHandler(RecycledThreadsMixin, ASGIHandler):
         for task in tasks:
             if task.done():
                 try:
-                    task.result()
-                except RequestAborted:
-                    pass
+                    with contextlib.suppress(RequestAborted):
+                        task.result()
                 except AssertionError:
                     body_file.close()
                     raise
             else:
                 task.cancel()
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
-                except asyncio.CancelledError:
-                    pass
         try:
             response = tasks[1].result()
         except asyncio.CancelledError:

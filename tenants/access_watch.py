@@ -30,6 +30,7 @@ So a change applies to the next request of any process, within the notification'
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import select
@@ -322,10 +323,8 @@ class AccessWatch(threading.Thread):
                 self.ready.clear()
                 _set_listening(None)
                 if conn is not None:
-                    try:
+                    with contextlib.suppress(Exception):  # closing a dead one may fail too
                         conn.close()
-                    except Exception:
-                        pass
             self.stopping.wait(delay)
             delay = min(delay * 2, RECONNECT_DELAY[1])
 

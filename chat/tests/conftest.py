@@ -44,15 +44,6 @@ def chat_orchestrator(world, committed_db):
 
 
 @pytest.fixture
-def temp_member(world, committed_db):
+def temp_member(committed_member):
     """A committed member of alpha (a user of their own); removed afterwards."""
-    from django.contrib.auth import get_user_model
-
-    from tenants.models import Membership
-
-    User = get_user_model()
-    User.objects.filter(username="alpha-ws-member").delete()
-    user = User.objects.create_user(username="alpha-ws-member", email="wsm@alpha.test")
-    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="member")
-    yield membership
-    user.delete()
+    return committed_member("alpha-ws-member", "member")[0]

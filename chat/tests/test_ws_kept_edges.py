@@ -38,6 +38,21 @@ async def _next_after_sending(tab, text: str) -> dict:
     return frame
 
 
+async def _chatting_with_key(conversation: str, secret: str) -> WebsocketCommunicator:
+    """A socket on `conversation` with an API key in its Authorization header, once the
+    fixtures' notifications have come, that has taken one turn."""
+    await database_sync_to_async(_settled)()
+    tab = WebsocketCommunicator(
+        application,
+        f"/ws/orgs/alpha/conversations/{conversation}/",
+        headers=[(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())],
+    )
+    connected, _ = await ws_connect(tab)
+    assert connected
+    assert (await _next_after_sending(tab, "before"))["type"] == "message.created"
+    return tab
+
+
 @pytest.fixture
 def minted(world, chat_orchestrator, temp_member, committed_db):
     """A key of temp_member's that expires in 2.5 s, a key minted with it (no expiry of its own),
@@ -75,15 +90,7 @@ async def test_a_socket_of_a_minted_key_ends_when_its_minting_key_expires(
     own key's expiry (LiveAccess.expires_at = key.expires_at, not ApiKeyPrincipal.until): time
     sends no notification, so the minted key keeps chatting after its voucher expired."""
     parent, _, secret, conversation = minted
-    await database_sync_to_async(_settled)()
-    tab = WebsocketCommunicator(
-        application,
-        f"/ws/orgs/alpha/conversations/{conversation}/",
-        headers=[(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())],
-    )
-    connected, _ = await ws_connect(tab)
-    assert connected
-    assert (await _next_after_sending(tab, "before"))["type"] == "message.created"
+    tab = await _chatting_with_key(conversation, secret)
 
     await asyncio.sleep(max(0.0, (parent.expires_at - timezone.now()).total_seconds()) + 1.2)
     answer = await _next_after_sending(tab, "after the minting key expired")
@@ -244,15 +251,7 @@ async def test_an_expiry_given_to_an_open_sockets_key_ends_it_when_it_comes(
     skips the re-read because the socket still believes the key never expires. Before the
     watch, the first frame after the expiry re-read and closed 4401 api_key_expired."""
     key, secret, conversation = own_key
-    await database_sync_to_async(_settled)()
-    tab = WebsocketCommunicator(
-        application,
-        f"/ws/orgs/alpha/conversations/{conversation}/",
-        headers=[(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())],
-    )
-    connected, _ = await ws_connect(tab)
-    assert connected
-    assert (await _next_after_sending(tab, "before"))["type"] == "message.created"
+    tab = await _chatting_with_key(conversation, secret)
 
     await database_sync_to_async(_commit)(
         "UPDATE tenants_apikey SET expires_at = now() + interval '2 seconds' WHERE id = %s",

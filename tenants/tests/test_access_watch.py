@@ -22,7 +22,6 @@ from cadence_site.testing import start_live_server, test_database_url
 from tenants import access_watch
 from tenants.authentication import api_key_authenticate
 from tenants.models import ApiKey, Membership, Organization
-from tenants.services import api_key_create
 
 
 @pytest.fixture
@@ -31,19 +30,9 @@ def watch(access_watch_running):
 
 
 @pytest.fixture
-def vouched(world, committed_db):
+def vouched(committed_member):
     """A committed admin of alpha and an admin key they created; removed afterwards."""
-    User = get_user_model()
-    User.objects.filter(username="alpha-watch-admin").delete()
-    user = User.objects.create_user(username="alpha-watch-admin", email="watch@alpha.test")
-    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="admin")
-    key, secret = api_key_create(
-        org=world.alpha.org, name="watched", role="admin", creator_role="admin", created_by=user
-    )
-    yield membership, key, secret
-    ApiKey.objects.filter(created_by=user).delete()
-    ApiKey.objects.filter(pk=key.pk).delete()
-    user.delete()
+    return committed_member("alpha-watch-admin", "admin", key_role="admin")
 
 
 def _statements(secret: str) -> tuple[int, object]:

@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from cadence_site.asgi import application
@@ -54,25 +53,9 @@ def _key_principal(key_id):
 
 
 @pytest.fixture
-def temp_admin(world, committed_db):
+def temp_admin(committed_member):
     """A committed admin of alpha with an admin key of their own; removed afterwards."""
-    from tenants.services import api_key_create
-
-    User = get_user_model()
-    User.objects.filter(username="alpha-ws-admin").delete()
-    user = User.objects.create_user(username="alpha-ws-admin", email="ws@alpha.test")
-    membership = Membership.objects.create(user=user, organization=world.alpha.org, role="admin")
-    key, secret = api_key_create(
-        org=world.alpha.org,
-        name="ws admin key",
-        role="admin",
-        creator_role="admin",
-        created_by=user,
-    )
-    yield membership, key, secret
-    ApiKey.objects.filter(created_by=user).delete()
-    ApiKey.objects.filter(pk=key.pk).delete()
-    user.delete()
+    return committed_member("alpha-ws-admin", "admin", key_role="admin")
 
 
 # --- credentials --------------------------------------------------------------------------------
