@@ -58,7 +58,8 @@ RECONNECT_DELAY = (0.5, 10.0)
 
 @dataclass(frozen=True, slots=True)
 class Stamp:
-    """The watch's counts as seen before a lookup: `valid` while nothing changed since."""
+    """The watch's counts as seen before a lookup; `remember` keeps what the lookup found only
+    if they are still the same (nothing was notified meanwhile)."""
 
     generation: int
     changes: int
