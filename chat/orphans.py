@@ -18,17 +18,17 @@ from functools import partial
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, Subquery
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from cadence_site.loops import LoopLocal
 from chat.models import Message
 from engine.models import Run
 from engine.runs import pipeline
 from engine.runs.orphans import (
     INTERRUPTED,
     INTERRUPTED_MESSAGE,
+    BeatGatherer,
     Source,
     Verdict,
     runs_end,
@@ -192,20 +192,37 @@ def conversation_free(*, conversation_id) -> bool:
 # --- the heartbeat --------------------------------------------------------------------------------
 
 
-def _beat(*, schema_name: str, conversation_id: str, run_id: str, text: str, owner: str) -> None:
-    with schema_context(schema_name):
-        Message.objects.filter(
-            conversation_id=conversation_id, status=Message.Status.STREAMING, owner=owner
-        ).update(
-            content=text,
-            heartbeat_at=timezone.now(),
-            # The run's row is written beside the first model call: linked once it exists.
-            run_id=Coalesce(F("run_id"), Subquery(Run.objects.filter(pk=run_id).values("pk")[:1])),
-        )
+def _replies_beat(*, beats: dict[tuple[str, str, str], tuple[str | None, str]]) -> None:
+    """Each streaming reply's heartbeat and text so far, one UPDATE per schema for all the
+    replies gathered ({(schema, conversation id, owner): (run id, text)}). The run's row is
+    written beside the first model call: a reply is linked to it once it exists."""
+    by_schema: dict[str, list[tuple]] = {}
+    for (schema_name, conversation_id, owner), (run_id, text) in beats.items():
+        by_schema.setdefault(schema_name, []).append((conversation_id, owner, run_id, text))
+    now = timezone.now()
+    for schema_name, rows in by_schema.items():
+        values = ", ".join(["(%s::uuid, %s, %s::uuid, %s)"] * len(rows))
+        params: list = [now]
+        for row in rows:
+            params += row
+        params.append(Message.Status.STREAMING)
+        with schema_context(schema_name), connection.cursor() as cursor:
+            cursor.execute(_REPLIES_BEAT_SQL.format(values=values), params)
+
+
+_REPLIES_BEAT_SQL = (
+    f"UPDATE {Message._meta.db_table} AS m SET content = beat.content, heartbeat_at = %s,"  # noqa: S608 - fixed names
+    f" run_id = COALESCE(m.run_id, (SELECT r.id FROM {Run._meta.db_table} r WHERE r.id = beat.run))"
+    " FROM (VALUES {values}) AS beat (conversation, owner, run, content)"
+    " WHERE m.conversation_id = beat.conversation AND m.owner = beat.owner AND m.status = %s"
+)
+_loop_reply_beats: LoopLocal[BeatGatherer] = LoopLocal(lambda: BeatGatherer(_replies_beat))
 
 
 class ReplyHeartbeat(pipeline.TurnExtension):
-    """The reply so far and its owner's heartbeat, for a turn that writes a chat reply."""
+    """The reply so far and its owner's heartbeat, for a turn that writes a chat reply: the
+    replies of one event loop that beat within BEAT_GATHER_SECONDS of each other are written
+    with one statement (engine/runs/orphans.BeatGatherer), not one thread hop and UPDATE each."""
 
     async def on_progress(self, turn) -> None:
         request = turn.request
@@ -213,15 +230,9 @@ class ReplyHeartbeat(pipeline.TurnExtension):
             return
         if turn.finishing:  # reply_store, next, writes the reply and links the run
             return
-        await pipeline.db_call(
-            partial(
-                _beat,
-                schema_name=request.schema_name,
-                conversation_id=request.conversation_id,
-                run_id=turn.run_id,
-                text="".join(turn.text),
-                owner=owner_token(),
-            )
+        await _loop_reply_beats.get().beat(
+            (request.schema_name, request.conversation_id, owner_token()),
+            (turn.run_id, "".join(turn.text)),
         )
 
 

@@ -368,6 +368,56 @@ def test_the_heartbeat_ticks_while_the_model_is_silent(world, chat_orchestrator,
     assert beats.texts[-1] == "Offline model. You said: hi"
 
 
+def test_replies_beating_together_are_written_in_one_statement(world, chat_orchestrator, as_key):
+    """Streaming replies of one loop that beat within BEAT_GATHER_SECONDS share one write: each
+    gets its text and heartbeat, and its run once the run's row exists; another owner's reply
+    and a finished one are left alone."""
+    import asyncio
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from chat import orphans
+
+    client = as_key(world.alpha.keys["member"])
+    mine = owners.owner_token()
+    first, second, theirs = (_conversation(client) for _ in range(3))
+    (a, run_a), (b, _), (c, _) = (
+        _in_flight(first, owner=mine, age=30),
+        _in_flight(second, owner=mine, age=30),
+        _in_flight(theirs, owner="someone-else", age=30),
+    )
+    with schema_context("org_alpha"):
+        Message.objects.filter(pk=b).update(run=None)
+        run_b = str(Run.objects.filter(conversation_id=second).values_list("pk", flat=True)[0])
+    writes = []
+    real_write = orphans._replies_beat
+
+    def counted(**kwargs):
+        with CaptureQueriesContext(connection) as queries:
+            real_write(**kwargs)
+        writes.append(len([q for q in queries if q["sql"].startswith("UPDATE")]))
+
+    async def beat_both():
+        gatherer = orphans.BeatGatherer(counted)
+        await asyncio.gather(
+            gatherer.beat(("org_alpha", first, mine), (run_a, "first so far")),
+            gatherer.beat(("org_alpha", second, mine), (run_b, "second so far")),
+            gatherer.beat(("org_alpha", theirs, mine), (None, "not mine to write")),
+        )
+
+    before = timezone.now()
+    async_to_sync(beat_both)()
+
+    assert writes == [1]
+    with schema_context("org_alpha"):
+        rows = {str(m.pk): m for m in Message.objects.filter(pk__in=[a, b, c])}
+    assert (rows[a].content, rows[b].content) == ("first so far", "second so far")
+    assert rows[a].heartbeat_at >= before and rows[b].heartbeat_at >= before
+    assert str(rows[b].run_id) == run_b  # linked now that its run's row exists
+    assert rows[c].content == "Offline model. You" and rows[c].heartbeat_at < before
+
+
 # --- the chat socket ------------------------------------------------------------------------------
 
 

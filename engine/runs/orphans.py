@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -242,16 +243,19 @@ def _beats_write(*, beats: dict[tuple[str, str], str]) -> None:
             )
 
 
-class _Beats:
-    """One event loop's pending heartbeats: the first starts a write BEAT_GATHER_SECONDS later
-    that takes every beat come meanwhile (a run's latest text), and each beat waits for it."""
+class BeatGatherer:
+    """One event loop's pending heartbeats of one kind: the first starts a write
+    BEAT_GATHER_SECONDS later that takes every beat come meanwhile (the latest of each key),
+    and each beat waits for it. `write(beats=...)` is synchronous (run on a pool thread) and
+    gets {key: value} for every beat gathered."""
 
-    def __init__(self) -> None:
-        self.pending: dict[tuple[str, str], str] = {}
+    def __init__(self, write: Callable[..., None]) -> None:
+        self.write = write
+        self.pending: dict[Any, Any] = {}
         self.written: asyncio.Future | None = None
 
-    async def beat(self, schema_name: str, run_id: str, text: str) -> None:
-        self.pending[(schema_name, run_id)] = text
+    async def beat(self, key: Any, value: Any) -> None:
+        self.pending[key] = value
         if self.written is None:
             loop = asyncio.get_running_loop()
             self.written = loop.create_future()
@@ -270,7 +274,7 @@ class _Beats:
                 await asyncio.sleep(BEAT_GATHER_SECONDS)
             finally:
                 beats, self.pending, self.written = self.pending, {}, None
-            await pipeline.db_call(partial(_beats_write, beats=beats))
+            await pipeline.db_call(partial(self.write, beats=beats))
         except asyncio.CancelledError:  # the loop is going away: so are the turns waiting
             written.cancel()
             raise
@@ -282,10 +286,10 @@ class _Beats:
 
 
 _writing: set[asyncio.Task] = set()
-_loop_beats: LoopLocal[_Beats] = LoopLocal(lambda: _Beats())
+_loop_beats: LoopLocal[BeatGatherer] = LoopLocal(lambda: BeatGatherer(_beats_write))
 
 
-def _beats() -> _Beats:
+def _beats() -> BeatGatherer:
     return _loop_beats.get()
 
 
@@ -300,7 +304,7 @@ class RunHeartbeat(pipeline.TurnExtension):
             return
         if turn.finishing:  # the outcome's write, next, sets the output and ends the row
             return
-        await _beats().beat(turn.request.schema_name, turn.run_id, "".join(turn.text))
+        await _beats().beat((turn.request.schema_name, turn.run_id), "".join(turn.text))
 
 
 run_heartbeat = RunHeartbeat()
