@@ -44,15 +44,18 @@ their threads; "srv cpu" is that CPU as a share of one core (above 100% with sev
 PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
 the end (message counts), so a failure under load shows up as a count rather than a flood.
 
-Measured 2026-12-06 12:52-12:54 on this session's machine (faster than the one of the figures in
-earlier closing notes; load 2.4-3.3), `--clients 1,20 --requests 200 --ws-conversations 20
---ws-messages 3`, the base (1adefa5) then main twice. srv ms/req json 1 / 20 clients: base 6.50 /
-7.35, main 6.00-6.50 / 5.95-6.75; stream: base 7.00 / 8.45, main 6.85-7.05 / 6.20-6.50. Streaming
-req/s at 20 clients: base 108.4, main 124.2-146.3 (bare 4,969: 3%). WebSocket server CPU per
-message: base 14.33 ms, main 11.00 and 12.50. 0 of 60 lost in each. What moved it: a model call
-with nothing held in Redis adds to its turn's usage on the loop (no thread hop, no upsert per
-call: tenants/limits/turns.py), the proof written with the run and sequenced after it
-(engine/trust), the proof's JSON through orjson.
+Measured 2026-12-06 15:11-15:21 on this session's machine (slower than the last one; load
+0.3-3.6), the issue's command `--clients 1,20,100 --ws-conversations 500 --ws-messages 5`, the base
+(25ea9aa) then main: srv ms/req json 1 / 20 / 100 clients: base 10.27 / 7.53 / 8.63, main 7.63 /
+5.37 / 6.03; stream: base 11.03 / 9.47 / 8.43, main 9.97 / 8.73 / 7.07. WebSocket server CPU per
+message (500 conversations): base 24.78 ms, main 17.10, then 13.66 with replies' heartbeats
+gathered (431bb1f); 0 of 2500 lost in each. Single runs here swing by 30%: benchmarks are
+compared as interleaved pairs (two servers up at once, batches alternated, medians): streamed
+/v1 at 10 clients 7.35 -> 5.25 ms, at 1 client 12.83 -> 9.50, JSON at 20 clients 8.25 -> 5.15,
+/v1/models 4.12 -> 1.82. What moved it: API keys resolved once per process and kept until the
+database notifies a change (tenants/access_watch.py), three thread hops per turn instead of five
+and 13 statements instead of 18 (engine/runs, engine/trust), a chat turn's begin without ORM query
+building, sockets that keep their conversation while nothing that decides it changes.
 """
 
 from __future__ import annotations
