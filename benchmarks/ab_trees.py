@@ -62,26 +62,9 @@ def _setup(tree: str, database: str, env: dict) -> str:
 def _serve(tree: str, database: str, env: dict) -> tuple[subprocess.Popen, int]:
     base = env["DATABASE_URL"].rsplit("/", 1)[0]
     port = cl._free_port()
-    process = subprocess.Popen(
-        [
-            f"{tree}/.venv/bin/python",
-            "-m",
-            "uvicorn",
-            "cadence_site.asgi:application",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--lifespan",
-            "on",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],  # fmt: skip
-        cwd=tree,
-        env=dict(env, DATABASE_URL=f"{base}/{database}", CADENCE_LOG_LEVEL="WARNING"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    served = dict(env, DATABASE_URL=f"{base}/{database}", CADENCE_LOG_LEVEL="WARNING")
+    process = cl._start_server(
+        "cadence_site.asgi:application", port, served, subprocess.DEVNULL, tree=tree
     )
     return process, port
 

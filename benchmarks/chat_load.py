@@ -166,16 +166,26 @@ def _log_summary(path: str, top: int = 8) -> list[str]:
 
 
 def _start_server(
-    app: str, port: int, env: dict, log, app_dir: str | None = None, workers: int = 1
+    app: str,
+    port: int,
+    env: dict,
+    log,
+    app_dir: str | None = None,
+    workers: int = 1,
+    tree: str | None = None,
 ) -> subprocess.Popen:
-    command = [sys.executable, "-m", "uvicorn", app]
+    """uvicorn serving `app`; `tree`: another checkout, served by its own .venv from its root."""
+    python = f"{tree}/.venv/bin/python" if tree else sys.executable
+    command = [python, "-m", "uvicorn", app]
     if app_dir:
         command += ["--app-dir", app_dir]
     command += [
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--lifespan", "on",
         "--no-access-log", "--log-level", "warning",
     ]  # fmt: skip
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command, cwd=tree or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
 
 
 def _stop(process: subprocess.Popen | None) -> None:
