@@ -10,6 +10,12 @@ wake-up stream, which a new subscription writes to (one XADD), so that the read 
 next one includes the new stream. Without it a new socket waited for the block to end (up to
 BLOCK_MS) before its first frame: a run watched from its start saw its first second of step
 frames ~0.5-1 s late (benchmarks/run_ingest.py).
+
+The read is sent as RESP bytes the hub keeps packed, each stream's key and position once, not
+through the client's command packing: at 500 open chat sockets a read names 1,000 arguments,
+and packing them again for every read (a busy hub reads every few milliseconds) was an eighth
+of the server's CPU (py-spy, benchmarks/chat_load.py --ws-conversations 500). Only a position
+that moved is packed again. The read holds one connection of the hub's own pool.
 """
 
 from __future__ import annotations
@@ -40,6 +46,28 @@ def now_id() -> str:
     return f"{int(time.time() * 1000)}-0"
 
 
+def _bulk(value: str) -> bytes:
+    """`value` as a RESP bulk string."""
+    data = value.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _read_head(streams: int) -> bytes:
+    """XREAD COUNT 500 BLOCK <BLOCK_MS> STREAMS, for `streams` keys and as many ids."""
+    words = [b"XREAD", b"COUNT", b"500", b"BLOCK", str(BLOCK_MS).encode(), b"STREAMS"]
+    return b"*%d\r\n" % (len(words) + 2 * streams) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(word), word) for word in words
+    )
+
+
+def _entry_text(fields: list) -> str | None:
+    """The `e` field of an entry's flat field list [name, value, ...] (None: it has none)."""
+    for index in range(0, len(fields) - 1, 2):
+        if fields[index] == b"e":
+            return fields[index + 1].decode()
+    return None
+
+
 def _id(entry_id: bytes | str) -> tuple[int, int]:
     text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     ms, _, seq = text.partition("-")
@@ -50,6 +78,11 @@ class StreamHub:
     def __init__(self) -> None:
         self.subscribers: dict[str, dict[asyncio.Queue, tuple[int, int]]] = {}
         self.positions: dict[str, str] = {}
+        # Each followed stream's key and position as RESP bulk strings (see the docstring),
+        # changed with `positions` by `_follow` alone.
+        self.packed_keys: dict[str, bytes] = {}
+        self.packed_ids: dict[str, bytes] = {}
+        self.connection = None  # the read's own connection, taken from the hub's pool
         self.task: asyncio.Task | None = None
         self.changed = asyncio.Event()
         # The wake-up stream: unique per hub, so that it starts empty and "0-0" is its position.
@@ -69,7 +102,7 @@ class StreamHub:
         queue: asyncio.Queue = asyncio.Queue()
         self.subscribers.setdefault(key, {})[queue] = _id(after)
         if key not in self.positions or _id(after) < _id(self.positions[key]):
-            self.positions[key] = after
+            self._follow(key, after)
             if self.reading and self.woken != self.reads:
                 self.woken = self.reads
                 task = asyncio.get_running_loop().create_task(self._wake())
@@ -79,6 +112,18 @@ class StreamHub:
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self._run())
         return queue
+
+    def _follow(self, key: str, position: str | None) -> None:
+        """Read `key` from after `position` from the next read on; None: stop reading it."""
+        if position is None:
+            self.positions.pop(key, None)
+            self.packed_keys.pop(key, None)
+            self.packed_ids.pop(key, None)
+            return
+        self.positions[key] = position
+        if key not in self.packed_keys:
+            self.packed_keys[key] = _bulk(key)
+        self.packed_ids[key] = _bulk(position)
 
     async def _wake(self) -> None:
         """End the blocked read, so that the next one follows the new positions."""
@@ -106,17 +151,46 @@ class StreamHub:
             followers.pop(queue, None)
             if not followers:
                 del self.subscribers[key]
-                self.positions.pop(key, None)
+                self._follow(key, None)
+
+    async def _read(self) -> list | None:
+        """One blocking XREAD of every followed stream and the wake-up stream, as Redis answers
+        it (RESP2: [[key, [[id, [field, value, ...]], ...]], ...], or None when it timed out)."""
+        parts = [_read_head(len(self.packed_keys) + 1)]
+        parts += self.packed_keys.values()
+        parts.append(_bulk(self.wake_key))
+        parts += self.packed_ids.values()
+        parts.append(_bulk(self.wake_position))
+        if self.connection is None:
+            self.connection = await self.client.connection_pool.get_connection()
+        connection = self.connection
+        try:
+            await connection.send_packed_command(parts, check_health=False)
+            return await connection.read_response()
+        except BaseException:
+            # Cancelled or failed mid-read: the connection may still owe the reply.
+            self.connection = None
+            await connection.disconnect(nowait=True)
+            await self.client.connection_pool.release(connection)
+            raise
 
     async def _run(self) -> None:
+        try:
+            await self._follow_all()
+        finally:
+            if self.connection is not None:
+                connection, self.connection = self.connection, None
+                await self.client.connection_pool.release(connection)
+
+    async def _follow_all(self) -> None:
         while self.subscribers:
             self.changed.clear()
-            streams = {**self.positions, self.wake_key: self.wake_position}
-            # From here until the read returns, a new subscription wakes it (no await between).
+            # From here until the read returns, a new subscription wakes it (no await between
+            # this and the read's send).
             self.reading = True
             self.reads += 1
             try:
-                batches = await self.client.xread(streams, block=BLOCK_MS, count=500)
+                batches = await self._read()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -127,6 +201,8 @@ class StreamHub:
                 continue
             finally:
                 self.reading = False
+            if isinstance(batches, dict):  # a RESP3 connection answers with a map
+                batches = list(batches.items())
             for raw_key, entries in batches or []:
                 key = raw_key.decode()
                 if key == self.wake_key:
@@ -135,11 +211,17 @@ class StreamHub:
                 followers = self.subscribers.get(key, {})
                 for entry_id, fields in entries:
                     position = _id(entry_id)
+                    text = _entry_text(fields)
                     for queue, since in followers.items():
                         if position > since:
-                            queue.put_nowait(fields[b"e"].decode())
-                    if key in self.positions:
-                        self.positions[key] = entry_id.decode()
+                            # A follower's own position moves with what it got: a later
+                            # follower from an older position makes the read go back, and
+                            # the others must not get those entries twice.
+                            followers[queue] = position
+                            if text is not None:
+                                queue.put_nowait(text)
+                if key in self.positions:
+                    self._follow(key, entries[-1][0].decode())
             if batches:
                 await asyncio.sleep(GATHER_SECONDS)
 
