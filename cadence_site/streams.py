@@ -97,7 +97,7 @@ class StreamHub:
             settings.REDIS_URL, socket_timeout=BLOCK_MS / 1000 + 10, socket_connect_timeout=5
         )
 
-    def subscribe(self, key: str, after: str) -> asyncio.Queue:
+    def subscribe(self, key: str, after: str | bytes) -> asyncio.Queue:
         """Entries of `key` written after stream id `after` ("0-0" for all), in order."""
         queue: asyncio.Queue = asyncio.Queue()
         self.subscribers.setdefault(key, {})[queue] = _id(after)
@@ -113,17 +113,20 @@ class StreamHub:
             self.task = asyncio.get_running_loop().create_task(self._run())
         return queue
 
-    def _follow(self, key: str, position: str | None) -> None:
+    def _follow(self, key: str, position: str | bytes | None) -> None:
         """Read `key` from after `position` from the next read on; None: stop reading it."""
         if position is None:
             self.positions.pop(key, None)
             self.packed_keys.pop(key, None)
             self.packed_ids.pop(key, None)
             return
+        if isinstance(position, bytes):  # as Redis gave it (XREVRANGE, a stored id)
+            position = position.decode()
+        packed_id = _bulk(position)  # before anything changes: the three stay in step
         self.positions[key] = position
         if key not in self.packed_keys:
             self.packed_keys[key] = _bulk(key)
-        self.packed_ids[key] = _bulk(position)
+        self.packed_ids[key] = packed_id
 
     async def _wake(self) -> None:
         """End the blocked read, so that the next one follows the new positions."""

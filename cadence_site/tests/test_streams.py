@@ -144,3 +144,18 @@ async def test_a_read_whose_connection_is_killed_goes_on_with_a_new_one(caplog):
         assert queue.empty()
     finally:
         await _stop(hub, key)
+
+
+async def test_a_position_given_as_bytes_is_followed_like_text():
+    """Callers hand on ids as Redis gave them (bytes, e.g. a chat socket's start after a
+    reconnect): the read packs them like text."""
+    hub = streams.StreamHub()
+    key = f"test:hub:{uuid.uuid4().hex}"
+    try:
+        first = await hub.client.xadd(key, {"e": "old"})
+        queue = hub.subscribe(key, first)  # bytes
+        await hub.client.xadd(key, {"e": "new"})
+        assert await _next(queue) == "new"
+        assert hub.positions[key].encode() != first
+    finally:
+        await _stop(hub, key)
