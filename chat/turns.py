@@ -5,8 +5,10 @@ goes away does not stop the generation, and the reply is stored when it ends. It
 local subscribers (an unbounded queue: the SSE response of the request that started it) and to a
 Redis stream per conversation that every WebSocket tab reads (XREAD), so no token is dropped the
 way channels' capacity-limited group_send would drop it. Tokens are coalesced every ~40 ms, and
-frames published while a write is in flight are written together, in order, by the turn's one
-writer.
+frames published while a write is in flight are written together, in order, as one entry, by
+one writer per event loop for all its turns (`_Fanout`): at 500 conversations replying at once,
+a pipeline per turn and write was a ninth of the server's CPU; now one round trip carries every
+turn's waiting frames.
 
 Cancelling: `turn_cancel` cancels a local task at once, and sets a Redis flag that a turn running
 in another process checks on every flush.
@@ -15,6 +17,7 @@ in another process checks on every flush.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import time
@@ -28,7 +31,7 @@ from cadence_site.aredis import async_redis
 from cadence_site.loops import LoopLocal
 from chat import services
 from chat.models import Conversation, Message
-from engine.runs import pipeline
+from engine.runs import pipeline, runlog
 from engine.runs.owners import owner_token
 from orchestrators.runtime import (
     RuntimeEvent,
@@ -68,6 +71,84 @@ _clients: LoopLocal[aioredis.Redis] = LoopLocal(
 
 def redis_client() -> aioredis.Redis:
     return _clients.get()
+
+
+# A conversation's stream is kept STREAM_TTL after its newest entry, give or take this much: the
+# expiry is set with a turn's first write and again only when this long has passed.
+EXPIRE_EVERY = 3600
+
+
+class _Fanout:
+    """Writes every turn's waiting frames to their conversations' streams, one pipeline (one
+    round trip) for all the turns of this event loop that have some, in rounds: frames a turn
+    publishes while a round is in flight go in the next one, so each turn's entries keep their
+    order. `round` is the future of the round that will take what is waiting now."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[Turn, None] = {}
+        self.round: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task | None = None
+
+    def want(self, turn: Turn) -> asyncio.Future:
+        self.waiting[turn] = None
+        if self.task is None or self.task.done():
+            # Its own context: what the writer logs belongs to no run's log.
+            context = contextvars.copy_context()
+            context.run(runlog.current_binding.set, None)
+            self.task = asyncio.get_running_loop().create_task(self._run(), context=context)
+        return self.round
+
+    async def _run(self) -> None:
+        while self.waiting:
+            turns, self.waiting = list(self.waiting), {}
+            done = self.round
+            self.round = asyncio.get_running_loop().create_future()
+            try:
+                await self._write(turns)
+            finally:
+                if not done.done():
+                    done.set_result(None)
+
+    @staticmethod
+    async def _write(turns: list[Turn]) -> None:
+        now = time.monotonic()
+        pipe = redis_client().pipeline(transaction=False)
+        written: list[tuple[Turn, int]] = []
+        for turn in turns:
+            batch, turn.outbox = turn.outbox, []
+            if not batch:
+                continue
+            key = stream_key(turn.start.schema_name, turn.start.conversation_id)
+            # JSON text holds no raw newline: it separates the frames of one entry.
+            pipe.xadd(key, {"e": "\n".join(batch)}, maxlen=STREAM_MAXLEN, approximate=True)
+            written.append((turn, len(batch)))
+            if turn.expired_at is None or now - turn.expired_at >= EXPIRE_EVERY:
+                pipe.expire(key, STREAM_TTL)
+                turn.expired_at = now
+                written.append((turn, 0))
+        if not written:
+            return
+        try:
+            # No MULTI: each entry is written whatever the others and the expiries do.
+            results = await pipe.execute(raise_on_error=False)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            results = [exc] * len(written)
+        for (turn, frames), result in zip(written, results, strict=True):
+            if not isinstance(result, BaseException):
+                continue
+            # The expiry is set again with the turn's next write: the stream may not exist yet.
+            turn.expired_at = None
+            if frames:
+                # The reply is still stored; live tabs miss these frames until they refetch.
+                logger.warning(
+                    "chat event not fanned out",
+                    extra={"error": type(result).__name__, "frames": frames},
+                )
+
+
+_fanouts: LoopLocal[_Fanout] = LoopLocal(_Fanout)
 
 
 @dataclass
@@ -212,7 +293,10 @@ class Turn:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     result: dict | None = None
     outbox: list[str] = field(default_factory=list)  # frames not yet written to the stream
-    writer: asyncio.Task | None = None
+    written: asyncio.Future | None = None  # the fan-out round that takes the outbox
+    expired_at: float | None = None  # when the stream's expiry was last set (monotonic)
+
+    __hash__ = object.__hash__  # a turn is itself, whatever it holds (a key of `_Fanout`)
 
     def subscribe(self) -> asyncio.Queue:
         queue: asyncio.Queue = asyncio.Queue()
@@ -220,7 +304,7 @@ class Turn:
         return queue
 
     async def publish(self, event: dict) -> None:
-        """To local subscribers now, and to the conversation's stream by the turn's one writer:
+        """To local subscribers now, and to the conversation's stream by the loop's fan-out:
         frames published while a write is in flight go together in the next write, in order, as
         one stream entry (a turn's step, token and done frames cost a few round trips and
         entries, not one each; cadence_site.streams.relay hands a socket each frame of an entry
@@ -228,32 +312,12 @@ class Turn:
         for queue in self.subscribers:
             queue.put_nowait(event)
         self.outbox.append(_frame_json(event))
-        if self.writer is None or self.writer.done():
-            self.writer = asyncio.ensure_future(self._write())
-
-    async def _write(self) -> None:
-        key = stream_key(self.start.schema_name, self.start.conversation_id)
-        while self.outbox:
-            batch, self.outbox = self.outbox, []
-            try:
-                # One round trip for the batch (a pipeline without MULTI: the entry is written
-                # whatever EXPIRE does). JSON text holds no raw newline: it separates frames.
-                pipe = redis_client().pipeline(transaction=False)
-                pipe.xadd(key, {"e": "\n".join(batch)}, maxlen=STREAM_MAXLEN, approximate=True)
-                pipe.expire(key, STREAM_TTL)
-                await pipe.execute()
-            except (
-                Exception
-            ) as exc:  # the reply is still stored; live tabs miss it until they refetch
-                logger.warning(
-                    "chat event not fanned out",
-                    extra={"error": type(exc).__name__, "frames": len(batch)},
-                )
+        self.written = _fanouts.get().want(self)
 
     async def drain(self) -> None:
         """Until every frame published so far is written to the stream (or given up)."""
-        while self.writer is not None and not self.writer.done():
-            await asyncio.shield(self.writer)
+        while self.written is not None and not self.written.done():
+            await asyncio.shield(self.written)
 
 
 def turn_launch(start: TurnStart) -> Turn:
