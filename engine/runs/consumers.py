@@ -338,10 +338,12 @@ class RunsConsumer(AsyncWebsocketConsumer):
         queue = hub.subscribe(stream, start)
         try:
             while True:
-                frame = json.loads(await queue.get())
-                owner = frame.pop("owner", None) or {}
-                if self._wanted(frame) and await self._visible(owner):
-                    await self.send(text_data=json.dumps(frame))
+                # An entry holds the feed frames of one send, one per line (engine/runs/live.py).
+                for text in (await queue.get()).split("\n"):
+                    frame = json.loads(text)
+                    owner = frame.pop("owner", None) or {}
+                    if self._wanted(frame) and await self._visible(owner):
+                        await self.send(text_data=json.dumps(frame))
         finally:
             hub.unsubscribe(stream, queue)
 

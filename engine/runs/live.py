@@ -57,6 +57,10 @@ WATCH_POLL_SECONDS = 0.25  # each look is a round trip per loop, whatever its ru
 # share one entry and one round trip instead of one each, and their sockets one read and one
 # write. Frames arrive at most this much later (the target is a p95 of 250 ms).
 SEND_GATHER_SECONDS = 0.005
+# A run's start reaches the organization's feed this much later, with its end when it ends
+# first: most runs of a chat are over in milliseconds, and their two feed frames then cost one
+# entry and one round trip instead of two (a live Runs page shows such a run once, ended).
+ORG_START_HOLD_SECONDS = 0.05
 
 
 def run_stream_key(schema_name: str, run_id: str) -> str:
@@ -273,6 +277,7 @@ class RunPublisher:
         "owner",
         "final",
         "org_pending",
+        "org_timer",
         "closed",
         "queued",
         "watched",
@@ -287,6 +292,7 @@ class RunPublisher:
         self.owner = owner
         self.final: list[tuple] | None = None  # set by close: the last frames
         self.org_pending: list[str] = []
+        self.org_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future | None = None
         self.queued = False  # already waiting for the sender
         self.watched = False
@@ -309,11 +315,24 @@ class RunPublisher:
             self.queued = True
             _sender().want(self)
 
-    def org(self, frame: dict[str, Any]) -> None:
+    def org(self, frame: dict[str, Any], *, hold: float = 0.0) -> None:
+        """Queue `frame` for the organization's feed, sent with the next send, or at the latest
+        `hold` seconds from now (on the loop's thread)."""
         self.org_pending.append(json.dumps({**frame, "owner": self.owner}, default=str))
-        self.kick()
+        if hold <= 0:
+            self.kick()
+        elif self.org_timer is None:
+            self.org_timer = asyncio.get_running_loop().call_later(hold, self._org_due)
+
+    def _org_due(self) -> None:
+        self.org_timer = None
+        if self.org_pending:
+            self.kick()
 
     async def close(self, final: dict[str, Any] | None, org_frame: dict[str, Any] | None) -> None:
+        if self.org_timer is not None:  # what it held goes now
+            self.org_timer.cancel()
+            self.org_timer = None
         self.final = list(self.recorder.last)
         if final is not None:
             self.final.append((final, "final"))
@@ -386,15 +405,22 @@ async def _send_all(client: aioredis.Redis, publishers: list[RunPublisher]) -> N
             except Exception as exc:  # its frames are stored with the run all the same
                 _not_published(publisher, exc)
                 publisher._sent(True)
-        commands: list[RunPublisher] = []
+        commands: list[list[RunPublisher]] = []  # each command's runs
+        # Each organization's feed frames of this send, every run's, as one entry (one frame
+        # per line: JSON text holds no raw newline), in the order they were queued.
+        feeds: dict[str, tuple[list[str], list[RunPublisher]]] = {}
         async with client.pipeline(transaction=False) as pipe:
             for publisher, entry, org, _ in work:
                 if entry is not None:
                     pipe.eval(_APPEND, 1, publisher.key, *entry, RUN_STREAM_MAXLEN, RUN_STREAM_TTL)
-                    commands.append(publisher)
-                for text in org:
-                    pipe.xadd(publisher.org_key, {"e": text}, maxlen=ORG_STREAM_MAXLEN)
-                    commands.append(publisher)
+                    commands.append([publisher])
+                if org:
+                    texts, runs = feeds.setdefault(publisher.org_key, ([], []))
+                    texts.extend(org)
+                    runs.append(publisher)
+            for key, (texts, runs) in feeds.items():
+                pipe.xadd(key, {"e": "\n".join(texts)}, maxlen=ORG_STREAM_MAXLEN)
+                commands.append(runs)
             if not commands:
                 return
             try:
@@ -402,13 +428,14 @@ async def _send_all(client: aioredis.Redis, publishers: list[RunPublisher]) -> N
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # stored with the run all the same
-                for publisher in dict.fromkeys(commands):
+                for publisher in dict.fromkeys(p for runs in commands for p in runs):
                     _not_published(publisher, exc)
                 return
         failed: dict[RunPublisher, BaseException] = {}
-        for publisher, result in zip(commands, results, strict=True):
+        for runs, result in zip(commands, results, strict=True):
             if isinstance(result, BaseException):
-                failed.setdefault(publisher, result)
+                for publisher in runs:
+                    failed.setdefault(publisher, result)
         for publisher, exc in failed.items():
             _not_published(publisher, exc)
     finally:

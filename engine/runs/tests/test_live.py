@@ -986,3 +986,49 @@ async def test_a_socket_resuming_inside_an_entry_gets_the_rest_of_it_then_each_w
     finally:
         await client.delete(key)
         await database_sync_to_async(_run_delete)(run_id)
+
+
+@pytest.mark.asyncio
+async def test_a_quick_runs_start_and_end_share_one_feed_entry_a_slow_runs_start_goes_first(
+    world, chat_orchestrator, monkeypatch
+):
+    """The organization's feed: a run over within ORG_START_HOLD_SECONDS costs one entry (its
+    start and end frames, one per line); a longer run's start is in the feed while it runs."""
+    from engine.runs import live
+
+    client = live.redis_client()
+    key = live.org_runs_stream_key("org_alpha")
+
+    async def entries_after(position):
+        return [
+            (entry_id, fields[b"e"].decode().split("\n"))
+            for entry_id, fields in await client.xrange(key, min=f"({position}")
+        ]
+
+    start = (await client.xrevrange(key, count=1) or [(b"0-0", {})])[0][0].decode()
+    monkeypatch.setattr(live, "ORG_START_HOLD_SECONDS", 5)  # "quick" however busy the machine
+    quick = _request(_runtime(chat_orchestrator["fast"]))
+    await pipeline.turn_run(quick)
+    entries = await entries_after(start)
+    assert [[json.loads(t)["status"] for t in texts] for _, texts in entries] == [
+        ["running", "succeeded"]
+    ]
+    assert {json.loads(t)["id"] for t in entries[0][1]} == {quick.run_id}
+
+    monkeypatch.setattr(live, "ORG_START_HOLD_SECONDS", 0.05)
+    gates = [asyncio.Event(), asyncio.Event()]
+    slow = _request(_runtime(chat_orchestrator["fast"], gates=gates))
+    task = asyncio.create_task(pipeline.turn_run(slow))
+    try:
+        deadline = asyncio.get_running_loop().time() + 5
+        position = entries[-1][0].decode()
+        while not (running := await entries_after(position)):
+            assert asyncio.get_running_loop().time() < deadline, "the start never came"
+            await asyncio.sleep(0.02)
+        assert [json.loads(t)["status"] for _, texts in running for t in texts] == ["running"]
+    finally:
+        for gate in gates:
+            gate.set()
+        await task
+    ended = await entries_after(running[-1][0].decode())
+    assert [json.loads(t)["status"] for _, texts in ended for t in texts] == ["succeeded"]
