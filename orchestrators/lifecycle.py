@@ -2,8 +2,11 @@
 
 After a build commits, `announce` sets the instance's version key in Redis and publishes an event:
 on a RabbitMQ fanout exchange when CADENCE_RABBITMQ_URL is set, on Redis pub/sub otherwise. Every
-ASGI process and worker runs a `Listener` that hands events to its pool. The version key is the
-safety net: the pool compares it on every use, so a missed message cannot leave a stale runtime.
+ASGI process and worker runs a `Listener` that hands events to its pool, and the announcing
+process hands the event to its own pool at once (`local_handlers`). The version key is the
+safety net: the pool compares it before a use unless it compared it less than
+orchestrators.pool.CHECK_SECONDS ago, its listener has stayed connected since and no event came
+meanwhile; so a missed message cannot leave a stale runtime for longer than that.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ REBUILD = "rebuild"
 DROP = "drop"
 EXCHANGE = "cadence.lifecycle"
 REDIS_CHANNEL = "cadence:lifecycle"
+
+
+# This process's own handlers of its announcements (the pool's `apply`): a change is seen here
+# without waiting for the transport to bring the event back.
+local_handlers: list[Callable[[dict], None]] = []
 
 
 def version_key(schema_name: str, instance_id: str) -> str:
@@ -59,6 +67,11 @@ def announce(*, schema_name: str, instance_id: str, config_hash: str, action: st
             _redis().set(key, config_hash)
     except redis.RedisError as exc:
         logger.warning("could not set orchestrator version key", extra={"error": str(exc)})
+    for handle in list(local_handlers):
+        try:
+            handle(event)
+        except Exception:
+            logger.exception("lifecycle event handler failed", extra={"event": event})
     try:
         if settings.CADENCE_RABBITMQ_URL:
             _publish_rabbitmq(event)
@@ -197,6 +210,9 @@ class Listener(threading.Thread):
         self.handle = handle
         self.stopping = threading.Event()
         self.ready = threading.Event()
+        # Connections made so far: what came while it was not connected is lost to it, and the
+        # pool reads version keys again after a reconnect (a new generation).
+        self.generation = 0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -231,6 +247,7 @@ class Listener(threading.Thread):
         )
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(REDIS_CHANNEL)
+        self.generation += 1
         self.ready.set()
         try:
             while not self.stopping.is_set():
@@ -253,6 +270,7 @@ class Listener(threading.Thread):
                 self._dispatch(body if isinstance(body, dict) else json.loads(body))
 
             with conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
+                self.generation += 1
                 self.ready.set()
                 while not self.stopping.is_set():
                     try:

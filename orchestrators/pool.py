@@ -29,6 +29,13 @@ class OrchestratorUnavailable(ApplicationError):
     status_code = 409
 
 
+# A pooled runtime is used without reading its version key again for this long after a read
+# that found it current, while the lifecycle listener stays connected (the same generation) and
+# no lifecycle event came: a GET per turn was 4% of a streamed /v1 request's server CPU. A missed
+# event (a silent broker) leaves a stale runtime this long at most.
+CHECK_SECONDS = 2.0
+
+
 @dataclass(slots=True)
 class Entry:
     runtime: Any
@@ -38,6 +45,8 @@ class Entry:
     version: int
     built_at: float
     snapshot: str = ""
+    # When its version key last matched: (listener generation, pool events, monotonic time).
+    checked: tuple[int, int, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +135,8 @@ class RuntimePool:
         self._building: dict[tuple[str, str], asyncio.Future] = {}
         self._lock = threading.Lock()  # lifecycle events arrive on another thread
         self.builds = 0
+        self.events = 0  # lifecycle events applied (any instance's)
+        self.listener: lifecycle.Listener | None = None
 
     # --- use ----------------------------------------------------------------------------------
 
@@ -135,7 +146,13 @@ class RuntimePool:
             key = (schema_name, instance_id)
             entry = self._entries.get(key)
             if entry is not None:
-                current = await lifecycle.acurrent_version(schema_name, instance_id)
+                stamp = self._stamp()  # before the read: an event during it counts against it
+                if self._checked_lately(entry, stamp):
+                    current = entry.config_hash
+                else:
+                    current = await lifecycle.acurrent_version(schema_name, instance_id)
+                    if current == entry.config_hash and stamp is not None:
+                        entry.checked = stamp
                 if current == entry.config_hash:
                     with self._lock:
                         if key in self._entries:
@@ -150,6 +167,23 @@ class RuntimePool:
                     )
                 self.drop(schema_name, instance_id)
         return await self._build(schema_name, org_slug, ref)
+
+    def _stamp(self) -> tuple[int, int, float] | None:
+        """Now, as `Entry.checked` records it; None while no listener is connected."""
+        listener = self.listener
+        if listener is None or not listener.ready.is_set():
+            return None
+        return listener.generation, self.events, time.monotonic()
+
+    @staticmethod
+    def _checked_lately(entry: Entry, stamp: tuple[int, int, float] | None) -> bool:
+        checked = entry.checked
+        return (
+            stamp is not None
+            and checked is not None
+            and checked[:2] == stamp[:2]
+            and stamp[2] - checked[2] < CHECK_SECONDS
+        )
 
     async def _build(self, schema_name: str, org_slug: str, ref: str) -> Acquired:
         build_key = (schema_name, ref)
@@ -207,6 +241,8 @@ class RuntimePool:
 
     def apply(self, event: dict) -> None:
         """A lifecycle event from any process: drop what it makes stale (repeats are no-ops)."""
+        with self._lock:
+            self.events += 1  # every pooled runtime's version is read again before its next use
         key = (event.get("schema", ""), event.get("id", ""))
         entry = self._entries.get(key)
         if entry is None or (
@@ -298,6 +334,8 @@ def start_process_services(*, preload: bool = True) -> None:
     if _listener is None:
         _listener = lifecycle.Listener(pool.apply)
         _listener.start()
+        pool.listener = _listener
+        lifecycle.local_handlers.append(pool.apply)
     if preload:
         try:
             pool.preload_hot()
@@ -310,3 +348,6 @@ def stop_process_services() -> None:
     if _listener is not None:
         _listener.stop()
         _listener = None
+        pool.listener = None
+        if pool.apply in lifecycle.local_handlers:
+            lifecycle.local_handlers.remove(pool.apply)

@@ -144,3 +144,125 @@ async def test_a_build_gives_its_database_connection_back(instances):
         return connection.connection is not None
 
     assert await sync_to_async(held, thread_sensitive=True)() is False
+
+
+@pytest.fixture
+def listening_pool(settings):
+    """A pool with a connected lifecycle listener (Redis pub/sub), as a served process has."""
+    settings.CADENCE_RABBITMQ_URL = ""
+    pool = RuntimePool(warm_max=8)
+    listener = lifecycle.Listener(pool.apply)
+    listener.start()
+    assert listener.ready.wait(5)
+    pool.listener = listener
+    yield pool
+    listener.stop()
+    listener.join(5)
+
+
+def _wait_for(condition, seconds: float = 5) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_a_pooled_runtime_checked_lately_is_used_without_reading_its_key_again(
+    instances, listening_pool, monkeypatch
+):
+    """While the listener stays connected and no event comes, the version key is read at most
+    every CHECK_SECONDS: a key changed without an event (a lost message) is seen within that."""
+    from orchestrators import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "CHECK_SECONDS", 0.3)
+    pool = listening_pool
+    first = await _acquire(pool, "pool-warm")  # built
+    await _acquire(pool, "pool-warm")  # its key read, found current
+    key = lifecycle.version_key("org_alpha", first.instance_id)
+    lifecycle._redis().set(key, "something-else")  # no event: as if it was lost
+    try:
+        again = await _acquire(pool, "pool-warm")
+        assert (pool.builds, again.runtime) == (1, first.runtime)
+        await asyncio.sleep(0.35)
+        await _acquire(pool, "pool-warm")
+        assert pool.builds == 2
+    finally:
+        lifecycle._redis().set(key, instances["warm"].config_hash)
+
+
+@pytest.mark.asyncio
+async def test_an_event_or_a_lost_listener_makes_the_next_use_read_the_key(
+    instances, listening_pool
+):
+    import json
+
+    pool = listening_pool
+    first = await _acquire(pool, "pool-warm")
+    await _acquire(pool, "pool-warm")
+    key = lifecycle.version_key("org_alpha", first.instance_id)
+    try:
+        # Another process rebuilt another instance: any event makes every entry read its key.
+        events = pool.events
+        lifecycle._redis().set(key, "something-else")
+        lifecycle._redis().publish(
+            lifecycle.REDIS_CHANNEL,
+            json.dumps({"schema": "org_alpha", "id": "other", "hash": "x", "action": "rebuild"}),
+        )
+        await asyncio.to_thread(_wait_for, lambda: pool.events > events)
+        await _acquire(pool, "pool-warm")
+        assert pool.builds == 2
+
+        lifecycle._redis().set(key, instances["warm"].config_hash)
+        await _acquire(pool, "pool-warm")  # read (the entry's first), found current
+        assert pool.builds == 2
+        lifecycle._redis().set(key, "changed-while-disconnected")
+        pool.listener.ready.clear()  # the listener lost its connection
+        await _acquire(pool, "pool-warm")
+        assert pool.builds == 3
+    finally:
+        lifecycle._redis().set(key, instances["warm"].config_hash)
+
+
+@pytest.mark.asyncio
+async def test_an_announcement_drops_the_runtime_in_its_own_process_at_once(
+    instances, listening_pool
+):
+    pool = listening_pool
+    lifecycle.local_handlers.append(pool.apply)
+    try:
+        first = await _acquire(pool, "pool-warm")
+        await _acquire(pool, "pool-warm")
+        # The listener is stopped: only the local hand-over can tell the pool.
+        pool.listener.stop()
+        pool.listener.join(5)
+        pool.listener.ready.set()  # as if still connected
+        lifecycle.announce(
+            schema_name="org_alpha",
+            instance_id=first.instance_id,
+            config_hash="new-hash",
+            action=lifecycle.REBUILD,
+        )
+        assert pool.size() == {"hot": 0, "warm": 0}
+    finally:
+        lifecycle.local_handlers.remove(pool.apply)
+        lifecycle._redis().set(
+            lifecycle.version_key("org_alpha", str(instances["warm"].id)),
+            instances["warm"].config_hash,
+        )
+
+
+def test_process_services_hand_the_pool_its_listener_and_this_processs_announcements(settings):
+    from orchestrators import pool as pool_module
+
+    settings.CADENCE_RABBITMQ_URL = ""
+    pool_module.start_process_services(preload=False)
+    try:
+        assert pool_module.pool.listener is not None
+        assert pool_module.pool.apply in lifecycle.local_handlers
+    finally:
+        pool_module.stop_process_services()
+    assert pool_module.pool.listener is None
+    assert pool_module.pool.apply not in lifecycle.local_handlers
