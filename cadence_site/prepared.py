@@ -137,8 +137,11 @@ def bound_cursor() -> Iterator[BoundCursor | _ClientCursor]:
         with connection.cursor() as cursor:
             yield _ClientCursor(cursor)
         return
-    # Connects if need be and sets the search_path (only when this connection's differs).
-    connection.cursor().close()
+    connection.close_if_health_check_failed()
+    connection.validate_thread_sharing()
+    if not connection.path_is_set():
+        # A Django cursor connects if need be and sets the search_path, as for any statement.
+        connection.cursor().close()
     cursor = psycopg.Cursor(connection.connection)
     try:
         yield BoundCursor(connection, cursor)
