@@ -59,7 +59,7 @@ def enabled() -> bool:
 class BoundCursor:
     """A psycopg server-binding cursor on the current Django connection; `execute()` prepares
     the statement unless `prepare=False`. Reads as a DB-API cursor (fetchone, fetchall,
-    rowcount, nextset)."""
+    rowcount)."""
 
     __slots__ = ("_db", "_cursor")
 
@@ -88,8 +88,8 @@ class BoundCursor:
 
     def execute_in_savepoint(self, savepoint: str, sql: str, params: Sequence[Any]) -> int:
         """`sql` (prepared) between `SAVEPOINT savepoint` and its RELEASE, the three in one
-        round trip (a psycopg pipeline); the rows it changed. On an error the savepoint stands
-        (the transaction is aborted): the caller rolls back to it."""
+        round trip (a psycopg pipeline); the rows it changed. Inside a transaction only. On an
+        error the savepoint stands (the transaction is aborted): the caller rolls back to it."""
         db, cursor = self._db, self._cursor
         db.validate_no_broken_transaction()
         raw = cursor.connection
@@ -121,9 +121,6 @@ class BoundCursor:
         with self._db.wrap_database_errors:
             return self._cursor.fetchall()
 
-    def nextset(self):
-        return self._cursor.nextset()
-
     @property
     def rowcount(self) -> int:
         return self._cursor.rowcount
@@ -146,9 +143,6 @@ class _ClientCursor:
 
     def fetchall(self):
         return self._cursor.fetchall()
-
-    def nextset(self):
-        return self._cursor.cursor.nextset()
 
     def execute_in_savepoint(self, savepoint: str, sql: str, params: Sequence[Any]) -> int:
         ops = self._cursor.db.ops
