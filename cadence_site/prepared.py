@@ -36,7 +36,7 @@ statement, and with query logging on (DEBUG, assertNumQueries) each statement is
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -86,33 +86,6 @@ class BoundCursor:
                 raw.prepare_threshold = threshold
         return self
 
-    def execute_in_savepoint(self, savepoint: str, sql: str, params: Sequence[Any]) -> int:
-        """`sql` (prepared) between `SAVEPOINT savepoint` and its RELEASE, the three in one
-        round trip (a psycopg pipeline); the rows it changed. Inside a transaction only. On an
-        error the savepoint stands (the transaction is aborted): the caller rolls back to it."""
-        db, cursor = self._db, self._cursor
-        db.validate_no_broken_transaction()
-        raw = cursor.connection
-        ops = db.ops
-        opened, released = ops.savepoint_create_sql(savepoint), ops.savepoint_commit_sql(savepoint)
-        threshold = raw.prepare_threshold
-        with db.wrap_database_errors:
-            if db.queries_logged:
-                logged = CursorDebugWrapper(cursor, db).debug_sql(f"{opened}; {sql}; {released}")
-            else:
-                logged = nullcontext()
-            with logged, psycopg.Cursor(raw) as around:
-                try:
-                    if threshold is None:
-                        raw.prepare_threshold = _ASKED_ONLY
-                    with raw.pipeline():
-                        around.execute(opened, prepare=False)
-                        cursor.execute(sql, params, prepare=True)
-                        around.execute(released, prepare=False)
-                finally:
-                    raw.prepare_threshold = threshold
-        return cursor.rowcount
-
     def fetchone(self):
         with self._db.wrap_database_errors:
             return self._cursor.fetchone()
@@ -143,17 +116,6 @@ class _ClientCursor:
 
     def fetchall(self):
         return self._cursor.fetchall()
-
-    def execute_in_savepoint(self, savepoint: str, sql: str, params: Sequence[Any]) -> int:
-        ops = self._cursor.db.ops
-        # Client-side binding: the three statements go as one simple query; its results are
-        # read in order (the statement's is the second).
-        self._cursor.execute(
-            f"{ops.savepoint_create_sql(savepoint)}; {sql}; {ops.savepoint_commit_sql(savepoint)}",
-            params,
-        )
-        self._cursor.cursor.nextset()
-        return self._cursor.cursor.rowcount
 
     @property
     def rowcount(self) -> int:

@@ -167,28 +167,3 @@ def test_an_error_is_djangos_and_breaks_the_atomic_block_it_is_in(world):
         # After the rollback (psycopg drops its prepared statements), prepared again.
         again = row_insert(Run(orchestrator_slug="again", trigger="rest"))
         assert Run.objects.filter(pk__in=[run.pk, again.pk]).count() == 2
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("prepare", [True, False])
-def test_a_statement_in_a_savepoint_is_sent_with_it_prepared_unless_turned_off(
-    world, settings, prepare
-):
-    settings.CADENCE_DB_PREPARE = prepare
-    sql, fields = _insert_sql(Run)
-    with schema_context("org_bravo"), transaction.atomic():
-        run = Run(orchestrator_slug="in-savepoint", trigger="rest")
-        values = [f.get_db_prep_save(f.pre_save(run, True), connection) for f in fields]
-        with CaptureQueriesContext(connection) as captured, bound_cursor() as cursor:
-            assert cursor.execute_in_savepoint("probe", sql, values) == 1
-        with connection.cursor() as cursor:
-            prepared = _prepared(cursor, sql)
-        assert Run.objects.filter(pk=run.pk, orchestrator_slug="in-savepoint").count() == 1
-
-    (sent,) = [q["sql"] for q in captured.captured_queries]
-    assert sent.startswith('SAVEPOINT "probe"; INSERT INTO "engine_run"')
-    assert sent.endswith('; RELEASE SAVEPOINT "probe"')
-    if prepare:
-        assert (prepared, sent) == (1, f'SAVEPOINT "probe"; {sql}; RELEASE SAVEPOINT "probe"')
-    else:  # bound on the client: the values in the text
-        assert (prepared, "'in-savepoint'" in sent) == (0, True)
