@@ -16,11 +16,13 @@ first time it runs there: later runs send only its name and values.
   connection).
 - Which statements: those whose text is the same from call to call. psycopg keeps at most
   `prepared_max` (100) per connection, the oldest dropped; a statement whose text varies (a
-  VALUES list as long as the rows) is sent unprepared (`prepare=False`) past a few shapes.
+  VALUES list as long as the rows: cadence_site/rows.py) is prepared for a few shapes only and
+  bound on the client past them, or sent with `prepare=False`.
 - The values' types go with them: str and None as unknown (the column decides), UUID as uuid,
   datetime as timestamptz, Django's JSON values as jsonb, int as the smallest integer type that
-  holds it. Where PostgreSQL cannot infer a type from the context (an expression, a function's
-  argument), the statement casts (`%s::jsonb`).
+  holds it. psycopg prepares a text once per set of types (a NULL or a larger int makes a
+  second statement: a few per text). Where PostgreSQL cannot infer a type from the context (an
+  expression, a function's argument), the statement casts (`%s::jsonb`).
 - Pools: a pooled connection keeps its prepared statements from one checkout to the next (they
   belong to the session, as the search_path does); a rollback makes psycopg drop them all
   (DEALLOCATE ALL) and they are prepared again on their next run. PgBouncer in transaction mode
