@@ -171,6 +171,12 @@ if env.bool("CADENCE_DB_POOL", default=not TESTING):
         "max_size": env.int("CADENCE_DB_POOL_MAX", default=20),
         "timeout": 10,
     }
+# A turn's hot statements bind their values on the server and are prepared once per connection
+# (cadence_site/prepared.py); a pooled connection keeps them from one checkout to the next.
+# Behind PgBouncer in transaction mode that needs PgBouncer 1.21 or later with
+# max_prepared_statements set; before that, or behind a pooler that cannot carry them, false:
+# every statement then binds on the client, as Django's cursors do.
+CADENCE_DB_PREPARE = env.bool("CADENCE_DB_PREPARE", default=True)
 # The planner's price of a random page read: PostgreSQL's default (4) assumes spinning disks;
 # on SSDs, or a working set in memory, 1.1 is the usual figure. At 4 a member's run list page
 # filtered by status, orchestrator and trigger walked the newest runs (81,000 rows, 17-25 ms at

@@ -22,6 +22,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from cadence_site.loops import LoopLocal
+from cadence_site.prepared import bound_cursor
 from chat.models import Message
 from engine.models import Run
 from engine.runs import pipeline
@@ -175,7 +176,8 @@ _STREAMING_OWNERS_SQL = (
 def conversation_free(*, conversation_id) -> bool:
     """In the tenant's schema: whether the conversation can take a new turn, after ending a
     reply it still shows as streaming if that reply's owner is gone."""
-    with connection.cursor() as cursor:  # on every turn's begin: one statement, no query building
+    # On every turn's begin: one statement, no query building, prepared (cadence_site/prepared).
+    with bound_cursor() as cursor:
         cursor.execute(
             _STREAMING_OWNERS_SQL,
             [Message._meta.get_field("conversation").to_python(conversation_id)],

@@ -14,6 +14,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from cadence_site.errors import ApplicationError, NotFoundError
+from cadence_site.prepared import bound_cursor
 from cadence_site.rows import rows_insert
 from chat.models import Conversation, Message
 from orchestrators.models import OrchestratorInstance
@@ -122,7 +123,7 @@ def _next_seqs(*, conversation_id, count: int) -> int:
     transaction ends, serialising concurrent appends); the last of them. One round trip."""
     pk = Conversation._meta.pk.to_python(conversation_id)  # a bad id fails as the ORM's would
     table = connection.ops.quote_name(Conversation._meta.db_table)
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:  # prepared
         cursor.execute(
             f"UPDATE {table} SET last_seq = last_seq + %s WHERE id = %s RETURNING last_seq",  # noqa: S608 - fixed names
             [count, pk],
@@ -244,9 +245,8 @@ def history_for_model(*, conversation_id, before_seq: int) -> list[dict[str, str
     pk = Conversation._meta.pk.to_python(conversation_id)  # a bad id fails as the ORM's would
     page, below = 50, before_seq
     while True:
-        with connection.cursor() as cursor:
-            cursor.execute(_HISTORY_SQL, [pk, below, page])
-            batch = cursor.fetchall()
+        with bound_cursor() as cursor:  # prepared
+            batch = cursor.execute(_HISTORY_SQL, [pk, below, page]).fetchall()
         for seq, role, content in batch:
             cost = _estimate_tokens(content)
             if cost > budget:

@@ -48,6 +48,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from cadence_site.prepared import bound_cursor
 from cadence_site.rows import row_insert, row_update
 from engine.models import Run, RunEvent, RunLog
 
@@ -177,9 +178,8 @@ class RunRecorder:
         sql, columns = _run_insert_sql(own_team, own_plugins)
         values, started_at = _run_values(fields, columns)
         values.append(fields["orchestrator_id"])
-        with connection.cursor() as cursor:
-            cursor.execute(sql, values)
-            team_id, plugins = cursor.fetchone()
+        with bound_cursor() as cursor:  # prepared: four texts at most (own team, own plugins)
+            team_id, plugins = cursor.execute(sql, values).fetchone()
         fields.setdefault("team_id", team_id)
         if not own_plugins:
             environment["plugins"] = plugins if isinstance(plugins, dict) else json.loads(plugins)

@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from cadence_site.prepared import bound_cursor
 from engine.trust import merkle, signing
 from engine.trust.models import ExecutionProof, LogHead, LogLeaf, LogNode, TreeHead
 from engine.trust.verify_bundle import Checkpoint, VerifyError, leaf_hash, open_checkpoint
@@ -134,7 +135,8 @@ def log_sequence(*, limit: int = 5000, attempts: int = 50) -> int:
     and by any read of that proof's log entry (proof_in_log)."""
     table = ExecutionProof._meta.db_table
     for _ in range(attempts):
-        with connection.cursor() as cursor:
+        # Both statements prepared: their texts are fixed (the values are arrays).
+        with bound_cursor() as cursor:
             cursor.execute(
                 f"SELECT h.size, h.frontier, ARRAY(SELECT ARRAY[p.id::text, p.digest,"
                 f" p.run_id::text] FROM {table} p WHERE p.log_index IS NULL"

@@ -12,11 +12,11 @@ import io
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
 from cadence_site.errors import ApplicationError
+from cadence_site.prepared import bound_cursor
 from tenants.limits.models import UsageDay
 
 GROUPS = {
@@ -74,7 +74,7 @@ def usage_add(
         estimated_tokens,
     ]
     table = UsageDay._meta.db_table
-    with connection.cursor() as cursor:
+    with bound_cursor() as cursor:  # prepared: one text
         cursor.execute(
             f"""
             INSERT INTO public.{table} AS u (organization_id, day, principal, api_key_id,

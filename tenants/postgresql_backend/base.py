@@ -36,6 +36,13 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         if self.connection is not None:
             _paths.pop(self.connection, None)
 
+    def path_is_set(self) -> bool:
+        """Whether the open connection is known to have the current schema's search_path (a
+        cursor would send no SET): for code that runs statements on the psycopg connection
+        itself (cadence_site/prepared.py)."""
+        raw = self.connection
+        return raw is not None and _paths.get(raw) == tuple(self._get_cursor_search_paths())
+
     def _handle_search_path(self, cursor=None):
         if self._setting_search_path:
             return
