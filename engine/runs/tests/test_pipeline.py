@@ -276,9 +276,8 @@ def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from tenants.models import ApiKey
-
     from engine.alerts import turns as alert_turns
+    from tenants.models import ApiKey
 
     settings.CADENCE_LIMITS_CACHE_SECONDS = 60  # as served (tests read limits every time)
     # The warm-up's answer on alert rules is kept (1 s by default: a slow machine's second turn
