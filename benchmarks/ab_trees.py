@@ -1,7 +1,7 @@
 """Server CPU per /v1 request of two checkouts, measured side by side on one noisy machine.
 
     .venv/bin/python benchmarks/ab_trees.py BEFORE_DIR AFTER_DIR [--kind stream|json|models]
-        [--rounds 10] [--requests 100] [--clients 10]
+        [--rounds 10] [--requests 100] [--clients 10] [--before-env K=V] [--after-env K=V]
 
 Each tree (a checkout with its own .venv, e.g. `git worktree add --detach ../before <commit>` with
 a symlinked .venv) gets a scratch database of its own on the configured server (its migrations
@@ -11,6 +11,10 @@ worker, lifespan on) and take batches of `--requests` in turn, the order swapped
 change in the machine's load touches both alike. Prints each tree's median CPU per request (the
 server process and its threads, as chat_load.py's `srv ms/req`) and every batch's figure. The
 scratch databases are dropped at the end.
+
+The two trees may be one checkout served two ways: `--before-env` / `--after-env` (repeatable)
+set an environment variable for that server alone, e.g. `benchmarks/ab_trees.py . .
+--before-env CADENCE_DB_THREADS=6` compares six database threads with the default.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ def _setup(tree: str, database: str, env: dict) -> str:
     return keys[0]
 
 
-def _serve(tree: str, database: str, env: dict) -> tuple[subprocess.Popen, int]:
+def _serve(
+    tree: str, database: str, env: dict, extra: dict | None = None
+) -> tuple[subprocess.Popen, int]:
     base = env["DATABASE_URL"].rsplit("/", 1)[0]
     port = cl._free_port()
     served = dict(env, DATABASE_URL=f"{base}/{database}", CADENCE_LOG_LEVEL="WARNING")
+    served.update(extra or {})
     process = cl._start_server(
         "cadence_site.asgi:application", port, served, subprocess.DEVNULL, tree=tree
     )
@@ -100,7 +107,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--before-env", action="append", default=[], metavar="K=V")
+    parser.add_argument("--after-env", action="append", default=[], metavar="K=V")
     args = parser.parse_args()
+    extra = {}
+    for name, pairs in (("before", args.before_env), ("after", args.after_env)):
+        if any("=" not in pair for pair in pairs):
+            raise SystemExit(f"--{name}-env takes NAME=VALUE")
+        extra[name] = dict(pair.split("=", 1) for pair in pairs)
     if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
         raise SystemExit("set DATABASE_URL and REDIS_URL (both trees' servers use them)")
     env = dict(os.environ)
@@ -115,7 +129,7 @@ def main() -> None:
         for name, tree in trees.items():
             database = f"cadence_bench_ab_{name}"
             key = _setup(tree, database, env)
-            process, port = _serve(tree, database, env)
+            process, port = _serve(tree, database, env, extra[name])
             servers[name] = (process, port, key)
         for process, port, key in servers.values():
             cl._wait_for(port, process)
@@ -133,7 +147,8 @@ def main() -> None:
             print(
                 f"{name:>6} {args.kind} at {args.clients} clients: median"
                 f" {statistics.median(values):.2f} ms/req  batches"
-                f" {' '.join(f'{v:.2f}' for v in values)}  ({trees[name]})"
+                f" {' '.join(f'{v:.2f}' for v in values)}  ({trees[name]}"
+                f"{''.join(f' {k}={v}' for k, v in extra[name].items())})"
             )
     finally:
         for process, _, _ in servers.values():

@@ -180,9 +180,10 @@ CADENCE_DB_PREPARE = env.bool("CADENCE_DB_PREPARE", default=True)
 # Threads that run the database calls of async code (tenants/context.db_executor), per process;
 # never more than the pool holds. Few: a thread runs Python only while it holds the GIL, and
 # each more thread is more GIL hand-offs (futex calls and context switches). Streamed /v1 on 2
-# cores: 6 threads (asyncio's CPUs + 4) made 137 context switches a request, 2 threads 52, and
-# 3 threads cost ~10% less server CPU than 6 at 100 clients, at the same throughput
-# (`CADENCE_DB_THREADS=6 benchmarks/chat_load.py` against the default). 0: CPUs + 1.
+# cores: 6 threads (asyncio's CPUs + 4) made 137 context switches a request, 2 threads 52
+# (perf stat); server CPU a request 5.05 -> 4.45 ms at 20 clients, 4.97 -> 4.88 at 100, 6
+# threads against the default 3 (`benchmarks/ab_trees.py . . --before-env
+# CADENCE_DB_THREADS=6 --kind stream --clients 20`). 0: CPUs + 1.
 CADENCE_DB_THREADS = env.int("CADENCE_DB_THREADS", default=0)
 # The planner's price of a random page read: PostgreSQL's default (4) assumes spinning disks;
 # on SSDs, or a working set in memory, 1.1 is the usual figure. At 4 a member's run list page

@@ -28,9 +28,9 @@ _executor_lock = threading.Lock()
 
 def db_thread_count() -> int:
     """CADENCE_DB_THREADS, or CPUs + 1 (asyncio's default executor has CPUs + 4: on 2 cores its
-    6 threads cost a streamed /v1 request ~15% more server CPU in GIL hand-offs than 3 did, at
-    the same throughput); never more than the connection pool holds, so a call never waits on
-    the pool for a connection another thread of ours keeps."""
+    6 threads cost a streamed /v1 request up to 12% more server CPU in GIL hand-offs than 3 did,
+    settings.py says where); never more than the connection pool holds, so a call never waits
+    on the pool for a connection another thread of ours keeps."""
     pool = (settings.DATABASES["default"].get("OPTIONS") or {}).get("pool")
     return thread_count(
         getattr(settings, "CADENCE_DB_THREADS", 0),
