@@ -38,18 +38,7 @@ BLOCK_MS = 1000  # how long one read blocks (a new subscription wakes it: see th
 # watched runs that was a read (and a wake-up of the sockets) per entry. Entries reach their
 # sockets at most this much later.
 GATHER_SECONDS = 0.005
-# ... and longer the more streams a read names: a read's command is each stream's key and
-# position (~60 bytes a stream: 30 KB at 500 sockets), written and parsed whole every time, and
-# at 500 busy sockets the hub's writes were a sixteenth of the server's CPU. Chat turns write
-# their tokens every ~40 ms, so waiting up to GATHER_MAX_SECONDS adds little a reader can see.
-GATHER_STREAMS = 100  # streams per GATHER_SECONDS of waiting
-GATHER_MAX_SECONDS = 0.025
 WAKE_TTL = 60  # seconds the wake-up stream outlives its last wake-up
-
-
-def gather_seconds(streams: int) -> float:
-    """How long the hub waits after a read that returned entries, when it follows `streams`."""
-    return min(GATHER_MAX_SECONDS, GATHER_SECONDS * max(1.0, streams / GATHER_STREAMS))
 
 
 def now_id() -> str:
@@ -238,7 +227,7 @@ class StreamHub:
                 if key in self.positions:
                     self._follow(key, entries[-1][0].decode())
             if batches:
-                await asyncio.sleep(gather_seconds(len(self.packed_keys)))
+                await asyncio.sleep(GATHER_SECONDS)
 
 
 _hubs: LoopLocal[StreamHub] = LoopLocal(StreamHub)

@@ -159,10 +159,3 @@ async def test_a_position_given_as_bytes_is_followed_like_text():
         assert hub.positions[key].encode() != first
     finally:
         await _stop(hub, key)
-
-
-def test_the_wait_after_a_read_grows_with_the_streams_it_names_up_to_a_bound():
-    assert streams.gather_seconds(1) == streams.GATHER_SECONDS
-    assert streams.gather_seconds(streams.GATHER_STREAMS) == streams.GATHER_SECONDS
-    assert streams.gather_seconds(3 * streams.GATHER_STREAMS) == 3 * streams.GATHER_SECONDS
-    assert streams.gather_seconds(10_000) == streams.GATHER_MAX_SECONDS
