@@ -44,18 +44,22 @@ their threads; "srv cpu" is that CPU as a share of one core (above 100% with sev
 PostgreSQL's and Redis's CPU are not in it. The servers' logs go to temporary files, summarized at
 the end (message counts), so a failure under load shows up as a count rather than a flood.
 
-Measured 2026-12-06 15:11-15:21 on this session's machine (slower than the last one; load
-0.3-3.6), the issue's command `--clients 1,20,100 --ws-conversations 500 --ws-messages 5`, the base
-(25ea9aa) then main: srv ms/req json 1 / 20 / 100 clients: base 10.27 / 7.53 / 8.63, main 7.63 /
-5.37 / 6.03; stream: base 11.03 / 9.47 / 8.43, main 9.97 / 8.73 / 7.07. WebSocket server CPU per
-message (500 conversations): base 24.78 ms, main 17.10, then 13.66 with replies' heartbeats
-gathered (431bb1f); 0 of 2500 lost in each. Single runs here swing by 30%: benchmarks are
-compared as interleaved pairs (two servers up at once, batches alternated, medians): streamed
-/v1 at 10 clients 7.35 -> 5.25 ms, at 1 client 12.83 -> 9.50, JSON at 20 clients 8.25 -> 5.15,
-/v1/models 4.12 -> 1.82. What moved it: API keys resolved once per process and kept until the
-database notifies a change (tenants/access_watch.py), three thread hops per turn instead of five
-and 13 statements instead of 18 (engine/runs, engine/trust), a chat turn's begin without ORM query
-building, sockets that keep their conversation while nothing that decides it changes.
+Measured 2026-12-06 (a later session's machine, faster than the one before), the issue's
+command `--clients 1,20,100 --ws-conversations 500 --ws-messages 5` on main, two runs: srv ms/req
+stream 1 / 20 / 100 clients 5.43 / 4.93 / 4.87 and 7.07 / 5.00 / 5.07, json 5.80 / 5.80 / 4.90
+and 5.77 / 4.73 / 4.83; WebSocket 7.95 and 9.72 ms of server CPU per message at 500
+conversations, 0 of 2,500 lost. Single runs swing by 20-30%, so changes were judged on
+interleaved pairs: benchmarks/ab_trees.py (streamed /v1, the previous session's last commit
+58c255e against main: 7.00 -> 5.95 ms at 1 client, 5.30 -> 5.02 at 20) and this script's
+WebSocket phase run from each checkout in turn (9.26 / 10.34 against 8.64 / 8.84 ms a
+message). PostgreSQL's own CPU per streamed request fell from ~2.8-3.1 ms to ~2.1-2.4 with the
+turn's statements prepared (cadence_site/prepared.py). Earlier sessions' figures are in git
+history. What moved it, across sessions: API keys resolved once per process and kept until the
+database notifies a change (tenants/access_watch.py); three thread hops per turn instead of
+five; a chat turn's begin without ORM query building; sockets that keep their conversation
+while nothing that decides it changes; the stream hub's read packed once per stream; one
+fan-out writer per loop for chat frames; a run's two feed frames in one entry; pooled runtimes
+trusted for 2 s between version reads; prepared statements; 3 database threads instead of 6.
 """
 
 from __future__ import annotations
