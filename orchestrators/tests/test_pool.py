@@ -169,9 +169,24 @@ def _wait_for(condition, seconds: float = 5) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture
+def warm_key(instances):
+    """pool-warm's version key, set back to its current hash after the test."""
+    key = lifecycle.version_key("org_alpha", str(instances["warm"].id))
+    yield key
+    lifecycle._redis().set(key, instances["warm"].config_hash)
+
+
+async def _pooled_and_checked(pool: RuntimePool):
+    """pool-warm built, then used once more (its version key read and found current)."""
+    first = await _acquire(pool, "pool-warm")
+    await _acquire(pool, "pool-warm")
+    return first
+
+
 @pytest.mark.asyncio
 async def test_a_pooled_runtime_checked_lately_is_used_without_reading_its_key_again(
-    instances, listening_pool, monkeypatch
+    listening_pool, warm_key, monkeypatch
 ):
     """While the listener stays connected and no event comes, the version key is read at most
     every CHECK_SECONDS: a key changed without an event (a lost message) is seen within that."""
@@ -179,62 +194,51 @@ async def test_a_pooled_runtime_checked_lately_is_used_without_reading_its_key_a
 
     monkeypatch.setattr(pool_module, "CHECK_SECONDS", 0.3)
     pool = listening_pool
-    first = await _acquire(pool, "pool-warm")  # built
-    await _acquire(pool, "pool-warm")  # its key read, found current
-    key = lifecycle.version_key("org_alpha", first.instance_id)
-    lifecycle._redis().set(key, "something-else")  # no event: as if it was lost
-    try:
-        again = await _acquire(pool, "pool-warm")
-        assert (pool.builds, again.runtime) == (1, first.runtime)
-        await asyncio.sleep(0.35)
-        await _acquire(pool, "pool-warm")
-        assert pool.builds == 2
-    finally:
-        lifecycle._redis().set(key, instances["warm"].config_hash)
+    first = await _pooled_and_checked(pool)
+    lifecycle._redis().set(warm_key, "something-else")  # no event: as if it was lost
+    again = await _acquire(pool, "pool-warm")
+    assert (pool.builds, again.runtime) == (1, first.runtime)
+    await asyncio.sleep(0.35)
+    await _acquire(pool, "pool-warm")
+    assert pool.builds == 2
 
 
 @pytest.mark.asyncio
 async def test_an_event_or_a_lost_listener_makes_the_next_use_read_the_key(
-    instances, listening_pool
+    instances, listening_pool, warm_key
 ):
     import json
 
     pool = listening_pool
-    first = await _acquire(pool, "pool-warm")
+    await _pooled_and_checked(pool)
+    # Another process rebuilt another instance: any event makes every entry read its key.
+    events = pool.events
+    lifecycle._redis().set(warm_key, "something-else")
+    lifecycle._redis().publish(
+        lifecycle.REDIS_CHANNEL,
+        json.dumps({"schema": "org_alpha", "id": "other", "hash": "x", "action": "rebuild"}),
+    )
+    await asyncio.to_thread(_wait_for, lambda: pool.events > events)
     await _acquire(pool, "pool-warm")
-    key = lifecycle.version_key("org_alpha", first.instance_id)
-    try:
-        # Another process rebuilt another instance: any event makes every entry read its key.
-        events = pool.events
-        lifecycle._redis().set(key, "something-else")
-        lifecycle._redis().publish(
-            lifecycle.REDIS_CHANNEL,
-            json.dumps({"schema": "org_alpha", "id": "other", "hash": "x", "action": "rebuild"}),
-        )
-        await asyncio.to_thread(_wait_for, lambda: pool.events > events)
-        await _acquire(pool, "pool-warm")
-        assert pool.builds == 2
+    assert pool.builds == 2
 
-        lifecycle._redis().set(key, instances["warm"].config_hash)
-        await _acquire(pool, "pool-warm")  # read (the entry's first), found current
-        assert pool.builds == 2
-        lifecycle._redis().set(key, "changed-while-disconnected")
-        pool.listener.ready.clear()  # the listener lost its connection
-        await _acquire(pool, "pool-warm")
-        assert pool.builds == 3
-    finally:
-        lifecycle._redis().set(key, instances["warm"].config_hash)
+    lifecycle._redis().set(warm_key, instances["warm"].config_hash)
+    await _acquire(pool, "pool-warm")  # read (the entry's first), found current
+    assert pool.builds == 2
+    lifecycle._redis().set(warm_key, "changed-while-disconnected")
+    pool.listener.ready.clear()  # the listener lost its connection
+    await _acquire(pool, "pool-warm")
+    assert pool.builds == 3
 
 
 @pytest.mark.asyncio
 async def test_an_announcement_drops_the_runtime_in_its_own_process_at_once(
-    instances, listening_pool
+    listening_pool, warm_key
 ):
     pool = listening_pool
     lifecycle.local_handlers.append(pool.apply)
     try:
-        first = await _acquire(pool, "pool-warm")
-        await _acquire(pool, "pool-warm")
+        first = await _pooled_and_checked(pool)
         # The listener is stopped: only the local hand-over can tell the pool.
         pool.listener.stop()
         pool.listener.join(5)
@@ -248,10 +252,6 @@ async def test_an_announcement_drops_the_runtime_in_its_own_process_at_once(
         assert pool.size() == {"hot": 0, "warm": 0}
     finally:
         lifecycle.local_handlers.remove(pool.apply)
-        lifecycle._redis().set(
-            lifecycle.version_key("org_alpha", str(instances["warm"].id)),
-            instances["warm"].config_hash,
-        )
 
 
 def test_process_services_hand_the_pool_its_listener_and_this_processs_announcements(settings):
