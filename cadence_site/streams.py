@@ -189,8 +189,9 @@ class StreamHub:
     async def _follow_all(self) -> None:
         while self.subscribers:
             self.changed.clear()
-            # From here until the read returns, a new subscription wakes it (no await between
-            # this and the read's send).
+            # From here until the read returns, a new subscription wakes it: the read's command
+            # is built before its first await, and a subscription made after that (while the
+            # command is sent, or the read blocks) sends a wake-up the read returns on.
             self.reading = True
             self.reads += 1
             try:
