@@ -83,6 +83,9 @@ class StreamHub:
         self.packed_keys: dict[str, bytes] = {}
         self.packed_ids: dict[str, bytes] = {}
         self.connection = None  # the read's own connection, taken from the hub's pool
+        # Streams whose position moved while a read was in flight, with the position that read
+        # was sent with (None: not in it): its entries start there, not at the new position.
+        self.moved: dict[str, str | None] = {}
         self.task: asyncio.Task | None = None
         self.changed = asyncio.Event()
         # The wake-up stream: unique per hub, so that it starts empty and "0-0" is its position.
@@ -115,6 +118,8 @@ class StreamHub:
 
     def _follow(self, key: str, position: str | bytes | None) -> None:
         """Read `key` from after `position` from the next read on; None: stop reading it."""
+        if self.reading and key not in self.moved:
+            self.moved[key] = self.positions.get(key)
         if position is None:
             self.positions.pop(key, None)
             self.packed_keys.pop(key, None)
@@ -189,6 +194,7 @@ class StreamHub:
     async def _follow_all(self) -> None:
         while self.subscribers:
             self.changed.clear()
+            self.moved.clear()
             # From here until the read returns, a new subscription wakes it: the read's command
             # is built before its first await, and a subscription made after that (while the
             # command is sent, or the read blocks) sends a wake-up the read returns on.
@@ -214,18 +220,24 @@ class StreamHub:
                     self.wake_position = entries[-1][0].decode()
                     continue
                 followers = self.subscribers.get(key, {})
+                # A position moved during the read (a follower from an older position came, or
+                # the last left and another came): these entries start where the read was sent
+                # from, so a follower from before there gets nothing of them now (it would miss
+                # the entries between) and the position stays where it was moved to.
+                moved = key in self.moved
+                sent_from = _id(self.moved[key] or "0-0") if moved else (0, 0)
                 for entry_id, fields in entries:
                     position = _id(entry_id)
                     text = _entry_text(fields)
                     for queue, since in followers.items():
-                        if position > since:
+                        if position > since and since >= sent_from:
                             # A follower's own position moves with what it got: a later
                             # follower from an older position makes the read go back, and
                             # the others must not get those entries twice.
                             followers[queue] = position
                             if text is not None:
                                 queue.put_nowait(text)
-                if key in self.positions:
+                if key in self.positions and not moved:
                     self._follow(key, entries[-1][0].decode())
             if batches:
                 await asyncio.sleep(GATHER_SECONDS)

@@ -99,15 +99,22 @@ class _Fanout:
         return self.round
 
     async def _run(self) -> None:
-        while self.waiting:
-            turns, self.waiting = list(self.waiting), {}
-            done = self.round
-            self.round = asyncio.get_running_loop().create_future()
-            try:
-                await self._write(turns)
-            finally:
-                if not done.done():
-                    done.set_result(None)
+        try:
+            while self.waiting:
+                turns, self.waiting = list(self.waiting), {}
+                done = self.round
+                self.round = asyncio.get_running_loop().create_future()
+                try:
+                    await self._write(turns)
+                finally:
+                    if not done.done():
+                        done.set_result(None)
+        except BaseException:
+            # Cancelled or failed: no task resolves the next round, so its turns' drain would
+            # never end. They are let go; what they wait with goes with the next publish's round.
+            done, self.round = self.round, asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            raise
 
     @staticmethod
     async def _write(turns: list[Turn]) -> None:
