@@ -46,7 +46,10 @@ def _statements(secret: str) -> tuple[int, object]:
 
 def _resolved_twice(secret: str) -> None:
     """Read once, then kept: a later call reads nothing. The notifications of the fixture's own
-    rows (just committed) may still arrive and drop what the first call kept: asked again then."""
+    rows (just committed) are let arrive first: PostgreSQL delivers a listener's notifications in
+    commit order, so once a marker committed now is seen, they all were (under load one came
+    after the kept read and was counted as the test's own change)."""
+    _committed_elsewhere("SELECT pg_notify('cadence_access', 'schema:nobody')", [])
     first, _ = _statements(secret)
     assert first > 0
     for _ in range(100):
