@@ -57,10 +57,6 @@ WATCH_POLL_SECONDS = 0.25  # each look is a round trip per loop, whatever its ru
 # share one entry and one round trip instead of one each, and their sockets one read and one
 # write. Frames arrive at most this much later (the target is a p95 of 250 ms).
 SEND_GATHER_SECONDS = 0.005
-# A run's start reaches the organization's feed this much later, with its end when it ends
-# first: most runs of a chat are over in milliseconds, and their two feed frames then cost one
-# entry and one round trip instead of two (a live Runs page shows such a run once, ended).
-ORG_START_HOLD_SECONDS = 0.05
 
 
 def run_stream_key(schema_name: str, run_id: str) -> str:
@@ -277,7 +273,6 @@ class RunPublisher:
         "owner",
         "final",
         "org_pending",
-        "org_timer",
         "closed",
         "queued",
         "watched",
@@ -292,7 +287,6 @@ class RunPublisher:
         self.owner = owner
         self.final: list[tuple] | None = None  # set by close: the last frames
         self.org_pending: list[str] = []
-        self.org_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future | None = None
         self.queued = False  # already waiting for the sender
         self.watched = False
@@ -315,24 +309,11 @@ class RunPublisher:
             self.queued = True
             _sender().want(self)
 
-    def org(self, frame: dict[str, Any], *, hold: float = 0.0) -> None:
-        """Queue `frame` for the organization's feed, sent with the next send, or at the latest
-        `hold` seconds from now (on the loop's thread)."""
+    def org(self, frame: dict[str, Any]) -> None:
         self.org_pending.append(json.dumps({**frame, "owner": self.owner}, default=str))
-        if hold <= 0:
-            self.kick()
-        elif self.org_timer is None:
-            self.org_timer = asyncio.get_running_loop().call_later(hold, self._org_due)
-
-    def _org_due(self) -> None:
-        self.org_timer = None
-        if self.org_pending:
-            self.kick()
+        self.kick()
 
     async def close(self, final: dict[str, Any] | None, org_frame: dict[str, Any] | None) -> None:
-        if self.org_timer is not None:  # what it held goes now
-            self.org_timer.cancel()
-            self.org_timer = None
         self.final = list(self.recorder.last)
         if final is not None:
             self.final.append((final, "final"))

@@ -356,9 +356,8 @@ def _recorder(request: TurnRequest, acquired: Acquired) -> RunRecorder:
 
 async def _start(recorder: RunRecorder) -> None:
     await _db(recorder.start)
-    # Announced once the row exists: a watcher that hears of the run can read it. Held a
-    # little, to go with the run's end when the run is that quick (live.ORG_START_HOLD_SECONDS).
-    recorder.publisher.org(live.recorder_org_frame(recorder), hold=live.ORG_START_HOLD_SECONDS)
+    # Announced once the row exists: a watcher that hears of the run can read it.
+    recorder.publisher.org(live.recorder_org_frame(recorder))
 
 
 def _secrets(acquired: Acquired) -> tuple[str, ...]:

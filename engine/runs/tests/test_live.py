@@ -989,46 +989,40 @@ async def test_a_socket_resuming_inside_an_entry_gets_the_rest_of_it_then_each_w
 
 
 @pytest.mark.asyncio
-async def test_a_quick_runs_start_and_end_share_one_feed_entry_a_slow_runs_start_goes_first(
-    world, chat_orchestrator, monkeypatch
+async def test_one_send_writes_every_runs_feed_frames_as_one_entry_the_socket_splits(
+    world, chat_orchestrator
 ):
-    """The organization's feed: a run over within ORG_START_HOLD_SECONDS costs one entry (its
-    start and end frames, one per line); a longer run's start is in the feed while it runs."""
+    """The sender writes an organization's feed frames of one send, every run's, as one entry
+    (one frame per line, in the order queued): one XADD per organization and send. The runs
+    socket hands each frame on by itself, each still filtered by who may see it."""
     from engine.runs import live
 
+    users = world.alpha.users
     client = live.redis_client()
     key = live.org_runs_stream_key("org_alpha")
-
-    async def entries_after(position):
-        return [
-            (entry_id, fields[b"e"].decode().split("\n"))
-            for entry_id, fields in await client.xrange(key, min=f"({position}")
-        ]
-
     start = (await client.xrevrange(key, count=1) or [(b"0-0", {})])[0][0].decode()
-    monkeypatch.setattr(live, "ORG_START_HOLD_SECONDS", 5)  # "quick" however busy the machine
-    quick = _request(_runtime(chat_orchestrator["fast"]))
-    await pipeline.turn_run(quick)
-    entries = await entries_after(start)
-    assert [[json.loads(t)["status"] for t in texts] for _, texts in entries] == [
-        ["running", "succeeded"]
-    ]
-    assert {json.loads(t)["id"] for t in entries[0][1]} == {quick.run_id}
+    mine = {"user": users["member"].pk, "key": None}
+    theirs = {"user": users["viewer"].pk, "key": None}
+    socket, opened = await _open("/ws/orgs/alpha/runs/", users["member"])
+    assert opened
+    await asyncio.sleep(0.3)  # subscribed to the organization's feed
+    publishers = []
+    for n, owner in enumerate((mine, theirs, mine)):
+        publisher = live.RunPublisher(
+            recorder=None, schema_name="org_alpha", run_id=f"run-{n}", owner=owner
+        )
+        publisher.org_pending.append(
+            json.dumps({"type": "run", "id": f"run-{n}", "status": "running", "owner": owner})
+        )
+        publishers.append(publisher)
 
-    monkeypatch.setattr(live, "ORG_START_HOLD_SECONDS", 0.05)
-    gates = [asyncio.Event(), asyncio.Event()]
-    slow = _request(_runtime(chat_orchestrator["fast"], gates=gates))
-    task = asyncio.create_task(pipeline.turn_run(slow))
-    try:
-        deadline = asyncio.get_running_loop().time() + 5
-        position = entries[-1][0].decode()
-        while not (running := await entries_after(position)):
-            assert asyncio.get_running_loop().time() < deadline, "the start never came"
-            await asyncio.sleep(0.02)
-        assert [json.loads(t)["status"] for _, texts in running for t in texts] == ["running"]
-    finally:
-        for gate in gates:
-            gate.set()
-        await task
-    ended = await entries_after(running[-1][0].decode())
-    assert [json.loads(t)["status"] for _, texts in ended for t in texts] == ["succeeded"]
+    await live._send_all(client, publishers)
+
+    entries = await client.xrange(key, min=f"({start}")
+    assert [[json.loads(t)["id"] for t in f[b"e"].decode().split("\n")] for _, f in entries] == [
+        ["run-0", "run-1", "run-2"]
+    ]
+    got = [await socket.receive_json_from(timeout=5) for _ in range(2)]
+    assert [f["id"] for f in got] == ["run-0", "run-2"]  # the viewer's run is not the member's
+    assert await socket.receive_nothing(timeout=0.3) is True
+    await socket.disconnect()
