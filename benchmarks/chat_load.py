@@ -58,7 +58,7 @@ history. What moved it, across sessions: API keys resolved once per process and 
 database notifies a change (tenants/access_watch.py); three thread hops per turn instead of
 five; a chat turn's begin without ORM query building; sockets that keep their conversation
 while nothing that decides it changes; the stream hub's read packed once per stream; one
-fan-out writer per loop for chat frames; a run's two feed frames in one entry; pooled runtimes
+fan-out writer per loop for chat frames; a send's feed frames in one entry; pooled runtimes
 trusted for 2 s between version reads; prepared statements; 3 database threads instead of 6.
 """
 
