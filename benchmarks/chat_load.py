@@ -49,17 +49,19 @@ command `--clients 1,20,100 --ws-conversations 500 --ws-messages 5` on main, two
 stream 1 / 20 / 100 clients 5.43 / 4.93 / 4.87 and 7.07 / 5.00 / 5.07, json 5.80 / 5.80 / 4.90
 and 5.77 / 4.73 / 4.83; WebSocket 7.95 and 9.72 ms of server CPU per message at 500
 conversations, 0 of 2,500 lost. Single runs swing by 20-30%, so changes were judged on
-interleaved pairs: benchmarks/ab_trees.py (streamed /v1, the previous session's last commit
-58c255e against main: 7.00 -> 5.95 ms at 1 client, 5.30 -> 5.02 at 20) and this script's
-WebSocket phase run from each checkout in turn (9.26 / 10.34 against 8.64 / 8.84 ms a
-message). PostgreSQL's own CPU per streamed request fell from ~2.8-3.1 ms to ~2.1-2.4 with the
-turn's statements prepared (cadence_site/prepared.py). Earlier sessions' figures are in git
-history. What moved it, across sessions: API keys resolved once per process and kept until the
-database notifies a change (tenants/access_watch.py); three thread hops per turn instead of
-five; a chat turn's begin without ORM query building; sockets that keep their conversation
-while nothing that decides it changes; the stream hub's read packed once per stream; one
-fan-out writer per loop for chat frames; a send's feed frames in one entry; pooled runtimes
-trusted for 2 s between version reads; prepared statements; 3 database threads instead of 6.
+interleaved pairs: this script's WebSocket phase run from each checkout in turn (the previous
+session's last commit 58c255e: 9.26 / 10.34 ms a message; main: 8.64 / 8.84), and
+benchmarks/ab_trees.py for /v1. On /v1 the pairs disagreed: with pg_stat_statements loaded in
+PostgreSQL (track = all, for profiling) main used 9-15% less server CPU than 58c255e (stream, 1
+and 20 clients); without it, at the end of the session, the two were the same within noise
+(stream at 20 clients 5.33 against 5.93, at 1 client 7.05 against 7.25, json 4.35 against 4.45).
+PostgreSQL's own CPU per streamed request at 20 clients is 1.7-2.0 ms with the turn's
+statements prepared (cadence_site/prepared.py), 2.3-2.5 with CADENCE_DB_PREPARE=false. Earlier
+sessions' figures are in git history. What moved it, across sessions: API keys resolved once per
+process and kept until the database notifies a change (tenants/access_watch.py); three thread
+hops per turn instead of five; a chat turn's begin without ORM query building; sockets that keep
+their conversation while nothing that decides it changes; the stream hub's read packed once per
+stream; one fan-out writer per loop for chat frames; prepared statements (PostgreSQL's CPU).
 """
 
 from __future__ import annotations

@@ -178,12 +178,12 @@ if env.bool("CADENCE_DB_POOL", default=not TESTING):
 # every statement then binds on the client, as Django's cursors do.
 CADENCE_DB_PREPARE = env.bool("CADENCE_DB_PREPARE", default=True)
 # Threads that run the database calls of async code (tenants/context.db_executor), per process;
-# never more than the pool holds. Few: a thread runs Python only while it holds the GIL, and
-# each more thread is more GIL hand-offs (futex calls and context switches). Streamed /v1 on 2
-# cores: 6 threads (asyncio's CPUs + 4) made 137 context switches a request, 2 threads 52
-# (perf stat); server CPU a request 5.05 -> 4.45 ms at 20 clients, 4.97 -> 4.88 at 100, 6
-# threads against the default 3 (`benchmarks/ab_trees.py . . --before-env
-# CADENCE_DB_THREADS=6 --kind stream --clients 20`). 0: CPUs + 1.
+# never more than the pool holds. 0: CPUs + 4, as asyncio's default executor. Fewer threads mean
+# fewer GIL hand-offs: streamed /v1 at 20 clients on 2 cores made 256 futex calls and 137
+# context switches a request with 6 threads, 96 and 52 with 2 (perf stat); but the server's CPU
+# a request measured the same within noise (5.08 against 5.20 ms, 6 threads against 3:
+# `benchmarks/ab_trees.py . . --before-env CADENCE_DB_THREADS=6 --after-env
+# CADENCE_DB_THREADS=3 --kind stream --clients 20`), so the default is unchanged.
 CADENCE_DB_THREADS = env.int("CADENCE_DB_THREADS", default=0)
 # The planner's price of a random page read: PostgreSQL's default (4) assumes spinning disks;
 # on SSDs, or a working set in memory, 1.1 is the usual figure. At 4 a member's run list page

@@ -43,17 +43,17 @@ def test_from_a_server_loop_calls_run_on_the_database_threads_in_their_schema(wo
     assert not any(in_transaction for _, in_transaction, _ in seen)
 
 
-def test_the_database_threads_are_cpus_plus_one_or_the_setting_within_the_pool(settings):
+def test_the_database_threads_are_cpus_plus_four_or_the_setting_within_the_pool(settings):
     import os
 
     from tenants.context import db_thread_count, thread_count
 
-    assert thread_count(0, 2, None) == 3
-    assert thread_count(0, 2, 20) == 3
+    assert thread_count(0, 2, None) == 6
+    assert thread_count(0, 2, 20) == 6
     assert thread_count(8, 2, 20) == 8
     assert thread_count(8, 2, 4) == 4
     assert thread_count(0, 64, 20) == 20
     settings.CADENCE_DB_THREADS = 5
     assert db_thread_count() == 5  # tests run without the pool
     settings.CADENCE_DB_THREADS = 0
-    assert db_thread_count() <= (os.cpu_count() or 1) + 1
+    assert db_thread_count() == (os.cpu_count() or 1) + 4
