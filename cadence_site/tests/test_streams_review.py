@@ -10,14 +10,7 @@ import redis
 from django.conf import settings
 
 from cadence_site import streams
-
-
-async def _stop(hub: streams.StreamHub, *keys: str) -> None:
-    hub.task.cancel()
-    await asyncio.gather(hub.task, return_exceptions=True)
-    await asyncio.gather(*hub.waking, return_exceptions=True)
-    await hub.client.delete(*keys, hub.wake_key)
-    await hub.client.aclose()
+from cadence_site.tests.test_streams import _stop
 
 
 async def _drain(queue: asyncio.Queue, count: int, seconds: float = 3) -> list[str]:
