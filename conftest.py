@@ -35,6 +35,27 @@ def pytest_configure(config):
     pytest_django_fixtures._get_databases_for_test = databases_for_test
 
 
+def pytest_collection_modifyitems(config, items):
+    """A transactional test (`django_db(transaction=True)`, `transactional_db`, `live_server`)
+    flushes every table when it ends, the session's shared organizations with them; a module
+    fixture built afterwards on the session's World would then write rows for organizations that
+    no longer exist (CI failed so once, 23 errors). Such tests use committed_db instead."""
+    flushing = []
+    for item in items:
+        mark = item.get_closest_marker("django_db")
+        names = set(getattr(item, "fixturenames", ()))
+        if (mark is not None and mark.kwargs.get("transaction")) or names & {
+            "transactional_db",
+            "live_server",
+        }:
+            flushing.append(item.nodeid)
+    if flushing:
+        raise pytest.UsageError(
+            "these tests would flush the shared test database; use the committed_db fixture "
+            "(and remove what the test creates) instead: " + ", ".join(flushing)
+        )
+
+
 @dataclass
 class OrgFixture:
     org: object
@@ -146,6 +167,14 @@ def _close_stray_connections(django_db_setup, django_db_blocker):
 @pytest.fixture(scope="session")
 def _session_world(django_db_setup, django_db_blocker) -> World:
     # Built outside any test transaction, so it is committed and shared by the whole session.
+    with django_db_blocker.unblock():
+        return _ensure_world()
+
+
+@pytest.fixture(scope="module")
+def module_world(_session_world, django_db_blocker) -> World:
+    """The shared World for a module-scoped fixture: checked (and rebuilt if it is gone) when the
+    module starts, not only when the session did."""
     with django_db_blocker.unblock():
         return _ensure_world()
 

@@ -230,7 +230,7 @@ def _first_listed(client, collection: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def scratch(_session_world, django_db_blocker):
+def scratch(module_world, django_db_blocker):
     """A scratch organization with a ready offline orchestrator, served by a live server."""
     from django.contrib.auth import get_user_model
 

@@ -68,7 +68,7 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def live(_session_world, django_db_blocker, upstream):
+def live(module_world, django_db_blocker, upstream):
 
     from orchestrators.services import llm_config_create
 

@@ -15,7 +15,7 @@ from cadence_site.testing import start_live_servers, test_database_url
 
 
 @pytest.fixture(scope="module")
-def two_servers(_session_world, django_db_blocker):
+def two_servers(module_world, django_db_blocker):
     with django_db_blocker.unblock():
         url = test_database_url()
     started = start_live_servers(2, url)

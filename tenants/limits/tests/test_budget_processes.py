@@ -38,7 +38,7 @@ def _servers(url: str, count: int):
 
 
 @pytest.fixture(scope="module")
-def _started(_session_world, django_db_blocker):
+def _started(module_world, django_db_blocker):
     """Five processes started side by side: four serve the module, the fifth is the one the kill
     test kills (stopped here if that test did not run)."""
     with django_db_blocker.unblock():

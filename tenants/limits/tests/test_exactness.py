@@ -24,7 +24,7 @@ def _servers_see_override() -> None:
 
 
 @pytest.fixture(scope="module")
-def servers(_session_world, django_db_blocker):
+def servers(module_world, django_db_blocker):
     with django_db_blocker.unblock():
         url = test_database_url()
     # Pooled database connections: 500 requests in flight must not open 500 connections on a

@@ -22,9 +22,9 @@ SUP, SALES, ORGWIDE = SLUGS["support"], SLUGS["sales"], SLUGS[None]
 
 
 @pytest.fixture(scope="module")
-def tw(_session_world, django_db_blocker):
+def tw(module_world, django_db_blocker):
     with django_db_blocker.unblock():
-        made = build(_session_world)
+        made = build(module_world)
     yield made
     with django_db_blocker.unblock():
         cleanup()
