@@ -185,6 +185,10 @@ CADENCE_DB_PREPARE = env.bool("CADENCE_DB_PREPARE", default=True)
 # `benchmarks/ab_trees.py . . --before-env CADENCE_DB_THREADS=6 --after-env
 # CADENCE_DB_THREADS=3 --kind stream --clients 20`), so the default is unchanged.
 CADENCE_DB_THREADS = env.int("CADENCE_DB_THREADS", default=0)
+# A turn's database calls (its run, steps, proof, usage) as green calls on the event loop's
+# thread, their waits done by the loop (cadence_site/greendb.py), each with one of the process's
+# CADENCE_DB_GREEN_CONNECTIONS (8) connections of its own; false: on the threads above.
+CADENCE_DB_GREEN = env.bool("CADENCE_DB_GREEN", default=True)
 # The planner's price of a random page read: PostgreSQL's default (4) assumes spinning disks;
 # on SSDs, or a working set in memory, 1.1 is the usual figure. At 4 a member's run list page
 # filtered by status, orchestrator and trigger walked the newest runs (81,000 rows, 17-25 ms at

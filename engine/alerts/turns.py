@@ -16,6 +16,7 @@ import time
 
 from django.db import connection, transaction
 
+from cadence_site import greendb
 from engine.runs.pipeline import Turn, TurnExtension, TurnOutcome
 
 logger = logging.getLogger(__name__)
@@ -58,7 +59,8 @@ class AlertingRuns(TurnExtension):
             logger.exception("alert rules not checked", extra={"run": turn.run_id})
             return
         schema_name, run_id = turn.request.schema_name, turn.run_id
-        transaction.on_commit(lambda: _publish(schema_name, run_id))
+        # The broker, from the run's write: on a thread when that write is a green call.
+        transaction.on_commit(lambda: greendb.blocking(_publish, schema_name, run_id))
 
 
 def _publish(schema_name: str, run_id: str) -> None:

@@ -68,6 +68,7 @@ from typing import Any
 
 from django.db import close_old_connections, connection
 
+from cadence_site import greendb
 from cadence_site.errors import ApplicationError
 from cadence_site.requestlog import org_var, principal_var, request_id_var, secrets_var
 from engine.errors import CadenceError
@@ -86,7 +87,7 @@ from orchestrators.runtime import (
     ToolResultEvent,
     Usage,
 )
-from tenants.context import db_sync_to_async
+from tenants.context import db_sync_to_async, sync_caller_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -570,7 +571,10 @@ def _after_write(turn: Turn, outcome: TurnOutcome) -> None:
 
 async def _db(fn: Callable[[], Any]) -> Any:
     """A synchronous database call from the turn: on the sync caller's thread when one waits
-    (tenants.context.sync_caller_waiting), else on a pool thread (`fn` enters its schema itself).
+    (tenants.context.sync_caller_waiting), else in a green call on the loop's thread
+    (cadence_site/greendb.py; on a pool thread with CADENCE_DB_GREEN=false). `fn` enters its
+    schema itself; what it does that blocks on anything but the database goes through
+    `greendb.blocking`.
 
     As channels' database_sync_to_async, stale connections are closed around it, except while
     the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
@@ -588,6 +592,8 @@ async def _db(fn: Callable[[], Any]) -> Any:
             if outside:
                 close_old_connections()
 
+    if greendb.enabled() and not sync_caller_waiting():
+        return await greendb.run(call)
     return await db_sync_to_async(call)()
 
 

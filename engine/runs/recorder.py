@@ -48,6 +48,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
+from cadence_site import greendb
 from cadence_site.prepared import bound_cursor
 from cadence_site.rows import row_insert, row_update
 from engine.models import Run, RunEvent, RunLog
@@ -519,7 +520,10 @@ class RunRecorder:
             text = row.json or _compact(row.data)
             if len(text) > INLINE_BYTES:
                 name = payload_name(self.schema_name, self.run_id, row.seq)
-                row.payload = default_storage.save(name, ContentFile(text.encode()))
+                # File storage (S3): on a thread when the write is a green call.
+                row.payload = greendb.blocking(
+                    default_storage.save, name, ContentFile(text.encode())
+                )
                 row.data = {key: _truncated(value) for key, value in row.data.items()}
                 text = _compact(row.data)
             row.text = text

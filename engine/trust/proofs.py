@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 
+from cadence_site import greendb
 from cadence_site.prepared import bound_cursor
 from engine.trust import log, signing
 from engine.trust.canonical import canonical_json, chain, digest, jsonable
@@ -31,8 +32,12 @@ def _whole_data(event: Any) -> dict[str, Any]:
 
         from django.core.files.storage import default_storage
 
-        with default_storage.open(event.payload) as fh:
-            return json.loads(fh.read())
+        def read() -> bytes:
+            with default_storage.open(event.payload) as fh:
+                return fh.read()
+
+        # File storage (S3): on a thread when the proof is written by a green call.
+        return json.loads(greendb.blocking(read))
     return event.data if isinstance(event.data, dict) else {"value": event.data}
 
 

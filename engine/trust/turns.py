@@ -26,6 +26,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from cadence_site import greendb
 from engine.runs.pipeline import Turn, TurnExtension, TurnOutcome, TurnRequest
 from orchestrators.pool import Acquired
 
@@ -181,7 +182,8 @@ def sequence(schema_name: str) -> None:
     # Inside a caller's transaction (REST invoke, the admin's try-it) the proof is not committed
     # yet: sequence in it, but take nobody else's turn.
     nested = connection.in_atomic_block
-    with sequencer.lock:
+    # Held across the log's statements: greendb.locked, so that a green call waits off the loop.
+    with greendb.locked(sequencer.lock):
         if not nested and sequencer.covered >= mine:
             return  # a sequencing that began after this run's commit took its proof in
         with sequencer.count_lock:

@@ -34,6 +34,7 @@ from django.db import close_old_connections, connection
 from django.db.models import Sum
 from django_tenants.utils import schema_context
 
+from cadence_site import greendb
 from cadence_site.errors import ApplicationError
 from engine.runs.pipeline import Turn, TurnExtension
 from orchestrators.runtime import Usage as RuntimeUsage
@@ -437,7 +438,8 @@ class BudgetExtension(TurnExtension):
         if state is None or state.stream is None:
             return
         try:
-            budgets.settle(lease=state.stream, actual=0)
+            # Redis, from the run's write: on a thread when that write is a green call.
+            greendb.blocking(budgets.settle, lease=state.stream, actual=0)
         except budgets.BudgetsUnavailable:
             pass  # its lease lapses on its own within LEASE_SECONDS
 

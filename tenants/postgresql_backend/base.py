@@ -32,6 +32,16 @@ def known_path(connection) -> tuple[str, ...] | None:
 
 
 class DatabaseWrapper(tenants_base.DatabaseWrapper):
+    green_opened: float | None = None  # set on the event loop's own wrappers (greendb)
+
+    def get_new_connection(self, conn_params):
+        raw = super().get_new_connection(conn_params)
+        if self.green_opened is not None:
+            from cadence_site.greendb import make_green
+
+            make_green(raw)
+        return raw
+
     def _forget(self) -> None:
         if self.connection is not None:
             _paths.pop(self.connection, None)

@@ -1,0 +1,288 @@
+"""Synchronous database code run on the event loop's thread, its waits done by the loop.
+
+A turn's database work (its run's row, steps, proof, usage: engine/runs/pipeline.py `_db`) is
+synchronous Django code. On a pool thread (asgiref's sync_to_async) every round trip to
+PostgreSQL ends with that thread taking the GIL back from the event loop's thread: measured on a
+streamed /v1 load, the hand-offs (futex calls, context switches, a thread woken per statement)
+were about a third of the server's CPU, the same code run on the loop's thread used 35% less.
+
+`run(fn)` runs `fn` in a greenlet on the loop's thread instead, with a database connection of its
+own (`_Connections`): when psycopg would block on the connection's socket, the greenlet hands
+the wait to the loop (psycopg's own `wait_async`, the one its async connections use) and the
+loop serves everything else meanwhile. SQLAlchemy runs its ORM over asyncio drivers the same way.
+
+What it keeps of the thread's behaviour:
+- Each call has its own Django connection wrapper, in place of the thread's for as long as the
+  greenlet runs (Django keeps connections per thread, and greenlets share the loop's): its
+  transactions, schema (django-tenants' search_path) and prepared statements are its own.
+- Django's guard against synchronous database calls from async code sees no running loop while
+  the greenlet runs (there is none from its point of view: it cannot await, only wait).
+- The request's context variables (log context) go with it, as sync_to_async copies them.
+- A caller that is cancelled does not cancel the call: it runs to its end (as a thread's call
+  does), so no statement is interrupted half way.
+- Anything else `fn` does that blocks (Redis, S3, a broker) must not stall the loop: such code
+  goes through `blocking(fn)`, which runs it on a thread while the greenlet waits. The turn's
+  write calls it for the budget's Redis script, the storage of large step payloads and the
+  alert evaluation's enqueueing; code added to that path must do the same.
+
+Connections: at most CADENCE_DB_GREEN_CONNECTIONS (default 8) per process, opened on a thread
+when first needed and kept (they are the loop's own, not the pool's: a greenlet waiting for a
+pool connection while holding another would block the loop that frees them). A call finding all
+in use waits for one. A connection that had an error, or is older than GREEN_MAX_AGE, is closed
+when it is given back.
+
+CADENCE_DB_GREEN=false: calls go to the pool threads, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import greenlet
+from django.db import connections
+
+logger = logging.getLogger(__name__)
+
+GREEN_MAX_AGE = 600.0  # seconds a connection is kept before it is replaced
+
+
+def enabled() -> bool:
+    from django.conf import settings
+
+    return getattr(settings, "CADENCE_DB_GREEN", True)
+
+
+class _Green(greenlet.greenlet):
+    """A greenlet whose database waits go to the loop (its parent runs `_drive`)."""
+
+    wrapper: Any = None
+
+
+def in_green() -> bool:
+    return isinstance(greenlet.getcurrent(), _Green)
+
+
+def await_(awaitable: Any) -> Any:
+    """From synchronous code in a green call: suspend it until `awaitable` is done on the loop,
+    and give its result (or raise its exception)."""
+    current = greenlet.getcurrent()
+    if not isinstance(current, _Green):
+        raise RuntimeError("await_() outside a green call")
+    return current.parent.switch(awaitable)
+
+
+def blocking(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """`fn(*args, **kwargs)`: on a thread while a green call waits for it, so that its blocking
+    I/O does not stall the loop; called directly anywhere else."""
+    if not in_green():
+        return fn(*args, **kwargs)
+    context = contextvars.copy_context()
+    return await_(asyncio.to_thread(context.run, fn, *args, **kwargs))
+
+
+class _Connections:
+    """The loop's own Django connection wrappers for green calls."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.idle: list[Any] = []
+        self.count = 0
+        self.freed: asyncio.Condition | None = None
+
+    async def take(self) -> Any:
+        if self.freed is None:
+            self.freed = asyncio.Condition()
+        while not self.idle and self.count >= self.size:
+            async with self.freed:
+                await self.freed.wait()
+        if self.idle:
+            return self.idle.pop()
+        self.count += 1
+        try:
+            wrapper = _new_wrapper()
+            # Connecting is one blocking exchange of several round trips: on a thread.
+            await asyncio.to_thread(_connect, wrapper)
+        except BaseException:
+            self.count -= 1
+            raise
+        return wrapper
+
+    async def give(self, wrapper: Any) -> None:
+        raw = wrapper.connection
+        spent = (
+            raw is None
+            or raw.closed
+            or raw.broken
+            or wrapper.errors_occurred
+            or wrapper.in_atomic_block
+            or time.monotonic() - wrapper.green_opened > GREEN_MAX_AGE
+        )
+        if spent:
+            self.count -= 1
+            await asyncio.to_thread(_close, wrapper)
+        else:
+            self.idle.append(wrapper)
+        async with self.freed:
+            self.freed.notify()
+
+
+def _new_wrapper() -> Any:
+    """A Django connection wrapper like the thread's, but persistent and without the pool."""
+    from django.db.utils import load_backend
+
+    configured = connections.settings["default"]
+    settings_dict = {**configured, "CONN_MAX_AGE": None}
+    settings_dict["OPTIONS"] = {
+        k: v for k, v in configured.get("OPTIONS", {}).items() if k != "pool"
+    }
+    wrapper = load_backend(configured["ENGINE"]).DatabaseWrapper(settings_dict, alias="default")
+    wrapper.green_opened = time.monotonic()
+    return wrapper
+
+
+def _connect(wrapper: Any) -> None:
+    wrapper.inc_thread_sharing()  # made on the loop's thread, connected on this one
+    try:
+        wrapper.ensure_connection()
+    finally:
+        wrapper.dec_thread_sharing()
+
+
+def _close(wrapper: Any) -> None:
+    wrapper.inc_thread_sharing()
+    try:
+        wrapper.close()
+    except Exception:
+        logger.warning("closing a green database connection failed", exc_info=True)
+    finally:
+        wrapper.dec_thread_sharing()
+
+
+def _discard(wrapper: Any) -> None:
+    """Close the physical connection of a wrapper nobody uses any more (Django's close() would
+    refuse: it runs on a loop's thread)."""
+    raw, wrapper.connection = wrapper.connection, None
+    if raw is not None:
+        raw.close()
+
+
+_pools: dict[asyncio.AbstractEventLoop, _Connections] = {}
+
+
+def _pool() -> _Connections:
+    loop = asyncio.get_running_loop()
+    found = _pools.get(loop)
+    if found is None:
+        size = int(os.environ.get("CADENCE_DB_GREEN_CONNECTIONS") or 8)
+        found = _pools[loop] = _Connections(max(1, size))
+        # A closed loop's connections (a test's loop, a finished asyncio.run): closed here.
+        for stale in [other for other in _pools if other.is_closed()]:
+            for wrapper in _pools.pop(stale).idle:
+                _discard(wrapper)
+    return found
+
+
+async def run(fn: Callable[[], Any]) -> Any:
+    """`fn()` in a green call on this loop (see the module docstring); its result or its
+    exception. The call runs to its end even if the caller is cancelled."""
+    task = asyncio.ensure_future(_run(fn, contextvars.copy_context()))
+    return await asyncio.shield(task)
+
+
+async def _run(fn: Callable[[], Any], context: contextvars.Context) -> Any:
+    connections_ = _pool()
+    wrapper = await connections_.take()
+    try:
+        return await _drive(fn, context, wrapper)
+    finally:
+        await connections_.give(wrapper)
+
+
+async def _drive(fn: Callable[[], Any], context: contextvars.Context, wrapper: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    green = _Green(fn)
+    green.gr_context = context
+    green.wrapper = wrapper
+    value: Any = None
+    error: BaseException | None = None
+    started = False
+    while True:
+        # No running loop first: Django's connections are then the thread's plain storage (with
+        # a loop running, asgiref keeps them per context), where the green code will look.
+        asyncio._set_running_loop(None)
+        own = getattr(connections._connections, "default", None)
+        connections._connections.default = wrapper
+        try:
+            if not started:
+                started = True
+                request = green.switch()
+            elif error is not None:
+                request = green.throw(error)
+            else:
+                request = green.switch(value)
+        finally:
+            if own is None:
+                delattr(connections._connections, "default")
+            else:
+                connections._connections.default = own
+            asyncio._set_running_loop(loop)
+        if green.dead:
+            return request
+        value, error = None, None
+        try:
+            value = await request
+        except BaseException as exc:  # noqa: BLE001 - handed to the green code, which decides
+            error = exc
+
+
+def _green_connection_class() -> type:
+    import psycopg
+    from psycopg import waiting
+
+    class GreenConnection(psycopg.Connection):
+        """A psycopg connection whose waits, in a green call, are done by the loop."""
+
+        def wait(self, gen, interval=0.1, timeout=None):
+            if isinstance(greenlet.getcurrent(), _Green):
+                return await_(
+                    waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout)
+                )
+            return super().wait(gen, interval, timeout)
+
+    return GreenConnection
+
+
+_GreenConnection: type | None = None
+
+
+def make_green(raw: Any) -> Any:
+    """`raw` (a psycopg connection a green wrapper opened) made to wait through the loop."""
+    global _GreenConnection
+    if _GreenConnection is None:
+        _GreenConnection = _green_connection_class()
+    raw.__class__ = _GreenConnection
+    return raw
+
+
+@contextlib.contextmanager
+def locked(lock: threading.Lock) -> Iterator[None]:
+    """`with lock:` for a lock held across database calls. A green call that finds it taken
+    waits for it on a thread (a threading.Lock may be released by any thread): waiting on the
+    loop's thread would stop the loop, and with it the green call that holds the lock."""
+    if not lock.acquire(blocking=False):
+        if in_green():
+            await_(asyncio.to_thread(lock.acquire))
+        else:
+            lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
