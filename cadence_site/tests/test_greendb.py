@@ -1,0 +1,215 @@
+"""Green database calls (cadence_site/greendb.py): synchronous Django database code run on the
+event loop's thread, with a connection of its own, its waits done by the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from django.db import connection, transaction
+from django.test import override_settings
+from django_tenants.utils import schema_context
+
+from cadence_site import greendb
+
+pytestmark = pytest.mark.asyncio
+
+
+def _schema_and_backend() -> tuple[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_schema(), pg_backend_pid()")
+        return cursor.fetchone()
+
+
+async def test_a_green_call_runs_on_the_loops_thread_with_a_connection_of_its_own(
+    world, committed_db
+):
+    loop_thread = threading.get_ident()
+
+    def call():
+        with schema_context("org_alpha"):
+            schema, pid = _schema_and_backend()
+        return threading.get_ident(), greendb.in_green(), connection.green_opened, schema, pid
+
+    thread, green, opened, schema, pid = await greendb.run(call)
+
+    assert (thread, green, schema) == (loop_thread, True, "org_alpha")
+    assert opened is not None  # one of the loop's own wrappers, not the thread's
+    assert greendb.in_green() is False
+    # The loop's thread's own connection is untouched (no wrapper made a connection there).
+    assert getattr(connection, "green_opened", None) is None
+    # Given back and reused: the next call gets the same backend.
+    assert (await greendb.run(_schema_and_backend))[1] == pid
+
+
+async def test_the_loop_serves_other_tasks_while_a_green_call_waits_on_the_database(
+    world, committed_db
+):
+    ticks: list[float] = []
+
+    async def ticker():
+        while True:
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    def slow():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(0.4)")
+
+    task = asyncio.ensure_future(ticker())
+    try:
+        began = time.monotonic()
+        await greendb.run(slow)
+        ended = time.monotonic()
+    finally:
+        task.cancel()
+    during = [t for t in ticks if began <= t <= ended]
+    # A loop blocked by the statement would tick once or twice; a free one every ~10 ms.
+    assert len(during) >= 15, len(during)
+    assert max(b - a for a, b in zip(during, during[1:], strict=False)) < 0.2
+
+
+async def test_interleaved_green_calls_keep_their_own_schemas_and_transactions(world, committed_db):
+    """Each call's transaction and search_path are its own though they share one thread: one
+    rolls back while the other, interleaved with it statement by statement, commits."""
+    from engine.models import Run
+
+    made: list[str] = []
+
+    def write(schema: str, fail: bool) -> list[str]:
+        seen = []
+        with schema_context(schema):
+            try:
+                with transaction.atomic():
+                    for n in range(4):
+                        with connection.cursor() as cursor:
+                            cursor.execute("SELECT current_schema() FROM pg_sleep(0.02)")
+                            seen.append(cursor.fetchone()[0])
+                        run = Run.objects.create(orchestrator_slug=f"green-{schema}-{n}")
+                        made.append((schema, str(run.pk)))
+                    if fail:
+                        raise RuntimeError("roll back")
+            except RuntimeError:
+                pass
+        return seen
+
+    try:
+        seen = await asyncio.gather(
+            greendb.run(lambda: write("org_alpha", False)),
+            greendb.run(lambda: write("org_bravo", True)),
+            greendb.run(lambda: write("org_alpha", True)),
+            greendb.run(lambda: write("org_bravo", False)),
+        )
+        assert seen == [["org_alpha"] * 4, ["org_bravo"] * 4, ["org_alpha"] * 4, ["org_bravo"] * 4]
+
+        def stored(schema: str) -> list[str]:
+            with schema_context(schema):
+                return sorted(
+                    Run.objects.filter(orchestrator_slug__startswith="green-").values_list(
+                        "orchestrator_slug", flat=True
+                    )
+                )
+
+        assert await greendb.run(lambda: stored("org_alpha")) == [
+            f"green-org_alpha-{n}" for n in range(4)
+        ]
+        assert await greendb.run(lambda: stored("org_bravo")) == [
+            f"green-org_bravo-{n}" for n in range(4)
+        ]
+    finally:
+
+        def clean():
+            for schema in ("org_alpha", "org_bravo"):
+                with schema_context(schema):
+                    Run.objects.filter(orchestrator_slug__startswith="green-").delete()
+
+        await greendb.run(clean)
+
+
+async def test_an_error_reaches_the_caller_and_the_connection_serves_the_next_call(
+    world, committed_db
+):
+    """A statement's error inside a transaction: the caller gets it, the transaction is rolled
+    back, and the wrapper given back (kept, or replaced) serves the next call in a clean state."""
+
+    def fail():
+        with schema_context("org_alpha"), transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1/0")
+
+    for _ in range(3):
+        with pytest.raises(Exception, match="division by zero"):
+            await greendb.run(fail)
+
+    def state():
+        return connection.in_atomic_block, connection.connection.info.transaction_status.name
+
+    assert await greendb.run(state) == (False, "IDLE")
+    assert (await greendb.run(_schema_and_backend))[0] == "public"
+    pool = greendb._pool()
+    assert pool.count == len(pool.idle) <= pool.size
+
+
+async def test_a_cancelled_caller_leaves_the_call_to_finish(world, committed_db):
+    finished = []
+
+    def slow():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(0.2)")
+        finished.append(True)
+
+    caller = asyncio.ensure_future(greendb.run(slow))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(100):
+        if finished:
+            break
+        await asyncio.sleep(0.01)
+    assert finished == [True]
+    assert (await greendb.run(lambda: _schema_and_backend()[0])) == "public"
+
+
+async def test_blocking_runs_on_a_thread_inside_a_green_call_and_in_place_outside(committed_db):
+    loop_thread = threading.get_ident()
+
+    inside = await greendb.run(lambda: greendb.blocking(threading.get_ident))
+
+    assert inside != loop_thread
+    assert greendb.blocking(threading.get_ident) == loop_thread
+
+
+async def test_a_lock_held_across_statements_is_waited_for_off_the_loop(world, committed_db):
+    """Two green calls contend for a threading.Lock held across a statement: with a plain
+    `with lock:` the second would block the loop's thread, and the first could never finish
+    (this test then hangs: wait_for's timer runs on the blocked loop too)."""
+    lock = threading.Lock()
+    order = []
+
+    def hold(name: str):
+        with greendb.locked(lock):
+            order.append(f"{name} in")
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(0.05)")
+            order.append(f"{name} out")
+
+    await asyncio.wait_for(
+        asyncio.gather(greendb.run(lambda: hold("a")), greendb.run(lambda: hold("b"))), 10
+    )
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    assert not lock.locked()
+
+
+async def test_turn_writes_go_to_pool_threads_when_green_calls_are_off(committed_db):
+    from engine.runs.pipeline import _db
+
+    loop_thread = threading.get_ident()
+    with override_settings(CADENCE_DB_GREEN=False):
+        off = await _db(lambda: (threading.get_ident(), greendb.in_green()))
+    on = await _db(lambda: (threading.get_ident(), greendb.in_green()))
+
+    assert off[0] != loop_thread and off[1] is False
+    assert on == (loop_thread, True)
