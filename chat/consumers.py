@@ -22,7 +22,7 @@ from cadence_site import streams
 from cadence_site.inputguard import InputError, json_loads
 from chat import services, turns
 from tenants import access_watch
-from tenants.context import in_tenant
+from tenants.context import in_tenant, in_tenant_green
 from tenants.roles import Role, role_at_least
 from tenants.teams.scoping import require_level, team_scope
 from tenants.ws_access import SKIP_MAX_AGE
@@ -216,7 +216,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
                 return await self._error("invalid_message", "content must be a string.")
             role = self.scope["access"].role
             seen = access_watch.version(self.org.id, self.org.schema_name)
-            conversation, start = await in_tenant(
+            conversation, start = await in_tenant_green(
                 self.org.schema_name,
                 _begin,
                 schema_name=self.org.schema_name,

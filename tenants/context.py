@@ -84,5 +84,28 @@ async def in_tenant(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) 
     return await db_sync_to_async(call, database=True)()
 
 
+async def in_tenant_green(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """`in_tenant` for a turn's own database work (its start: the user's message stored): a
+    green call on the loop's thread (cadence_site/greendb.py) unless CADENCE_DB_GREEN is off
+    or a sync caller waits. `fn` must do nothing but database work (or go through
+    greendb.blocking)."""
+    from django.db import close_old_connections
+
+    from cadence_site import greendb
+
+    if not greendb.enabled() or sync_caller_waiting():
+        return await in_tenant(schema_name, fn, **kwargs)
+
+    def call():
+        close_old_connections()
+        try:
+            with schema_context(schema_name):
+                return fn(**kwargs)
+        finally:
+            close_old_connections()
+
+    return await greendb.run(call)
+
+
 async def in_public(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
     return await in_tenant("public", fn, **kwargs)

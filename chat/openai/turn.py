@@ -18,7 +18,7 @@ from chat.openai.validation import CompletionRequest
 from engine.runs import pipeline
 from orchestrators.pool import Acquired
 from orchestrators.runtime import RuntimeEvent, TokenEvent
-from tenants.context import in_tenant
+from tenants.context import in_tenant_green
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ async def _run(turn: Turn) -> None:
     try:
         if request.conversation_id is not None:
             # The user's message is stored before the model runs.
-            result.user_message_id, result.assistant_message_id = await in_tenant(
+            result.user_message_id, result.assistant_message_id = await in_tenant_green(
                 caller.schema_name,
                 _begin,
                 conversation_id=request.conversation_id,
