@@ -111,7 +111,11 @@ class _Connections:
             # Connecting is one blocking exchange of several round trips: on a thread.
             await asyncio.to_thread(_connect, wrapper)
         except BaseException:
+            # The place is free again: a call waiting for one must take it (it would otherwise
+            # wait for a give() that no call may ever make).
             self.count -= 1
+            async with self.freed:
+                self.freed.notify()
             raise
         return wrapper
 
