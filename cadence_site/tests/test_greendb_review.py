@@ -361,6 +361,7 @@ async def test_context_goes_in_and_does_not_come_out(world, committed_db, _pool_
 
     assert await greendb.run(call) == ("caller", "inside")
     assert _var.get() == "caller"
+
     # Two concurrent calls do not see each other's.
     def own(value: str) -> str:
         _var.set(value)
