@@ -276,6 +276,15 @@ def make_green(raw: Any) -> Any:
     return raw
 
 
+def green_connect(connect: Callable[[Any], Any], params: Any) -> Any:
+    """A green wrapper's new connection: `connect(params)` (the backend's), made to wait through
+    the loop. Opened on a thread when a green call opens it: Django opens one again inside the
+    call after dropping a broken one (leaving an atomic block whose rollback failed, a health
+    check), and a connection's opening blocks for its round trips, up to connect_timeout when
+    the server does not answer: on the loop's thread, every other request would wait as long."""
+    return make_green(blocking(connect, params))
+
+
 @contextlib.contextmanager
 def locked(lock: threading.Lock) -> Iterator[None]:
     """`with lock:` for a lock held across database calls. A green call that finds it taken

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import socket
 import threading
 import time
 
@@ -193,6 +194,68 @@ async def test_a_killed_backend_fails_its_call_and_is_replaced(
     assert pid != pids[0]
     assert await greendb.run(lambda: _schema_of("org_bravo")) == "org_bravo"
     assert pool.count == 1
+
+
+@pytest.mark.asyncio
+async def test_a_connection_opened_again_inside_a_call_does_not_stop_the_loop(
+    world, committed_db, _pool_closed
+):
+    """The backend is killed inside an atomic block: Django's exit of the block drops the
+    connection and opens another (to restore autocommit), inside the green call. The database
+    is now a server that takes the connection and never answers (a failover in progress): that
+    opening must wait off the loop, not freeze every other request for its connect_timeout."""
+    from django.db import Error
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    pids: list[int] = []
+
+    def victim():
+        with schema_context("org_alpha"):
+            pids.append(_one("SELECT pg_backend_pid()")[0])
+            # Where this wrapper connects from now on.
+            connection.settings_dict["HOST"] = "127.0.0.1"
+            connection.settings_dict["PORT"] = str(silent.getsockname()[1])
+            connection.settings_dict["OPTIONS"] = {
+                **connection.settings_dict["OPTIONS"],
+                "connect_timeout": 2,
+            }
+            with transaction.atomic():
+                _one("SELECT pg_sleep(5)")
+
+    ticks: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    try:
+        task = asyncio.ensure_future(greendb.run(victim))
+        async with asyncio.timeout(5):
+            while not pids:  # noqa: ASYNC110 - set by the green call
+                await asyncio.sleep(0.01)
+        ticking = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        assert await asyncio.to_thread(_terminate, pids[0])
+        with pytest.raises(Error):
+            async with asyncio.timeout(8):
+                await task
+        stop.set()
+        await ticking
+    finally:
+        silent.close()
+    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.5
+    pool = _pool()
+    assert (pool.count, pool.idle) == (0, [])
+    assert await greendb.run(lambda: _schema_of("org_bravo")) == "org_bravo"
+
+
+def _terminate(pid: int) -> bool:
+    with psycopg.connect(_conninfo(), autocommit=True) as other:
+        return other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone()[0]
 
 
 # --- 4. the connection limit --------------------------------------------------------------------
