@@ -436,3 +436,40 @@ async def test_context_goes_in_and_does_not_come_out(world, committed_db, _pool_
         "y",
     ]
     assert _var.get() == "caller"
+
+
+# --- what green code may not assume: a running loop ---------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_line_logged_in_a_call_reaches_the_run_on_its_loop(
+    world, committed_db, _pool_closed
+):
+    """A run's log binding delivers its lines on the run's loop (RunRecorder.log -> its live
+    publisher's kick -> the loop's sender: asyncio.get_running_loop()). A green call is on the
+    loop's thread with no running loop: a line it logs while the run is bound (its row written
+    by `_start`, a checkpoint saved) must still be delivered on the loop, not lost to the
+    RuntimeError of a loop-bound deliver (the publisher then left marked queued, never sent)."""
+    import logging
+
+    from engine.runs import runlog
+
+    loop = asyncio.get_running_loop()
+    delivered: list[tuple[str, object]] = []
+
+    def deliver(entry):
+        delivered.append((entry["message"], asyncio.get_running_loop()))
+
+    token = runlog.bind(runlog.RunLogBinding(deliver))
+    try:
+
+        def call():
+            _one("SELECT 1")
+            logging.getLogger("cadence.greendb_review").warning("from a green call")
+            _one("SELECT 1")
+
+        await greendb.run(call)
+        await asyncio.sleep(0.01)
+    finally:
+        runlog.unbind(token)
+    assert delivered == [("from a green call", loop)]
