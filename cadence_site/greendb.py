@@ -111,7 +111,11 @@ class _Connections:
             # Connecting is one blocking exchange of several round trips: on a thread.
             await asyncio.to_thread(_connect, wrapper)
         except BaseException:
+            # The place is free again: a call waiting for one must take it (it would otherwise
+            # wait for a give() that no call may ever make).
             self.count -= 1
+            async with self.freed:
+                self.freed.notify()
             raise
         return wrapper
 
@@ -270,6 +274,15 @@ def make_green(raw: Any) -> Any:
         _GreenConnection = _green_connection_class()
     raw.__class__ = _GreenConnection
     return raw
+
+
+def green_connect(connect: Callable[[Any], Any], params: Any) -> Any:
+    """A green wrapper's new connection: `connect(params)` (the backend's), made to wait through
+    the loop. Opened on a thread when a green call opens it: Django opens one again inside the
+    call after dropping a broken one (leaving an atomic block whose rollback failed, a health
+    check), and a connection's opening blocks for its round trips, up to connect_timeout when
+    the server does not answer: on the loop's thread, every other request would wait as long."""
+    return make_green(blocking(connect, params))
 
 
 @contextlib.contextmanager

@@ -98,7 +98,9 @@ class RunLogBinding:
         route = log_route.get()
         if route is not None:
             route(LogEvent(entry))
-        elif threading.get_ident() == self.thread:
+        elif threading.get_ident() == self.thread and asyncio._get_running_loop() is self.loop:
+            # On the loop, running: not a green call (cadence_site/greendb.py), which is on the
+            # loop's thread with no loop running, and goes through call_soon_threadsafe below.
             self.deliver(entry)
         else:
             self.loop.call_soon_threadsafe(self.deliver, entry)

@@ -35,12 +35,11 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
     green_opened: float | None = None  # set on the event loop's own wrappers (greendb)
 
     def get_new_connection(self, conn_params):
-        raw = super().get_new_connection(conn_params)
-        if self.green_opened is not None:
-            from cadence_site.greendb import make_green
+        if self.green_opened is None:
+            return super().get_new_connection(conn_params)
+        from cadence_site.greendb import green_connect
 
-            make_green(raw)
-        return raw
+        return green_connect(super().get_new_connection, conn_params)
 
     def _forget(self) -> None:
         if self.connection is not None:
