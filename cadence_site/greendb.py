@@ -24,8 +24,14 @@ What it keeps of the thread's behaviour:
   goes through `blocking(fn)`, which runs it on a thread while the greenlet waits. The turn's
   write calls it for the budget's Redis script, the storage of large step payloads and the
   alert evaluation's enqueueing; code added to that path must do the same.
+- A threading.Lock held across database statements goes through `locked(lock)` (a green call
+  blocking on it would stop the loop, and with it the holder): the proof sequencer's.
+- Green code sees no running loop: it cannot use what needs one (LoopLocal, create_task), and
+  `async_to_sync` there would block the loop's thread. A run's log line is delivered through
+  call_soon_threadsafe (engine/runs/runlog.py).
 
-Connections: at most CADENCE_DB_GREEN_CONNECTIONS (default 8) per process, opened on a thread
+Connections: at most CADENCE_DB_GREEN_CONNECTIONS (default 8) per event loop (a server process
+has one), opened on a thread
 when first needed and kept (they are the loop's own, not the pool's: a greenlet waiting for a
 pool connection while holding another would block the loop that frees them). A call finding all
 in use waits for one. A connection that had an error, or is older than GREEN_MAX_AGE, is closed
