@@ -43,6 +43,7 @@ CADENCE_DB_GREEN=false: calls go to the pool threads, as before.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import logging
@@ -95,35 +96,68 @@ def blocking(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
 
 
 class _Connections:
-    """The loop's own Django connection wrappers for green calls."""
+    """The loop's own Django connection wrappers for green calls, first come first served: a
+    call that arrives while others wait queues behind them. (Taking an idle connection ahead of
+    them starved some turns: 500 chat sockets' replies took 16-19 s at p99 against 11-13 s on
+    threads, while the median halved.)"""
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.idle: list[Any] = []
-        self.count = 0
-        self.freed: asyncio.Condition | None = None
+        self.count = 0  # connections open or being opened
+        self.waiting: collections.deque[asyncio.Future] = collections.deque()
 
     async def take(self) -> Any:
-        if self.freed is None:
-            self.freed = asyncio.Condition()
-        while not self.idle and self.count >= self.size:
-            async with self.freed:
-                await self.freed.wait()
-        if self.idle:
-            return self.idle.pop()
-        self.count += 1
+        if not self.waiting:
+            if self.idle:
+                return self.idle.pop()
+            if self.count < self.size:
+                self.count += 1
+                return await self._open()
+        place = asyncio.get_running_loop().create_future()
+        self.waiting.append(place)
+        try:
+            wrapper = await place
+        except BaseException:
+            if not place.done():
+                self.waiting.remove(place)
+            elif not place.cancelled():  # handed something just as it was cancelled: pass it on
+                handed = place.result()
+                self._free() if handed is None else self._hand(handed)
+            raise
+        # None: a place without a connection (one was closed, or never opened): open one in it.
+        return await self._open() if wrapper is None else wrapper
+
+    async def _open(self) -> Any:
+        """A new connection in a place already counted."""
         try:
             wrapper = _new_wrapper()
             # Connecting is one blocking exchange of several round trips: on a thread.
             await asyncio.to_thread(_connect, wrapper)
         except BaseException:
-            # The place is free again: a call waiting for one must take it (it would otherwise
-            # wait for a give() that no call may ever make).
-            self.count -= 1
-            async with self.freed:
-                self.freed.notify()
+            # The place is free again: the next waiter must get it (it would otherwise wait
+            # for a give() that no call may ever make).
+            self._free()
             raise
         return wrapper
+
+    def _hand(self, wrapper: Any) -> None:
+        """A connection to the first call waiting, or to the idle ones."""
+        while self.waiting:
+            place = self.waiting.popleft()
+            if not place.done():
+                place.set_result(wrapper)
+                return
+        self.idle.append(wrapper)
+
+    def _free(self) -> None:
+        """A place without a connection to the first call waiting (it opens one), or uncounted."""
+        while self.waiting:
+            place = self.waiting.popleft()
+            if not place.done():
+                place.set_result(None)
+                return
+        self.count -= 1
 
     async def give(self, wrapper: Any) -> None:
         raw = wrapper.connection
@@ -136,12 +170,12 @@ class _Connections:
             or time.monotonic() - wrapper.green_opened > GREEN_MAX_AGE
         )
         if spent:
-            self.count -= 1
-            await asyncio.to_thread(_close, wrapper)
+            try:
+                await asyncio.to_thread(_close, wrapper)
+            finally:
+                self._free()
         else:
-            self.idle.append(wrapper)
-        async with self.freed:
-            self.freed.notify()
+            self._hand(wrapper)
 
 
 def _new_wrapper() -> Any:

@@ -213,3 +213,21 @@ async def test_turn_writes_go_to_pool_threads_when_green_calls_are_off(committed
 
     assert off[0] != loop_thread and off[1] is False
     assert on == (loop_thread, True)
+
+
+async def test_connections_go_to_the_calls_that_waited_first():
+    """A connection given back goes to the call that has waited longest, not to one that
+    arrives as it is given back (which starved some turns of 500 chat sockets for seconds)."""
+    pool = greendb._Connections(1)
+    held = object()
+    pool.count = 1  # `held` is out
+    first = asyncio.ensure_future(pool.take())
+    await asyncio.sleep(0)
+    pool._hand(held)  # as give() does
+    late = asyncio.ensure_future(pool.take())  # arrives before `first` has run again
+    assert await first is held
+    await asyncio.sleep(0)
+    assert not late.done()
+    pool._hand(held)
+    assert await late is held
+    assert (pool.count, pool.idle, list(pool.waiting)) == (1, [], [])
