@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import threading
@@ -325,6 +327,20 @@ def green_connect(connect: Callable[[Any], Any], params: Any) -> Any:
     return make_green(blocking(connect, params))
 
 
+@functools.cache
+def _lock_waiters() -> concurrent.futures.ThreadPoolExecutor:
+    # At most one wait per green call, and a loop has at most this many at once.
+    size = int(os.environ.get("CADENCE_DB_GREEN_CONNECTIONS") or 8)
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(1, size), thread_name_prefix="cadence-green-lock"
+    )
+
+
+async def _acquire(lock: threading.Lock) -> None:
+    # Run by the loop (the green call hands it over): there is a running loop here.
+    await asyncio.get_running_loop().run_in_executor(_lock_waiters(), lock.acquire)
+
+
 @contextlib.contextmanager
 def locked(lock: threading.Lock) -> Iterator[None]:
     """`with lock:` for a lock held across database calls. A green call that finds it taken
@@ -332,7 +348,9 @@ def locked(lock: threading.Lock) -> Iterator[None]:
     loop's thread would stop the loop, and with it the green call that holds the lock."""
     if not lock.acquire(blocking=False):
         if in_green():
-            await_(asyncio.to_thread(lock.acquire))
+            # On threads of their own: waits on the loop's default executor could take every
+            # thread sync_to_async and blocking() need while the holder works.
+            await_(_acquire(lock))
         else:
             lock.acquire()
     try:

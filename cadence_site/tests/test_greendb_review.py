@@ -7,6 +7,7 @@ own (`greendb._pools[loop]`); `_pool_closed` closes that pool's connections when
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import socket
 import threading
@@ -48,6 +49,28 @@ def _conninfo() -> str:
         host=settings.get("HOST") or None,
         port=settings.get("PORT") or None,
     )
+
+
+class _Ticker:
+    """A task on the loop noting the time every 10 ms: a loop that stops shows as a gap."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self.task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            self.ticks.append(time.monotonic())
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> list[float]:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        return self.ticks
+
+    def largest_gap(self) -> float:
+        return max(b - a for a, b in zip(self.ticks, self.ticks[1:], strict=False))
 
 
 async def _settled(pool: greendb._Connections, seconds: float = 5) -> None:
@@ -224,30 +247,21 @@ async def test_a_connection_opened_again_inside_a_call_does_not_stop_the_loop(
             with transaction.atomic():
                 _one("SELECT pg_sleep(5)")
 
-    ticks: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.01)
-
     try:
         task = asyncio.ensure_future(greendb.run(victim))
         async with asyncio.timeout(5):
             while not pids:  # noqa: ASYNC110 - set by the green call
                 await asyncio.sleep(0.01)
-        ticking = asyncio.ensure_future(ticker())
+        ticker = _Ticker()
         await asyncio.sleep(0.05)
         assert await asyncio.to_thread(_terminate, pids[0])
         with pytest.raises(Error):
             async with asyncio.timeout(8):
                 await task
-        stop.set()
-        await ticking
+        await ticker.stop()
     finally:
         silent.close()
-    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.5
+    assert ticker.largest_gap() < 0.5
     pool = _pool()
     assert (pool.count, pool.idle) == (0, [])
     assert await greendb.run(lambda: _schema_of("org_bravo")) == "org_bravo"
@@ -362,48 +376,29 @@ def test_two_calls_contending_for_a_lock_do_not_stop_the_loop(world, committed_d
 
 @pytest.mark.asyncio
 async def test_the_loop_serves_others_while_a_call_waits(world, committed_db, _pool_closed):
-    ticks: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.01)
-
     await greendb.run(lambda: _one("SELECT 1"))  # connected: no connect in what is measured
-    ticking = asyncio.ensure_future(ticker())
+    ticker = _Ticker()
     await asyncio.sleep(0.02)
     started = time.monotonic()
     await greendb.run(lambda: _one("SELECT pg_sleep(0.5)"))
     elapsed = time.monotonic() - started
-    stop.set()
-    await ticking
+    ticks = await ticker.stop()
     during = [t for t in ticks if started <= t <= started + elapsed]
-    gaps = [b - a for a, b in zip(ticks, ticks[1:], strict=False)]
     assert elapsed >= 0.5
     assert len(during) >= 20
-    assert max(gaps) < 0.2
+    assert ticker.largest_gap() < 0.2
 
 
 @pytest.mark.asyncio
 async def test_blocking_work_runs_off_the_loop(world, committed_db, _pool_closed):
-    ticks: list[float] = []
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.01)
-
-    ticking = asyncio.ensure_future(ticker())
+    ticker = _Ticker()
     await asyncio.sleep(0.02)
     threads = await greendb.run(
         lambda: (greendb.blocking(time.sleep, 0.3), greendb.blocking(threading.get_ident))[1]
     )
-    stop.set()
-    await ticking
+    await ticker.stop()
     assert threads != threading.get_ident()
-    assert max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.15
+    assert ticker.largest_gap() < 0.15
 
 
 # --- 7. context variables -----------------------------------------------------------------------
