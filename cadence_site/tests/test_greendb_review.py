@@ -348,7 +348,11 @@ def test_two_calls_contending_for_a_lock_do_not_stop_the_loop(world, committed_d
     async def scenario() -> None:
         try:
             first = asyncio.ensure_future(greendb.run(lambda: holder("a")))
-            await asyncio.sleep(0.03)  # "a" holds the lock, waiting in pg_sleep
+            # "a" holds the lock, waiting in pg_sleep (its connection is opened first: under
+            # load that took longer than a fixed 30 ms, and "b" came first).
+            async with asyncio.timeout(5):
+                while "a in" not in order:  # noqa: ASYNC110 - set by the green call
+                    await asyncio.sleep(0.005)
             await asyncio.gather(first, greendb.run(lambda: holder("b")))
         finally:
             for wrapper in greendb._pools.pop(asyncio.get_running_loop()).idle:
