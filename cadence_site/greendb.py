@@ -240,7 +240,13 @@ async def run(fn: Callable[[], Any]) -> Any:
     """`fn()` in a green call on this loop (see the module docstring); its result or its
     exception. The call runs to its end even if the caller is cancelled."""
     task = asyncio.ensure_future(_run(fn, contextvars.copy_context()))
+    # Held until it ends: a caller that left no longer does (the loop keeps weak references).
+    _running.add(task)
+    task.add_done_callback(_running.discard)
     return await asyncio.shield(task)
+
+
+_running: set[asyncio.Task] = set()
 
 
 async def _run(fn: Callable[[], Any], context: contextvars.Context) -> Any:
