@@ -84,27 +84,46 @@ async def in_tenant(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) 
     return await db_sync_to_async(call, database=True)()
 
 
-async def in_tenant_green(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
-    """`in_tenant` for a turn's own database work (its start: the user's message stored): a
-    green call on the loop's thread (cadence_site/greendb.py) unless CADENCE_DB_GREEN is off
-    or a sync caller waits. `fn` must do nothing but database work (or go through
-    greendb.blocking)."""
-    from django.db import close_old_connections
+async def turn_db(fn: Callable[[], Any]) -> Any:
+    """A synchronous database call of a turn (engine/runs/pipeline.py, a chat message's start):
+    on the sync caller's thread when one waits (`sync_caller_waiting`), else in a green call on
+    the loop's thread (cadence_site/greendb.py; on a pool thread with CADENCE_DB_GREEN=false).
+    `fn` enters its schema itself; what it does that blocks on anything but the database goes
+    through `greendb.blocking`.
+
+    As channels' database_sync_to_async, stale connections are closed around it, except while
+    the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
+    invoke, the admin's try-it) keeps its request's transaction (ATOMIC_REQUESTS, a test's) and
+    the run is written inside it.
+    """
+    from django.db import close_old_connections, connection
 
     from cadence_site import greendb
 
-    if not greendb.enabled() or sync_caller_waiting():
-        return await in_tenant(schema_name, fn, **kwargs)
+    def call() -> Any:
+        outside = not connection.in_atomic_block
+        if outside:
+            close_old_connections()
+        try:
+            return fn()
+        finally:
+            if outside:
+                close_old_connections()
+
+    if greendb.enabled() and not sync_caller_waiting():
+        return await greendb.run(call)
+    return await db_sync_to_async(call)()
+
+
+async def in_tenant_green(schema_name: str, fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """`in_tenant` for a turn's own database work (its start: the user's message stored), as
+    `turn_db` runs it."""
 
     def call():
-        close_old_connections()
-        try:
-            with schema_context(schema_name):
-                return fn(**kwargs)
-        finally:
-            close_old_connections()
+        with schema_context(schema_name):
+            return fn(**kwargs)
 
-    return await greendb.run(call)
+    return await turn_db(call)
 
 
 async def in_public(fn: Callable[..., Any], /, **kwargs: Any) -> Any:

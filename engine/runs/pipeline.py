@@ -68,7 +68,6 @@ from typing import Any
 
 from django.db import close_old_connections, connection
 
-from cadence_site import greendb
 from cadence_site.errors import ApplicationError
 from cadence_site.requestlog import org_var, principal_var, request_id_var, secrets_var
 from engine.errors import CadenceError
@@ -87,7 +86,7 @@ from orchestrators.runtime import (
     ToolResultEvent,
     Usage,
 )
-from tenants.context import db_sync_to_async, sync_caller_waiting
+from tenants.context import turn_db
 
 logger = logging.getLogger(__name__)
 
@@ -569,32 +568,9 @@ def _after_write(turn: Turn, outcome: TurnOutcome) -> None:
                 logger.exception("turn after-write extension failed", extra={"run": turn.run_id})
 
 
-async def _db(fn: Callable[[], Any]) -> Any:
-    """A synchronous database call from the turn: on the sync caller's thread when one waits
-    (tenants.context.sync_caller_waiting), else in a green call on the loop's thread
-    (cadence_site/greendb.py; on a pool thread with CADENCE_DB_GREEN=false). `fn` enters its
-    schema itself; what it does that blocks on anything but the database goes through
-    `greendb.blocking`.
-
-    As channels' database_sync_to_async, stale connections are closed around it, except while
-    the thread is inside a transaction: a sync view running a turn through async_to_sync (REST
-    invoke, the admin's try-it) keeps its request's transaction (ATOMIC_REQUESTS, a test's) and
-    the run is written inside it.
-    """
-
-    def call() -> Any:
-        outside = not connection.in_atomic_block
-        if outside:
-            close_old_connections()
-        try:
-            return fn()
-        finally:
-            if outside:
-                close_old_connections()
-
-    if greendb.enabled() and not sync_caller_waiting():
-        return await greendb.run(call)
-    return await db_sync_to_async(call)()
+# A turn's database calls: on the loop in green calls, or on the sync caller's thread (see
+# tenants.context.turn_db).
+_db = turn_db
 
 
 # Extensions write through the same path as the turn's own database calls (see `_db`).
