@@ -24,8 +24,10 @@ What it keeps of the thread's behaviour:
   goes through `blocking(fn)`, which runs it on a thread while the greenlet waits. The turn's
   write calls it for the budget's Redis script, the storage of large step payloads and the
   alert evaluation's enqueueing; code added to that path must do the same.
-- A threading.Lock held across database statements goes through `locked(lock)` (a green call
-  blocking on it would stop the loop, and with it the holder): the proof sequencer's.
+- A lock held across database statements is a `GreenLock` (a green call blocking on a
+  threading.Lock would stop the loop, and with it the holder): the proof sequencer's. A green
+  call waits for it on the loop; a threading.Lock goes through `locked(lock)`, waited for on a
+  thread.
 - Green code sees no running loop: it cannot use what needs one (LoopLocal, create_task), and
   `async_to_sync` there would block the loop's thread. A run's log line is delivered through
   call_soon_threadsafe (engine/runs/runlog.py).
@@ -73,6 +75,7 @@ class _Green(greenlet.greenlet):
     """A greenlet whose database waits go to the loop (its parent runs `_drive`)."""
 
     wrapper: Any = None
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 def in_green() -> bool:
@@ -263,6 +266,7 @@ async def _drive(fn: Callable[[], Any], context: contextvars.Context, wrapper: A
     green = _Green(fn)
     green.gr_context = context
     green.wrapper = wrapper
+    green.loop = loop
     value: Any = None
     error: BaseException | None = None
     started = False
@@ -333,6 +337,100 @@ def green_connect(connect: Callable[[Any], Any], params: Any) -> Any:
     return make_green(blocking(connect, params))
 
 
+class GreenLock:
+    """A lock held across database statements, taken by green calls and threads alike.
+
+    A green call that finds it taken waits on its loop, for a future the release completes: a
+    wait on the loop's thread would stop the loop, and with it the green call that holds the
+    lock; a wait on a thread of its own cost every contended turn a thread woken and the GIL
+    handed back and forth twice (the proof sequencer's lock, taken by nearly every streamed
+    /v1 turn at 20 clients). A thread blocks as on a threading.Lock. Not reentrant.
+
+    A release wakes the green call that has waited longest; it takes the lock unless a thread
+    or a newly arrived call took it first, and then waits again at the front of the queue."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mutex = threading.Lock()  # held only to look at the lock and the queue together
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def acquire(self) -> None:
+        if self._lock.acquire(blocking=False):
+            return
+        current = greenlet.getcurrent()
+        if not isinstance(current, _Green) or current.loop is None:
+            self._lock.acquire()
+            return
+        first = False
+        while True:
+            with self._mutex:
+                if self._lock.acquire(blocking=False):
+                    return
+                waiter = current.loop.create_future()
+                if first:
+                    self._waiters.appendleft(waiter)  # woken and beaten to it: still the oldest
+                else:
+                    self._waiters.append(waiter)
+            try:
+                await_(waiter)
+            except BaseException:
+                # The loop is closing (its tasks cancelled): leave the queue; had a release
+                # already picked this call, its wake goes to the next one.
+                with self._mutex:
+                    try:
+                        self._waiters.remove(waiter)
+                        picked = None
+                    except ValueError:
+                        picked = self._next() if not self._lock.locked() else None
+                _signal(picked)
+                raise
+            first = True
+
+    def release(self) -> None:
+        with self._mutex:
+            self._lock.release()
+            waiter = self._next()
+        _signal(waiter)
+
+    def _next(self) -> asyncio.Future | None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                return waiter
+        return None
+
+    def __enter__(self) -> GreenLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _signal(waiter: asyncio.Future | None) -> None:
+    """Wake a green call waiting for a GreenLock: at once from a green call on its loop,
+    through the loop from anywhere else."""
+    if waiter is None:
+        return
+    loop = waiter.get_loop()
+    current = greenlet.getcurrent()
+    if isinstance(current, _Green) and current.loop is loop:
+        _wake(waiter)
+    else:
+        try:
+            loop.call_soon_threadsafe(_wake, waiter)
+        except RuntimeError:  # its loop is closed: so is the call that waited
+            pass
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 @functools.cache
 def _lock_waiters() -> concurrent.futures.ThreadPoolExecutor:
     # At most one wait per green call, and a loop has at most this many at once.
@@ -348,10 +446,14 @@ async def _acquire(lock: threading.Lock) -> None:
 
 
 @contextlib.contextmanager
-def locked(lock: threading.Lock) -> Iterator[None]:
-    """`with lock:` for a lock held across database calls. A green call that finds it taken
-    waits for it on a thread (a threading.Lock may be released by any thread): waiting on the
-    loop's thread would stop the loop, and with it the green call that holds the lock."""
+def locked(lock: GreenLock | threading.Lock) -> Iterator[None]:
+    """`with lock:` for a lock held across database calls: a GreenLock as itself; a
+    threading.Lock a green call finds taken is waited for on a thread (a threading.Lock may be
+    released by any thread)."""
+    if isinstance(lock, GreenLock):
+        with lock:
+            yield
+        return
     if not lock.acquire(blocking=False):
         if in_green():
             # On threads of their own: waits on the loop's default executor could take every

@@ -175,6 +175,82 @@ async def test_a_lock_held_across_statements_is_waited_for_off_the_loop(world, c
     assert not lock.locked()
 
 
+async def test_green_calls_wait_for_a_green_lock_on_the_loop_in_the_order_they_came(
+    world, committed_db, monkeypatch
+):
+    """Four green calls contend for a GreenLock held across a statement: each waits on the loop
+    (no thread is asked to wait: the threading.Lock path's executor would raise here), one at a
+    time inside, in arrival order."""
+    lock = greendb.GreenLock()
+    order: list[str] = []
+
+    def no_threads():
+        raise AssertionError("a green call waited for a GreenLock on a thread")
+
+    monkeypatch.setattr(greendb, "_lock_waiters", no_threads)
+
+    gate = asyncio.get_running_loop().create_future()  # "a" holds the lock until all queue
+
+    def hold(name: str):
+        with lock:
+            order.append(f"{name} in")
+            if name == "a":
+                greendb.await_(gate)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(0.02)")
+            order.append(f"{name} out")
+
+    first = asyncio.ensure_future(greendb.run(lambda: hold("a")))
+    async with asyncio.timeout(10):
+        while "a in" not in order:  # noqa: ASYNC110 - set by the green call
+            await asyncio.sleep(0.002)
+        rest = []
+        for name in "bcd":
+            rest.append(asyncio.ensure_future(greendb.run(lambda name=name: hold(name))))
+            while len(lock._waiters) < len(rest):  # noqa: ASYNC110 - queued on the loop
+                await asyncio.sleep(0.001)  # each queues behind the one before
+        gate.set_result(None)
+        await asyncio.gather(first, *rest)
+    assert order == [f"{n} {w}" for n in "abcd" for w in ("in", "out")]
+    assert not lock.locked() and not lock._waiters
+
+
+async def test_a_green_lock_is_shared_fairly_with_a_thread(world, committed_db):
+    """A thread holds the GreenLock while a green call waits for it (the release from the
+    thread wakes it through the loop), then the green call holds it while the thread waits."""
+    lock = greendb.GreenLock()
+    order: list[str] = []
+    thread_holds = threading.Event()
+    release_thread = threading.Event()
+
+    def thread_side():
+        with lock:
+            order.append("thread in")
+            thread_holds.set()
+            release_thread.wait(5)
+            order.append("thread out")
+
+    worker = threading.Thread(target=thread_side)
+    worker.start()
+    assert await asyncio.to_thread(thread_holds.wait, 5)
+
+    def green_side():
+        with lock:
+            order.append("green in")
+            _schema_and_backend()
+            order.append("green out")
+
+    call = asyncio.ensure_future(greendb.run(green_side))
+    async with asyncio.timeout(5):
+        while not lock._waiters:  # noqa: ASYNC110 - the green call queues on the loop
+            await asyncio.sleep(0.002)
+        release_thread.set()
+        await call
+    await asyncio.to_thread(worker.join, 5)
+    assert order == ["thread in", "thread out", "green in", "green out"]
+    assert not lock.locked()
+
+
 async def test_turn_writes_go_to_pool_threads_when_green_calls_are_off(committed_db):
     from engine.runs.pipeline import _db
 

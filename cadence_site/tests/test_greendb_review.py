@@ -375,6 +375,51 @@ def test_two_calls_contending_for_a_lock_do_not_stop_the_loop(world, committed_d
     assert not lock.locked()
 
 
+def test_a_green_call_waiting_for_a_lock_when_its_loop_closes_passes_its_wake_on(
+    world, committed_db
+):
+    """A green call queued for a GreenLock is cancelled (its loop shuts down): it leaves the
+    queue, and a release that had already picked it wakes the next waiter instead, so nobody
+    waits for a release that went to a call that is gone."""
+    lock = greendb.GreenLock()
+    lock.acquire()  # held by this thread
+    queued = threading.Event()
+
+    async def scenario():
+        def wait_for_lock():
+            with lock:
+                pass
+
+        asyncio.ensure_future(greendb.run(wait_for_lock))
+        async with asyncio.timeout(5):
+            while not lock._waiters:  # noqa: ASYNC110 - the green call queues on the loop
+                await asyncio.sleep(0.002)
+        queued.set()
+        try:
+            await asyncio.sleep(0.05)
+        finally:
+            for wrapper in greendb._pools.pop(asyncio.get_running_loop()).idle:
+                await asyncio.to_thread(greendb._close, wrapper)
+
+    errors: list[BaseException] = []
+
+    def main():
+        try:
+            asyncio.run(scenario())  # cancels the green call's task at its end
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    assert queued.wait(5)
+    thread.join(10)
+    assert not thread.is_alive() and errors == []
+    assert not lock._waiters  # the cancelled call left the queue
+    lock.release()
+    assert lock._lock.acquire(blocking=False)  # free, and nothing was left waiting for it
+    lock._lock.release()
+
+
 # --- 6. the loop keeps serving ------------------------------------------------------------------
 
 

@@ -157,7 +157,7 @@ class _Sequencer:
     `covered` how many of them a finished sequencing had seen committed when it began."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()  # one sequencing at a time
+        self.lock = greendb.GreenLock()  # one sequencing at a time
         self.count_lock = threading.Lock()
         self.ended = 0
         self.covered = 0
@@ -182,8 +182,8 @@ def sequence(schema_name: str) -> None:
     # Inside a caller's transaction (REST invoke, the admin's try-it) the proof is not committed
     # yet: sequence in it, but take nobody else's turn.
     nested = connection.in_atomic_block
-    # Held across the log's statements: greendb.locked, so that a green call waits off the loop.
-    with greendb.locked(sequencer.lock):
+    # Held across the log's statements: a GreenLock, so that a green call waits on the loop.
+    with sequencer.lock:
         if not nested and sequencer.covered >= mine:
             return  # a sequencing that began after this run's commit took its proof in
         with sequencer.count_lock:
