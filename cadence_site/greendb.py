@@ -26,8 +26,7 @@ What it keeps of the thread's behaviour:
   alert evaluation's enqueueing; code added to that path must do the same.
 - A lock held across database statements is a `GreenLock` (a green call blocking on a
   threading.Lock would stop the loop, and with it the holder): the proof sequencer's. A green
-  call waits for it on the loop; a threading.Lock goes through `locked(lock)`, waited for on a
-  thread.
+  call waits for it on the loop, a thread as for a threading.Lock.
 - Green code sees no running loop: it cannot use what needs one (LoopLocal, create_task), and
   `async_to_sync` there would block the loop's thread. A run's log line is delivered through
   call_soon_threadsafe (engine/runs/runlog.py).
@@ -46,15 +45,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import contextlib
 import contextvars
-import functools
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import greenlet
@@ -429,39 +425,3 @@ def _signal(waiter: asyncio.Future | None) -> None:
 def _wake(waiter: asyncio.Future) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-@functools.cache
-def _lock_waiters() -> concurrent.futures.ThreadPoolExecutor:
-    # At most one wait per green call, and a loop has at most this many at once.
-    size = int(os.environ.get("CADENCE_DB_GREEN_CONNECTIONS") or 8)
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(1, size), thread_name_prefix="cadence-green-lock"
-    )
-
-
-async def _acquire(lock: threading.Lock) -> None:
-    # Run by the loop (the green call hands it over): there is a running loop here.
-    await asyncio.get_running_loop().run_in_executor(_lock_waiters(), lock.acquire)
-
-
-@contextlib.contextmanager
-def locked(lock: GreenLock | threading.Lock) -> Iterator[None]:
-    """`with lock:` for a lock held across database calls: a GreenLock as itself; a
-    threading.Lock a green call finds taken is waited for on a thread (a threading.Lock may be
-    released by any thread)."""
-    if isinstance(lock, GreenLock):
-        with lock:
-            yield
-        return
-    if not lock.acquire(blocking=False):
-        if in_green():
-            # On threads of their own: waits on the loop's default executor could take every
-            # thread sync_to_async and blocking() need while the holder works.
-            await_(_acquire(lock))
-        else:
-            lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()

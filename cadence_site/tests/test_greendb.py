@@ -154,40 +154,15 @@ async def test_blocking_runs_on_a_thread_inside_a_green_call_and_in_place_outsid
     assert greendb.blocking(threading.get_ident) == loop_thread
 
 
-async def test_a_lock_held_across_statements_is_waited_for_off_the_loop(world, committed_db):
-    """Two green calls contend for a threading.Lock held across a statement: with a plain
-    `with lock:` the second would block the loop's thread, and the first could never finish
-    (this test then hangs: wait_for's timer runs on the blocked loop too)."""
-    lock = threading.Lock()
-    order = []
-
-    def hold(name: str):
-        with greendb.locked(lock):
-            order.append(f"{name} in")
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_sleep(0.05)")
-            order.append(f"{name} out")
-
-    await asyncio.wait_for(
-        asyncio.gather(greendb.run(lambda: hold("a")), greendb.run(lambda: hold("b"))), 10
-    )
-    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
-    assert not lock.locked()
-
-
 async def test_green_calls_wait_for_a_green_lock_on_the_loop_in_the_order_they_came(
-    world, committed_db, monkeypatch
+    world, committed_db
 ):
-    """Four green calls contend for a GreenLock held across a statement: each waits on the loop
-    (no thread is asked to wait: the threading.Lock path's executor would raise here), one at a
-    time inside, in arrival order."""
+    """Four green calls contend for a GreenLock held across statements: the three that find it
+    taken queue on the loop (futures in its queue, no thread each; a `with lock:` on a
+    threading.Lock would block the loop's thread, and the holder could never finish: this test
+    would then hang), and go in one at a time, in arrival order."""
     lock = greendb.GreenLock()
     order: list[str] = []
-
-    def no_threads():
-        raise AssertionError("a green call waited for a GreenLock on a thread")
-
-    monkeypatch.setattr(greendb, "_lock_waiters", no_threads)
 
     gate = asyncio.get_running_loop().create_future()  # "a" holds the lock until all queue
 

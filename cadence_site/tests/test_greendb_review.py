@@ -336,11 +336,11 @@ def test_two_calls_contending_for_a_lock_do_not_stop_the_loop(world, committed_d
     """On a loop of its own in a thread: were the waiter to block the loop's thread on the lock,
     the holder (waiting on the loop for its statement) would never release it; the thread is
     then stuck for good, and this test says so instead of hanging."""
-    lock = threading.Lock()
+    lock = greendb.GreenLock()
     order: list[str] = []
 
     def holder(name: str) -> None:
-        with greendb.locked(lock):
+        with lock:
             order.append(f"{name} in")
             _one("SELECT pg_sleep(0.1)")
             order.append(f"{name} out")
