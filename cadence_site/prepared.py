@@ -43,7 +43,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.backends.utils import CursorDebugWrapper
 
 # Django connects with prepare_threshold=None (psycopg then prepares nothing, even on request:
@@ -133,13 +133,16 @@ def bound_cursor() -> Iterator[BoundCursor | _ClientCursor]:
         with connection.cursor() as cursor:
             yield _ClientCursor(cursor)
         return
-    connection.close_if_health_check_failed()
-    connection.validate_thread_sharing()
-    if not connection.path_is_set():
+    # The wrapper itself, not the `connection` proxy: every attribute read through the proxy
+    # looks the wrapper up again (a dozen per statement here).
+    db = connections[DEFAULT_DB_ALIAS]
+    db.close_if_health_check_failed()
+    db.validate_thread_sharing()
+    if not db.path_is_set():
         # A Django cursor connects if need be and sets the search_path, as for any statement.
-        connection.cursor().close()
-    cursor = psycopg.Cursor(connection.connection)
+        db.cursor().close()
+    cursor = psycopg.Cursor(db.connection)
     try:
-        yield BoundCursor(connection, cursor)
+        yield BoundCursor(db, cursor)
     finally:
         cursor.close()
