@@ -9,6 +9,9 @@ from cadence_site import health
 from cadence_site.metrics import metrics_view
 
 urlpatterns = [
+    # First: a pattern that does not match costs nothing, an include() that does not match
+    # raises (and catches) Resolver404, which the 13 includes before it did on every /v1 call.
+    path("v1/", include("chat.openai_urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
@@ -27,7 +30,6 @@ urlpatterns = [
     path("api/v1/", include("engine.trust.urls")),
     path("api/v1/", include("engine.durable.urls")),
     path("api/v1/", include("engine.alerts.urls")),
-    path("v1/", include("chat.openai_urls")),
 ]
 
 handler400 = "cadence_site.errors.handler400"
