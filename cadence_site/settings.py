@@ -114,6 +114,9 @@ CADENCE_TEMPLATE_SCHEMA = "cadence_template"
 # tenants/postgresql_backend sets the path only when a connection's path changes, instead.
 TENANT_LIMIT_SET_CALLS = False
 DATABASE_ROUTERS = ["django_tenants.routers.TenantSyncRouter"]
+# django-tenants' default, stated: a setting it looks up that is not set is looked up again
+# (and raises and catches AttributeError) on every schema_context, four per /v1 turn.
+TENANT_DB_ALIAS = "default"
 
 MIDDLEWARE = [
     "cadence_site.requestlog.RequestContextMiddleware",
