@@ -82,15 +82,21 @@ def count_tokens(text: str, model: str = "") -> int:
 
 
 _encodings: dict[str, object] = {}
+_UNSEEN = object()
 
 
 def _encoding(model: str):
+    """The model's tiktoken encoding, or None (the estimate): decided once per model and process
+    (TIKTOKEN_CACHE_DIR is read then, not at every count: a missing variable's lookup raises
+    and catches KeyError, and this runs before every model call)."""
     import os
 
+    found = _encodings.get(model, _UNSEEN)
+    if found is not _UNSEEN:
+        return found
     if not os.environ.get("TIKTOKEN_CACHE_DIR"):
+        _encodings[model] = None
         return None
-    if model in _encodings:
-        return _encodings[model]
     try:
         import tiktoken
 
