@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 import threading
 from dataclasses import dataclass
@@ -67,8 +68,11 @@ class Signer:
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
 
-    @property
+    @functools.cached_property
     def key_id(self) -> bytes:
+        # Once per signer (every proof names it: deriving the public key and hashing it again
+        # for each was ~1% of a streamed /v1 turn's CPU). The instance's __dict__, written by
+        # cached_property itself, is untouched by frozen=True.
         return key_id(self.name, self.public_key)
 
     @property
