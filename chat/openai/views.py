@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -304,7 +304,9 @@ def public_error(error: dict[str, Any]) -> dict[str, Any]:
 
 
 def sse(payload: dict[str, Any] | str) -> str:
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    # orjson: compact as json.dumps with these separators, non-ASCII written as UTF-8 (the
+    # response's charset) rather than escaped; the standard encoder was ~1% of a streamed turn.
+    data = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
     return f"data: {data}\n\n"
 
 
