@@ -24,6 +24,9 @@ from psycopg import pq
 
 # The search_path each open physical connection has, as far as a SET that stands set it.
 _paths: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each schema's search_path, validated (DatabaseWrapper._wanted_paths); one entry per schema.
+_search_paths: dict[tuple[str, bool, str], tuple[str, ...]] = {}
+_SEARCH_PATHS_KEPT = 10_000
 
 
 def known_path(connection) -> tuple[str, ...] | None:
@@ -50,13 +53,31 @@ class DatabaseWrapper(tenants_base.DatabaseWrapper):
         cursor would send no SET): for code that runs statements on the psycopg connection
         itself (cadence_site/prepared.py)."""
         raw = self.connection
-        return raw is not None and _paths.get(raw) == tuple(self._get_cursor_search_paths())
+        return raw is not None and _paths.get(raw) == self._wanted_paths()
+
+    def _wanted_paths(self) -> tuple[str, ...]:
+        """django-tenants' search_path for the current schema, validated, as a tuple: worked
+        out once per schema (it validated every name with a regular expression at every
+        cursor, twice per statement of a turn)."""
+        from django_tenants.utils import get_public_schema_name
+
+        key = (self.schema_name, self.include_public_schema, get_public_schema_name())
+        found = _search_paths.get(key)
+        if found is None:
+            found = tuple(super()._get_cursor_search_paths())  # raises for an invalid name
+            if len(_search_paths) >= _SEARCH_PATHS_KEPT:
+                _search_paths.clear()
+            _search_paths[key] = found
+        return found
+
+    def _get_cursor_search_paths(self):
+        return list(self._wanted_paths())
 
     def _handle_search_path(self, cursor=None):
         if self._setting_search_path:
             return
         raw = self.connection
-        wanted = tuple(self._get_cursor_search_paths())  # validates every name
+        wanted = self._wanted_paths()  # validates every name
         if raw is not None and _paths.get(raw) == wanted:
             self.search_path_set_schemas = list(wanted)
             return

@@ -83,3 +83,26 @@ def test_a_connection_handed_back_inside_a_transaction_forgets_its_path(world, c
     finally:
         connection.connection = None
         connection.close()
+
+
+def test_a_schemas_path_is_validated_once_and_an_invalid_name_is_refused_every_time(db):
+    from django.core.exceptions import ValidationError
+
+    from tenants.postgresql_backend import base
+
+    connection.set_schema("org_alpha")
+    first = connection._get_cursor_search_paths()
+    assert first == ["org_alpha", "public"]
+    key = ("org_alpha", True, "public")
+    assert base._search_paths[key] == ("org_alpha", "public")
+    first.append("changed by a caller")  # each caller gets its own list
+    assert connection._get_cursor_search_paths() == ["org_alpha", "public"]
+
+    connection.schema_name = 'bad"; DROP SCHEMA public; --'
+    try:
+        for _ in range(2):  # not remembered as valid after the first refusal
+            with pytest.raises(ValidationError):
+                connection._get_cursor_search_paths()
+        assert not any(k[0] == connection.schema_name for k in base._search_paths)
+    finally:
+        connection.set_schema_to_public()
