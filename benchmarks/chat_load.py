@@ -56,8 +56,14 @@ PostgreSQL (track = all, for profiling) main used 9-15% less server CPU than 58c
 and 20 clients); without it, at the end of the session, the two were the same within noise
 (stream at 20 clients 5.33 against 5.93, at 1 client 7.05 against 7.25, json 4.35 against 4.45).
 PostgreSQL's own CPU per streamed request at 20 clients is 1.7-2.0 ms with the turn's
-statements prepared (cadence_site/prepared.py), 2.3-2.5 with CADENCE_DB_PREPARE=false. Earlier
-sessions' figures are in git history. What moved it, across sessions: API keys resolved once per
+statements prepared (cadence_site/prepared.py), 2.3-2.5 with CADENCE_DB_PREPARE=false. Later the
+same day (another session), the issue's command on main: stream 1 / 20 / 100 clients 6.17 /
+4.27 / 3.77 ms, json 4.67 / 3.50 / 3.40, WebSocket 6.86 ms a message, 0 of 2,500 lost; the
+same command swung 30% between runs minutes apart, so that session judged changes by
+benchmarks/ab_instructions.py (instructions per request under callgrind, repeatable to ~2%:
+streamed /v1 at 1 client 13.92 M before, 12.34 M after) and by interleaved ab_trees.py pairs
+(stream at 20 clients 4.80 -> 4.18 ms, json 4.07 -> 3.45). Earlier sessions' figures are in
+git history. What moved it, across sessions: API keys resolved once per
 process and kept until the database notifies a change (tenants/access_watch.py); three thread
 hops per turn instead of five; a chat turn's begin without ORM query building; sockets that keep
 their conversation while nothing that decides it changes; the stream hub's read packed once per
