@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import contextvars
 import logging
 import os
@@ -416,10 +417,9 @@ def _signal(waiter: asyncio.Future | None) -> None:
     if isinstance(current, _Green) and current.loop is loop:
         _wake(waiter)
     else:
-        try:
+        # Its loop closed (RuntimeError): so did the call that waited.
+        with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_wake, waiter)
-        except RuntimeError:  # its loop is closed: so is the call that waited
-            pass
 
 
 def _wake(waiter: asyncio.Future) -> None:
