@@ -114,24 +114,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--idle-seconds", type=float, default=10.0)
-    parser.add_argument("--before-env", action="append", default=[], metavar="K=V")
-    parser.add_argument("--after-env", action="append", default=[], metavar="K=V")
+    ab.add_env_arguments(parser)
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind (with callgrind_control) is needed: apt-get install valgrind")
-    extra = {}
-    for name, pairs in (("before", args.before_env), ("after", args.after_env)):
-        if any("=" not in pair for pair in pairs):
-            raise SystemExit(f"--{name}-env takes NAME=VALUE")
-        extra[name] = dict(pair.split("=", 1) for pair in pairs)
-    if not os.environ.get("DATABASE_URL") or not os.environ.get("REDIS_URL"):
-        raise SystemExit("set DATABASE_URL and REDIS_URL (both trees' servers use them)")
-    env = dict(os.environ)
-    env.pop("CADENCE_TESTING", None)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cadence_site.settings")
-    import django
-
-    django.setup()  # for dropping the scratch databases at the end
+    extra, env = ab.tree_environments(args)
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
     servers: dict[str, tuple[subprocess.Popen, int, str, str]] = {}
     results: dict[str, tuple[float, float]] = {}

@@ -99,17 +99,14 @@ async def _batch(port: int, key: str, kind: str, requests: int, clients: int) ->
     await asyncio.gather(*(client(requests // clients) for _ in range(clients)))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("before")
-    parser.add_argument("after")
-    parser.add_argument("--kind", choices=sorted(CASES), default="stream")
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--requests", type=int, default=100)
-    parser.add_argument("--clients", type=int, default=10)
+def add_env_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--before-env", action="append", default=[], metavar="K=V")
     parser.add_argument("--after-env", action="append", default=[], metavar="K=V")
-    args = parser.parse_args()
+
+
+def tree_environments(args: argparse.Namespace) -> tuple[dict[str, dict[str, str]], dict]:
+    """Each tree's extra variables (--before-env / --after-env) and the environment both servers
+    start from; Django set up here, for dropping the scratch databases at the end."""
     extra = {}
     for name, pairs in (("before", args.before_env), ("after", args.after_env)):
         if any("=" not in pair for pair in pairs):
@@ -122,7 +119,21 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cadence_site.settings")
     import django
 
-    django.setup()  # for dropping the scratch databases at the end
+    django.setup()
+    return extra, env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--kind", choices=sorted(CASES), default="stream")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--clients", type=int, default=10)
+    add_env_arguments(parser)
+    args = parser.parse_args()
+    extra, env = tree_environments(args)
     trees = {"before": os.path.abspath(args.before), "after": os.path.abspath(args.after)}
     servers: dict[str, tuple[subprocess.Popen, int, str]] = {}
     try:
