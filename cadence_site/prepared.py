@@ -100,6 +100,13 @@ class BoundCursor:
     def rowcount(self) -> int:
         return self._cursor.rowcount
 
+    @property
+    def pgresult(self):
+        return self._cursor.pgresult
+
+    def close(self) -> None:
+        self._cursor.close()
+
 
 class _ClientCursor:
     """Django's own cursor behind BoundCursor's interface (CADENCE_DB_PREPARE=false)."""
@@ -133,6 +140,17 @@ def bound_cursor() -> Iterator[BoundCursor | _ClientCursor]:
         with connection.cursor() as cursor:
             yield _ClientCursor(cursor)
         return
+    cursor = open_bound()
+    try:
+        yield cursor
+    finally:
+        cursor.close()
+
+
+def open_bound() -> BoundCursor:
+    """bound_cursor()'s cursor, prepared statements on (whatever CADENCE_DB_PREPARE says), for a
+    caller that reads it after the block that made it (cadence_site/pipelined.py); the caller
+    closes it."""
     # The wrapper itself, not the `connection` proxy: every attribute read through the proxy
     # looks the wrapper up again (a dozen per statement here).
     db = connections[DEFAULT_DB_ALIAS]
@@ -141,8 +159,4 @@ def bound_cursor() -> Iterator[BoundCursor | _ClientCursor]:
     if not db.path_is_set():
         # A Django cursor connects if need be and sets the search_path, as for any statement.
         db.cursor().close()
-    cursor = psycopg.Cursor(db.connection)
-    try:
-        yield BoundCursor(db, cursor)
-    finally:
-        cursor.close()
+    return BoundCursor(db, psycopg.Cursor(db.connection))

@@ -69,6 +69,7 @@ from typing import Any
 from django.db import close_old_connections, connection
 
 from cadence_site.errors import ApplicationError
+from cadence_site.pipelined import Guarded
 from cadence_site.requestlog import org_var, principal_var, request_id_var, secrets_var
 from engine.errors import CadenceError
 from engine.runs import live, runlog, telemetry
@@ -180,6 +181,13 @@ class TurnExtension:
         return None
 
     async def on_progress(self, turn: Turn) -> None:
+        return None
+
+    def finish_statement(self, turn: Turn, outcome: TurnOutcome) -> Guarded | None:
+        """A statement written with the run's outcome, in its transaction and its round trip,
+        in a savepoint of its own: one the database refuses is logged and leaves the run
+        recorded without it (cadence_site/pipelined.py). Called before `on_finish`, once the
+        run's rows are final (RunRecorder.stored_rows), for a recorded run only."""
         return None
 
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
@@ -508,6 +516,14 @@ async def _finish(
         if store is not None:
             store(outcome)
 
+    def guarded() -> list[Guarded]:
+        statements = []
+        for extension in list(_extensions):
+            statement = extension.finish_statement(turn, outcome)
+            if statement is not None:
+                statements.append(statement)
+        return statements
+
     def write() -> None:
         try:
             if recorder is None:  # the runtime was never acquired: there is no run to record
@@ -521,6 +537,7 @@ async def _finish(
                 error=outcome.error_text,
                 error_code=outcome.error.code if outcome.error is not None else "",
                 then=then,
+                guarded=guarded,
             )
         finally:
             if _extensions:

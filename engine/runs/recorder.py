@@ -41,6 +41,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -49,6 +50,7 @@ from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from cadence_site import greendb
+from cadence_site.pipelined import Guarded, write_together
 from cadence_site.prepared import bound_cursor
 from cadence_site.rows import row_insert, row_update
 from engine.models import Run, RunEvent, RunLog
@@ -412,9 +414,13 @@ class RunRecorder:
         error: str = "",
         error_code: str = "",
         then: Callable[[], Any] | None = None,
+        guarded: Callable[[], list[Guarded]] | None = None,
     ) -> None:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
-        what a caller stores beside the run (a chat reply) is written with it or not at all."""
+        what a caller stores beside the run (a chat reply) is written with it or not at all.
+        `guarded`: statements written with the outcome and in its round trip, each of which may
+        fail without failing the run's write (cadence_site/pipelined.py), made once the steps
+        are final (RunRecorder.stored_rows reads them)."""
         if not self.sealed:
             self.seal()
         # What a durable run's checkpoints have not written yet (everything, for other runs).
@@ -422,10 +428,8 @@ class RunRecorder:
         # Files before the transaction: storage writes cannot roll back with it.
         self._offload(pending)
         self.written = {"status": status, "output": output}
-        with schema_context(self.schema_name), transaction.atomic():
-            if not self.created:
-                self._write_row()
-                self.created = True
+
+        def send() -> None:
             row_update(
                 Run,
                 self.run_id,
@@ -438,7 +442,15 @@ class RunRecorder:
                 duration_ms=self.ended["duration_ms"],
             )
             _insert_steps(self.run_id, pending)
+
+        with schema_context(self.schema_name), transaction.atomic():
+            if not self.created:
+                self._write_row()
+                self.created = True
+            # The outcome, the steps and what extensions write with them (the proof), with the
+            # transaction's BEGIN: one round trip (cadence_site/pipelined.py).
             self.flushed = len(self.events)
+            write_together(send, guarded() if guarded is not None else [])
             _insert_logs(self.run_id, self.logs, self.logs_dropped)
             if then is not None:
                 then()
@@ -592,28 +604,28 @@ class _Step:
         self.start_cursor: int | None = None
         self.end_cursor: int | None = None
 
-    def row(self, run_id: str) -> tuple:
-        text = self.text if self.text is not None else _compact(self.data)
-        return (
-            run_id,
-            self.seq,
-            self.parent_seq,
-            self.kind,
-            self.name,
-            self.outcome,
-            datetime.fromtimestamp(self.started_at, UTC),
-            self.duration_ms,
-            self.error,
-            self.error_type,
-            self.stack,
-            self.cpu_ms,
-            self.memory_kb,
-            self.payload,
-            datetime.fromtimestamp(self.at, UTC),
-            text,
-            self.start_cursor,
-            self.end_cursor,
-        )
+    def record(self) -> dict[str, Any]:
+        """The step's columns but the run's, for _insert_steps' document: its data as the JSON
+        it is already, times as datetimes (their exact microseconds, which the proof signs)."""
+        return {
+            "seq": self.seq,
+            "parent_seq": self.parent_seq,
+            "kind": self.kind,
+            "name": self.name,
+            "outcome": self.outcome,
+            "started_at": datetime.fromtimestamp(self.started_at, UTC),
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "error_type": self.error_type,
+            "stack": self.stack,
+            "cpu_ms": self.cpu_ms,
+            "memory_kb": self.memory_kb,
+            "payload": self.payload,
+            "at": datetime.fromtimestamp(self.at, UTC),
+            "data": orjson.Fragment(self.text if self.text is not None else _compact(self.data)),
+            "start_cursor": self.start_cursor,
+            "end_cursor": self.end_cursor,
+        }
 
 
 class _Line:
@@ -658,18 +670,18 @@ _COLUMNS = (
 
 
 def _insert_steps(run_id: str, steps: list[_Step]) -> None:
-    """The run's steps in one COPY: psycopg writes COPY rows in C, where an INSERT per step
-    (executemany) quotes each of its 18 values in Python on the client-side-binding cursor
-    Django uses: 0.5-0.6 against 1.6-1.9 ms of CPU for 21 steps. A model instance per step
-    would cost more than everything else the recording does (benchmarks/runs.py)."""
+    """The run's steps in one statement: their rows as one JSON document (orjson encodes it in
+    C; each step's data is JSON already and goes in as it is) that PostgreSQL takes apart
+    (jsonb_to_recordset). Unlike COPY (two round trips, and none in a pipeline), it can go with
+    the run's other statements (cadence_site/pipelined.py). An INSERT per step, or a model
+    instance per step, would cost more than everything else the recording does
+    (benchmarks/runs.py)."""
     if not steps:
         return
-    # Through Django's cursor, so that the connection is in the tenant's schema (search_path).
-    with connection.cursor() as cursor:
-        with cursor.cursor.copy(_copy_sql()) as copy:
-            write = copy.write_row
-            for step in steps:
-                write(step.row(run_id))
+    document = orjson.dumps([step.record() for step in steps])
+    # Prepared: one text for every run.
+    with bound_cursor() as cursor:
+        cursor.execute(_steps_sql(), [run_id, document.decode()])
 
 
 # An orchestrator's plugin_lock ({plugin id: {"version": …, …} or a version}) as the run's
@@ -744,11 +756,21 @@ def _run_insert_sql(own_team: bool, own_plugins: bool) -> tuple[str, tuple]:
 
 
 @functools.cache
-def _copy_sql() -> str:
+def _steps_sql() -> str:
     # Built once: each `connection.ops` is a lookup of the thread's connection (asgiref Local).
     quote = connection.ops.quote_name
+    fields = [
+        RunEvent._meta.get_field(c.removesuffix("_id") if c == "run_id" else c) for c in _COLUMNS
+    ]
     columns = ", ".join(quote(c) for c in _COLUMNS)
-    return f"COPY {quote(RunEvent._meta.db_table)} ({columns}) FROM STDIN"
+    # The run's id once, as a parameter; the other columns from the document, typed as their
+    # columns are (the INSERT checks lengths as it would for any value).
+    record = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields[1:])
+    values = ", ".join(f"r.{quote(c)}" for c in _COLUMNS[1:])
+    return (
+        f"INSERT INTO {quote(RunEvent._meta.db_table)} ({columns})"
+        f" SELECT %s::uuid, {values} FROM jsonb_to_recordset(%s::jsonb) AS r({record})"
+    )
 
 
 def _insert_logs(run_id: str, lines: list[_Line], dropped: int) -> None:

@@ -172,7 +172,8 @@ def proof_append(row: dict[str, Any]) -> ExecutionProof:
     return proof
 
 
-def _proof_insert(row: dict[str, Any]) -> tuple[str, list[Any]]:
+def proof_insert(row: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The INSERT of a prepared proof (proof_prepare) and its values; nothing when the run has one."""
     columns = list(row)
     # The payload column holds the payload; its canonical text (signed, in the row beside it)
     # is that JSON already: jsonb takes it rather than a second encoding.
@@ -192,7 +193,7 @@ def proof_write(row: dict[str, Any]) -> bool:
     """Write a prepared proof for the log to take in later (log.log_sequence): no lock, one
     statement, in the caller's transaction (a run's, so that the run and its proof are written
     together). Idempotent per run: False, and nothing written, when the run has a proof."""
-    sql, values = _proof_insert(row)
+    sql, values = proof_insert(row)
     with bound_cursor() as cursor:  # prepared: one text per set of columns
         return cursor.execute(sql, values).rowcount == 1
 
@@ -210,7 +211,7 @@ def proof_write_guarded(row: dict[str, Any]) -> bool:
         with transaction.atomic():
             return proof_write(row)
     ops = connection.ops
-    sql, values = _proof_insert(row)
+    sql, values = proof_insert(row)
     # Client-side binding (Django's psycopg cursor): the three statements go as one simple
     # query; its results are read in order (the INSERT's is the second). Not prepared
     # (cadence_site/prepared.py): the three in one psycopg pipeline, the INSERT prepared, cost

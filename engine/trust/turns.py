@@ -27,6 +27,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from cadence_site import greendb
+from cadence_site.pipelined import Guarded
 from engine.runs.pipeline import Turn, TurnExtension, TurnOutcome, TurnRequest
 from orchestrators.pool import Acquired
 
@@ -37,27 +38,52 @@ class ProvenRuns(TurnExtension):
     def run_fields(self, request: TurnRequest, acquired: Acquired) -> dict[str, Any]:
         return {"snapshot_id": acquired.snapshot or None}
 
-    def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
-        if not outcome.recorded:
-            return
-        if turn.request.trigger == "queue" and outcome.status != "succeeded":
-            # A queued run that failed may be retried: its worker proves it once it is final
-            # (engine/durable/services.queued_run_settle, when it becomes a dead letter).
-            return
-        # The rows the transaction just wrote, as the recorder holds them (no read back), when
-        # it wrote them all; read back otherwise.
+    def finish_statement(self, turn: Turn, outcome: TurnOutcome) -> Guarded | None:
+        """The proof, written with the run's outcome and steps (one round trip), when the
+        recorder holds the rows it covers; otherwise `on_finish` reads them back and writes it."""
+        if not _to_prove(turn, outcome):
+            return None
+        # The rows the transaction writes, as the recorder holds them (no read back).
         try:
             rows = turn.recorder.stored_rows() if turn.recorder is not None else None
         except Exception:
             logger.exception("run rows not taken from its recorder", extra={"run": turn.run_id})
             rows = None
+        if rows is None:
+            return None
+        turn._cadence_proof_sent = True  # type: ignore[attr-defined]
         row = proof_prepared(run_id=turn.run_id, rows=rows)
+        if row is None:
+            return None
+        from engine.trust.proofs import proof_insert
+
+        sql, values = proof_insert(row)
+
+        def done(written: int | None) -> None:
+            if written == 1:
+                turn._cadence_proven = True  # type: ignore[attr-defined]
+
+        return Guarded(sql, values, done, what=f"the proof of run {turn.run_id}")
+
+    def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
+        if getattr(turn, "_cadence_proof_sent", False) or not _to_prove(turn, outcome):
+            return
+        # Read back: the recorder did not write every step of the run (a resumed run).
+        row = proof_prepared(run_id=turn.run_id, rows=None)
         if row is not None and _write(row):
             turn._cadence_proven = True  # type: ignore[attr-defined]
 
     def after_write(self, turn: Turn, outcome: TurnOutcome) -> None:
         if getattr(turn, "_cadence_proven", False):
             sequence(turn.request.schema_name)
+
+
+def _to_prove(turn: Turn, outcome: TurnOutcome) -> bool:
+    if not outcome.recorded:
+        return False
+    # A queued run that failed may be retried: its worker proves it once it is final
+    # (engine/durable/services.queued_run_settle, when it becomes a dead letter).
+    return not (turn.request.trigger == "queue" and outcome.status != "succeeded")
 
 
 _RUN = ("id", "orchestrator_slug", "status", "input", "output", "started_at", "finished_at")

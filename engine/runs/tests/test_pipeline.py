@@ -270,9 +270,9 @@ def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
 ):
     """What one recorded turn sends the database once its runtime is pooled: the run's row
     (its orchestrator's team and plugins read by the INSERT), the outcome's transaction (the
-    proof inside a savepoint sent with it), the usage record and the log's sequencing, with the
-    schema set once (the usage table is named in full: no SET to public and back). The steps'
-    COPY is not a Django cursor statement and is not listed."""
+    proof inside a savepoint: all sent together with the BEGIN, cadence_site/pipelined.py),
+    the usage record and the log's sequencing, with the schema set once (the usage table is
+    named in full: no SET to public and back)."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -309,7 +309,10 @@ def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
         "BEGIN",
         'SET search_path = "org_alpha","public"',
         'UPDATE "engine_run" SET',
-        'SAVEPOINT "cadence_proof"; INSERT',
+        'INSERT INTO "engine_runevent"',
+        "SAVEPOINT cadence_guarded",
+        "INSERT INTO trust_executionproof",
+        "RELEASE SAVEPOINT cadence_guarded",
         "COMMIT",
         "INSERT INTO public.limits_usageday",
         "SELECT h.size, h.frontier,",

@@ -141,3 +141,35 @@ def test_the_log_stays_open_while_a_run_is_written_its_proof_goes_in_after_the_c
     assert seen == ["head free"]
     run, bundle = _proven(outcome.run_id)
     assert verify_bundle(bundle, signing.keyring().verifiers).failures == []
+
+
+def test_a_proof_the_database_refuses_leaves_the_run_recorded_with_its_steps(
+    world, committed_db, chat_orchestrator, monkeypatch, caplog
+):
+    """The proof goes with the run's outcome and steps (one round trip, in a savepoint of its
+    own: cadence_site/pipelined.py); refused, it is rolled back alone and logged, and the run
+    and its steps are committed, unproven."""
+    import logging
+
+    from engine.models import RunEvent
+    from engine.runs.tests.test_pipeline import invoke_turn
+    from engine.trust import proofs
+
+    original = proofs.proof_insert
+    # A key id longer than its column: the database refuses the INSERT.
+    monkeypatch.setattr(proofs, "proof_insert", lambda row: original(dict(row, key_id="x" * 9)))
+    with caplog.at_level(logging.ERROR, logger="cadence_site.pipelined"):
+        outcome = invoke_turn(chat_orchestrator["fast"], message=TOOL)
+
+    assert outcome.status == "succeeded"
+    with schema_context("org_alpha"):
+        run = Run.objects.get(pk=outcome.run_id)
+        try:
+            assert run.status == "succeeded" and run.output == outcome.content
+            assert RunEvent.objects.filter(run_id=run.id).filter(kind="tool_call").exists()
+            assert not ExecutionProof.objects.filter(run_id=run.id).exists()
+        finally:
+            run.delete()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the proof of run {outcome.run_id} not written"
+    ]

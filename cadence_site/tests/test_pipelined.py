@@ -1,0 +1,146 @@
+"""Statements sent together (cadence_site/pipelined.py): one round trip for a batch and its
+guarded statements; a guarded statement the database refuses is rolled back alone, reported and
+logged, and the rest of the transaction stands; a failure before them fails the batch."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from django.db import DatabaseError, connection, transaction
+
+from cadence_site.pipelined import Guarded, write_together
+from cadence_site.prepared import bound_cursor
+
+
+@pytest.fixture
+def table(committed_db):
+    """A scratch table of the test's connection, in real transactions (committed_db: the BEGIN
+    is one of the statements sent together)."""
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE pipelined_t (id int PRIMARY KEY, v varchar(3))")
+    yield "pipelined_t"
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE pipelined_t")
+
+
+def _rows(table: str) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, v FROM {table} ORDER BY id")
+        return cursor.fetchall()
+
+
+def _insert(table: str, *values) -> None:
+    with bound_cursor() as cursor:
+        cursor.execute(f"INSERT INTO {table} VALUES (%s, %s)", list(values))
+
+
+def _guarded(table: str, reports: list, *values, conflict: bool = False) -> Guarded:
+    sql = f"INSERT INTO {table} VALUES (%s, %s)"
+    if conflict:
+        sql += " ON CONFLICT (id) DO NOTHING"
+    return Guarded(sql, list(values), reports.append, what=f"row {values[0]}")
+
+
+def test_a_batch_and_its_guarded_statements_are_sent_together(table):
+    """Queued, not sent and waited for one by one: inside the batch a statement's row count is
+    not known yet (psycopg's pipeline mode); each guarded statement's is reported after it."""
+    from psycopg import pq
+
+    reports: list = []
+    seen: list = []
+    with transaction.atomic():
+
+        def send() -> None:
+            seen.append(connection.connection.pgconn.pipeline_status)
+            with bound_cursor() as cursor:
+                seen.append(cursor.execute(f"INSERT INTO {table} VALUES (1, 'a')").rowcount)
+            _insert(table, 2, "b")
+
+        write_together(
+            send,
+            [_guarded(table, reports, 3, "c"), _guarded(table, reports, 1, "z", conflict=True)],
+        )
+        assert seen == [pq.PipelineStatus.ON, -1]
+        assert connection.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
+        assert reports == [1, 0]  # each statement's rows, read once the batch is back
+    assert _rows(table) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_a_refused_guarded_statement_is_rolled_back_alone_and_those_after_it_are_written(
+    table, caplog
+):
+    reports: list = []
+    with transaction.atomic():
+
+        def send() -> None:
+            _insert(table, 1, "a")
+
+        with caplog.at_level(logging.ERROR, logger="cadence_site.pipelined"):
+            write_together(
+                send,
+                [
+                    _guarded(table, reports, 2, "b"),
+                    _guarded(table, reports, 3, "too long"),  # varchar(3): refused
+                    _guarded(table, reports, 4, "d"),
+                ],
+            )
+        assert reports == [1, None, 1]
+        assert _rows(table) == [(1, "a"), (2, "b"), (4, "d")]
+        _insert(table, 5, "e")  # the transaction goes on
+    assert _rows(table) == [(1, "a"), (2, "b"), (4, "d"), (5, "e")]
+    assert [r.getMessage() for r in caplog.records] == ["row 3 not written"]
+
+
+def test_the_reports_name_each_statements_outcome_in_order(table):
+    outcomes: dict = {}
+
+    def report(name):
+        return lambda rows: outcomes.__setitem__(name, rows)
+
+    sql = f"INSERT INTO {table} VALUES (%s, %s)"
+    with transaction.atomic():
+        write_together(
+            lambda: None,
+            [
+                Guarded(sql, [1, "a"], report("first")),
+                Guarded(sql, [1, "b"], report("duplicate")),  # the primary key: refused
+                Guarded(sql, [2, "c"], report("last")),
+            ],
+        )
+    assert outcomes == {"first": 1, "duplicate": None, "last": 1}
+    assert _rows(table) == [(1, "a"), (2, "c")]
+
+
+def test_a_failure_before_the_guarded_statements_fails_the_batch(table):
+    reports: list = []
+
+    def send() -> None:
+        _insert(table, 1, "a")
+        _insert(table, 1, "a")  # the primary key: refused
+
+    with pytest.raises(DatabaseError), transaction.atomic():
+        write_together(send, [_guarded(table, reports, 2, "b")])
+    assert reports == []
+    assert _rows(table) == []
+
+
+def test_a_report_that_raises_is_logged_and_the_others_still_run(table, caplog):
+    reports: list = []
+
+    def broken(rows):
+        raise RuntimeError("the caller's bug")
+
+    sql = f"INSERT INTO {table} VALUES (%s, %s)"
+    with transaction.atomic(), caplog.at_level(logging.ERROR, logger="cadence_site.pipelined"):
+        write_together(
+            lambda: None,
+            [Guarded(sql, [1, "a"], broken, what="row 1"), _guarded(table, reports, 2, "b")],
+        )
+    assert reports == [1]
+    assert [r.getMessage() for r in caplog.records] == ["reporting row 1 failed"]
+
+
+def test_outside_a_transaction_it_refuses(committed_db):
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        write_together(lambda: None, [])
