@@ -59,25 +59,52 @@ def pipelined() -> Iterator[None]:
         yield
 
 
-def write_together(send: Callable[[], None], statements: Sequence[Guarded]) -> None:
+def write_together(
+    send: Callable[[], None], statements: Sequence[Guarded], *, commit: bool = False
+) -> bool:
     """`send()`'s statements, then each of `statements` in a savepoint, in one round trip, in the
     caller's transaction (see the module docstring). An error in what `send()` sends raises (the
-    guarded statements are not written); one in a guarded statement does not."""
-    if not connections[DEFAULT_DB_ALIAS].in_atomic_block:
+    guarded statements are not written); one in a guarded statement does not.
+
+    `commit`: when nothing has been sent in the caller's transaction yet, it is begun and
+    committed in that same round trip (psycopg would otherwise send its BEGIN, and Django its
+    COMMIT, in round trips of their own); True when it was. The caller's atomic block then ends
+    with nothing left to commit; its on_commit callbacks run as they would. What the caller
+    sends after this, still in its block, goes in a transaction of its own. An error rolls the
+    transaction back before it raises."""
+    db = connections[DEFAULT_DB_ALIAS]
+    if not db.in_atomic_block:
         raise RuntimeError("write_together() outside a transaction: nothing to roll back to")
+    raw = None
+    if commit:
+        db.ensure_connection()
+        raw = db.connection
+        if raw.autocommit or raw.info.transaction_status != pq.TransactionStatus.IDLE:
+            raw = None  # begun already (or not Django's): the caller's block commits
+        else:
+            # BEGIN and COMMIT are ours: psycopg sends no BEGIN of its own (with a sync).
+            raw.autocommit = True
     cursors: list[Any] = []
     try:
         try:
             with pipelined():
+                if raw is not None:
+                    _command("BEGIN")
                 send()
                 for statement in statements:
                     cursors.append(_send(statement))
+                if raw is not None:
+                    _command("COMMIT")
         except Exception:
             if not _back_to_savepoint():
+                if raw is not None:
+                    _rollback()
                 raise  # the failure was in `send()`: the caller's transaction is broken
             # The first without a result (one that failed while being queued has no cursor).
             failed = next((i for i, c in enumerate(cursors) if not _wrote(c)), len(cursors))
             if failed >= len(statements):
+                if raw is not None:
+                    _rollback()
                 raise  # every guarded statement wrote: the error is not theirs
             for index, cursor in enumerate(cursors[:failed]):
                 _report(statements[index], cursor.rowcount)
@@ -86,12 +113,32 @@ def write_together(send: Callable[[], None], statements: Sequence[Guarded]) -> N
             # Those after it were not run (PostgreSQL skips the rest of a failed batch): alone.
             for statement in statements[failed + 1 :]:
                 _write_alone(statement)
-            return
+            if raw is not None:
+                _command("COMMIT")
+            return raw is not None
         for statement, cursor in zip(statements, cursors, strict=True):
             _report(statement, cursor.rowcount)
+        return raw is not None
     finally:
         for cursor in cursors:
             cursor.close()
+        if raw is not None and not raw.closed:
+            if raw.info.transaction_status != pq.TransactionStatus.IDLE:
+                _rollback()  # a failure while recovering: nothing half done is left open
+            try:
+                raw.autocommit = False  # as Django's atomic block set it
+            except Exception:
+                # Left in autocommit, Django's next transactions on it would not be: closed.
+                logger.warning("a batch's connection could not be restored", exc_info=True)
+                raw.close()
+
+
+def _rollback() -> None:
+    raw = connections[DEFAULT_DB_ALIAS].connection
+    try:
+        raw.execute("ROLLBACK", prepare=False)
+    except Exception:
+        logger.warning("rolling back a batch's transaction failed", exc_info=True)
 
 
 def _send(statement: Guarded) -> Any:

@@ -15,13 +15,32 @@ from cadence_site.prepared import bound_cursor
 
 @pytest.fixture
 def table(committed_db):
-    """A scratch table of the test's connection, in real transactions (committed_db: the BEGIN
-    is one of the statements sent together)."""
+    """A scratch table, in real transactions (committed_db: the BEGIN is one of the statements
+    sent together), that another connection can read."""
     with connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE pipelined_t (id int PRIMARY KEY, v varchar(3))")
-    yield "pipelined_t"
+        cursor.execute(
+            "DROP TABLE IF EXISTS public.pipelined_t;"
+            " CREATE TABLE public.pipelined_t (id int PRIMARY KEY, v varchar(3))"
+        )
+    yield "public.pipelined_t"
     with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE pipelined_t")
+        cursor.execute("DROP TABLE public.pipelined_t")
+
+
+def _committed(table: str) -> list[tuple]:
+    """What another connection sees of `table`: what is committed."""
+    import psycopg
+
+    settings = connection.settings_dict
+    with psycopg.connect(
+        dbname=settings["NAME"],
+        user=settings["USER"],
+        host=settings["HOST"],
+        port=settings["PORT"],
+        password=settings["PASSWORD"] or None,
+        autocommit=True,
+    ) as other:
+        return other.execute(f"SELECT id, v FROM {table} ORDER BY id").fetchall()
 
 
 def _rows(table: str) -> list[tuple]:
@@ -144,3 +163,63 @@ def test_a_report_that_raises_is_logged_and_the_others_still_run(table, caplog):
 def test_outside_a_transaction_it_refuses(committed_db):
     with pytest.raises(RuntimeError, match="outside a transaction"):
         write_together(lambda: None, [])
+
+
+def test_with_commit_the_transaction_is_begun_and_committed_in_the_batch(table):
+    """`commit`: committed before the atomic block ends (another connection sees the rows);
+    what the block sends afterwards goes in a transaction of its own, which the block commits,
+    and its on_commit callbacks run when it does."""
+    reports: list = []
+    ran: list = []
+    with transaction.atomic():
+        assert write_together(
+            lambda: _insert(table, 1, "a"), [_guarded(table, reports, 2, "b")], commit=True
+        )
+        assert _committed(table) == [(1, "a"), (2, "b")]
+        assert connection.connection.autocommit is False  # as Django's block left it
+        _insert(table, 3, "c")
+        transaction.on_commit(lambda: ran.append(_committed(table)))
+        assert _committed(table) == [(1, "a"), (2, "b")]
+    assert ran == [[(1, "a"), (2, "b"), (3, "c")]]
+    assert reports == [1]
+
+
+def test_with_commit_a_refused_guarded_statement_leaves_the_rest_committed(table, caplog):
+    reports: list = []
+    with transaction.atomic(), caplog.at_level(logging.ERROR, logger="cadence_site.pipelined"):
+        assert write_together(
+            lambda: _insert(table, 1, "a"),
+            [
+                _guarded(table, reports, 2, "too long"),
+                _guarded(table, reports, 3, "c"),
+            ],
+            commit=True,
+        )
+        assert _committed(table) == [(1, "a"), (3, "c")]
+    assert reports == [None, 1]
+    assert [r.getMessage() for r in caplog.records] == ["row 2 not written"]
+
+
+def test_with_commit_a_failure_rolls_back_and_the_connection_stays_usable(table):
+    reports: list = []
+
+    def send() -> None:
+        _insert(table, 1, "a")
+        _insert(table, 1, "a")  # refused
+
+    with pytest.raises(DatabaseError), transaction.atomic():
+        write_together(send, [_guarded(table, reports, 2, "b")], commit=True)
+    assert reports == [] and _committed(table) == []
+    assert connection.connection.autocommit is True  # Django's, out of any block
+    with pytest.raises(RuntimeError, match="undone"), transaction.atomic():
+        _insert(table, 4, "d")
+        raise RuntimeError("undone")
+    assert _committed(table) == []  # the block's transaction was one: rolled back
+
+
+def test_with_commit_after_something_was_sent_the_block_commits(table):
+    with transaction.atomic():
+        _insert(table, 1, "a")  # the transaction has begun
+        assert write_together(lambda: _insert(table, 2, "b"), [], commit=True) is False
+        assert _committed(table) == []
+    assert _committed(table) == [(1, "a"), (2, "b")]

@@ -49,6 +49,9 @@ def _rules_exist(schema_name: str) -> bool:
 
 
 class AlertingRuns(TurnExtension):
+    def writes_on_finish(self, turn: Turn, outcome: TurnOutcome) -> bool:
+        return False  # a read (its rules, cached) and an on_commit callback
+
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         if not outcome.recorded:
             return

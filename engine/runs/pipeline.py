@@ -193,6 +193,15 @@ class TurnExtension:
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         return None
 
+    def writes_on_finish(self, turn: Turn, outcome: TurnOutcome) -> bool:
+        """Whether `on_finish` writes what must be committed with the run, in its transaction
+        (asked after `finish_statement`). When no extension's does and no chat reply is stored
+        with it, the run's transaction is begun, written and committed in one round trip, and
+        `on_finish` runs just after its commit (what it sends then goes in a transaction of its
+        own; its transaction.on_commit callbacks run after it). By default, whether this
+        extension has an `on_finish` of its own: override to say False only when that is so."""
+        return type(self).on_finish is not TurnExtension.on_finish
+
     def after_write(self, turn: Turn, outcome: TurnOutcome) -> None:
         return None
 
@@ -524,6 +533,11 @@ async def _finish(
                 statements.append(statement)
         return statements
 
+    def then_apart() -> bool:
+        return store is None and not any(
+            extension.writes_on_finish(turn, outcome) for extension in list(_extensions)
+        )
+
     def write() -> None:
         try:
             if recorder is None:  # the runtime was never acquired: there is no run to record
@@ -538,6 +552,7 @@ async def _finish(
                 error_code=outcome.error.code if outcome.error is not None else "",
                 then=then,
                 guarded=guarded,
+                then_apart=then_apart,
             )
         finally:
             if _extensions:

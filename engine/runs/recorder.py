@@ -415,12 +415,16 @@ class RunRecorder:
         error_code: str = "",
         then: Callable[[], Any] | None = None,
         guarded: Callable[[], list[Guarded]] | None = None,
+        then_apart: Callable[[], bool] | None = None,
     ) -> None:
         """The outcome and the steps in one transaction; `then` runs inside it (in the schema), so
         what a caller stores beside the run (a chat reply) is written with it or not at all.
         `guarded`: statements written with the outcome and in its round trip, each of which may
         fail without failing the run's write (cadence_site/pipelined.py), made once the steps
-        are final (RunRecorder.stored_rows reads them)."""
+        are final (RunRecorder.stored_rows reads them). `then_apart()`, asked once they are made:
+        whether `then` may run after the run's commit rather than in its transaction (it writes
+        nothing that must be committed with the run); the transaction is then begun, written
+        and committed in one round trip, and `then` runs just after it."""
         if not self.sealed:
             self.seal()
         # What a durable run's checkpoints have not written yet (everything, for other runs).
@@ -450,10 +454,13 @@ class RunRecorder:
             # The outcome, the steps and what extensions write with them (the proof), with the
             # transaction's BEGIN: one round trip (cadence_site/pipelined.py).
             self.flushed = len(self.events)
-            write_together(send, guarded() if guarded is not None else [])
+            statements = guarded() if guarded is not None else []
+            # Log lines go with the run, through the ORM: not in a batch that commits.
+            apart = not self.logs and (then is None or (then_apart is not None and then_apart()))
+            write_together(send, statements, commit=apart)
             _insert_logs(self.run_id, self.logs, self.logs_dropped)
             if then is not None:
-                then()
+                then()  # after the commit when `apart`: in a transaction of its own
         self.ended.update(status=status, error_code=error_code[:64])
 
     def seal(self) -> None:

@@ -65,6 +65,11 @@ class ProvenRuns(TurnExtension):
 
         return Guarded(sql, values, done, what=f"the proof of run {turn.run_id}")
 
+    def writes_on_finish(self, turn: Turn, outcome: TurnOutcome) -> bool:
+        # The proof goes with the run's statements (finish_statement), unless it must be made
+        # from the rows read back: then here, in the run's transaction.
+        return not getattr(turn, "_cadence_proof_sent", False) and _to_prove(turn, outcome)
+
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         if getattr(turn, "_cadence_proof_sent", False) or not _to_prove(turn, outcome):
             return

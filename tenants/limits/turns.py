@@ -439,6 +439,9 @@ class BudgetExtension(TurnExtension):
             if leases:
                 await sync_to_async(budgets.lease_refresh, thread_sensitive=False)(leases=leases)
 
+    def writes_on_finish(self, turn, outcome) -> bool:
+        return False  # a lease settled in Redis
+
     def on_finish(self, turn, outcome) -> None:
         state = self._state(turn)
         if state is None or state.stream is None:

@@ -270,7 +270,8 @@ def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
 ):
     """What one recorded turn sends the database once its runtime is pooled: the run's row
     (its orchestrator's team and plugins read by the INSERT), the outcome's transaction (the
-    proof inside a savepoint: all sent together with the BEGIN, cadence_site/pipelined.py),
+    proof inside a savepoint: all sent together, BEGIN and COMMIT included:
+    cadence_site/pipelined.py),
     the usage record and the log's sequencing, with the schema set once (the usage table is
     named in full: no SET to public and back)."""
     from django.db import connection
@@ -303,16 +304,20 @@ def test_a_turns_statements_are_the_runs_writes_its_proof_and_its_usage(
     kinds = [" ".join(q["sql"].split()[: 4 if q["sql"].startswith("SET") else 3]) for q in queries]
     # Each of the turn's two database calls opens its connection here (tests have no pool);
     # served, a pooled connection keeps its search_path and the second SET is rarely sent.
+    # The outcome's transaction is begun and committed by its batch (no extension writes in
+    # it): Django still logs the BEGIN of its atomic block and its COMMIT, which sends nothing.
     assert kinds == [
         'SET search_path = "org_alpha","public"',
         'INSERT INTO "engine_run"',
         "BEGIN",
         'SET search_path = "org_alpha","public"',
+        "BEGIN",
         'UPDATE "engine_run" SET',
         'INSERT INTO "engine_runevent"',
         "SAVEPOINT cadence_guarded",
         "INSERT INTO trust_executionproof",
         "RELEASE SAVEPOINT cadence_guarded",
+        "COMMIT",
         "COMMIT",
         "INSERT INTO public.limits_usageday",
         "SELECT h.size, h.frontier,",
