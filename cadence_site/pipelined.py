@@ -41,12 +41,16 @@ _SAVEPOINT = "cadence_guarded"
 @dataclass
 class Guarded:
     """A statement written with others that must not fail them (see the module docstring).
-    `done` is told the rows it wrote, or None when the database refused it (logged here)."""
+    `done` is told, once, the rows it wrote, or None when it wrote nothing: the database refused
+    it (logged here), the batch failed before it, or it was not sent. `with_commit`: sent only
+    in a batch that commits (a statement whose row locks must not be held past the batch, as
+    an UPSERT of a row every concurrent writer shares); reported None otherwise."""
 
     sql: str
     params: Sequence[Any]
     done: Callable[[int | None], None]
     what: str = "a guarded statement"
+    with_commit: bool = False
 
 
 @contextmanager
@@ -84,7 +88,13 @@ def write_together(
         else:
             # BEGIN and COMMIT are ours: psycopg sends no BEGIN of its own (with a sync).
             raw.autocommit = True
+    if raw is None:
+        held = [statement for statement in statements if statement.with_commit]
+        statements = [statement for statement in statements if not statement.with_commit]
+    else:
+        held = []
     cursors: list[Any] = []
+    reported = 0  # statements[:reported] have been told
     try:
         try:
             with pipelined():
@@ -106,20 +116,23 @@ def write_together(
                 if raw is not None:
                     _rollback()
                 raise  # every guarded statement wrote: the error is not theirs
-            for index, cursor in enumerate(cursors[:failed]):
-                _report(statements[index], cursor.rowcount)
             logger.exception("%s not written", statements[failed].what)
-            _report(statements[failed], None)
+            rows: list[int | None] = [cursor.rowcount for cursor in cursors[:failed]] + [None]
             # Those after it were not run (PostgreSQL skips the rest of a failed batch): alone.
-            for statement in statements[failed + 1 :]:
-                _write_alone(statement)
+            rows += [_write_alone(statement) for statement in statements[failed + 1 :]]
             if raw is not None:
                 _command("COMMIT")
+            reported = len(statements)
+            for statement, written in zip(statements, rows, strict=True):
+                _report(statement, written)
             return raw is not None
+        reported = len(statements)
         for statement, cursor in zip(statements, cursors, strict=True):
             _report(statement, cursor.rowcount)
         return raw is not None
     finally:
+        for statement in [*statements[reported:], *held]:
+            _report(statement, None)  # not written: the batch failed, or they were not sent
         for cursor in cursors:
             cursor.close()
         if raw is not None and not raw.closed:
@@ -186,8 +199,9 @@ def _back_to_savepoint() -> bool:
     return True
 
 
-def _write_alone(statement: Guarded) -> None:
-    """One guarded statement in a round trip of its own (a batch that failed before it)."""
+def _write_alone(statement: Guarded) -> int | None:
+    """One guarded statement in a round trip of its own (a batch that failed before it): the
+    rows it wrote, or None when the database refused it (logged)."""
     try:
         _command(f"SAVEPOINT {_SAVEPOINT}")
         with bound_cursor() as cursor:
@@ -197,9 +211,8 @@ def _write_alone(statement: Guarded) -> None:
         if not _back_to_savepoint():
             raise
         logger.exception("%s not written", statement.what)
-        _report(statement, None)
-        return
-    _report(statement, rows)
+        return None
+    return rows
 
 
 def _report(statement: Guarded, rows: int | None) -> None:

@@ -140,7 +140,7 @@ def test_a_failure_before_the_guarded_statements_fails_the_batch(table):
 
     with pytest.raises(DatabaseError), transaction.atomic():
         write_together(send, [_guarded(table, reports, 2, "b")])
-    assert reports == []
+    assert reports == [None]  # told: not written
     assert _rows(table) == []
 
 
@@ -209,7 +209,7 @@ def test_with_commit_a_failure_rolls_back_and_the_connection_stays_usable(table)
 
     with pytest.raises(DatabaseError), transaction.atomic():
         write_together(send, [_guarded(table, reports, 2, "b")], commit=True)
-    assert reports == [] and _committed(table) == []
+    assert reports == [None] and _committed(table) == []
     assert connection.connection.autocommit is True  # Django's, out of any block
     with pytest.raises(RuntimeError, match="undone"), transaction.atomic():
         _insert(table, 4, "d")
@@ -223,3 +223,21 @@ def test_with_commit_after_something_was_sent_the_block_commits(table):
         assert write_together(lambda: _insert(table, 2, "b"), [], commit=True) is False
         assert _committed(table) == []
     assert _committed(table) == [(1, "a"), (2, "b")]
+
+
+def test_a_statement_with_commit_is_sent_only_in_a_batch_that_commits(table):
+    """`with_commit`: an UPSERT of a shared row is not left locked until someone else's commit:
+    in a batch that does not commit it is not sent, and told so (None)."""
+    reports: list = []
+    held = _guarded(table, reports, 2, "b")
+    held.with_commit = True
+    with transaction.atomic():
+        _insert(table, 1, "a")  # begun already: the block commits, not the batch
+        assert write_together(lambda: None, [held], commit=True) is False
+    assert reports == [None] and _committed(table) == [(1, "a")]
+
+    held = _guarded(table, reports, 2, "b")
+    held.with_commit = True
+    with transaction.atomic():
+        assert write_together(lambda: None, [held], commit=True) is True
+    assert reports == [None, 1] and _committed(table) == [(1, "a"), (2, "b")]

@@ -183,19 +183,20 @@ class TurnExtension:
     async def on_progress(self, turn: Turn) -> None:
         return None
 
-    def finish_statement(self, turn: Turn, outcome: TurnOutcome) -> Guarded | None:
-        """A statement written with the run's outcome, in its transaction and its round trip,
-        in a savepoint of its own: one the database refuses is logged and leaves the run
-        recorded without it (cadence_site/pipelined.py). Called before `on_finish`, once the
-        run's rows are final (RunRecorder.stored_rows), for a recorded run only."""
-        return None
+    def finish_statements(self, turn: Turn, outcome: TurnOutcome) -> list[Guarded]:
+        """Statements written with the run's outcome, in its transaction and its round trip,
+        each in a savepoint of its own: one the database refuses is logged and leaves the run
+        recorded without it (cadence_site/pipelined.py; each `Guarded.done` is told what it
+        wrote). Called before `on_finish`, once the run's rows are final
+        (RunRecorder.stored_rows), for a recorded run only."""
+        return []
 
     def on_finish(self, turn: Turn, outcome: TurnOutcome) -> None:
         return None
 
     def writes_on_finish(self, turn: Turn, outcome: TurnOutcome) -> bool:
         """Whether `on_finish` writes what must be committed with the run, in its transaction
-        (asked after `finish_statement`). When no extension's does and no chat reply is stored
+        (asked after `finish_statements`). When no extension's does and no chat reply is stored
         with it, the run's transaction is begun, written and committed in one round trip, and
         `on_finish` runs just after its commit (what it sends then goes in a transaction of its
         own; its transaction.on_commit callbacks run after it). By default, whether this
@@ -528,9 +529,7 @@ async def _finish(
     def guarded() -> list[Guarded]:
         statements = []
         for extension in list(_extensions):
-            statement = extension.finish_statement(turn, outcome)
-            if statement is not None:
-                statements.append(statement)
+            statements += extension.finish_statements(turn, outcome)
         return statements
 
     def then_apart() -> bool:

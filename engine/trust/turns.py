@@ -38,11 +38,11 @@ class ProvenRuns(TurnExtension):
     def run_fields(self, request: TurnRequest, acquired: Acquired) -> dict[str, Any]:
         return {"snapshot_id": acquired.snapshot or None}
 
-    def finish_statement(self, turn: Turn, outcome: TurnOutcome) -> Guarded | None:
+    def finish_statements(self, turn: Turn, outcome: TurnOutcome) -> list[Guarded]:
         """The proof, written with the run's outcome and steps (one round trip), when the
         recorder holds the rows it covers; otherwise `on_finish` reads them back and writes it."""
         if not _to_prove(turn, outcome):
-            return None
+            return []
         # The rows the transaction writes, as the recorder holds them (no read back).
         try:
             rows = turn.recorder.stored_rows() if turn.recorder is not None else None
@@ -50,11 +50,11 @@ class ProvenRuns(TurnExtension):
             logger.exception("run rows not taken from its recorder", extra={"run": turn.run_id})
             rows = None
         if rows is None:
-            return None
+            return []
         turn._cadence_proof_sent = True  # type: ignore[attr-defined]
         row = proof_prepared(run_id=turn.run_id, rows=rows)
         if row is None:
-            return None
+            return []
         from engine.trust.proofs import proof_insert
 
         sql, values = proof_insert(row)
@@ -63,10 +63,10 @@ class ProvenRuns(TurnExtension):
             if written == 1:
                 turn._cadence_proven = True  # type: ignore[attr-defined]
 
-        return Guarded(sql, values, done, what=f"the proof of run {turn.run_id}")
+        return [Guarded(sql, values, done, what=f"the proof of run {turn.run_id}")]
 
     def writes_on_finish(self, turn: Turn, outcome: TurnOutcome) -> bool:
-        # The proof goes with the run's statements (finish_statement), unless it must be made
+        # The proof goes with the run's statements (finish_statements), unless it must be made
         # from the rows read back: then here, in the run's transaction.
         return not getattr(turn, "_cadence_proof_sent", False) and _to_prove(turn, outcome)
 

@@ -8,9 +8,11 @@ when the call broke before its usage arrived, with our own count of what streame
 estimated), and add the call to the turn's usage. No principal is exempt: every key type and
 every session user go through the same reservation.
 
-The usage records (PostgreSQL, tenants/limits/usage.py) get a turn's calls together: once the
-turn's run is written (`after_write`, on the thread that wrote it, after its transaction, whether
-it committed or not), and during a long turn whenever its oldest unwritten call is
+The usage records (PostgreSQL, tenants/limits/usage.py) get a turn's calls together: with the
+turn's run, in the round trip that begins and commits its transaction when it does
+(`finish_statements`, cadence_site/pipelined.py: the shared row is locked only for that batch),
+else once the run is written (`after_write`, on the thread that wrote it, after its transaction,
+whether it committed or not), and during a long turn whenever its oldest unwritten call is
 USAGE_WRITE_SECONDS old (on that call's settle). A turn's calls usually share one row (day,
 principal, orchestrator, model), which every concurrent turn of the organization updates: one
 upsert per call made 50 concurrent agent runs queue on that row's lock (2,000 upserts in 9 s;
@@ -36,13 +38,14 @@ from django_tenants.utils import schema_context
 
 from cadence_site import greendb
 from cadence_site.errors import ApplicationError
+from cadence_site.pipelined import Guarded
 from engine.runs.pipeline import Turn, TurnExtension
 from orchestrators.runtime import Usage as RuntimeUsage
 from tenants.context import db_sync_to_async
 from tenants.limits import budgets, plans
 from tenants.limits.enforce import ORG_PRINCIPAL
 from tenants.limits.models import TOKEN_FIELDS, UsageDay
-from tenants.limits.usage import Usage, usage_add
+from tenants.limits.usage import Usage, usage_add, usage_statement
 
 logger = logging.getLogger(__name__)
 
@@ -172,22 +175,66 @@ class _Unwritten:
         since = self.since
         return since is not None and time.monotonic() - since >= USAGE_WRITE_SECONDS
 
-    def write(self, who: _Who) -> None:
-        """Add what is unwritten to the usage records (the public schema's table: any schema);
-        taken out first, so that two writers never add the same calls twice."""
+    def take(self) -> dict[tuple[str, str], list[int]]:
+        """What is unwritten, taken out: two writers never add the same calls twice."""
         with self._lock:
             rows, self._rows, self.since = self._rows, {}, None
-        for (orchestrator, model), (requests, prompt, completion, estimated) in rows.items():
+        return rows
+
+    def give_back(self, key: tuple[str, str], row: list[int]) -> None:
+        """A taken row that was not written, unwritten again (summed with any added since)."""
+        with self._lock:
+            mine = self._rows.setdefault(key, [0, 0, 0, 0])
+            for index, value in enumerate(row):
+                mine[index] += value
+            if self.since is None:
+                self.since = time.monotonic()
+
+    def write(self, who: _Who) -> None:
+        """Add what is unwritten to the usage records (the public schema's table: any schema)."""
+        for (orchestrator, model), (requests, prompt, completion, estimated) in self.take().items():
             usage_add(
-                org_id=who.org_id,
-                principal=who.principal,
-                api_key_id=who.key_id,
-                orchestrator=orchestrator,
-                model=model,
-                usage=Usage(prompt, completion),
-                requests=requests,
-                estimated_tokens=estimated,
+                **_usage_fields(who, orchestrator, model, requests, prompt, completion, estimated)
             )
+
+    def statements(self, who: _Who, run_id: str) -> list[Guarded]:
+        """What is unwritten as statements for the turn's write, which commits them with the
+        run, in its round trip (`with_commit`: the row every concurrent turn updates is locked
+        only for as long as that batch); a row they do not write is unwritten again, for
+        `write` to add (after_write)."""
+        statements = []
+        for key, row in self.take().items():
+            sql, values = usage_statement(**_usage_fields(who, *key, *row))
+
+            def done(written: int | None, key=key, row=row) -> None:
+                if written is None:
+                    self.give_back(key, row)
+
+            statements.append(
+                Guarded(sql, values, done, what=f"the usage of run {run_id}", with_commit=True)
+            )
+        return statements
+
+
+def _usage_fields(
+    who: _Who,
+    orchestrator: str,
+    model: str,
+    requests: int,
+    prompt: int,
+    completion: int,
+    estimated: int,
+) -> dict:
+    return {
+        "org_id": who.org_id,
+        "principal": who.principal,
+        "api_key_id": who.key_id,
+        "orchestrator": orchestrator,
+        "model": model,
+        "usage": Usage(prompt, completion),
+        "requests": requests,
+        "estimated_tokens": estimated,
+    }
 
 
 def _who(
@@ -439,6 +486,14 @@ class BudgetExtension(TurnExtension):
             if leases:
                 await sync_to_async(budgets.lease_refresh, thread_sensitive=False)(leases=leases)
 
+    def finish_statements(self, turn, outcome) -> list[Guarded]:
+        """The turn's usage, written with its run when the run's batch commits (see
+        _Unwritten.statements); otherwise by `after_write`."""
+        state = self._state(turn)
+        if state is None:
+            return []
+        return state.unwritten.statements(state.who, turn.run_id)
+
     def writes_on_finish(self, turn, outcome) -> bool:
         return False  # a lease settled in Redis
 
@@ -453,9 +508,9 @@ class BudgetExtension(TurnExtension):
             pass  # its lease lapses on its own within LEASE_SECONDS
 
     def after_write(self, turn, outcome) -> None:
-        """The turn's calls not yet in the usage records, after its run's transaction (not
-        inside it: the usage row is shared by every concurrent turn, and its lock would be held
-        until the run's commit)."""
+        """The turn's calls not yet in the usage records (the run's batch did not commit them),
+        after its run's transaction (not inside it: the usage row is shared by every concurrent
+        turn, and its lock would be held until the run's commit)."""
         state = self._state(turn)
         if state is not None:
             write_usage(state)

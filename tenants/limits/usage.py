@@ -56,6 +56,35 @@ def usage_add(
     """Add calls' usage to their day's row: one call's by default; `requests` calls' summed
     (`estimated_tokens`: how many of their tokens Cadence counted; default: all of them when
     `usage.estimated`)."""
+    sql, values = usage_statement(
+        org_id=org_id,
+        principal=principal,
+        usage=usage,
+        api_key_id=api_key_id,
+        orchestrator=orchestrator,
+        model=model,
+        requests=requests,
+        day=day,
+        estimated_tokens=estimated_tokens,
+    )
+    with bound_cursor() as cursor:  # prepared: one text
+        cursor.execute(sql, values)
+
+
+def usage_statement(
+    *,
+    org_id: int,
+    principal: str,
+    usage: Usage,
+    api_key_id=None,
+    orchestrator: str = "",
+    model: str = "",
+    requests: int = 1,
+    day: date | None = None,
+    estimated_tokens: int | None = None,
+) -> tuple[str, list]:
+    """usage_add's statement and its values, for a caller that sends it with others (a turn's
+    write: tenants/limits/turns.py)."""
     day = day or timezone.now().date()
     total = usage.total_tokens
     if estimated_tokens is None:
@@ -73,25 +102,23 @@ def usage_add(
         total,
         estimated_tokens,
     ]
-    table = UsageDay._meta.db_table
-    with bound_cursor() as cursor:  # prepared: one text
-        cursor.execute(
-            f"""
-            INSERT INTO public.{table} AS u (organization_id, day, principal, api_key_id,
-                orchestrator, model, requests, prompt_tokens, completion_tokens, total_tokens,
-                estimated_tokens, updated_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
-            ON CONFLICT (organization_id, day, principal, orchestrator, model) DO UPDATE SET
-                requests = u.requests + EXCLUDED.requests,
-                prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
-                completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
-                total_tokens = u.total_tokens + EXCLUDED.total_tokens,
-                estimated_tokens = u.estimated_tokens + EXCLUDED.estimated_tokens,
-                api_key_id = COALESCE(EXCLUDED.api_key_id, u.api_key_id),
-                updated_at = now()
-            """,
-            values,
-        )
+    return _USAGE_SQL, values
+
+
+_USAGE_SQL = f"""
+    INSERT INTO public.{UsageDay._meta.db_table} AS u (organization_id, day, principal,
+        api_key_id, orchestrator, model, requests, prompt_tokens, completion_tokens,
+        total_tokens, estimated_tokens, updated_at)
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now())
+    ON CONFLICT (organization_id, day, principal, orchestrator, model) DO UPDATE SET
+        requests = u.requests + EXCLUDED.requests,
+        prompt_tokens = u.prompt_tokens + EXCLUDED.prompt_tokens,
+        completion_tokens = u.completion_tokens + EXCLUDED.completion_tokens,
+        total_tokens = u.total_tokens + EXCLUDED.total_tokens,
+        estimated_tokens = u.estimated_tokens + EXCLUDED.estimated_tokens,
+        api_key_id = COALESCE(EXCLUDED.api_key_id, u.api_key_id),
+        updated_at = now()
+"""
 
 
 def _parse_day(value: str | None, field: str) -> date | None:

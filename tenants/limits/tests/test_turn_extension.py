@@ -200,3 +200,35 @@ def _prefix(key_id: str) -> str:
     from tenants.models import ApiKey
 
     return ApiKey.objects.values_list("prefix", flat=True).get(pk=key_id)
+
+
+def test_a_turns_usage_goes_with_its_run_and_what_is_not_written_is_written_after(world, turn_of):
+    """finish_statements: the turn's usage as statements of the run's batch (written when it
+    commits: with_commit); a row they did not write (not sent, refused, the batch failed) is
+    unwritten again, and after_write adds it, once."""
+    from django.db import transaction
+
+    from cadence_site.pipelined import write_together
+
+    turn = turn_of()
+    asyncio.run(_model_call(turn, RuntimeUsage(1, 1)))
+    statements = budget_extension.finish_statements(turn, None)
+    assert [s.with_commit for s in statements] == [True]
+    assert budget_extension.finish_statements(turn, None) == []  # taken: not offered twice
+    with transaction.atomic():
+        assert write_together(lambda: None, statements, commit=True)
+    budget_extension.after_write(turn, None)  # nothing left to write
+    row = UsageDay.objects.get(organization_id=world.alpha.org.pk)
+    assert (row.requests, row.total_tokens) == (1, 2)
+
+    asyncio.run(_model_call(turn, RuntimeUsage(2, 2)))
+    statements = budget_extension.finish_statements(turn, None)
+    with transaction.atomic():
+        # The run's transaction had begun (a chat reply stored with it): not sent, given back.
+        UsageDay.objects.filter(pk=row.pk).update(updated_at=row.updated_at)
+        assert write_together(lambda: None, statements, commit=True) is False
+    row.refresh_from_db()
+    assert (row.requests, row.total_tokens) == (1, 2)
+    budget_extension.after_write(turn, None)
+    row.refresh_from_db()
+    assert (row.requests, row.total_tokens) == (2, 6)
