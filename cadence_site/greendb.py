@@ -79,6 +79,13 @@ def in_green() -> bool:
     return isinstance(greenlet.getcurrent(), _Green)
 
 
+def green_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop of the green call this runs in (its code sees no running loop), or None
+    outside one."""
+    current = greenlet.getcurrent()
+    return current.loop if isinstance(current, _Green) else None
+
+
 def await_(awaitable: Any) -> Any:
     """From synchronous code in a green call: suspend it until `awaitable` is done on the loop,
     and give its result (or raise its exception)."""

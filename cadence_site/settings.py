@@ -481,6 +481,10 @@ CADENCE_WITNESS_URL = env.str("CADENCE_WITNESS_URL", default="")
 CADENCE_WITNESS_SECRET = env.str("CADENCE_WITNESS_SECRET", default="")
 CADENCE_WITNESS_FILE = env.str("CADENCE_WITNESS_FILE", default="")
 CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
+# A served turn's proof is taken into the log at most this long after its run's commit, together
+# with the others committed meanwhile (one sequencing for all: engine/trust/turns.py); 0: each
+# just after its own commit. Reading a proof's log entry sequences it at once in any case.
+CADENCE_PROOF_SEQUENCE_SECONDS = env.float("CADENCE_PROOF_SEQUENCE_SECONDS", default=0.02)
 # --- alerts (engine/alerts) and retention (engine/retention) -----------------------------------
 # Alert tasks' queue (empty: Celery's default queue).
 CADENCE_ALERTS_QUEUE = env.str("CADENCE_ALERTS_QUEUE", default="")

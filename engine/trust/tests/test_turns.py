@@ -21,11 +21,25 @@ TOOL = '/tool calculator {"expression": "2+3"}'
 def _proven(run_id: str) -> tuple[Run, dict]:
     with schema_context("org_alpha"):
         run = Run.objects.select_related("orchestrator__llm_config").get(pk=run_id)
-        proof = ExecutionProof.objects.get(run_id=run.id)
+        proof = _in_log(run.id)
         assert LogLeaf.objects.get(index=proof.log_index).digest == proof.digest
         # The payload column is written from the signed canonical text: the same JSON.
         assert proof.payload == json.loads(proof.canonical)
         return run, bundle_build(run=run, proof=proof)
+
+
+def _in_log(run_id, seconds: float = 10.0) -> ExecutionProof:
+    """The run's proof once the log has taken it in by itself (a served turn's within
+    CADENCE_PROOF_SEQUENCE_SECONDS of its commit), without reading its entry (which would take
+    it in)."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while True:
+        proof = ExecutionProof.objects.get(run_id=run_id)
+        if proof.log_index is not None or time.monotonic() > deadline:
+            return proof
+        time.sleep(0.02)
 
 
 def test_a_rest_invoke_run_is_pinned_to_its_snapshot_and_proven(world, chat_orchestrator, as_key):
@@ -173,3 +187,91 @@ def test_a_proof_the_database_refuses_leaves_the_run_recorded_with_its_steps(
     assert [r.getMessage() for r in caplog.records] == [
         f"the proof of run {outcome.run_id} not written"
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_served_turns_goes_into_the_log_in_fewer_sequencings_than_turns(
+    world, committed_db, chat_orchestrator, settings, monkeypatch
+):
+    """Turns written by green calls on a server's loop: each proof is taken into the log
+    within CADENCE_PROOF_SEQUENCE_SECONDS of its commit, with the others committed meanwhile."""
+    import asyncio
+
+    from engine.runs import pipeline
+    from engine.trust import log
+
+    settings.CADENCE_PROOF_SEQUENCE_SECONDS = 2.0
+    sequencings: list[int] = []
+    original = log.log_sequence
+
+    def counted(**kwargs):
+        sequencings.append(original(**kwargs))
+        return sequencings[-1]
+
+    monkeypatch.setattr(log, "log_sequence", counted)
+
+    def request() -> pipeline.TurnRequest:
+        return pipeline.TurnRequest(
+            schema_name="org_alpha",
+            org_slug="alpha",
+            ref=str(chat_orchestrator["fast"].id),
+            message="hi",
+            history=[],
+            trigger="invoke",
+        )
+
+    outcomes = await asyncio.gather(*(pipeline.turn_run(request()) for _ in range(5)))
+    assert [o.status for o in outcomes] == ["succeeded"] * 5
+
+    def waiting() -> int:
+        with schema_context("org_alpha"):
+            ids = [o.run_id for o in outcomes]
+            return ExecutionProof.objects.filter(run_id__in=ids, log_index=None).count()
+
+    assert sequencings == [] and await database_sync_to_async(waiting)() == 5  # not yet
+
+    def proofs():
+        with schema_context("org_alpha"):
+            return [_in_log(o.run_id) for o in outcomes]
+
+    found = await database_sync_to_async(proofs)()
+    assert all(p.log_index is not None for p in found)
+    assert len(sequencings) == 1 and sequencings[0] >= 5  # one, for all of them
+
+
+def test_a_loop_that_ends_with_a_sequencing_due_keeps_nobody_waiting(
+    world, committed_db, chat_orchestrator, settings
+):
+    """A server loop that stops with a gathered sequencing due or under way (its thread runs to
+    its end) leaves the log to the next sequencing, and the proof is taken in by it at the
+    latest."""
+    import asyncio
+    import threading
+
+    from engine.runs import pipeline
+    from engine.trust.turns import sequence
+
+    settings.CADENCE_PROOF_SEQUENCE_SECONDS = 0.05
+
+    async def turn_then_stop():
+        outcome = await pipeline.turn_run(
+            pipeline.TurnRequest(
+                schema_name="org_alpha",
+                org_slug="alpha",
+                ref=str(chat_orchestrator["fast"].id),
+                message="hi",
+                history=[],
+                trigger="invoke",
+            )
+        )
+        await asyncio.sleep(0.05)  # the loop ends about as the sequencing begins
+        return outcome
+
+    outcome = asyncio.run(turn_then_stop())
+    assert outcome.status == "succeeded"
+    done = threading.Event()
+    later = threading.Thread(target=lambda: (sequence("org_alpha"), done.set()), daemon=True)
+    later.start()
+    assert done.wait(30), "a later sequencing waited for a lock the ended loop kept"
+    with schema_context("org_alpha"):
+        assert ExecutionProof.objects.get(run_id=outcome.run_id).log_index is not None
