@@ -7,17 +7,23 @@ proof that cannot be made (a broken key file) is logged and leaves the run recor
 rather than losing the run.
 
 The proof is written in the run's transaction and taken into the log (engine/trust/log.py,
-`log_sequence`) after its commit (`after_write`), together with every other proof waiting then:
-at once for a run written on a thread, and within CADENCE_PROOF_SEQUENCE_SECONDS (20 ms) for one
-written by a green call on a server's event loop, where one sequencing then takes a burst of
-turns' proofs in (measured on a streamed /v1 load: two statements per turn, a round trip each,
-were ~5% of the server's CPU per turn). Reading a proof's log entry (proof_in_log) sequences
-what waits at once, so nobody sees a proof without its entry. Appending in the run's transaction held the log's lock, which every run of the
-organization needs, from the append to the commit under a busy interpreter: 50 runs ending
-together held it 38-56 ms each (p50), one after the other, and their answers came over 2-3 s
-(benchmarks/run_ingest.py). In this process one thread at a time sequences an organization; the
-others wait for it and return at once when a sequencing that began after their commit took
-theirs in.
+`log_sequence`) after its commit (`after_write`), together with every other proof waiting then.
+Appending in the run's transaction held the log's lock, which every run of the organization
+needs, from the append to the commit under a busy interpreter: 50 runs ending together held it
+38-56 ms each (p50), one after the other, and their answers came over 2-3 s
+(benchmarks/run_ingest.py).
+
+- A run written on a thread: sequenced at once. In this process one thread at a time sequences
+  an organization; the others wait for it and return at once when a sequencing that began after
+  their commit took theirs in.
+- A run written by a green call on a server's event loop: within CADENCE_PROOF_SEQUENCE_SECONDS
+  (20 ms) of its commit, in one sequencing for every proof committed meanwhile (measured on a
+  streamed /v1 load: a sequencing per turn, two statements and two round trips, was ~5% of the
+  server's CPU per turn). One at a time per loop and organization, without the lock above (a
+  green call that its loop stopped running would keep it); a concurrent sequencing elsewhere is
+  the log's own concern (its head's guard: the loser reads again).
+- Reading a proof's log entry (proof_in_log) sequences what waits at once, so nobody sees a
+  proof without its entry; a tree head's signing (periodic) takes in what a crash left waiting.
 """
 
 from __future__ import annotations
@@ -238,6 +244,7 @@ def sequence(schema_name: str) -> None:
 
 # Gathered sequencings, per (event loop, schema): one is due, not yet begun.
 _due: set[tuple[asyncio.AbstractEventLoop, str]] = set()
+_running: set[tuple[asyncio.AbstractEventLoop, str]] = set()
 _tasks: set[asyncio.Task] = set()
 
 
@@ -247,9 +254,7 @@ def sequence_soon(schema_name: str) -> None:
     in with it (one sequencing, two statements, for a burst of turns rather than one per turn).
     At once when called on a thread (no loop), inside a caller's transaction (the proof is not
     committed yet: sequence() takes it in there), or when the setting is 0. Never raises."""
-    from django.conf import settings
-
-    delay = getattr(settings, "CADENCE_PROOF_SEQUENCE_SECONDS", 0.0)
+    delay = _delay()
     loop = greendb.green_loop()
     if delay <= 0 or loop is None or connection.in_atomic_block:
         sequence(schema_name)
@@ -263,27 +268,41 @@ def sequence_soon(schema_name: str) -> None:
 
 
 def _begin(key: tuple[asyncio.AbstractEventLoop, str]) -> None:
+    loop, schema_name = key
+    if key in _running:  # the last one has not ended: after it
+        loop.call_later(_delay(), _begin, key)
+        return
     # No longer due from here: a commit after this point asks for the next one.
     _due.discard(key)
-    task = asyncio.ensure_future(_sequence_apart(key[1]))
+    _running.add(key)
+    task = asyncio.ensure_future(_sequence_green(schema_name))
     _tasks.add(task)  # held until it ends (the loop keeps weak references)
     task.add_done_callback(_tasks.discard)
+    task.add_done_callback(lambda _: _running.discard(key))
 
 
-async def _sequence_apart(schema_name: str) -> None:
-    """On a database thread, not in a green call: it holds the sequencer's lock across two
-    statements, and a thread runs to its end whatever becomes of the loop (a green call that
-    its loop stopped running would keep the lock, and every later sequencing would wait). One
-    thread hop per gathered sequencing, not per turn."""
-    from channels.db import database_sync_to_async
+def _delay() -> float:
+    from django.conf import settings
 
-    from tenants.context import db_executor
+    return getattr(settings, "CADENCE_PROOF_SEQUENCE_SECONDS", 0.0)
+
+
+async def _sequence_green(schema_name: str) -> None:
+    """In a green call, without the process's sequencer lock (a green call that its loop stopped
+    running would keep it, and every later sequencing would wait): one gathered sequencing at a
+    time per loop and organization (`_running`), and the log's own guard against a concurrent
+    one (log_sequence: the loser reads again)."""
+    from django_tenants.utils import schema_context
+
+    from engine.trust.log import log_sequence
+
+    def call() -> None:
+        with schema_context(schema_name):
+            log_sequence()
 
     try:
-        await database_sync_to_async(sequence, thread_sensitive=False, executor=db_executor())(
-            schema_name
-        )
-    except Exception:  # the thread could not run it: the next sequencing takes these in
+        await greendb.run(call)
+    except Exception:  # what fails here waits for the next sequencing
         logger.exception("proofs not taken into the log", extra={"schema": schema_name})
 
 

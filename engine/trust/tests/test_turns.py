@@ -242,9 +242,9 @@ async def test_a_burst_of_served_turns_goes_into_the_log_in_fewer_sequencings_th
 def test_a_loop_that_ends_with_a_sequencing_due_keeps_nobody_waiting(
     world, committed_db, chat_orchestrator, settings
 ):
-    """A server loop that stops with a gathered sequencing due or under way (its thread runs to
-    its end) leaves the log to the next sequencing, and the proof is taken in by it at the
-    latest."""
+    """A server loop that stops with a gathered sequencing due or under way holds nothing the
+    next sequencing needs (no process lock in a green call), and the proof is taken in by that
+    one at the latest."""
     import asyncio
     import threading
 
