@@ -262,6 +262,8 @@ def sequence_soon(schema_name: str) -> None:
     key = (loop, schema_name)
     if key in _due:
         return  # one is due, and begins after this commit: it takes this proof in
+    for stale in [k for k in _due if k[0].is_closed()]:  # a loop that ended with one due
+        _due.discard(stale)
     _due.add(key)
     # On the loop's thread (a green call runs there): its own call_later, no thread hop.
     loop.call_later(delay, _begin, key)
