@@ -41,32 +41,10 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-def usage_add(
-    *,
-    org_id: int,
-    principal: str,
-    usage: Usage,
-    api_key_id=None,
-    orchestrator: str = "",
-    model: str = "",
-    requests: int = 1,
-    day: date | None = None,
-    estimated_tokens: int | None = None,
-) -> None:
-    """Add calls' usage to their day's row: one call's by default; `requests` calls' summed
-    (`estimated_tokens`: how many of their tokens Cadence counted; default: all of them when
-    `usage.estimated`)."""
-    sql, values = usage_statement(
-        org_id=org_id,
-        principal=principal,
-        usage=usage,
-        api_key_id=api_key_id,
-        orchestrator=orchestrator,
-        model=model,
-        requests=requests,
-        day=day,
-        estimated_tokens=estimated_tokens,
-    )
+def usage_add(**fields) -> None:
+    """Add calls' usage to their day's row (usage_statement's fields): one call's by default;
+    `requests` calls' summed."""
+    sql, values = usage_statement(**fields)
     with bound_cursor() as cursor:  # prepared: one text
         cursor.execute(sql, values)
 
@@ -83,8 +61,10 @@ def usage_statement(
     day: date | None = None,
     estimated_tokens: int | None = None,
 ) -> tuple[str, list]:
-    """usage_add's statement and its values, for a caller that sends it with others (a turn's
-    write: tenants/limits/turns.py)."""
+    """The statement that adds calls' usage to their day's row, and its values: one call's by
+    default; `requests` calls' summed (`estimated_tokens`: how many of their tokens Cadence
+    counted; default: all of them when `usage.estimated`). usage_add sends it; a turn's write
+    sends it with the run's (tenants/limits/turns.py)."""
     day = day or timezone.now().date()
     total = usage.total_tokens
     if estimated_tokens is None:

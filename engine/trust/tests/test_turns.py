@@ -189,6 +189,21 @@ def test_a_proof_the_database_refuses_leaves_the_run_recorded_with_its_steps(
     ]
 
 
+def _invoke(orchestrator):
+    """A turn of alpha's `orchestrator` as a served invoke runs it (awaited on a loop: its
+    database calls are green)."""
+    from engine.runs import pipeline
+
+    return pipeline.TurnRequest(
+        schema_name="org_alpha",
+        org_slug="alpha",
+        ref=str(orchestrator.id),
+        message="hi",
+        history=[],
+        trigger="invoke",
+    )
+
+
 @pytest.mark.asyncio
 async def test_a_burst_of_served_turns_goes_into_the_log_in_fewer_sequencings_than_turns(
     world, committed_db, chat_orchestrator, settings, monkeypatch
@@ -210,17 +225,9 @@ async def test_a_burst_of_served_turns_goes_into_the_log_in_fewer_sequencings_th
 
     monkeypatch.setattr(log, "log_sequence", counted)
 
-    def request() -> pipeline.TurnRequest:
-        return pipeline.TurnRequest(
-            schema_name="org_alpha",
-            org_slug="alpha",
-            ref=str(chat_orchestrator["fast"].id),
-            message="hi",
-            history=[],
-            trigger="invoke",
-        )
-
-    outcomes = await asyncio.gather(*(pipeline.turn_run(request()) for _ in range(5)))
+    outcomes = await asyncio.gather(
+        *(pipeline.turn_run(_invoke(chat_orchestrator["fast"])) for _ in range(5))
+    )
     assert [o.status for o in outcomes] == ["succeeded"] * 5
 
     def waiting() -> int:
@@ -254,16 +261,7 @@ def test_a_loop_that_ends_with_a_sequencing_due_keeps_nobody_waiting(
     settings.CADENCE_PROOF_SEQUENCE_SECONDS = 0.05
 
     async def turn_then_stop():
-        outcome = await pipeline.turn_run(
-            pipeline.TurnRequest(
-                schema_name="org_alpha",
-                org_slug="alpha",
-                ref=str(chat_orchestrator["fast"].id),
-                message="hi",
-                history=[],
-                trigger="invoke",
-            )
-        )
+        outcome = await pipeline.turn_run(_invoke(chat_orchestrator["fast"]))
         await asyncio.sleep(0.05)  # the loop ends about as the sequencing begins
         return outcome
 
