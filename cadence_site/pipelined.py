@@ -4,20 +4,23 @@ A turn's database work is a handful of statements, and each round trip costs the
 most of them do: measured on a streamed /v1 load, five extra `SELECT 1` round trips in a turn's
 write cost 0.7-1.2 ms of server CPU per turn (a wait handed to the loop, its wake-up, a cursor),
 against ~3.4 ms for the whole turn. `pipelined()` sends the statements made inside it with
-psycopg's pipeline mode: queued, then sent and read at the block's end, the BEGIN of a
-transaction they open included.
+psycopg's pipeline mode: queued, then sent and read at the block's end. (psycopg sends the
+BEGIN of a transaction that the block opens in a round trip of its own: `write_together`'s
+`commit` sends its own BEGIN and COMMIT in the batch instead.)
 
-`write_together(send, statements)` writes `send()`'s statements and then each `Guarded`
-statement in a savepoint of its own, in one round trip: a guarded statement that the database
-refuses is rolled back to its savepoint, logged and reported to its `done` (None), and what came
-before it stands, as a savepoint around each would do statement by statement. The run's outcome,
-its steps and its execution proof are written so (engine/runs/recorder.py `finish`).
+`write_together(send, statements, commit=...)` writes `send()`'s statements and then each
+`Guarded` statement in a savepoint of its own, in one round trip: a guarded statement that the
+database refuses is rolled back to its savepoint, logged and reported to its `done` (None), and
+what came before it stands, as a savepoint around each would do statement by statement. The
+run's outcome, its steps, its execution proof and its usage are written so
+(engine/runs/recorder.py `finish`).
 
 Inside `pipelined()`, a cursor's `rowcount` reads -1 until the block ends, and a fetch sends what
 is queued and waits (one more round trip, correct all the same): only statements whose results
 nobody needs before the end belong there; Django's ORM (which reads `rowcount` after an UPDATE)
-does not. An error raises at the end of the block, as Django's DatabaseError, with the statements
-after the failing one not run (PostgreSQL skips the rest of the batch).
+does not. An error raises at the end of the block, or at a later statement of it when psycopg
+reads the failure's result early, as Django's DatabaseError; PostgreSQL skips the statements
+after the failing one.
 """
 
 from __future__ import annotations
