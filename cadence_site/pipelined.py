@@ -97,17 +97,20 @@ def write_together(
     else:
         held = []
     cursors: list[Any] = []
+    commands = None
     reported = 0  # statements[:reported] have been told
     try:
         try:
             with pipelined():
+                # One cursor for the batch's commands (their results are not read).
+                commands = open_bound()
                 if raw is not None:
-                    _command("BEGIN")
+                    commands.execute("BEGIN", prepare=False)
                 send()
                 for statement in statements:
-                    cursors.append(_send(statement))
+                    cursors.append(_send(statement, commands))
                 if raw is not None:
-                    _command("COMMIT")
+                    commands.execute("COMMIT", prepare=False)
         except Exception:
             if not _back_to_savepoint():
                 if raw is not None:
@@ -136,7 +139,7 @@ def write_together(
     finally:
         for statement in [*statements[reported:], *held]:
             _report(statement, None)  # not written: the batch failed, or they were not sent
-        for cursor in cursors:
+        for cursor in [*cursors, commands] if commands is not None else cursors:
             cursor.close()
         if raw is not None and not raw.closed:
             if raw.info.transaction_status != pq.TransactionStatus.IDLE:
@@ -157,17 +160,17 @@ def _rollback() -> None:
         logger.warning("rolling back a batch's transaction failed", exc_info=True)
 
 
-def _send(statement: Guarded) -> Any:
+def _send(statement: Guarded, commands: Any) -> Any:
     """SAVEPOINT, the statement (prepared, on a cursor of its own: its row count is read after
-    the batch) and RELEASE, queued."""
-    _command(f"SAVEPOINT {_SAVEPOINT}")
+    the batch) and RELEASE, queued; the savepoint's commands on `commands`."""
+    commands.execute(f"SAVEPOINT {_SAVEPOINT}", prepare=False)
     cursor = open_bound()
     try:
         cursor.execute(statement.sql, statement.params, prepare=enabled())
     except BaseException:
         cursor.close()
         raise
-    _command(f"RELEASE SAVEPOINT {_SAVEPOINT}")
+    commands.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}", prepare=False)
     return cursor
 
 

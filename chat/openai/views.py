@@ -338,10 +338,12 @@ async def _event_stream(turn: Turn) -> AsyncIterator[str]:
     keepalive = keepalive_seconds()
     while True:
         items: list[tuple[str, Any]] = []
-        # Waiting (wait_for makes a task per call) only when the client is ahead of the turn.
+        # Waiting only when the client is ahead of the turn; in a timeout scope, not wait_for,
+        # which costs a task per call.
         if turn.queue.empty():
             try:
-                items.append(await asyncio.wait_for(turn.queue.get(), timeout=keepalive))
+                async with asyncio.timeout(keepalive):
+                    items.append(await turn.queue.get())
             except TimeoutError:
                 first, role = role or ": ping\n\n", ""
                 yield first

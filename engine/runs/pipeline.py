@@ -497,7 +497,9 @@ async def _pulse(turn: Turn, stop: asyncio.Event) -> None:
     """`on_progress` every PROGRESS_SECONDS until `stop` is set."""
     while True:
         try:
-            await asyncio.wait_for(stop.wait(), timeout=PROGRESS_SECONDS)
+            # A timeout scope, not wait_for (a task more per turn).
+            async with asyncio.timeout(PROGRESS_SECONDS):
+                await stop.wait()
             return
         except TimeoutError:
             await _progress(turn)
