@@ -73,8 +73,8 @@ def write_together(
     caller's transaction (see the module docstring). An error in what `send()` sends raises (the
     guarded statements are not written); one in a guarded statement does not.
 
-    `commit`: when nothing has been sent in the caller's transaction yet, it is begun and
-    committed in that same round trip (psycopg would otherwise send its BEGIN, and Django its
+    `commit`: when nothing has been sent in the caller's transaction yet (and its atomic block
+    is the outermost), it is begun and committed in that same round trip (psycopg would otherwise send its BEGIN, and Django its
     COMMIT, in round trips of their own); True when it was. The caller's atomic block then ends
     with nothing left to commit; its on_commit callbacks run as they would. What the caller
     sends after this, still in its block, goes in a transaction of its own. An error rolls the
@@ -83,7 +83,7 @@ def write_together(
     if not db.in_atomic_block:
         raise RuntimeError("write_together() outside a transaction: nothing to roll back to")
     raw = None
-    if commit:
+    if commit and len(db.atomic_blocks) == 1:  # an outer block would commit it, not this one
         db.ensure_connection()
         raw = db.connection
         if raw.autocommit or raw.info.transaction_status != pq.TransactionStatus.IDLE:

@@ -241,3 +241,13 @@ def test_a_statement_with_commit_is_sent_only_in_a_batch_that_commits(table):
     with transaction.atomic():
         assert write_together(lambda: None, [held], commit=True) is True
     assert reports == [None, 1] and _committed(table) == [(1, "a"), (2, "b")]
+
+
+def test_with_commit_inside_an_outer_block_the_outer_block_decides(table):
+    """Nothing sent yet, but the block is not the outermost (no savepoint of its own either):
+    the batch does not commit, and the outer block's rollback undoes it."""
+    with pytest.raises(RuntimeError, match="outer"), transaction.atomic():
+        with transaction.atomic(savepoint=False):
+            assert write_together(lambda: _insert(table, 1, "a"), [], commit=True) is False
+        raise RuntimeError("the outer block fails")
+    assert _committed(table) == []

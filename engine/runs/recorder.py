@@ -447,20 +447,28 @@ class RunRecorder:
             )
             _insert_steps(self.run_id, pending)
 
-        with schema_context(self.schema_name), transaction.atomic():
-            if not self.created:
-                self._write_row()
-                self.created = True
-            # The outcome, the steps and what extensions write with them (the proof), with the
-            # transaction's BEGIN: one round trip (cadence_site/pipelined.py).
-            self.flushed = len(self.events)
-            statements = guarded() if guarded is not None else []
-            # Log lines go with the run, through the ORM: not in a batch that commits.
-            apart = not self.logs and (then is None or (then_apart is not None and then_apart()))
-            write_together(send, statements, commit=apart)
-            _insert_logs(self.run_id, self.logs, self.logs_dropped)
-            if then is not None:
-                then()  # after the commit when `apart`: in a transaction of its own
+        flushed, committed = self.flushed, False
+        try:
+            with schema_context(self.schema_name), transaction.atomic():
+                if not self.created:
+                    self._write_row()
+                    self.created = True
+                # The outcome, the steps and what extensions write with them (the proof, the
+                # usage), with the transaction's BEGIN: one round trip (cadence_site/pipelined.py).
+                self.flushed = len(self.events)
+                statements = guarded() if guarded is not None else []
+                # Log lines go with the run, through the ORM: not in a batch that commits.
+                apart = not self.logs and (
+                    then is None or (then_apart is not None and then_apart())
+                )
+                committed = write_together(send, statements, commit=apart)
+                _insert_logs(self.run_id, self.logs, self.logs_dropped)
+                if then is not None:
+                    then()  # after the commit when `committed`: in a transaction of its own
+        except BaseException:
+            if not committed:
+                self.flushed = flushed  # the steps were not written: a later write writes them
+            raise
         self.ended.update(status=status, error_code=error_code[:64])
 
     def seal(self) -> None:
