@@ -62,8 +62,15 @@ same day (another session), the issue's command on main: stream 1 / 20 / 100 cli
 same command swung 30% between runs minutes apart, so that session judged changes by
 benchmarks/ab_instructions.py (instructions per request under callgrind, repeatable to ~2%:
 streamed /v1 at 1 client 13.92 M before, 12.34 M after) and by interleaved ab_trees.py pairs
-(stream at 20 clients 4.80 -> 4.18 ms, json 4.07 -> 3.45). Earlier sessions' figures are in
-git history. What moved it, across sessions: API keys resolved once per
+(stream at 20 clients 4.80 -> 4.18 ms, json 4.07 -> 3.45). The next session (2026-12-07),
+the issue's command, two runs at its end: stream 1 / 20 / 100 clients 4.23 / 2.93 / 2.87 and
+3.97 / 2.93 / 2.93 ms, json 4.13 / 2.80 / 2.83 and 3.93 / 2.80 / 2.73, WebSocket 5.32 and 5.22
+ms a message, 0 of 2,500 lost; interleaved ab_trees.py pairs against that session's start
+(e704fc8): stream 4.63 -> 3.87 (1 client), 3.47 -> 2.72 (20), 3.50 -> 2.97 (100), json at 20
+3.43 -> 2.90. It cut round trips, not Python (callgrind counts 2% more instructions): a turn's
+write in one batch with its BEGIN and COMMIT (cadence_site/pipelined.py), proofs sequenced
+together (engine/trust/turns.py). Earlier sessions' figures are in git history. What moved it,
+across sessions: a turn's write, proof and usage in one round trip; API keys resolved once per
 process and kept until the database notifies a change (tenants/access_watch.py); three thread
 hops per turn instead of five; a chat turn's begin without ORM query building; sockets that keep
 their conversation while nothing that decides it changes; the stream hub's read packed once per
