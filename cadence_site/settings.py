@@ -484,7 +484,8 @@ CADENCE_TREE_HEAD_INTERVAL = env.int("CADENCE_TREE_HEAD_INTERVAL", default=60)
 # A served turn's proof is taken into the log at most this long after its run's commit, together
 # with the others committed meanwhile (one sequencing for all: engine/trust/turns.py); 0: each
 # just after its own commit. Reading a proof's log entry sequences it at once in any case.
-CADENCE_PROOF_SEQUENCE_SECONDS = env.float("CADENCE_PROOF_SEQUENCE_SECONDS", default=0.02)
+# 0.1 against 0.02: 6% less server CPU per streamed /v1 turn at 1 client (interleaved pairs).
+CADENCE_PROOF_SEQUENCE_SECONDS = env.float("CADENCE_PROOF_SEQUENCE_SECONDS", default=0.1)
 # --- alerts (engine/alerts) and retention (engine/retention) -----------------------------------
 # Alert tasks' queue (empty: Celery's default queue).
 CADENCE_ALERTS_QUEUE = env.str("CADENCE_ALERTS_QUEUE", default="")

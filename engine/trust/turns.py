@@ -17,7 +17,7 @@ needs, from the append to the commit under a busy interpreter: 50 runs ending to
   an organization; the others wait for it and return at once when a sequencing that began after
   their commit took theirs in.
 - A run written by a green call on a server's event loop: within CADENCE_PROOF_SEQUENCE_SECONDS
-  (20 ms) of its commit, in one sequencing for every proof committed meanwhile (measured on a
+  (100 ms) of its commit, in one sequencing for every proof committed meanwhile (measured on a
   streamed /v1 load: a sequencing per turn, two statements and two round trips, was ~5% of the
   server's CPU per turn). One at a time per loop and organization, without the lock above (a
   green call that its loop stopped running would keep it); a concurrent sequencing elsewhere is
