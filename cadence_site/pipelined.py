@@ -1,4 +1,4 @@
-"""Statements sent to PostgreSQL together: one round trip for a batch whose results are read after it.
+"""Statements sent to PostgreSQL together: one round trip for a batch whose results come after.
 
 A turn's database work is a handful of statements, and each round trip costs the server more than
 most of them do: measured on a streamed /v1 load, five extra `SELECT 1` round trips in a turn's
@@ -74,8 +74,9 @@ def write_together(
     guarded statements are not written); one in a guarded statement does not.
 
     `commit`: when nothing has been sent in the caller's transaction yet (and its atomic block
-    is the outermost), it is begun and committed in that same round trip (psycopg would otherwise send its BEGIN, and Django its
-    COMMIT, in round trips of their own); True when it was. The caller's atomic block then ends
+    is the outermost), it is begun and committed in that same round trip (psycopg would
+    otherwise send its BEGIN, and Django its COMMIT, in round trips of their own); True when it
+    was. The caller's atomic block then ends
     with nothing left to commit; its on_commit callbacks run as they would. What the caller
     sends after this, still in its block, goes in a transaction of its own. An error rolls the
     transaction back before it raises."""
