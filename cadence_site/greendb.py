@@ -312,12 +312,35 @@ def _green_connection_class() -> type:
 
         def wait(self, gen, interval=0.1, timeout=None):
             if isinstance(greenlet.getcurrent(), _Green):
+                # Run here until the generator would block: a statement queued in a pipeline
+                # (cadence_site/pipelined.py) never does, and handing it to the loop cost a
+                # switch out of this call and back for nothing.
+                try:
+                    first = gen.send(None)
+                except StopIteration as done:
+                    return done.value
                 return await_(
-                    waiting.wait_async(gen, self.pgconn.socket, interval=interval, timeout=timeout)
+                    waiting.wait_async(
+                        _resumed(gen, first),
+                        self.pgconn.socket,
+                        interval=interval,
+                        timeout=timeout,
+                    )
                 )
             return super().wait(gen, interval, timeout)
 
     return GreenConnection
+
+
+def _resumed(gen: Any, first: Any) -> Any:
+    """psycopg's wait generator `gen`, whose first wait `first` was taken already."""
+    ready = yield first
+    while True:
+        try:
+            state = gen.send(ready)
+        except StopIteration as done:
+            return done.value
+        ready = yield state
 
 
 _GreenConnection: type | None = None

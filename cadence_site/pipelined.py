@@ -4,9 +4,12 @@ A turn's database work is a handful of statements, and each round trip costs the
 most of them do: measured on a streamed /v1 load, five extra `SELECT 1` round trips in a turn's
 write cost 0.7-1.2 ms of server CPU per turn (a wait handed to the loop, its wake-up, a cursor),
 against ~3.4 ms for the whole turn. `pipelined()` sends the statements made inside it with
-psycopg's pipeline mode: queued, then sent and read at the block's end. (psycopg sends the
-BEGIN of a transaction that the block opens in a round trip of its own: `write_together`'s
-`commit` sends its own BEGIN and COMMIT in the batch instead.)
+psycopg's pipeline mode: queued, then sent and read at the block's end, in one write to the
+socket. (psycopg's own pipeline writes each statement to the socket as it is made, two readiness
+polls and a send each: 11 writes and 24 polls for a streamed turn's outcome, each write waking the
+database's backend for a fraction of the batch; `_Deferred` keeps them in libpq's buffer until
+results are wanted. psycopg sends the BEGIN of a transaction that the block opens in a round trip
+of its own: `write_together`'s `commit` sends its own BEGIN and COMMIT in the batch instead.)
 
 `write_together(send, statements, commit=...)` writes `send()`'s statements and then each
 `Guarded` statement in a savepoint of its own, in one round trip: a guarded statement that the
@@ -31,8 +34,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 from django.db import DEFAULT_DB_ALIAS, connections
-from psycopg import pq
+from psycopg import generators, pq
 
 from cadence_site.prepared import bound_cursor, enabled, open_bound
 
@@ -56,13 +60,69 @@ class Guarded:
     with_commit: bool = False
 
 
+class _Deferred(psycopg.Pipeline):
+    """psycopg's pipeline, its commands put in libpq's output buffer as they are made and written
+    to the socket only when results are wanted: a fetch, a sync, the block's end.
+
+    psycopg calls `_communicate_gen` after each command to write it (and read any result come
+    back); here that only buffers it. libpq writes a buffer grown past its threshold (64 kB) by
+    itself, without blocking (the connection is non-blocking in pipeline mode), so a large batch
+    still goes out in pieces; what the server answers meanwhile waits in the socket until the
+    fetch, which reads while it writes (psycopg's `send`), so neither side can stall the other."""
+
+    def _communicate_gen(self):
+        self._buffer()
+        return
+        yield  # a generator, as psycopg's
+
+    def _buffer(self) -> None:
+        commands = self.command_queue
+        while commands:
+            commands.popleft()()
+
+    def _exit_gen(self):
+        # psycopg's, without its flush request: the sync makes the server send what it has.
+        try:
+            self._enqueue_sync()
+            self._buffer()
+        finally:
+            yield from generators.send(self.pgconn)
+            yield from super()._fetch_gen(flush=False)
+
+    def _fetch_gen(self, *, flush: bool):
+        self._buffer()
+        if not self.result_queue:
+            return
+        if flush:
+            self.pgconn.send_flush_request()
+        yield from generators.send(self.pgconn)  # what is buffered: no write when nothing is
+        yield from super()._fetch_gen(flush=False)
+
+
+@contextmanager
+def _deferred(raw: psycopg.Connection) -> Iterator[None]:
+    """`raw.pipeline()` (psycopg's, whose bookkeeping this follows) with a `_Deferred` pipeline;
+    inside another pipeline block, that block's pipeline."""
+    with raw.lock:
+        raw._check_connection_ok()
+        if (pipeline := raw._pipeline) is None:
+            pipeline = raw._pipeline = _Deferred(raw)
+    try:
+        with pipeline:
+            yield
+    finally:
+        if pipeline.level == 0:
+            with raw.lock:
+                raw._pipeline = None
+
+
 @contextmanager
 def pipelined() -> Iterator[None]:
     """The statements sent inside go to PostgreSQL together at its end (see the module
     docstring)."""
     db = connections[DEFAULT_DB_ALIAS]
     db.ensure_connection()
-    with db.wrap_database_errors, db.connection.pipeline():
+    with db.wrap_database_errors, _deferred(db.connection):
         yield
 
 

@@ -125,6 +125,43 @@ async def test_an_error_reaches_the_caller_and_the_connection_serves_the_next_ca
     assert pool.count == len(pool.idle) <= pool.size
 
 
+async def test_statements_queued_in_a_pipeline_are_not_handed_to_the_loop(
+    world, committed_db, monkeypatch
+):
+    """A statement queued in a pipeline (cadence_site/pipelined.py) does not block: the green
+    call goes on at once instead of switching out to the loop and back; the batch's end, which
+    waits for the results, is what the loop waits on."""
+    from psycopg import waiting
+
+    from cadence_site.pipelined import pipelined
+    from cadence_site.prepared import bound_cursor
+
+    handed: list[int] = []
+    real = waiting.wait_async
+
+    def counted(gen, *args, **kwargs):
+        handed.append(1)
+        return real(gen, *args, **kwargs)
+
+    monkeypatch.setattr(waiting, "wait_async", counted)
+
+    def batch():
+        with schema_context("org_alpha"):
+            _schema_and_backend()  # connected, its search_path set
+            start = len(handed)
+            with bound_cursor() as cursor:
+                with pipelined():
+                    for n in range(5):
+                        cursor.execute("SELECT %s::int", [n])
+                    inside = len(handed) - start
+                return inside, len(handed) - start, cursor.fetchall()
+
+    inside, after, rows = await greendb.run(batch)
+    assert inside == 0
+    assert after >= 1
+    assert rows == [(4,)]
+
+
 async def test_a_cancelled_caller_leaves_the_call_to_finish(world, committed_db):
     finished = []
 

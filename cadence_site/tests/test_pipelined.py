@@ -5,6 +5,7 @@ logged, and the rest of the transaction stands; a failure before them fails the 
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -27,19 +28,24 @@ def table(committed_db):
         cursor.execute("DROP TABLE public.pipelined_t")
 
 
-def _committed(table: str) -> list[tuple]:
-    """What another connection sees of `table`: what is committed."""
+def _other():
+    """Another connection to the test database, in autocommit."""
     import psycopg
 
     settings = connection.settings_dict
-    with psycopg.connect(
+    return psycopg.connect(
         dbname=settings["NAME"],
         user=settings["USER"],
         host=settings["HOST"],
         port=settings["PORT"],
         password=settings["PASSWORD"] or None,
         autocommit=True,
-    ) as other:
+    )
+
+
+def _committed(table: str) -> list[tuple]:
+    """What another connection sees of `table`: what is committed."""
+    with _other() as other:
         return other.execute(f"SELECT id, v FROM {table} ORDER BY id").fetchall()
 
 
@@ -84,6 +90,39 @@ def test_a_batch_and_its_guarded_statements_are_sent_together(table):
         assert connection.connection.pgconn.pipeline_status == pq.PipelineStatus.OFF
         assert reports == [1, 0]  # each statement's rows, read once the batch is back
     assert _rows(table) == [(1, "a"), (2, "b"), (3, "c")]
+
+
+def test_nothing_of_a_batch_reaches_the_server_before_its_end(table):
+    """The statements are buffered, not written one by one as psycopg's pipeline does: while
+    the batch is being made, the server's backend has received none of it (its last statement,
+    as another connection sees it, is still the one before the batch), and the batch's outcome
+    is all there once it ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid() /* before the batch */")
+        pid = cursor.fetchone()[0]
+    seen: list[str] = []
+
+    def last_statement() -> str:
+        with _other() as other:
+            return other.execute(
+                "SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]
+            ).fetchone()[0]
+
+    def send() -> None:
+        for n in range(1, 4):
+            _insert(table, n, "a")
+        deadline = time.monotonic() + 0.3  # time enough for a written statement to show
+        while time.monotonic() < deadline:
+            seen.append(last_statement())
+            time.sleep(0.05)
+
+    reports: list = []
+    with transaction.atomic():
+        write_together(send, [_guarded(table, reports, 4, "d")], commit=True)
+    assert set(seen) == {"SELECT pg_backend_pid() /* before the batch */"}
+    assert reports == [1]
+    assert _committed(table) == [(1, "a"), (2, "a"), (3, "a"), (4, "d")]
+    assert "COMMIT" in last_statement()
 
 
 def test_a_refused_guarded_statement_is_rolled_back_alone_and_those_after_it_are_written(
