@@ -24,6 +24,7 @@ class Lifespan:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "lifespan":
             return await self.app(scope, receive, send)
+        from engine.runs import live
         from orchestrators.pool import start_process_services, stop_process_services
         from tenants import access_watch
 
@@ -38,9 +39,12 @@ class Lifespan:
                     return
                 await sync_to_async(_sweep_orphans, thread_sensitive=True)()
                 access_watch.start()
+                live.serve_lasting()  # runs' ends published off the turn (engine/runs/live.py)
                 _tune_collector()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if not await live.drain():
+                    logger.warning("runs' last frames not all published at shutdown")
                 stop_process_services()
                 await sync_to_async(access_watch.stop, thread_sensitive=False)()
                 await sync_to_async(_stop_telemetry, thread_sensitive=False)()

@@ -239,6 +239,37 @@ def test_streamed_completion_concatenates_to_the_reply_with_a_usage_chunk(live, 
     assert all(c.usage is None for c in chunks[:-1])
 
 
+def test_a_runs_end_reaches_the_organizations_feed_after_its_reply(live, world, committed_db):
+    """The server's turns do not wait for their feed frames to reach Redis (engine/runs/live.py,
+    `serve_lasting`): the run's start and end still reach the organization's feed, a moment
+    after the reply."""
+    import redis
+    from django.conf import settings
+
+    from engine.runs.live import org_runs_stream_key
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = org_runs_stream_key("org_alpha")
+    last = client.xrevrange(key, count=1)
+    start = last[0][0].decode() if last else "0-0"
+    completion = _client(live, world.alpha.keys["member"]).chat.completions.create(
+        model=FAST, messages=[{"role": "user", "content": "to the feed"}]
+    )
+    run_id = str(_run_for(completion.id).id)
+
+    deadline = time.monotonic() + 10
+    statuses: list[str] = []
+    while "succeeded" not in statuses and time.monotonic() < deadline:
+        time.sleep(0.02)
+        statuses = [
+            frame["status"]
+            for _, fields in client.xrange(key, min=f"({start}")
+            for frame in map(json.loads, fields[b"e"].decode().split("\n"))
+            if frame["id"] == run_id
+        ]
+    assert statuses == ["running", "succeeded"]
+
+
 def test_stream_without_include_usage_has_no_usage_chunk(live, world):
     chunks = list(
         _client(live, world.alpha.keys["member"]).chat.completions.create(

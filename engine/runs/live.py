@@ -321,6 +321,13 @@ class RunPublisher:
             self.org_pending.append(json.dumps({**org_frame, "owner": self.owner}, default=str))
         if not self.watched and not self.org_pending:
             return  # a socket that came too late for the poller replays it from the database
+        if _sender().lasting:
+            # The server's loop: its sender writes them within SEND_GATHER_SECONDS, and the
+            # turn does not wait (its reply's end waited 5 ms and a round trip for it; a
+            # Redis that does not answer held every turn's end for CLOSE_SECONDS).
+            self.kick()
+            return
+        # A loop that may end with the turn (async_to_sync's, a worker's): sent before it does.
         self.closed = asyncio.get_running_loop().create_future()
         self.kick()
         try:
@@ -432,9 +439,12 @@ def _not_published(publisher: RunPublisher, exc: BaseException) -> None:
 
 
 class _Sender:
-    """One task per event loop sends every run's pending frames: no task per run."""
+    """One task per event loop sends every run's pending frames: no task per run. `lasting`:
+    the loop serves for the process's life (`serve_lasting`)."""
 
     def __init__(self) -> None:
+        self.lasting = False
+        self.sending = False
         self.wanted: dict[RunPublisher, None] = {}
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
@@ -462,7 +472,11 @@ class _Sender:
             await asyncio.sleep(SEND_GATHER_SECONDS)
             self.wake.clear()
             wanted, self.wanted = self.wanted, {}
-            await _send_all(client, list(wanted))
+            self.sending = True
+            try:
+                await _send_all(client, list(wanted))
+            finally:
+                self.sending = False
 
     def poll(self, publisher: RunPublisher) -> None:
         self.unwatched.add(publisher)
@@ -500,3 +514,23 @@ _senders: LoopLocal[_Sender] = LoopLocal(lambda: _Sender())
 
 def _sender() -> _Sender:
     return _senders.get()
+
+
+def serve_lasting() -> None:
+    """The running loop serves for the process's life (a server's, told by its lifespan): a run
+    that ends on it does not wait for its last frames to reach Redis (RunPublisher.close). Call
+    `drain` before the loop stops."""
+    _sender().lasting = True
+
+
+async def drain() -> bool:
+    """Wait, at most CLOSE_SECONDS, until the running loop's sender holds nothing more to send
+    (a server's shutdown: the last runs' ends reach Redis); True when it does not."""
+    sender = _sender()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + CLOSE_SECONDS
+    while (sender.wanted or sender.sending) and sender.task is not None:
+        if sender.task.done() or loop.time() >= deadline:
+            break
+        await asyncio.sleep(SEND_GATHER_SECONDS)
+    return not (sender.wanted or sender.sending)

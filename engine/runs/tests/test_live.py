@@ -1026,3 +1026,44 @@ async def test_one_send_writes_every_runs_feed_frames_as_one_entry_the_socket_sp
     assert [f["id"] for f in got] == ["run-0", "run-2"]  # the viewer's run is not the member's
     assert await socket.receive_nothing(timeout=0.3) is True
     await socket.disconnect()
+
+
+class _Ended:
+    """What RunPublisher.close reads of a recorder: no step frames (an unwatched run)."""
+
+    last: list = []
+
+    def take(self) -> list:
+        return []
+
+
+async def _feed_ids(client, key: str, after: str) -> list[str]:
+    entries = await client.xrange(key, min=f"({after}")
+    return [json.loads(t)["id"] for _, f in entries for t in f[b"e"].decode().split("\n")]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("lasting", [False, True])
+async def test_a_run_end_waits_for_its_frames_only_on_a_loop_that_may_end_with_it(world, lasting):
+    """On the server's loop (`serve_lasting`, told by its lifespan) a run's end does not wait
+    for its last frames to reach Redis: its reply ends without them, and the loop's sender
+    writes them a moment later (`drain` waits for that at shutdown). On any other loop
+    (async_to_sync's, a worker's, which may stop once the turn returns) close waits for them."""
+    from engine.runs import live
+
+    if lasting:
+        live.serve_lasting()
+    client = live.redis_client()
+    key = live.org_runs_stream_key("org_alpha")
+    start = (await client.xrevrange(key, count=1) or [(b"0-0", {})])[0][0].decode()
+    run_id = f"run-{uuid.uuid4()}"
+    publisher = live.RunPublisher(
+        recorder=_Ended(), schema_name="org_alpha", run_id=run_id, owner={"user": 1, "key": None}
+    )
+
+    await publisher.close(None, {"type": "run", "id": run_id, "status": "succeeded"})
+
+    published = await _feed_ids(client, key, start)
+    assert published == ([] if lasting else [run_id])
+    assert await live.drain() is True
+    assert await _feed_ids(client, key, start) == [run_id]
