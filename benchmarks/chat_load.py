@@ -69,7 +69,14 @@ ms a message, 0 of 2,500 lost; interleaved ab_trees.py pairs against that sessio
 (e704fc8): stream 4.63 -> 3.87 (1 client), 3.47 -> 2.72 (20), 3.50 -> 2.97 (100), json at 20
 3.43 -> 2.90. It cut round trips, not Python (callgrind counts 2% more instructions): a turn's
 write in one batch with its BEGIN and COMMIT (cadence_site/pipelined.py), proofs sequenced
-together (engine/trust/turns.py). Earlier sessions' figures are in git history. What moved it,
+together (engine/trust/turns.py). The session after (also 2026-12-07), the issue's command at
+its start (6b9a703) and end, two runs at the end: stream 1 / 20 / 100 clients 4.77 / 2.73 /
+2.47 -> 2.83 / 2.30 / 2.03 and 2.80 / 2.13 / 2.00 ms, json 4.90 / 2.67 / 2.60 -> 2.57 / 2.27 /
+2.37 and 2.57 / 2.07 / 2.30, WebSocket 5.13 -> 3.96 and 4.02 ms a message, 0 of 2,500 lost;
+stream req/s at 1 client 106 -> 232 and 248 (p50 8.75 -> 4.06 ms). What moved it: a pipelined
+batch written to the socket once, not once per statement (cadence_site/pipelined.py), and a
+run's end on the server's loop no longer waiting 5 ms and a Redis round trip for its feed
+frames (engine/runs/live.py `serve_lasting`). Earlier sessions' figures are in git history. What moved it,
 across sessions: a turn's write, proof and usage in one round trip; API keys resolved once per
 process and kept until the database notifies a change (tenants/access_watch.py); three thread
 hops per turn instead of five; a chat turn's begin without ORM query building; sockets that keep

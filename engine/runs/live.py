@@ -44,7 +44,9 @@ _frame_json = json.JSONEncoder(default=str).encode
 RUN_STREAM_MAXLEN = 50_000
 RUN_STREAM_TTL = 3600
 ORG_STREAM_MAXLEN = 5_000
-CLOSE_SECONDS = 2.0  # how long a run's end waits for its last frames to reach Redis
+CLOSE_SECONDS = 2.0  # how long a run's end waits for its last frames to reach Redis (on a loop
+# that may end with the turn: the server's does not wait, see serve_lasting), and a server's
+# shutdown for what its sender still holds (drain)
 TERMINAL = frozenset({Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED})
 # A run socket marks its run watched (`run_watch_mark`) for WATCH_TTL seconds, again every
 # WATCH_REFRESH seconds while it stays open; each event loop's sender looks for the marks of its
