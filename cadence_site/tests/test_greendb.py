@@ -162,6 +162,30 @@ async def test_statements_queued_in_a_pipeline_are_not_handed_to_the_loop(
     assert rows == [(4,)]
 
 
+async def test_a_pipelined_batch_past_the_sockets_buffer_lands_from_a_green_call(
+    world, committed_db
+):
+    """6.4 MB of statements written together from a green call, in libpq's pieces (whatever
+    the socket takes at a time: a pause waits on the loop); every statement lands."""
+    from cadence_site.pipelined import Guarded, write_together
+
+    def batch():
+        reports: list = []
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("CREATE TEMP TABLE green_big (id int, v text) ON COMMIT DROP")
+            sql = "INSERT INTO green_big VALUES (%s, %s)"
+            statements = [Guarded(sql, [n, "p" * 16_000], reports.append) for n in range(400)]
+            write_together(lambda: None, statements)
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT count(*), sum(length(v)) FROM green_big")
+                return reports, cursor.fetchone()
+
+    reports, row = await greendb.run(batch)
+    assert reports == [1] * 400
+    assert row == (400, 6_400_000)
+
+
 async def test_a_cancelled_caller_leaves_the_call_to_finish(world, committed_db):
     finished = []
 

@@ -290,3 +290,30 @@ def test_with_commit_inside_an_outer_block_the_outer_block_decides(table):
             assert write_together(lambda: _insert(table, 1, "a"), [], commit=True) is False
         raise RuntimeError("the outer block fails")
     assert _committed(table) == []
+
+
+def test_a_batch_larger_than_the_buffers_goes_whole(table):
+    """A batch past libpq's output threshold (64 kB) and the sockets' buffers: written in
+    pieces, the server's answers read meanwhile; every statement lands and is reported."""
+    reports: list = []
+    padding = "p" * 4000  # each statement's values ~4 kB: 1.6 MB in all
+    sql = f"INSERT INTO {table} SELECT %s, %s WHERE length(%s) > 0"
+    statements = [Guarded(sql, [n, "x", padding], reports.append) for n in range(1, 401)]
+    with transaction.atomic():
+        write_together(lambda: None, statements, commit=True)
+    assert reports == [1] * 400
+    assert len(_committed(table)) == 400
+
+
+def test_a_fetch_inside_the_block_sends_what_is_queued(table):
+    """A statement whose result is read inside the block: what was queued before it is sent
+    then (one round trip more), in order, and the block goes on."""
+    from cadence_site.pipelined import pipelined
+
+    with transaction.atomic():
+        with pipelined(), bound_cursor() as cursor:
+            cursor.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+            cursor.execute(f"SELECT count(*) FROM {table}")
+            assert cursor.fetchone() == (1,)
+            cursor.execute(f"INSERT INTO {table} VALUES (2, 'b')")
+    assert _rows(table) == [(1, "a"), (2, "b")]
