@@ -186,6 +186,48 @@ async def test_a_pipelined_batch_past_the_sockets_buffer_lands_from_a_green_call
     assert row == (400, 6_400_000)
 
 
+async def test_a_backend_killed_while_a_green_batch_is_made_fails_it_and_is_replaced(
+    world, committed_db
+):
+    """The backend is killed while a green call queues its batch: the batch's end raises in
+    the call (no wait on the loop for answers that never come), and the pool's next call gets
+    a working connection."""
+    import time
+
+    import psycopg
+    from django.db import DatabaseError
+
+    from cadence_site.pipelined import write_together
+
+    settings = connection.settings_dict
+
+    def batch():
+        pid = _schema_and_backend()[1]
+
+        def send():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            with psycopg.connect(
+                dbname=settings["NAME"],
+                user=settings["USER"],
+                host=settings["HOST"],
+                port=settings["PORT"],
+                password=settings["PASSWORD"] or None,
+                autocommit=True,
+            ) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [pid])
+            time.sleep(0.2)
+
+        with transaction.atomic():
+            write_together(send, [], commit=True)
+
+    started = time.monotonic()
+    with pytest.raises(DatabaseError):
+        await greendb.run(batch)
+    assert time.monotonic() - started < 10
+    assert (await greendb.run(_schema_and_backend))[0] == "public"
+
+
 async def test_a_cancelled_caller_leaves_the_call_to_finish(world, committed_db):
     finished = []
 

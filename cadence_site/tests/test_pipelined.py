@@ -317,3 +317,27 @@ def test_a_fetch_inside_the_block_sends_what_is_queued(table):
             assert cursor.fetchone() == (1,)
             cursor.execute(f"INSERT INTO {table} VALUES (2, 'b')")
     assert _rows(table) == [(1, "a"), (2, "b")]
+
+
+def test_a_connection_lost_before_the_batch_is_sent_fails_it_without_a_hang(table):
+    """The backend is killed while the batch is being made (nothing of it sent yet): its end
+    raises (no wait for answers that never come), nothing is written, and the next statement
+    gets a new connection."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+    reports: list = []
+
+    def send() -> None:
+        _insert(table, 1, "a")
+        with _other() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        time.sleep(0.2)  # the backend gone before the batch is written
+
+    started = time.monotonic()
+    with pytest.raises(DatabaseError), transaction.atomic():
+        write_together(send, [_guarded(table, reports, 2, "b")], commit=True)
+    assert time.monotonic() - started < 10
+    assert reports == [None]
+    assert _committed(table) == []
+    assert _rows(table) == []  # a new connection
