@@ -198,8 +198,7 @@ async def test_a_backend_killed_while_a_green_batch_is_made_fails_it_and_is_repl
     from django.db import DatabaseError
 
     from cadence_site.pipelined import write_together
-
-    settings = connection.settings_dict
+    from cadence_site.testing import test_database_url
 
     def batch():
         pid = _schema_and_backend()[1]
@@ -207,14 +206,7 @@ async def test_a_backend_killed_while_a_green_batch_is_made_fails_it_and_is_repl
         def send():
             with connection.cursor() as cursor:
                 cursor.execute("SELECT 1")
-            with psycopg.connect(
-                dbname=settings["NAME"],
-                user=settings["USER"],
-                host=settings["HOST"],
-                port=settings["PORT"],
-                password=settings["PASSWORD"] or None,
-                autocommit=True,
-            ) as other:
+            with psycopg.connect(test_database_url(), autocommit=True) as other:
                 other.execute("SELECT pg_terminate_backend(%s)", [pid])
             time.sleep(0.2)
 

@@ -12,6 +12,7 @@ from django.db import DatabaseError, connection, transaction
 
 from cadence_site.pipelined import Guarded, write_together
 from cadence_site.prepared import bound_cursor
+from cadence_site.testing import test_database_url
 
 
 @pytest.fixture
@@ -32,15 +33,7 @@ def _other():
     """Another connection to the test database, in autocommit."""
     import psycopg
 
-    settings = connection.settings_dict
-    return psycopg.connect(
-        dbname=settings["NAME"],
-        user=settings["USER"],
-        host=settings["HOST"],
-        port=settings["PORT"],
-        password=settings["PASSWORD"] or None,
-        autocommit=True,
-    )
+    return psycopg.connect(test_database_url(), autocommit=True)
 
 
 def _committed(table: str) -> list[tuple]:
