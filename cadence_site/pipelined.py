@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,11 +81,18 @@ class _Deferred(psycopg.Pipeline):
             commands.popleft()()
 
     def _exit_gen(self):
-        # psycopg's, without its flush request: the sync makes the server send what it has.
+        # psycopg's, without its flush request once the sync is buffered (it makes the server
+        # send what it has). A command libpq refused as it was buffered (more than 65,535
+        # values) leaves the rest, the sync with them, unbuffered: then the flush request, or
+        # the results of what went before it would be waited for forever.
         try:
             self._enqueue_sync()
             self._buffer()
         finally:
+            if self.command_queue:
+                self.command_queue.clear()
+                with suppress(psycopg.Error):
+                    self.pgconn.send_flush_request()
             yield from generators.send(self.pgconn)
             yield from super()._fetch_gen(flush=False)
 

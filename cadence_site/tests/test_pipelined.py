@@ -334,3 +334,42 @@ def test_a_connection_lost_before_the_batch_is_sent_fails_it_without_a_hang(tabl
     assert reports == [None]
     assert _committed(table) == []
     assert _rows(table) == []  # a new connection
+
+
+def test_a_statement_libpq_refuses_fails_the_batch_without_a_hang(table):
+    """libpq refuses a statement as it is buffered (more than 65,535 values, prepared on first
+    use: its Parse is buffered, its Execute is not, nor the block's sync after it): the batch
+    fails at once instead of waiting at its end for answers the server was never asked to send,
+    and the connection serves the next statement. In a thread with a deadline: a hang must fail
+    the test, not stop the suite."""
+    import threading
+
+    from cadence_site.pipelined import pipelined
+
+    sql = "SELECT " + ", ".join(["%s::int"] * 70_000)
+    outcome: dict = {}
+
+    def batch() -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                outcome["pid"] = cursor.fetchone()[0]
+            try:
+                with pipelined(), bound_cursor() as cursor:
+                    cursor.execute(f"INSERT INTO {table} VALUES (1, 'a')")
+                    cursor.execute(sql, list(range(70_000)))
+            except DatabaseError as exc:
+                outcome["error"] = exc
+            outcome["after"] = _rows(table)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=batch, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    if worker.is_alive():  # its backend ended, or the table's teardown would wait on it too
+        with _other() as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [outcome["pid"]])
+    assert not worker.is_alive(), "the batch's end waits forever"
+    assert "65535" in str(outcome["error"])
+    assert "after" in outcome  # the next statement was served
