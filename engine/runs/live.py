@@ -527,8 +527,11 @@ def serve_lasting() -> None:
 
 async def drain() -> bool:
     """Wait, at most CLOSE_SECONDS, until the running loop's sender holds nothing more to send
-    (a server's shutdown: the last runs' ends reach Redis); True when it does not."""
+    (a server's shutdown: the last runs' ends reach Redis); True when it does not. The loop is
+    no longer lasting from here on: a run that ends after this (a turn cancelled as the loop
+    stops) waits for its frames, as on any loop that may end with it."""
     sender = _sender()
+    sender.lasting = False
     loop = asyncio.get_running_loop()
     deadline = loop.time() + CLOSE_SECONDS
     while (sender.wanted or sender.sending) and sender.task is not None:

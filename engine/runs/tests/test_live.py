@@ -1067,3 +1067,40 @@ async def test_a_run_end_waits_for_its_frames_only_on_a_loop_that_may_end_with_i
     assert published == ([] if lasting else [run_id])
     assert await live.drain() is True
     assert await _feed_ids(client, key, start) == [run_id]
+
+
+def test_a_run_that_ends_after_the_drain_waits_for_its_frames(world, settings):
+    """A turn still running when the server stops: asyncio.run cancels it once the lifespan's
+    shutdown (and its drain) is done, and it records its end and closes its publisher then. The
+    drain ends the loop's lasting mode, so that close waits for the frame as on any other loop,
+    and the run's end reaches the organization's feed before the loop is gone."""
+    import redis
+
+    from engine.runs import live
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    key = live.org_runs_stream_key("org_alpha")
+    last = client.xrevrange(key, count=1)
+    start = last[0][0].decode() if last else "0-0"
+    run_id = f"run-{uuid.uuid4()}"
+
+    async def turn():
+        publisher = live.RunPublisher(
+            recorder=_Ended(), schema_name="org_alpha", run_id=run_id, owner={"user": 1}
+        )
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # the run's end written (engine/runs/pipeline.py _finish)
+            await publisher.close(None, {"type": "run", "id": run_id, "status": "cancelled"})
+
+    async def server():  # lifespan start, a turn launched, lifespan shutdown, then the exit
+        live.serve_lasting()
+        asyncio.get_running_loop().create_task(turn())
+        await asyncio.sleep(0.05)
+        assert await live.drain() is True
+
+    asyncio.run(server())
+    entries = client.xrange(key, min=f"({start}")
+    ids = [json.loads(t)["id"] for _, f in entries for t in f[b"e"].decode().split("\n")]
+    assert run_id in ids
