@@ -318,6 +318,11 @@ def _green_connection_class() -> type:
                 try:
                     first = gen.send(None)
                 except StopIteration as done:
+                    # As psycopg's wait_async does: a call that never blocks still lets the
+                    # loop serve others once it has kept it busy for MAX_BUSY_TIME.
+                    if time.monotonic() - waiting._last_yield >= waiting.MAX_BUSY_TIME:
+                        await_(asyncio.sleep(0))
+                        waiting._last_yield = time.monotonic()
                     return done.value
                 return await_(
                     waiting.wait_async(

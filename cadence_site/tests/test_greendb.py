@@ -162,6 +162,39 @@ async def test_statements_queued_in_a_pipeline_are_not_handed_to_the_loop(
     assert rows == [(4,)]
 
 
+async def test_a_long_pipelined_batch_still_lets_the_loop_serve_others(world, committed_db):
+    """Statements queued in a pipeline never block, but a green call that keeps the loop busy
+    queuing them for more than psycopg's MAX_BUSY_TIME (5 ms) lets other tasks run meanwhile,
+    as psycopg's own waits do."""
+    from cadence_site.pipelined import pipelined
+    from cadence_site.prepared import bound_cursor
+
+    ticks: list[int] = []
+    during: list[int] = []
+
+    async def other_task():
+        while True:
+            ticks.append(1)
+            await asyncio.sleep(0)
+
+    def batch():
+        with schema_context("org_alpha"):
+            _schema_and_backend()
+            with bound_cursor() as cursor:
+                with pipelined():
+                    start = len(ticks)
+                    for n in range(3000):
+                        cursor.execute("SELECT %s::int", [n])
+                    during.append(len(ticks) - start)
+
+    ticking = asyncio.ensure_future(other_task())
+    try:
+        await greendb.run(batch)
+    finally:
+        ticking.cancel()
+    assert during[0] > 0
+
+
 async def test_a_pipelined_batch_past_the_sockets_buffer_lands_from_a_green_call(
     world, committed_db
 ):
