@@ -511,7 +511,8 @@ class _Pulse:
         self.task = asyncio.ensure_future(self._beat())
 
     async def _beat(self) -> None:
-        await _progress(self.turn)
+        if not self.stop.is_set():  # due just as the turn ended: its last beat is the end's
+            await _progress(self.turn)
         await _pulse(self.turn, self.stop)
 
     async def end(self) -> None:
