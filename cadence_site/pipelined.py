@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +89,9 @@ class _Deferred(psycopg.Pipeline):
             self._enqueue_sync()
             self._buffer()
         finally:
-            if self.command_queue:
-                self.command_queue.clear()
-                with suppress(psycopg.Error):
-                    self.pgconn.send_flush_request()
-            yield from generators.send(self.pgconn)
-            yield from super()._fetch_gen(flush=False)
+            refused = bool(self.command_queue)
+            self.command_queue.clear()
+            yield from self._fetch_gen(flush=refused)
 
     def _fetch_gen(self, *, flush: bool):
         self._buffer()
