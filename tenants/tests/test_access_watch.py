@@ -6,6 +6,7 @@ connections (the ORM's, psql-like raw SQL), as an operator, the admin or a bulk 
 
 from __future__ import annotations
 
+import tempfile
 import time
 from datetime import timedelta
 
@@ -199,13 +200,32 @@ def test_nothing_is_kept_while_the_watch_is_not_listening(watch, vouched):
     assert _statements(secret) == (0, "viewer")
 
 
-def _refused_within(client: httpx.Client, seconds: float) -> tuple[httpx.Response, int]:
+class _Models:
+    """GET /v1/models on a live server whose output goes to `log`: a 5xx fails the test with
+    the server's last output (its traceback), which the test's own captured output may not
+    carry whole (a CI summary cuts it)."""
+
+    def __init__(self, client: httpx.Client, log) -> None:
+        self.client = client
+        self.log = log
+
+    def __call__(self) -> httpx.Response:
+        response = self.client.get("/v1/models")
+        if response.status_code >= 500:
+            self.log.flush()
+            self.log.seek(0)
+            tail = self.log.read()[-6000:]
+            pytest.fail(f"/v1/models answered {response.status_code}; the server said:\n{tail}")
+        return response
+
+
+def _refused_within(get: _Models, seconds: float) -> tuple[httpx.Response, int]:
     """The first response that is not a 200 (or the last within `seconds`), and how many
     requests were served before it."""
     deadline = time.monotonic() + seconds
     served = 0
     while True:
-        response = client.get("/v1/models")
+        response = get()
         if response.status_code != 200 or time.monotonic() > deadline:
             return response, served
         served += 1
@@ -217,17 +237,19 @@ def test_a_served_v1_caller_follows_a_change_on_its_next_request(vouched, world)
     organization suspended, are refused as soon as the notification is delivered (asserted
     within a second; typically the very next request), twenty times over."""
     _, key, secret = vouched
-    server = start_live_server(test_database_url())
+    log = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+    server = start_live_server(test_database_url(), output=log)
     try:
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {secret}"}, timeout=10
         ) as client:
+            get = _Models(client, log)
             served_after = []
             for _ in range(20):
-                assert client.get("/v1/models").status_code == 200
-                assert client.get("/v1/models").status_code == 200
+                assert get().status_code == 200
+                assert get().status_code == 200
                 _commit("UPDATE tenants_apikey SET revoked_at = now() WHERE id = %s", [key.pk])
-                refused, served = _refused_within(client, 1.0)
+                refused, served = _refused_within(get, 1.0)
                 served_after.append(served)
                 assert (refused.status_code, refused.json()["error"]["code"]) == (
                     401,
@@ -235,12 +257,12 @@ def test_a_served_v1_caller_follows_a_change_on_its_next_request(vouched, world)
                 )
                 _commit("UPDATE tenants_apikey SET revoked_at = NULL WHERE id = %s", [key.pk])
                 deadline = time.monotonic() + 1
-                while client.get("/v1/models").status_code != 200:
+                while get().status_code != 200:
                     assert time.monotonic() < deadline, "the key stayed refused once restored"
             assert len(served_after) == 20, served_after  # each within the second
             Organization.objects.filter(pk=world.alpha.org.pk).update(status="suspended")
             try:
-                suspended, _ = _refused_within(client, 1.0)
+                suspended, _ = _refused_within(get, 1.0)
             finally:
                 Organization.objects.filter(pk=world.alpha.org.pk).update(status="active")
             assert (suspended.status_code, suspended.json()["error"]["code"]) == (
@@ -249,6 +271,7 @@ def test_a_served_v1_caller_follows_a_change_on_its_next_request(vouched, world)
             )
     finally:
         server.stop()
+        log.close()
 
 
 def test_switched_off_nothing_listens_and_every_request_reads(settings, vouched):
