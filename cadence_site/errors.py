@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, ValidationError
-from django.http import Http404, JsonResponse
+from django.db import InterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.http import Http404, HttpResponse, JsonResponse
 from rest_framework import exceptions as drf
 
 logger = logging.getLogger(__name__)
@@ -108,6 +111,64 @@ def _drf_code(exc: drf.APIException) -> str:
     return "error"
 
 
+# --- the database out of reach ---------------------------------------------------------------
+
+# How long a client is asked to wait before retrying when the database cannot be reached.
+DATABASE_RETRY_SECONDS = 2
+# SQLSTATE classes and codes that say the server cannot serve now, not that the statement was
+# wrong: 08 connection exception, 53 insufficient resources (53300 too many connections),
+# 57P01-57P03 administrator shutdown, crash shutdown, cannot connect now (starting, recovering).
+_UNAVAILABLE_CLASSES = ("08", "53")
+_UNAVAILABLE_CODES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def database_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc` says the database could not be reached or would not take the connection
+    (refused, full, shutting down, the connection lost), as opposed to a statement that failed
+    (a timeout, a deadlock, bad SQL), which stays a 500. libpq's own failures (connecting, a
+    connection lost mid-statement) carry no SQLSTATE."""
+    import psycopg
+
+    if isinstance(exc, InterfaceError):  # Django's "connection already closed"
+        return True
+    if isinstance(exc, DatabaseOperationalError):
+        exc = exc.__cause__
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    state = exc.sqlstate
+    return state is None or state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_CODES
+
+
+def database_unavailable_response(path: str) -> HttpResponse:
+    """503 with Retry-After, in the shape of the surface `path` belongs to."""
+    message = "The database cannot be reached right now. Retry shortly."
+    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
+    if path.startswith("/v1/"):  # OpenAI's error shape; its clients retry a 503
+        response: HttpResponse = JsonResponse(
+            {
+                "error": {
+                    "message": message,
+                    "type": "api_error",
+                    "param": None,
+                    "code": "database_unavailable",
+                }
+            },
+            status=503,
+        )
+    elif path.startswith(("/api/", "/healthz", "/readyz")):
+        response = error_response(503, "database_unavailable", message)
+    else:
+        response = HttpResponse(
+            f"<!doctype html><title>Service unavailable</title><h1>Service unavailable</h1>"
+            f"<p>{message}</p>",
+            status=503,
+            content_type="text/html; charset=utf-8",
+        )
+    for name, value in headers.items():
+        response[name] = value
+    return response
+
+
 def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
     """DRF's handler, then every exception mapped to the one shape; unknown ones are a logged 500."""
     if isinstance(exc, ApplicationError):
@@ -128,6 +189,12 @@ def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
     from rest_framework.views import exception_handler as drf_exception_handler
 
     response = drf_exception_handler(exc, context)
+    if response is None and database_unavailable(exc):
+        logger.error(
+            "database unavailable: answered 503",
+            extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
+        )
+        return database_unavailable_response(context["request"].path)
     if response is None:
         logger.exception("unhandled error in API view", exc_info=exc)
         return error_response(500, "server_error", "An unexpected error occurred.")
@@ -245,6 +312,10 @@ def handler400(request, exception=None):
 
 
 def handler500(request):
+    # Django calls it while handling the exception (response_for_exception), which it has
+    # logged with its traceback by the time the response is sent.
+    if database_unavailable(sys.exc_info()[1]):
+        return database_unavailable_response(request.path)
     if _wants_json(request):
         return error_response(500, "server_error", "An unexpected error occurred.")
     from django.views.defaults import server_error

@@ -30,7 +30,10 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.exception import convert_exception_to_response
 from django.http import HttpRequest, HttpResponsePermanentRedirect
 from django.urls import set_script_prefix
+from django.utils.log import log_response
 from django.utils.module_loading import import_string
+
+from cadence_site.errors import database_unavailable, database_unavailable_response
 
 API_PREFIX = "/v1/"
 
@@ -150,6 +153,32 @@ def _inline(signal, sender) -> list | None:
     return sync_receivers
 
 
+def _unavailable_answered(get_response):
+    """convert_exception_to_response for the views, but a database out of reach is a 503
+    (cadence_site/errors.py), logged as Django logs an error response. Decided here: Django
+    builds an async view's error response on another thread, where handler500 no longer sees
+    the exception."""
+
+    async def inner(request):
+        try:
+            return await get_response(request)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            response = database_unavailable_response(request.path)
+            log_response(
+                "%s: %s",
+                response.reason_phrase,
+                request.path,
+                response=response,
+                request=request,
+                exception=exc,
+            )
+            return response
+
+    return convert_exception_to_response(inner)
+
+
 class ApiASGIHandler(RecycledThreadsMixin, ASGIHandler):
     """Every /v1 view is async and queries only through tenants.context (pool threads that
     close connections around each call), so the request's thread-sensitive thread has nothing
@@ -172,7 +201,7 @@ class ApiASGIHandler(RecycledThreadsMixin, ASGIHandler):
         self._view_middleware = []
         self._template_response_middleware = []
         self._exception_middleware = []
-        handler = convert_exception_to_response(self._get_response_async)
+        handler = _unavailable_answered(self._get_response_async)
         for path in reversed(self.middleware):
             instance = import_string(path)(handler)
             if not iscoroutinefunction(instance):
