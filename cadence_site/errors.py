@@ -139,11 +139,11 @@ def database_unavailable(exc: BaseException | None) -> bool:
     return state is None or state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_CODES
 
 
-def database_unavailable_response(path: str) -> HttpResponse:
-    """503 with Retry-After, in the shape of the surface `path` belongs to."""
+def database_unavailable_response(request) -> HttpResponse:
+    """503 with Retry-After, in the shape of the surface `request` was made to."""
     message = "The database cannot be reached right now. Retry shortly."
     headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
-    if path.startswith("/v1/"):  # OpenAI's error shape; its clients retry a 503
+    if request.path.startswith("/v1/"):  # OpenAI's error shape; its clients retry a 503
         response: HttpResponse = JsonResponse(
             {
                 "error": {
@@ -155,7 +155,7 @@ def database_unavailable_response(path: str) -> HttpResponse:
             },
             status=503,
         )
-    elif path.startswith(("/api/", "/healthz", "/readyz")):
+    elif _wants_json(request):
         response = error_response(503, "database_unavailable", message)
     else:
         response = HttpResponse(
@@ -194,7 +194,7 @@ def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
             "database unavailable: answered 503",
             extra={"error": f"{type(exc).__name__}: {exc}"[:300]},
         )
-        return database_unavailable_response(context["request"].path)
+        return database_unavailable_response(context["request"])
     if response is None:
         logger.exception("unhandled error in API view", exc_info=exc)
         return error_response(500, "server_error", "An unexpected error occurred.")
@@ -315,7 +315,7 @@ def handler500(request):
     # Django calls it while handling the exception (response_for_exception), which it has
     # logged with its traceback by the time the response is sent.
     if database_unavailable(sys.exc_info()[1]):
-        return database_unavailable_response(request.path)
+        return database_unavailable_response(request)
     if _wants_json(request):
         return error_response(500, "server_error", "An unexpected error occurred.")
     from django.views.defaults import server_error

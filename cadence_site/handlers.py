@@ -165,7 +165,7 @@ def _unavailable_answered(get_response):
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
-            response = database_unavailable_response(request.path)
+            response = database_unavailable_response(request)
             log_response(
                 "%s: %s",
                 response.reason_phrase,
