@@ -70,6 +70,12 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     }
 
 
+def openai_error_body(message: str, *, type: str, code: str) -> dict[str, Any]:  # noqa: A002
+    """The error shape of the OpenAI-compatible surface (/v1), for the errors answered before
+    its views (chat/openai/errors.py has the views' own)."""
+    return {"error": {"message": message, "type": type, "param": None, "code": code}}
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict | None = None
 ) -> JsonResponse:
@@ -142,17 +148,9 @@ def database_unavailable(exc: BaseException | None) -> bool:
 def database_unavailable_response(request) -> HttpResponse:
     """503 with Retry-After, in the shape of the surface `request` was made to."""
     message = "The database cannot be reached right now. Retry shortly."
-    headers = {"Retry-After": str(DATABASE_RETRY_SECONDS)}
-    if request.path.startswith("/v1/"):  # OpenAI's error shape; its clients retry a 503
+    if request.path.startswith("/v1/"):  # OpenAI's clients retry a 503
         response: HttpResponse = JsonResponse(
-            {
-                "error": {
-                    "message": message,
-                    "type": "api_error",
-                    "param": None,
-                    "code": "database_unavailable",
-                }
-            },
+            openai_error_body(message, type="api_error", code="database_unavailable"),
             status=503,
         )
     elif _wants_json(request):
@@ -164,8 +162,7 @@ def database_unavailable_response(request) -> HttpResponse:
             status=503,
             content_type="text/html; charset=utf-8",
         )
-    for name, value in headers.items():
-        response[name] = value
+    response["Retry-After"] = str(DATABASE_RETRY_SECONDS)
     return response
 
 
@@ -214,15 +211,7 @@ def api_exception_handler(exc: Exception, context: dict) -> JsonResponse | None:
 def too_large_payload(path: str, limit: int) -> dict[str, Any]:
     message = f"The request body exceeds the limit of {limit} bytes."
     if path.startswith("/v1/"):
-        # The OpenAI-compatible surface answers in OpenAI's error shape.
-        return {
-            "error": {
-                "message": message,
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "payload_too_large",
-            }
-        }
+        return openai_error_body(message, type="invalid_request_error", code="payload_too_large")
     return error_body("payload_too_large", message, {"limit_bytes": limit})
 
 
@@ -312,8 +301,9 @@ def handler400(request, exception=None):
 
 
 def handler500(request):
-    # Django calls it while handling the exception (response_for_exception), which it has
-    # logged with its traceback by the time the response is sent.
+    # Django calls it inside the `except` that caught the exception (response_for_exception, on
+    # the synchronous path: pages, DRF), so sys.exc_info() holds it; Django then logs the
+    # response with the exception's traceback. /v1 decides it in cadence_site/handlers.py.
     if database_unavailable(sys.exc_info()[1]):
         return database_unavailable_response(request)
     if _wants_json(request):
